@@ -1,0 +1,416 @@
+//! Gateway configuration: listener sets, the admin listener and upstream defaults.
+//!
+//! Read once at startup from YAML (`--config FILE`). Every key is checked: an unknown key, a bad address or a
+//! duplicate name is a [`ConfigError`] and the binary exits with code 2 before binding anything.
+//!
+//! ```yaml
+//! listenerSets:
+//!   - name: external
+//!     ingressClasses: [portico-external]
+//!     http: ["0.0.0.0:8080"]
+//!     https: ["0.0.0.0:8443"]
+//!     publish: { addresses: ["192.168.1.240"] }
+//!   - name: internal
+//!     ingressClasses: [portico-internal]
+//!     http: ["10.0.0.5:8080"]
+//! admin: { address: "127.0.0.1:9000" }
+//! upstream: { connectTimeout: 5s, responseHeaderTimeout: 60s }
+//! ```
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// The `spec.controller` value that marks an `IngressClass` as ours.
+pub const CONTROLLER_NAME: &str = "portico.dev/ingress-controller";
+
+/// The whole, validated configuration. Invariant: listener set names and class names are unique, and every
+/// class belongs to exactly one listener set.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub listener_sets: Vec<ListenerSetConfig>,
+    pub admin: AdminConfig,
+    pub upstream: UpstreamConfig,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ListenerSetConfig {
+    pub name: String,
+    pub ingress_classes: Vec<String>,
+    pub http: Vec<SocketAddr>,
+    pub https: Vec<SocketAddr>,
+    pub publish: Publish,
+}
+
+/// Where a listener set's public address comes from (written to `status.loadBalancer` in cluster mode).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub enum Publish {
+    #[default]
+    None,
+    /// `namespace/name` of a Service whose `status.loadBalancer.ingress` is copied (e.g. a MetalLB VIP).
+    Service { namespace: String, name: String },
+    /// Fixed addresses: IPs or hostnames.
+    Addresses(Vec<String>),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct AdminConfig {
+    pub address: SocketAddr,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct UpstreamConfig {
+    pub connect_timeout: Duration,
+    pub response_header_timeout: Duration,
+    pub idle_timeout: Duration,
+}
+
+impl Default for UpstreamConfig {
+    fn default() -> Self {
+        Self {
+            connect_timeout: Duration::from_secs(5),
+            response_header_timeout: Duration::from_secs(60),
+            idle_timeout: Duration::from_secs(90),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("invalid configuration: {0}")]
+    Parse(#[from] serde_yaml::Error),
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+impl Default for Config {
+    /// One set `default` serving class `portico` on `0.0.0.0:8080` (HTTPS on `0.0.0.0:8443`), admin on
+    /// `127.0.0.1:9000`.
+    fn default() -> Self {
+        Self {
+            listener_sets: vec![ListenerSetConfig {
+                name: "default".into(),
+                ingress_classes: vec!["portico".into()],
+                http: vec![SocketAddr::from(([0, 0, 0, 0], 8080))],
+                https: vec![SocketAddr::from(([0, 0, 0, 0], 8443))],
+                publish: Publish::None,
+            }],
+            admin: AdminConfig {
+                address: SocketAddr::from(([127, 0, 0, 1], 9000)),
+            },
+            upstream: UpstreamConfig::default(),
+        }
+    }
+}
+
+impl Config {
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::from_yaml(&text)
+    }
+
+    pub fn from_yaml(text: &str) -> Result<Self, ConfigError> {
+        let raw: RawConfig = serde_yaml::from_str(text)?;
+        raw.validate()
+    }
+
+    /// The listener set that serves `class`, by index.
+    pub fn set_for_class(&self, class: &str) -> Option<usize> {
+        self.listener_sets
+            .iter()
+            .position(|s| s.ingress_classes.iter().any(|c| c == class))
+    }
+}
+
+// === raw, as written ===
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawConfig {
+    #[serde(default)]
+    listener_sets: Option<Vec<RawListenerSet>>,
+    #[serde(default)]
+    admin: Option<RawAdmin>,
+    #[serde(default)]
+    upstream: Option<RawUpstream>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawListenerSet {
+    name: String,
+    ingress_classes: Vec<String>,
+    #[serde(default)]
+    http: Vec<String>,
+    #[serde(default)]
+    https: Vec<String>,
+    #[serde(default)]
+    publish: Option<RawPublish>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawPublish {
+    #[serde(default)]
+    service: Option<String>,
+    #[serde(default)]
+    addresses: Option<Vec<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawAdmin {
+    address: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawUpstream {
+    #[serde(default)]
+    connect_timeout: Option<String>,
+    #[serde(default)]
+    response_header_timeout: Option<String>,
+    #[serde(default)]
+    idle_timeout: Option<String>,
+}
+
+fn invalid(msg: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid(msg.into())
+}
+
+fn parse_addr(what: &str, s: &str) -> Result<SocketAddr, ConfigError> {
+    s.parse().map_err(|_| {
+        invalid(format!(
+            "{what}: {s:?} is not an address:port (e.g. 0.0.0.0:8080 or [::]:8080)"
+        ))
+    })
+}
+
+/// Parses `250ms`, `5s`, `2m`, `1h`.
+pub fn parse_duration(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit())?;
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num.parse().ok()?;
+    match unit {
+        "ms" => Some(Duration::from_millis(n)),
+        "s" => Some(Duration::from_secs(n)),
+        "m" => Some(Duration::from_secs(n.checked_mul(60)?)),
+        "h" => Some(Duration::from_secs(n.checked_mul(3600)?)),
+        _ => None,
+    }
+}
+
+fn duration_field(what: &str, v: Option<String>, default: Duration) -> Result<Duration, ConfigError> {
+    match v {
+        None => Ok(default),
+        Some(s) => match parse_duration(&s) {
+            Some(d) if !d.is_zero() => Ok(d),
+            _ => Err(invalid(format!(
+                "{what}: {s:?} is not a positive duration like 250ms, 5s or 2m"
+            ))),
+        },
+    }
+}
+
+impl RawConfig {
+    fn validate(self) -> Result<Config, ConfigError> {
+        let defaults = Config::default();
+        let listener_sets = match self.listener_sets {
+            None => defaults.listener_sets,
+            Some(sets) if sets.is_empty() => return Err(invalid("listenerSets: at least one listener set is needed")),
+            Some(sets) => {
+                let mut names = HashSet::new();
+                let mut classes = HashSet::new();
+                let mut out = Vec::with_capacity(sets.len());
+                for set in sets {
+                    let ctx = format!("listenerSets[{}]", set.name);
+                    if set.name.is_empty() || !set.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+                        return Err(invalid(format!(
+                            "{ctx}: name must be non-empty letters, digits and '-'"
+                        )));
+                    }
+                    if !names.insert(set.name.clone()) {
+                        return Err(invalid(format!("{ctx}: duplicate listener set name")));
+                    }
+                    if set.ingress_classes.is_empty() {
+                        return Err(invalid(format!("{ctx}: ingressClasses must name at least one class")));
+                    }
+                    for class in &set.ingress_classes {
+                        if !classes.insert(class.clone()) {
+                            return Err(invalid(format!(
+                                "{ctx}: class {class:?} already belongs to another listener set"
+                            )));
+                        }
+                    }
+                    if set.http.is_empty() && set.https.is_empty() {
+                        return Err(invalid(format!("{ctx}: needs at least one http or https bind")));
+                    }
+                    let http = set
+                        .http
+                        .iter()
+                        .map(|a| parse_addr(&format!("{ctx}.http"), a))
+                        .collect::<Result<Vec<_>, _>>()?;
+                    let https = set
+                        .https
+                        .iter()
+                        .map(|a| parse_addr(&format!("{ctx}.https"), a))
+                        .collect::<Result<Vec<_>, _>>()?;
+                    let publish = match set.publish {
+                        None => Publish::None,
+                        Some(RawPublish {
+                            service: Some(svc),
+                            addresses: None,
+                        }) => match svc.split_once('/') {
+                            Some((ns, name)) if !ns.is_empty() && !name.is_empty() && !name.contains('/') => {
+                                Publish::Service {
+                                    namespace: ns.into(),
+                                    name: name.into(),
+                                }
+                            }
+                            _ => {
+                                return Err(invalid(format!(
+                                    "{ctx}.publish.service: {svc:?} must be namespace/name"
+                                )))
+                            }
+                        },
+                        Some(RawPublish {
+                            service: None,
+                            addresses: Some(addrs),
+                        }) if !addrs.is_empty() => Publish::Addresses(addrs),
+                        Some(_) => return Err(invalid(format!(
+                            "{ctx}.publish: give exactly one of service (namespace/name) or a non-empty addresses list"
+                        ))),
+                    };
+                    out.push(ListenerSetConfig {
+                        name: set.name,
+                        ingress_classes: set.ingress_classes,
+                        http,
+                        https,
+                        publish,
+                    });
+                }
+                out
+            }
+        };
+        let admin = match self.admin {
+            None => defaults.admin,
+            Some(a) => AdminConfig {
+                address: parse_addr("admin.address", &a.address)?,
+            },
+        };
+        let upstream = match self.upstream {
+            None => defaults.upstream,
+            Some(u) => {
+                let d = UpstreamConfig::default();
+                UpstreamConfig {
+                    connect_timeout: duration_field("upstream.connectTimeout", u.connect_timeout, d.connect_timeout)?,
+                    response_header_timeout: duration_field(
+                        "upstream.responseHeaderTimeout",
+                        u.response_header_timeout,
+                        d.response_header_timeout,
+                    )?,
+                    idle_timeout: duration_field("upstream.idleTimeout", u.idle_timeout, d.idle_timeout)?,
+                }
+            }
+        };
+        Ok(Config {
+            listener_sets,
+            admin,
+            upstream,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_gives_defaults() {
+        let c = Config::from_yaml("{}").unwrap();
+        assert_eq!(c, Config::default());
+        assert_eq!(c.set_for_class("portico"), Some(0));
+    }
+
+    #[test]
+    fn two_sets_parse() {
+        let c = Config::from_yaml(
+            r#"
+listenerSets:
+  - name: external
+    ingressClasses: [portico-external]
+    http: ["127.0.0.1:8080"]
+    publish: { service: portico/portico-external }
+  - name: internal
+    ingressClasses: [portico-internal, admin]
+    http: ["127.0.0.2:8080", "127.0.0.2:8081"]
+    publish: { addresses: ["10.0.0.5"] }
+admin: { address: "127.0.0.1:9100" }
+upstream: { connectTimeout: 250ms }
+"#,
+        )
+        .unwrap();
+        assert_eq!(c.listener_sets.len(), 2);
+        assert_eq!(c.set_for_class("admin"), Some(1));
+        assert_eq!(c.listener_sets[1].http.len(), 2);
+        assert_eq!(
+            c.listener_sets[0].publish,
+            Publish::Service {
+                namespace: "portico".into(),
+                name: "portico-external".into()
+            }
+        );
+        assert_eq!(c.upstream.connect_timeout, Duration::from_millis(250));
+        assert_eq!(c.admin.address.port(), 9100);
+    }
+
+    #[test]
+    fn unknown_key_is_an_error_naming_it() {
+        let e = Config::from_yaml("listenerSets: [{name: a, ingressClasses: [x], http: [\"0.0.0.0:1\"], bogus: 1}]")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("bogus"), "{e}");
+    }
+
+    #[test]
+    fn invalid_values_are_errors() {
+        for (yaml, needle) in [
+            ("listenerSets: []", "at least one"),
+            ("listenerSets: [{name: a, ingressClasses: [x], http: [\"nope\"]}]", "not an address"),
+            (
+                "listenerSets: [{name: a, ingressClasses: [x], http: [\"0.0.0.0:1\"]}, {name: a, ingressClasses: [y], http: [\"0.0.0.0:2\"]}]",
+                "duplicate",
+            ),
+            (
+                "listenerSets: [{name: a, ingressClasses: [x], http: [\"0.0.0.0:1\"]}, {name: b, ingressClasses: [x], http: [\"0.0.0.0:2\"]}]",
+                "already belongs",
+            ),
+            ("listenerSets: [{name: a, ingressClasses: [x]}]", "at least one http"),
+            ("upstream: {connectTimeout: 5 parsecs}", "duration"),
+            (
+                "listenerSets: [{name: a, ingressClasses: [x], http: [\"0.0.0.0:1\"], publish: {service: nons}}]",
+                "namespace/name",
+            ),
+        ] {
+            let e = Config::from_yaml(yaml).unwrap_err().to_string();
+            assert!(e.contains(needle), "{yaml}: {e}");
+        }
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
+        assert_eq!(parse_duration("2m"), Some(Duration::from_secs(120)));
+        assert_eq!(parse_duration("5"), None);
+        assert_eq!(parse_duration("s"), None);
+    }
+}

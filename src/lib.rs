@@ -1,0 +1,3 @@
+//! Portico: a Kubernetes ingress gateway.
+pub mod certs;
+pub mod config;
