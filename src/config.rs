@@ -286,9 +286,11 @@ impl RawConfig {
                             service: None,
                             addresses: Some(addrs),
                         }) if !addrs.is_empty() => Publish::Addresses(addrs),
-                        Some(_) => return Err(invalid(format!(
+                        Some(_) => {
+                            return Err(invalid(format!(
                             "{ctx}.publish: give exactly one of service (namespace/name) or a non-empty addresses list"
-                        ))),
+                        )))
+                        }
                     };
                     out.push(ListenerSetConfig {
                         name: set.name,

@@ -1,1 +1,143 @@
-fn main() {}
+//! The `portico` binary: `portico run` serves, `portico check` validates.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use portico::config::{self, Config};
+
+#[derive(Parser)]
+#[command(name = "portico", version, about = "A Kubernetes ingress gateway")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve traffic.
+    Run {
+        /// Directory of Kubernetes YAML manifests (file mode).
+        #[arg(long)]
+        manifests: PathBuf,
+        /// Configuration file (YAML). Without it: one listener set `default` serving class `portico` on :8080.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// How often the manifest directory is checked for changes, e.g. 500ms or 2s.
+        #[arg(long, default_value = "1s", value_parser = parse_duration)]
+        poll_interval: Duration,
+    },
+    /// Load and translate without serving; print the routes and every diagnostic.
+    /// Exit 0 when clean, 1 when an object was rejected, 2 when the input is unusable.
+    Check {
+        #[arg(long)]
+        manifests: PathBuf,
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    config::parse_duration(s).ok_or_else(|| format!("{s:?} is not a duration like 500ms or 2s"))
+}
+
+fn load_config(path: Option<&PathBuf>) -> Result<Config, ExitCode> {
+    match path {
+        None => Ok(Config::default()),
+        Some(p) => Config::from_file(p).map_err(|e| {
+            eprintln!("portico: {e}");
+            ExitCode::from(2)
+        }),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Check { manifests, config } => check(&manifests, config.as_ref()),
+        Command::Run {
+            manifests,
+            config,
+            poll_interval,
+        } => {
+            let config = match load_config(config.as_ref()) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            init_tracing();
+            let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("portico: cannot start the runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            rt.block_on(run(config, manifests, poll_interval))
+        }
+    }
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .init();
+}
+
+async fn run(config: Config, manifests: PathBuf, poll_interval: Duration) -> ExitCode {
+    let source = portico::app::Source::Manifests {
+        dir: manifests,
+        poll_interval,
+    };
+    let running = match portico::app::start(config, source).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!("cannot start: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    wait_for_signal().await;
+    tracing::info!("shutting down: no new connections; finishing in-flight requests");
+    running.shutdown().await;
+    tracing::info!("stopped");
+    ExitCode::SUCCESS
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+fn check(manifests: &PathBuf, config_path: Option<&PathBuf>) -> ExitCode {
+    let config = match load_config(config_path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let mut dir = portico::source::manifests::ManifestDir::new(manifests);
+    let (state, mut diags) = match dir.load() {
+        Ok(x) => x,
+        Err(e) => {
+            eprintln!("portico: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let opts = portico::model::Options::from_config(&config, true);
+    let mut t = portico::model::translate(&state, &opts);
+    diags.append(&mut t.diagnostics);
+    t.diagnostics = diags;
+    print!("{}", t.describe());
+    if t.diagnostics.is_empty() {
+        println!("ok: no object rejected");
+        ExitCode::SUCCESS
+    } else {
+        println!("{} problem(s) found", t.diagnostics.len());
+        ExitCode::from(1)
+    }
+}

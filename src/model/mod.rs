@@ -1,0 +1,313 @@
+//! The routing model: what the cluster's objects mean for each listener set, computed by a pure function.
+//!
+//! [`translate`] takes a [`ClusterState`] (the objects, from a manifest directory or the Kubernetes API) and
+//! [`Options`] (derived from the configuration) and returns a [`Translation`]: per listener set, the hosts,
+//! paths and backends to serve, plus a [`Diagnostic`] for everything that was rejected and why. No I/O, no
+//! clock, deterministic order: the same input always gives the same output.
+
+mod translate;
+
+use std::fmt;
+use std::net::SocketAddr;
+
+use k8s_openapi::api::core::v1::{Secret, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
+
+pub use translate::translate;
+
+/// Every object translation looks at. Order does not matter: translation sorts what it needs.
+#[derive(Debug, Clone, Default)]
+pub struct ClusterState {
+    pub ingresses: Vec<Ingress>,
+    pub ingress_classes: Vec<IngressClass>,
+    pub services: Vec<Service>,
+    pub endpoint_slices: Vec<EndpointSlice>,
+    pub secrets: Vec<Secret>,
+}
+
+/// What translation needs from the configuration.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The `spec.controller` value of our IngressClasses.
+    pub controller: String,
+    /// Listener sets in configuration order, each with the class names it serves.
+    pub listener_sets: Vec<SetOptions>,
+    /// File mode: configured classes that count as ours even without an `IngressClass` object. The one marked
+    /// default is the default class unless an `IngressClass` object in the input carries the default annotation.
+    pub implicit_classes: Vec<ImplicitClass>,
+}
+
+#[derive(Debug, Clone)]
+pub struct SetOptions {
+    pub name: String,
+    pub classes: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ImplicitClass {
+    pub name: String,
+    pub default: bool,
+}
+
+impl Options {
+    /// Options from a configuration. `file_mode` makes every configured class implicit, the first class of the
+    /// first listener set being the default.
+    pub fn from_config(config: &crate::config::Config, file_mode: bool) -> Self {
+        let implicit_classes = if file_mode {
+            config
+                .listener_sets
+                .iter()
+                .flat_map(|s| s.ingress_classes.iter())
+                .enumerate()
+                .map(|(i, c)| ImplicitClass {
+                    name: c.clone(),
+                    default: i == 0,
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        Self {
+            controller: crate::config::CONTROLLER_NAME.to_string(),
+            listener_sets: config
+                .listener_sets
+                .iter()
+                .map(|s| SetOptions {
+                    name: s.name.clone(),
+                    classes: s.ingress_classes.clone(),
+                })
+                .collect(),
+            implicit_classes,
+        }
+    }
+}
+
+/// The result of translation: one model per listener set (same order as [`Options::listener_sets`]).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Translation {
+    pub sets: Vec<SetModel>,
+    pub diagnostics: Vec<Diagnostic>,
+    /// The Ingresses that are ours, with the index of the listener set serving them (for status).
+    pub owned: Vec<(ObjectRef, usize)>,
+}
+
+impl Translation {
+    /// A stable, human-readable rendering: one line per route, then one per diagnostic. Used by `portico check`
+    /// and by the fixture tests.
+    pub fn describe(&self) -> String {
+        use fmt::Write;
+        let mut out = String::new();
+        for set in &self.sets {
+            let _ = writeln!(out, "listener set {}:", set.name);
+            if set.hosts.is_empty() && set.default_backend.is_none() {
+                let _ = writeln!(out, "  (no routes)");
+            }
+            for host in &set.hosts {
+                for p in &host.paths {
+                    let _ = writeln!(
+                        out,
+                        "  {}{} {} -> {} ({})",
+                        host.host, p.path, p.kind, p.backend, p.ingress
+                    );
+                }
+            }
+            if let Some(d) = &set.default_backend {
+                let _ = writeln!(out, "  default -> {} ({})", d.backend, d.ingress);
+            }
+            for tls in &set.tls {
+                let _ = writeln!(
+                    out,
+                    "  tls {} secret {} ({})",
+                    tls.hosts.join(","),
+                    tls.secret,
+                    tls.ingress
+                );
+            }
+        }
+        for d in &self.diagnostics {
+            let _ = writeln!(out, "diagnostic: {d}");
+        }
+        out
+    }
+}
+
+/// A listener set's routes. Invariant: hosts are unique and sorted (exact, then wildcard, then the host-less
+/// rules last); paths within a host are unique per (path, kind) and sorted.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SetModel {
+    pub name: String,
+    pub hosts: Vec<HostModel>,
+    pub default_backend: Option<DefaultBackendModel>,
+    pub tls: Vec<TlsModel>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct HostModel {
+    pub host: HostPattern,
+    pub paths: Vec<PathModel>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum HostPattern {
+    /// `a.example.com`, lowercase, no trailing dot.
+    Exact(String),
+    /// `*.example.com`, stored as the suffix `example.com`.
+    Wildcard(String),
+    /// A rule without a host.
+    Any,
+}
+
+impl fmt::Display for HostPattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HostPattern::Exact(h) => f.write_str(h),
+            HostPattern::Wildcard(s) => write!(f, "*.{s}"),
+            HostPattern::Any => f.write_str("*"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum PathKind {
+    Exact,
+    /// Prefix and ImplementationSpecific.
+    Prefix,
+}
+
+impl fmt::Display for PathKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            PathKind::Exact => "Exact",
+            PathKind::Prefix => "Prefix",
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct PathModel {
+    /// Normalised; for Prefix, without a trailing slash (except the root `/`).
+    pub path: String,
+    pub kind: PathKind,
+    pub backend: BackendModel,
+    pub ingress: ObjectRef,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct DefaultBackendModel {
+    pub backend: BackendModel,
+    pub ingress: ObjectRef,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct TlsModel {
+    pub hosts: Vec<String>,
+    pub secret: ObjectRef,
+    pub ingress: ObjectRef,
+}
+
+/// A Service port and the endpoints behind it. Invariant: endpoints sorted and unique.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct BackendModel {
+    pub namespace: String,
+    pub service: String,
+    pub port: PortRef,
+    pub endpoints: Vec<SocketAddr>,
+}
+
+impl BackendModel {
+    /// `namespace/service:port`, the backend's identity.
+    pub fn id(&self) -> String {
+        format!("{}/{}:{}", self.namespace, self.service, self.port)
+    }
+}
+
+impl fmt::Display for BackendModel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}:{} [", self.namespace, self.service, self.port)?;
+        for (i, e) in self.endpoints.iter().enumerate() {
+            if i > 0 {
+                f.write_str(" ")?;
+            }
+            write!(f, "{e}")?;
+        }
+        f.write_str("]")
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum PortRef {
+    Number(i32),
+    Name(String),
+}
+
+impl fmt::Display for PortRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PortRef::Number(n) => write!(f, "{n}"),
+            PortRef::Name(n) => f.write_str(n),
+        }
+    }
+}
+
+/// A Kubernetes object by kind, namespace and name.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ObjectRef {
+    pub kind: &'static str,
+    pub namespace: String,
+    pub name: String,
+}
+
+impl fmt::Display for ObjectRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.namespace.is_empty() {
+            write!(f, "{} {}", self.kind, self.name)
+        } else {
+            write!(f, "{} {}/{}", self.kind, self.namespace, self.name)
+        }
+    }
+}
+
+/// What a diagnostic is about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Subject {
+    Object(ObjectRef),
+    /// A document in a manifest file that could not be read as an object (index counts from 0).
+    Document {
+        file: String,
+        index: usize,
+    },
+    File(String),
+}
+
+impl fmt::Display for Subject {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Subject::Object(o) => o.fmt(f),
+            Subject::Document { file, index } => write!(f, "{file} document {index}"),
+            Subject::File(file) => f.write_str(file),
+        }
+    }
+}
+
+/// Something that was rejected (and so disabled) with the reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Diagnostic {
+    pub subject: Subject,
+    pub reason: String,
+}
+
+impl Diagnostic {
+    pub fn object(object: ObjectRef, reason: impl Into<String>) -> Self {
+        Self {
+            subject: Subject::Object(object),
+            reason: reason.into(),
+        }
+    }
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.subject, self.reason)
+    }
+}

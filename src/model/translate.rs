@@ -1,0 +1,519 @@
+//! `translate`: objects in, routing model and diagnostics out. See `docs/ingress-semantics.md`: each rule there
+//! is implemented here and has a fixture under `tests/fixtures/translate/`.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::{IpAddr, SocketAddr};
+
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::networking::v1::{Ingress, IngressBackend, IngressClass};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+use super::*;
+use crate::normalize::validate_ingress_path;
+
+pub const DEFAULT_CLASS_ANNOTATION: &str = "ingressclass.kubernetes.io/is-default-class";
+pub const LEGACY_CLASS_ANNOTATION: &str = "kubernetes.io/ingress.class";
+pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+
+/// Translates the cluster's objects into a routing model per listener set. Pure and deterministic.
+pub fn translate(state: &ClusterState, opts: &Options) -> Translation {
+    let mut t = Translator {
+        state,
+        opts,
+        diagnostics: Vec::new(),
+        emitted: HashSet::new(),
+        service_index: state
+            .services
+            .iter()
+            .filter_map(|s| Some(((namespace_of(&s.metadata), s.metadata.name.as_deref()?), s)))
+            .collect(),
+    };
+    let classes = t.classes();
+    let mut sets: Vec<SetBuilder> = opts.listener_sets.iter().map(|_| SetBuilder::default()).collect();
+    let mut owned = Vec::new();
+
+    let mut ingresses: Vec<&Ingress> = state.ingresses.iter().collect();
+    ingresses.sort_by(|a, b| age_key(&a.metadata).cmp(&age_key(&b.metadata)));
+    for ing in ingresses {
+        let Some(iref) = object_ref("Ingress", &ing.metadata) else {
+            continue;
+        };
+        let Some(set_idx) = classes.set_of(ing) else {
+            continue;
+        };
+        owned.push((iref.clone(), set_idx));
+        t.ingress(ing, &iref, &mut sets[set_idx]);
+    }
+
+    let sets = opts
+        .listener_sets
+        .iter()
+        .zip(sets)
+        .map(|(o, b)| b.finish(o.name.clone()))
+        .collect();
+    owned.sort();
+    Translation {
+        sets,
+        diagnostics: t.diagnostics,
+        owned,
+    }
+}
+
+/// Oldest first: creation time, then namespace/name. Objects without a timestamp (hand-written manifests) sort
+/// as the oldest, by name.
+fn age_key(m: &ObjectMeta) -> (Option<i64>, &str, &str) {
+    (
+        m.creation_timestamp.as_ref().map(|t| t.0.as_second()),
+        m.namespace.as_deref().unwrap_or("default"),
+        m.name.as_deref().unwrap_or(""),
+    )
+}
+
+fn namespace_of(m: &ObjectMeta) -> &str {
+    m.namespace.as_deref().unwrap_or("default")
+}
+
+fn object_ref(kind: &'static str, m: &ObjectMeta) -> Option<ObjectRef> {
+    Some(ObjectRef {
+        kind,
+        namespace: namespace_of(m).to_string(),
+        name: m.name.clone()?,
+    })
+}
+
+fn annotation<'a>(m: &'a ObjectMeta, key: &str) -> Option<&'a str> {
+    m.annotations.as_ref()?.get(key).map(String::as_str)
+}
+
+// === classes ===
+
+struct Classes {
+    /// Our class name -> listener set index.
+    ours: HashMap<String, usize>,
+    /// The cluster's default class, when it is ours.
+    default: Option<String>,
+}
+
+impl Classes {
+    fn set_of(&self, ing: &Ingress) -> Option<usize> {
+        let named = ing
+            .spec
+            .as_ref()
+            .and_then(|s| s.ingress_class_name.as_deref())
+            .filter(|s| !s.is_empty())
+            .or_else(|| annotation(&ing.metadata, LEGACY_CLASS_ANNOTATION).filter(|s| !s.is_empty()));
+        match named {
+            Some(class) => self.ours.get(class).copied(),
+            None => self.ours.get(self.default.as_deref()?).copied(),
+        }
+    }
+}
+
+// === the translator ===
+
+struct Translator<'a> {
+    state: &'a ClusterState,
+    opts: &'a Options,
+    diagnostics: Vec<Diagnostic>,
+    emitted: HashSet<(ObjectRef, String)>,
+    service_index: HashMap<(&'a str, &'a str), &'a Service>,
+}
+
+#[derive(Default)]
+struct SetBuilder {
+    /// (host, path, kind) -> path model. The first (oldest) claim wins.
+    paths: BTreeMap<(HostPattern, String, PathKind), PathModel>,
+    /// host -> namespace that owns it.
+    host_owner: HashMap<HostPattern, String>,
+    default_backend: Option<DefaultBackendModel>,
+    tls: Vec<TlsModel>,
+}
+
+impl SetBuilder {
+    fn finish(self, name: String) -> SetModel {
+        let mut hosts: Vec<HostModel> = Vec::new();
+        for ((host, _, _), p) in self.paths {
+            match hosts.last_mut() {
+                Some(h) if h.host == host => h.paths.push(p),
+                _ => hosts.push(HostModel { host, paths: vec![p] }),
+            }
+        }
+        SetModel {
+            name,
+            hosts,
+            default_backend: self.default_backend,
+            tls: self.tls,
+        }
+    }
+}
+
+impl<'a> Translator<'a> {
+    fn diag(&mut self, object: &ObjectRef, reason: String) {
+        if self.emitted.insert((object.clone(), reason.clone())) {
+            self.diagnostics.push(Diagnostic::object(object.clone(), reason));
+        }
+    }
+
+    fn classes(&mut self) -> Classes {
+        let mut ours = HashMap::new();
+        let mut by_name: Vec<&IngressClass> = self.state.ingress_classes.iter().collect();
+        by_name.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+        let set_of_class = |name: &str| {
+            self.opts
+                .listener_sets
+                .iter()
+                .position(|s| s.classes.iter().any(|c| c == name))
+        };
+
+        // The default class, as the admission plugin picks it: newest, then by name.
+        let mut default: Option<(Option<i64>, &str, bool)> = None;
+        for class in &by_name {
+            let Some(name) = class.metadata.name.as_deref() else {
+                continue;
+            };
+            let is_ours = class.spec.as_ref().and_then(|s| s.controller.as_deref()) == Some(&self.opts.controller);
+            if is_ours {
+                match set_of_class(name) {
+                    Some(idx) => {
+                        ours.insert(name.to_string(), idx);
+                    }
+                    None => {
+                        let r = ObjectRef {
+                            kind: "IngressClass",
+                            namespace: String::new(),
+                            name: name.to_string(),
+                        };
+                        self.diag(
+                            &r,
+                            "IngressClass names our controller but no listener set in the configuration serves it"
+                                .into(),
+                        );
+                    }
+                }
+            }
+            if annotation(&class.metadata, DEFAULT_CLASS_ANNOTATION) == Some("true") {
+                let key = (
+                    class.metadata.creation_timestamp.as_ref().map(|t| t.0.as_second()),
+                    name,
+                );
+                let newer = match default {
+                    None => true,
+                    Some((ts, n, _)) => key.0 > ts || (key.0 == ts && name > n),
+                };
+                if newer {
+                    default = Some((key.0, name, is_ours));
+                }
+            }
+        }
+        let mut default = default.filter(|d| d.2).map(|d| d.1.to_string());
+        let any_declared_default = by_name
+            .iter()
+            .any(|c| annotation(&c.metadata, DEFAULT_CLASS_ANNOTATION) == Some("true"));
+        for implicit in &self.opts.implicit_classes {
+            if ours.contains_key(&implicit.name)
+                || by_name
+                    .iter()
+                    .any(|c| c.metadata.name.as_deref() == Some(&implicit.name))
+            {
+                continue;
+            }
+            if let Some(idx) = set_of_class(&implicit.name) {
+                ours.insert(implicit.name.clone(), idx);
+                if implicit.default && !any_declared_default {
+                    default = Some(implicit.name.clone());
+                }
+            }
+        }
+        Classes { ours, default }
+    }
+
+    fn ingress(&mut self, ing: &Ingress, iref: &ObjectRef, set: &mut SetBuilder) {
+        let Some(spec) = ing.spec.as_ref() else {
+            self.diag(iref, "Ingress has no spec".into());
+            return;
+        };
+        let ns = iref.namespace.as_str();
+
+        if let Some(db) = &spec.default_backend {
+            match &set.default_backend {
+                Some(existing) => {
+                    let reason = format!(
+                        "spec.defaultBackend ignored: the listener set's default backend is already set by the older {}",
+                        existing.ingress
+                    );
+                    self.diag(iref, reason);
+                }
+                None => {
+                    if let Some(backend) = self.backend(iref, ns, db, "spec.defaultBackend") {
+                        set.default_backend = Some(DefaultBackendModel {
+                            backend,
+                            ingress: iref.clone(),
+                        });
+                    }
+                }
+            }
+        }
+
+        for (ri, rule) in spec.rules.iter().flatten().enumerate() {
+            let host = match rule.host.as_deref() {
+                None | Some("") => HostPattern::Any,
+                Some(h) => match parse_rule_host(h) {
+                    Ok(h) => h,
+                    Err(reason) => {
+                        self.diag(iref, format!("spec.rules[{ri}]: {reason}; rule ignored"));
+                        continue;
+                    }
+                },
+            };
+            match set.host_owner.get(&host) {
+                Some(owner) if owner != ns => {
+                    let reason = format!(
+                        "spec.rules[{ri}]: host {host} is already served for namespace {owner}; another namespace cannot take it over; rule ignored"
+                    );
+                    self.diag(iref, reason);
+                    continue;
+                }
+                Some(_) => {}
+                None => {
+                    set.host_owner.insert(host.clone(), ns.to_string());
+                }
+            }
+            let Some(http) = &rule.http else { continue };
+            for (pi, p) in http.paths.iter().enumerate() {
+                let at = format!("spec.rules[{ri}].http.paths[{pi}]");
+                let kind = match p.path_type.as_str() {
+                    "Exact" => PathKind::Exact,
+                    "Prefix" | "ImplementationSpecific" => PathKind::Prefix,
+                    other => {
+                        self.diag(iref, format!("{at}: unknown pathType {other:?}; path ignored"));
+                        continue;
+                    }
+                };
+                let raw = match p.path.as_deref() {
+                    Some(path) if !path.is_empty() => path,
+                    _ if p.path_type == "ImplementationSpecific" => "/",
+                    _ => {
+                        self.diag(
+                            iref,
+                            format!("{at}: path is required for pathType {}; path ignored", p.path_type),
+                        );
+                        continue;
+                    }
+                };
+                if let Err(reason) = validate_ingress_path(raw) {
+                    self.diag(iref, format!("{at}: {reason}; path ignored"));
+                    continue;
+                }
+                let path = match kind {
+                    PathKind::Prefix if raw.len() > 1 => raw.trim_end_matches('/').to_string(),
+                    _ => raw.to_string(),
+                };
+                let key = (host.clone(), path.clone(), kind);
+                if let Some(winner) = set.paths.get(&key) {
+                    let reason = format!(
+                        "{at}: {host}{path} ({kind}) is already claimed by the older {}; path ignored",
+                        winner.ingress
+                    );
+                    self.diag(iref, reason);
+                    continue;
+                }
+                let Some(backend) = self.backend(iref, ns, &p.backend, &at) else {
+                    continue;
+                };
+                set.paths.insert(
+                    key,
+                    PathModel {
+                        path,
+                        kind,
+                        backend,
+                        ingress: iref.clone(),
+                    },
+                );
+            }
+        }
+
+        for (ti, tls) in spec.tls.iter().flatten().enumerate() {
+            let Some(secret) = tls.secret_name.as_deref().filter(|s| !s.is_empty()) else {
+                continue;
+            };
+            let mut hosts = Vec::new();
+            for h in tls.hosts.iter().flatten() {
+                match parse_rule_host(h) {
+                    Ok(p) => hosts.push(p.to_string()),
+                    Err(reason) => self.diag(iref, format!("spec.tls[{ti}]: {reason}; host ignored")),
+                }
+            }
+            set.tls.push(TlsModel {
+                hosts,
+                secret: ObjectRef {
+                    kind: "Secret",
+                    namespace: ns.to_string(),
+                    name: secret.to_string(),
+                },
+                ingress: iref.clone(),
+            });
+        }
+    }
+
+    /// Resolves a backend in the Ingress's own namespace. `None` when the reference cannot be served at all (a
+    /// resource backend, no service); a missing Service or port gives a backend without endpoints (503) and a
+    /// diagnostic.
+    fn backend(&mut self, iref: &ObjectRef, ns: &str, b: &IngressBackend, at: &str) -> Option<BackendModel> {
+        if b.resource.is_some() {
+            self.diag(iref, format!("{at}: resource backends are not supported; ignored"));
+            return None;
+        }
+        let Some(svc) = &b.service else {
+            self.diag(iref, format!("{at}: backend names no service; ignored"));
+            return None;
+        };
+        let port = match svc.port.as_ref().map(|p| (p.number, p.name.as_deref())) {
+            Some((Some(n), _)) => PortRef::Number(n),
+            Some((None, Some(name))) if !name.is_empty() => PortRef::Name(name.to_string()),
+            _ => {
+                self.diag(
+                    iref,
+                    format!("{at}: service {} has no port number or name; ignored", svc.name),
+                );
+                return None;
+            }
+        };
+        let mut model = BackendModel {
+            namespace: ns.to_string(),
+            service: svc.name.clone(),
+            port,
+            endpoints: Vec::new(),
+        };
+        match self.endpoints(ns, &svc.name, &model.port) {
+            Ok(eps) => model.endpoints = eps,
+            Err(reason) => self.diag(iref, format!("{at}: {reason}; requests get 503")),
+        }
+        Some(model)
+    }
+
+    fn endpoints(&self, ns: &str, name: &str, port: &PortRef) -> Result<Vec<SocketAddr>, String> {
+        let Some(service) = self.service_index.get(&(ns, name)).copied() else {
+            return Err(format!("Service {ns}/{name} not found"));
+        };
+        let spec = service.spec.as_ref();
+        if spec.and_then(|s| s.type_.as_deref()) == Some("ExternalName") {
+            return Err(format!(
+                "Service {ns}/{name} is an ExternalName service, which is not supported"
+            ));
+        }
+        let ports = spec.and_then(|s| s.ports.as_deref()).unwrap_or_default();
+        let sp = ports.iter().find(|p| match port {
+            PortRef::Number(n) => p.port == *n,
+            PortRef::Name(n) => p.name.as_deref() == Some(n.as_str()),
+        });
+        let Some(sp) = sp else {
+            return Err(format!("Service {ns}/{name} has no port {port}"));
+        };
+        let port_name = sp.name.as_deref().unwrap_or("");
+
+        let mut ready = Vec::new();
+        let mut terminating = Vec::new();
+        for slice in &self.state.endpoint_slices {
+            if namespace_of(&slice.metadata) != ns
+                || slice
+                    .metadata
+                    .labels
+                    .as_ref()
+                    .and_then(|l| l.get(SERVICE_NAME_LABEL))
+                    .map(String::as_str)
+                    != Some(name)
+            {
+                continue;
+            }
+            if slice.address_type != "IPv4" && slice.address_type != "IPv6" {
+                continue;
+            }
+            let Some(target) = slice
+                .ports
+                .iter()
+                .flatten()
+                .find(|p| {
+                    p.name.as_deref().unwrap_or("") == port_name && p.protocol.as_deref().unwrap_or("TCP") == "TCP"
+                })
+                .and_then(|p| p.port)
+                .and_then(|p| u16::try_from(p).ok())
+            else {
+                continue;
+            };
+            for ep in &slice.endpoints {
+                let c = ep.conditions.as_ref();
+                let is_ready = c.and_then(|c| c.ready) != Some(false);
+                let is_serving_terminating =
+                    c.and_then(|c| c.serving) == Some(true) && c.and_then(|c| c.terminating) == Some(true);
+                let bucket = if is_ready {
+                    &mut ready
+                } else if is_serving_terminating {
+                    &mut terminating
+                } else {
+                    continue;
+                };
+                for addr in &ep.addresses {
+                    if let Ok(ip) = addr.parse::<IpAddr>() {
+                        bucket.push(SocketAddr::new(ip, target));
+                    }
+                }
+            }
+        }
+        let mut eps = if ready.is_empty() { terminating } else { ready };
+        eps.sort();
+        eps.dedup();
+        Ok(eps)
+    }
+}
+
+/// Validates and normalises an Ingress rule host: lowercase DNS name, trailing dot removed, optionally one
+/// leading `*.` label.
+fn parse_rule_host(raw: &str) -> Result<HostPattern, String> {
+    let lower = raw.to_ascii_lowercase();
+    let h = lower.strip_suffix('.').unwrap_or(&lower);
+    let (wild, name) = match h.strip_prefix("*.") {
+        Some(rest) => (true, rest),
+        None => (false, h),
+    };
+    let valid = !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        });
+    if !valid {
+        return Err(format!(
+            "host {raw:?} is not a valid DNS name (a wildcard is allowed only as the whole first label)"
+        ));
+    }
+    Ok(if wild {
+        HostPattern::Wildcard(name.to_string())
+    } else {
+        HostPattern::Exact(name.to_string())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rule_hosts() {
+        assert_eq!(
+            parse_rule_host("Foo.Example.").unwrap(),
+            HostPattern::Exact("foo.example".into())
+        );
+        assert_eq!(
+            parse_rule_host("*.example.com").unwrap(),
+            HostPattern::Wildcard("example.com".into())
+        );
+        for bad in [
+            "*", "a.*.com", "*a.com", "a..b", "-a.com", "a_b.com", "é.com", "a.com:80",
+        ] {
+            assert!(parse_rule_host(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,97 @@
+//! The one place that maps a failed request to a status code, a short plain-text body and whose fault it was.
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Response, StatusCode};
+use http_body_util::{Either, Full};
+
+use super::ProxyBody;
+use crate::upstream::client::UpstreamError;
+
+/// Why the gateway answered a request itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ProxyError {
+    #[error("bad request: {0}")]
+    BadRequest(&'static str),
+    #[error("no route")]
+    NoRoute,
+    #[error("no ready endpoint")]
+    NoEndpoint,
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
+}
+
+/// Whose fault a failure was, for logs and (later) metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    Client,
+    Config,
+    Upstream,
+}
+
+impl ProxyError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ProxyError::NoRoute => StatusCode::NOT_FOUND,
+            ProxyError::NoEndpoint => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::Upstream(UpstreamError::Connect | UpstreamError::Reset) => StatusCode::BAD_GATEWAY,
+            ProxyError::Upstream(UpstreamError::ConnectTimeout | UpstreamError::ResponseTimeout) => {
+                StatusCode::GATEWAY_TIMEOUT
+            }
+        }
+    }
+
+    pub fn fault(&self) -> Fault {
+        match self {
+            ProxyError::BadRequest(_) => Fault::Client,
+            ProxyError::NoRoute | ProxyError::NoEndpoint => Fault::Config,
+            ProxyError::Upstream(_) => Fault::Upstream,
+        }
+    }
+
+    fn body(&self) -> Bytes {
+        match self {
+            ProxyError::BadRequest(why) => Bytes::from(format!("400 Bad Request: {why}\n")),
+            ProxyError::NoRoute => Bytes::from_static(b"404 Not Found: no route for this host and path\n"),
+            ProxyError::NoEndpoint => Bytes::from_static(b"503 Service Unavailable: no ready endpoint\n"),
+            ProxyError::Upstream(UpstreamError::Connect) => {
+                Bytes::from_static(b"502 Bad Gateway: upstream connection failed\n")
+            }
+            ProxyError::Upstream(UpstreamError::Reset) => {
+                Bytes::from_static(b"502 Bad Gateway: upstream closed the connection\n")
+            }
+            ProxyError::Upstream(_) => Bytes::from_static(b"504 Gateway Timeout: upstream did not answer in time\n"),
+        }
+    }
+
+    pub fn response(&self) -> Response<ProxyBody> {
+        let mut resp = Response::new(Either::Right(Full::new(self.body())));
+        *resp.status_mut() = self.status();
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        if let ProxyError::BadRequest(_) = self {
+            resp.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        resp
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses() {
+        assert_eq!(ProxyError::BadRequest("x").status(), 400);
+        assert_eq!(ProxyError::NoRoute.status(), 404);
+        assert_eq!(ProxyError::NoEndpoint.status(), 503);
+        assert_eq!(ProxyError::from(UpstreamError::Connect).status(), 502);
+        assert_eq!(ProxyError::from(UpstreamError::Reset).status(), 502);
+        assert_eq!(ProxyError::from(UpstreamError::ConnectTimeout).status(), 504);
+        assert_eq!(ProxyError::from(UpstreamError::ResponseTimeout).status(), 504);
+        assert_eq!(ProxyError::NoRoute.fault(), Fault::Config);
+    }
+}

@@ -1,0 +1,220 @@
+//! The data plane: listeners accept connections ([`server`]), each request is checked and normalised, routed in
+//! the table of the listener set that accepted the connection (never by Host or SNI), and forwarded upstream with
+//! its body streamed both ways. Failures map to statuses in [`error`].
+
+pub mod error;
+pub mod headers;
+pub mod server;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Request, Response, Uri, Version};
+use http_body::Body as _;
+use http_body_util::{Either, Empty, Full};
+use hyper::body::Incoming;
+
+use crate::normalize::{normalize_host, normalize_path};
+use crate::routing::{Lookup, Snapshot};
+use crate::upstream::client::{UpstreamBody, UpstreamClient, UpstreamError};
+use error::ProxyError;
+
+/// The response body: streamed from upstream, or a small body the gateway wrote itself.
+pub type ProxyBody = Either<Incoming, Full<Bytes>>;
+
+/// Tries per request on connection failures (different endpoints), bodiless requests only.
+const MAX_CONNECT_TRIES: usize = 3;
+
+/// Facts about the connection a request arrived on.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnInfo {
+    /// Index of the listener set whose listener accepted the connection.
+    pub set: usize,
+    pub peer: SocketAddr,
+    pub local: SocketAddr,
+    pub tls: bool,
+}
+
+/// Shared by every connection: the published table and the upstream client.
+pub struct Proxy {
+    snapshot: Arc<ArcSwap<Snapshot>>,
+    client: UpstreamClient,
+}
+
+/// What routing decided, owned so no table reference is held across an await.
+struct Target {
+    backend: Arc<crate::upstream::Backend>,
+}
+
+impl Proxy {
+    pub fn new(snapshot: Arc<ArcSwap<Snapshot>>, client: UpstreamClient) -> Self {
+        Self { snapshot, client }
+    }
+
+    pub async fn handle(&self, conn: &ConnInfo, req: Request<Incoming>) -> Response<ProxyBody> {
+        match self.forward(conn, req).await {
+            Ok(resp) => resp,
+            Err(e) => {
+                tracing::debug!(set = conn.set, peer = %conn.peer, error = %e, fault = ?e.fault(), "request failed");
+                e.response()
+            }
+        }
+    }
+
+    async fn forward(&self, conn: &ConnInfo, req: Request<Incoming>) -> Result<Response<ProxyBody>, ProxyError> {
+        let (mut parts, body) = req.into_parts();
+
+        // The host: exactly one Host on HTTP/1.1, agreeing with an absolute-form target or :authority.
+        let host_value = request_host(&parts.version, &parts.uri, &parts.headers)?;
+        let host = match &host_value {
+            Some(v) => {
+                let s = v.to_str().map_err(|_| ProxyError::BadRequest("host is not ASCII"))?;
+                normalize_host(s).map_err(|_| ProxyError::BadRequest("malformed host"))?
+            }
+            None => crate::normalize::NormalHost {
+                name: "".into(),
+                port: None,
+            },
+        };
+        if let Some(auth) = parts.uri.authority() {
+            let a = normalize_host(auth.as_str()).map_err(|_| ProxyError::BadRequest("malformed request target"))?;
+            if a != host {
+                return Err(ProxyError::BadRequest("request target and Host disagree"));
+            }
+        }
+        let path = normalize_path(parts.uri.path()).map_err(|e| ProxyError::BadRequest(path_reason(e)))?;
+
+        let target = {
+            let snap = self.snapshot.load();
+            let Some(set) = snap.sets.get(conn.set) else {
+                return Err(ProxyError::NoRoute);
+            };
+            match set.lookup(&host.name, &path) {
+                Lookup::Route(r) => Target {
+                    backend: r.backend.clone(),
+                },
+                Lookup::Default(b) => Target { backend: b.clone() },
+                Lookup::NotFound => return Err(ProxyError::NoRoute),
+            }
+        };
+        let mut endpoint = target.backend.pick().ok_or(ProxyError::NoEndpoint)?;
+
+        // Headers upstream: hop-by-hop out, then ours in.
+        headers::strip_hop_by_hop(&mut parts.headers);
+        let host_header = match host_value {
+            Some(v) => v,
+            None => HeaderValue::from_static(""),
+        };
+        if parts.version == Version::HTTP_2 && !host_header.is_empty() {
+            parts.headers.insert(header::HOST, host_header.clone());
+        }
+        headers::set_forwarded(
+            &mut parts.headers,
+            &headers::Forwarded {
+                client_ip: conn.peer.ip(),
+                proto: if conn.tls { "https" } else { "http" },
+                host: &host_header,
+                port: conn.local.port(),
+            },
+        );
+        let query = parts.uri.query();
+        let path_and_query = match query {
+            Some(q) => format!("{path}?{q}"),
+            None => path.into_owned(),
+        };
+
+        let bodiless = body.is_end_stream();
+        let retry_headers = (bodiless && target.backend.endpoints.len() > 1).then(|| parts.headers.clone());
+        let mut body: UpstreamBody = if bodiless {
+            Either::Right(Empty::new())
+        } else {
+            Either::Left(body)
+        };
+        let mut headers_now = parts.headers;
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let uri = upstream_uri(endpoint, &path_and_query)?;
+            let mut up = Request::new(body);
+            *up.method_mut() = parts.method.clone();
+            *up.uri_mut() = uri;
+            *up.version_mut() = Version::HTTP_11;
+            *up.headers_mut() = headers_now;
+            match self.client.send(up).await {
+                Ok(resp) => {
+                    let (mut rparts, rbody) = resp.into_parts();
+                    headers::strip_hop_by_hop(&mut rparts.headers);
+                    return Ok(Response::from_parts(rparts, Either::Left(rbody)));
+                }
+                Err(UpstreamError::Connect) if tries < MAX_CONNECT_TRIES => {
+                    let (Some(h), Some(next)) = (retry_headers.as_ref(), target.backend.pick_other(endpoint)) else {
+                        return Err(UpstreamError::Connect.into());
+                    };
+                    tracing::debug!(backend = %target.backend.id, %endpoint, "connect failed; trying another endpoint");
+                    endpoint = next;
+                    headers_now = h.clone();
+                    body = Either::Right(Empty::new());
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+}
+
+fn upstream_uri(endpoint: SocketAddr, path_and_query: &str) -> Result<Uri, ProxyError> {
+    Uri::try_from(format!("http://{endpoint}{path_and_query}"))
+        .map_err(|_| ProxyError::BadRequest("invalid request target"))
+}
+
+/// The request's host header value: `Host` on HTTP/1 (exactly one on HTTP/1.1), `:authority` (or `Host`) on
+/// HTTP/2. `None` only for HTTP/1.0 without a Host.
+fn request_host(version: &Version, uri: &Uri, headers: &http::HeaderMap) -> Result<Option<HeaderValue>, ProxyError> {
+    let mut hosts = headers.get_all(header::HOST).iter();
+    let first = hosts.next();
+    if hosts.next().is_some() {
+        return Err(ProxyError::BadRequest("several Host headers"));
+    }
+    if *version == Version::HTTP_2 {
+        let auth = uri
+            .authority()
+            .map(|a| HeaderValue::from_str(a.as_str()).map_err(|_| ProxyError::BadRequest("malformed :authority")))
+            .transpose()?;
+        return match (auth, first) {
+            (Some(a), Some(h)) => {
+                let same = match (a.to_str(), h.to_str()) {
+                    (Ok(x), Ok(y)) => matches!((normalize_host(x), normalize_host(y)), (Ok(p), Ok(q)) if p == q),
+                    _ => false,
+                };
+                if !same {
+                    return Err(ProxyError::BadRequest("Host and :authority disagree"));
+                }
+                Ok(Some(a))
+            }
+            (Some(a), None) => Ok(Some(a)),
+            (None, Some(h)) => Ok(Some(h.clone())),
+            (None, None) => Err(ProxyError::BadRequest("missing :authority")),
+        };
+    }
+    match first {
+        Some(h) => Ok(Some(h.clone())),
+        None if *version == Version::HTTP_11 => Err(ProxyError::BadRequest("missing Host header")),
+        None => Ok(None),
+    }
+}
+
+fn path_reason(e: crate::normalize::PathError) -> &'static str {
+    use crate::normalize::PathError::*;
+    match e {
+        NotAbsolute => "request target is not an absolute path",
+        BadEscape => "bad percent-escape in path",
+        EncodedSlash => "encoded slash in path",
+        EncodedBackslash => "encoded backslash in path",
+        EncodedNul => "encoded NUL in path",
+        Backslash => "backslash in path",
+        ControlChar => "control character in path",
+        AboveRoot => "path climbs above the root",
+    }
+}

@@ -1,0 +1,269 @@
+use super::*;
+use crate::model::{BackendModel, DefaultBackendModel, HostModel, ObjectRef, PathModel, PortRef, SetModel, TlsModel};
+
+fn backend(name: &str) -> BackendModel {
+    BackendModel {
+        namespace: "ns".into(),
+        service: name.into(),
+        port: PortRef::Number(80),
+        endpoints: vec![],
+    }
+}
+
+fn ing() -> ObjectRef {
+    ObjectRef {
+        kind: "Ingress",
+        namespace: "ns".into(),
+        name: "i".into(),
+    }
+}
+
+/// A set with one host pattern whose paths route to backends named `b0`, `b1`, ... in order. Prefix paths are
+/// given as written (trailing slash allowed), as translation would store them after trimming.
+fn set_with(hosts: &[(HostPattern, &[(&str, PathKind)])], default: bool) -> SetTable {
+    let mut n = 0;
+    let hosts = hosts
+        .iter()
+        .map(|(h, paths)| HostModel {
+            host: h.clone(),
+            paths: paths
+                .iter()
+                .map(|(p, k)| {
+                    n += 1;
+                    let path = match k {
+                        PathKind::Prefix if p.len() > 1 => p.trim_end_matches('/').to_string(),
+                        _ => p.to_string(),
+                    };
+                    PathModel {
+                        path,
+                        kind: *k,
+                        backend: backend(&format!("b{}", n - 1)),
+                        ingress: ing(),
+                    }
+                })
+                .collect(),
+        })
+        .collect();
+    let model = SetModel {
+        name: "s".into(),
+        hosts,
+        default_backend: default.then(|| DefaultBackendModel {
+            backend: backend("default"),
+            ingress: ing(),
+        }),
+        tls: vec![TlsModel {
+            hosts: vec!["secure.example".into(), "*.wild.example".into()],
+            secret: ing(),
+            ingress: ing(),
+        }],
+    };
+    let t = Translation {
+        sets: vec![model],
+        ..Default::default()
+    };
+    Snapshot::build(&t, 1, None).sets.pop().unwrap()
+}
+
+fn service_of(l: Lookup<'_>) -> Option<String> {
+    match l {
+        Lookup::Route(r) => Some(r.backend.id.split(['/', ':']).nth(1).unwrap().to_string()),
+        Lookup::Default(b) => Some(b.id.split(['/', ':']).nth(1).unwrap().to_string()),
+        Lookup::NotFound => None,
+    }
+}
+
+use PathKind::{Exact, Prefix};
+
+/// The path-matching examples table from the Kubernetes Ingress documentation.
+#[test]
+fn kubernetes_docs_examples() {
+    #[allow(clippy::type_complexity)]
+    let cases: &[(&[(&str, PathKind)], &str, Option<&str>)] = &[
+        (&[("/", Prefix)], "/", Some("b0")),
+        (&[("/", Prefix)], "/anything/at/all", Some("b0")),
+        (&[("/foo", Exact)], "/foo", Some("b0")),
+        (&[("/foo", Exact)], "/bar", None),
+        (&[("/foo", Exact)], "/foo/", None),
+        (&[("/foo/", Exact)], "/foo", None),
+        (&[("/foo", Prefix)], "/foo", Some("b0")),
+        (&[("/foo", Prefix)], "/foo/", Some("b0")),
+        (&[("/foo/", Prefix)], "/foo", Some("b0")),
+        (&[("/foo/", Prefix)], "/foo/", Some("b0")),
+        (&[("/aaa/bb", Prefix)], "/aaa/bbb", None),
+        (&[("/aaa/bbb", Prefix)], "/aaa/bbb", Some("b0")),
+        (&[("/aaa/bbb/", Prefix)], "/aaa/bbb", Some("b0")),
+        (&[("/aaa/bbb", Prefix)], "/aaa/bbb/", Some("b0")),
+        (&[("/aaa/bbb", Prefix)], "/aaa/bbb/ccc", Some("b0")),
+        (&[("/aaa/bbb", Prefix)], "/aaa/bbbxyz", None),
+        (&[("/", Prefix), ("/aaa", Prefix)], "/aaa/ccc", Some("b1")),
+        (
+            &[("/", Prefix), ("/aaa", Prefix), ("/aaa/bbb", Prefix)],
+            "/aaa/bbb",
+            Some("b2"),
+        ),
+        (
+            &[("/", Prefix), ("/aaa", Prefix), ("/aaa/bbb", Prefix)],
+            "/ccc",
+            Some("b0"),
+        ),
+        (&[("/aaa", Prefix)], "/ccc", None),
+        (&[("/foo", Prefix), ("/foo", Exact)], "/foo", Some("b1")),
+        (&[("/foo", Exact), ("/foo", Prefix)], "/foo", Some("b0")),
+    ];
+    for (paths, req, want) in cases {
+        let t = set_with(&[(HostPattern::Any, paths)], false);
+        assert_eq!(
+            service_of(t.lookup("", req)).as_deref(),
+            *want,
+            "paths {paths:?} request {req}"
+        );
+    }
+}
+
+#[test]
+fn host_precedence_and_no_fall_through() {
+    let t = set_with(
+        &[
+            (HostPattern::Exact("a.foo.com".into()), &[("/x", Prefix)]),
+            (HostPattern::Wildcard("foo.com".into()), &[("/", Prefix)]),
+            (HostPattern::Any, &[("/", Prefix), ("/x", Prefix)]),
+        ],
+        true,
+    );
+    // Exact host wins over wildcard and host-less.
+    assert_eq!(service_of(t.lookup("a.foo.com", "/x/1")).as_deref(), Some("b0"));
+    // The exact host matched but no path did: default backend, not the host-less "/" nor the wildcard.
+    assert_eq!(service_of(t.lookup("a.foo.com", "/y")).as_deref(), Some("default"));
+    // Wildcard matches exactly one label.
+    assert_eq!(service_of(t.lookup("b.foo.com", "/y")).as_deref(), Some("b1"));
+    assert_eq!(service_of(t.lookup("c.b.foo.com", "/x")).as_deref(), Some("b3"));
+    assert_eq!(service_of(t.lookup("foo.com", "/y")).as_deref(), Some("b2"));
+    // No host at all: host-less rules.
+    assert_eq!(service_of(t.lookup("", "/x")).as_deref(), Some("b3"));
+    assert_eq!(t.host_count(), 3);
+    assert_eq!(t.route_count(), 4);
+}
+
+#[test]
+fn not_found_without_default() {
+    let t = set_with(&[(HostPattern::Exact("a".into()), &[("/x", Exact)])], false);
+    assert!(matches!(t.lookup("a", "/y"), Lookup::NotFound));
+    assert!(matches!(t.lookup("b", "/x"), Lookup::NotFound));
+}
+
+#[test]
+fn tls_hosts() {
+    let t = set_with(&[], false);
+    assert!(t.has_tls("secure.example"));
+    assert!(t.has_tls("a.wild.example"));
+    assert!(!t.has_tls("a.b.wild.example"));
+    assert!(!t.has_tls("wild.example"));
+    assert!(!t.has_tls("other.example"));
+}
+
+#[test]
+fn unchanged_backends_are_reused_across_builds() {
+    let mk = |eps: Vec<std::net::SocketAddr>| Translation {
+        sets: vec![SetModel {
+            name: "s".into(),
+            hosts: vec![HostModel {
+                host: HostPattern::Any,
+                paths: vec![PathModel {
+                    path: "/".into(),
+                    kind: Prefix,
+                    backend: BackendModel {
+                        endpoints: eps,
+                        ..backend("svc")
+                    },
+                    ingress: ing(),
+                }],
+            }],
+            default_backend: None,
+            tls: vec![],
+        }],
+        ..Default::default()
+    };
+    let a: std::net::SocketAddr = "127.0.0.1:1".parse().unwrap();
+    let b: std::net::SocketAddr = "127.0.0.1:2".parse().unwrap();
+    let s1 = Snapshot::build(&mk(vec![a]), 1, None);
+    let s2 = Snapshot::build(&mk(vec![a]), 2, Some(&s1));
+    let s3 = Snapshot::build(&mk(vec![a, b]), 3, Some(&s2));
+    let first = |s: &Snapshot| s.sets[0].backends().next().unwrap().clone();
+    assert!(Arc::ptr_eq(&first(&s1), &first(&s2)));
+    assert!(!Arc::ptr_eq(&first(&s2), &first(&s3)));
+}
+
+// === randomized comparison with the specification ===
+
+/// The specification, literally: every route that matches, then longest path, then Exact over Prefix.
+fn reference(paths: &[(String, PathKind)], req: &str) -> Option<usize> {
+    let mut best: Option<(usize, u8, usize)> = None;
+    for (i, (p, k)) in paths.iter().enumerate() {
+        let (len, matches, rank) = match k {
+            Exact => (p.len(), req == p, 1),
+            Prefix => {
+                let base = p.trim_end_matches('/');
+                let m = base.is_empty() || req == base || (req.starts_with(base) && req.as_bytes()[base.len()] == b'/');
+                (base.len(), m, 0)
+            }
+        };
+        if matches && best.is_none_or(|(l, r, _)| (len, rank) > (l, r)) {
+            best = Some((len, rank, i));
+        }
+    }
+    best.map(|b| b.2)
+}
+
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: u64) -> usize {
+        (self.next() % n) as usize
+    }
+}
+
+fn random_path(rng: &mut Rng, max_depth: u64) -> String {
+    const SEGS: [&str; 6] = ["a", "b", "ab", "aa", "ba", "a.b"];
+    let depth = rng.below(max_depth + 1);
+    let mut p = String::new();
+    for _ in 0..depth {
+        p.push('/');
+        p.push_str(SEGS[rng.below(SEGS.len() as u64)]);
+    }
+    if p.is_empty() || rng.below(4) == 0 {
+        p.push('/');
+    }
+    p
+}
+
+#[test]
+fn matches_the_specification_on_random_tables() {
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    for _ in 0..1500 {
+        // Distinct (trimmed path, kind) pairs, as translation guarantees.
+        let mut paths: Vec<(String, PathKind)> = Vec::new();
+        for _ in 0..rng.below(7) + 1 {
+            let kind = if rng.below(2) == 0 { Exact } else { Prefix };
+            let p = random_path(&mut rng, 3);
+            let p = match kind {
+                Prefix if p.len() > 1 => p.trim_end_matches('/').to_string(),
+                _ => p,
+            };
+            if !paths.iter().any(|(q, k)| *q == p && *k == kind) {
+                paths.push((p, kind));
+            }
+        }
+        let spec: Vec<(&str, PathKind)> = paths.iter().map(|(p, k)| (p.as_str(), *k)).collect();
+        let t = set_with(&[(HostPattern::Any, &spec)], false);
+        for _ in 0..40 {
+            let req = random_path(&mut rng, 4);
+            let want = reference(&paths, &req).map(|i| format!("b{i}"));
+            assert_eq!(service_of(t.lookup("", &req)), want, "table {paths:?} request {req}");
+        }
+    }
+}
