@@ -108,3 +108,22 @@ toYaml, so it is always valid YAML and carries only the keys the binary knows.
 #   directory: {{ .Values.acme.directory }}
 {{- end }}
 {{- end }}
+
+{{/* Checks the schema cannot express; fails the render with a clear message. */}}
+{{- define "portico.validate" -}}
+{{- $ext := .Values.listenerSets.external }}
+{{- $int := .Values.listenerSets.internal }}
+{{- $ports := list (int $ext.ports.http) (int $ext.ports.https) (int $int.ports.http) (int $int.ports.https) (int .Values.admin.port) }}
+{{- if ne (len $ports) (len (uniq $ports)) }}
+{{- fail (printf "listenerSets.*.ports and admin.port must all differ, got %v" $ports) }}
+{{- end }}
+{{- if eq $ext.ingressClass.name $int.ingressClass.name }}
+{{- fail "listenerSets.external.ingressClass.name and listenerSets.internal.ingressClass.name must differ" }}
+{{- end }}
+{{- if and $ext.ingressClass.default $int.ingressClass.default }}
+{{- fail "only one IngressClass can be the cluster default: set one of listenerSets.*.ingressClass.default to false" }}
+{{- end }}
+{{- if and .Values.metallb.l2Advertisement.enabled (not .Values.metallb.ipAddressPool.enabled) (not .Values.metallb.ipAddressPool.name) }}
+{{- fail "metallb.l2Advertisement needs metallb.ipAddressPool.enabled, or metallb.ipAddressPool.name naming an existing pool" }}
+{{- end }}
+{{- end }}
