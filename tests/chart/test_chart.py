@@ -678,6 +678,8 @@ def test_notes_print_both_vips_and_a_curl_line():
     fixed = _rendered("metallb-fixed-ips")[1]
     assert "external: 192.168.1.240" in fixed and "internal: 192.168.1.241" in fixed
     assert re.search(r"^\s*curl .*http://192\.168\.1\.240/", fixed, re.M)
+    custom = _rendered("custom")[1]
+    assert "internal: none, Service gw-internal is of type ClusterIP" in custom
 
 
 # ---------------------------------------------------------------- Dockerfile
