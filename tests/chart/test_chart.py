@@ -1,0 +1,738 @@
+"""Renders, lints and validates charts/portico with a real Helm engine, and checks the Dockerfile.
+
+Helm: helm-python-sdk (Helm's Go SDK v4 as a shared library, called through ctypes).
+Kubernetes schemas: kubernetes-validate, strict mode, KUBE_VERSION below.
+Dockerfile: the `dockerfile` package (BuildKit's own parser).
+
+    pip install -r tests/chart/requirements.txt && python3 -m pytest tests/chart -q
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import hashlib
+import ipaddress
+import json
+import re
+from pathlib import Path
+
+import dockerfile
+import helm_python as helm
+import jsonschema
+import kubernetes_validate
+import pytest
+import yaml
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent.parent
+CHART = ROOT / "charts" / "portico"
+VALUES_DIR = HERE / "values"
+DOCKERFILE = ROOT / "Dockerfile"
+
+RELEASE = "edge"
+NAMESPACE = "ingress"
+KUBE_VERSION = "1.33.0"
+CONTROLLER = "portico.dev/ingress-controller"
+CONFIG_PATH = "/etc/portico/config.yaml"
+
+# Kinds backed by CRDs: kubernetes-validate ships no schema for them, so they are skipped
+# there on purpose and their fields are asserted by the tests below instead.
+CRD_KINDS = {
+    ("metallb.io/v1beta1", "IPAddressPool"),
+    ("metallb.io/v1beta1", "L2Advertisement"),
+    ("monitoring.coreos.com/v1", "ServiceMonitor"),
+}
+
+# The complete RBAC the chart may grant, written once: (object kind, apiGroup, resource, verb).
+_READ = ("get", "list", "watch")
+EXPECTED_CLUSTER_RULES = (
+    {("ClusterRole", "networking.k8s.io", r, v) for r in ("ingresses", "ingressclasses") for v in _READ}
+    | {("ClusterRole", "", r, v) for r in ("services", "secrets") for v in _READ}
+    | {("ClusterRole", "discovery.k8s.io", "endpointslices", v) for v in _READ}
+    | {("ClusterRole", "networking.k8s.io", "ingresses/status", v) for v in ("patch", "update")}
+    | {("ClusterRole", "", "events", v) for v in ("create", "patch")}
+    | {("ClusterRole", "events.k8s.io", "events", v) for v in ("create", "patch")}
+)
+# ACME writes certificate Secrets in the Ingresses' namespaces: cluster-wide, only with acme.enabled.
+EXPECTED_ACME_RULES = {("ClusterRole", "", "secrets", v) for v in ("create", "update")}
+# Leader election (planned --leader-elect): a namespaced Role, only when leader election is on.
+EXPECTED_LEASE_RULES = {("Role", "coordination.k8s.io", "leases", v) for v in ("get", "create", "update")}
+
+# The config keys the binary knows today (unknown keys are a startup error).
+CONFIG_TOP_KEYS = {"listenerSets", "admin", "upstream"}
+LISTENER_SET_KEYS = {"name", "ingressClasses", "http", "https", "publish"}
+ADMIN_KEYS = {"address"}
+UPSTREAM_KEYS = {"connectTimeout", "responseHeaderTimeout", "idleTimeout"}
+DURATION = re.compile(r"^0*[1-9][0-9]*(ms|s|m|h)$")
+
+SCENARIOS = ["default"] + sorted(p.stem for p in VALUES_DIR.glob("*.yaml"))
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def user_values(scenario: str) -> dict:
+    if scenario == "default":
+        return {}
+    return yaml.safe_load((VALUES_DIR / f"{scenario}.yaml").read_text()) or {}
+
+
+def render_raw(values: dict | None) -> dict[str, str]:
+    with helm.Chart.load(CHART) as chart:
+        return chart.render(values or {}, name=RELEASE, namespace=NAMESPACE, is_install=True)
+
+
+def parse_manifests(manifests: dict[str, str]) -> list[dict]:
+    objects = []
+    for path, text in sorted(manifests.items()):
+        if path.endswith("NOTES.txt"):
+            continue
+        for doc in yaml.safe_load_all(text):
+            if doc is not None:
+                doc.setdefault("__source", path)
+                objects.append(doc)
+    return objects
+
+
+@functools.lru_cache(maxsize=None)
+def _rendered(scenario: str) -> tuple[str, str]:
+    manifests = render_raw(user_values(scenario))
+    notes = next((v for k, v in manifests.items() if k.endswith("NOTES.txt")), "")
+    return json.dumps(parse_manifests(manifests)), notes
+
+
+def objects_of(scenario: str) -> list[dict]:
+    return json.loads(_rendered(scenario)[0])
+
+
+@functools.lru_cache(maxsize=None)
+def _merged(scenario: str) -> str:
+    with helm.Chart.load(CHART) as chart:
+        return json.dumps(chart.merge_values(user_values(scenario)))
+
+
+def merged_values(scenario: str) -> dict:
+    return json.loads(_merged(scenario))
+
+
+def only(objects: list[dict], kind: str, name: str | None = None) -> dict:
+    found = [o for o in objects if o["kind"] == kind and (name is None or o["metadata"]["name"] == name)]
+    assert len(found) == 1, f"expected one {kind} {name or ''}, got {[o['metadata']['name'] for o in found]}"
+    return found[0]
+
+
+def workload(objects: list[dict]) -> dict:
+    found = [o for o in objects if o["kind"] in ("Deployment", "DaemonSet")]
+    assert len(found) == 1, [o["kind"] for o in found]
+    return found[0]
+
+
+def container(objects: list[dict]) -> dict:
+    containers = workload(objects)["spec"]["template"]["spec"]["containers"]
+    assert len(containers) == 1
+    return containers[0]
+
+
+def config_text(objects: list[dict]) -> str:
+    return only(objects, "ConfigMap")["data"]["config.yaml"]
+
+
+def config_of(objects: list[dict]) -> dict:
+    return yaml.safe_load(config_text(objects))
+
+
+def port_of(bind: str) -> int:
+    host, _, port = bind.rpartition(":")
+    ipaddress.ip_address(host.strip("[]"))  # the host part is an IP literal
+    return int(port)
+
+
+def listener_set(config: dict, name: str) -> dict:
+    sets = [s for s in config["listenerSets"] if s["name"] == name]
+    assert len(sets) == 1, config["listenerSets"]
+    return sets[0]
+
+
+def leader_elect_expected(values: dict) -> bool:
+    le = values["controller"]["leaderElection"].get("enabled")  # Helm drops null values when merging
+    if isinstance(le, bool):
+        return le
+    return values["controller"]["kind"] == "DaemonSet" or values["controller"]["replicas"] > 1
+
+
+def strip_private(obj: dict) -> dict:
+    return {k: v for k, v in obj.items() if not k.startswith("__")}
+
+
+# ---------------------------------------------------------------- lint
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_lint_strict_has_no_warnings_or_errors(scenario):
+    report = helm.lint(
+        CHART, user_values(scenario), strict=True, namespace=NAMESPACE, kube_version=f"v{KUBE_VERSION}"
+    )
+    assert report["total_charts_linted"] == 1
+    problems = [m for m in report["messages"] if m["severity"] >= 2]
+    assert problems == [] and report["errors"] == [], report
+
+
+def test_lint_reports_schema_violation():
+    report = helm.lint(CHART, {"controller": {"replicas": "two"}}, strict=True, namespace=NAMESPACE)
+    assert report["errors"], report
+    assert any("/controller/replicas" in e for e in report["errors"])
+
+
+# ---------------------------------------------------------------- Kubernetes schemas
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_every_object_validates_against_kubernetes_schema(scenario):
+    objects = objects_of(scenario)
+    assert objects
+    skipped = []
+    for obj in objects:
+        key = (obj["apiVersion"], obj["kind"])
+        if key in CRD_KINDS:
+            skipped.append(key)
+            continue
+        try:
+            kubernetes_validate.validate(strip_private(obj), KUBE_VERSION, strict=True)
+        except kubernetes_validate.ValidationError as err:
+            pytest.fail(f"{obj['__source']}: {obj['kind']}/{obj['metadata']['name']}: {err.message} at {list(err.path)}")
+        except kubernetes_validate.SchemaNotFoundError as err:
+            pytest.fail(f"{obj['__source']}: no Kubernetes schema: {err.message}")
+    values = merged_values(scenario)
+    expected_skips = set()
+    if values["metallb"]["ipAddressPool"]["enabled"]:
+        expected_skips.add(("metallb.io/v1beta1", "IPAddressPool"))
+    if values["metallb"]["l2Advertisement"]["enabled"]:
+        expected_skips.add(("metallb.io/v1beta1", "L2Advertisement"))
+    if values["metrics"]["serviceMonitor"]["enabled"]:
+        expected_skips.add(("monitoring.coreos.com/v1", "ServiceMonitor"))
+    assert set(skipped) == expected_skips and len(skipped) == len(expected_skips)
+
+
+def test_strict_validation_catches_an_unknown_field():
+    """The validation step itself can fail: a typo'd field in a rendered object is rejected."""
+    dep = copy.deepcopy(workload(objects_of("default")))
+    dep["spec"]["template"]["spec"]["containers"][0]["securityContxt"] = {}
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(strip_private(dep), KUBE_VERSION, strict=True)
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_standard_labels_and_namespace(scenario):
+    for obj in objects_of(scenario):
+        labels = obj["metadata"].get("labels", {})
+        for key in ("app.kubernetes.io/name", "app.kubernetes.io/instance", "app.kubernetes.io/version",
+                    "app.kubernetes.io/managed-by", "helm.sh/chart"):
+            assert key in labels, (obj["kind"], obj["metadata"]["name"], key)
+        assert labels["app.kubernetes.io/instance"] == RELEASE
+        if obj["kind"] in ("ClusterRole", "ClusterRoleBinding", "IngressClass"):
+            assert "namespace" not in obj["metadata"]
+        elif obj["apiVersion"].startswith("metallb.io/"):
+            assert obj["metadata"]["namespace"] == merged_values(scenario)["metallb"]["namespace"]
+        else:
+            assert obj["metadata"]["namespace"] == NAMESPACE, (obj["kind"], obj["metadata"]["name"])
+
+
+# ---------------------------------------------------------------- workload
+
+
+@pytest.mark.parametrize(
+    "scenario,kind,replicas",
+    [("default", "Deployment", 2), ("single-replica", "Deployment", 1), ("custom", "Deployment", 3),
+     ("daemonset-hostnetwork", "DaemonSet", None)],
+)
+def test_workload_kind_and_replicas(scenario, kind, replicas):
+    wl = workload(objects_of(scenario))
+    assert wl["kind"] == kind
+    assert wl["spec"].get("replicas") == replicas
+
+
+def test_daemonset_uses_host_network():
+    pod = workload(objects_of("daemonset-hostnetwork"))["spec"]["template"]["spec"]
+    assert pod["hostNetwork"] is True
+    assert pod["dnsPolicy"] == "ClusterFirstWithHostNet"
+    assert "hostNetwork" not in workload(objects_of("default"))["spec"]["template"]["spec"]
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_args_are_run_config_plus_planned_flags_only_when_enabled(scenario):
+    values = merged_values(scenario)
+    c = container(objects_of(scenario))
+    expected = ["run", "--config", CONFIG_PATH]
+    if leader_elect_expected(values):
+        expected.append("--leader-elect")
+    if values["controller"]["stateDir"]["enabled"]:
+        expected += ["--state-dir", values["controller"]["stateDir"]["path"]]
+    assert c["args"] == expected
+    assert "command" not in c  # the image's ENTRYPOINT is /portico
+
+
+def test_leader_election_defaults():
+    assert "--leader-elect" in container(objects_of("default"))["args"]
+    assert "--leader-elect" in container(objects_of("daemonset-hostnetwork"))["args"]
+    assert "--leader-elect" not in container(objects_of("single-replica"))["args"]
+    assert "--leader-elect" not in container(objects_of("custom"))["args"]  # forced off with 3 replicas
+
+
+def test_state_dir_is_a_writable_volume():
+    objects = objects_of("custom")
+    pod = workload(objects)["spec"]["template"]["spec"]
+    mounts = {m["mountPath"]: m for m in pod["containers"][0]["volumeMounts"]}
+    state = mounts["/var/lib/portico-state"]
+    assert not state.get("readOnly", False)
+    volume = next(v for v in pod["volumes"] if v["name"] == state["name"])
+    assert volume == {"name": state["name"], "emptyDir": {}}
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_config_is_mounted_from_the_configmap(scenario):
+    objects = objects_of(scenario)
+    pod = workload(objects)["spec"]["template"]["spec"]
+    mount = next(m for m in pod["containers"][0]["volumeMounts"] if m["mountPath"] == str(Path(CONFIG_PATH).parent))
+    assert mount["readOnly"] is True
+    volume = next(v for v in pod["volumes"] if v["name"] == mount["name"])
+    assert volume["configMap"]["name"] == only(objects, "ConfigMap")["metadata"]["name"]
+    assert Path(CONFIG_PATH).name in only(objects, "ConfigMap")["data"]
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_security_context(scenario):
+    pod = workload(objects_of(scenario))["spec"]["template"]["spec"]
+    psc = pod["securityContext"]
+    assert psc["runAsNonRoot"] is True
+    assert psc["runAsUser"] == 65532  # distroless "nonroot"
+    assert psc["seccompProfile"] == {"type": "RuntimeDefault"}
+    sc = container(objects_of(scenario))["securityContext"]
+    assert sc["runAsNonRoot"] is True
+    assert sc["readOnlyRootFilesystem"] is True
+    assert sc["allowPrivilegeEscalation"] is False
+    assert sc["capabilities"] == {"drop": ["ALL"]}
+    assert sc["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert "privileged" not in sc
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_probes_hit_the_admin_port(scenario):
+    objects = objects_of(scenario)
+    c = container(objects)
+    ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+    assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "admin"}
+    assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "admin"}
+    assert ports["admin"] == port_of(config_of(objects)["admin"]["address"])
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_resources_set(scenario):
+    res = container(objects_of(scenario))["resources"]
+    assert res["requests"]["cpu"] and res["requests"]["memory"] and res["limits"]["memory"]
+
+
+def test_image_reference():
+    assert container(objects_of("default"))["image"] == "portico:0.1.0"
+    assert container(objects_of("custom"))["image"] == (
+        "registry.example.com/portico@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+    )
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_config_checksum_annotation(scenario):
+    objects = objects_of(scenario)
+    annotation = workload(objects)["spec"]["template"]["metadata"]["annotations"]["checksum/config"]
+    assert annotation == hashlib.sha256(config_text(objects).rstrip("\n").encode()).hexdigest()
+
+
+def test_config_checksum_changes_with_config():
+    a = workload(parse_manifests(render_raw({})))
+    b = workload(parse_manifests(render_raw({"upstream": {"idleTimeout": "91s"}})))
+    key = "checksum/config"
+    assert a["spec"]["template"]["metadata"]["annotations"][key] != b["spec"]["template"]["metadata"]["annotations"][key]
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_pod_disruption_budget(scenario):
+    objects = objects_of(scenario)
+    pdb = only(objects, "PodDisruptionBudget")
+    values = merged_values(scenario)["podDisruptionBudget"]
+    if values.get("minAvailable") is not None:
+        assert pdb["spec"] == {**{"minAvailable": values["minAvailable"]}, "selector": pdb["spec"]["selector"]}
+    else:
+        assert pdb["spec"]["maxUnavailable"] == values["maxUnavailable"] and "minAvailable" not in pdb["spec"]
+    pod_labels = workload(objects)["spec"]["template"]["metadata"]["labels"]
+    assert pdb["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
+
+
+# ---------------------------------------------------------------- config file
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_config_has_only_known_keys(scenario):
+    config = config_of(objects_of(scenario))
+    assert set(config) == CONFIG_TOP_KEYS
+    assert [s["name"] for s in config["listenerSets"]] == ["external", "internal"]
+    for ls in config["listenerSets"]:
+        assert set(ls) == LISTENER_SET_KEYS, ls
+        assert re.fullmatch(r"[A-Za-z0-9-]+", ls["name"])
+        assert ls["ingressClasses"] and all(isinstance(c, str) for c in ls["ingressClasses"])
+        for bind in ls["http"] + ls["https"]:
+            assert 1024 < port_of(bind) < 65536
+        assert len(ls["publish"]) == 1 and set(ls["publish"]) <= {"service", "addresses"}, ls["publish"]
+        if "service" in ls["publish"]:
+            ns, _, name = ls["publish"]["service"].partition("/")
+            assert ns and name and "/" not in name
+        else:
+            assert ls["publish"]["addresses"]
+    assert set(config["admin"]) == ADMIN_KEYS
+    port_of(config["admin"]["address"])
+    assert set(config["upstream"]) == UPSTREAM_KEYS
+    for value in config["upstream"].values():
+        assert isinstance(value, str) and DURATION.match(value), value
+
+
+def test_config_default_values_match_the_contract():
+    config = config_of(objects_of("default"))
+    assert config == {
+        "listenerSets": [
+            {"name": "external", "ingressClasses": ["portico-external"], "http": ["0.0.0.0:8080"],
+             "https": ["0.0.0.0:8443"], "publish": {"service": f"{NAMESPACE}/{RELEASE}-portico-external"}},
+            {"name": "internal", "ingressClasses": ["portico-internal"], "http": ["0.0.0.0:8081"],
+             "https": ["0.0.0.0:8444"], "publish": {"service": f"{NAMESPACE}/{RELEASE}-portico-internal"}},
+        ],
+        "admin": {"address": "0.0.0.0:9000"},
+        "upstream": {"connectTimeout": "5s", "responseHeaderTimeout": "60s", "idleTimeout": "90s"},
+    }
+
+
+def test_config_ipv6_and_publish_addresses():
+    config = config_of(objects_of("custom"))
+    ext = listener_set(config, "external")
+    assert ext["http"] == ["[::]:10080"] and ext["https"] == ["[::]:10443"]
+    assert ext["publish"] == {"addresses": ["203.0.113.10"]}
+    assert listener_set(config, "internal")["publish"] == {"service": f"{NAMESPACE}/gw-internal"}
+    assert config["admin"]["address"] == "[::]:9100"
+    assert config["upstream"] == {"connectTimeout": "250ms", "responseHeaderTimeout": "2m", "idleTimeout": "1h"}
+
+
+def test_acme_is_only_a_comment_in_the_config():
+    text = config_text(objects_of("acme-enabled"))
+    assert "acme" not in yaml.safe_load(text)
+    assert "# acme:" in text and "ops@example.com" in text and "letsencrypt-staging" in text
+    assert "acme" not in config_text(objects_of("default"))
+
+
+# ---------------------------------------------------------------- classes and services
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_ingress_classes_match_the_config(scenario):
+    objects = objects_of(scenario)
+    config = config_of(objects)
+    values = merged_values(scenario)
+    classes = {o["metadata"]["name"]: o for o in objects if o["kind"] == "IngressClass"}
+    config_classes = [c for ls in config["listenerSets"] for c in ls["ingressClasses"]]
+    assert sorted(config_classes) == sorted(classes)
+    for name in ("external", "internal"):
+        wanted = values["listenerSets"][name]["ingressClass"]
+        assert listener_set(config, name)["ingressClasses"] == [wanted["name"]]
+        ic = classes[wanted["name"]]
+        assert ic["spec"] == {"controller": CONTROLLER}
+        annotations = ic["metadata"].get("annotations") or {}
+        if wanted["default"]:
+            assert annotations["ingressclass.kubernetes.io/is-default-class"] == "true"
+        else:
+            assert "ingressclass.kubernetes.io/is-default-class" not in annotations
+    defaults = [n for n, o in classes.items() if (o["metadata"].get("annotations") or {}).get(
+        "ingressclass.kubernetes.io/is-default-class") == "true"]
+    assert len(defaults) <= 1
+
+
+def test_default_class_is_external_and_toggleable():
+    def default_classes(objs):
+        return [o["metadata"]["name"] for o in objs if o["kind"] == "IngressClass"
+                and (o["metadata"].get("annotations") or {}).get("ingressclass.kubernetes.io/is-default-class")]
+    assert default_classes(objects_of("default")) == ["portico-external"]
+    off = parse_manifests(render_raw({"listenerSets": {"external": {"ingressClass": {"default": False}}}}))
+    assert default_classes(off) == []
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_services_target_their_own_listener_set_ports(scenario):
+    objects = objects_of(scenario)
+    config = config_of(objects)
+    c = container(objects)
+    container_ports = {p["containerPort"] for p in c["ports"]}
+    pod_labels = workload(objects)["spec"]["template"]["metadata"]["labels"]
+    admin_port = port_of(config["admin"]["address"])
+    for name, other in (("external", "internal"), ("internal", "external")):
+        svc = [o for o in objects if o["kind"] == "Service"
+               and o["metadata"]["labels"].get("app.kubernetes.io/component") == name]
+        assert len(svc) == 1
+        svc = svc[0]
+        ls = listener_set(config, name)
+        ports = {p["port"]: p["targetPort"] for p in svc["spec"]["ports"]}
+        assert ports == {80: port_of(ls["http"][0]), 443: port_of(ls["https"][0])}
+        assert set(ports.values()) <= container_ports
+        theirs = listener_set(config, other)
+        assert not set(ports.values()) & ({port_of(b) for b in theirs["http"] + theirs["https"]} | {admin_port})
+        assert svc["spec"]["selector"].items() <= pod_labels.items()
+        if "service" in ls["publish"]:
+            assert ls["publish"]["service"] == f"{NAMESPACE}/{svc['metadata']['name']}"
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_service_settings_follow_values(scenario):
+    objects = objects_of(scenario)
+    values = merged_values(scenario)
+    for name in ("external", "internal"):
+        want = values["listenerSets"][name]["service"]
+        svc = next(o for o in objects if o["kind"] == "Service"
+                   and o["metadata"]["labels"].get("app.kubernetes.io/component") == name)
+        spec = svc["spec"]
+        annotations = svc["metadata"].get("annotations") or {}
+        assert spec["type"] == want["type"]
+        if want["type"] == "LoadBalancer":
+            assert spec["externalTrafficPolicy"] == want["externalTrafficPolicy"]
+            assert spec.get("loadBalancerSourceRanges", []) == want["loadBalancerSourceRanges"]
+            assert spec.get("loadBalancerIP", "") == want["loadBalancerIP"]
+        else:
+            assert "loadBalancerIP" not in spec and "loadBalancerSourceRanges" not in spec
+        if want["metallbLoadBalancerIPs"]:
+            assert annotations["metallb.universe.tf/loadBalancerIPs"] == ",".join(want["metallbLoadBalancerIPs"])
+        else:
+            assert "metallb.universe.tf/loadBalancerIPs" not in annotations
+        assert want["annotations"].items() <= annotations.items()
+
+
+def test_metallb_fixed_ips_and_pool():
+    objects = objects_of("metallb-fixed-ips")
+    ext = only(objects, "Service", f"{RELEASE}-portico-external")
+    internal = only(objects, "Service", f"{RELEASE}-portico-internal")
+    assert ext["spec"]["loadBalancerIP"] == "192.168.1.240"
+    assert ext["metadata"]["annotations"]["metallb.universe.tf/loadBalancerIPs"] == "192.168.1.240"
+    assert internal["metadata"]["annotations"]["metallb.universe.tf/loadBalancerIPs"] == "192.168.1.241"
+    assert internal["spec"]["externalTrafficPolicy"] == "Cluster"
+    assert internal["spec"]["loadBalancerSourceRanges"] == ["10.0.0.0/8", "192.168.0.0/16"]
+    pool = only(objects, "IPAddressPool")
+    assert pool["apiVersion"] == "metallb.io/v1beta1"
+    assert pool["metadata"] == {**pool["metadata"], "name": "portico-vips", "namespace": "metallb-system"}
+    assert pool["spec"] == {"addresses": ["192.168.1.240/32", "192.168.1.241/32"], "autoAssign": False}
+    for cidr in pool["spec"]["addresses"]:
+        ipaddress.ip_network(cidr)
+    # every fixed VIP lies inside the pool the chart creates
+    vips = [ipaddress.ip_address(a) for s in (ext, internal)
+            for a in s["metadata"]["annotations"]["metallb.universe.tf/loadBalancerIPs"].split(",")]
+    assert all(any(v in ipaddress.ip_network(c) for c in pool["spec"]["addresses"]) for v in vips)
+    l2 = only(objects, "L2Advertisement")
+    assert l2["apiVersion"] == "metallb.io/v1beta1"
+    assert l2["metadata"]["namespace"] == "metallb-system"
+    assert l2["spec"] == {"ipAddressPools": ["portico-vips"], "interfaces": ["eth0"]}
+
+
+def test_metallb_pool_without_fixed_ips_selects_the_pool():
+    objects = parse_manifests(render_raw({"metallb": {"ipAddressPool": {"enabled": True, "addresses": ["10.1.0.0/30"]}}}))
+    for svc in (o for o in objects if o["kind"] == "Service"):
+        assert svc["metadata"]["annotations"]["metallb.universe.tf/address-pool"] == f"{RELEASE}-portico"
+    assert only(objects, "IPAddressPool")["metadata"]["name"] == f"{RELEASE}-portico"
+    assert not [o for o in objects if o["kind"] == "L2Advertisement"]
+
+
+def test_service_monitor():
+    objects = objects_of("servicemonitor")
+    sm = only(objects, "ServiceMonitor")
+    assert sm["apiVersion"] == "monitoring.coreos.com/v1"
+    assert sm["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    assert sm["spec"]["namespaceSelector"] == {"matchNames": [NAMESPACE]}
+    assert sm["spec"]["endpoints"] == [{"port": "admin", "path": "/metrics", "interval": "15s", "scrapeTimeout": "10s"}]
+    selected = [o for o in objects if o["kind"] == "Service"
+                and sm["spec"]["selector"]["matchLabels"].items() <= o["metadata"]["labels"].items()]
+    assert len(selected) == 1, "the ServiceMonitor must select exactly the admin Service"
+    admin_svc = selected[0]
+    assert admin_svc["spec"]["type"] == "ClusterIP"
+    assert admin_svc["spec"]["ports"] == [{"name": "admin", "port": 9000, "targetPort": "admin", "protocol": "TCP"}]
+    assert not [o for o in objects_of("default") if o["kind"] == "ServiceMonitor"]
+
+
+# ---------------------------------------------------------------- RBAC
+
+
+def rbac_rules(objects: list[dict]) -> set[tuple[str, str, str, str]]:
+    found = set()
+    for obj in objects:
+        if obj["kind"] not in ("ClusterRole", "Role"):
+            continue
+        for rule in obj["rules"]:
+            assert set(rule) <= {"apiGroups", "resources", "verbs"}, rule  # no resourceNames/nonResourceURLs
+            for group in rule["apiGroups"]:
+                for resource in rule["resources"]:
+                    for verb in rule["verbs"]:
+                        assert "*" not in (group, resource, verb)
+                        found.add((obj["kind"], group, resource, verb))
+    return found
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_rbac_is_exactly_the_expected_set(scenario):
+    objects = objects_of(scenario)
+    values = merged_values(scenario)
+    expected = set(EXPECTED_CLUSTER_RULES)
+    if values["acme"]["enabled"]:
+        expected |= EXPECTED_ACME_RULES
+    if leader_elect_expected(values):
+        expected |= EXPECTED_LEASE_RULES
+    assert rbac_rules(objects) == expected
+    sa_name = workload(objects)["spec"]["template"]["spec"]["serviceAccountName"]
+    assert only(objects, "ServiceAccount")["metadata"]["name"] == sa_name
+    roles = {(o["kind"], o["metadata"]["name"]) for o in objects if o["kind"] in ("ClusterRole", "Role")}
+    bindings = [o for o in objects if o["kind"] in ("ClusterRoleBinding", "RoleBinding")]
+    assert {(b["roleRef"]["kind"], b["roleRef"]["name"]) for b in bindings} == roles
+    for b in bindings:
+        assert b["subjects"] == [{"kind": "ServiceAccount", "name": sa_name, "namespace": NAMESPACE}]
+    for role in (o for o in objects if o["kind"] == "Role"):
+        assert role["metadata"]["namespace"] == NAMESPACE
+
+
+def test_rbac_scenarios_differ_as_intended():
+    assert EXPECTED_ACME_RULES <= rbac_rules(objects_of("acme-enabled"))
+    assert not EXPECTED_ACME_RULES & rbac_rules(objects_of("default"))
+    assert EXPECTED_LEASE_RULES <= rbac_rules(objects_of("default"))
+    assert not EXPECTED_LEASE_RULES & rbac_rules(objects_of("single-replica"))
+
+
+def test_rbac_can_be_disabled():
+    objects = parse_manifests(render_raw({"rbac": {"create": False}, "serviceAccount": {"create": False}}))
+    assert not [o for o in objects if o["kind"] in ("ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding",
+                                                    "ServiceAccount")]
+    assert workload(objects)["spec"]["template"]["spec"]["serviceAccountName"] == "default"
+
+
+# ---------------------------------------------------------------- values schema and render-time checks
+
+
+@pytest.mark.parametrize(
+    "bad,where",
+    [
+        ({"controller": {"replicas": "two"}}, "/controller/replicas"),
+        ({"controller": {"replicas": 0}}, "/controller/replicas"),
+        ({"controller": {"kind": "StatefulSet"}}, "/controller/kind"),
+        ({"upstream": {"connectTimeout": "5 seconds"}}, "/upstream/connectTimeout"),
+        ({"upstream": {"idleTimeout": "0s"}}, "/upstream/idleTimeout"),
+        ({"listenerSets": {"external": {"ports": {"http": 80}}}}, "/listenerSets/external/ports/http"),
+        ({"listenerSets": {"internal": {"ingressClass": {"name": "Bad_Name"}}}}, "/listenerSets/internal/ingressClass/name"),
+        ({"listenerSets": {"external": {"service": {"externalTrafficPolicy": "Nearest"}}}},
+         "/listenerSets/external/service/externalTrafficPolicy"),
+        ({"listenerSets": {"external": {"service": {"metallbLoadBalancerIPs": ["not-an-ip"]}}}},
+         "/listenerSets/external/service/metallbLoadBalancerIPs/0"),
+        ({"acme": {"enabled": True}}, "/acme/email"),
+        ({"acme": {"directory": "http://insecure.example.com/dir"}}, "/acme/directory"),
+        ({"metallb": {"ipAddressPool": {"enabled": True}}}, "/metallb/ipAddressPool/addresses"),
+        ({"replicaCount": 2}, "replicaCount"),
+        ({"upstream": {"readTimeout": "5s"}}, "readTimeout"),
+    ],
+)
+def test_values_schema_rejects_bad_values_when_rendering(bad, where):
+    with pytest.raises(helm.HelmValuesError) as info:
+        render_raw(bad)
+    assert where in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "bad,message",
+    [
+        ({"listenerSets": {"internal": {"ports": {"http": 8080}}}}, "must all differ"),
+        ({"admin": {"port": 8443}}, "must all differ"),
+        ({"listenerSets": {"internal": {"ingressClass": {"name": "portico-external"}}}}, "must differ"),
+        ({"listenerSets": {"internal": {"ingressClass": {"default": True}}}}, "only one IngressClass"),
+        ({"metallb": {"l2Advertisement": {"enabled": True}}}, "l2Advertisement needs"),
+    ],
+)
+def test_render_time_checks(bad, message):
+    with pytest.raises(helm.HelmRenderError) as info:
+        render_raw(bad)
+    assert message in str(info.value)
+
+
+def test_values_schema_is_draft7_and_accepts_every_values_file():
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    assert schema["$schema"] == "http://json-schema.org/draft-07/schema#"
+    jsonschema.Draft7Validator.check_schema(schema)
+    validator = jsonschema.Draft7Validator(schema)
+    for scenario in SCENARIOS:
+        errors = list(validator.iter_errors(merged_values(scenario)))
+        assert not errors, (scenario, [e.message for e in errors])
+    assert list(validator.iter_errors({**merged_values("default"), "controller": {
+        **merged_values("default")["controller"], "replicas": "two"}}))
+
+
+# ---------------------------------------------------------------- NOTES.txt
+
+
+def test_notes_print_both_vips_and_a_curl_line():
+    notes = _rendered("default")[1]
+    for svc in (f"{RELEASE}-portico-external", f"{RELEASE}-portico-internal"):
+        assert f"get service {svc} -o jsonpath='{{.status.loadBalancer.ingress[0].ip}}'" in notes
+    assert re.search(r"^\s*curl .*http://\$EXTERNAL_IP/", notes, re.M)
+    fixed = _rendered("metallb-fixed-ips")[1]
+    assert "external: 192.168.1.240" in fixed and "internal: 192.168.1.241" in fixed
+    assert re.search(r"^\s*curl .*http://192\.168\.1\.240/", fixed, re.M)
+    custom = _rendered("custom")[1]
+    assert "internal: none, Service gw-internal is of type ClusterIP" in custom
+
+
+# ---------------------------------------------------------------- Dockerfile
+
+
+def dockerfile_commands():
+    return dockerfile.parse_string(DOCKERFILE.read_text())
+
+
+def stages(commands):
+    out = []
+    for cmd in commands:
+        if cmd.cmd == "FROM":
+            out.append({"from": cmd, "cmds": []})
+        else:
+            assert out, f"{cmd.cmd} before the first FROM"
+            out[-1]["cmds"].append(cmd)
+    return out
+
+
+def test_dockerfile_is_multi_stage_with_locked_release_build():
+    st = stages(dockerfile_commands())
+    assert len(st) >= 2
+    builder, runtime = st[0], st[-1]
+    assert re.fullmatch(r"rust:1\.\d+(\.\d+)?-slim-bookworm", builder["from"].value[0])
+    build_cmds = [c.value[0] for c in builder["cmds"] if c.cmd == "RUN"]
+    cargo = [c for c in build_cmds if "cargo build" in c]
+    assert len(cargo) == 1
+    assert "--locked" in cargo[0].split() and "--release" in cargo[0].split()
+    assert runtime["from"].value[0] == "gcr.io/distroless/cc-debian12:nonroot"
+    assert not [c for c in runtime["cmds"] if c.cmd == "RUN"], "the runtime stage has no shell to RUN with"
+    stage_name = builder["from"].value[2] if len(builder["from"].value) == 3 else "0"
+    copies = [c for c in runtime["cmds"] if c.cmd == "COPY"]
+    assert any(f"--from={stage_name}" in c.flags and c.value[-1] == "/portico" for c in copies)
+
+
+def test_dockerfile_runtime_user_entrypoint_and_ports():
+    runtime = stages(dockerfile_commands())[-1]["cmds"]
+    users = [c.value[0] for c in runtime if c.cmd == "USER"]
+    assert users and users[-1].split(":")[0] in ("nonroot", "65532")
+    entry = [c for c in runtime if c.cmd == "ENTRYPOINT"]
+    assert len(entry) == 1 and entry[0].json and list(entry[0].value) == ["/portico"]
+    cmd = [c for c in runtime if c.cmd == "CMD"]
+    assert len(cmd) == 1 and cmd[0].json and list(cmd[0].value) == ["run", "--config", CONFIG_PATH]
+    exposed = {int(p.split("/")[0]) for c in runtime if c.cmd == "EXPOSE" for p in c.value}
+    chart_ports = {p["containerPort"] for p in container(objects_of("default"))["ports"]}
+    assert exposed == chart_ports
+    assert {8080, 8443, 9000} <= exposed
+
+
+def test_dockerignore_keeps_what_cargo_needs():
+    ignored = {line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()
+               if line.strip() and not line.startswith("#")}
+    for needed in ("src", "Cargo.toml", "Cargo.lock"):
+        assert needed not in ignored
+    assert "target" in ignored and ".git" in ignored
