@@ -149,11 +149,13 @@ pub async fn start(config: Config, source: Source) -> anyhow::Result<Running> {
         Source::Manifests { dir, poll_interval } => {
             let opts = Options::from_config(&config, true);
             let mut manifests = ManifestDir::new(dir);
+            // The baseline is taken before the first load, so an edit made at any moment after it is seen.
+            let baseline = manifests.fingerprint().ok();
             let (state, diags) = manifests.load()?;
             publisher.publish(model::translate(&state, &opts), diags);
             let rx = shutdown_rx.clone();
             tasks.spawn(
-                watch_manifests(manifests, opts, publisher, poll_interval, rx)
+                watch_manifests(manifests, baseline, opts, publisher, poll_interval, rx)
                     .instrument(tracing::info_span!("manifests")),
             );
         }
@@ -190,12 +192,12 @@ const DEBOUNCE: Duration = Duration::from_millis(100);
 
 async fn watch_manifests(
     mut manifests: ManifestDir,
+    mut seen: Option<u64>,
     opts: Options,
     mut publisher: Publisher,
     poll_interval: Duration,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let mut seen = manifests.fingerprint().ok();
     loop {
         tokio::select! {
             _ = tokio::time::sleep(poll_interval) => {}

@@ -145,16 +145,33 @@ impl ManifestDir {
         paths.sort();
         for p in paths {
             for o in &self.last_good[p] {
-                match o.clone() {
-                    Object::Ingress(x) => state.ingresses.push(x),
-                    Object::IngressClass(x) => state.ingress_classes.push(x),
-                    Object::Service(x) => state.services.push(x),
-                    Object::EndpointSlice(x) => state.endpoint_slices.push(x),
-                    Object::Secret(x) => state.secrets.push(x),
-                }
+                o.clone().add_to(&mut state);
             }
         }
         Ok((state, diagnostics))
+    }
+}
+
+/// Parses one multi-document YAML text (named `file` in diagnostics) into a state. Used by `portico check`-like
+/// tools and tests that hold manifests in memory.
+pub fn state_from_yaml(text: &str, file: &str) -> (ClusterState, Vec<Diagnostic>) {
+    let (objects, diagnostics) = parse_documents(text, file);
+    let mut state = ClusterState::default();
+    for o in objects {
+        o.add_to(&mut state);
+    }
+    (state, diagnostics)
+}
+
+impl Object {
+    fn add_to(self, state: &mut ClusterState) {
+        match self {
+            Object::Ingress(x) => state.ingresses.push(x),
+            Object::IngressClass(x) => state.ingress_classes.push(x),
+            Object::Service(x) => state.services.push(x),
+            Object::EndpointSlice(x) => state.endpoint_slices.push(x),
+            Object::Secret(x) => state.secrets.push(x),
+        }
     }
 }
 

@@ -1,0 +1,68 @@
+//! Quickstart: starts six example backends and Portico in file mode on `examples/quickstart/manifests`, with the
+//! default configuration (plain HTTP on 0.0.0.0:8080, admin on 127.0.0.1:9000). Stop with Ctrl-C.
+//!
+//! ```sh
+//! cargo run --release --example quickstart
+//! curl -H 'Host: jenkins.local' http://127.0.0.1:8080/
+//! curl -H 'Host: shop.local' http://127.0.0.1:8080/api/orders?id=7
+//! ```
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use portico::config::Config;
+use portico::echo::EchoServer;
+
+const BACKENDS: [(&str, u16); 6] = [
+    ("jenkins", 9101),
+    ("argocd", 9102),
+    ("shop-api", 9103),
+    ("shop-web", 9104),
+    ("preview", 9105),
+    ("fallback", 9106),
+];
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_target(false)
+        .init();
+    let mut backends = Vec::new();
+    for (name, port) in BACKENDS {
+        backends.push(EchoServer::start(name, SocketAddr::from(([127, 0, 0, 1], port))).await?);
+    }
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/quickstart/manifests");
+    let running = portico::app::start(
+        Config::default(),
+        portico::app::Source::Manifests {
+            dir: dir.clone(),
+            poll_interval: Duration::from_secs(1),
+        },
+    )
+    .await?;
+    let http = running.http_addrs[0][0].port();
+    println!(
+        "\nPortico is serving {} (edit a file there and it reloads). Try:\n",
+        dir.display()
+    );
+    for line in [
+        "curl -H 'Host: jenkins.local' http://127.0.0.1:PORT/",
+        "curl -H 'Host: argocd.local' http://127.0.0.1:PORT/applications",
+        "curl -H 'Host: shop.local' 'http://127.0.0.1:PORT/api/orders?id=7'",
+        "curl -H 'Host: shop.local' http://127.0.0.1:PORT/cart",
+        "curl -H 'Host: pr-42.preview.local' http://127.0.0.1:PORT/",
+        "curl -H 'Host: unknown.local' http://127.0.0.1:PORT/",
+        "curl -i -H 'Host: shop.local' 'http://127.0.0.1:PORT/a/%2e%2e/%2e%2e/etc/passwd'",
+    ] {
+        println!("  {}", line.replace("PORT", &http.to_string()));
+    }
+    println!("  curl http://{}/readyz\n", running.admin_addr);
+    tokio::signal::ctrl_c().await?;
+    running.shutdown().await;
+    drop(backends);
+    Ok(())
+}

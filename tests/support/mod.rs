@@ -1,0 +1,199 @@
+//! Shared test harness: a gateway in-process on loopback, fed from a temporary manifest directory, and small
+//! real clients (hyper for well-formed requests, raw TCP for malformed ones).
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use portico::app::{Running, Source};
+use portico::config::Config;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+pub const ONE_SET: &str = r#"
+listenerSets:
+  - name: default
+    ingressClasses: [portico]
+    http: ["127.0.0.1:0"]
+admin: { address: "127.0.0.1:0" }
+"#;
+
+pub struct Gateway {
+    pub running: Option<Running>,
+    pub dir: tempfile::TempDir,
+}
+
+impl Gateway {
+    pub async fn start(manifests: &str) -> Self {
+        Self::start_with(ONE_SET, manifests).await
+    }
+
+    pub async fn start_with(config: &str, manifests: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("manifests.yaml"), manifests).unwrap();
+        let running = portico::app::start(
+            Config::from_yaml(config).unwrap(),
+            Source::Manifests {
+                dir: dir.path().to_path_buf(),
+                poll_interval: Duration::from_millis(50),
+            },
+        )
+        .await
+        .unwrap();
+        Self {
+            running: Some(running),
+            dir,
+        }
+    }
+
+    pub fn running(&self) -> &Running {
+        self.running.as_ref().unwrap()
+    }
+
+    /// The first plain-HTTP address of listener set `set`.
+    pub fn addr(&self, set: usize) -> SocketAddr {
+        self.running().http_addrs[set][0]
+    }
+
+    pub fn manifest_path(&self) -> PathBuf {
+        self.dir.path().join("manifests.yaml")
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.running().shared.snapshot.load().generation
+    }
+
+    /// Rewrites the manifests and waits until a new table is published.
+    pub async fn rewrite(&self, manifests: &str) {
+        let before = self.generation();
+        write_atomically(&self.manifest_path(), manifests);
+        for _ in 0..200 {
+            if self.generation() > before {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("no new table published after rewriting the manifests");
+    }
+
+    pub async fn stop(mut self) {
+        self.running.take().unwrap().shutdown().await;
+    }
+}
+
+pub fn write_atomically(path: &std::path::Path, text: &str) {
+    let tmp = path.with_extension("tmp-write");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+/// A Service named `name` (port 80, named `http`) whose ready endpoints are `addrs`: one EndpointSlice per
+/// distinct target port, since a slice gives one port to all its endpoints.
+pub fn service(ns: &str, name: &str, addrs: &[SocketAddr]) -> String {
+    let mut ports: Vec<u16> = addrs.iter().map(|a| a.port()).collect();
+    ports.sort();
+    ports.dedup();
+    let mut slices = String::new();
+    for (i, p) in ports.iter().enumerate() {
+        let eps: String = addrs
+            .iter()
+            .filter(|a| a.port() == *p)
+            .map(|a| format!("  - addresses: [\"{}\"]\n    conditions: {{ready: true}}\n", a.ip()))
+            .collect();
+        slices.push_str(&format!(
+            "---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: {name}-{i}\n  namespace: {ns}\n  labels: {{kubernetes.io/service-name: {name}}}\naddressType: IPv4\nports: [{{name: http, port: {p}}}]\nendpoints:\n{eps}"
+        ));
+    }
+    format!(
+        "---\napiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: {ns}}}\nspec: {{ports: [{{name: http, port: 80}}]}}\n{slices}"
+    )
+}
+
+/// One Ingress rule: `(host or "", path, pathType, service)`.
+pub fn ingress(ns: &str, name: &str, class: &str, rules: &[(&str, &str, &str, &str)]) -> String {
+    let mut out = format!(
+        "---\napiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {{name: {name}, namespace: {ns}}}\nspec:\n  ingressClassName: {class}\n  rules:\n"
+    );
+    for (host, path, kind, svc) in rules {
+        if host.is_empty() {
+            out.push_str("  - http:\n");
+        } else {
+            out.push_str(&format!("  - host: \"{host}\"\n    http:\n"));
+        }
+        out.push_str(&format!(
+            "      paths: [{{path: \"{path}\", pathType: {kind}, backend: {{service: {{name: {svc}, port: {{number: 80}}}}}}}}]\n"
+        ));
+    }
+    out
+}
+
+pub struct Reply {
+    pub status: u16,
+    pub headers: http::HeaderMap,
+    pub body: Bytes,
+}
+
+impl Reply {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or(serde_json::Value::Null)
+    }
+
+    /// The echo backend that answered, if any.
+    pub fn backend(&self) -> Option<String> {
+        self.headers.get("x-backend").map(|v| v.to_str().unwrap().to_string())
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+pub fn client() -> Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>> {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+/// GET `path` with `Host: host` from `addr` with a real HTTP/1.1 client.
+pub async fn get(addr: SocketAddr, host: &str, path: &str) -> Reply {
+    send(addr, http::Method::GET, host, path, &[], Bytes::new()).await
+}
+
+pub async fn send(
+    addr: SocketAddr,
+    method: http::Method,
+    host: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Bytes,
+) -> Reply {
+    let mut req = http::Request::builder()
+        .method(method)
+        .uri(format!("http://{addr}{path}"))
+        .header("host", host);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = client().request(req.body(Full::new(body)).unwrap()).await.unwrap();
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    Reply { status, headers, body }
+}
+
+/// Sends raw bytes and returns the raw response (until the server closes or 2 s pass).
+pub async fn raw(addr: SocketAddr, request: &str) -> String {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(request.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(2), s.read_to_end(&mut buf)).await;
+    String::from_utf8_lossy(&buf).into_owned()
+}
+
+/// The status code of a raw HTTP/1.1 response.
+pub fn raw_status(resp: &str) -> u16 {
+    resp.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0)
+}
