@@ -17,9 +17,11 @@
 //!   handshake and leaves open connections alone.
 //! - Nothing here reads the clock except [`LoadedCert::self_signed`]; checks take `now` in unix seconds.
 //!
-//! To find the certificate a connection presented after the handshake, look it up again with the
-//! connection's SNI: `source.load().resolve_cert(conn.server_name()).clone()`. The answer can only differ from
-//! the handshake's if a new snapshot was published during that handshake.
+//! For 421 the connection needs the certificate its handshake presented. Exact: publish a
+//! `(Arc<CertSnapshot>, server_config(SniResolver::pinned(snapshot)))` pair in one `ArcSwap`, load it once per
+//! connection, and after the handshake keep `snapshot.resolve_cert(conn.server_name()).clone()`. With the live
+//! [`SniResolver::new`] the same lookup on the current snapshot can only be wrong if a new snapshot was
+//! published during that connection's handshake.
 
 mod error;
 mod info;

@@ -10,36 +10,59 @@ use rustls::ServerConfig;
 
 use super::CertSnapshot;
 
-/// Picks the certificate for each handshake from the snapshot currently published in `source`.
+/// Picks the certificate for each handshake from a [`CertSnapshot`].
 ///
-/// Publishing a new snapshot (`source.store(..)`) takes effect on the next handshake; connections already
-/// established keep the certificate they negotiated. A lookup is one `ArcSwap` load and at most two hash probes;
-/// it allocates only for an SNI with uppercase letters, which rustls never passes (it lowercases SNI itself).
+/// - [`SniResolver::new`] reads the snapshot currently published in an `ArcSwap` on every handshake:
+///   publishing a new one (`source.store(..)`) takes effect on the next handshake, and connections already
+///   established keep the certificate they negotiated.
+/// - [`SniResolver::pinned`] always reads one snapshot. Build one `server_config` per published snapshot and
+///   keep them together: a connection that loads the pair once can then look up exactly the certificate its
+///   handshake presented (`snapshot.resolve_cert(conn.server_name())`) to answer 421 Misdirected Request, with
+///   no window in which a swap makes the two disagree.
+///
+/// A lookup is at most one `ArcSwap` load and two hash probes; it allocates only for an SNI with uppercase
+/// letters, which rustls never passes (it lowercases SNI itself).
 #[derive(Debug, Clone)]
 pub struct SniResolver {
-    source: Arc<ArcSwap<CertSnapshot>>,
+    source: Source,
+}
+
+#[derive(Debug, Clone)]
+enum Source {
+    Live(Arc<ArcSwap<CertSnapshot>>),
+    Pinned(Arc<CertSnapshot>),
 }
 
 // === impl SniResolver ===
 
 impl SniResolver {
+    /// Follows whatever snapshot `source` holds at each handshake.
     pub fn new(source: Arc<ArcSwap<CertSnapshot>>) -> SniResolver {
-        SniResolver { source }
+        SniResolver {
+            source: Source::Live(source),
+        }
     }
 
-    /// The published snapshot, shared with whoever publishes new ones.
-    pub fn source(&self) -> &Arc<ArcSwap<CertSnapshot>> {
-        &self.source
+    /// Always serves from `snapshot`.
+    pub fn pinned(snapshot: Arc<CertSnapshot>) -> SniResolver {
+        SniResolver {
+            source: Source::Pinned(snapshot),
+        }
     }
 }
 
 impl ResolvesServerCert for SniResolver {
     fn resolve(&self, client_hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        let snapshot = self.source.load();
         let sni = client_hello.server_name();
-        let cert = snapshot.resolve_cert(sni);
-        tracing::trace!(sni = sni.unwrap_or("-"), source = %cert.info.source, "certificate chosen");
-        Some(cert.key.clone())
+        let pick = |snapshot: &CertSnapshot| {
+            let cert = snapshot.resolve_cert(sni);
+            tracing::trace!(sni = sni.unwrap_or("-"), source = %cert.info.source, "certificate chosen");
+            cert.key.clone()
+        };
+        Some(match &self.source {
+            Source::Live(source) => pick(&source.load()),
+            Source::Pinned(snapshot) => pick(snapshot),
+        })
     }
 }
 
@@ -282,5 +305,51 @@ mod tests {
         // The connection opened before the swap carries on with its certificate.
         echo(&mut before, b"three").await;
         assert_eq!(presented(&before), leaf_der(&old));
+    }
+
+    #[tokio::test]
+    async fn a_pinned_snapshot_tells_the_connection_which_certificate_it_presented() {
+        let ca = TestCa::new();
+        let exact = ca.leaf(&["a.example.test"], "exact");
+        let wild = ca.leaf(&["*.example.test"], "wild");
+        let snapshot = Arc::new(CertSnapshot::new(
+            ca.leaf(&["default.invalid"], "default"),
+            [
+                ("a.example.test".to_owned(), exact.clone()),
+                ("*.example.test".to_owned(), wild.clone()),
+            ],
+        ));
+        // What the proxy would publish: the snapshot and the config built on it, swapped together.
+        let config = server_config(Arc::new(SniResolver::pinned(snapshot.clone())));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let mut handles = Vec::new();
+            for _ in 0..2 {
+                let (tcp, _) = listener.accept().await.unwrap();
+                let tls = TlsAcceptor::from(config.clone()).accept(tcp).await.unwrap();
+                let handle = snapshot.resolve_cert(tls.get_ref().1.server_name()).clone();
+                handles.push((leaf_der(&handle), handle));
+            }
+            handles
+        });
+
+        let client = trusting_client(&ca);
+        let first = connect(client.clone(), addr, "a.example.test").await;
+        let second = connect(client, addr, "b.example.test").await;
+        let handles = server.await.unwrap();
+
+        assert_eq!(handles[0].0, presented(&first));
+        assert_eq!(handles[1].0, presented(&second));
+        let (on_a, on_b) = (&handles[0].1, &handles[1].1);
+        assert!(on_a.covers("a.example.test"));
+        assert!(
+            !on_a.covers("b.example.test"),
+            "a request for b on the a connection gets 421"
+        );
+        assert!(on_b.covers("b.example.test") && on_b.covers("c.example.test"));
+        assert!(!on_b.covers("example.test"));
+        assert_eq!(handles[0].0, leaf_der(&exact));
+        assert_eq!(handles[1].0, leaf_der(&wild));
     }
 }
