@@ -1,0 +1,108 @@
+//! The `portico` binary as a user runs it: `check` exit codes and messages, `run` refusing a bad config.
+
+use std::process::Command;
+
+fn portico() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_portico"))
+}
+
+fn quickstart_dir() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/quickstart/manifests")
+}
+
+#[test]
+fn check_passes_on_the_quickstart() {
+    let out = portico()
+        .arg("check")
+        .arg("--manifests")
+        .arg(quickstart_dir())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(
+        stdout.contains("jenkins.local/ Prefix -> default/jenkins:80 [127.0.0.1:9101] (Ingress default/jenkins)"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("*.preview.local/ Prefix -> default/preview:80"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("default -> default/fallback:80"), "{stdout}");
+    assert!(stdout.contains("ok: no object rejected"), "{stdout}");
+}
+
+#[test]
+fn check_names_the_broken_object_and_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("app.yaml"),
+        r#"
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {name: shop, namespace: web}
+spec:
+  rules:
+    - host: shop.example
+      http:
+        paths:
+          - {path: "/api(/|$)(.*)", pathType: ImplementationSpecific, backend: {service: {name: api, port: {number: 80}}}}
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {name: broken, namespace: web}
+spec: [1, 2]
+"#,
+    )
+    .unwrap();
+    let out = portico()
+        .arg("check")
+        .arg("--manifests")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains(
+            "diagnostic: Ingress web/shop: spec.rules[0].http.paths[0]: path \"/api(/|$)(.*)\" has the character '|'"
+        ),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("diagnostic: app.yaml document 1: invalid Ingress"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("2 problem(s) found"), "{stdout}");
+}
+
+#[test]
+fn unusable_input_exits_2() {
+    let out = portico()
+        .args(["check", "--manifests", "/nonexistent/portico"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read manifest directory"));
+
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("config.yaml");
+    std::fs::write(
+        &cfg,
+        "listenerSets:\n  - name: a\n    ingressClasses: [x]\n    http: [\"0.0.0.0:1\"]\n    colour: blue\n",
+    )
+    .unwrap();
+    for cmd in ["check", "run"] {
+        let out = portico()
+            .arg(cmd)
+            .arg("--manifests")
+            .arg(dir.path())
+            .arg("--config")
+            .arg(&cfg)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{cmd}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("unknown field `colour`"), "{cmd}: {stderr}");
+    }
+}

@@ -1,0 +1,83 @@
+//! The README's quickstart: the example manifests with example backends on their documented ports answer the
+//! documented curl lines as README says.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use portico::config::Config;
+use portico::echo::EchoServer;
+
+#[tokio::test]
+async fn readme_curl_lines_answer_as_documented() {
+    let mut backends = Vec::new();
+    for (name, port) in [
+        ("jenkins", 9101),
+        ("argocd", 9102),
+        ("shop-api", 9103),
+        ("shop-web", 9104),
+        ("preview", 9105),
+        ("fallback", 9106),
+    ] {
+        backends.push(
+            EchoServer::start(name, SocketAddr::from(([127, 0, 0, 1], port)))
+                .await
+                .unwrap(),
+        );
+    }
+    let mut config = Config::default();
+    config.listener_sets[0].http = vec!["127.0.0.1:0".parse().unwrap()];
+    config.admin.address = "127.0.0.1:0".parse().unwrap();
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/quickstart/manifests");
+    let running = portico::app::start(
+        config,
+        portico::app::Source::Manifests {
+            dir,
+            poll_interval: Duration::from_secs(1),
+        },
+    )
+    .await
+    .unwrap();
+    let addr = running.http_addrs[0][0];
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Empty<bytes::Bytes>>();
+    for (host, path, status, backend, uri) in [
+        ("jenkins.local", "/", 200, Some("jenkins"), "/"),
+        ("argocd.local", "/applications", 200, Some("argocd"), "/applications"),
+        (
+            "shop.local",
+            "/api/orders?id=7",
+            200,
+            Some("shop-api"),
+            "/api/orders?id=7",
+        ),
+        ("shop.local", "/cart", 200, Some("shop-web"), "/cart"),
+        ("pr-42.preview.local", "/", 200, Some("preview"), "/"),
+        ("unknown.local", "/", 200, Some("fallback"), "/"),
+        ("shop.local", "/a/%2e%2e/%2e%2e/etc/passwd", 400, None, ""),
+    ] {
+        let req = http::Request::get(format!("http://{addr}{path}"))
+            .header("host", host)
+            .body(http_body_util::Empty::new())
+            .unwrap();
+        let resp = client.request(req).await.unwrap();
+        assert_eq!(resp.status().as_u16(), status, "{host}{path}");
+        let got = resp.headers().get("x-backend").map(|v| v.to_str().unwrap().to_string());
+        assert_eq!(got.as_deref(), backend, "{host}{path}");
+        let body = http_body_util::BodyExt::collect(resp.into_body())
+            .await
+            .unwrap()
+            .to_bytes();
+        if let Some(b) = backend {
+            let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            assert_eq!(json["backend"], b);
+            assert_eq!(json["uri"], uri);
+            assert_eq!(json["headers"]["host"], host);
+        } else {
+            assert_eq!(
+                String::from_utf8_lossy(&body),
+                "400 Bad Request: path climbs above the root\n"
+            );
+        }
+    }
+    running.shutdown().await;
+}
