@@ -27,6 +27,9 @@ enum Command {
         /// How often the manifest directory is checked for changes, e.g. 500ms or 2s.
         #[arg(long, default_value = "1s", value_parser = parse_duration)]
         poll_interval: Duration,
+        /// Worker threads serving traffic (default: one per core).
+        #[arg(long)]
+        workers: Option<usize>,
     },
     /// Load and translate without serving; print the routes and every diagnostic.
     /// Exit 0 when clean, 1 when an object was rejected, 2 when the input is unusable.
@@ -60,13 +63,18 @@ fn main() -> ExitCode {
             manifests,
             config,
             poll_interval,
+            workers,
         } => {
             let config = match load_config(config.as_ref()) {
                 Ok(c) => c,
                 Err(code) => return code,
             };
             init_tracing();
-            let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+            let mut rt = tokio::runtime::Builder::new_multi_thread();
+            if let Some(n) = workers.filter(|n| *n > 0) {
+                rt.worker_threads(n);
+            }
+            let rt = match rt.enable_all().build() {
                 Ok(rt) => rt,
                 Err(e) => {
                     eprintln!("portico: cannot start the runtime: {e}");
