@@ -13,8 +13,10 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
-use crate::config::Config;
-use crate::model::{self, Diagnostic, Options, Translation};
+use crate::certs::{build_tls, DefaultSource, LoadedCert, TlsBuild};
+use crate::config::{Config, DefaultCertificate};
+use crate::model::{self, ClusterState, Diagnostic, ObjectRef, Options, Translation};
+use crate::proxy::server::Transport;
 use crate::proxy::Proxy;
 use crate::routing::Snapshot;
 use crate::source::manifests::ManifestDir;
@@ -24,8 +26,8 @@ use crate::upstream::client::UpstreamClient;
 pub struct Shared {
     pub snapshot: Arc<ArcSwap<Snapshot>>,
     ready: AtomicBool,
-    /// The last published translation and its diagnostics (read by the admin API; never on the request path).
-    last: Mutex<Option<Arc<Translation>>>,
+    /// The last published compilation (read by the admin API and tests; never on the request path).
+    last: Mutex<Option<Arc<Compiled>>>,
 }
 
 impl Shared {
@@ -34,11 +36,97 @@ impl Shared {
     }
 
     pub fn last_translation(&self) -> Option<Arc<Translation>> {
+        self.last_compiled().map(|c| Arc::new(c.translation.clone()))
+    }
+
+    pub fn last_compiled(&self) -> Option<Arc<Compiled>> {
         self.last.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 }
 
-/// Turns translations into published snapshots. Skips publishing when nothing changed.
+/// The pure stages of a publish: translation, then certificates. Every diagnostic ends up in `translation`.
+pub struct Compiled {
+    pub translation: Translation,
+    pub tls: TlsBuild,
+}
+
+impl Compiled {
+    /// What `portico check` prints: routes, the certificate each TLS host is served with, then diagnostics.
+    pub fn describe(&self) -> String {
+        let mut out = self.translation.describe_routes();
+        for (set, served) in self.translation.sets.iter().zip(&self.tls.served) {
+            out.push_str(&format!("certificates of listener set {}:\n", set.name));
+            for (host, info) in served {
+                let host = if host == "*default*" {
+                    "(default)"
+                } else {
+                    host.as_str()
+                };
+                out.push_str(&format!(
+                    "  {host}: subject {}, names [{}], not after {}, {}\n",
+                    info.subject,
+                    info.names().join(", "),
+                    crate::certs::format_unix(info.not_after),
+                    info.source
+                ));
+            }
+        }
+        out.push_str(&self.translation.describe_diagnostics());
+        out
+    }
+}
+
+/// Runs translation and the certificate stage with what the configuration fixed at startup.
+pub struct Compiler {
+    opts: Options,
+    defaults: Vec<DefaultSource>,
+    sessions: Arc<dyn rustls::server::StoresServerSessions>,
+}
+
+impl Compiler {
+    /// Reads default-certificate files (the only I/O) and makes one self-signed certificate for sets without one.
+    pub fn new(config: &Config, file_mode: bool) -> anyhow::Result<Self> {
+        let self_signed = LoadedCert::self_signed(&["portico.invalid".to_string()]);
+        let mut defaults = Vec::new();
+        for set in &config.listener_sets {
+            defaults.push(match &set.default_certificate {
+                None => DefaultSource::Loaded(self_signed.clone()),
+                Some(DefaultCertificate::Files { cert, key }) => {
+                    let c = std::fs::read(cert).with_context(|| format!("reading {}", cert.display()))?;
+                    let k = std::fs::read(key).with_context(|| format!("reading {}", key.display()))?;
+                    DefaultSource::Loaded(
+                        LoadedCert::from_pem(&c, &k, format!("file {}", cert.display()))
+                            .with_context(|| format!("listener set {}: default certificate", set.name))?,
+                    )
+                }
+                Some(DefaultCertificate::Secret { namespace, name }) => DefaultSource::Secret {
+                    secret: ObjectRef {
+                        kind: "Secret",
+                        namespace: namespace.clone(),
+                        name: name.clone(),
+                    },
+                    fallback: self_signed.clone(),
+                },
+            });
+        }
+        Ok(Self {
+            opts: Options::from_config(config, file_mode),
+            defaults,
+            sessions: rustls::server::ServerSessionMemoryCache::new(4096),
+        })
+    }
+
+    pub fn compile(&self, state: &ClusterState, mut source_diagnostics: Vec<Diagnostic>, now: i64) -> Compiled {
+        let mut translation = model::translate(state, &self.opts);
+        let mut tls = build_tls(&translation, &state.secrets, &self.defaults, now, &self.sessions);
+        source_diagnostics.append(&mut translation.diagnostics);
+        source_diagnostics.append(&mut tls.diagnostics);
+        translation.diagnostics = source_diagnostics;
+        Compiled { translation, tls }
+    }
+}
+
+/// Turns compilations into published snapshots. Skips publishing when nothing changed.
 pub struct Publisher {
     shared: Arc<Shared>,
     generation: u64,
@@ -49,23 +137,19 @@ impl Publisher {
         Self { shared, generation: 0 }
     }
 
-    /// Publishes `t` (with `extra` diagnostics from the source prepended). Returns whether a new table went out.
-    pub fn publish(&mut self, mut t: Translation, extra: Vec<Diagnostic>) -> bool {
-        if !extra.is_empty() {
-            let mut all = extra;
-            all.append(&mut t.diagnostics);
-            t.diagnostics = all;
-        }
-        if let Some(prev) = self.shared.last_translation() {
-            if *prev == t && self.generation > 0 {
-                tracing::debug!("objects changed but the routing model did not; not publishing");
+    /// Publishes a compilation. Returns whether a new table went out.
+    pub fn publish(&mut self, c: Compiled) -> bool {
+        if let Some(prev) = self.shared.last_compiled() {
+            if prev.translation == c.translation && prev.tls.fingerprint == c.tls.fingerprint && self.generation > 0 {
+                tracing::debug!("objects changed but the routing model and certificates did not; not publishing");
                 return false;
             }
         }
         let started = Instant::now();
         self.generation += 1;
         let prev = self.shared.snapshot.load_full();
-        let snap = Snapshot::build(&t, self.generation, Some(&prev));
+        let snap = Snapshot::build(&c.translation, Some(c.tls.sets.clone()), self.generation, Some(&prev));
+        let t = &c.translation;
         let hosts: usize = snap.sets.iter().map(|s| s.host_count()).sum();
         let routes: usize = snap.sets.iter().map(|s| s.route_count()).sum();
         self.shared.snapshot.store(Arc::new(snap));
@@ -81,7 +165,7 @@ impl Publisher {
             build_us = started.elapsed().as_micros() as u64,
             "routing table published"
         );
-        *self.shared.last.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(t));
+        *self.shared.last.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(c));
         true
     }
 }
@@ -96,6 +180,8 @@ pub enum Source {
 pub struct Running {
     /// Bound plain-HTTP addresses, per listener set (configuration order).
     pub http_addrs: Vec<Vec<SocketAddr>>,
+    /// Bound HTTPS addresses, per listener set.
+    pub https_addrs: Vec<Vec<SocketAddr>>,
     pub admin_addr: SocketAddr,
     pub shared: Arc<Shared>,
     shutdown: watch::Sender<bool>,
@@ -123,18 +209,23 @@ pub async fn start(config: Config, source: Source) -> anyhow::Result<Running> {
     });
 
     // Bind first, so a taken port fails startup before anything is published.
-    let mut http = Vec::new();
-    let mut http_addrs = Vec::new();
-    for set in &config.listener_sets {
-        let mut addrs = Vec::new();
-        for addr in &set.http {
-            let l = TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("listener set {}: cannot bind {addr}", set.name))?;
-            addrs.push(l.local_addr()?);
-            http.push((http_addrs.len(), l));
+    let mut listeners = Vec::new();
+    let (mut http_addrs, mut https_addrs) = (Vec::new(), Vec::new());
+    for (idx, set) in config.listener_sets.iter().enumerate() {
+        for (binds, transport, out) in [
+            (&set.http, Transport::Plain, &mut http_addrs),
+            (&set.https, Transport::Tls, &mut https_addrs),
+        ] {
+            let mut addrs = Vec::new();
+            for addr in binds {
+                let l = TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("listener set {}: cannot bind {addr}", set.name))?;
+                addrs.push(l.local_addr()?);
+                listeners.push((idx, transport, l));
+            }
+            out.push(addrs);
         }
-        http_addrs.push(addrs);
     }
     let admin = TcpListener::bind(config.admin.address)
         .await
@@ -147,30 +238,46 @@ pub async fn start(config: Config, source: Source) -> anyhow::Result<Running> {
 
     match source {
         Source::Manifests { dir, poll_interval } => {
-            let opts = Options::from_config(&config, true);
+            let compiler = Arc::new(Compiler::new(&config, true)?);
             let mut manifests = ManifestDir::new(dir);
             // The baseline is taken before the first load, so an edit made at any moment after it is seen.
             let baseline = manifests.fingerprint().ok();
             let (state, diags) = manifests.load()?;
-            publisher.publish(model::translate(&state, &opts), diags);
+            publisher.publish(compiler.compile(&state, diags, crate::certs::unix_now()));
             let rx = shutdown_rx.clone();
             tasks.spawn(
-                watch_manifests(manifests, baseline, opts, publisher, poll_interval, rx)
+                watch_manifests(manifests, baseline, compiler, publisher, poll_interval, rx)
                     .instrument(tracing::info_span!("manifests")),
             );
         }
     }
 
+    // Redirects name the configured port, else the port the first HTTPS listener actually bound.
+    let redirect_ports = config
+        .listener_sets
+        .iter()
+        .zip(&https_addrs)
+        .map(|(s, bound)| s.https_redirect_port.or_else(|| bound.first().map(|a| a.port())))
+        .collect();
     let proxy = Arc::new(Proxy::new(
         shared.snapshot.clone(),
         UpstreamClient::new(&config.upstream),
+        redirect_ports,
     ));
-    for (set, listener) in http {
+    for (set, transport, listener) in listeners {
         let addr = listener.local_addr()?;
-        tracing::info!(set = %config.listener_sets[set].name, %addr, "serving plain HTTP");
+        let name = &config.listener_sets[set].name;
+        tracing::info!(set = %name, %addr, ?transport, "serving");
         tasks.spawn(
-            crate::proxy::server::serve_plain(listener, set, proxy.clone(), shutdown_rx.clone(), SHUTDOWN_GRACE)
-                .instrument(tracing::info_span!("listener", set = %config.listener_sets[set].name, %addr)),
+            crate::proxy::server::serve(
+                listener,
+                set,
+                transport,
+                proxy.clone(),
+                shutdown_rx.clone(),
+                SHUTDOWN_GRACE,
+            )
+            .instrument(tracing::info_span!("listener", set = %name, %addr)),
         );
     }
     tracing::info!(addr = %admin_addr, "serving admin");
@@ -180,6 +287,7 @@ pub async fn start(config: Config, source: Source) -> anyhow::Result<Running> {
 
     Ok(Running {
         http_addrs,
+        https_addrs,
         admin_addr,
         shared,
         shutdown: shutdown_tx,
@@ -193,7 +301,7 @@ const DEBOUNCE: Duration = Duration::from_millis(100);
 async fn watch_manifests(
     mut manifests: ManifestDir,
     mut seen: Option<u64>,
-    opts: Options,
+    compiler: Arc<Compiler>,
     mut publisher: Publisher,
     poll_interval: Duration,
     mut shutdown: watch::Receiver<bool>,
@@ -211,17 +319,15 @@ async fn watch_manifests(
         seen = manifests.fingerprint().ok();
         match manifests.load() {
             Ok((state, diags)) => {
-                let state = Arc::new(state);
-                let opts2 = opts.clone();
-                // Translation is CPU work: keep it off the reactor threads serving requests.
-                let t = match tokio::task::spawn_blocking(move || model::translate(&state, &opts2)).await {
-                    Ok(t) => t,
-                    Err(e) => {
-                        tracing::error!(error = %e, "translation panicked; keeping the last table");
-                        continue;
+                let compiler = compiler.clone();
+                // Translation and certificate parsing are CPU work: keep them off the threads serving requests.
+                let now = crate::certs::unix_now();
+                match tokio::task::spawn_blocking(move || compiler.compile(&state, diags, now)).await {
+                    Ok(c) => {
+                        publisher.publish(c);
                     }
-                };
-                publisher.publish(t, diags);
+                    Err(e) => tracing::error!(error = %e, "translation panicked; keeping the last table"),
+                }
             }
             Err(e) => tracing::warn!(error = %e, "manifest directory unreadable; keeping the last table"),
         }

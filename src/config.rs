@@ -43,6 +43,31 @@ pub struct ListenerSetConfig {
     pub http: Vec<SocketAddr>,
     pub https: Vec<SocketAddr>,
     pub publish: Publish,
+    /// The certificate for unknown SNI and clients without SNI. `None`: a self-signed one made at startup.
+    pub default_certificate: Option<DefaultCertificate>,
+    /// The port in plain-HTTP to HTTPS redirects. Default: the first `https` bind's port. Set it to 443 when a
+    /// load balancer maps 443 to the HTTPS bind.
+    pub https_redirect_port: Option<u16>,
+}
+
+/// Where a listener set's default certificate comes from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DefaultCertificate {
+    /// A `kubernetes.io/tls` Secret among the watched objects.
+    Secret { namespace: String, name: String },
+    /// PEM files read at startup.
+    Files {
+        cert: std::path::PathBuf,
+        key: std::path::PathBuf,
+    },
+}
+
+impl ListenerSetConfig {
+    /// The port written in HTTPS redirects, when the set serves HTTPS at all.
+    pub fn redirect_port(&self) -> Option<u16> {
+        self.https_redirect_port
+            .or_else(|| self.https.first().map(|a| a.port()))
+    }
 }
 
 /// Where a listener set's public address comes from (written to `status.loadBalancer` in cluster mode).
@@ -99,6 +124,8 @@ impl Default for Config {
                 http: vec![SocketAddr::from(([0, 0, 0, 0], 8080))],
                 https: vec![SocketAddr::from(([0, 0, 0, 0], 8443))],
                 publish: Publish::None,
+                default_certificate: None,
+                https_redirect_port: None,
             }],
             admin: AdminConfig {
                 address: SocketAddr::from(([127, 0, 0, 1], 9000)),
@@ -154,6 +181,21 @@ struct RawListenerSet {
     https: Vec<String>,
     #[serde(default)]
     publish: Option<RawPublish>,
+    #[serde(default)]
+    default_certificate: Option<RawDefaultCertificate>,
+    #[serde(default)]
+    https_redirect_port: Option<u16>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawDefaultCertificate {
+    #[serde(default)]
+    secret: Option<String>,
+    #[serde(default)]
+    cert_file: Option<std::path::PathBuf>,
+    #[serde(default)]
+    key_file: Option<std::path::PathBuf>,
 }
 
 #[derive(Deserialize)]
@@ -192,6 +234,14 @@ fn parse_addr(what: &str, s: &str) -> Result<SocketAddr, ConfigError> {
             "{what}: {s:?} is not an address:port (e.g. 0.0.0.0:8080 or [::]:8080)"
         ))
     })
+}
+
+/// Splits `namespace/name`.
+fn split_ref(s: &str) -> Option<(String, String)> {
+    match s.split_once('/') {
+        Some((ns, name)) if !ns.is_empty() && !name.is_empty() && !name.contains('/') => Some((ns.into(), name.into())),
+        _ => None,
+    }
 }
 
 /// Parses `250ms`, `5s`, `2m`, `1h`.
@@ -292,12 +342,40 @@ impl RawConfig {
                         )))
                         }
                     };
+                    let default_certificate = match set.default_certificate {
+                        None => None,
+                        Some(RawDefaultCertificate {
+                            secret: Some(s),
+                            cert_file: None,
+                            key_file: None,
+                        }) => {
+                            let (namespace, name) = split_ref(&s).ok_or_else(|| {
+                                invalid(format!("{ctx}.defaultCertificate.secret: {s:?} must be namespace/name"))
+                            })?;
+                            Some(DefaultCertificate::Secret { namespace, name })
+                        }
+                        Some(RawDefaultCertificate {
+                            secret: None,
+                            cert_file: Some(cert),
+                            key_file: Some(key),
+                        }) => Some(DefaultCertificate::Files { cert, key }),
+                        Some(_) => {
+                            return Err(invalid(format!(
+                                "{ctx}.defaultCertificate: give either secret (namespace/name) or both certFile and keyFile"
+                            )))
+                        }
+                    };
+                    if set.https_redirect_port == Some(0) {
+                        return Err(invalid(format!("{ctx}.httpsRedirectPort: 0 is not a port")));
+                    }
                     out.push(ListenerSetConfig {
                         name: set.name,
                         ingress_classes: set.ingress_classes,
                         http,
                         https,
                         publish,
+                        default_certificate,
+                        https_redirect_port: set.https_redirect_port,
                     });
                 }
                 out
@@ -356,6 +434,9 @@ listenerSets:
     ingressClasses: [portico-internal, admin]
     http: ["127.0.0.2:8080", "127.0.0.2:8081"]
     publish: { addresses: ["10.0.0.5"] }
+    https: ["127.0.0.2:8443"]
+    httpsRedirectPort: 443
+    defaultCertificate: { secret: portico/default-tls }
 admin: { address: "127.0.0.1:9100" }
 upstream: { connectTimeout: 250ms }
 "#,
@@ -372,6 +453,16 @@ upstream: { connectTimeout: 250ms }
             }
         );
         assert_eq!(c.upstream.connect_timeout, Duration::from_millis(250));
+        assert_eq!(c.listener_sets[1].redirect_port(), Some(443));
+        assert_eq!(c.listener_sets[0].redirect_port(), None);
+        assert_eq!(Config::default().listener_sets[0].redirect_port(), Some(8443));
+        assert_eq!(
+            c.listener_sets[1].default_certificate,
+            Some(DefaultCertificate::Secret {
+                namespace: "portico".into(),
+                name: "default-tls".into()
+            })
+        );
         assert_eq!(c.admin.address.port(), 9100);
     }
 
@@ -400,6 +491,14 @@ upstream: { connectTimeout: 250ms }
             ("upstream: {connectTimeout: 5 parsecs}", "duration"),
             (
                 "listenerSets: [{name: a, ingressClasses: [x], http: [\"0.0.0.0:1\"], publish: {service: nons}}]",
+                "namespace/name",
+            ),
+            (
+                "listenerSets: [{name: a, ingressClasses: [x], http: [\"0.0.0.0:1\"], defaultCertificate: {certFile: /a}}]",
+                "both certFile and keyFile",
+            ),
+            (
+                "listenerSets: [{name: a, ingressClasses: [x], http: [\"0.0.0.0:1\"], defaultCertificate: {secret: x}}]",
                 "namespace/name",
             ),
         ] {

@@ -136,11 +136,16 @@ fn check(manifests: &PathBuf, config_path: Option<&PathBuf>) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let opts = portico::model::Options::from_config(&config, true);
-    let mut t = portico::model::translate(&state, &opts);
-    diags.append(&mut t.diagnostics);
-    t.diagnostics = diags;
-    print!("{}", t.describe());
+    let compiler = match portico::app::Compiler::new(&config, true) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("portico: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    let compiled = compiler.compile(&state, std::mem::take(&mut diags), portico::certs::unix_now());
+    print!("{}", compiled.describe());
+    let t = &compiled.translation;
     if t.diagnostics.is_empty() {
         println!("ok: no object rejected");
         ExitCode::SUCCESS

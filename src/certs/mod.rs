@@ -23,6 +23,7 @@
 //! [`SniResolver::new`] the same lookup on the current snapshot can only be wrong if a new snapshot was
 //! published during that connection's handshake.
 
+mod build;
 mod error;
 mod info;
 mod loaded;
@@ -30,12 +31,14 @@ mod resolver;
 mod snapshot;
 mod time;
 
-#[cfg(test)]
-mod testing;
+/// A throw-away CA and fixed test keys, for tests and examples (not for production certificates).
+#[doc(hidden)]
+pub mod testing;
 
+pub use build::{build_tls, DefaultSource, SetTls, TlsBuild};
 pub use error::CertError;
 pub use info::{normalize_host, CertInfo};
 pub use loaded::{LoadedCert, TLS_SECRET_TYPE};
-pub use resolver::{server_config, SniResolver};
+pub use resolver::{server_config, server_config_with_sessions, SniResolver};
 pub use snapshot::CertSnapshot;
 pub use time::{format_unix, unix_now};

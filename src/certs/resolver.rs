@@ -69,6 +69,14 @@ impl ResolvesServerCert for SniResolver {
 /// The server configuration for every TLS listener: the ring provider (explicitly, whatever is installed as the
 /// process default), TLS 1.3 and 1.2 only, no client certificates, ALPN `h2` then `http/1.1`.
 pub fn server_config(resolver: Arc<dyn ResolvesServerCert>) -> Arc<ServerConfig> {
+    server_config_with_sessions(resolver, None)
+}
+
+/// As [`server_config`], sharing one session cache across configurations, so resumption survives a republish.
+pub fn server_config_with_sessions(
+    resolver: Arc<dyn ResolvesServerCert>,
+    sessions: Option<Arc<dyn rustls::server::StoresServerSessions>>,
+) -> Arc<ServerConfig> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
@@ -76,6 +84,9 @@ pub fn server_config(resolver: Arc<dyn ResolvesServerCert>) -> Arc<ServerConfig>
         .with_no_client_auth()
         .with_cert_resolver(resolver);
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    if let Some(s) = sessions {
+        config.session_storage = s;
+    }
     Arc::new(config)
 }
 
@@ -83,17 +94,16 @@ pub fn server_config(resolver: Arc<dyn ResolvesServerCert>) -> Arc<ServerConfig>
 mod tests {
     use std::net::SocketAddr;
 
-    use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
     use rustls::client::Resumption;
-    use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-    use rustls::{ClientConfig, DigitallySignedStruct, ProtocolVersion, RootCertStore, SignatureScheme};
+    use rustls::pki_types::{CertificateDer, ServerName};
+    use rustls::{ClientConfig, ProtocolVersion, RootCertStore};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::{TcpListener, TcpStream};
     use tokio_rustls::client::TlsStream;
     use tokio_rustls::{TlsAcceptor, TlsConnector};
 
     use super::*;
-    use crate::certs::testing::TestCa;
+    use crate::certs::testing::{accept_any_client, TestCa};
     use crate::certs::LoadedCert;
 
     /// A TLS echo server on 127.0.0.1 using `server_config(SniResolver)`.
@@ -137,57 +147,6 @@ mod tests {
             .with_no_client_auth();
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         config.resumption = Resumption::disabled();
-        Arc::new(config)
-    }
-
-    /// Accepts any certificate (signatures are still checked) so the test can look at what an unknown SNI gets.
-    #[derive(Debug)]
-    struct AcceptAnyCert(Arc<rustls::crypto::CryptoProvider>);
-
-    impl ServerCertVerifier for AcceptAnyCert {
-        fn verify_server_cert(
-            &self,
-            _: &CertificateDer<'_>,
-            _: &[CertificateDer<'_>],
-            _: &ServerName<'_>,
-            _: &[u8],
-            _: UnixTime,
-        ) -> Result<ServerCertVerified, rustls::Error> {
-            Ok(ServerCertVerified::assertion())
-        }
-
-        fn verify_tls12_signature(
-            &self,
-            message: &[u8],
-            cert: &CertificateDer<'_>,
-            dss: &DigitallySignedStruct,
-        ) -> Result<HandshakeSignatureValid, rustls::Error> {
-            rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
-        }
-
-        fn verify_tls13_signature(
-            &self,
-            message: &[u8],
-            cert: &CertificateDer<'_>,
-            dss: &DigitallySignedStruct,
-        ) -> Result<HandshakeSignatureValid, rustls::Error> {
-            rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
-        }
-
-        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-            self.0.signature_verification_algorithms.supported_schemes()
-        }
-    }
-
-    fn accept_any_client(send_sni: bool) -> Arc<ClientConfig> {
-        let mut config = ClientConfig::builder_with_provider(provider())
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(AcceptAnyCert(provider())))
-            .with_no_client_auth();
-        config.resumption = Resumption::disabled();
-        config.enable_sni = send_sni;
         Arc::new(config)
     }
 

@@ -5,35 +5,46 @@ use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
     SignatureAlgorithm, PKCS_ECDSA_P256_SHA256,
 };
-use rustls_pki_types::CertificateDer;
+use std::sync::Arc;
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::Resumption;
+use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
+use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 
 use super::time::unix_now;
 use super::LoadedCert;
 
-pub(crate) const DAY: i64 = 24 * 3600;
+pub const DAY: i64 = 24 * 3600;
 
 /// Sets rcgen's validity from unix seconds (the `time` crate is not a direct dependency; x509-parser converts).
-pub(crate) fn set_validity(params: &mut CertificateParams, not_before: i64, not_after: i64) {
+pub fn set_validity(params: &mut CertificateParams, not_before: i64, not_after: i64) {
     let at = |secs: i64| x509_parser::time::ASN1Time::from_timestamp(secs).unwrap().to_datetime();
     params.not_before = at(not_before);
     params.not_after = at(not_after);
 }
 
-pub(crate) fn key(alg: &'static SignatureAlgorithm) -> KeyPair {
+pub fn key(alg: &'static SignatureAlgorithm) -> KeyPair {
     KeyPair::generate_for(alg).unwrap()
 }
 
 /// A CA (root or intermediate) that issues test certificates.
-pub(crate) struct TestCa {
+pub struct TestCa {
     params: CertificateParams,
     key: KeyPair,
-    pub(crate) der: CertificateDer<'static>,
-    pub(crate) pem: String,
+    pub der: CertificateDer<'static>,
+    pub pem: String,
+}
+
+impl Default for TestCa {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl TestCa {
     /// A self-signed root, valid from a day ago for ten years.
-    pub(crate) fn new() -> TestCa {
+    pub fn new() -> TestCa {
         let (params, key) = Self::ca_params("Portico Test Root CA");
         let cert = params.self_signed(&key).unwrap();
         TestCa {
@@ -45,7 +56,7 @@ impl TestCa {
     }
 
     /// An intermediate CA signed by this one.
-    pub(crate) fn intermediate(&self) -> TestCa {
+    pub fn intermediate(&self) -> TestCa {
         let (params, key) = Self::ca_params("Portico Test Intermediate CA");
         let cert = params.signed_by(&key, &self.issuer()).unwrap();
         TestCa {
@@ -72,7 +83,7 @@ impl TestCa {
     }
 
     /// A PEM leaf for `names` (DNS or IP; the first is also the CN) with `key`, valid over the given period.
-    pub(crate) fn issue_pem(&self, names: &[&str], key: &KeyPair, not_before: i64, not_after: i64) -> String {
+    pub fn issue_pem(&self, names: &[&str], key: &KeyPair, not_before: i64, not_after: i64) -> String {
         let mut params = CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
         if let Some(first) = names.first() {
             params.distinguished_name.push(DnType::CommonName, *first);
@@ -83,7 +94,21 @@ impl TestCa {
     }
 
     /// A loaded P-256 leaf for `names`, valid from a day ago for 30 days, with the given `source`.
-    pub(crate) fn leaf(&self, names: &[&str], source: &str) -> LoadedCert {
+    /// A client that trusts only this CA, offering `alpn`.
+    pub fn client_config(&self, alpn: &[&[u8]]) -> Arc<ClientConfig> {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(self.der.clone()).unwrap();
+        let mut config = ClientConfig::builder_with_provider(ring())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        config.resumption = Resumption::disabled();
+        Arc::new(config)
+    }
+
+    pub fn leaf(&self, names: &[&str], source: &str) -> LoadedCert {
         let key = key(&PKCS_ECDSA_P256_SHA256);
         let now = unix_now();
         let pem = self.issue_pem(names, &key, now - DAY, now + 30 * DAY);
@@ -96,7 +121,7 @@ impl TestCa {
 // Each pair is the same key in two encodings. Test-only: never use them for anything else.
 
 /// RSA 2048, PKCS#8 (`PRIVATE KEY`).
-pub(crate) const RSA_PKCS8: &str = "\
+pub const RSA_PKCS8: &str = "\
 -----BEGIN PRIVATE KEY-----\n\
 MIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQDjfv3z6G45u3mu\n\
 p3kE/VuIWzbekgDu+yQQ2++MzdxLp31PaoLOtArwWyMHblCyFG2jbcX58wIDGSXQ\n\
@@ -127,7 +152,7 @@ XVBHjFWaYOM2Gr7MzJ39Pm0=\n\
 -----END PRIVATE KEY-----\n\
 ";
 /// The same RSA key, PKCS#1 (`RSA PRIVATE KEY`).
-pub(crate) const RSA_PKCS1: &str = "\
+pub const RSA_PKCS1: &str = "\
 -----BEGIN RSA PRIVATE KEY-----\n\
 MIIEowIBAAKCAQEA43798+huObt5rqd5BP1biFs23pIA7vskENvvjM3cS6d9T2qC\n\
 zrQK8FsjB25QshRto23F+fMCAxkl0FvCFdN+1O3ujPqm8b2e4HzFHy/fSQF1l/UQ\n\
@@ -157,7 +182,7 @@ d05H0Ifqj1030Tm477ITmpqj8tcvqCPPbvKjIe6SP+e3dofEKXBHoYtCD4akOftw\n\
 -----END RSA PRIVATE KEY-----\n\
 ";
 /// ECDSA P-256, PKCS#8.
-pub(crate) const EC_PKCS8: &str = "\
+pub const EC_PKCS8: &str = "\
 -----BEGIN PRIVATE KEY-----\n\
 MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgklRDiY6x2Yaw1JQc\n\
 3Q0q8S4HWrWTdZhxnDfyf5cKuyihRANCAAQJjQyWrsdnz9FCdNNFA/BBQoNYra1x\n\
@@ -165,10 +190,66 @@ aAoxnNw5m6aeQhlwYJDZ27NcKWZX5k8ZQ3Y3ex/kIyVcyriZgsHPixJp\n\
 -----END PRIVATE KEY-----\n\
 ";
 /// The same P-256 key, SEC1 (`EC PRIVATE KEY`).
-pub(crate) const EC_SEC1: &str = "\
+pub const EC_SEC1: &str = "\
 -----BEGIN EC PRIVATE KEY-----\n\
 MHcCAQEEIJJUQ4mOsdmGsNSUHN0NKvEuB1q1k3WYcZw38n+XCrsooAoGCCqGSM49\n\
 AwEHoUQDQgAECY0Mlq7HZ8/RQnTTRQPwQUKDWK2tcWgKMZzcOZumnkIZcGCQ2duz\n\
 XClmV+ZPGUN2N3sf5CMlXMq4mYLBz4sSaQ==\n\
 -----END EC PRIVATE KEY-----\n\
 ";
+
+fn ring() -> std::sync::Arc<rustls::crypto::CryptoProvider> {
+    std::sync::Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// Accepts any certificate (signatures are still checked) so the test can look at what an unknown SNI gets.
+#[derive(Debug)]
+pub struct AcceptAnyCert(pub Arc<rustls::crypto::CryptoProvider>);
+
+impl ServerCertVerifier for AcceptAnyCert {
+    fn verify_server_cert(
+        &self,
+        _: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: &ServerName<'_>,
+        _: &[u8],
+        _: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// A client that accepts any server certificate (to look at what was presented), with or without SNI.
+pub fn accept_any_client(send_sni: bool) -> Arc<ClientConfig> {
+    let mut config = ClientConfig::builder_with_provider(ring())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AcceptAnyCert(ring())))
+        .with_no_client_auth();
+    config.resumption = Resumption::disabled();
+    config.enable_sni = send_sni;
+    Arc::new(config)
+}

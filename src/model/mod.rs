@@ -5,6 +5,7 @@
 //! paths and backends to serve, plus a [`Diagnostic`] for everything that was rejected and why. No I/O, no
 //! clock, deterministic order: the same input always gives the same output.
 
+pub mod annotations;
 mod translate;
 
 use std::fmt;
@@ -96,6 +97,18 @@ impl Translation {
     /// A stable, human-readable rendering: one line per route, then one per diagnostic. Used by `portico check`
     /// and by the fixture tests.
     pub fn describe(&self) -> String {
+        let mut out = self.describe_routes();
+        out.push_str(&self.describe_diagnostics());
+        out
+    }
+
+    /// The diagnostics part of [`Translation::describe`].
+    pub fn describe_diagnostics(&self) -> String {
+        self.diagnostics.iter().map(|d| format!("diagnostic: {d}\n")).collect()
+    }
+
+    /// The routes part of [`Translation::describe`].
+    pub fn describe_routes(&self) -> String {
         use fmt::Write;
         let mut out = String::new();
         for set in &self.sets {
@@ -105,11 +118,18 @@ impl Translation {
             }
             for host in &set.hosts {
                 for p in &host.paths {
-                    let _ = writeln!(
+                    let _ = write!(
                         out,
                         "  {}{} {} -> {} ({})",
                         host.host, p.path, p.kind, p.backend, p.ingress
                     );
+                    if p.https_redirect {
+                        out.push_str(" [https-redirect]");
+                    }
+                    if let Some(h) = &p.hsts {
+                        let _ = write!(out, " [hsts {h}]");
+                    }
+                    out.push('\n');
                 }
             }
             if let Some(d) = &set.default_backend {
@@ -124,9 +144,6 @@ impl Translation {
                     tls.ingress
                 );
             }
-        }
-        for d in &self.diagnostics {
-            let _ = writeln!(out, "diagnostic: {d}");
         }
         out
     }
@@ -191,6 +208,11 @@ pub struct PathModel {
     pub kind: PathKind,
     pub backend: BackendModel,
     pub ingress: ObjectRef,
+    /// Plain-HTTP requests get a 308 to HTTPS (the host has TLS here and the Ingress did not opt out, or the
+    /// Ingress forces it).
+    pub https_redirect: bool,
+    /// `Strict-Transport-Security` value for HTTPS responses.
+    pub hsts: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

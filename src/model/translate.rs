@@ -8,6 +8,9 @@ use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::networking::v1::{Ingress, IngressBackend, IngressClass};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
+use std::sync::Arc;
+
+use super::annotations::IngressPolicy;
 use super::*;
 use crate::normalize::validate_ingress_path;
 
@@ -121,8 +124,8 @@ struct Translator<'a> {
 
 #[derive(Default)]
 struct SetBuilder {
-    /// (host, path, kind) -> path model. The first (oldest) claim wins.
-    paths: BTreeMap<(HostPattern, String, PathKind), PathModel>,
+    /// (host, path, kind) -> path model and the policy of its Ingress. The first (oldest) claim wins.
+    paths: BTreeMap<(HostPattern, String, PathKind), (PathModel, Arc<IngressPolicy>)>,
     /// host -> namespace that owns it.
     host_owner: HashMap<HostPattern, String>,
     default_backend: Option<DefaultBackendModel>,
@@ -131,8 +134,19 @@ struct SetBuilder {
 
 impl SetBuilder {
     fn finish(self, name: String) -> SetModel {
+        let tls_hosts: Vec<HostPattern> = self
+            .tls
+            .iter()
+            .flat_map(|t| t.hosts.iter())
+            .map(|h| match h.strip_prefix("*.") {
+                Some(s) => HostPattern::Wildcard(s.to_string()),
+                None => HostPattern::Exact(h.clone()),
+            })
+            .collect();
         let mut hosts: Vec<HostModel> = Vec::new();
-        for ((host, _, _), p) in self.paths {
+        for ((host, _, _), (mut p, policy)) in self.paths {
+            p.https_redirect = policy.force_ssl_redirect || (policy.ssl_redirect && tls_covers(&tls_hosts, &host));
+            p.hsts = policy.hsts.clone();
             match hosts.last_mut() {
                 Some(h) if h.host == host => h.paths.push(p),
                 _ => hosts.push(HostModel { host, paths: vec![p] }),
@@ -233,6 +247,13 @@ impl<'a> Translator<'a> {
             return;
         };
         let ns = iref.namespace.as_str();
+        let policy = match IngressPolicy::from_meta(&ing.metadata) {
+            Ok(p) => Arc::new(p),
+            Err(reason) => {
+                self.diag(iref, format!("{reason}; Ingress not served"));
+                return;
+            }
+        };
 
         if let Some(db) = &spec.default_backend {
             match &set.default_backend {
@@ -309,7 +330,7 @@ impl<'a> Translator<'a> {
                     _ => raw.to_string(),
                 };
                 let key = (host.clone(), path.clone(), kind);
-                if let Some(winner) = set.paths.get(&key) {
+                if let Some((winner, _)) = set.paths.get(&key) {
                     let reason = format!(
                         "{at}: {host}{path} ({kind}) is already claimed by the older {}; path ignored",
                         winner.ingress
@@ -322,12 +343,17 @@ impl<'a> Translator<'a> {
                 };
                 set.paths.insert(
                     key,
-                    PathModel {
-                        path,
-                        kind,
-                        backend,
-                        ingress: iref.clone(),
-                    },
+                    (
+                        PathModel {
+                            path,
+                            kind,
+                            backend,
+                            ingress: iref.clone(),
+                            https_redirect: false,
+                            hsts: None,
+                        },
+                        policy.clone(),
+                    ),
                 );
             }
         }
@@ -464,6 +490,16 @@ impl<'a> Translator<'a> {
         eps.dedup();
         Ok(eps)
     }
+}
+
+/// Whether a rule host is covered by the hosts listed in `spec.tls` (of any Ingress of the set).
+fn tls_covers(tls: &[HostPattern], host: &HostPattern) -> bool {
+    tls.iter().any(|t| match (t, host) {
+        (HostPattern::Exact(a), HostPattern::Exact(b)) => a == b,
+        (HostPattern::Wildcard(s), HostPattern::Exact(b)) => b.split_once('.').is_some_and(|(_, rest)| rest == s),
+        (HostPattern::Wildcard(a), HostPattern::Wildcard(b)) => a == b,
+        _ => false,
+    })
 }
 
 /// Validates and normalises an Ingress rule host: lowercase DNS name, trailing dot removed, optionally one

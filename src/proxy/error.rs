@@ -16,6 +16,8 @@ pub enum ProxyError {
     NoRoute,
     #[error("no ready endpoint")]
     NoEndpoint,
+    #[error("host not covered by this connection's certificate")]
+    Misdirected,
     #[error(transparent)]
     Upstream(#[from] UpstreamError),
 }
@@ -34,6 +36,7 @@ impl ProxyError {
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
             ProxyError::NoEndpoint => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::Misdirected => StatusCode::MISDIRECTED_REQUEST,
             ProxyError::Upstream(UpstreamError::Connect | UpstreamError::Reset) => StatusCode::BAD_GATEWAY,
             ProxyError::Upstream(UpstreamError::ConnectTimeout | UpstreamError::ResponseTimeout) => {
                 StatusCode::GATEWAY_TIMEOUT
@@ -43,7 +46,7 @@ impl ProxyError {
 
     pub fn fault(&self) -> Fault {
         match self {
-            ProxyError::BadRequest(_) => Fault::Client,
+            ProxyError::BadRequest(_) | ProxyError::Misdirected => Fault::Client,
             ProxyError::NoRoute | ProxyError::NoEndpoint => Fault::Config,
             ProxyError::Upstream(_) => Fault::Upstream,
         }
@@ -54,6 +57,9 @@ impl ProxyError {
             ProxyError::BadRequest(why) => Bytes::from(format!("400 Bad Request: {why}\n")),
             ProxyError::NoRoute => Bytes::from_static(b"404 Not Found: no route for this host and path\n"),
             ProxyError::NoEndpoint => Bytes::from_static(b"503 Service Unavailable: no ready endpoint\n"),
+            ProxyError::Misdirected => Bytes::from_static(
+                b"421 Misdirected Request: this connection's certificate does not cover that host; open a new connection\n",
+            ),
             ProxyError::Upstream(UpstreamError::Connect) => {
                 Bytes::from_static(b"502 Bad Gateway: upstream connection failed\n")
             }
@@ -88,6 +94,7 @@ mod tests {
         assert_eq!(ProxyError::BadRequest("x").status(), 400);
         assert_eq!(ProxyError::NoRoute.status(), 404);
         assert_eq!(ProxyError::NoEndpoint.status(), 503);
+        assert_eq!(ProxyError::Misdirected.status(), 421);
         assert_eq!(ProxyError::from(UpstreamError::Connect).status(), 502);
         assert_eq!(ProxyError::from(UpstreamError::Reset).status(), 502);
         assert_eq!(ProxyError::from(UpstreamError::ConnectTimeout).status(), 504);

@@ -17,6 +17,7 @@ use http_body::Body as _;
 use http_body_util::{Either, Empty, Full};
 use hyper::body::Incoming;
 
+use crate::certs::{CertSnapshot, LoadedCert};
 use crate::normalize::{normalize_host, normalize_path};
 use crate::routing::{Lookup, Snapshot};
 use crate::upstream::client::{UpstreamBody, UpstreamClient, UpstreamError};
@@ -29,29 +30,68 @@ pub type ProxyBody = Either<Incoming, Full<Bytes>>;
 const MAX_CONNECT_TRIES: usize = 3;
 
 /// Facts about the connection a request arrived on.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ConnInfo {
     /// Index of the listener set whose listener accepted the connection.
     pub set: usize,
     pub peer: SocketAddr,
     pub local: SocketAddr,
-    pub tls: bool,
+    pub tls: Option<TlsConn>,
+}
+
+/// What a TLS connection's handshake settled: the certificate it presented, out of the certificate snapshot
+/// that was current then (kept, so a later republish does not change what this connection answers for).
+#[derive(Clone)]
+pub struct TlsConn {
+    pub presented: LoadedCert,
+    pub certs: Arc<CertSnapshot>,
+}
+
+impl std::fmt::Debug for TlsConn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsConn")
+            .field("presented", &self.presented.info.subject)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TlsConn {
+    /// Whether a request for `host` may be answered on this connection: the certificate covers it, or it is the
+    /// certificate a new connection for that host would get anyway (the default, for hosts without one).
+    fn may_serve(&self, host: &str) -> bool {
+        self.presented.covers(host) || Arc::ptr_eq(&self.certs.resolve_cert(Some(host)).key, &self.presented.key)
+    }
 }
 
 /// Shared by every connection: the published table and the upstream client.
 pub struct Proxy {
     snapshot: Arc<ArcSwap<Snapshot>>,
     client: UpstreamClient,
+    /// Per listener set, the port written in HTTPS redirects (`None`: the default 443).
+    redirect_ports: Vec<Option<u16>>,
 }
 
 /// What routing decided, owned so no table reference is held across an await.
 struct Target {
     backend: Arc<crate::upstream::Backend>,
+    https_redirect: bool,
+    hsts: Option<HeaderValue>,
 }
 
+const ACME_CHALLENGE_PREFIX: &str = "/.well-known/acme-challenge/";
+
 impl Proxy {
-    pub fn new(snapshot: Arc<ArcSwap<Snapshot>>, client: UpstreamClient) -> Self {
-        Self { snapshot, client }
+    pub fn new(snapshot: Arc<ArcSwap<Snapshot>>, client: UpstreamClient, redirect_ports: Vec<Option<u16>>) -> Self {
+        Self {
+            snapshot,
+            client,
+            redirect_ports,
+        }
+    }
+
+    /// The current TLS material of a listener set, for a new connection's handshake.
+    pub fn tls_for(&self, set: usize) -> Option<crate::certs::SetTls> {
+        self.snapshot.load().sets.get(set)?.tls.clone()
     }
 
     pub async fn handle(&self, conn: &ConnInfo, req: Request<Incoming>) -> Response<ProxyBody> {
@@ -85,6 +125,11 @@ impl Proxy {
                 return Err(ProxyError::BadRequest("request target and Host disagree"));
             }
         }
+        if let Some(tls) = &conn.tls {
+            if !tls.may_serve(&host.name) {
+                return Err(ProxyError::Misdirected);
+            }
+        }
         let path = normalize_path(parts.uri.path()).map_err(|e| ProxyError::BadRequest(path_reason(e)))?;
 
         let target = {
@@ -95,11 +140,21 @@ impl Proxy {
             match set.lookup(&host.name, &path) {
                 Lookup::Route(r) => Target {
                     backend: r.backend.clone(),
+                    https_redirect: r.https_redirect,
+                    hsts: r.hsts.clone(),
                 },
-                Lookup::Default(b) => Target { backend: b.clone() },
+                Lookup::Default(b) => Target {
+                    backend: b.clone(),
+                    https_redirect: false,
+                    hsts: None,
+                },
                 Lookup::NotFound => return Err(ProxyError::NoRoute),
             }
         };
+        if target.https_redirect && conn.tls.is_none() && !path.starts_with(ACME_CHALLENGE_PREFIX) {
+            let port = self.redirect_ports.get(conn.set).copied().flatten();
+            return Ok(redirect_to_https(&host.name, port, &path, parts.uri.query()));
+        }
         let mut endpoint = target.backend.pick().ok_or(ProxyError::NoEndpoint)?;
 
         // Headers upstream: hop-by-hop out, then ours in.
@@ -115,7 +170,7 @@ impl Proxy {
             &mut parts.headers,
             &headers::Forwarded {
                 client_ip: conn.peer.ip(),
-                proto: if conn.tls { "https" } else { "http" },
+                proto: if conn.tls.is_some() { "https" } else { "http" },
                 host: &host_header,
                 port: conn.local.port(),
             },
@@ -147,6 +202,9 @@ impl Proxy {
                 Ok(resp) => {
                     let (mut rparts, rbody) = resp.into_parts();
                     headers::strip_hop_by_hop(&mut rparts.headers);
+                    if let (Some(hsts), Some(_)) = (&target.hsts, &conn.tls) {
+                        rparts.headers.insert(header::STRICT_TRANSPORT_SECURITY, hsts.clone());
+                    }
                     return Ok(Response::from_parts(rparts, Either::Left(rbody)));
                 }
                 Err(UpstreamError::Connect) if tries < MAX_CONNECT_TRIES => {
@@ -162,6 +220,34 @@ impl Proxy {
             }
         }
     }
+}
+
+/// 308 to the same host, path and query over HTTPS (the port only when it is not 443).
+fn redirect_to_https(host: &str, port: Option<u16>, path: &str, query: Option<&str>) -> Response<ProxyBody> {
+    let mut location = String::with_capacity(16 + host.len() + path.len() + query.map_or(0, str::len));
+    location.push_str("https://");
+    location.push_str(host);
+    if let Some(p) = port.filter(|p| *p != 443) {
+        location.push(':');
+        location.push_str(&p.to_string());
+    }
+    location.push_str(path);
+    if let Some(q) = query {
+        location.push('?');
+        location.push_str(q);
+    }
+    let mut resp = Response::new(Either::Right(Full::new(Bytes::from_static(
+        b"308 Permanent Redirect to HTTPS\n",
+    ))));
+    *resp.status_mut() = http::StatusCode::PERMANENT_REDIRECT;
+    if let Ok(v) = HeaderValue::from_str(&location) {
+        resp.headers_mut().insert(header::LOCATION, v);
+    }
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    resp
 }
 
 fn upstream_uri(endpoint: SocketAddr, path_and_query: &str) -> Result<Uri, ProxyError> {

@@ -10,10 +10,11 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use crate::certs::SetTls;
 use crate::model::{HostPattern, PathKind, SetModel, Translation};
 use crate::upstream::Backend;
 
-/// Everything the proxy needs, published at once.
+/// Everything the proxy needs, published at once: routes and the certificates they are served with.
 #[derive(Debug)]
 pub struct Snapshot {
     pub generation: u64,
@@ -28,9 +29,10 @@ impl Snapshot {
         }
     }
 
-    /// Builds a snapshot. Backends whose identity and endpoints did not change are taken from `previous`, so
-    /// their balancer state survives the swap.
-    pub fn build(t: &Translation, generation: u64, previous: Option<&Snapshot>) -> Self {
+    /// Builds a snapshot. `tls` has one entry per listener set (or none when no set serves TLS). Backends whose
+    /// identity and endpoints did not change are taken from `previous`, so their balancer state survives the
+    /// swap.
+    pub fn build(t: &Translation, tls: Option<Vec<SetTls>>, generation: u64, previous: Option<&Snapshot>) -> Self {
         let mut reuse: HashMap<&str, &Arc<Backend>> = HashMap::new();
         if let Some(prev) = previous {
             for set in &prev.sets {
@@ -52,7 +54,16 @@ impl Snapshot {
             interned.insert(id, b.clone());
             b
         };
-        let sets = t.sets.iter().map(|s| SetTable::build(s, &mut backend)).collect();
+        let mut tls = tls.map(Vec::into_iter);
+        let sets = t
+            .sets
+            .iter()
+            .map(|s| {
+                let mut table = SetTable::build(s, &mut backend);
+                table.tls = tls.as_mut().and_then(Iterator::next);
+                table
+            })
+            .collect();
         Self { generation, sets }
     }
 }
@@ -66,8 +77,8 @@ pub struct SetTable {
     wildcard: HashMap<Box<str>, HostRoutes>,
     any: Option<HostRoutes>,
     default_backend: Option<Arc<Backend>>,
-    /// Hosts in `spec.tls`, for the plain-HTTP redirect.
-    tls_hosts: Vec<HostPattern>,
+    /// The set's certificates and TLS configuration.
+    pub tls: Option<SetTls>,
 }
 
 /// A route a request matched.
@@ -79,6 +90,10 @@ pub struct Route {
     pub backend: Arc<Backend>,
     /// `namespace/name` of the Ingress that defined it.
     pub ingress: Arc<str>,
+    /// Plain-HTTP requests are redirected to HTTPS with 308.
+    pub https_redirect: bool,
+    /// `Strict-Transport-Security` for HTTPS responses.
+    pub hsts: Option<http::HeaderValue>,
 }
 
 /// The outcome of a lookup.
@@ -118,6 +133,8 @@ impl HostRoutes {
                 kind: p.kind,
                 backend: backend(&p.backend),
                 ingress: format!("{}/{}", p.ingress.namespace, p.ingress.name).into(),
+                https_redirect: p.https_redirect,
+                hsts: p.hsts.as_deref().and_then(|h| http::HeaderValue::from_str(h).ok()),
             });
             match p.kind {
                 PathKind::Exact => keys.entry(p.path.clone()).or_default().exact = Some(idx),
@@ -157,7 +174,7 @@ impl SetTable {
             wildcard: HashMap::new(),
             any: None,
             default_backend: None,
-            tls_hosts: Vec::new(),
+            tls: None,
         }
     }
 
@@ -176,17 +193,6 @@ impl SetTable {
             }
         }
         t.default_backend = m.default_backend.as_ref().map(|d| backend(&d.backend));
-        for tls in &m.tls {
-            for h in &tls.hosts {
-                let p = match h.strip_prefix("*.") {
-                    Some(s) => HostPattern::Wildcard(s.to_string()),
-                    None => HostPattern::Exact(h.clone()),
-                };
-                if !t.tls_hosts.contains(&p) {
-                    t.tls_hosts.push(p);
-                }
-            }
-        }
         t
     }
 
@@ -209,15 +215,6 @@ impl SetTable {
                 None => Lookup::NotFound,
             },
         }
-    }
-
-    /// Whether a host is listed in some Ingress's `spec.tls` on this set.
-    pub fn has_tls(&self, host: &str) -> bool {
-        self.tls_hosts.iter().any(|p| match p {
-            HostPattern::Exact(h) => h == host,
-            HostPattern::Wildcard(s) => host.split_once('.').is_some_and(|(_, rest)| rest == s),
-            HostPattern::Any => false,
-        })
     }
 
     /// Every backend in the table (with repeats).

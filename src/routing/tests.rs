@@ -1,5 +1,5 @@
 use super::*;
-use crate::model::{BackendModel, DefaultBackendModel, HostModel, ObjectRef, PathModel, PortRef, SetModel, TlsModel};
+use crate::model::{BackendModel, DefaultBackendModel, HostModel, ObjectRef, PathModel, PortRef, SetModel};
 
 fn backend(name: &str) -> BackendModel {
     BackendModel {
@@ -39,6 +39,8 @@ fn set_with(hosts: &[(HostPattern, &[(&str, PathKind)])], default: bool) -> SetT
                         kind: *k,
                         backend: backend(&format!("b{}", n - 1)),
                         ingress: ing(),
+                        https_redirect: false,
+                        hsts: None,
                     }
                 })
                 .collect(),
@@ -51,17 +53,13 @@ fn set_with(hosts: &[(HostPattern, &[(&str, PathKind)])], default: bool) -> SetT
             backend: backend("default"),
             ingress: ing(),
         }),
-        tls: vec![TlsModel {
-            hosts: vec!["secure.example".into(), "*.wild.example".into()],
-            secret: ing(),
-            ingress: ing(),
-        }],
+        tls: vec![],
     };
     let t = Translation {
         sets: vec![model],
         ..Default::default()
     };
-    Snapshot::build(&t, 1, None).sets.pop().unwrap()
+    Snapshot::build(&t, None, 1, None).sets.pop().unwrap()
 }
 
 fn service_of(l: Lookup<'_>) -> Option<String> {
@@ -152,16 +150,6 @@ fn not_found_without_default() {
 }
 
 #[test]
-fn tls_hosts() {
-    let t = set_with(&[], false);
-    assert!(t.has_tls("secure.example"));
-    assert!(t.has_tls("a.wild.example"));
-    assert!(!t.has_tls("a.b.wild.example"));
-    assert!(!t.has_tls("wild.example"));
-    assert!(!t.has_tls("other.example"));
-}
-
-#[test]
 fn unchanged_backends_are_reused_across_builds() {
     let mk = |eps: Vec<std::net::SocketAddr>| Translation {
         sets: vec![SetModel {
@@ -176,6 +164,8 @@ fn unchanged_backends_are_reused_across_builds() {
                         ..backend("svc")
                     },
                     ingress: ing(),
+                    https_redirect: false,
+                    hsts: None,
                 }],
             }],
             default_backend: None,
@@ -185,9 +175,9 @@ fn unchanged_backends_are_reused_across_builds() {
     };
     let a: std::net::SocketAddr = "127.0.0.1:1".parse().unwrap();
     let b: std::net::SocketAddr = "127.0.0.1:2".parse().unwrap();
-    let s1 = Snapshot::build(&mk(vec![a]), 1, None);
-    let s2 = Snapshot::build(&mk(vec![a]), 2, Some(&s1));
-    let s3 = Snapshot::build(&mk(vec![a, b]), 3, Some(&s2));
+    let s1 = Snapshot::build(&mk(vec![a]), None, 1, None);
+    let s2 = Snapshot::build(&mk(vec![a]), None, 2, Some(&s1));
+    let s3 = Snapshot::build(&mk(vec![a, b]), None, 3, Some(&s2));
     let first = |s: &Snapshot| s.sets[0].backends().next().unwrap().clone();
     assert!(Arc::ptr_eq(&first(&s1), &first(&s2)));
     assert!(!Arc::ptr_eq(&first(&s2), &first(&s3)));

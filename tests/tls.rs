@@ -1,0 +1,343 @@
+//! TLS end to end: certificates from Secrets chosen by SNI, HTTP/1.1 and HTTP/2 over TLS, 421 for a Host the
+//! connection's certificate does not cover, certificate replacement without touching open connections, and the
+//! plain-HTTP to HTTPS redirect. Clients verify hostnames against a test CA.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use portico::certs::testing::{accept_any_client, key, TestCa, DAY};
+use portico::certs::unix_now;
+use portico::echo::EchoServer;
+use rustls::ClientConfig;
+use rustls_pki_types::ServerName;
+use support::*;
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::TlsConnector;
+
+const TLS_SET: &str = r#"
+listenerSets:
+  - name: default
+    ingressClasses: [portico]
+    http: ["127.0.0.1:0"]
+    https: ["127.0.0.1:0"]
+admin: { address: "127.0.0.1:0" }
+"#;
+
+fn secret(name: &str, cert: &str, key: &str) -> String {
+    let indent = |s: &str| s.lines().map(|l| format!("    {l}\n")).collect::<String>();
+    format!(
+        "---\napiVersion: v1\nkind: Secret\nmetadata: {{name: {name}, namespace: default}}\ntype: kubernetes.io/tls\nstringData:\n  tls.crt: |\n{}  tls.key: |\n{}",
+        indent(cert),
+        indent(key)
+    )
+}
+
+/// A certificate (PEM) and its key for `names`, issued by `ca`.
+fn issue(ca: &TestCa, names: &[&str], not_after: i64) -> (String, String) {
+    let k = key(&rcgen::PKCS_ECDSA_P256_SHA256);
+    (ca.issue_pem(names, &k, unix_now() - DAY, not_after), k.serialize_pem())
+}
+
+struct Setup {
+    gw: Gateway,
+    ca: TestCa,
+    a: EchoServer,
+    w: EchoServer,
+}
+
+/// `a.example.test` (own certificate, HSTS), `*.example.test` (wildcard certificate), `broken.test` (a Secret
+/// whose certificate is for another name), `plain.test` (no TLS), `optout.example.test` (TLS,
+/// redirect disabled).
+fn manifests(ca: &TestCa, a: &EchoServer, w: &EchoServer, a_cert: &(String, String)) -> String {
+    let wild = issue(ca, &["*.example.test"], unix_now() + 30 * DAY);
+    let wrong = issue(ca, &["someone-else.test"], unix_now() + 30 * DAY);
+    let mut m = service("default", "a", &[a.addr]) + &service("default", "w", &[w.addr]);
+    m += &secret("a-tls", &a_cert.0, &a_cert.1);
+    m += &secret("wild-tls", &wild.0, &wild.1);
+    m += &secret("broken-tls", &wrong.0, &wrong.1);
+    m += r#"---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: a
+  namespace: default
+  annotations: {portico.dev/hsts-max-age: "600"}
+spec:
+  tls: [{hosts: [a.example.test], secretName: a-tls}]
+  rules: [{host: a.example.test, http: {paths: [{path: /, pathType: Prefix, backend: {service: {name: a, port: {number: 80}}}}]}}]
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {name: wild, namespace: default}
+spec:
+  tls: [{hosts: ["*.example.test"], secretName: wild-tls}, {hosts: [broken.test], secretName: broken-tls}]
+  rules:
+    - {host: "*.example.test", http: {paths: [{path: /, pathType: Prefix, backend: {service: {name: w, port: {number: 80}}}}]}}
+    - {host: plain.test, http: {paths: [{path: /, pathType: Prefix, backend: {service: {name: w, port: {number: 80}}}}]}}
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: optout
+  namespace: default
+  annotations: {portico.dev/ssl-redirect: "false"}
+spec:
+  tls: [{hosts: [optout.example.test], secretName: wild-tls}]
+  rules: [{host: optout.example.test, http: {paths: [{path: /, pathType: Prefix, backend: {service: {name: w, port: {number: 80}}}}]}}]
+"#;
+    m
+}
+
+async fn setup() -> Setup {
+    let ca = TestCa::new();
+    let (a, w) = (
+        EchoServer::start("a", "127.0.0.1:0".parse().unwrap()).await.unwrap(),
+        EchoServer::start("w", "127.0.0.1:0".parse().unwrap()).await.unwrap(),
+    );
+    let a_cert = issue(&ca, &["a.example.test"], unix_now() + 30 * DAY);
+    let gw = Gateway::start_with(TLS_SET, &manifests(&ca, &a, &w, &a_cert)).await;
+    Setup { gw, ca, a, w }
+}
+
+impl Setup {
+    fn https(&self) -> SocketAddr {
+        self.gw.running().https_addrs[0][0]
+    }
+}
+
+async fn connect(
+    config: Arc<ClientConfig>,
+    addr: SocketAddr,
+    sni: &str,
+) -> Result<TlsStream<TcpStream>, std::io::Error> {
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let name = match sni.parse::<std::net::IpAddr>() {
+        Ok(ip) => ServerName::IpAddress(ip.into()),
+        Err(_) => ServerName::try_from(sni.to_owned()).unwrap(),
+    };
+    TlsConnector::from(config).connect(name, tcp).await
+}
+
+fn presented_names(tls: &TlsStream<TcpStream>) -> Vec<String> {
+    let der = tls.get_ref().1.peer_certificates().unwrap()[0].clone();
+    portico::certs::CertInfo::from_der(&der, String::new()).unwrap().names()
+}
+
+fn serial(tls: &TlsStream<TcpStream>) -> String {
+    let der = tls.get_ref().1.peer_certificates().unwrap()[0].clone();
+    portico::certs::CertInfo::from_der(&der, String::new()).unwrap().serial
+}
+
+type H1 = hyper::client::conn::http1::SendRequest<Empty<Bytes>>;
+type H2 = hyper::client::conn::http2::SendRequest<Empty<Bytes>>;
+
+async fn h1(tls: TlsStream<TcpStream>) -> H1 {
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.unwrap();
+    tokio::spawn(conn);
+    sender
+}
+
+async fn h2(tls: TlsStream<TcpStream>) -> H2 {
+    let (sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    sender
+}
+
+async fn read(resp: http::Response<hyper::body::Incoming>) -> Reply {
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    Reply { status, headers, body }
+}
+
+async fn get1(s: &mut H1, host: &str, path: &str) -> Reply {
+    let req = http::Request::get(path)
+        .header("host", host)
+        .body(Empty::new())
+        .unwrap();
+    read(s.send_request(req).await.unwrap()).await
+}
+
+async fn get2(s: &mut H2, host: &str, path: &str) -> Reply {
+    let req = http::Request::get(format!("https://{host}{path}"))
+        .body(Empty::new())
+        .unwrap();
+    read(s.send_request(req).await.unwrap()).await
+}
+
+#[tokio::test]
+async fn sni_picks_the_certificate_and_clients_verify_it() {
+    let s = setup().await;
+    let verifying = s.ca.client_config(&[b"http/1.1"]);
+    // Exact and wildcard certificates verify against the CA for their names.
+    let tls = connect(verifying.clone(), s.https(), "a.example.test").await.unwrap();
+    assert_eq!(presented_names(&tls), ["a.example.test"]);
+    let mut c = h1(tls).await;
+    let r = get1(&mut c, "a.example.test", "/x").await;
+    assert_eq!((r.status, r.backend().as_deref()), (200, Some("a")));
+    let tls = connect(verifying.clone(), s.https(), "b.example.test").await.unwrap();
+    assert_eq!(presented_names(&tls), ["*.example.test"]);
+    assert_eq!(
+        get1(&mut h1(tls).await, "b.example.test", "/")
+            .await
+            .backend()
+            .as_deref(),
+        Some("w")
+    );
+    // Unknown SNI, no SNI, and the host whose Secret is broken get the default (self-signed) certificate: a
+    // verifying client refuses it, and it is what the gateway presents.
+    for sni in ["unknown.test", "broken.test"] {
+        assert!(connect(verifying.clone(), s.https(), sni).await.is_err(), "{sni}");
+        let tls = connect(accept_any_client(true), s.https(), sni).await.unwrap();
+        assert_eq!(presented_names(&tls), ["portico.invalid"], "{sni}");
+    }
+    let tls = connect(accept_any_client(false), s.https(), "127.0.0.1").await.unwrap();
+    assert_eq!(presented_names(&tls), ["portico.invalid"]);
+    // The broken Secret is a diagnostic naming the Ingress, the Secret and the host.
+    let t = s.gw.running().shared.last_translation().unwrap();
+    assert!(
+        t.diagnostics.iter().any(|d| {
+            let d = d.to_string();
+            d.starts_with("Ingress default/wild: spec.tls: Secret default/broken-tls")
+                && d.contains("broken.test uses the default certificate")
+        }),
+        "{:?}",
+        t.diagnostics
+    );
+    // Forwarded headers reflect the TLS listener.
+    let seen = s.a.requests();
+    assert_eq!(seen[0].headers["x-forwarded-proto"], "https");
+    assert_eq!(
+        seen[0].headers["x-forwarded-port"],
+        s.https().port().to_string().as_str()
+    );
+    s.gw.stop().await;
+}
+
+#[tokio::test]
+async fn http2_over_tls_with_alpn_and_421_on_a_reused_connection() {
+    let s = setup().await;
+    let tls = connect(s.ca.client_config(&[b"h2", b"http/1.1"]), s.https(), "a.example.test")
+        .await
+        .unwrap();
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let mut c = h2(tls).await;
+    let r = get2(&mut c, "a.example.test", "/one").await;
+    assert_eq!((r.status, r.backend().as_deref()), (200, Some("a")));
+    assert_eq!(r.headers["strict-transport-security"], "max-age=600");
+    // A second host on the same HTTP/2 connection, with its own (different) certificate: 421, backend untouched.
+    let before = s.w.count();
+    let r = get2(&mut c, "b.example.test", "/").await;
+    assert_eq!(r.status, 421, "{}", r.text());
+    // A configured host without any certificate: a new connection would get the default, not this one: 421.
+    assert_eq!(get2(&mut c, "plain.test", "/").await.status, 421);
+    assert_eq!(s.w.count(), before);
+    // The connection still serves its own host.
+    assert_eq!(get2(&mut c, "a.example.test", "/two").await.status, 200);
+
+    // HTTP/1.1 over TLS: SNI a.example.test with Host b.example.test: 421.
+    let tls = connect(s.ca.client_config(&[b"http/1.1"]), s.https(), "a.example.test")
+        .await
+        .unwrap();
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
+    let mut c = h1(tls).await;
+    let before = s.w.count();
+    assert_eq!(get1(&mut c, "b.example.test", "/").await.status, 421);
+    assert_eq!(s.w.count(), before);
+    // A connection whose certificate covers the Host by name may serve it (connection reuse as RFC 9113 allows):
+    // the wildcard certificate covers a.example.test and c.example.test.
+    let tls = connect(s.ca.client_config(&[b"http/1.1"]), s.https(), "b.example.test")
+        .await
+        .unwrap();
+    let mut c = h1(tls).await;
+    assert_eq!(
+        get1(&mut c, "c.example.test", "/").await.backend().as_deref(),
+        Some("w")
+    );
+    assert_eq!(
+        get1(&mut c, "a.example.test", "/").await.backend().as_deref(),
+        Some("a")
+    );
+    s.gw.stop().await;
+}
+
+#[tokio::test]
+async fn replacing_a_secret_changes_new_handshakes_and_keeps_open_connections() {
+    let s = setup().await;
+    let verifying = s.ca.client_config(&[b"http/1.1"]);
+    let old = connect(verifying.clone(), s.https(), "a.example.test").await.unwrap();
+    let old_serial = serial(&old);
+    let mut old_conn = h1(old).await;
+    assert_eq!(get1(&mut old_conn, "a.example.test", "/").await.status, 200);
+
+    let renewed = issue(&s.ca, &["a.example.test"], unix_now() + 60 * DAY);
+    s.gw.rewrite(&manifests(&s.ca, &s.a, &s.w, &renewed)).await;
+    let fresh = connect(verifying, s.https(), "a.example.test").await.unwrap();
+    assert_ne!(
+        serial(&fresh),
+        old_serial,
+        "a new handshake should present the new certificate"
+    );
+    assert_eq!(get1(&mut h1(fresh).await, "a.example.test", "/").await.status, 200);
+    // The connection opened before the swap keeps working.
+    assert_eq!(get1(&mut old_conn, "a.example.test", "/again").await.status, 200);
+    s.gw.stop().await;
+}
+
+#[tokio::test]
+async fn plain_http_redirects_to_https_for_tls_hosts() {
+    let s = setup().await;
+    let http = s.gw.addr(0);
+    let port = s.https().port();
+    let r = get(http, "A.Example.Test", "/p/q?x=1&y=2").await;
+    assert_eq!(r.status, 308);
+    assert_eq!(
+        r.headers["location"],
+        format!("https://a.example.test:{port}/p/q?x=1&y=2").as_str()
+    );
+    assert!(r.headers.get("strict-transport-security").is_none());
+    // Wildcard TLS host.
+    let r = get(http, "zz.example.test", "/").await;
+    assert_eq!(
+        r.headers["location"],
+        format!("https://zz.example.test:{port}/").as_str()
+    );
+    // The ACME challenge path is not redirected, a host without TLS is not, and an Ingress that opted out is not.
+    assert_eq!(
+        get(http, "a.example.test", "/.well-known/acme-challenge/token")
+            .await
+            .backend()
+            .as_deref(),
+        Some("a")
+    );
+    assert_eq!(get(http, "plain.test", "/").await.status, 200);
+    assert_eq!(get(http, "optout.example.test", "/").await.status, 200);
+    assert_eq!(s.a.count(), 1);
+    s.gw.stop().await;
+}
+
+#[tokio::test]
+async fn redirect_port_is_configurable() {
+    let ca = TestCa::new();
+    let (a, w) = (
+        EchoServer::start("a", "127.0.0.1:0".parse().unwrap()).await.unwrap(),
+        EchoServer::start("w", "127.0.0.1:0".parse().unwrap()).await.unwrap(),
+    );
+    let cert = issue(&ca, &["a.example.test"], unix_now() + DAY);
+    let config = TLS_SET.replace(
+        "    https: [\"127.0.0.1:0\"]\n",
+        "    https: [\"127.0.0.1:0\"]\n    httpsRedirectPort: 443\n",
+    );
+    let gw = Gateway::start_with(&config, &manifests(&ca, &a, &w, &cert)).await;
+    let r = get(gw.addr(0), "a.example.test", "/x").await;
+    assert_eq!(r.headers["location"], "https://a.example.test/x");
+    gw.stop().await;
+}
