@@ -23,7 +23,7 @@
 //! | `POST /__control/fail-next?count=N&code=C[&retryAfter=S]` | fail the next N API requests |
 //! | `GET` / `DELETE /__control/requests` | the request log / clear it |
 //!
-//! Known simplifications: no server-side apply (415), no `deletecollection`, finalizers and graceful
+//! Known simplifications: no server-side apply (415; [`Options::apply_as_merge`] turns on an approximation), no `deletecollection`, finalizers and graceful
 //! deletion are ignored (DELETE removes at once and returns a success `Status`), `limit`/`continue` are
 //! ignored (LIST returns everything), `resourceVersionMatch` on LIST is ignored (always the latest state),
 //! strategic merge patch is treated as JSON merge patch, core/v1 and events.k8s.io/v1 Events are stored
@@ -89,7 +89,11 @@ impl FakeApiServer {
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let shared = Arc::new(Shared {
-            store: Mutex::new(Store::new(opts.resources.clone(), opts.max_history)),
+            store: Mutex::new({
+                let mut st = Store::new(opts.resources.clone(), opts.max_history);
+                st.apply_as_merge = opts.apply_as_merge;
+                st
+            }),
             opts,
         });
         let (tx, rx) = oneshot::channel();

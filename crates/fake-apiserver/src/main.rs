@@ -1,7 +1,7 @@
 //! `fake-apiserver`: serve the in-memory fake Kubernetes API server until Ctrl-C.
 //!
 //! ```text
-//! fake-apiserver [--addr 127.0.0.1:0] [--kubeconfig PATH] [--bookmark-interval-ms N]
+//! fake-apiserver [--addr 127.0.0.1:0] [--kubeconfig PATH] [--bookmark-interval-ms N] [--apply-as-merge]
 //! ```
 //!
 //! Prints a kubeconfig for the server on stdout (and writes it to PATH if given). Test controls are served
@@ -13,7 +13,9 @@ use std::time::Duration;
 use portico_fake_apiserver::{FakeApiServer, Options};
 
 fn usage() -> ! {
-    eprintln!("usage: fake-apiserver [--addr 127.0.0.1:0] [--kubeconfig PATH] [--bookmark-interval-ms N]");
+    eprintln!(
+        "usage: fake-apiserver [--addr 127.0.0.1:0] [--kubeconfig PATH] [--bookmark-interval-ms N] [--apply-as-merge]"
+    );
     std::process::exit(2)
 }
 
@@ -31,6 +33,7 @@ async fn main() {
                 let ms: u64 = args.next().and_then(|v| v.parse().ok()).unwrap_or_else(|| usage());
                 opts.bookmark_interval = Duration::from_millis(ms.max(1));
             }
+            "--apply-as-merge" => opts.apply_as_merge = true,
             "-h" | "--help" => usage(),
             _ => usage(),
         }

@@ -31,6 +31,10 @@ pub struct Options {
     pub bookmark_interval: Duration,
     /// Number of changes kept for watch resumption before the oldest are compacted away.
     pub max_history: usize,
+    /// Accept server-side apply (`application/apply-patch+yaml`) as an approximation: the applied
+    /// configuration is merge-patched onto the object (created if missing); fields dropped from a later
+    /// apply are NOT removed and there is no field ownership. Off by default: apply gets `415`.
+    pub apply_as_merge: bool,
 }
 
 impl Default for Options {
@@ -39,6 +43,7 @@ impl Default for Options {
             resources: crate::resources::BUILTIN_RESOURCES.to_vec(),
             bookmark_interval: Duration::from_secs(1),
             max_history: 10_000,
+            apply_as_merge: false,
         }
     }
 }

@@ -182,6 +182,8 @@ pub struct Store {
     next_watch_id: u64,
     pub(crate) requests: Vec<RecordedRequest>,
     pub(crate) fail: FailRule,
+    /// Accept `application/apply-patch+yaml` as an approximate merge (see [`crate::Options::apply_as_merge`]).
+    pub(crate) apply_as_merge: bool,
 }
 
 fn meta_str<'a>(obj: &'a Value, field: &str) -> &'a str {
@@ -223,6 +225,7 @@ impl Store {
             next_watch_id: 1,
             requests: Vec::new(),
             fail: FailRule::default(),
+            apply_as_merge: false,
         }
     }
 
@@ -544,8 +547,10 @@ impl Store {
         status_only: bool,
     ) -> Result<Value, ApiError> {
         let ct = content_type.split(';').next().unwrap_or("").trim();
-        let current = self.get(res, ns, name)?;
-        let mut doc = current.clone();
+        if ct == "application/apply-patch+yaml" && self.apply_as_merge {
+            return self.apply_approx(res, ns, name, patch, status_only);
+        }
+        let mut doc = self.get(res, ns, name)?;
         match ct {
             "application/merge-patch+json" | "application/strategic-merge-patch+json" => {
                 let p: Value = serde_json::from_slice(patch)
@@ -579,6 +584,35 @@ impl Store {
         // A patch that leaves metadata.resourceVersion as stored is unconditional; one that sets another
         // value is a precondition (checked by update).
         self.update(res, ns, name, doc, status_only, false)
+    }
+
+    /// Server-side apply, approximated: the applied configuration is merge-patched onto the stored object,
+    /// or creates it when missing (main resource only). Fields dropped from a later apply are not removed.
+    fn apply_approx(
+        &mut self,
+        res: usize,
+        ns: &str,
+        name: &str,
+        patch: &[u8],
+        status_only: bool,
+    ) -> Result<Value, ApiError> {
+        let p: Value =
+            serde_yaml::from_slice(patch).map_err(|e| ApiError::bad_request(format!("invalid apply patch: {e}")))?;
+        if !p.is_object() {
+            return Err(ApiError::bad_request("an apply patch must be an object"));
+        }
+        match self.get(res, ns, name) {
+            Err(e) if e.code == 404 && !status_only => {
+                let mut obj = p;
+                set_meta(&mut obj, "name", json!(name));
+                self.create(res, ns, obj, false)
+            }
+            Err(e) => Err(e),
+            Ok(mut doc) => {
+                json_patch::merge(&mut doc, &p);
+                self.update(res, ns, name, doc, status_only, false)
+            }
+        }
     }
 
     /// Delete an object. `options` is the optional DeleteOptions body (preconditions are honoured).

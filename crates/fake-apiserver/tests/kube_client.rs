@@ -609,3 +609,43 @@ async fn kubeconfig_file_works_with_kube() {
         .unwrap();
     assert!(server.get_typed::<Ingress>("default", "web").is_some());
 }
+
+#[tokio::test]
+async fn server_side_apply_approximation_when_enabled() {
+    let opts = portico_fake_apiserver::Options {
+        apply_as_merge: true,
+        ..Default::default()
+    };
+    let server = FakeApiServer::start_with(opts).await.unwrap();
+    let api: Api<Ingress> = Api::namespaced(server.client(), "default");
+    let pp = PatchParams::apply("portico").force();
+
+    // apply creates
+    let created = api
+        .patch("web", &pp, &Patch::Apply(ingress("web", "a.example.com")))
+        .await
+        .unwrap();
+    assert_eq!(created.metadata.generation, Some(1));
+    // apply again unchanged: no-op
+    let same = api
+        .patch("web", &pp, &Patch::Apply(ingress("web", "a.example.com")))
+        .await
+        .unwrap();
+    assert_eq!(same.resource_version(), created.resource_version());
+    // apply a change
+    let changed = api
+        .patch("web", &pp, &Patch::Apply(ingress("web", "b.example.com")))
+        .await
+        .unwrap();
+    assert_eq!(changed.metadata.generation, Some(2));
+    // status apply
+    let st = json!({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "metadata": {"name": "web"},
+                    "status": {"loadBalancer": {"ingress": [{"hostname": "lb.example.com"}]}}});
+    let s = api.patch_status("web", &pp, &Patch::Apply(&st)).await.unwrap();
+    assert_eq!(s.metadata.generation, Some(2));
+    let lb = s.status.unwrap().load_balancer.unwrap().ingress.unwrap();
+    assert_eq!(lb[0].hostname.as_deref(), Some("lb.example.com"));
+    // status apply on a missing object is 404
+    let err = api.patch_status("nope", &pp, &Patch::Apply(&st)).await.unwrap_err();
+    assert_eq!(api_code(&err).map(|c| c.0), Some(404));
+}
