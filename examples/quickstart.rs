@@ -1,5 +1,6 @@
 //! Quickstart: starts six example backends and Portico in file mode on `examples/quickstart/manifests`, with the
-//! default configuration (plain HTTP on 0.0.0.0:8080, admin on 127.0.0.1:9000). Stop with Ctrl-C.
+//! default configuration (plain HTTP on 0.0.0.0:8080, HTTPS on 0.0.0.0:8443, admin on 127.0.0.1:9000). Stop
+//! with Ctrl-C.
 //!
 //! ```sh
 //! cargo run --release --example quickstart
@@ -45,6 +46,7 @@ async fn main() -> anyhow::Result<()> {
     )
     .await?;
     let http = running.http_addrs[0][0].port();
+    let https = running.https_addrs[0][0].port();
     println!(
         "\nPortico is serving {} (edit a file there and it reloads). Try:\n",
         dir.display()
@@ -57,8 +59,14 @@ async fn main() -> anyhow::Result<()> {
         "curl -H 'Host: pr-42.preview.local' http://127.0.0.1:PORT/",
         "curl -H 'Host: unknown.local' http://127.0.0.1:PORT/",
         "curl -i -H 'Host: shop.local' 'http://127.0.0.1:PORT/a/%2e%2e/%2e%2e/etc/passwd'",
+        "curl -i -H 'Host: secure.local' http://127.0.0.1:PORT/cart",
+        "curl --cacert examples/quickstart/example-ca.pem --resolve secure.local:TLSPORT:127.0.0.1 https://secure.local:TLSPORT/",
+        "curl -k --resolve jenkins.local:TLSPORT:127.0.0.1 https://jenkins.local:TLSPORT/",
     ] {
-        println!("  {}", line.replace("PORT", &http.to_string()));
+        println!(
+            "  {}",
+            line.replace("TLSPORT", &https.to_string()).replace("PORT", &http.to_string())
+        );
     }
     println!("  curl http://{}/readyz\n", running.admin_addr);
     tokio::signal::ctrl_c().await?;

@@ -1,11 +1,12 @@
 //! The README's quickstart: the example manifests with example backends on their documented ports answer the
-//! documented curl lines as README says.
+//! documented curl lines as README says, over HTTP and HTTPS.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use portico::config::Config;
 use portico::echo::EchoServer;
+use rustls_pki_types::pem::PemObject;
 
 #[tokio::test]
 async fn readme_curl_lines_answer_as_documented() {
@@ -26,6 +27,7 @@ async fn readme_curl_lines_answer_as_documented() {
     }
     let mut config = Config::default();
     config.listener_sets[0].http = vec!["127.0.0.1:0".parse().unwrap()];
+    config.listener_sets[0].https = vec!["127.0.0.1:0".parse().unwrap()];
     config.admin.address = "127.0.0.1:0".parse().unwrap();
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/quickstart/manifests");
     let running = portico::app::start(
@@ -79,5 +81,38 @@ async fn readme_curl_lines_answer_as_documented() {
             );
         }
     }
+    // Plain HTTP to the TLS host: 308 to HTTPS.
+    let req = http::Request::get(format!("http://{addr}/cart"))
+        .header("host", "secure.local")
+        .body(http_body_util::Empty::new())
+        .unwrap();
+    let resp = client.request(req).await.unwrap();
+    assert_eq!(resp.status(), 308);
+    let https = running.https_addrs[0][0];
+    assert_eq!(resp.headers()["location"], format!("https://secure.local:{}/cart", https.port()).as_str());
+
+    // HTTPS with the example CA, as README's curl --cacert line does: verified, routed, HSTS set.
+    let ca = std::fs::read(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/quickstart/example-ca.pem")).unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls_pki_types::CertificateDer::pem_slice_iter(&ca) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(https).await.unwrap();
+    let stream = tokio_rustls::TlsConnector::from(std::sync::Arc::new(tls))
+        .connect(rustls_pki_types::ServerName::try_from("secure.local").unwrap(), tcp)
+        .await
+        .unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.unwrap();
+    tokio::spawn(conn);
+    let req = http::Request::get("/").header("host", "secure.local").body(http_body_util::Empty::<bytes::Bytes>::new()).unwrap();
+    let resp = sender.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["x-backend"], "shop-web");
+    assert_eq!(resp.headers()["strict-transport-security"], "max-age=300");
     running.shutdown().await;
 }
