@@ -13,6 +13,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
+use crate::acme::challenge::ChallengeStore;
 use crate::certs::{build_tls, DefaultSource, LoadedCert, TlsBuild};
 use crate::config::{Config, DefaultCertificate};
 use crate::model::{self, ClusterState, Diagnostic, ObjectRef, Options, Translation};
@@ -184,6 +185,8 @@ pub struct Running {
     pub https_addrs: Vec<Vec<SocketAddr>>,
     pub admin_addr: SocketAddr,
     pub shared: Arc<Shared>,
+    /// HTTP-01 tokens answered by the plain listeners of ACME-enabled sets.
+    pub challenges: crate::acme::challenge::ChallengeStore,
     shutdown: watch::Sender<bool>,
     tasks: JoinSet<()>,
 }
@@ -253,16 +256,21 @@ pub async fn start(config: Config, source: Source) -> anyhow::Result<Running> {
     }
 
     // Redirects name the configured port, else the port the first HTTPS listener actually bound.
-    let redirect_ports = config
+    let set_options = config
         .listener_sets
         .iter()
         .zip(&https_addrs)
-        .map(|(s, bound)| s.https_redirect_port.or_else(|| bound.first().map(|a| a.port())))
+        .map(|(s, bound)| crate::proxy::SetOptions {
+            redirect_port: s.https_redirect_port.or_else(|| bound.first().map(|a| a.port())),
+            acme: s.acme.is_some(),
+        })
         .collect();
+    let challenges = ChallengeStore::new();
     let proxy = Arc::new(Proxy::new(
         shared.snapshot.clone(),
         UpstreamClient::new(&config.upstream),
-        redirect_ports,
+        set_options,
+        challenges.clone(),
     ));
     for (set, transport, listener) in listeners {
         let addr = listener.local_addr()?;
@@ -286,6 +294,7 @@ pub async fn start(config: Config, source: Source) -> anyhow::Result<Running> {
     );
 
     Ok(Running {
+        challenges,
         http_addrs,
         https_addrs,
         admin_addr,

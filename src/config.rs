@@ -48,6 +48,30 @@ pub struct ListenerSetConfig {
     /// The port in plain-HTTP to HTTPS redirects. Default: the first `https` bind's port. Set it to 443 when a
     /// load balancer maps 443 to the HTTPS bind.
     pub https_redirect_port: Option<u16>,
+    /// ACME for this set's Ingresses (off when `None`).
+    pub acme: Option<AcmeConfig>,
+}
+
+/// Let's Encrypt presets.
+pub const LETSENCRYPT_PRODUCTION: &str = "https://acme-v02.api.letsencrypt.org/directory";
+pub const LETSENCRYPT_STAGING: &str = "https://acme-staging-v02.api.letsencrypt.org/directory";
+
+/// ACME for one listener set.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AcmeConfig {
+    /// The directory URL (`letsencrypt` and `letsencrypt-staging` are accepted as names).
+    pub directory: String,
+    pub email: Option<String>,
+    pub external_account_binding: Option<ExternalAccountBinding>,
+    /// A PEM root to trust for the CA's own HTTPS endpoint, in addition to the system roots (tests, private CAs).
+    pub ca_root: Option<std::path::PathBuf>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExternalAccountBinding {
+    pub key_id: String,
+    /// base64url-encoded HMAC key, as CAs hand it out.
+    pub hmac_key: String,
 }
 
 /// Where a listener set's default certificate comes from.
@@ -126,6 +150,7 @@ impl Default for Config {
                 publish: Publish::None,
                 default_certificate: None,
                 https_redirect_port: None,
+                acme: None,
             }],
             admin: AdminConfig {
                 address: SocketAddr::from(([127, 0, 0, 1], 9000)),
@@ -185,6 +210,27 @@ struct RawListenerSet {
     default_certificate: Option<RawDefaultCertificate>,
     #[serde(default)]
     https_redirect_port: Option<u16>,
+    #[serde(default)]
+    acme: Option<RawAcme>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawAcme {
+    directory: String,
+    #[serde(default)]
+    email: Option<String>,
+    #[serde(default)]
+    external_account_binding: Option<RawEab>,
+    #[serde(default)]
+    ca_root: Option<std::path::PathBuf>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawEab {
+    key_id: String,
+    hmac_key: String,
 }
 
 #[derive(Deserialize)]
@@ -368,6 +414,38 @@ impl RawConfig {
                     if set.https_redirect_port == Some(0) {
                         return Err(invalid(format!("{ctx}.httpsRedirectPort: 0 is not a port")));
                     }
+                    let acme = match set.acme {
+                        None => None,
+                        Some(a) => {
+                            let directory = match a.directory.as_str() {
+                                "letsencrypt" => LETSENCRYPT_PRODUCTION.to_string(),
+                                "letsencrypt-staging" => LETSENCRYPT_STAGING.to_string(),
+                                url if url.starts_with("https://") || url.starts_with("http://") => url.to_string(),
+                                other => return Err(invalid(format!(
+                                    "{ctx}.acme.directory: {other:?} is not a URL, letsencrypt or letsencrypt-staging"
+                                ))),
+                            };
+                            if set.http.is_empty() {
+                                return Err(invalid(format!(
+                                    "{ctx}.acme: HTTP-01 needs a plain-HTTP bind in this listener set"
+                                )));
+                            }
+                            if let Some(e) = &a.email {
+                                if !e.contains('@') {
+                                    return Err(invalid(format!("{ctx}.acme.email: {e:?} is not an email address")));
+                                }
+                            }
+                            Some(AcmeConfig {
+                                directory,
+                                email: a.email,
+                                external_account_binding: a.external_account_binding.map(|e| ExternalAccountBinding {
+                                    key_id: e.key_id,
+                                    hmac_key: e.hmac_key,
+                                }),
+                                ca_root: a.ca_root,
+                            })
+                        }
+                    };
                     out.push(ListenerSetConfig {
                         name: set.name,
                         ingress_classes: set.ingress_classes,
@@ -376,6 +454,7 @@ impl RawConfig {
                         publish,
                         default_certificate,
                         https_redirect_port: set.https_redirect_port,
+                        acme,
                     });
                 }
                 out
@@ -437,6 +516,7 @@ listenerSets:
     https: ["127.0.0.2:8443"]
     httpsRedirectPort: 443
     defaultCertificate: { secret: portico/default-tls }
+    acme: { directory: letsencrypt-staging, email: ops@example.com }
 admin: { address: "127.0.0.1:9100" }
 upstream: { connectTimeout: 250ms }
 "#,
@@ -454,6 +534,8 @@ upstream: { connectTimeout: 250ms }
         );
         assert_eq!(c.upstream.connect_timeout, Duration::from_millis(250));
         assert_eq!(c.listener_sets[1].redirect_port(), Some(443));
+        assert_eq!(c.listener_sets[1].acme.as_ref().unwrap().directory, LETSENCRYPT_STAGING);
+        assert_eq!(c.listener_sets[0].acme, None);
         assert_eq!(c.listener_sets[0].redirect_port(), None);
         assert_eq!(Config::default().listener_sets[0].redirect_port(), Some(8443));
         assert_eq!(
@@ -500,6 +582,14 @@ upstream: { connectTimeout: 250ms }
             (
                 "listenerSets: [{name: a, ingressClasses: [x], http: [\"0.0.0.0:1\"], defaultCertificate: {secret: x}}]",
                 "namespace/name",
+            ),
+            (
+                "listenerSets: [{name: a, ingressClasses: [x], http: [\"0.0.0.0:1\"], acme: {directory: le}}]",
+                "not a URL",
+            ),
+            (
+                "listenerSets: [{name: a, ingressClasses: [x], https: [\"0.0.0.0:1\"], acme: {directory: letsencrypt}}]",
+                "plain-HTTP bind",
             ),
         ] {
             let e = Config::from_yaml(yaml).unwrap_err().to_string();

@@ -13,11 +13,12 @@
 //! - [`proxy`]: listeners, request checks and normalisation, forwarding, the one error-to-status table.
 //! - [`upstream`]: backends (endpoints, balancing) and the pooled upstream client.
 //! - [`normalize`]: path and host normalisation shared by translation and the proxy.
-//! - [`certs`]: certificates for TLS. [`admin`]: health endpoints. [`app`]: wiring. [`config`]: the YAML config.
+//! - [`acme`]: ACME certificates and HTTP-01 challenges. [`certs`]: certificates for TLS. [`admin`]: health endpoints. [`app`]: wiring. [`config`]: the YAML config.
 //! - [`echo`]: an example backend used by the quickstart and the tests.
 //!
 //! The table for a request is chosen by the listener that accepted its connection, never by Host or SNI.
 
+pub mod acme;
 pub mod admin;
 pub mod app;
 pub mod certs;

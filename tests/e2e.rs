@@ -488,3 +488,50 @@ async fn admin_health_and_readiness() {
     assert_eq!(get(admin, "x", "/nope").await.status, 404);
     gw.stop().await;
 }
+
+#[tokio::test]
+async fn acme_http01_tokens_are_answered_before_routing_on_acme_sets_only() {
+    let b = echo("b").await;
+    let config = r#"
+listenerSets:
+  - name: public
+    ingressClasses: [portico]
+    http: ["127.0.0.1:0"]
+    https: ["127.0.0.1:0"]
+    acme: { directory: "https://127.0.0.1:1/dir" }
+  - name: lan
+    ingressClasses: [lan]
+    http: ["127.0.0.1:0"]
+admin: { address: "127.0.0.1:0" }
+"#;
+    let m = service("default", "b", &[b.addr])
+        + "---\napiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: t, namespace: default}\nspec:\n  tls: [{hosts: [t.example], secretName: missing}]\n  rules: [{host: t.example, http: {paths: [{path: /, pathType: Prefix, backend: {service: {name: b, port: {number: 80}}}}]}}]\n";
+    let gw = Gateway::start_with(config, &m).await;
+    gw.running().challenges.insert("tok_EN-1", "tok_EN-1.thumbprint");
+    let (public, lan) = (gw.addr(0), gw.addr(1));
+    // Any Host (CAs send the order's name), even one that would be redirected to HTTPS.
+    for host in ["t.example", "other.example"] {
+        let r = get(public, host, "/.well-known/acme-challenge/tok_EN-1").await;
+        assert_eq!((r.status, r.text().as_str()), (200, "tok_EN-1.thumbprint"), "{host}");
+    }
+    // Not a live token: routing as usual (here the TLS host's backend; the challenge path is never redirected).
+    let r = get(public, "t.example", "/.well-known/acme-challenge/unknown").await;
+    assert_eq!(r.backend().as_deref(), Some("b"));
+    assert_eq!(
+        get(public, "t.example", "/.well-known/acme-challenge/tok_EN-1/x")
+            .await
+            .backend()
+            .as_deref(),
+        Some("b")
+    );
+    // A set without ACME does not answer tokens.
+    assert_eq!(
+        get(lan, "t.example", "/.well-known/acme-challenge/tok_EN-1")
+            .await
+            .status,
+        404
+    );
+    // Other paths of the TLS host redirect.
+    assert_eq!(get(public, "t.example", "/").await.status, 308);
+    gw.stop().await;
+}

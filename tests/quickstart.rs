@@ -89,27 +89,37 @@ async fn readme_curl_lines_answer_as_documented() {
     let resp = client.request(req).await.unwrap();
     assert_eq!(resp.status(), 308);
     let https = running.https_addrs[0][0];
-    assert_eq!(resp.headers()["location"], format!("https://secure.local:{}/cart", https.port()).as_str());
+    assert_eq!(
+        resp.headers()["location"],
+        format!("https://secure.local:{}/cart", https.port()).as_str()
+    );
 
     // HTTPS with the example CA, as README's curl --cacert line does: verified, routed, HSTS set.
-    let ca = std::fs::read(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/quickstart/example-ca.pem")).unwrap();
+    let ca = std::fs::read(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/quickstart/example-ca.pem"))
+        .unwrap();
     let mut roots = rustls::RootCertStore::empty();
     for c in rustls_pki_types::CertificateDer::pem_slice_iter(&ca) {
         roots.add(c.unwrap()).unwrap();
     }
-    let tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let tls =
+        rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
     let tcp = tokio::net::TcpStream::connect(https).await.unwrap();
     let stream = tokio_rustls::TlsConnector::from(std::sync::Arc::new(tls))
         .connect(rustls_pki_types::ServerName::try_from("secure.local").unwrap(), tcp)
         .await
         .unwrap();
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+        .await
+        .unwrap();
     tokio::spawn(conn);
-    let req = http::Request::get("/").header("host", "secure.local").body(http_body_util::Empty::<bytes::Bytes>::new()).unwrap();
+    let req = http::Request::get("/")
+        .header("host", "secure.local")
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .unwrap();
     let resp = sender.send_request(req).await.unwrap();
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["x-backend"], "shop-web");

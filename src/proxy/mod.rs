@@ -17,6 +17,7 @@ use http_body::Body as _;
 use http_body_util::{Either, Empty, Full};
 use hyper::body::Incoming;
 
+use crate::acme::challenge::{self, ChallengeStore};
 use crate::certs::{CertSnapshot, LoadedCert};
 use crate::normalize::{normalize_host, normalize_path};
 use crate::routing::{Lookup, Snapshot};
@@ -67,8 +68,17 @@ impl TlsConn {
 pub struct Proxy {
     snapshot: Arc<ArcSwap<Snapshot>>,
     client: UpstreamClient,
-    /// Per listener set, the port written in HTTPS redirects (`None`: the default 443).
-    redirect_ports: Vec<Option<u16>>,
+    sets: Vec<SetOptions>,
+    challenges: ChallengeStore,
+}
+
+/// Per listener set settings the proxy needs from the configuration.
+#[derive(Debug, Clone, Default)]
+pub struct SetOptions {
+    /// The port written in HTTPS redirects (`None`: the default 443).
+    pub redirect_port: Option<u16>,
+    /// Whether plain-HTTP listeners answer ACME HTTP-01 challenges.
+    pub acme: bool,
 }
 
 /// What routing decided, owned so no table reference is held across an await.
@@ -78,14 +88,18 @@ struct Target {
     hsts: Option<HeaderValue>,
 }
 
-const ACME_CHALLENGE_PREFIX: &str = "/.well-known/acme-challenge/";
-
 impl Proxy {
-    pub fn new(snapshot: Arc<ArcSwap<Snapshot>>, client: UpstreamClient, redirect_ports: Vec<Option<u16>>) -> Self {
+    pub fn new(
+        snapshot: Arc<ArcSwap<Snapshot>>,
+        client: UpstreamClient,
+        sets: Vec<SetOptions>,
+        challenges: ChallengeStore,
+    ) -> Self {
         Self {
             snapshot,
             client,
-            redirect_ports,
+            sets,
+            challenges,
         }
     }
 
@@ -105,6 +119,16 @@ impl Proxy {
     }
 
     async fn forward(&self, conn: &ConnInfo, req: Request<Incoming>) -> Result<Response<ProxyBody>, ProxyError> {
+        let set_opts = self.sets.get(conn.set).cloned().unwrap_or_default();
+        // ACME HTTP-01 first: before host checks, routing, redirects and allowlists; exact tokens only.
+        if set_opts.acme && conn.tls.is_none() && req.uri().path().starts_with(challenge::PREFIX) {
+            if let Some(key_auth) = self.challenges.answer(req.uri().path()) {
+                let mut resp = Response::new(Either::Right(Full::new(Bytes::from(key_auth))));
+                resp.headers_mut()
+                    .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+                return Ok(resp);
+            }
+        }
         let (mut parts, body) = req.into_parts();
 
         // The host: exactly one Host on HTTP/1.1, agreeing with an absolute-form target or :authority.
@@ -151,9 +175,13 @@ impl Proxy {
                 Lookup::NotFound => return Err(ProxyError::NoRoute),
             }
         };
-        if target.https_redirect && conn.tls.is_none() && !path.starts_with(ACME_CHALLENGE_PREFIX) {
-            let port = self.redirect_ports.get(conn.set).copied().flatten();
-            return Ok(redirect_to_https(&host.name, port, &path, parts.uri.query()));
+        if target.https_redirect && conn.tls.is_none() && !path.starts_with(challenge::PREFIX) {
+            return Ok(redirect_to_https(
+                &host.name,
+                set_opts.redirect_port,
+                &path,
+                parts.uri.query(),
+            ));
         }
         let mut endpoint = target.backend.pick().ok_or(ProxyError::NoEndpoint)?;
 
