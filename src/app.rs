@@ -263,6 +263,9 @@ pub async fn start(config: Config, source: Source) -> anyhow::Result<Running> {
         .map(|(s, bound)| crate::proxy::SetOptions {
             redirect_port: s.https_redirect_port.or_else(|| bound.first().map(|a| a.port())),
             acme: s.acme.is_some(),
+            trusted_proxies: s.trusted_proxies.clone(),
+            allow_source_ranges: s.allow_source_ranges.clone(),
+            proxy_protocol: s.proxy_protocol,
         })
         .collect();
     let challenges = ChallengeStore::new();

@@ -24,6 +24,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::cidr::Cidr;
+
 /// The `spec.controller` value that marks an `IngressClass` as ours.
 pub const CONTROLLER_NAME: &str = "portico.dev/ingress-controller";
 
@@ -50,6 +52,13 @@ pub struct ListenerSetConfig {
     pub https_redirect_port: Option<u16>,
     /// ACME for this set's Ingresses (off when `None`).
     pub acme: Option<AcmeConfig>,
+    /// Every connection on this set's listeners starts with a PROXY protocol (v1 or v2) header, accepted only
+    /// from `trusted_proxies`.
+    pub proxy_protocol: bool,
+    /// Peers whose PROXY headers and `X-Forwarded-*` headers are believed.
+    pub trusted_proxies: Vec<Cidr>,
+    /// When set, only clients in these networks are served on this set (403 otherwise).
+    pub allow_source_ranges: Option<Vec<Cidr>>,
 }
 
 /// Let's Encrypt presets.
@@ -151,6 +160,9 @@ impl Default for Config {
                 default_certificate: None,
                 https_redirect_port: None,
                 acme: None,
+                proxy_protocol: false,
+                trusted_proxies: Vec::new(),
+                allow_source_ranges: None,
             }],
             admin: AdminConfig {
                 address: SocketAddr::from(([127, 0, 0, 1], 9000)),
@@ -212,6 +224,12 @@ struct RawListenerSet {
     https_redirect_port: Option<u16>,
     #[serde(default)]
     acme: Option<RawAcme>,
+    #[serde(default)]
+    proxy_protocol: bool,
+    #[serde(default)]
+    trusted_proxies: Vec<Cidr>,
+    #[serde(default)]
+    allow_source_ranges: Option<Vec<Cidr>>,
 }
 
 #[derive(Deserialize)]
@@ -421,9 +439,11 @@ impl RawConfig {
                                 "letsencrypt" => LETSENCRYPT_PRODUCTION.to_string(),
                                 "letsencrypt-staging" => LETSENCRYPT_STAGING.to_string(),
                                 url if url.starts_with("https://") || url.starts_with("http://") => url.to_string(),
-                                other => return Err(invalid(format!(
+                                other => {
+                                    return Err(invalid(format!(
                                     "{ctx}.acme.directory: {other:?} is not a URL, letsencrypt or letsencrypt-staging"
-                                ))),
+                                )))
+                                }
                             };
                             if set.http.is_empty() {
                                 return Err(invalid(format!(
@@ -446,6 +466,11 @@ impl RawConfig {
                             })
                         }
                     };
+                    if set.proxy_protocol && set.trusted_proxies.is_empty() {
+                        return Err(invalid(format!(
+                            "{ctx}.proxyProtocol: needs trustedProxies (the addresses of the proxies that send it)"
+                        )));
+                    }
                     out.push(ListenerSetConfig {
                         name: set.name,
                         ingress_classes: set.ingress_classes,
@@ -455,6 +480,9 @@ impl RawConfig {
                         default_certificate,
                         https_redirect_port: set.https_redirect_port,
                         acme,
+                        proxy_protocol: set.proxy_protocol,
+                        trusted_proxies: set.trusted_proxies,
+                        allow_source_ranges: set.allow_source_ranges,
                     });
                 }
                 out
@@ -517,6 +545,9 @@ listenerSets:
     httpsRedirectPort: 443
     defaultCertificate: { secret: portico/default-tls }
     acme: { directory: letsencrypt-staging, email: ops@example.com }
+    proxyProtocol: true
+    trustedProxies: [10.0.0.10, 192.168.0.0/24]
+    allowSourceRanges: [192.168.0.0/16]
 admin: { address: "127.0.0.1:9100" }
 upstream: { connectTimeout: 250ms }
 "#,
@@ -536,6 +567,9 @@ upstream: { connectTimeout: 250ms }
         assert_eq!(c.listener_sets[1].redirect_port(), Some(443));
         assert_eq!(c.listener_sets[1].acme.as_ref().unwrap().directory, LETSENCRYPT_STAGING);
         assert_eq!(c.listener_sets[0].acme, None);
+        assert!(c.listener_sets[1].proxy_protocol && !c.listener_sets[0].proxy_protocol);
+        assert_eq!(c.listener_sets[1].trusted_proxies.len(), 2);
+        assert_eq!(c.listener_sets[1].allow_source_ranges.as_ref().unwrap().len(), 1);
         assert_eq!(c.listener_sets[0].redirect_port(), None);
         assert_eq!(Config::default().listener_sets[0].redirect_port(), Some(8443));
         assert_eq!(
@@ -586,6 +620,14 @@ upstream: { connectTimeout: 250ms }
             (
                 "listenerSets: [{name: a, ingressClasses: [x], http: [\"0.0.0.0:1\"], acme: {directory: le}}]",
                 "not a URL",
+            ),
+            (
+                "listenerSets: [{name: a, ingressClasses: [x], http: [\"0.0.0.0:1\"], proxyProtocol: true}]",
+                "needs trustedProxies",
+            ),
+            (
+                "listenerSets: [{name: a, ingressClasses: [x], http: [\"0.0.0.0:1\"], trustedProxies: [10.0.0.0/99]}]",
+                "not an IP address",
             ),
             (
                 "listenerSets: [{name: a, ingressClasses: [x], https: [\"0.0.0.0:1\"], acme: {directory: letsencrypt}}]",

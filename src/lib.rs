@@ -22,6 +22,7 @@ pub mod acme;
 pub mod admin;
 pub mod app;
 pub mod certs;
+pub mod cidr;
 pub mod config;
 pub mod echo;
 pub mod model;

@@ -12,6 +12,39 @@ pub const FORCE_SSL_REDIRECT: [&str; 2] = [
 pub const HSTS_MAX_AGE: &str = "portico.dev/hsts-max-age";
 pub const HSTS_INCLUDE_SUBDOMAINS: &str = "portico.dev/hsts-include-subdomains";
 pub const HSTS_PRELOAD: &str = "portico.dev/hsts-preload";
+pub const UPSTREAM_HOST: [&str; 2] = [
+    "portico.dev/upstream-host",
+    "nginx.ingress.kubernetes.io/upstream-vhost",
+];
+pub const PASS_HOST: &str = "portico.dev/pass-host";
+pub const FORWARDED_PREFIX: [&str; 2] = [
+    "portico.dev/x-forwarded-prefix",
+    "nginx.ingress.kubernetes.io/x-forwarded-prefix",
+];
+pub const REQUEST_HEADERS_SET: &str = "portico.dev/request-headers-set";
+pub const REQUEST_HEADERS_ADD: &str = "portico.dev/request-headers-add";
+pub const REQUEST_HEADERS_REMOVE: &str = "portico.dev/request-headers-remove";
+pub const RESPONSE_HEADERS_SET: &str = "portico.dev/response-headers-set";
+pub const RESPONSE_HEADERS_REMOVE: &str = "portico.dev/response-headers-remove";
+pub const ALLOW_SOURCE_RANGES: [&str; 3] = [
+    "portico.dev/allow-source-ranges",
+    "nginx.ingress.kubernetes.io/whitelist-source-range",
+    "nginx.ingress.kubernetes.io/allowlist-source-range",
+];
+
+/// Headers an annotation may not set, add or remove: framing, hop-by-hop, and Host (use upstream-host).
+const PROTECTED: [&str; 10] = [
+    "host",
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "content-length",
+    ":authority",
+];
 
 /// What an Ingress's annotations ask for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,6 +55,21 @@ pub struct IngressPolicy {
     pub force_ssl_redirect: bool,
     /// The `Strict-Transport-Security` value sent on HTTPS responses, if enabled.
     pub hsts: Option<String>,
+    /// The Host header sent upstream instead of the client's.
+    pub upstream_host: Option<String>,
+    /// Send the client's Host upstream (default); `false` sends the endpoint's address instead.
+    pub pass_host: bool,
+    /// `X-Forwarded-Prefix` sent upstream.
+    pub forwarded_prefix: Option<String>,
+    /// Request headers set (replacing), added (appending) and removed, applied after the gateway's own.
+    pub request_set: Vec<(String, String)>,
+    pub request_add: Vec<(String, String)>,
+    pub request_remove: Vec<String>,
+    /// Response headers set and removed.
+    pub response_set: Vec<(String, String)>,
+    pub response_remove: Vec<String>,
+    /// Only clients in these networks are served (403 otherwise).
+    pub allow_source_ranges: Option<Vec<crate::cidr::Cidr>>,
 }
 
 impl Default for IngressPolicy {
@@ -30,8 +78,81 @@ impl Default for IngressPolicy {
             ssl_redirect: true,
             force_ssl_redirect: false,
             hsts: None,
+            upstream_host: None,
+            pass_host: true,
+            forwarded_prefix: None,
+            request_set: Vec::new(),
+            request_add: Vec::new(),
+            request_remove: Vec::new(),
+            response_set: Vec::new(),
+            response_remove: Vec::new(),
+            allow_source_ranges: None,
         }
     }
+}
+
+/// The first of several equivalent string annotations that is set; two set to different values is an error.
+fn string_any<'a>(meta: &'a ObjectMeta, keys: &[&str]) -> Result<Option<&'a str>, String> {
+    let mut found: Option<(&str, &str)> = None;
+    for k in keys {
+        if let Some(v) = get(meta, k) {
+            match found {
+                Some((prev, pk)) if prev != v => return Err(format!("annotations {pk} and {k} disagree")),
+                _ => found = Some((v, k)),
+            }
+        }
+    }
+    Ok(found.map(|f| f.0))
+}
+
+fn header_name(key: &str, name: &str) -> Result<String, String> {
+    let lower = name.trim().to_ascii_lowercase();
+    if http::HeaderName::from_bytes(lower.as_bytes()).is_err() || lower.is_empty() {
+        return Err(format!("annotation {key}: {name:?} is not a header name"));
+    }
+    if PROTECTED.contains(&lower.as_str()) {
+        return Err(format!(
+            "annotation {key}: header {lower} cannot be changed by an annotation"
+        ));
+    }
+    Ok(lower)
+}
+
+fn header_value(key: &str, value: &str) -> Result<String, String> {
+    let v = value.trim();
+    if http::HeaderValue::from_str(v).is_err() {
+        return Err(format!("annotation {key}: {v:?} is not a valid header value"));
+    }
+    Ok(v.to_string())
+}
+
+/// `Name: value` per line.
+fn header_lines(meta: &ObjectMeta, key: &str) -> Result<Vec<(String, String)>, String> {
+    let Some(text) = get(meta, key) else {
+        return Ok(Vec::new());
+    };
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(|l| {
+            let (n, v) = l
+                .split_once(':')
+                .ok_or_else(|| format!("annotation {key}: line {l:?} is not \"Name: value\""))?;
+            Ok((header_name(key, n)?, header_value(key, v)?))
+        })
+        .collect()
+}
+
+/// A comma-separated list of header names.
+fn header_list(meta: &ObjectMeta, key: &str) -> Result<Vec<String>, String> {
+    let Some(text) = get(meta, key) else {
+        return Ok(Vec::new());
+    };
+    text.split([',', '\n'])
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+        .map(|n| header_name(key, n))
+        .collect()
 }
 
 fn get<'a>(meta: &'a ObjectMeta, key: &str) -> Option<&'a str> {
@@ -64,6 +185,33 @@ fn boolean_any(meta: &ObjectMeta, keys: &[&str]) -> Result<Option<bool>, String>
 }
 
 impl IngressPolicy {
+    /// Appends ` [..]` markers for what differs from the defaults (for `portico check` and fixtures).
+    pub fn describe_into(&self, out: &mut String) {
+        use std::fmt::Write;
+        if let Some(h) = &self.hsts {
+            let _ = write!(out, " [hsts {h}]");
+        }
+        if let Some(h) = &self.upstream_host {
+            let _ = write!(out, " [upstream-host {h}]");
+        }
+        if !self.pass_host {
+            out.push_str(" [no pass-host]");
+        }
+        let edits = self.request_set.len()
+            + self.request_add.len()
+            + self.request_remove.len()
+            + self.response_set.len()
+            + self.response_remove.len()
+            + usize::from(self.forwarded_prefix.is_some());
+        if edits > 0 {
+            let _ = write!(out, " [{edits} header edits]");
+        }
+        if let Some(a) = &self.allow_source_ranges {
+            let list: Vec<String> = a.iter().map(|c| c.to_string()).collect();
+            let _ = write!(out, " [allow {}]", list.join(","));
+        }
+    }
+
     pub fn from_meta(meta: &ObjectMeta) -> Result<Self, String> {
         let d = Self::default();
         let ssl_redirect = boolean_any(meta, &SSL_REDIRECT)?.unwrap_or(d.ssl_redirect);
@@ -91,10 +239,46 @@ impl IngressPolicy {
                 Some(h)
             }
         };
+        let upstream_host = match string_any(meta, &UPSTREAM_HOST)? {
+            None => None,
+            Some(h) => {
+                if crate::normalize::normalize_host(h).is_err() {
+                    return Err(format!(
+                        "annotation {}: {h:?} is not a host name (with an optional port)",
+                        UPSTREAM_HOST[0]
+                    ));
+                }
+                Some(h.to_string())
+            }
+        };
+        let forwarded_prefix = match string_any(meta, &FORWARDED_PREFIX)? {
+            None => None,
+            Some(p) => Some(header_value(FORWARDED_PREFIX[0], p)?),
+        };
+        let allow_source_ranges = match string_any(meta, &ALLOW_SOURCE_RANGES)? {
+            None => None,
+            Some(list) => {
+                let cidrs = crate::cidr::Cidr::parse_list(list)
+                    .map_err(|e| format!("annotation {}: {e}", ALLOW_SOURCE_RANGES[0]))?;
+                if cidrs.is_empty() {
+                    return Err(format!("annotation {}: the list is empty", ALLOW_SOURCE_RANGES[0]));
+                }
+                Some(cidrs)
+            }
+        };
         Ok(Self {
             ssl_redirect,
             force_ssl_redirect,
             hsts,
+            upstream_host,
+            pass_host: boolean(meta, PASS_HOST)?.unwrap_or(true),
+            forwarded_prefix,
+            request_set: header_lines(meta, REQUEST_HEADERS_SET)?,
+            request_add: header_lines(meta, REQUEST_HEADERS_ADD)?,
+            request_remove: header_list(meta, REQUEST_HEADERS_REMOVE)?,
+            response_set: header_lines(meta, RESPONSE_HEADERS_SET)?,
+            response_remove: header_list(meta, RESPONSE_HEADERS_REMOVE)?,
+            allow_source_ranges,
         })
     }
 }
@@ -128,6 +312,38 @@ mod tests {
     }
 
     #[test]
+    fn rewrites_and_allowlists() {
+        let p = IngressPolicy::from_meta(&meta(&[
+            ("nginx.ingress.kubernetes.io/upstream-vhost", "jenkins.internal:8080"),
+            ("portico.dev/request-headers-set", "X-Team: blue\nX-Env: prod"),
+            (
+                "portico.dev/request-headers-remove",
+                "X-Forwarded-Host, x-forwarded-proto",
+            ),
+            ("portico.dev/response-headers-set", "X-Frame-Options: DENY"),
+            ("portico.dev/response-headers-remove", "Server"),
+            (
+                "nginx.ingress.kubernetes.io/whitelist-source-range",
+                "10.0.0.0/8, 192.168.1.7",
+            ),
+            ("nginx.ingress.kubernetes.io/x-forwarded-prefix", "/jenkins"),
+        ]))
+        .unwrap();
+        assert_eq!(p.upstream_host.as_deref(), Some("jenkins.internal:8080"));
+        assert_eq!(
+            p.request_set,
+            [
+                ("x-team".to_string(), "blue".to_string()),
+                ("x-env".into(), "prod".into())
+            ]
+        );
+        assert_eq!(p.request_remove, ["x-forwarded-host", "x-forwarded-proto"]);
+        assert_eq!(p.response_remove, ["server"]);
+        assert_eq!(p.allow_source_ranges.unwrap().len(), 2);
+        assert_eq!(p.forwarded_prefix.as_deref(), Some("/jenkins"));
+    }
+
+    #[test]
     fn bad_values_are_reasons() {
         for (pairs, needle) in [
             (vec![("portico.dev/ssl-redirect", "yes")], "not \"true\""),
@@ -140,6 +356,28 @@ mod tests {
             ),
             (vec![("portico.dev/hsts-max-age", "1y")], "seconds"),
             (vec![("portico.dev/hsts-preload", "true")], "required"),
+            (
+                vec![("portico.dev/request-headers-set", "Host: evil")],
+                "cannot be changed",
+            ),
+            (vec![("portico.dev/request-headers-set", "X-A")], "Name: value"),
+            (
+                vec![("portico.dev/request-headers-set", "Bad Name: 1")],
+                "not a header name",
+            ),
+            (
+                vec![("portico.dev/request-headers-remove", "transfer-encoding")],
+                "cannot be changed",
+            ),
+            (vec![("portico.dev/allow-source-ranges", "10.0.0.0/40")], "not an IP"),
+            (vec![("portico.dev/upstream-host", "a b")], "not a host"),
+            (
+                vec![
+                    ("portico.dev/upstream-host", "a"),
+                    ("nginx.ingress.kubernetes.io/upstream-vhost", "b"),
+                ],
+                "disagree",
+            ),
         ] {
             let e = IngressPolicy::from_meta(&meta(&pairs)).unwrap_err();
             assert!(e.contains(needle), "{e}");

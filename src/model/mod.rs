@@ -126,9 +126,7 @@ impl Translation {
                     if p.https_redirect {
                         out.push_str(" [https-redirect]");
                     }
-                    if let Some(h) = &p.hsts {
-                        let _ = write!(out, " [hsts {h}]");
-                    }
+                    p.policy.describe_into(&mut out);
                     out.push('\n');
                 }
             }
@@ -211,14 +209,15 @@ pub struct PathModel {
     /// Plain-HTTP requests get a 308 to HTTPS (the host has TLS here and the Ingress did not opt out, or the
     /// Ingress forces it).
     pub https_redirect: bool,
-    /// `Strict-Transport-Security` value for HTTPS responses.
-    pub hsts: Option<String>,
+    /// The Ingress's annotations: HSTS, header rewrites, allowlist.
+    pub policy: std::sync::Arc<annotations::IngressPolicy>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct DefaultBackendModel {
     pub backend: BackendModel,
     pub ingress: ObjectRef,
+    pub policy: std::sync::Arc<annotations::IngressPolicy>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -146,7 +146,7 @@ impl SetBuilder {
         let mut hosts: Vec<HostModel> = Vec::new();
         for ((host, _, _), (mut p, policy)) in self.paths {
             p.https_redirect = policy.force_ssl_redirect || (policy.ssl_redirect && tls_covers(&tls_hosts, &host));
-            p.hsts = policy.hsts.clone();
+            p.policy = policy;
             match hosts.last_mut() {
                 Some(h) if h.host == host => h.paths.push(p),
                 _ => hosts.push(HostModel { host, paths: vec![p] }),
@@ -269,6 +269,7 @@ impl<'a> Translator<'a> {
                         set.default_backend = Some(DefaultBackendModel {
                             backend,
                             ingress: iref.clone(),
+                            policy: policy.clone(),
                         });
                     }
                 }
@@ -350,7 +351,7 @@ impl<'a> Translator<'a> {
                             backend,
                             ingress: iref.clone(),
                             https_redirect: false,
-                            hsts: None,
+                            policy: policy.clone(),
                         },
                         policy.clone(),
                     ),

@@ -18,6 +18,8 @@ pub enum ProxyError {
     NoEndpoint,
     #[error("host not covered by this connection's certificate")]
     Misdirected,
+    #[error("client address not allowed")]
+    Forbidden,
     #[error(transparent)]
     Upstream(#[from] UpstreamError),
 }
@@ -37,6 +39,7 @@ impl ProxyError {
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
             ProxyError::NoEndpoint => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Misdirected => StatusCode::MISDIRECTED_REQUEST,
+            ProxyError::Forbidden => StatusCode::FORBIDDEN,
             ProxyError::Upstream(UpstreamError::Connect | UpstreamError::Reset) => StatusCode::BAD_GATEWAY,
             ProxyError::Upstream(UpstreamError::ConnectTimeout | UpstreamError::ResponseTimeout) => {
                 StatusCode::GATEWAY_TIMEOUT
@@ -46,7 +49,7 @@ impl ProxyError {
 
     pub fn fault(&self) -> Fault {
         match self {
-            ProxyError::BadRequest(_) | ProxyError::Misdirected => Fault::Client,
+            ProxyError::BadRequest(_) | ProxyError::Misdirected | ProxyError::Forbidden => Fault::Client,
             ProxyError::NoRoute | ProxyError::NoEndpoint => Fault::Config,
             ProxyError::Upstream(_) => Fault::Upstream,
         }
@@ -57,6 +60,7 @@ impl ProxyError {
             ProxyError::BadRequest(why) => Bytes::from(format!("400 Bad Request: {why}\n")),
             ProxyError::NoRoute => Bytes::from_static(b"404 Not Found: no route for this host and path\n"),
             ProxyError::NoEndpoint => Bytes::from_static(b"503 Service Unavailable: no ready endpoint\n"),
+            ProxyError::Forbidden => Bytes::from_static(b"403 Forbidden: client address not allowed\n"),
             ProxyError::Misdirected => Bytes::from_static(
                 b"421 Misdirected Request: this connection's certificate does not cover that host; open a new connection\n",
             ),
@@ -95,6 +99,7 @@ mod tests {
         assert_eq!(ProxyError::NoRoute.status(), 404);
         assert_eq!(ProxyError::NoEndpoint.status(), 503);
         assert_eq!(ProxyError::Misdirected.status(), 421);
+        assert_eq!(ProxyError::Forbidden.status(), 403);
         assert_eq!(ProxyError::from(UpstreamError::Connect).status(), 502);
         assert_eq!(ProxyError::from(UpstreamError::Reset).status(), 502);
         assert_eq!(ProxyError::from(UpstreamError::ConnectTimeout).status(), 504);

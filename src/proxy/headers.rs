@@ -1,7 +1,11 @@
 //! Header edits on the way upstream and back: hop-by-hop headers out (including those a `Connection` header
 //! names), then the gateway's own `X-Forwarded-*` headers set, so a client cannot remove or spoof them.
 
+use std::net::IpAddr;
+
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+use crate::cidr::Cidr;
 
 static HOP_BY_HOP: [HeaderName; 7] = [
     header::CONNECTION,
@@ -40,31 +44,107 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// Drops headers whose names use underscores to pass for a gateway header (`X_Forwarded_For`,
+/// `x_real_ip`): some backends and frameworks fold `_` into `-`, which would let a client spoof them.
+pub fn drop_underscore_impostors(headers: &mut HeaderMap) {
+    if !headers.keys().any(|k| k.as_str().contains('_')) {
+        return;
+    }
+    let impostors: Vec<HeaderName> = headers
+        .keys()
+        .filter(|k| {
+            let n = k.as_str();
+            n.contains('_') && {
+                let folded = n.replace('_', "-");
+                folded.starts_with("x-forwarded-") || folded == "x-real-ip" || folded == "forwarded"
+            }
+        })
+        .cloned()
+        .collect();
+    for k in impostors {
+        headers.remove(&k);
+    }
+}
+
+/// The client address of a request that arrived from `hop`: `hop` itself, unless `hop` is a trusted proxy, in
+/// which case the rightmost address in `X-Forwarded-For` that is not a trusted proxy (an unparsable entry stops
+/// the walk: the address to its right is used).
+pub fn client_ip(headers: &HeaderMap, trusted: &[Cidr], hop: IpAddr) -> IpAddr {
+    if !Cidr::any_contains(trusted, hop) {
+        return hop;
+    }
+    let mut client = hop;
+    let values: Vec<&str> = headers
+        .get_all(&X_FORWARDED_FOR)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    for entry in values.iter().rev().flat_map(|v| v.rsplit(',')) {
+        let Some(ip) = parse_xff_entry(entry.trim()) else { break };
+        client = ip;
+        if !Cidr::any_contains(trusted, ip) {
+            break;
+        }
+    }
+    client
+}
+
+/// An `X-Forwarded-For` entry: an address, optionally with a port (`1.2.3.4:5`, `[::1]:5`).
+fn parse_xff_entry(e: &str) -> Option<IpAddr> {
+    if let Ok(ip) = e.parse::<IpAddr>() {
+        return Some(ip);
+    }
+    e.parse::<std::net::SocketAddr>().ok().map(|a| a.ip())
+}
+
 /// What the gateway knows about the client side of a request.
 pub struct Forwarded<'a> {
-    pub client_ip: std::net::IpAddr,
+    /// The real client (after PROXY protocol and trusted `X-Forwarded-For`).
+    pub client_ip: IpAddr,
+    /// The address the request came from (the socket peer, or the PROXY header's source).
+    pub hop: IpAddr,
+    /// Whether `hop` is a trusted proxy, whose `X-Forwarded-*` headers are kept and extended.
+    pub trusted: bool,
     pub proto: &'static str,
     pub host: &'a HeaderValue,
     pub port: u16,
 }
 
-/// Sets `X-Forwarded-For`, `X-Real-IP`, `X-Forwarded-Proto`, `X-Forwarded-Host` and `X-Forwarded-Port`,
-/// replacing whatever the client sent (no proxy in front is trusted yet).
+/// Sets `X-Forwarded-For`, `X-Real-IP`, `X-Forwarded-Proto`, `X-Forwarded-Host` and `X-Forwarded-Port`. From an
+/// untrusted hop whatever the client sent is replaced; from a trusted proxy its chain is extended with the hop
+/// and its `X-Forwarded-Proto/Host/Port` are kept.
 pub fn set_forwarded(headers: &mut HeaderMap, f: &Forwarded<'_>) {
-    let ip = itoa_ip(f.client_ip);
-    headers.insert(X_REAL_IP.clone(), ip.clone());
-    headers.insert(X_FORWARDED_FOR.clone(), ip);
-    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(f.proto));
-    headers.insert(X_FORWARDED_HOST.clone(), f.host.clone());
-    headers.insert(X_FORWARDED_PORT.clone(), HeaderValue::from(f.port));
+    headers.insert(X_REAL_IP.clone(), itoa_ip(f.client_ip));
+    let hop = itoa_ip(f.hop);
+    let chain = if f.trusted {
+        let prior: Vec<&str> = headers
+            .get_all(&X_FORWARDED_FOR)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect();
+        if prior.is_empty() {
+            hop
+        } else {
+            let joined = format!("{}, {}", prior.join(", "), hop.to_str().unwrap_or_default());
+            HeaderValue::from_str(&joined).unwrap_or(hop)
+        }
+    } else {
+        hop
+    };
+    headers.insert(X_FORWARDED_FOR.clone(), chain);
+    if !(f.trusted && headers.contains_key(&X_FORWARDED_PROTO)) {
+        headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(f.proto));
+    }
+    if !(f.trusted && headers.contains_key(&X_FORWARDED_HOST)) {
+        headers.insert(X_FORWARDED_HOST.clone(), f.host.clone());
+    }
+    if !(f.trusted && headers.contains_key(&X_FORWARDED_PORT)) {
+        headers.insert(X_FORWARDED_PORT.clone(), HeaderValue::from(f.port));
+    }
 }
 
-fn itoa_ip(ip: std::net::IpAddr) -> HeaderValue {
-    let ip = match ip {
-        std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map(std::net::IpAddr::V4).unwrap_or(ip),
-        v4 => v4,
-    };
-    HeaderValue::from_str(&ip.to_string()).expect("an IP address is a valid header value")
+fn itoa_ip(ip: IpAddr) -> HeaderValue {
+    HeaderValue::from_str(&crate::cidr::canonical(ip).to_string()).expect("an IP address is a valid header value")
 }
 
 #[cfg(test)]
@@ -90,10 +170,13 @@ mod tests {
         assert!(!h.contains_key("keep-alive"));
         assert_eq!(h.get(header::HOST).unwrap(), "a.example");
         let host = HeaderValue::from_static("a.example:8080");
+        let ip: IpAddr = "::ffff:10.1.2.3".parse().unwrap();
         set_forwarded(
             &mut h,
             &Forwarded {
-                client_ip: "::ffff:10.1.2.3".parse().unwrap(),
+                client_ip: ip,
+                hop: ip,
+                trusted: false,
                 proto: "http",
                 host: &host,
                 port: 8080,
@@ -104,5 +187,50 @@ mod tests {
         assert_eq!(h.get("x-forwarded-host").unwrap(), "a.example:8080");
         assert_eq!(h.get("x-forwarded-port").unwrap(), "8080");
         assert_eq!(h.get("x-forwarded-proto").unwrap(), "http");
+    }
+
+    #[test]
+    fn client_address_from_trusted_proxies_only() {
+        let trusted = Cidr::parse_list("10.0.0.0/8").unwrap();
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let mut h = HeaderMap::new();
+        h.append("x-forwarded-for", HeaderValue::from_static("6.6.6.6, 203.0.113.9"));
+        h.append("x-forwarded-for", HeaderValue::from_static("10.0.0.7"));
+        // Untrusted hop: its word counts for nothing.
+        assert_eq!(client_ip(&h, &trusted, ip("198.51.100.1")), ip("198.51.100.1"));
+        // Trusted hop: rightmost untrusted entry, skipping trusted proxies in the chain.
+        assert_eq!(client_ip(&h, &trusted, ip("10.0.0.1")), ip("203.0.113.9"));
+        // Garbage stops the walk at the address to its right.
+        let mut g = HeaderMap::new();
+        g.insert("x-forwarded-for", HeaderValue::from_static("6.6.6.6, junk, 10.0.0.9"));
+        assert_eq!(client_ip(&g, &trusted, ip("10.0.0.1")), ip("10.0.0.9"));
+        // A trusted hop's chain is extended; its proto is kept.
+        let host = HeaderValue::from_static("a");
+        h.insert("x-forwarded-proto", HeaderValue::from_static("https"));
+        set_forwarded(
+            &mut h,
+            &Forwarded {
+                client_ip: ip("203.0.113.9"),
+                hop: ip("10.0.0.1"),
+                trusted: true,
+                proto: "http",
+                host: &host,
+                port: 80,
+            },
+        );
+        assert_eq!(h["x-forwarded-for"], "6.6.6.6, 203.0.113.9, 10.0.0.7, 10.0.0.1");
+        assert_eq!(h["x-forwarded-proto"], "https");
+        assert_eq!(h["x-real-ip"], "203.0.113.9");
+    }
+
+    #[test]
+    fn underscore_impostors_are_dropped() {
+        let mut h = HeaderMap::new();
+        h.insert("x_forwarded_for", HeaderValue::from_static("6.6.6.6"));
+        h.insert("x_real_ip", HeaderValue::from_static("6.6.6.6"));
+        h.insert("my_header", HeaderValue::from_static("kept"));
+        drop_underscore_impostors(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("my_header"));
     }
 }

@@ -4,6 +4,7 @@
 
 pub mod error;
 pub mod headers;
+pub mod proxy_protocol;
 pub mod server;
 
 use std::net::SocketAddr;
@@ -19,8 +20,9 @@ use hyper::body::Incoming;
 
 use crate::acme::challenge::{self, ChallengeStore};
 use crate::certs::{CertSnapshot, LoadedCert};
+use crate::cidr::Cidr;
 use crate::normalize::{normalize_host, normalize_path};
-use crate::routing::{Lookup, Snapshot};
+use crate::routing::{Lookup, RoutePolicy, Snapshot};
 use crate::upstream::client::{UpstreamBody, UpstreamClient, UpstreamError};
 use error::ProxyError;
 
@@ -35,7 +37,10 @@ const MAX_CONNECT_TRIES: usize = 3;
 pub struct ConnInfo {
     /// Index of the listener set whose listener accepted the connection.
     pub set: usize,
+    /// The socket's peer.
     pub peer: SocketAddr,
+    /// The client as the PROXY protocol header gave it, else the socket's peer.
+    pub client: SocketAddr,
     pub local: SocketAddr,
     pub tls: Option<TlsConn>,
 }
@@ -79,14 +84,28 @@ pub struct SetOptions {
     pub redirect_port: Option<u16>,
     /// Whether plain-HTTP listeners answer ACME HTTP-01 challenges.
     pub acme: bool,
+    /// Peers whose PROXY headers and `X-Forwarded-*` are believed.
+    pub trusted_proxies: Vec<Cidr>,
+    /// Set-wide allowlist of client networks.
+    pub allow_source_ranges: Option<Vec<Cidr>>,
+    /// Connections start with a PROXY protocol header.
+    pub proxy_protocol: bool,
 }
 
 /// What routing decided, owned so no table reference is held across an await.
 struct Target {
     backend: Arc<crate::upstream::Backend>,
     https_redirect: bool,
-    hsts: Option<HeaderValue>,
+    policy: Arc<RoutePolicy>,
 }
+
+static DEFAULT_SET_OPTIONS: SetOptions = SetOptions {
+    redirect_port: None,
+    acme: false,
+    trusted_proxies: Vec::new(),
+    allow_source_ranges: None,
+    proxy_protocol: false,
+};
 
 impl Proxy {
     pub fn new(
@@ -101,6 +120,11 @@ impl Proxy {
             sets,
             challenges,
         }
+    }
+
+    /// A listener set's options.
+    pub fn set_options(&self, set: usize) -> &SetOptions {
+        self.sets.get(set).unwrap_or(&DEFAULT_SET_OPTIONS)
     }
 
     /// The current TLS material of a listener set, for a new connection's handshake.
@@ -119,7 +143,7 @@ impl Proxy {
     }
 
     async fn forward(&self, conn: &ConnInfo, req: Request<Incoming>) -> Result<Response<ProxyBody>, ProxyError> {
-        let set_opts = self.sets.get(conn.set).cloned().unwrap_or_default();
+        let set_opts = self.sets.get(conn.set).unwrap_or(&DEFAULT_SET_OPTIONS);
         // ACME HTTP-01 first: before host checks, routing, redirects and allowlists; exact tokens only.
         if set_opts.acme && conn.tls.is_none() && req.uri().path().starts_with(challenge::PREFIX) {
             if let Some(key_auth) = self.challenges.answer(req.uri().path()) {
@@ -130,6 +154,16 @@ impl Proxy {
             }
         }
         let (mut parts, body) = req.into_parts();
+
+        // The real client: the hop (socket peer or PROXY source), or what a trusted proxy says it forwarded.
+        let hop = conn.client.ip();
+        let trusted = Cidr::any_contains(&set_opts.trusted_proxies, hop);
+        let client = headers::client_ip(&parts.headers, &set_opts.trusted_proxies, hop);
+        if let Some(allow) = &set_opts.allow_source_ranges {
+            if !Cidr::any_contains(allow, client) {
+                return Err(ProxyError::Forbidden);
+            }
+        }
 
         // The host: exactly one Host on HTTP/1.1, agreeing with an absolute-form target or :authority.
         let host_value = request_host(&parts.version, &parts.uri, &parts.headers)?;
@@ -165,16 +199,19 @@ impl Proxy {
                 Lookup::Route(r) => Target {
                     backend: r.backend.clone(),
                     https_redirect: r.https_redirect,
-                    hsts: r.hsts.clone(),
+                    policy: r.policy.clone(),
                 },
-                Lookup::Default(b) => Target {
-                    backend: b.clone(),
+                Lookup::Default(d) => Target {
+                    backend: d.backend.clone(),
                     https_redirect: false,
-                    hsts: None,
+                    policy: d.policy.clone(),
                 },
                 Lookup::NotFound => return Err(ProxyError::NoRoute),
             }
         };
+        if !target.policy.allows(client) {
+            return Err(ProxyError::Forbidden);
+        }
         if target.https_redirect && conn.tls.is_none() && !path.starts_with(challenge::PREFIX) {
             return Ok(redirect_to_https(
                 &host.name,
@@ -185,19 +222,19 @@ impl Proxy {
         }
         let mut endpoint = target.backend.pick().ok_or(ProxyError::NoEndpoint)?;
 
-        // Headers upstream: hop-by-hop out, then ours in.
+        // Headers upstream: hop-by-hop and impostors out, then ours, then the Ingress's edits.
         headers::strip_hop_by_hop(&mut parts.headers);
-        let host_header = match host_value {
-            Some(v) => v,
-            None => HeaderValue::from_static(""),
-        };
+        headers::drop_underscore_impostors(&mut parts.headers);
+        let host_header = host_value.unwrap_or_else(|| HeaderValue::from_static(""));
         if parts.version == Version::HTTP_2 && !host_header.is_empty() {
             parts.headers.insert(header::HOST, host_header.clone());
         }
         headers::set_forwarded(
             &mut parts.headers,
             &headers::Forwarded {
-                client_ip: conn.peer.ip(),
+                client_ip: client,
+                hop,
+                trusted,
                 proto: if conn.tls.is_some() { "https" } else { "http" },
                 host: &host_header,
                 port: conn.local.port(),
@@ -220,6 +257,7 @@ impl Proxy {
         let mut tries = 0;
         loop {
             tries += 1;
+            target.policy.apply_request(&mut headers_now, endpoint);
             let uri = upstream_uri(endpoint, &path_and_query)?;
             let mut up = Request::new(body);
             *up.method_mut() = parts.method.clone();
@@ -230,7 +268,8 @@ impl Proxy {
                 Ok(resp) => {
                     let (mut rparts, rbody) = resp.into_parts();
                     headers::strip_hop_by_hop(&mut rparts.headers);
-                    if let (Some(hsts), Some(_)) = (&target.hsts, &conn.tls) {
+                    target.policy.apply_response(&mut rparts.headers);
+                    if let (Some(hsts), Some(_)) = (&target.policy.hsts, &conn.tls) {
                         rparts.headers.insert(header::STRICT_TRANSPORT_SECURITY, hsts.clone());
                     }
                     return Ok(Response::from_parts(rparts, Either::Left(rbody)));

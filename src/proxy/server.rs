@@ -11,16 +11,20 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
+use super::proxy_protocol::{read_header, ProxyHeader};
 use super::{ConnInfo, Proxy, TlsConn};
+use crate::cidr::Cidr;
 
 /// How long a client may take to send its request headers.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a client may take to finish the TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a proxy may take to send its PROXY protocol header.
+const PROXY_HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub fn http_builder() -> Builder<TokioExecutor> {
     let mut b = Builder::new(TokioExecutor::new());
@@ -73,51 +77,91 @@ pub async fn serve(
             }
         };
         let _ = stream.set_nodelay(true);
-        let mut info = ConnInfo {
+        let info = ConnInfo {
             set,
             peer,
+            client: peer,
             local,
             tls: None,
         };
         let (proxy, builder, watcher) = (proxy.clone(), builder.clone(), graceful.watcher());
-        match transport {
-            Transport::Plain => {
-                tokio::spawn(serve_conn(stream, info, proxy, builder, watcher));
+        tokio::spawn(async move {
+            let Some((stream, info)) = accept_proxy_header(stream, info, &proxy).await else {
+                return;
+            };
+            match transport {
+                Transport::Plain => serve_conn(stream, info, proxy, builder, watcher).await,
+                Transport::Tls => serve_tls(stream, info, proxy, builder, watcher).await,
             }
-            Transport::Tls => {
-                tokio::spawn(async move {
-                    // The certificates current at accept time serve the whole connection.
-                    let Some(tls) = proxy.tls_for(set) else {
-                        tracing::warn!(%local, "no TLS material for this listener set; closing");
-                        return;
-                    };
-                    let acceptor = TlsAcceptor::from(tls.config.clone());
-                    let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                        Ok(Ok(s)) => s,
-                        Ok(Err(e)) => {
-                            tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                            return;
-                        }
-                        Err(_) => {
-                            tracing::debug!(%peer, "TLS handshake timed out");
-                            return;
-                        }
-                    };
-                    let presented = tls.certs.resolve_cert(stream.get_ref().1.server_name()).clone();
-                    info.tls = Some(TlsConn {
-                        presented,
-                        certs: tls.certs.clone(),
-                    });
-                    serve_conn(stream, info, proxy, builder, watcher).await;
-                });
-            }
-        }
+        });
     }
     drop(listener);
     tracing::info!(%local, "listener closed; draining connections");
     if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
         tracing::warn!(%local, "grace period over with connections still open");
     }
+}
+
+/// On listener sets with the PROXY protocol: only trusted peers, a well-formed header in time, else the
+/// connection is closed. The header's source becomes the connection's client.
+async fn accept_proxy_header(
+    mut stream: TcpStream,
+    mut info: ConnInfo,
+    proxy: &Proxy,
+) -> Option<(TcpStream, ConnInfo)> {
+    let opts = proxy.set_options(info.set);
+    if !opts.proxy_protocol {
+        return Some((stream, info));
+    }
+    if !Cidr::any_contains(&opts.trusted_proxies, info.peer.ip()) {
+        tracing::debug!(peer = %info.peer, "PROXY protocol from an untrusted peer; closing");
+        return None;
+    }
+    match tokio::time::timeout(PROXY_HEADER_TIMEOUT, read_header(&mut stream)).await {
+        Ok(Ok(ProxyHeader::Proxied { source, .. })) => info.client = source,
+        Ok(Ok(ProxyHeader::Local)) => {}
+        Ok(Err(e)) => {
+            tracing::debug!(peer = %info.peer, error = %e, "bad PROXY header; closing");
+            return None;
+        }
+        Err(_) => {
+            tracing::debug!(peer = %info.peer, "no PROXY header in time; closing");
+            return None;
+        }
+    }
+    Some((stream, info))
+}
+
+async fn serve_tls(
+    stream: TcpStream,
+    mut info: ConnInfo,
+    proxy: Arc<Proxy>,
+    builder: Arc<Builder<TokioExecutor>>,
+    watcher: Watcher,
+) {
+    // The certificates current at accept time serve the whole connection.
+    let Some(tls) = proxy.tls_for(info.set) else {
+        tracing::warn!(local = %info.local, "no TLS material for this listener set; closing");
+        return;
+    };
+    let acceptor = TlsAcceptor::from(tls.config.clone());
+    let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            tracing::debug!(peer = %info.peer, error = %e, "TLS handshake failed");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(peer = %info.peer, "TLS handshake timed out");
+            return;
+        }
+    };
+    let presented = tls.certs.resolve_cert(stream.get_ref().1.server_name()).clone();
+    info.tls = Some(TlsConn {
+        presented,
+        certs: tls.certs.clone(),
+    });
+    serve_conn(stream, info, proxy, builder, watcher).await;
 }
 
 async fn serve_conn<S>(

@@ -7,8 +7,12 @@
 //! the deepest (longest) prefix win, and a literal key can only match a path equal to it, so the Exact route
 //! wins ties as the semantics require (checked against a brute-force matcher in the tests).
 
+mod policy;
+
 use std::collections::HashMap;
 use std::sync::Arc;
+
+pub use policy::RoutePolicy;
 
 use crate::certs::SetTls;
 use crate::model::{HostPattern, PathKind, SetModel, Translation};
@@ -55,11 +59,12 @@ impl Snapshot {
             b
         };
         let mut tls = tls.map(Vec::into_iter);
+        let mut policies = Policies::default();
         let sets = t
             .sets
             .iter()
             .map(|s| {
-                let mut table = SetTable::build(s, &mut backend);
+                let mut table = SetTable::build(s, &mut backend, &mut policies);
                 table.tls = tls.as_mut().and_then(Iterator::next);
                 table
             })
@@ -76,7 +81,7 @@ pub struct SetTable {
     /// Keyed by the suffix after the first label: `*.example.com` is stored as `example.com`.
     wildcard: HashMap<Box<str>, HostRoutes>,
     any: Option<HostRoutes>,
-    default_backend: Option<Arc<Backend>>,
+    default_backend: Option<DefaultRoute>,
     /// The set's certificates and TLS configuration.
     pub tls: Option<SetTls>,
 }
@@ -92,8 +97,15 @@ pub struct Route {
     pub ingress: Arc<str>,
     /// Plain-HTTP requests are redirected to HTTPS with 308.
     pub https_redirect: bool,
-    /// `Strict-Transport-Security` for HTTPS responses.
-    pub hsts: Option<http::HeaderValue>,
+    /// HSTS, header rewrites and allowlist of the Ingress.
+    pub policy: Arc<RoutePolicy>,
+}
+
+/// A listener set's default backend and the policy of the Ingress that set it.
+#[derive(Debug)]
+pub struct DefaultRoute {
+    pub backend: Arc<Backend>,
+    pub policy: Arc<RoutePolicy>,
 }
 
 /// The outcome of a lookup.
@@ -101,8 +113,30 @@ pub struct Route {
 pub enum Lookup<'a> {
     Route(&'a Route),
     /// No rule matched; the listener set's default backend serves.
-    Default(&'a Arc<Backend>),
+    Default(&'a DefaultRoute),
     NotFound,
+}
+
+/// Compiles each Ingress's policy once per build (Ingresses share one `Arc<IngressPolicy>` across their paths).
+#[derive(Default)]
+struct Policies {
+    compiled: HashMap<*const crate::model::annotations::IngressPolicy, Arc<RoutePolicy>>,
+    passthrough: Option<Arc<RoutePolicy>>,
+}
+
+impl Policies {
+    fn get(&mut self, p: &Arc<crate::model::annotations::IngressPolicy>) -> Arc<RoutePolicy> {
+        if **p == crate::model::annotations::IngressPolicy::default() {
+            return self
+                .passthrough
+                .get_or_insert_with(|| Arc::new(RoutePolicy::passthrough()))
+                .clone();
+        }
+        self.compiled
+            .entry(Arc::as_ptr(p))
+            .or_insert_with(|| Arc::new(RoutePolicy::compile(p)))
+            .clone()
+    }
 }
 
 #[derive(Debug, Default)]
@@ -122,6 +156,7 @@ impl HostRoutes {
         host: &HostPattern,
         paths: &[crate::model::PathModel],
         backend: &mut impl FnMut(&crate::model::BackendModel) -> Arc<Backend>,
+        policies: &mut Policies,
     ) -> Self {
         let mut keys: std::collections::BTreeMap<String, Entry> = std::collections::BTreeMap::new();
         let mut routes = Vec::with_capacity(paths.len());
@@ -134,7 +169,7 @@ impl HostRoutes {
                 backend: backend(&p.backend),
                 ingress: format!("{}/{}", p.ingress.namespace, p.ingress.name).into(),
                 https_redirect: p.https_redirect,
-                hsts: p.hsts.as_deref().and_then(|h| http::HeaderValue::from_str(h).ok()),
+                policy: policies.get(&p.policy),
             });
             match p.kind {
                 PathKind::Exact => keys.entry(p.path.clone()).or_default().exact = Some(idx),
@@ -178,10 +213,14 @@ impl SetTable {
         }
     }
 
-    fn build(m: &SetModel, backend: &mut impl FnMut(&crate::model::BackendModel) -> Arc<Backend>) -> Self {
+    fn build(
+        m: &SetModel,
+        backend: &mut impl FnMut(&crate::model::BackendModel) -> Arc<Backend>,
+        policies: &mut Policies,
+    ) -> Self {
         let mut t = Self::empty(m.name.clone());
         for h in &m.hosts {
-            let routes = HostRoutes::build(&h.host, &h.paths, backend);
+            let routes = HostRoutes::build(&h.host, &h.paths, backend, policies);
             match &h.host {
                 HostPattern::Exact(name) => {
                     t.exact.insert(name.as_str().into(), routes);
@@ -192,7 +231,10 @@ impl SetTable {
                 HostPattern::Any => t.any = Some(routes),
             }
         }
-        t.default_backend = m.default_backend.as_ref().map(|d| backend(&d.backend));
+        t.default_backend = m.default_backend.as_ref().map(|d| DefaultRoute {
+            backend: backend(&d.backend),
+            policy: policies.get(&d.policy),
+        });
         t
     }
 
@@ -224,7 +266,7 @@ impl SetTable {
             .chain(self.wildcard.values())
             .chain(self.any.iter())
             .flat_map(|h| h.routes.iter().map(|r| &r.backend))
-            .chain(self.default_backend.iter())
+            .chain(self.default_backend.iter().map(|d| &d.backend))
     }
 
     /// Number of hosts (exact, wildcard, and the host-less rule set counted as one).

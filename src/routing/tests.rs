@@ -40,7 +40,7 @@ fn set_with(hosts: &[(HostPattern, &[(&str, PathKind)])], default: bool) -> SetT
                         backend: backend(&format!("b{}", n - 1)),
                         ingress: ing(),
                         https_redirect: false,
-                        hsts: None,
+                        policy: Default::default(),
                     }
                 })
                 .collect(),
@@ -52,6 +52,7 @@ fn set_with(hosts: &[(HostPattern, &[(&str, PathKind)])], default: bool) -> SetT
         default_backend: default.then(|| DefaultBackendModel {
             backend: backend("default"),
             ingress: ing(),
+            policy: Default::default(),
         }),
         tls: vec![],
     };
@@ -65,7 +66,7 @@ fn set_with(hosts: &[(HostPattern, &[(&str, PathKind)])], default: bool) -> SetT
 fn service_of(l: Lookup<'_>) -> Option<String> {
     match l {
         Lookup::Route(r) => Some(r.backend.id.split(['/', ':']).nth(1).unwrap().to_string()),
-        Lookup::Default(b) => Some(b.id.split(['/', ':']).nth(1).unwrap().to_string()),
+        Lookup::Default(d) => Some(d.backend.id.split(['/', ':']).nth(1).unwrap().to_string()),
         Lookup::NotFound => None,
     }
 }
@@ -165,7 +166,7 @@ fn unchanged_backends_are_reused_across_builds() {
                     },
                     ingress: ing(),
                     https_redirect: false,
-                    hsts: None,
+                    policy: Default::default(),
                 }],
             }],
             default_backend: None,

@@ -1,0 +1,106 @@
+//! An Ingress's annotations compiled for the request path: header names and values parsed once at table build,
+//! applied in place per request.
+
+use std::net::IpAddr;
+
+use http::header::{HeaderMap, HeaderName, HeaderValue, HOST};
+
+use crate::cidr::Cidr;
+use crate::model::annotations::IngressPolicy;
+
+#[derive(Debug, Default)]
+pub struct RoutePolicy {
+    pub hsts: Option<HeaderValue>,
+    upstream_host: Option<HeaderValue>,
+    pass_host: bool,
+    request_set: Vec<(HeaderName, HeaderValue)>,
+    request_add: Vec<(HeaderName, HeaderValue)>,
+    request_remove: Vec<HeaderName>,
+    response_set: Vec<(HeaderName, HeaderValue)>,
+    response_remove: Vec<HeaderName>,
+    allow: Option<Box<[Cidr]>>,
+}
+
+fn pairs(list: &[(String, String)]) -> Vec<(HeaderName, HeaderValue)> {
+    // Validated by `IngressPolicy::from_meta`; anything that still fails to convert is skipped.
+    list.iter()
+        .filter_map(|(n, v)| {
+            Some((
+                HeaderName::from_bytes(n.as_bytes()).ok()?,
+                HeaderValue::from_str(v).ok()?,
+            ))
+        })
+        .collect()
+}
+
+fn names(list: &[String]) -> Vec<HeaderName> {
+    list.iter()
+        .filter_map(|n| HeaderName::from_bytes(n.as_bytes()).ok())
+        .collect()
+}
+
+impl RoutePolicy {
+    pub fn compile(p: &IngressPolicy) -> Self {
+        let mut request_set = pairs(&p.request_set);
+        if let Some(prefix) = p
+            .forwarded_prefix
+            .as_deref()
+            .and_then(|v| HeaderValue::from_str(v).ok())
+        {
+            request_set.push((HeaderName::from_static("x-forwarded-prefix"), prefix));
+        }
+        Self {
+            hsts: p.hsts.as_deref().and_then(|h| HeaderValue::from_str(h).ok()),
+            upstream_host: p.upstream_host.as_deref().and_then(|h| HeaderValue::from_str(h).ok()),
+            pass_host: p.pass_host,
+            request_set,
+            request_add: pairs(&p.request_add),
+            request_remove: names(&p.request_remove),
+            response_set: pairs(&p.response_set),
+            response_remove: names(&p.response_remove),
+            allow: p.allow_source_ranges.as_ref().map(|a| a.clone().into_boxed_slice()),
+        }
+    }
+
+    /// The policy of an Ingress without annotations.
+    pub fn passthrough() -> Self {
+        Self {
+            pass_host: true,
+            ..Default::default()
+        }
+    }
+
+    /// Whether the client may use this route.
+    pub fn allows(&self, client: IpAddr) -> bool {
+        self.allow.as_ref().is_none_or(|a| Cidr::any_contains(a, client))
+    }
+
+    /// Request edits, after the gateway's own headers: remove, set, add, then the upstream Host.
+    pub fn apply_request(&self, headers: &mut HeaderMap, endpoint: std::net::SocketAddr) {
+        for n in &self.request_remove {
+            headers.remove(n);
+        }
+        for (n, v) in &self.request_set {
+            headers.insert(n.clone(), v.clone());
+        }
+        for (n, v) in &self.request_add {
+            headers.append(n.clone(), v.clone());
+        }
+        if let Some(h) = &self.upstream_host {
+            headers.insert(HOST, h.clone());
+        } else if !self.pass_host {
+            if let Ok(v) = HeaderValue::from_str(&endpoint.to_string()) {
+                headers.insert(HOST, v);
+            }
+        }
+    }
+
+    pub fn apply_response(&self, headers: &mut HeaderMap) {
+        for n in &self.response_remove {
+            headers.remove(n);
+        }
+        for (n, v) in &self.response_set {
+            headers.insert(n.clone(), v.clone());
+        }
+    }
+}
