@@ -32,6 +32,24 @@ pub const ALLOW_SOURCE_RANGES: [&str; 3] = [
     "nginx.ingress.kubernetes.io/allowlist-source-range",
 ];
 
+pub const LOAD_BALANCE: &str = "portico.dev/load-balance";
+pub const NGINX_LOAD_BALANCE: &str = "nginx.ingress.kubernetes.io/load-balance";
+pub const NGINX_UPSTREAM_HASH_BY: &str = "nginx.ingress.kubernetes.io/upstream-hash-by";
+pub const NGINX_AFFINITY: &str = "nginx.ingress.kubernetes.io/affinity";
+pub const AFFINITY_COOKIE_NAME: [&str; 2] = [
+    "portico.dev/affinity-cookie-name",
+    "nginx.ingress.kubernetes.io/session-cookie-name",
+];
+pub const BODY_SIZE: [&str; 2] = [
+    "portico.dev/proxy-body-size",
+    "nginx.ingress.kubernetes.io/proxy-body-size",
+];
+pub const UPSTREAM_TIMEOUT: [&str; 2] = [
+    "portico.dev/upstream-timeout",
+    "nginx.ingress.kubernetes.io/proxy-read-timeout",
+];
+pub const DEFAULT_AFFINITY_COOKIE: &str = "PORTICO_AFFINITY";
+
 /// Headers an annotation may not set, add or remove: framing, hop-by-hop, and Host (use upstream-host).
 const PROTECTED: [&str; 10] = [
     "host",
@@ -70,6 +88,27 @@ pub struct IngressPolicy {
     pub response_remove: Vec<String>,
     /// Only clients in these networks are served (403 otherwise).
     pub allow_source_ranges: Option<Vec<crate::cidr::Cidr>>,
+    /// How the backends of this Ingress pick an endpoint.
+    pub balance: Balance,
+    /// Cookie name for `Balance::Cookie`.
+    pub affinity_cookie: String,
+    /// Largest request body accepted (413 above it); `None`: no limit.
+    pub max_body_bytes: Option<u64>,
+    /// Time to the upstream's response headers, replacing the configured default.
+    pub upstream_timeout: Option<std::time::Duration>,
+}
+
+/// How a backend picks an endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Balance {
+    #[default]
+    RoundRobin,
+    /// Least outstanding requests between two random endpoints (power of two choices).
+    LeastRequest,
+    /// Rendezvous hashing on the client address (HAProxy's `balance source`).
+    SourceHash,
+    /// A cookie names the endpoint; set on the first response.
+    Cookie,
 }
 
 impl Default for IngressPolicy {
@@ -87,7 +126,78 @@ impl Default for IngressPolicy {
             response_set: Vec::new(),
             response_remove: Vec::new(),
             allow_source_ranges: None,
+            balance: Balance::RoundRobin,
+            affinity_cookie: DEFAULT_AFFINITY_COOKIE.to_string(),
+            max_body_bytes: None,
+            upstream_timeout: None,
         }
+    }
+}
+
+/// `8m`, `512k`, `1g`, `1024` (bytes); `0` means no limit.
+fn parse_size(key: &str, v: &str) -> Result<Option<u64>, String> {
+    let lower = v.to_ascii_lowercase();
+    let (num, mult) = match lower.char_indices().last() {
+        Some((i, 'k')) => (&lower[..i], 1u64 << 10),
+        Some((i, 'm')) => (&lower[..i], 1 << 20),
+        Some((i, 'g')) => (&lower[..i], 1 << 30),
+        _ => (lower.as_str(), 1),
+    };
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("annotation {key}: {v:?} is not a size like 8m, 512k or 1g"))?;
+    Ok((n > 0).then(|| n.saturating_mul(mult)))
+}
+
+fn parse_balance(meta: &ObjectMeta) -> Result<Balance, String> {
+    let mut choices: Vec<(Balance, String)> = Vec::new();
+    if let Some(v) = get(meta, LOAD_BALANCE) {
+        let b = match v {
+            "round-robin" => Balance::RoundRobin,
+            "least-request" => Balance::LeastRequest,
+            "source-hash" => Balance::SourceHash,
+            "cookie" => Balance::Cookie,
+            _ => {
+                return Err(format!(
+                    "annotation {LOAD_BALANCE}: {v:?} is not round-robin, least-request, source-hash or cookie"
+                ))
+            }
+        };
+        choices.push((b, LOAD_BALANCE.into()));
+    }
+    if let Some(v) = get(meta, NGINX_LOAD_BALANCE) {
+        let b = match v {
+            "round_robin" => Balance::RoundRobin,
+            "ewma" | "least_conn" => Balance::LeastRequest,
+            _ => {
+                return Err(format!(
+                    "annotation {NGINX_LOAD_BALANCE}: {v:?} is not round_robin, ewma or least_conn"
+                ))
+            }
+        };
+        choices.push((b, NGINX_LOAD_BALANCE.into()));
+    }
+    if let Some(v) = get(meta, NGINX_UPSTREAM_HASH_BY) {
+        if v != "$remote_addr" && v != "$binary_remote_addr" {
+            return Err(format!(
+                "annotation {NGINX_UPSTREAM_HASH_BY}: only $remote_addr is supported (hashing on the client address)"
+            ));
+        }
+        choices.push((Balance::SourceHash, NGINX_UPSTREAM_HASH_BY.into()));
+    }
+    if let Some(v) = get(meta, NGINX_AFFINITY) {
+        if v != "cookie" {
+            return Err(format!("annotation {NGINX_AFFINITY}: only \"cookie\" is supported"));
+        }
+        choices.push((Balance::Cookie, NGINX_AFFINITY.into()));
+    }
+    match choices.as_slice() {
+        [] => Ok(Balance::RoundRobin),
+        [(b, _)] => Ok(*b),
+        [(a, ka), rest @ ..] => match rest.iter().find(|(b, _)| b != a) {
+            None => Ok(*a),
+            Some((_, kb)) => Err(format!("annotations {ka} and {kb} ask for different balancing")),
+        },
     }
 }
 
@@ -206,6 +316,15 @@ impl IngressPolicy {
         if edits > 0 {
             let _ = write!(out, " [{edits} header edits]");
         }
+        if self.balance != Balance::RoundRobin {
+            let _ = write!(out, " [balance {:?}]", self.balance);
+        }
+        if let Some(b) = self.max_body_bytes {
+            let _ = write!(out, " [max-body {b}]");
+        }
+        if let Some(t) = self.upstream_timeout {
+            let _ = write!(out, " [timeout {}s]", t.as_secs());
+        }
         if let Some(a) = &self.allow_source_ranges {
             let list: Vec<String> = a.iter().map(|c| c.to_string()).collect();
             let _ = write!(out, " [allow {}]", list.join(","));
@@ -279,6 +398,41 @@ impl IngressPolicy {
             response_set: header_lines(meta, RESPONSE_HEADERS_SET)?,
             response_remove: header_list(meta, RESPONSE_HEADERS_REMOVE)?,
             allow_source_ranges,
+            balance: parse_balance(meta)?,
+            affinity_cookie: match string_any(meta, &AFFINITY_COOKIE_NAME)? {
+                None => DEFAULT_AFFINITY_COOKIE.to_string(),
+                Some(n) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') => {
+                    n.to_string()
+                }
+                Some(n) => {
+                    return Err(format!(
+                        "annotation {}: {n:?} is not a cookie name",
+                        AFFINITY_COOKIE_NAME[0]
+                    ))
+                }
+            },
+            max_body_bytes: match string_any(meta, &BODY_SIZE)? {
+                None => None,
+                Some(v) => parse_size(BODY_SIZE[0], v)?,
+            },
+            upstream_timeout: match string_any(meta, &UPSTREAM_TIMEOUT)? {
+                None => None,
+                Some(v) => {
+                    let d = v
+                        .parse::<u64>()
+                        .ok()
+                        .map(std::time::Duration::from_secs)
+                        .or_else(|| crate::config::parse_duration(v))
+                        .filter(|d| !d.is_zero())
+                        .ok_or_else(|| {
+                            format!(
+                                "annotation {}: {v:?} is not a duration like 30 or 30s",
+                                UPSTREAM_TIMEOUT[0]
+                            )
+                        })?;
+                    Some(d)
+                }
+            },
         })
     }
 }
@@ -341,6 +495,48 @@ mod tests {
         assert_eq!(p.response_remove, ["server"]);
         assert_eq!(p.allow_source_ranges.unwrap().len(), 2);
         assert_eq!(p.forwarded_prefix.as_deref(), Some("/jenkins"));
+    }
+
+    #[test]
+    fn balancing_limits_and_timeouts() {
+        let p = IngressPolicy::from_meta(&meta(&[
+            ("nginx.ingress.kubernetes.io/upstream-hash-by", "$remote_addr"),
+            ("nginx.ingress.kubernetes.io/proxy-body-size", "8m"),
+            ("nginx.ingress.kubernetes.io/proxy-read-timeout", "120"),
+        ]))
+        .unwrap();
+        assert_eq!(p.balance, Balance::SourceHash);
+        assert_eq!(p.max_body_bytes, Some(8 << 20));
+        assert_eq!(p.upstream_timeout, Some(std::time::Duration::from_secs(120)));
+        let p = IngressPolicy::from_meta(&meta(&[
+            ("nginx.ingress.kubernetes.io/affinity", "cookie"),
+            ("nginx.ingress.kubernetes.io/session-cookie-name", "route"),
+            ("portico.dev/proxy-body-size", "0"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            (p.balance, p.affinity_cookie.as_str(), p.max_body_bytes),
+            (Balance::Cookie, "route", None)
+        );
+        for (pairs, needle) in [
+            (vec![("portico.dev/load-balance", "random")], "is not round-robin"),
+            (
+                vec![("nginx.ingress.kubernetes.io/upstream-hash-by", "$request_uri")],
+                "only $remote_addr",
+            ),
+            (
+                vec![
+                    ("portico.dev/load-balance", "cookie"),
+                    ("nginx.ingress.kubernetes.io/load-balance", "ewma"),
+                ],
+                "different balancing",
+            ),
+            (vec![("portico.dev/proxy-body-size", "8 MB")], "not a size"),
+            (vec![("portico.dev/upstream-timeout", "soon")], "not a duration"),
+        ] {
+            let e = IngressPolicy::from_meta(&meta(&pairs)).unwrap_err();
+            assert!(e.contains(needle), "{e}");
+        }
     }
 
     #[test]

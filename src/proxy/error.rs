@@ -20,6 +20,8 @@ pub enum ProxyError {
     Misdirected,
     #[error("client address not allowed")]
     Forbidden,
+    #[error("request body too large")]
+    PayloadTooLarge,
     #[error(transparent)]
     Upstream(#[from] UpstreamError),
 }
@@ -40,6 +42,7 @@ impl ProxyError {
             ProxyError::NoEndpoint => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Misdirected => StatusCode::MISDIRECTED_REQUEST,
             ProxyError::Forbidden => StatusCode::FORBIDDEN,
+            ProxyError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::Upstream(UpstreamError::Connect | UpstreamError::Reset) => StatusCode::BAD_GATEWAY,
             ProxyError::Upstream(UpstreamError::ConnectTimeout | UpstreamError::ResponseTimeout) => {
                 StatusCode::GATEWAY_TIMEOUT
@@ -49,7 +52,10 @@ impl ProxyError {
 
     pub fn fault(&self) -> Fault {
         match self {
-            ProxyError::BadRequest(_) | ProxyError::Misdirected | ProxyError::Forbidden => Fault::Client,
+            ProxyError::BadRequest(_)
+            | ProxyError::Misdirected
+            | ProxyError::Forbidden
+            | ProxyError::PayloadTooLarge => Fault::Client,
             ProxyError::NoRoute | ProxyError::NoEndpoint => Fault::Config,
             ProxyError::Upstream(_) => Fault::Upstream,
         }
@@ -61,6 +67,7 @@ impl ProxyError {
             ProxyError::NoRoute => Bytes::from_static(b"404 Not Found: no route for this host and path\n"),
             ProxyError::NoEndpoint => Bytes::from_static(b"503 Service Unavailable: no ready endpoint\n"),
             ProxyError::Forbidden => Bytes::from_static(b"403 Forbidden: client address not allowed\n"),
+            ProxyError::PayloadTooLarge => Bytes::from_static(b"413 Payload Too Large: request body over this route's limit\n"),
             ProxyError::Misdirected => Bytes::from_static(
                 b"421 Misdirected Request: this connection's certificate does not cover that host; open a new connection\n",
             ),
@@ -81,7 +88,7 @@ impl ProxyError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("text/plain; charset=utf-8"),
         );
-        if let ProxyError::BadRequest(_) = self {
+        if let ProxyError::BadRequest(_) | ProxyError::PayloadTooLarge = self {
             resp.headers_mut()
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
@@ -100,6 +107,7 @@ mod tests {
         assert_eq!(ProxyError::NoEndpoint.status(), 503);
         assert_eq!(ProxyError::Misdirected.status(), 421);
         assert_eq!(ProxyError::Forbidden.status(), 403);
+        assert_eq!(ProxyError::PayloadTooLarge.status(), 413);
         assert_eq!(ProxyError::from(UpstreamError::Connect).status(), 502);
         assert_eq!(ProxyError::from(UpstreamError::Reset).status(), 502);
         assert_eq!(ProxyError::from(UpstreamError::ConnectTimeout).status(), 504);

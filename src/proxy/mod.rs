@@ -24,6 +24,7 @@ use crate::cidr::Cidr;
 use crate::normalize::{normalize_host, normalize_path};
 use crate::routing::{Lookup, RoutePolicy, Snapshot};
 use crate::upstream::client::{UpstreamBody, UpstreamClient, UpstreamError};
+use crate::upstream::PickContext;
 use error::ProxyError;
 
 /// The response body: streamed from upstream, or a small body the gateway wrote itself.
@@ -220,11 +221,41 @@ impl Proxy {
                 parts.uri.query(),
             ));
         }
-        let mut endpoint = target.backend.pick().ok_or(ProxyError::NoEndpoint)?;
+        let too_big = |len: u64| target.policy.max_body_bytes.is_some_and(|max| len > max);
+        if parts
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+            .is_some_and(too_big)
+        {
+            return Err(ProxyError::PayloadTooLarge);
+        }
+        let backend = target.backend.clone();
+        let affinity = target.policy.affinity_from(&parts.headers).map(str::to_owned);
+        let cx = PickContext {
+            client: Some(client),
+            cookie: affinity.as_deref(),
+        };
+        let mut endpoint = backend.pick(&cx).ok_or(ProxyError::NoEndpoint)?;
+
+        // A WebSocket (or other) upgrade keeps its Upgrade and Connection headers, and is tunnelled only if the
+        // backend answers 101.
+        let upgrade = upgrade_request(&parts)
+            .then(|| parts.headers.get(header::UPGRADE).cloned())
+            .flatten();
+        let downstream_upgrade = upgrade
+            .as_ref()
+            .and_then(|_| parts.extensions.remove::<hyper::upgrade::OnUpgrade>());
 
         // Headers upstream: hop-by-hop and impostors out, then ours, then the Ingress's edits.
         headers::strip_hop_by_hop(&mut parts.headers);
         headers::drop_underscore_impostors(&mut parts.headers);
+        if let Some(u) = &upgrade {
+            parts.headers.insert(header::UPGRADE, u.clone());
+            parts
+                .headers
+                .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        }
         let host_header = host_value.unwrap_or_else(|| HeaderValue::from_static(""));
         if parts.version == Version::HTTP_2 && !host_header.is_empty() {
             parts.headers.insert(header::HOST, host_header.clone());
@@ -247,45 +278,103 @@ impl Proxy {
         };
 
         let bodiless = body.is_end_stream();
-        let retry_headers = (bodiless && target.backend.endpoints.len() > 1).then(|| parts.headers.clone());
+        let retry_headers = (bodiless && backend.endpoints.len() > 1).then(|| parts.headers.clone());
+        let limit = target
+            .policy
+            .max_body_bytes
+            .map_or(usize::MAX, |m| usize::try_from(m).unwrap_or(usize::MAX));
         let mut body: UpstreamBody = if bodiless {
             Either::Right(Empty::new())
         } else {
-            Either::Left(body)
+            Either::Left(http_body_util::Limited::new(body, limit))
         };
         let mut headers_now = parts.headers;
         let mut tries = 0;
         loop {
             tries += 1;
-            target.policy.apply_request(&mut headers_now, endpoint);
-            let uri = upstream_uri(endpoint, &path_and_query)?;
+            target.policy.apply_request(&mut headers_now, endpoint.addr);
+            let uri = upstream_uri(endpoint.addr, &path_and_query)?;
             let mut up = Request::new(body);
             *up.method_mut() = parts.method.clone();
             *up.uri_mut() = uri;
             *up.version_mut() = Version::HTTP_11;
             *up.headers_mut() = headers_now;
-            match self.client.send(up).await {
-                Ok(resp) => {
+            let in_flight = backend.start(endpoint);
+            let sent = self.client.send(up, target.policy.upstream_timeout).await;
+            drop(in_flight);
+            match sent {
+                Ok(mut resp) => {
+                    backend.record(endpoint, !resp.status().is_server_error());
+                    if resp.status() == http::StatusCode::SWITCHING_PROTOCOLS {
+                        if let Some(down) = downstream_upgrade {
+                            let up = hyper::upgrade::on(&mut resp);
+                            tokio::spawn(tunnel(down, up));
+                            let (rparts, rbody) = resp.into_parts();
+                            return Ok(Response::from_parts(rparts, Either::Left(rbody)));
+                        }
+                    }
                     let (mut rparts, rbody) = resp.into_parts();
                     headers::strip_hop_by_hop(&mut rparts.headers);
                     target.policy.apply_response(&mut rparts.headers);
                     if let (Some(hsts), Some(_)) = (&target.policy.hsts, &conn.tls) {
                         rparts.headers.insert(header::STRICT_TRANSPORT_SECURITY, hsts.clone());
                     }
+                    if let Some(name) = target.policy.affinity_cookie.as_deref() {
+                        let value = endpoint.cookie_value();
+                        if affinity.as_deref() != Some(value.as_str()) {
+                            if let Ok(v) = HeaderValue::from_str(&format!("{name}={value}; Path=/; HttpOnly")) {
+                                rparts.headers.append(header::SET_COOKIE, v);
+                            }
+                        }
+                    }
                     return Ok(Response::from_parts(rparts, Either::Left(rbody)));
                 }
-                Err(UpstreamError::Connect) if tries < MAX_CONNECT_TRIES => {
-                    let (Some(h), Some(next)) = (retry_headers.as_ref(), target.backend.pick_other(endpoint)) else {
-                        return Err(UpstreamError::Connect.into());
+                Err(e) => {
+                    backend.record(endpoint, false);
+                    let next = match (e, retry_headers.as_ref()) {
+                        (UpstreamError::Connect, Some(h)) if tries < MAX_CONNECT_TRIES => {
+                            backend.pick_other(endpoint.addr).map(|n| (n, h))
+                        }
+                        _ => None,
                     };
-                    tracing::debug!(backend = %target.backend.id, %endpoint, "connect failed; trying another endpoint");
+                    let Some((next, h)) = next else {
+                        return Err(e.into());
+                    };
+                    tracing::debug!(backend = %backend.id, endpoint = %endpoint.addr, "connect failed; trying another endpoint");
                     endpoint = next;
                     headers_now = h.clone();
                     body = Either::Right(Empty::new());
                 }
-                Err(e) => return Err(e.into()),
             }
         }
+    }
+}
+
+/// An HTTP/1.1 request asking to switch protocols (`Connection: upgrade` and an `Upgrade` header).
+fn upgrade_request(parts: &http::request::Parts) -> bool {
+    parts.version == Version::HTTP_11
+        && parts.headers.contains_key(header::UPGRADE)
+        && parts
+            .headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+}
+
+/// Copies bytes both ways between the client's and the backend's upgraded connections until either side closes.
+async fn tunnel(down: hyper::upgrade::OnUpgrade, up: hyper::upgrade::OnUpgrade) {
+    let (down, up) = match tokio::try_join!(down, up) {
+        Ok(x) => x,
+        Err(e) => {
+            tracing::debug!(error = %e, "upgrade failed");
+            return;
+        }
+    };
+    let (mut down, mut up) = (hyper_util::rt::TokioIo::new(down), hyper_util::rt::TokioIo::new(up));
+    if let Err(e) = tokio::io::copy_bidirectional(&mut down, &mut up).await {
+        tracing::debug!(error = %e, "tunnel closed with an error");
     }
 }
 

@@ -16,7 +16,7 @@ pub use policy::RoutePolicy;
 
 use crate::certs::SetTls;
 use crate::model::{HostPattern, PathKind, SetModel, Translation};
-use crate::upstream::Backend;
+use crate::upstream::{Backend, Balance, HealthPolicy};
 
 /// Everything the proxy needs, published at once: routes and the certificates they are served with.
 #[derive(Debug)]
@@ -37,25 +37,26 @@ impl Snapshot {
     /// identity and endpoints did not change are taken from `previous`, so their balancer state survives the
     /// swap.
     pub fn build(t: &Translation, tls: Option<Vec<SetTls>>, generation: u64, previous: Option<&Snapshot>) -> Self {
-        let mut reuse: HashMap<&str, &Arc<Backend>> = HashMap::new();
+        let mut reuse: HashMap<(&str, Balance), &Arc<Backend>> = HashMap::new();
         if let Some(prev) = previous {
             for set in &prev.sets {
                 for b in set.backends() {
-                    reuse.insert(&b.id, b);
+                    reuse.insert((&b.id, b.balance), b);
                 }
             }
         }
-        let mut interned: HashMap<String, Arc<Backend>> = HashMap::new();
-        let mut backend = |m: &crate::model::BackendModel| -> Arc<Backend> {
+        let health = HealthPolicy::default();
+        let mut interned: HashMap<(String, Balance), Arc<Backend>> = HashMap::new();
+        let mut backend = |m: &crate::model::BackendModel, balance: Balance| -> Arc<Backend> {
             let id = m.id();
-            if let Some(b) = interned.get(&id) {
+            if let Some(b) = interned.get(&(id.clone(), balance)) {
                 return b.clone();
             }
-            let b = match reuse.get(id.as_str()) {
-                Some(old) if *old.endpoints == *m.endpoints => Arc::clone(old),
-                _ => Arc::new(Backend::new(id.clone(), m.endpoints.clone())),
+            let b = match reuse.get(&(id.as_str(), balance)) {
+                Some(old) if old.same_as(&m.endpoints, balance, health) => Arc::clone(old),
+                _ => Arc::new(Backend::with_policy(id.clone(), m.endpoints.clone(), balance, health)),
             };
-            interned.insert(id, b.clone());
+            interned.insert((id, balance), b.clone());
             b
         };
         let mut tls = tls.map(Vec::into_iter);
@@ -155,7 +156,7 @@ impl HostRoutes {
     fn build(
         host: &HostPattern,
         paths: &[crate::model::PathModel],
-        backend: &mut impl FnMut(&crate::model::BackendModel) -> Arc<Backend>,
+        backend: &mut impl FnMut(&crate::model::BackendModel, Balance) -> Arc<Backend>,
         policies: &mut Policies,
     ) -> Self {
         let mut keys: std::collections::BTreeMap<String, Entry> = std::collections::BTreeMap::new();
@@ -166,7 +167,7 @@ impl HostRoutes {
                 host: host.clone(),
                 path: p.path.as_str().into(),
                 kind: p.kind,
-                backend: backend(&p.backend),
+                backend: backend(&p.backend, p.policy.balance),
                 ingress: format!("{}/{}", p.ingress.namespace, p.ingress.name).into(),
                 https_redirect: p.https_redirect,
                 policy: policies.get(&p.policy),
@@ -215,7 +216,7 @@ impl SetTable {
 
     fn build(
         m: &SetModel,
-        backend: &mut impl FnMut(&crate::model::BackendModel) -> Arc<Backend>,
+        backend: &mut impl FnMut(&crate::model::BackendModel, Balance) -> Arc<Backend>,
         policies: &mut Policies,
     ) -> Self {
         let mut t = Self::empty(m.name.clone());
@@ -232,7 +233,7 @@ impl SetTable {
             }
         }
         t.default_backend = m.default_backend.as_ref().map(|d| DefaultRoute {
-            backend: backend(&d.backend),
+            backend: backend(&d.backend, d.policy.balance),
             policy: policies.get(&d.policy),
         });
         t

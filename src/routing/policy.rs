@@ -19,6 +19,10 @@ pub struct RoutePolicy {
     response_set: Vec<(HeaderName, HeaderValue)>,
     response_remove: Vec<HeaderName>,
     allow: Option<Box<[Cidr]>>,
+    /// Cookie name for cookie affinity (`None` unless the Ingress balances by cookie).
+    pub affinity_cookie: Option<Box<str>>,
+    pub max_body_bytes: Option<u64>,
+    pub upstream_timeout: Option<std::time::Duration>,
 }
 
 fn pairs(list: &[(String, String)]) -> Vec<(HeaderName, HeaderValue)> {
@@ -59,6 +63,9 @@ impl RoutePolicy {
             response_set: pairs(&p.response_set),
             response_remove: names(&p.response_remove),
             allow: p.allow_source_ranges.as_ref().map(|a| a.clone().into_boxed_slice()),
+            affinity_cookie: (p.balance == crate::upstream::Balance::Cookie).then(|| p.affinity_cookie.as_str().into()),
+            max_body_bytes: p.max_body_bytes,
+            upstream_timeout: p.upstream_timeout,
         }
     }
 
@@ -68,6 +75,17 @@ impl RoutePolicy {
             pass_host: true,
             ..Default::default()
         }
+    }
+
+    /// The affinity cookie's value in a request's `Cookie` headers.
+    pub fn affinity_from<'h>(&self, headers: &'h HeaderMap) -> Option<&'h str> {
+        let name = self.affinity_cookie.as_deref()?;
+        headers
+            .get_all(http::header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .find_map(|c| c.trim().strip_prefix(name)?.strip_prefix('='))
     }
 
     /// Whether the client may use this route.

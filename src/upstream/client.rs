@@ -14,9 +14,9 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::config::UpstreamConfig;
 
-/// A request body sent upstream: the client's streamed body, or nothing (so a request without a body can be
-/// sent again on another endpoint).
-pub type UpstreamBody = http_body_util::Either<Incoming, Empty<Bytes>>;
+/// A request body sent upstream: the client's streamed body (with a size limit, `usize::MAX` for none), or
+/// nothing (so a request without a body can be sent again on another endpoint).
+pub type UpstreamBody = http_body_util::Either<http_body_util::Limited<Incoming>, Empty<Bytes>>;
 
 /// Why an upstream exchange failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -60,9 +60,19 @@ impl UpstreamClient {
         }
     }
 
-    /// Sends `req` (its URI in absolute form naming the endpoint) and waits for the response headers.
-    pub async fn send(&self, req: Request<UpstreamBody>) -> Result<Response<Incoming>, UpstreamError> {
-        match tokio::time::timeout(self.response_header_timeout, self.client.request(req)).await {
+    /// Sends `req` (its URI in absolute form naming the endpoint) and waits for the response headers, up to
+    /// `timeout` or the configured default.
+    pub async fn send(
+        &self,
+        req: Request<UpstreamBody>,
+        timeout: Option<Duration>,
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        match tokio::time::timeout(
+            timeout.unwrap_or(self.response_header_timeout),
+            self.client.request(req),
+        )
+        .await
+        {
             Err(_) => Err(UpstreamError::ResponseTimeout),
             Ok(Ok(resp)) => Ok(resp),
             Ok(Err(e)) if e.is_connect() => {

@@ -1,0 +1,265 @@
+//! Upstream behaviour over loopback: upgrades (WebSocket-style tunnels) that survive table swaps, limits,
+//! balancing policies, passive health, and per-route timeouts.
+
+mod support;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use portico::echo::EchoServer;
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+async fn echo(name: &str) -> EchoServer {
+    EchoServer::start(name, "127.0.0.1:0".parse().unwrap()).await.unwrap()
+}
+
+/// A backend that answers `Upgrade: echo` with 101 and then echoes bytes; anything else gets 200 "plain".
+async fn upgrade_backend() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let svc = service_fn(|mut req: http::Request<hyper::body::Incoming>| async move {
+                    if req.headers().get("upgrade").is_some_and(|v| v == "echo") {
+                        tokio::spawn(async move {
+                            if let Ok(up) = hyper::upgrade::on(&mut req).await {
+                                let mut io = TokioIo::new(up);
+                                let mut buf = [0u8; 1024];
+                                while let Ok(n) = io.read(&mut buf).await {
+                                    if n == 0 || io.write_all(&buf[..n]).await.is_err() {
+                                        break;
+                                    }
+                                }
+                            }
+                        });
+                        let mut r = http::Response::new(Full::new(Bytes::new()));
+                        *r.status_mut() = http::StatusCode::SWITCHING_PROTOCOLS;
+                        r.headers_mut()
+                            .insert("upgrade", http::HeaderValue::from_static("echo"));
+                        r.headers_mut()
+                            .insert("connection", http::HeaderValue::from_static("upgrade"));
+                        return Ok::<_, Infallible>(r);
+                    }
+                    Ok(http::Response::new(Full::new(Bytes::from_static(b"plain"))))
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(s), svc)
+                    .with_upgrades()
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+/// Reads an HTTP/1.1 response head from a raw stream.
+async fn read_head(s: &mut TcpStream) -> String {
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if s.read(&mut b).await.unwrap() == 0 {
+            break;
+        }
+        head.push(b[0]);
+    }
+    String::from_utf8_lossy(&head).into_owned()
+}
+
+#[tokio::test]
+async fn upgrades_tunnel_after_101_and_survive_table_swaps() {
+    let ws = upgrade_backend().await;
+    let other = echo("other").await;
+    let mk = |n: usize| {
+        service("default", "ws", &[ws])
+            + &service("default", "other", &[other.addr])
+            + &ingress("default", "ws", "portico", &[("ws.example", "/", "Prefix", "ws")])
+            + &ingress(
+                "default",
+                "churn",
+                "portico",
+                &[(&format!("churn{n}.example"), "/", "Prefix", "other")],
+            )
+    };
+    let gw = Gateway::start(&mk(0)).await;
+    let mut s = TcpStream::connect(gw.addr(0)).await.unwrap();
+    s.write_all(b"GET /socket HTTP/1.1\r\nHost: ws.example\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")
+        .await
+        .unwrap();
+    let head = read_head(&mut s).await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    assert!(head.to_ascii_lowercase().contains("upgrade: echo"), "{head}");
+    for i in 1..=50 {
+        gw.rewrite(&mk(i)).await;
+        let msg = format!("message {i}");
+        s.write_all(msg.as_bytes()).await.unwrap();
+        let mut buf = vec![0u8; msg.len()];
+        tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(buf, msg.as_bytes());
+    }
+    // An upgrade the backend does not accept stays plain HTTP.
+    let resp = raw(
+        gw.addr(0),
+        "GET / HTTP/1.1\r\nHost: ws.example\r\nConnection: Upgrade\r\nUpgrade: other\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(resp.starts_with("HTTP/1.1 200") && resp.ends_with("plain"), "{resp}");
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn body_and_header_limits() {
+    let b = echo("b").await;
+    let m = service("default", "b", &[b.addr])
+        + "---\napiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: small\n  namespace: default\n  annotations: {nginx.ingress.kubernetes.io/proxy-body-size: 1k}\nspec:\n  rules: [{host: small.example, http: {paths: [{path: /, pathType: Prefix, backend: {service: {name: b, port: {number: 80}}}}]}}]\n"
+        + &ingress("default", "big", "portico", &[("big.example", "/", "Prefix", "b")]);
+    let gw = Gateway::start(&m).await;
+    let addr = gw.addr(0);
+    let post =
+        |host: &'static str, n: usize| send(addr, http::Method::POST, host, "/", &[], Bytes::from(vec![b'x'; n]));
+    assert_eq!(post("small.example", 1024).await.status, 200);
+    let r = post("small.example", 1025).await;
+    assert_eq!(r.status, 413, "{}", r.text());
+    assert_eq!(post("big.example", 100_000).await.status, 200);
+    assert_eq!(b.count(), 2, "the oversized body never reached the backend");
+    // A large but legitimate cookie passes; absurd headers get 431.
+    let cookie = format!("session={}", "c".repeat(16 * 1024));
+    let r = send(
+        addr,
+        http::Method::GET,
+        "big.example",
+        "/",
+        &[("cookie", &cookie)],
+        Bytes::new(),
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(b.requests().last().unwrap().headers["cookie"].len(), cookie.len());
+    let huge = format!(
+        "GET / HTTP/1.1\r\nHost: big.example\r\nX-Huge: {}\r\n\r\n",
+        "h".repeat(1 << 20)
+    );
+    let resp = raw(addr, &huge).await;
+    assert_eq!(raw_status(&resp), 431, "{}", &resp[..resp.len().min(200)]);
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn cookie_affinity_and_client_hashing() {
+    let (x, y, z) = (echo("x").await, echo("y").await, echo("z").await);
+    let svc = service("default", "pool", &[x.addr, y.addr, z.addr]);
+    let m = svc
+        + "---\napiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: sticky\n  namespace: default\n  annotations: {nginx.ingress.kubernetes.io/affinity: cookie}\nspec:\n  rules: [{host: sticky.example, http: {paths: [{path: /, pathType: Prefix, backend: {service: {name: pool, port: {number: 80}}}}]}}]\n"
+        + "---\napiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: hashed\n  namespace: default\n  annotations: {portico.dev/load-balance: source-hash}\nspec:\n  rules: [{host: hashed.example, http: {paths: [{path: /, pathType: Prefix, backend: {service: {name: pool, port: {number: 80}}}}]}}]\n";
+    let gw = Gateway::start(&m).await;
+    let addr = gw.addr(0);
+    let first = get(addr, "sticky.example", "/").await;
+    let set_cookie = first.headers["set-cookie"].to_str().unwrap().to_string();
+    assert!(
+        set_cookie.starts_with("PORTICO_AFFINITY=") && set_cookie.contains("HttpOnly"),
+        "{set_cookie}"
+    );
+    let cookie = set_cookie.split(';').next().unwrap().to_string();
+    let pinned = first.backend().unwrap();
+    for _ in 0..12 {
+        let r = send(
+            addr,
+            http::Method::GET,
+            "sticky.example",
+            "/",
+            &[("cookie", &cookie)],
+            Bytes::new(),
+        )
+        .await;
+        assert_eq!(r.backend().unwrap(), pinned);
+        assert!(
+            r.headers.get("set-cookie").is_none(),
+            "no new cookie while the pinned endpoint serves"
+        );
+    }
+    // The same client address always reaches the same endpoint.
+    let first = get(addr, "hashed.example", "/").await.backend().unwrap();
+    for _ in 0..12 {
+        assert_eq!(get(addr, "hashed.example", "/").await.backend().unwrap(), first);
+    }
+    gw.stop().await;
+}
+
+/// A backend that always answers 500.
+async fn failing_backend() -> (SocketAddr, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let h = hits.clone();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            let h = h.clone();
+            tokio::spawn(async move {
+                let svc = service_fn(move |_req| {
+                    h.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    async {
+                        let mut r = http::Response::new(Full::new(Bytes::from_static(b"boom")));
+                        *r.status_mut() = http::StatusCode::INTERNAL_SERVER_ERROR;
+                        Ok::<_, Infallible>(r)
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(s), svc)
+                    .await;
+            });
+        }
+    });
+    (addr, hits)
+}
+
+#[tokio::test]
+async fn failing_endpoint_is_ejected_and_others_take_the_load() {
+    let (x, y) = (echo("x").await, echo("y").await);
+    let (bad, bad_hits) = failing_backend().await;
+    let m = service("default", "pool", &[x.addr, y.addr, bad])
+        + &ingress("default", "p", "portico", &[("", "/", "Prefix", "pool")]);
+    let gw = Gateway::start(&m).await;
+    let mut failures = 0;
+    for _ in 0..60 {
+        if get(gw.addr(0), "p", "/").await.status != 200 {
+            failures += 1;
+        }
+    }
+    // Five consecutive failures eject it (the default); after that it gets nothing.
+    assert_eq!(bad_hits.load(std::sync::atomic::Ordering::Relaxed), 5);
+    assert_eq!(failures, 5);
+    assert_eq!(x.count() + y.count(), 55);
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn per_route_upstream_timeout() {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let slow = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = l.accept().await {
+            held.push(s);
+        }
+    });
+    let m = service("default", "slow", &[slow])
+        + "---\napiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: s\n  namespace: default\n  annotations: {portico.dev/upstream-timeout: 500ms}\nspec:\n  rules: [{host: s.example, http: {paths: [{path: /, pathType: Prefix, backend: {service: {name: slow, port: {number: 80}}}}]}}]\n";
+    let gw = Gateway::start(&m).await;
+    let t = Instant::now();
+    assert_eq!(get(gw.addr(0), "s.example", "/").await.status, 504);
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "the route's 500 ms applied, not the 60 s default"
+    );
+    gw.stop().await;
+}
