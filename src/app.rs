@@ -189,6 +189,7 @@ pub struct Running {
     pub challenges: crate::acme::challenge::ChallengeStore,
     shutdown: watch::Sender<bool>,
     tasks: JoinSet<()>,
+    drain_delay: Duration,
 }
 
 impl Running {
@@ -197,10 +198,20 @@ impl Running {
         let _ = self.shutdown.send(true);
         while self.tasks.join_next().await.is_some() {}
     }
-}
 
-/// Grace period for in-flight requests at shutdown.
-pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(25);
+    /// The SIGTERM path: keep serving (and accepting) for the drain delay, so that load balancers and
+    /// kube-proxy stop sending here first, then [`Running::shutdown`].
+    pub async fn drain_and_shutdown(self) {
+        if !self.drain_delay.is_zero() {
+            tracing::info!(
+                delay_ms = self.drain_delay.as_millis() as u64,
+                "draining: still accepting"
+            );
+            tokio::time::sleep(self.drain_delay).await;
+        }
+        self.shutdown().await;
+    }
+}
 
 /// Binds every listener, publishes the first table, and starts serving.
 pub async fn start(config: Config, source: Source) -> anyhow::Result<Running> {
@@ -286,7 +297,7 @@ pub async fn start(config: Config, source: Source) -> anyhow::Result<Running> {
                 transport,
                 proxy.clone(),
                 shutdown_rx.clone(),
-                SHUTDOWN_GRACE,
+                config.shutdown.grace_period,
             )
             .instrument(tracing::info_span!("listener", set = %name, %addr)),
         );
@@ -304,6 +315,7 @@ pub async fn start(config: Config, source: Source) -> anyhow::Result<Running> {
         shared,
         shutdown: shutdown_tx,
         tasks,
+        drain_delay: config.shutdown.drain_delay,
     })
 }
 

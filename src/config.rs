@@ -36,6 +36,24 @@ pub struct Config {
     pub listener_sets: Vec<ListenerSetConfig>,
     pub admin: AdminConfig,
     pub upstream: UpstreamConfig,
+    pub shutdown: ShutdownConfig,
+}
+
+/// What happens on SIGTERM: keep accepting for `drain_delay` (so endpoint removal reaches load balancers), then
+/// stop accepting and give in-flight requests up to `grace_period`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ShutdownConfig {
+    pub drain_delay: Duration,
+    pub grace_period: Duration,
+}
+
+impl Default for ShutdownConfig {
+    fn default() -> Self {
+        Self {
+            drain_delay: Duration::ZERO,
+            grace_period: Duration::from_secs(25),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -168,6 +186,7 @@ impl Default for Config {
                 address: SocketAddr::from(([127, 0, 0, 1], 9000)),
             },
             upstream: UpstreamConfig::default(),
+            shutdown: ShutdownConfig::default(),
         }
     }
 }
@@ -205,6 +224,17 @@ struct RawConfig {
     admin: Option<RawAdmin>,
     #[serde(default)]
     upstream: Option<RawUpstream>,
+    #[serde(default)]
+    shutdown: Option<RawShutdown>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawShutdown {
+    #[serde(default)]
+    drain_delay: Option<String>,
+    #[serde(default)]
+    grace_period: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -509,10 +539,25 @@ impl RawConfig {
                 }
             }
         };
+        let shutdown = match self.shutdown {
+            None => ShutdownConfig::default(),
+            Some(sh) => {
+                let d = ShutdownConfig::default();
+                ShutdownConfig {
+                    drain_delay: match sh.drain_delay.as_deref() {
+                        None => d.drain_delay,
+                        Some(v) => parse_duration(v)
+                            .ok_or_else(|| invalid(format!("shutdown.drainDelay: {v:?} is not a duration like 5s")))?,
+                    },
+                    grace_period: duration_field("shutdown.gracePeriod", sh.grace_period, d.grace_period)?,
+                }
+            }
+        };
         Ok(Config {
             listener_sets,
             admin,
             upstream,
+            shutdown,
         })
     }
 }
@@ -550,6 +595,7 @@ listenerSets:
     allowSourceRanges: [192.168.0.0/16]
 admin: { address: "127.0.0.1:9100" }
 upstream: { connectTimeout: 250ms }
+shutdown: { drainDelay: 5s, gracePeriod: 40s }
 "#,
         )
         .unwrap();
@@ -564,6 +610,8 @@ upstream: { connectTimeout: 250ms }
             }
         );
         assert_eq!(c.upstream.connect_timeout, Duration::from_millis(250));
+        assert_eq!(c.shutdown.drain_delay, Duration::from_secs(5));
+        assert_eq!(c.shutdown.grace_period, Duration::from_secs(40));
         assert_eq!(c.listener_sets[1].redirect_port(), Some(443));
         assert_eq!(c.listener_sets[1].acme.as_ref().unwrap().directory, LETSENCRYPT_STAGING);
         assert_eq!(c.listener_sets[0].acme, None);

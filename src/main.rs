@@ -109,7 +109,7 @@ async fn run(config: Config, manifests: PathBuf, poll_interval: Duration) -> Exi
     };
     wait_for_signal().await;
     tracing::info!("shutting down: no new connections; finishing in-flight requests");
-    running.shutdown().await;
+    running.drain_and_shutdown().await;
     tracing::info!("stopped");
     ExitCode::SUCCESS
 }
