@@ -263,3 +263,103 @@ async fn per_route_upstream_timeout() {
     );
     gw.stop().await;
 }
+
+/// A response body fed from a channel of frames (data and trailers).
+struct ChannelBody(tokio::sync::mpsc::Receiver<http_body::Frame<Bytes>>);
+
+impl http_body::Body for ChannelBody {
+    type Data = Bytes;
+    type Error = Infallible;
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Infallible>>> {
+        self.0.poll_recv(cx).map(|f| f.map(Ok))
+    }
+}
+
+/// An h2c "gRPC" server: echoes the request's `te`, streams three messages 150 ms apart, then trailers.
+async fn grpc_backend() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let svc = service_fn(|req: http::Request<hyper::body::Incoming>| async move {
+                    assert_eq!(req.version(), http::Version::HTTP_2);
+                    let te = req.headers().get("te").cloned();
+                    let (tx, rx) = tokio::sync::mpsc::channel(4);
+                    tokio::spawn(async move {
+                        for i in 0..3u8 {
+                            let _ = tx
+                                .send(http_body::Frame::data(Bytes::from(vec![0, 0, 0, 0, 1, b'0' + i])))
+                                .await;
+                            tokio::time::sleep(Duration::from_millis(150)).await;
+                        }
+                        let mut trailers = http::HeaderMap::new();
+                        trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
+                        let _ = tx.send(http_body::Frame::trailers(trailers)).await;
+                    });
+                    let mut r = http::Response::new(ChannelBody(rx));
+                    r.headers_mut()
+                        .insert("content-type", http::HeaderValue::from_static("application/grpc"));
+                    if let Some(te) = te {
+                        r.headers_mut().insert("x-seen-te", te);
+                    }
+                    Ok::<_, Infallible>(r)
+                });
+                let _ = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                    .serve_connection(TokioIo::new(s), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn grpc_streams_and_trailers_through_an_h2c_backend() {
+    use http_body_util::BodyExt;
+    let backend = grpc_backend().await;
+    let m = service("default", "grpc", &[backend])
+        + "---\napiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: g\n  namespace: default\n  annotations: {nginx.ingress.kubernetes.io/backend-protocol: GRPC}\nspec:\n  rules: [{host: grpc.example, http: {paths: [{path: /, pathType: Prefix, backend: {service: {name: grpc, port: {number: 80}}}}]}}]\n";
+    let gw = Gateway::start(&m).await;
+    let stream = TcpStream::connect(gw.addr(0)).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    for call in 0..2 {
+        let req = http::Request::post("http://grpc.example/echo.Echo/Stream")
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .body(Full::new(Bytes::from_static(&[0, 0, 0, 0, 0])))
+            .unwrap();
+        let started = Instant::now();
+        let resp = sender.send_request(req).await.unwrap();
+        assert_eq!(resp.status(), 200, "call {call}");
+        assert_eq!(resp.headers()["x-seen-te"], "trailers");
+        let mut body = resp.into_body();
+        let mut messages = Vec::new();
+        let mut trailers = None;
+        let mut first_at = None;
+        while let Some(frame) = body.frame().await {
+            let frame = frame.unwrap();
+            if let Some(d) = frame.data_ref() {
+                first_at.get_or_insert(started.elapsed());
+                messages.push(d.clone());
+            } else if let Some(t) = frame.trailers_ref() {
+                trailers = Some(t.clone());
+            }
+        }
+        let all: Vec<u8> = messages.iter().flat_map(|m| m.iter().copied()).collect();
+        assert_eq!(all, [0, 0, 0, 0, 1, b'0', 0, 0, 0, 0, 1, b'1', 0, 0, 0, 0, 1, b'2']);
+        assert!(
+            first_at.unwrap() < Duration::from_millis(250),
+            "the first message arrived before the stream ended"
+        );
+        assert_eq!(trailers.expect("trailers passed through")["grpc-status"], "0");
+    }
+    gw.stop().await;
+}

@@ -49,6 +49,10 @@ pub const UPSTREAM_TIMEOUT: [&str; 2] = [
     "nginx.ingress.kubernetes.io/proxy-read-timeout",
 ];
 pub const DEFAULT_AFFINITY_COOKIE: &str = "PORTICO_AFFINITY";
+pub const BACKEND_PROTOCOL: [&str; 2] = [
+    "portico.dev/backend-protocol",
+    "nginx.ingress.kubernetes.io/backend-protocol",
+];
 
 /// Headers an annotation may not set, add or remove: framing, hop-by-hop, and Host (use upstream-host).
 const PROTECTED: [&str; 10] = [
@@ -96,6 +100,17 @@ pub struct IngressPolicy {
     pub max_body_bytes: Option<u64>,
     /// Time to the upstream's response headers, replacing the configured default.
     pub upstream_timeout: Option<std::time::Duration>,
+    /// The protocol spoken to the backends.
+    pub backend_protocol: BackendProtocol,
+}
+
+/// What the gateway speaks to a backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum BackendProtocol {
+    #[default]
+    Http1,
+    /// HTTP/2 without TLS (prior knowledge): `H2C` and `GRPC`.
+    H2c,
 }
 
 /// How a backend picks an endpoint.
@@ -130,6 +145,7 @@ impl Default for IngressPolicy {
             affinity_cookie: DEFAULT_AFFINITY_COOKIE.to_string(),
             max_body_bytes: None,
             upstream_timeout: None,
+            backend_protocol: BackendProtocol::Http1,
         }
     }
 }
@@ -319,6 +335,9 @@ impl IngressPolicy {
         if self.balance != Balance::RoundRobin {
             let _ = write!(out, " [balance {:?}]", self.balance);
         }
+        if self.backend_protocol != BackendProtocol::Http1 {
+            let _ = write!(out, " [backend {:?}]", self.backend_protocol);
+        }
         if let Some(b) = self.max_body_bytes {
             let _ = write!(out, " [max-body {b}]");
         }
@@ -414,6 +433,23 @@ impl IngressPolicy {
             max_body_bytes: match string_any(meta, &BODY_SIZE)? {
                 None => None,
                 Some(v) => parse_size(BODY_SIZE[0], v)?,
+            },
+            backend_protocol: match string_any(meta, &BACKEND_PROTOCOL)?.map(|v| v.to_ascii_uppercase()) {
+                None => BackendProtocol::Http1,
+                Some(v) if v == "HTTP" => BackendProtocol::Http1,
+                Some(v) if v == "H2C" || v == "GRPC" => BackendProtocol::H2c,
+                Some(v) if v == "HTTPS" || v == "GRPCS" => {
+                    return Err(format!(
+                        "annotation {}: {v} (TLS to the backend) is not supported yet; use HTTP, H2C or GRPC",
+                        BACKEND_PROTOCOL[0]
+                    ))
+                }
+                Some(v) => {
+                    return Err(format!(
+                        "annotation {}: {v:?} is not HTTP, H2C or GRPC",
+                        BACKEND_PROTOCOL[0]
+                    ))
+                }
             },
             upstream_timeout: match string_any(meta, &UPSTREAM_TIMEOUT)? {
                 None => None,

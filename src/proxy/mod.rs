@@ -247,9 +247,19 @@ impl Proxy {
             .as_ref()
             .and_then(|_| parts.extensions.remove::<hyper::upgrade::OnUpgrade>());
 
+        // gRPC needs `te: trailers` end to end; it is otherwise a hop-by-hop header.
+        let te_trailers = target.policy.upstream_h2c
+            && parts
+                .headers
+                .get(header::TE)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("trailers")));
         // Headers upstream: hop-by-hop and impostors out, then ours, then the Ingress's edits.
         headers::strip_hop_by_hop(&mut parts.headers);
         headers::drop_underscore_impostors(&mut parts.headers);
+        if te_trailers {
+            parts.headers.insert(header::TE, HeaderValue::from_static("trailers"));
+        }
         if let Some(u) = &upgrade {
             parts.headers.insert(header::UPGRADE, u.clone());
             parts
@@ -297,10 +307,17 @@ impl Proxy {
             let mut up = Request::new(body);
             *up.method_mut() = parts.method.clone();
             *up.uri_mut() = uri;
-            *up.version_mut() = Version::HTTP_11;
+            *up.version_mut() = if target.policy.upstream_h2c {
+                Version::HTTP_2
+            } else {
+                Version::HTTP_11
+            };
             *up.headers_mut() = headers_now;
             let in_flight = backend.start(endpoint);
-            let sent = self.client.send(up, target.policy.upstream_timeout).await;
+            let sent = self
+                .client
+                .send(up, target.policy.upstream_timeout, target.policy.upstream_h2c)
+                .await;
             drop(in_flight);
             match sent {
                 Ok(mut resp) => {

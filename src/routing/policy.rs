@@ -23,6 +23,8 @@ pub struct RoutePolicy {
     pub affinity_cookie: Option<Box<str>>,
     pub max_body_bytes: Option<u64>,
     pub upstream_timeout: Option<std::time::Duration>,
+    /// Speak HTTP/2 without TLS to the backend (h2c, gRPC).
+    pub upstream_h2c: bool,
 }
 
 fn pairs(list: &[(String, String)]) -> Vec<(HeaderName, HeaderValue)> {
@@ -66,6 +68,7 @@ impl RoutePolicy {
             affinity_cookie: (p.balance == crate::upstream::Balance::Cookie).then(|| p.affinity_cookie.as_str().into()),
             max_body_bytes: p.max_body_bytes,
             upstream_timeout: p.upstream_timeout,
+            upstream_h2c: p.backend_protocol == crate::model::annotations::BackendProtocol::H2c,
         }
     }
 

@@ -38,6 +38,8 @@ pub enum UpstreamError {
 #[derive(Clone)]
 pub struct UpstreamClient {
     client: Client<HttpConnector, UpstreamBody>,
+    /// HTTP/2 with prior knowledge, for h2c and gRPC backends.
+    h2c: Client<HttpConnector, UpstreamBody>,
     response_header_timeout: Duration,
 }
 
@@ -47,15 +49,18 @@ impl UpstreamClient {
         connector.set_connect_timeout(Some(cfg.connect_timeout));
         connector.set_nodelay(true);
         connector.enforce_http(true);
-        let client = Client::builder(TokioExecutor::new())
+        let mut builder = Client::builder(TokioExecutor::new());
+        builder
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(cfg.idle_timeout)
             .pool_max_idle_per_host(256)
             .retry_canceled_requests(false)
-            .set_host(false)
-            .build(connector);
+            .set_host(false);
+        let client = builder.build(connector.clone());
+        let h2c = builder.http2_only(true).timer(TokioTimer::new()).build(connector);
         Self {
             client,
+            h2c,
             response_header_timeout: cfg.response_header_timeout,
         }
     }
@@ -66,13 +71,10 @@ impl UpstreamClient {
         &self,
         req: Request<UpstreamBody>,
         timeout: Option<Duration>,
+        h2c: bool,
     ) -> Result<Response<Incoming>, UpstreamError> {
-        match tokio::time::timeout(
-            timeout.unwrap_or(self.response_header_timeout),
-            self.client.request(req),
-        )
-        .await
-        {
+        let client = if h2c { &self.h2c } else { &self.client };
+        match tokio::time::timeout(timeout.unwrap_or(self.response_header_timeout), client.request(req)).await {
             Err(_) => Err(UpstreamError::ResponseTimeout),
             Ok(Ok(resp)) => Ok(resp),
             Ok(Err(e)) if e.is_connect() => {
