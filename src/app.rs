@@ -277,6 +277,7 @@ pub async fn start(config: Config, source: Source) -> anyhow::Result<Running> {
             trusted_proxies: s.trusted_proxies.clone(),
             allow_source_ranges: s.allow_source_ranges.clone(),
             proxy_protocol: s.proxy_protocol,
+            max_connections: s.max_connections,
         })
         .collect();
     let challenges = ChallengeStore::new();

@@ -77,6 +77,8 @@ pub struct ListenerSetConfig {
     pub trusted_proxies: Vec<Cidr>,
     /// When set, only clients in these networks are served on this set (403 otherwise).
     pub allow_source_ranges: Option<Vec<Cidr>>,
+    /// Open connections per listener; further clients wait in the accept queue until one closes.
+    pub max_connections: Option<usize>,
 }
 
 /// Let's Encrypt presets.
@@ -181,6 +183,7 @@ impl Default for Config {
                 proxy_protocol: false,
                 trusted_proxies: Vec::new(),
                 allow_source_ranges: None,
+                max_connections: None,
             }],
             admin: AdminConfig {
                 address: SocketAddr::from(([127, 0, 0, 1], 9000)),
@@ -260,6 +263,8 @@ struct RawListenerSet {
     trusted_proxies: Vec<Cidr>,
     #[serde(default)]
     allow_source_ranges: Option<Vec<Cidr>>,
+    #[serde(default)]
+    max_connections: Option<usize>,
 }
 
 #[derive(Deserialize)]
@@ -513,6 +518,10 @@ impl RawConfig {
                         proxy_protocol: set.proxy_protocol,
                         trusted_proxies: set.trusted_proxies,
                         allow_source_ranges: set.allow_source_ranges,
+                        max_connections: match set.max_connections {
+                            Some(0) => return Err(invalid(format!("{ctx}.maxConnections: must be at least 1"))),
+                            m => m,
+                        },
                     });
                 }
                 out

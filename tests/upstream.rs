@@ -363,3 +363,41 @@ async fn grpc_streams_and_trailers_through_an_h2c_backend() {
     }
     gw.stop().await;
 }
+
+#[tokio::test]
+async fn max_connections_makes_excess_clients_wait() {
+    let b = echo("b").await;
+    let config = ONE_SET.replace(
+        "    http: [\"127.0.0.1:0\"]\n",
+        "    http: [\"127.0.0.1:0\"]\n    maxConnections: 2\n",
+    );
+    let gw = Gateway::start_with(
+        &config,
+        &(service("default", "b", &[b.addr]) + &ingress("default", "i", "portico", &[("", "/", "Prefix", "b")])),
+    )
+    .await;
+    let addr = gw.addr(0);
+    let req = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(req).await.unwrap();
+        let head = read_head(&mut s).await;
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        held.push(s);
+    }
+    // The third connection is not served while two are open...
+    let mut third = TcpStream::connect(addr).await.unwrap();
+    third.write_all(req).await.unwrap();
+    let mut byte = [0u8; 1];
+    assert!(tokio::time::timeout(Duration::from_millis(500), third.read(&mut byte))
+        .await
+        .is_err());
+    // ...and is served as soon as one closes.
+    drop(held.pop());
+    let head = tokio::time::timeout(Duration::from_secs(5), read_head(&mut third))
+        .await
+        .unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    gw.stop().await;
+}

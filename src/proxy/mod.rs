@@ -91,6 +91,8 @@ pub struct SetOptions {
     pub allow_source_ranges: Option<Vec<Cidr>>,
     /// Connections start with a PROXY protocol header.
     pub proxy_protocol: bool,
+    /// Open connections per listener (`None`: unlimited).
+    pub max_connections: Option<usize>,
 }
 
 /// What routing decided, owned so no table reference is held across an await.
@@ -106,6 +108,7 @@ static DEFAULT_SET_OPTIONS: SetOptions = SetOptions {
     trusted_proxies: Vec::new(),
     allow_source_ranges: None,
     proxy_protocol: false,
+    max_connections: None,
 };
 
 impl Proxy {

@@ -62,7 +62,19 @@ pub async fn serve(
     };
     let builder = Arc::new(http_builder());
     let graceful = GracefulShutdown::new();
+    // A permit per open connection, taken before accepting: at the limit, clients wait in the accept queue.
+    let limit = proxy
+        .set_options(set)
+        .max_connections
+        .map(|n| Arc::new(tokio::sync::Semaphore::new(n)));
     loop {
+        let permit = match &limit {
+            None => None,
+            Some(sem) => tokio::select! {
+                p = sem.clone().acquire_owned() => p.ok(),
+                _ = shutdown.wait_for(|s| *s) => break,
+            },
+        };
         let accepted = tokio::select! {
             r = listener.accept() => r,
             _ = shutdown.wait_for(|s| *s) => break,
@@ -86,6 +98,7 @@ pub async fn serve(
         };
         let (proxy, builder, watcher) = (proxy.clone(), builder.clone(), graceful.watcher());
         tokio::spawn(async move {
+            let _permit = permit;
             let Some((stream, info)) = accept_proxy_header(stream, info, &proxy).await else {
                 return;
             };
