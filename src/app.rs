@@ -131,11 +131,16 @@ impl Compiler {
 pub struct Publisher {
     shared: Arc<Shared>,
     generation: u64,
+    checkers: crate::upstream::health::Checkers,
 }
 
 impl Publisher {
     pub fn new(shared: Arc<Shared>) -> Self {
-        Self { shared, generation: 0 }
+        Self {
+            shared,
+            generation: 0,
+            checkers: Default::default(),
+        }
     }
 
     /// Publishes a compilation. Returns whether a new table went out.
@@ -153,6 +158,7 @@ impl Publisher {
         let t = &c.translation;
         let hosts: usize = snap.sets.iter().map(|s| s.host_count()).sum();
         let routes: usize = snap.sets.iter().map(|s| s.route_count()).sum();
+        self.checkers.ensure(snap.sets.iter().flat_map(|s| s.backends()));
         self.shared.snapshot.store(Arc::new(snap));
         self.shared.ready.store(true, Ordering::Release);
         for d in &t.diagnostics {

@@ -401,3 +401,76 @@ async fn max_connections_makes_excess_clients_wait() {
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     gw.stop().await;
 }
+
+/// A backend whose `/readyz` answers 200 or 503 by a switch; every other path answers 200 with its name.
+async fn switchable_backend(
+    name: &'static str,
+) -> (
+    SocketAddr,
+    std::sync::Arc<std::sync::atomic::AtomicBool>,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let ready = std::sync::Arc::new(AtomicBool::new(true));
+    let served = std::sync::Arc::new(AtomicUsize::new(0));
+    let (r, sv) = (ready.clone(), served.clone());
+    tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            let (r, sv) = (r.clone(), sv.clone());
+            tokio::spawn(async move {
+                let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                    let (r, sv) = (r.clone(), sv.clone());
+                    async move {
+                        let mut resp = http::Response::new(Full::new(Bytes::from_static(name.as_bytes())));
+                        if req.uri().path() == "/readyz" {
+                            if !r.load(Ordering::Relaxed) {
+                                *resp.status_mut() = http::StatusCode::SERVICE_UNAVAILABLE;
+                            }
+                        } else {
+                            sv.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Ok::<_, Infallible>(resp)
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(s), svc)
+                    .await;
+            });
+        }
+    });
+    (addr, ready, served)
+}
+
+#[tokio::test]
+async fn active_checks_take_endpoints_out_and_back() {
+    use std::sync::atomic::Ordering;
+    let (a, _a_ready, a_served) = switchable_backend("a").await;
+    let (b, b_ready, b_served) = switchable_backend("b").await;
+    let m = service("default", "pool", &[a, b])
+        + "---\napiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: checked\n  namespace: default\n  annotations:\n    portico.dev/health-check: http\n    portico.dev/health-check-path: /readyz\n    portico.dev/health-check-interval: 100ms\n    portico.dev/health-check-fall: \"2\"\n    portico.dev/health-check-rise: \"2\"\nspec:\n  rules: [{host: c.example, http: {paths: [{path: /, pathType: Prefix, backend: {service: {name: pool, port: {number: 80}}}}]}}]\n";
+    let gw = Gateway::start(&m).await;
+    let burst = || async {
+        for _ in 0..20 {
+            assert_eq!(get(gw.addr(0), "c.example", "/").await.status, 200);
+        }
+    };
+    burst().await;
+    assert!(a_served.load(Ordering::Relaxed) > 0 && b_served.load(Ordering::Relaxed) > 0);
+    // b fails its check: after 2 failed checks (~200 ms) it gets no traffic.
+    b_ready.store(false, Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = b_served.load(Ordering::Relaxed);
+    burst().await;
+    assert_eq!(b_served.load(Ordering::Relaxed), before, "a down endpoint got traffic");
+    // It recovers: after 2 good checks it is back in rotation.
+    b_ready.store(true, Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    burst().await;
+    assert!(
+        b_served.load(Ordering::Relaxed) > before,
+        "a recovered endpoint got no traffic"
+    );
+    gw.stop().await;
+}

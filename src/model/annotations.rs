@@ -49,6 +49,12 @@ pub const UPSTREAM_TIMEOUT: [&str; 2] = [
     "nginx.ingress.kubernetes.io/proxy-read-timeout",
 ];
 pub const DEFAULT_AFFINITY_COOKIE: &str = "PORTICO_AFFINITY";
+pub const HEALTH_CHECK: &str = "portico.dev/health-check";
+pub const HEALTH_CHECK_PATH: &str = "portico.dev/health-check-path";
+pub const HEALTH_CHECK_INTERVAL: &str = "portico.dev/health-check-interval";
+pub const HEALTH_CHECK_TIMEOUT: &str = "portico.dev/health-check-timeout";
+pub const HEALTH_CHECK_FALL: &str = "portico.dev/health-check-fall";
+pub const HEALTH_CHECK_RISE: &str = "portico.dev/health-check-rise";
 pub const BACKEND_PROTOCOL: [&str; 2] = [
     "portico.dev/backend-protocol",
     "nginx.ingress.kubernetes.io/backend-protocol",
@@ -102,6 +108,19 @@ pub struct IngressPolicy {
     pub upstream_timeout: Option<std::time::Duration>,
     /// The protocol spoken to the backends.
     pub backend_protocol: BackendProtocol,
+    /// Active health checks of this Ingress's backends (off when `None`).
+    pub active_check: Option<ActiveCheck>,
+}
+
+/// An active health check, as HAProxy's `check inter 5s fall 3 rise 2` with `option httpchk GET /path`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ActiveCheck {
+    /// `Some(path)`: HTTP GET, 2xx/3xx is up; `None`: a TCP connect.
+    pub http_path: Option<String>,
+    pub interval: std::time::Duration,
+    pub timeout: std::time::Duration,
+    pub fall: u32,
+    pub rise: u32,
 }
 
 /// What the gateway speaks to a backend.
@@ -146,8 +165,68 @@ impl Default for IngressPolicy {
             max_body_bytes: None,
             upstream_timeout: None,
             backend_protocol: BackendProtocol::Http1,
+            active_check: None,
         }
     }
+}
+
+fn duration_annotation(
+    meta: &ObjectMeta,
+    key: &str,
+    default: std::time::Duration,
+) -> Result<std::time::Duration, String> {
+    match get(meta, key) {
+        None => Ok(default),
+        Some(v) => crate::config::parse_duration(v)
+            .filter(|d| !d.is_zero())
+            .ok_or_else(|| format!("annotation {key}: {v:?} is not a duration like 5s or 500ms")),
+    }
+}
+
+fn count_annotation(meta: &ObjectMeta, key: &str, default: u32) -> Result<u32, String> {
+    match get(meta, key) {
+        None => Ok(default),
+        Some(v) => v
+            .parse::<u32>()
+            .ok()
+            .filter(|n| (1..=100).contains(n))
+            .ok_or_else(|| format!("annotation {key}: {v:?} is not a count from 1 to 100")),
+    }
+}
+
+fn parse_active_check(meta: &ObjectMeta) -> Result<Option<ActiveCheck>, String> {
+    let kind = get(meta, HEALTH_CHECK);
+    let http_path = match kind {
+        None => {
+            for k in [
+                HEALTH_CHECK_PATH,
+                HEALTH_CHECK_INTERVAL,
+                HEALTH_CHECK_TIMEOUT,
+                HEALTH_CHECK_FALL,
+                HEALTH_CHECK_RISE,
+            ] {
+                if get(meta, k).is_some() {
+                    return Err(format!("annotation {k} needs {HEALTH_CHECK}: http or tcp"));
+                }
+            }
+            return Ok(None);
+        }
+        Some("http") => {
+            let path = get(meta, HEALTH_CHECK_PATH).unwrap_or("/");
+            crate::normalize::validate_ingress_path(path)
+                .map_err(|e| format!("annotation {HEALTH_CHECK_PATH}: {e}"))?;
+            Some(path.to_string())
+        }
+        Some("tcp") => None,
+        Some(v) => return Err(format!("annotation {HEALTH_CHECK}: {v:?} is not http or tcp")),
+    };
+    Ok(Some(ActiveCheck {
+        http_path,
+        interval: duration_annotation(meta, HEALTH_CHECK_INTERVAL, std::time::Duration::from_secs(5))?,
+        timeout: duration_annotation(meta, HEALTH_CHECK_TIMEOUT, std::time::Duration::from_secs(2))?,
+        fall: count_annotation(meta, HEALTH_CHECK_FALL, 3)?,
+        rise: count_annotation(meta, HEALTH_CHECK_RISE, 2)?,
+    }))
 }
 
 /// `8m`, `512k`, `1g`, `1024` (bytes); `0` means no limit.
@@ -335,6 +414,9 @@ impl IngressPolicy {
         if self.balance != Balance::RoundRobin {
             let _ = write!(out, " [balance {:?}]", self.balance);
         }
+        if let Some(c) = &self.active_check {
+            let _ = write!(out, " [check {}]", c.http_path.as_deref().unwrap_or("tcp"));
+        }
         if self.backend_protocol != BackendProtocol::Http1 {
             let _ = write!(out, " [backend {:?}]", self.backend_protocol);
         }
@@ -434,6 +516,7 @@ impl IngressPolicy {
                 None => None,
                 Some(v) => parse_size(BODY_SIZE[0], v)?,
             },
+            active_check: parse_active_check(meta)?,
             backend_protocol: match string_any(meta, &BACKEND_PROTOCOL)?.map(|v| v.to_ascii_uppercase()) {
                 None => BackendProtocol::Http1,
                 Some(v) if v == "HTTP" => BackendProtocol::Http1,
@@ -569,6 +652,18 @@ mod tests {
             ),
             (vec![("portico.dev/proxy-body-size", "8 MB")], "not a size"),
             (vec![("portico.dev/upstream-timeout", "soon")], "not a duration"),
+            (
+                vec![("portico.dev/health-check-path", "/readyz")],
+                "needs portico.dev/health-check",
+            ),
+            (vec![("portico.dev/health-check", "icmp")], "not http or tcp"),
+            (
+                vec![
+                    ("portico.dev/health-check", "tcp"),
+                    ("portico.dev/health-check-fall", "0"),
+                ],
+                "count from 1",
+            ),
         ] {
             let e = IngressPolicy::from_meta(&meta(&pairs)).unwrap_err();
             assert!(e.contains(needle), "{e}");

@@ -16,7 +16,7 @@ pub use policy::RoutePolicy;
 
 use crate::certs::SetTls;
 use crate::model::{HostPattern, PathKind, SetModel, Translation};
-use crate::upstream::{Backend, Balance, HealthPolicy};
+use crate::upstream::{ActiveCheck, Backend, Balance, HealthPolicy};
 
 /// Everything the proxy needs, published at once: routes and the certificates they are served with.
 #[derive(Debug)]
@@ -37,26 +37,35 @@ impl Snapshot {
     /// identity and endpoints did not change are taken from `previous`, so their balancer state survives the
     /// swap.
     pub fn build(t: &Translation, tls: Option<Vec<SetTls>>, generation: u64, previous: Option<&Snapshot>) -> Self {
-        let mut reuse: HashMap<(&str, Balance), &Arc<Backend>> = HashMap::new();
+        type Key = (String, Balance, Option<ActiveCheck>);
+        let mut reuse: HashMap<Key, &Arc<Backend>> = HashMap::new();
         if let Some(prev) = previous {
             for set in &prev.sets {
                 for b in set.backends() {
-                    reuse.insert((&b.id, b.balance), b);
+                    reuse.insert((b.id.clone(), b.balance, b.check.clone()), b);
                 }
             }
         }
         let health = HealthPolicy::default();
-        let mut interned: HashMap<(String, Balance), Arc<Backend>> = HashMap::new();
-        let mut backend = |m: &crate::model::BackendModel, balance: Balance| -> Arc<Backend> {
-            let id = m.id();
-            if let Some(b) = interned.get(&(id.clone(), balance)) {
+        let mut interned: HashMap<Key, Arc<Backend>> = HashMap::new();
+        let mut backend = |m: &crate::model::BackendModel,
+                           p: &crate::model::annotations::IngressPolicy|
+         -> Arc<Backend> {
+            let key: Key = (m.id(), p.balance, p.active_check.clone());
+            if let Some(b) = interned.get(&key) {
                 return b.clone();
             }
-            let b = match reuse.get(&(id.as_str(), balance)) {
-                Some(old) if old.same_as(&m.endpoints, balance, health) => Arc::clone(old),
-                _ => Arc::new(Backend::with_policy(id.clone(), m.endpoints.clone(), balance, health)),
+            let b = match reuse.get(&key) {
+                Some(old) if old.same_as(&m.endpoints, p.balance, health, p.active_check.as_ref()) => Arc::clone(old),
+                _ => Arc::new(Backend::with_check(
+                    key.0.clone(),
+                    m.endpoints.clone(),
+                    p.balance,
+                    health,
+                    p.active_check.clone(),
+                )),
             };
-            interned.insert((id, balance), b.clone());
+            interned.insert(key, b.clone());
             b
         };
         let mut tls = tls.map(Vec::into_iter);
@@ -156,7 +165,7 @@ impl HostRoutes {
     fn build(
         host: &HostPattern,
         paths: &[crate::model::PathModel],
-        backend: &mut impl FnMut(&crate::model::BackendModel, Balance) -> Arc<Backend>,
+        backend: &mut impl FnMut(&crate::model::BackendModel, &crate::model::annotations::IngressPolicy) -> Arc<Backend>,
         policies: &mut Policies,
     ) -> Self {
         let mut keys: std::collections::BTreeMap<String, Entry> = std::collections::BTreeMap::new();
@@ -167,7 +176,7 @@ impl HostRoutes {
                 host: host.clone(),
                 path: p.path.as_str().into(),
                 kind: p.kind,
-                backend: backend(&p.backend, p.policy.balance),
+                backend: backend(&p.backend, &p.policy),
                 ingress: format!("{}/{}", p.ingress.namespace, p.ingress.name).into(),
                 https_redirect: p.https_redirect,
                 policy: policies.get(&p.policy),
@@ -216,7 +225,7 @@ impl SetTable {
 
     fn build(
         m: &SetModel,
-        backend: &mut impl FnMut(&crate::model::BackendModel, Balance) -> Arc<Backend>,
+        backend: &mut impl FnMut(&crate::model::BackendModel, &crate::model::annotations::IngressPolicy) -> Arc<Backend>,
         policies: &mut Policies,
     ) -> Self {
         let mut t = Self::empty(m.name.clone());
@@ -233,7 +242,7 @@ impl SetTable {
             }
         }
         t.default_backend = m.default_backend.as_ref().map(|d| DefaultRoute {
-            backend: backend(&d.backend, d.policy.balance),
+            backend: backend(&d.backend, &d.policy),
             policy: policies.get(&d.policy),
         });
         t

@@ -4,6 +4,7 @@
 //! All state here is atomics: picking an endpoint and recording an outcome take no lock and allocate nothing.
 
 pub mod client;
+pub mod health;
 
 use std::hash::{Hash, Hasher};
 use std::net::{IpAddr, SocketAddr};
@@ -11,7 +12,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-pub use crate::model::annotations::Balance;
+pub use crate::model::annotations::{ActiveCheck, Balance};
 
 /// Passive health: consecutive failures eject an endpoint for a growing interval.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -48,6 +49,10 @@ pub struct Endpoint {
     ejected_until: AtomicU64,
     /// Stable identity for hashing and affinity cookies.
     key: u64,
+    /// Down by active health check (written by the checker only).
+    check_down: std::sync::atomic::AtomicBool,
+    /// Consecutive check results in the current direction (failures while up, successes while down).
+    check_streak: AtomicU32,
 }
 
 fn clock_ms() -> u64 {
@@ -71,7 +76,19 @@ impl Endpoint {
             ejections: AtomicU32::new(0),
             ejected_until: AtomicU64::new(0),
             key: hash_of(addr),
+            check_down: std::sync::atomic::AtomicBool::new(false),
+            check_streak: AtomicU32::new(0),
         }
+    }
+
+    /// Down by active health check.
+    pub fn is_check_down(&self) -> bool {
+        self.check_down.load(Ordering::Relaxed)
+    }
+
+    /// Whether new requests may go here (not ejected, not down by active check).
+    pub fn is_usable(&self) -> bool {
+        !self.is_ejected() && !self.is_check_down()
     }
 
     pub fn is_ejected(&self) -> bool {
@@ -95,6 +112,8 @@ pub struct Backend {
     pub endpoints: Box<[Endpoint]>,
     pub balance: Balance,
     pub health: HealthPolicy,
+    /// Active health check (`None`: passive health only).
+    pub check: Option<ActiveCheck>,
     next: AtomicUsize,
     ejected: AtomicU32,
 }
@@ -113,20 +132,38 @@ impl Backend {
     }
 
     pub fn with_policy(id: String, endpoints: Vec<SocketAddr>, balance: Balance, health: HealthPolicy) -> Self {
+        Self::with_check(id, endpoints, balance, health, None)
+    }
+
+    pub fn with_check(
+        id: String,
+        endpoints: Vec<SocketAddr>,
+        balance: Balance,
+        health: HealthPolicy,
+        check: Option<ActiveCheck>,
+    ) -> Self {
         Self {
             id,
             endpoints: endpoints.into_iter().map(Endpoint::new).collect(),
             balance,
             health,
+            check,
             next: AtomicUsize::new(0),
             ejected: AtomicU32::new(0),
         }
     }
 
     /// Whether this backend serves exactly these endpoints with these policies (then it can be reused).
-    pub fn same_as(&self, endpoints: &[SocketAddr], balance: Balance, health: HealthPolicy) -> bool {
+    pub fn same_as(
+        &self,
+        endpoints: &[SocketAddr],
+        balance: Balance,
+        health: HealthPolicy,
+        check: Option<&ActiveCheck>,
+    ) -> bool {
         self.balance == balance
             && self.health == health
+            && self.check.as_ref() == check
             && self.endpoints.len() == endpoints.len()
             && self.endpoints.iter().zip(endpoints).all(|(e, a)| e.addr == *a)
     }
@@ -141,7 +178,7 @@ impl Backend {
         if n == 0 {
             return None;
         }
-        let usable = |e: &Endpoint| !e.is_ejected();
+        let usable = |e: &Endpoint| e.is_usable();
         match self.balance {
             Balance::Cookie => {
                 if let Some(c) = cx.cookie {
@@ -203,7 +240,7 @@ impl Backend {
     pub fn pick_other(&self, after: SocketAddr) -> Option<&Endpoint> {
         let n = self.endpoints.len();
         let pos = self.endpoints.iter().position(|e| e.addr == after)?;
-        (1..n).map(|i| &self.endpoints[(pos + i) % n]).find(|e| !e.is_ejected())
+        (1..n).map(|i| &self.endpoints[(pos + i) % n]).find(|e| e.is_usable())
     }
 
     /// Marks a request as started on `e`; the guard ends it.
