@@ -60,7 +60,7 @@ async fn run(backend: Weak<Backend>) {
 
 fn update(b: &Backend, e: &Endpoint, check: &ActiveCheck, ok: bool) {
     let down = e.check_down.load(Ordering::Relaxed);
-    if ok == !down {
+    if ok != down {
         // The result agrees with the state: the streak toward a change restarts.
         e.check_streak.store(0, Ordering::Relaxed);
         return;
