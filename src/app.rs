@@ -284,6 +284,7 @@ pub async fn start(config: Config, source: Source) -> anyhow::Result<Running> {
             allow_source_ranges: s.allow_source_ranges.clone(),
             proxy_protocol: s.proxy_protocol,
             max_connections: s.max_connections,
+            header_read_timeout: s.header_read_timeout,
         })
         .collect();
     let challenges = ChallengeStore::new();

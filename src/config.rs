@@ -79,7 +79,12 @@ pub struct ListenerSetConfig {
     pub allow_source_ranges: Option<Vec<Cidr>>,
     /// Open connections per listener; further clients wait in the accept queue until one closes.
     pub max_connections: Option<usize>,
+    /// How long a client may take to send a request's headers (slowloris), also bounding an idle keep-alive
+    /// wait for the next request.
+    pub header_read_timeout: Duration,
 }
+
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Let's Encrypt presets.
 pub const LETSENCRYPT_PRODUCTION: &str = "https://acme-v02.api.letsencrypt.org/directory";
@@ -184,6 +189,7 @@ impl Default for Config {
                 trusted_proxies: Vec::new(),
                 allow_source_ranges: None,
                 max_connections: None,
+                header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
             }],
             admin: AdminConfig {
                 address: SocketAddr::from(([127, 0, 0, 1], 9000)),
@@ -265,6 +271,8 @@ struct RawListenerSet {
     allow_source_ranges: Option<Vec<Cidr>>,
     #[serde(default)]
     max_connections: Option<usize>,
+    #[serde(default)]
+    header_read_timeout: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -522,6 +530,11 @@ impl RawConfig {
                             Some(0) => return Err(invalid(format!("{ctx}.maxConnections: must be at least 1"))),
                             m => m,
                         },
+                        header_read_timeout: duration_field(
+                            &format!("{ctx}.headerReadTimeout"),
+                            set.header_read_timeout,
+                            DEFAULT_HEADER_READ_TIMEOUT,
+                        )?,
                     });
                 }
                 out

@@ -474,3 +474,38 @@ async fn active_checks_take_endpoints_out_and_back() {
     );
     gw.stop().await;
 }
+
+#[tokio::test]
+async fn slow_headers_are_cut_off() {
+    let b = echo("b").await;
+    let config = ONE_SET.replace(
+        "    http: [\"127.0.0.1:0\"]\n",
+        "    http: [\"127.0.0.1:0\"]\n    headerReadTimeout: 500ms\n",
+    );
+    let gw = Gateway::start_with(
+        &config,
+        &(service("default", "b", &[b.addr]) + &ingress("default", "i", "portico", &[("", "/", "Prefix", "b")])),
+    )
+    .await;
+    let mut s = TcpStream::connect(gw.addr(0)).await.unwrap();
+    let started = Instant::now();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+    // A byte every 200 ms never completes the headers; the gateway closes the connection.
+    let mut closed = false;
+    for _ in 0..20 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        if s.write_all(b"X").await.is_err() {
+            closed = true;
+            break;
+        }
+        let mut buf = [0u8; 512];
+        if let Ok(Ok(0)) | Ok(Err(_)) = tokio::time::timeout(Duration::from_millis(1), s.read(&mut buf)).await {
+            closed = true;
+            break;
+        }
+    }
+    assert!(closed, "a slowloris client was not cut off");
+    assert!(started.elapsed() < Duration::from_secs(3));
+    assert_eq!(b.count(), 0);
+    gw.stop().await;
+}

@@ -93,6 +93,8 @@ pub struct SetOptions {
     pub proxy_protocol: bool,
     /// Open connections per listener (`None`: unlimited).
     pub max_connections: Option<usize>,
+    /// Time allowed for a request's headers.
+    pub header_read_timeout: std::time::Duration,
 }
 
 /// What routing decided, owned so no table reference is held across an await.
@@ -109,6 +111,7 @@ static DEFAULT_SET_OPTIONS: SetOptions = SetOptions {
     allow_source_ranges: None,
     proxy_protocol: false,
     max_connections: None,
+    header_read_timeout: crate::config::DEFAULT_HEADER_READ_TIMEOUT,
 };
 
 impl Proxy {

@@ -19,18 +19,16 @@ use super::proxy_protocol::{read_header, ProxyHeader};
 use super::{ConnInfo, Proxy, TlsConn};
 use crate::cidr::Cidr;
 
-/// How long a client may take to send its request headers.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a client may take to finish the TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a proxy may take to send its PROXY protocol header.
 const PROXY_HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 
-pub fn http_builder() -> Builder<TokioExecutor> {
+pub fn http_builder(header_read_timeout: Duration) -> Builder<TokioExecutor> {
     let mut b = Builder::new(TokioExecutor::new());
     b.http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .header_read_timeout(header_read_timeout)
         .keep_alive(true);
     b.http2().timer(TokioTimer::new()).max_concurrent_streams(256);
     b
@@ -60,7 +58,7 @@ pub async fn serve(
             return;
         }
     };
-    let builder = Arc::new(http_builder());
+    let builder = Arc::new(http_builder(proxy.set_options(set).header_read_timeout));
     let graceful = GracefulShutdown::new();
     // A permit per open connection, taken before accepting: at the limit, clients wait in the accept queue.
     let limit = proxy
