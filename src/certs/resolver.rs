@@ -94,7 +94,6 @@ pub fn server_config_with_sessions(
 mod tests {
     use std::net::SocketAddr;
 
-    use rustls::client::Resumption;
     use rustls::pki_types::{CertificateDer, ServerName};
     use rustls::{ClientConfig, ProtocolVersion, RootCertStore};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -138,16 +137,7 @@ mod tests {
     /// A client that trusts `ca`, offers h2 and http/1.1, and never resumes (so every handshake shows the
     /// certificate the server picks now).
     fn trusting_client(ca: &TestCa) -> Arc<ClientConfig> {
-        let mut roots = RootCertStore::empty();
-        roots.add(ca.der.clone()).unwrap();
-        let mut config = ClientConfig::builder_with_provider(provider())
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-        config.resumption = Resumption::disabled();
-        Arc::new(config)
+        ca.client_config(&[b"h2", b"http/1.1"])
     }
 
     async fn connect(config: Arc<ClientConfig>, addr: SocketAddr, sni: &str) -> TlsStream<TcpStream> {
