@@ -809,3 +809,66 @@ admin: { address: "127.0.0.1:0" }
     })
     .await;
 }
+
+// === the binary ===
+
+/// Kills the child process it holds when dropped (a failed assertion must not leave it running).
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test]
+async fn binary_runs_in_cluster_mode_with_a_kubeconfig() {
+    bounded(async {
+        let server = FakeApiServer::start().await.unwrap();
+        let a = echo("a").await;
+        apply(
+            &server,
+            &(class("portico")
+                + &service("default", "a", &[a.addr])
+                + &ingress("default", "web", "portico", &[("a.example", "/", "Prefix", "a")])),
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let kubeconfig = dir.path().join("kubeconfig");
+        server.write_kubeconfig(&kubeconfig).unwrap();
+        let config = dir.path().join("config.yaml");
+        std::fs::write(&config, leader_config("192.0.2.9")).unwrap();
+        let _child = Child(
+            std::process::Command::new(env!("CARGO_BIN_EXE_portico"))
+                .arg("run")
+                .arg("--config")
+                .arg(&config)
+                .arg("--kubeconfig")
+                .arg(&kubeconfig)
+                .args(["--namespace", "default", "--leader-elect"])
+                .args(["--lease-namespace", "portico-system", "--identity", "cli-test"])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        // The binary found the API through the kubeconfig, took the Lease under its identity and wrote status.
+        until("the binary leads and wrote status", Duration::from_secs(15), || {
+            let ok = holder(&server).as_deref() == Some("cli-test")
+                && lb_status(&server, "web") == json!([{"ip": "192.0.2.9"}]);
+            async move { ok }
+        })
+        .await;
+        // --namespace limited the watches to that namespace.
+        let ns_watch = server
+            .requests()
+            .iter()
+            .any(|r| r.path == "/apis/networking.k8s.io/v1/namespaces/default/ingresses");
+        assert!(ns_watch, "ingresses not watched in namespace default");
+        assert!(!server
+            .requests()
+            .iter()
+            .any(|r| r.path == "/apis/networking.k8s.io/v1/ingresses"));
+    })
+    .await;
+}
