@@ -872,3 +872,54 @@ async fn binary_runs_in_cluster_mode_with_a_kubeconfig() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_replica_that_loses_the_lease_stops_writing_at_once() {
+    bounded(async {
+        let server = FakeApiServer::start().await.unwrap();
+        let a = echo("a").await;
+        apply(
+            &server,
+            &(class("portico")
+                + &service("default", "a", &[a.addr])
+                + &ingress("default", "web", "portico", &[("a.example", "/", "Prefix", "a")])),
+        );
+        let mut options = elected("g");
+        if let Some(l) = options.leader_election.as_mut() {
+            l.lease_duration = Duration::from_secs(4);
+        }
+        let g = started(&server, &leader_config("192.0.2.4"), options).await;
+        until("g leads and wrote status", SEC5, || {
+            let ok =
+                holder(&server).as_deref() == Some("g") && lb_status(&server, "web") == json!([{"ip": "192.0.2.4"}]);
+            async move { ok }
+        })
+        .await;
+        // Another replica takes the Lease (as after a partition): g must step down at its next renewal.
+        let mut lease = server
+            .get_object("coordination.k8s.io/v1", "Lease", "portico-system", "portico-leader")
+            .unwrap();
+        lease["spec"]["holderIdentity"] = json!("intruder");
+        server.upsert(lease).unwrap();
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        server.clear_requests();
+        let mut web = server
+            .get_object("networking.k8s.io/v1", "Ingress", "default", "web")
+            .unwrap();
+        web["status"] = json!({"loadBalancer": {"ingress": [{"ip": "198.51.100.99"}]}});
+        server.upsert(web).unwrap();
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        let patches = server.requests().iter().filter(|r| r.method == "PATCH").count();
+        assert_eq!(patches, 0, "a replica without the Lease wrote status");
+        assert_eq!(holder(&server).as_deref(), Some("intruder"));
+        // The intruder never renews: g takes the Lease back after it expires and repairs the status.
+        until("g leads again", Duration::from_secs(8), || {
+            let ok =
+                holder(&server).as_deref() == Some("g") && lb_status(&server, "web") == json!([{"ip": "192.0.2.4"}]);
+            async move { ok }
+        })
+        .await;
+        g.shutdown().await;
+    })
+    .await;
+}
