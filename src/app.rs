@@ -178,9 +178,16 @@ impl Publisher {
 }
 
 /// Where the objects come from.
+#[allow(clippy::large_enum_variant)] // built once at startup
 pub enum Source {
     /// A manifest directory, polled for changes every `poll_interval`.
     Manifests { dir: PathBuf, poll_interval: Duration },
+    /// The Kubernetes API (cluster mode): watches, status, leader election and Events. The first table is
+    /// published in the background once every watch has listed; [`Shared::is_ready`] turns true then.
+    Kube {
+        client: kube::Client,
+        options: crate::cluster::ClusterOptions,
+    },
 }
 
 /// A started gateway. Dropping it does not stop it: call [`Running::shutdown`].
@@ -268,6 +275,14 @@ pub async fn start(config: Config, source: Source) -> anyhow::Result<Running> {
             tasks.spawn(
                 watch_manifests(manifests, baseline, compiler, publisher, poll_interval, rx)
                     .instrument(tracing::info_span!("manifests")),
+            );
+        }
+        Source::Kube { client, options } => {
+            let compiler = Arc::new(Compiler::new(&config, false)?);
+            let publish = config.listener_sets.iter().map(|s| s.publish.clone()).collect();
+            tasks.spawn(
+                crate::cluster::run(client, options, publish, compiler, publisher, shutdown_rx.clone())
+                    .instrument(tracing::info_span!("cluster")),
             );
         }
     }

@@ -7,7 +7,8 @@
 //!                                                                  proxy (listeners → normalise → lookup → upstream)
 //! ```
 //!
-//! - [`source`]: where objects come from (a manifest directory; the Kubernetes API later). Whole snapshots only.
+//! - [`source`]: file mode's manifest directory. [`cluster`]: cluster mode (watches, status, leader election,
+//!   Events). Either way, whole snapshots only.
 //! - [`model`]: the pure translation of objects into a per-listener-set routing model plus diagnostics.
 //! - [`routing`]: the immutable table (exact hosts, wildcard suffixes, host-less rules, matchit per host).
 //! - [`proxy`]: listeners, request checks and normalisation, forwarding, the one error-to-status table.
@@ -23,6 +24,7 @@ pub mod admin;
 pub mod app;
 pub mod certs;
 pub mod cidr;
+pub mod cluster;
 pub mod config;
 pub mod echo;
 pub mod model;

@@ -18,9 +18,9 @@ struct Cli {
 enum Command {
     /// Serve traffic.
     Run {
-        /// Directory of Kubernetes YAML manifests (file mode).
+        /// Directory of Kubernetes YAML manifests (file mode). Without it: cluster mode, watching the API.
         #[arg(long)]
-        manifests: PathBuf,
+        manifests: Option<PathBuf>,
         /// Configuration file (YAML). Without it: one listener set `default` serving class `portico` on :8080.
         #[arg(long)]
         config: Option<PathBuf>,
@@ -30,6 +30,8 @@ enum Command {
         /// Worker threads serving traffic (default: one per core).
         #[arg(long)]
         workers: Option<usize>,
+        #[command(flatten)]
+        cluster: ClusterArgs,
     },
     /// Load and translate without serving; print the routes and every diagnostic.
     /// Exit 0 when clean, 1 when an object was rejected, 2 when the input is unusable.
@@ -39,6 +41,29 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+}
+
+/// Cluster mode (`portico run` without `--manifests`).
+#[derive(clap::Args)]
+struct ClusterArgs {
+    /// Kubeconfig file. Default: in-cluster service account, else $KUBECONFIG or ~/.kube/config.
+    #[arg(long)]
+    kubeconfig: Option<PathBuf>,
+    /// Watch only this namespace (repeatable). Default: all namespaces.
+    #[arg(long = "namespace")]
+    namespaces: Vec<String>,
+    /// Elect one leader (a coordination.k8s.io Lease) to write status and Events. Without it, this replica writes.
+    #[arg(long)]
+    leader_elect: bool,
+    /// Name of the Lease.
+    #[arg(long, default_value = "portico-leader")]
+    lease_name: String,
+    /// Namespace of the Lease. Default: the client's namespace (the pod's, in a cluster).
+    #[arg(long)]
+    lease_namespace: Option<String>,
+    /// This replica's identity in the Lease and Events. Default: $HOSTNAME, else /etc/hostname.
+    #[arg(long)]
+    identity: Option<String>,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -64,6 +89,7 @@ fn main() -> ExitCode {
             config,
             poll_interval,
             workers,
+            cluster,
         } => {
             let config = match load_config(config.as_ref()) {
                 Ok(c) => c,
@@ -81,7 +107,7 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            rt.block_on(run(config, manifests, poll_interval))
+            rt.block_on(run(config, manifests, poll_interval, cluster))
         }
     }
 }
@@ -95,10 +121,16 @@ fn init_tracing() {
         .init();
 }
 
-async fn run(config: Config, manifests: PathBuf, poll_interval: Duration) -> ExitCode {
-    let source = portico::app::Source::Manifests {
-        dir: manifests,
-        poll_interval,
+async fn run(config: Config, manifests: Option<PathBuf>, poll_interval: Duration, cluster: ClusterArgs) -> ExitCode {
+    let source = match manifests {
+        Some(dir) => portico::app::Source::Manifests { dir, poll_interval },
+        None => match kube_source(cluster).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!("cannot connect to the Kubernetes API: {e:#}");
+                return ExitCode::FAILURE;
+            }
+        },
     };
     let running = match portico::app::start(config, source).await {
         Ok(r) => r,
@@ -112,6 +144,38 @@ async fn run(config: Config, manifests: PathBuf, poll_interval: Duration) -> Exi
     running.drain_and_shutdown().await;
     tracing::info!("stopped");
     ExitCode::SUCCESS
+}
+
+async fn kube_source(args: ClusterArgs) -> anyhow::Result<portico::app::Source> {
+    let config = match &args.kubeconfig {
+        Some(path) => {
+            let kc = kube::config::Kubeconfig::read_from(path)?;
+            kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?
+        }
+        None => kube::Config::infer().await?,
+    };
+    let client = kube::Client::try_from(config)?;
+    let identity = args
+        .identity
+        .or_else(|| std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()))
+        .or_else(|| {
+            std::fs::read_to_string("/etc/hostname")
+                .ok()
+                .map(|h| h.trim().to_string())
+                .filter(|h| !h.is_empty())
+        })
+        .unwrap_or_else(|| "portico".to_string());
+    let options = portico::cluster::ClusterOptions {
+        namespaces: args.namespaces,
+        leader_election: args.leader_elect.then(|| portico::cluster::LeaseConfig {
+            name: args.lease_name,
+            namespace: args.lease_namespace,
+            ..Default::default()
+        }),
+        identity,
+        ..Default::default()
+    };
+    Ok(portico::app::Source::Kube { client, options })
 }
 
 async fn wait_for_signal() {

@@ -1,0 +1,142 @@
+//! Kubernetes Events for diagnostics: each diagnostic about an object becomes a `Warning` Event (reason
+//! `Rejected`) on that object, in `events.k8s.io/v1`. The same object and message are not sent again within
+//! `dedupe` (a diagnostic persists for as long as the object is broken, and every rebuild reports it again), and
+//! at most `burst` Events go out per round; the rest wait for a later round. Only the leader sends Events.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::ObjectReference;
+use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::PostParams;
+use kube::Api;
+use tokio::time::Instant;
+
+use crate::model::{ClusterState, Diagnostic, ObjectRef, Subject};
+
+pub struct EventSink {
+    client: kube::Client,
+    controller: String,
+    instance: String,
+    dedupe: Duration,
+    burst: usize,
+    sent: HashMap<(ObjectRef, String), Instant>,
+}
+
+impl EventSink {
+    pub fn new(client: kube::Client, instance: String, dedupe: Duration, burst: usize) -> Self {
+        Self {
+            client,
+            controller: crate::config::CONTROLLER_NAME.to_string(),
+            instance,
+            dedupe,
+            burst,
+            sent: HashMap::new(),
+        }
+    }
+
+    /// Sends the Events not sent recently. Returns false when some are still waiting (rate limit or error).
+    pub async fn emit(&mut self, diagnostics: &[Diagnostic], state: &ClusterState) -> bool {
+        let dedupe = self.dedupe;
+        self.sent.retain(|_, at| at.elapsed() < dedupe);
+        let mut budget = self.burst;
+        let mut done = true;
+        for d in diagnostics {
+            let Subject::Object(obj) = &d.subject else { continue };
+            let key = (obj.clone(), d.reason.clone());
+            if self.sent.contains_key(&key) {
+                continue;
+            }
+            if budget == 0 {
+                done = false;
+                break;
+            }
+            budget -= 1;
+            match self.send(obj, &d.reason, state).await {
+                Ok(()) => {
+                    self.sent.insert(key, Instant::now());
+                }
+                Err(e) => {
+                    tracing::warn!(object = %obj, error = %e, "sending an Event failed");
+                    done = false;
+                }
+            }
+        }
+        done
+    }
+
+    async fn send(&self, obj: &ObjectRef, message: &str, state: &ClusterState) -> Result<(), kube::Error> {
+        let (api_version, uid) = identify(obj, state);
+        let namespace = if obj.namespace.is_empty() {
+            "default".to_string()
+        } else {
+            obj.namespace.clone()
+        };
+        let now = Timestamp::now();
+        let mut note = message.to_string();
+        if note.len() > 1000 {
+            let mut cut = 1000;
+            while !note.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            note.truncate(cut);
+        }
+        let event = Event {
+            metadata: ObjectMeta {
+                name: Some(format!("{}.{:x}", obj.name, now.as_nanosecond())),
+                namespace: Some(namespace.clone()),
+                ..Default::default()
+            },
+            event_time: Some(MicroTime(now)),
+            action: Some("Translate".into()),
+            reason: Some("Rejected".into()),
+            type_: Some("Warning".into()),
+            note: Some(note),
+            reporting_controller: Some(self.controller.clone()),
+            reporting_instance: Some(self.instance.clone()),
+            regarding: Some(ObjectReference {
+                api_version: Some(api_version.into()),
+                kind: Some(obj.kind.to_string()),
+                name: Some(obj.name.clone()),
+                namespace: (!obj.namespace.is_empty()).then(|| obj.namespace.clone()),
+                uid,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let api: Api<Event> = Api::namespaced(self.client.clone(), &namespace);
+        api.create(&PostParams::default(), &event).await?;
+        tracing::debug!(object = %obj, "event sent");
+        Ok(())
+    }
+}
+
+/// The apiVersion of a kind Portico reads, and the object's uid when it is in `state`.
+fn identify(obj: &ObjectRef, state: &ClusterState) -> (&'static str, Option<String>) {
+    fn uid<'a>(mut metas: impl Iterator<Item = &'a ObjectMeta>, obj: &ObjectRef) -> Option<String> {
+        metas
+            .find(|m| {
+                m.name.as_deref() == Some(obj.name.as_str()) && m.namespace.as_deref().unwrap_or("") == obj.namespace
+            })
+            .and_then(|m| m.uid.clone())
+    }
+    match obj.kind {
+        "Ingress" => (
+            "networking.k8s.io/v1",
+            uid(state.ingresses.iter().map(|o| &o.metadata), obj),
+        ),
+        "IngressClass" => (
+            "networking.k8s.io/v1",
+            uid(state.ingress_classes.iter().map(|o| &o.metadata), obj),
+        ),
+        "Service" => ("v1", uid(state.services.iter().map(|o| &o.metadata), obj)),
+        "Secret" => ("v1", uid(state.secrets.iter().map(|o| &o.metadata), obj)),
+        "EndpointSlice" => (
+            "discovery.k8s.io/v1",
+            uid(state.endpoint_slices.iter().map(|o| &o.metadata), obj),
+        ),
+        _ => ("v1", None),
+    }
+}

@@ -1,0 +1,305 @@
+//! Cluster mode: objects from the Kubernetes API instead of a manifest directory.
+//!
+//! ```text
+//!  watchers (IngressClass, Ingress, Service, EndpointSlice, TLS Secret) ──▶ reflector stores
+//!      │ change (debounce 50 ms, at most 500 ms)      every watcher synced? else wait for its InitDone
+//!      ▼
+//!  ClusterState from the stores ──▶ Compiler::compile (spawn_blocking) ──▶ Publisher::publish (data plane)
+//!      │
+//!      └──Round (owned Ingresses, diagnostics, state)──▶ leader only: Ingress status, Events
+//!  Lease (optional) ──leader: bool──┘
+//! ```
+//!
+//! The first table goes out once every watcher has listed; later changes publish whole snapshots. A dropped
+//! watch resumes where it was; a relist (a 410, a restart) keeps the previous objects until it completes, and
+//! nothing is published while any watcher is relisting. Every replica serves traffic; only the leader writes.
+
+pub mod events;
+pub mod leader;
+pub mod status;
+pub mod watch;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Secret, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
+use kube::runtime::reflector::Store;
+use kube::runtime::watcher;
+use kube::Api;
+use tokio::sync::watch as channel;
+use tokio::time::Instant;
+use tracing::Instrument;
+
+use crate::app::{Compiler, Publisher};
+use crate::config::Publish;
+use crate::model::{ClusterState, Diagnostic, ObjectRef};
+
+pub use leader::LeaseConfig;
+
+/// How cluster mode runs (from the command line; all but `identity` have defaults).
+#[derive(Debug, Clone)]
+pub struct ClusterOptions {
+    /// Namespaces to watch; empty: all of them.
+    pub namespaces: Vec<String>,
+    /// Leader election; `None`: this replica is the leader.
+    pub leader_election: Option<LeaseConfig>,
+    /// This replica's name (the Lease holder, the Events' reporting instance).
+    pub identity: String,
+    /// Quiet time after a change before publishing.
+    pub debounce: Duration,
+    /// Longest wait between a change and its publish while changes keep coming.
+    pub max_delay: Duration,
+    /// The same Event (object and message) is not sent again within this.
+    pub event_dedupe: Duration,
+    /// At most this many Events per round.
+    pub event_burst: usize,
+    /// Retry interval for failed status or Event writes.
+    pub retry: Duration,
+}
+
+impl Default for ClusterOptions {
+    fn default() -> Self {
+        Self {
+            namespaces: Vec::new(),
+            leader_election: None,
+            identity: "portico".into(),
+            debounce: Duration::from_millis(50),
+            max_delay: Duration::from_millis(500),
+            event_dedupe: Duration::from_secs(600),
+            event_burst: 25,
+            retry: Duration::from_secs(2),
+        }
+    }
+}
+
+/// What one compile tells the leader's writers.
+struct Round {
+    owned: Vec<(ObjectRef, usize)>,
+    diagnostics: Vec<Diagnostic>,
+    state: Arc<ClusterState>,
+}
+
+struct Stores {
+    classes: Vec<Store<IngressClass>>,
+    ingresses: Vec<Store<Ingress>>,
+    services: Vec<Store<Service>>,
+    slices: Vec<Store<EndpointSlice>>,
+    secrets: Vec<Store<Secret>>,
+}
+
+impl Stores {
+    fn state(&self) -> ClusterState {
+        ClusterState {
+            ingress_classes: watch::contents(&self.classes),
+            ingresses: watch::contents(&self.ingresses),
+            services: watch::contents(&self.services),
+            endpoint_slices: watch::contents(&self.slices),
+            secrets: watch::contents(&self.secrets),
+        }
+    }
+}
+
+/// Runs cluster mode until `shutdown`: watches, publishes, and (when leader) writes status and Events.
+/// `publish` is each listener set's address source, in configuration order.
+pub async fn run(
+    client: kube::Client,
+    options: ClusterOptions,
+    publish: Vec<Publish>,
+    compiler: Arc<Compiler>,
+    publisher: Publisher,
+    shutdown: channel::Receiver<bool>,
+) {
+    let watches = watch::Watches::new();
+    let stores = start_watches(&client, &options, &publish, &watches, &shutdown);
+
+    let (leader_tx, leader_rx) = channel::channel(options.leader_election.is_none());
+    let (round_tx, round_rx) = channel::channel::<Option<Arc<Round>>>(None);
+
+    let election = {
+        let (client, identity, shutdown) = (client.clone(), options.identity.clone(), shutdown.clone());
+        let config = options.leader_election.clone();
+        async move {
+            match config {
+                Some(config) => {
+                    leader::run(client, config, identity, leader_tx, shutdown)
+                        .instrument(tracing::info_span!("leader"))
+                        .await
+                }
+                // The sole replica leads until shutdown; the sender stays alive so the writers keep running.
+                None => {
+                    let mut shutdown = shutdown;
+                    let _ = shutdown.wait_for(|s| *s).await;
+                    drop(leader_tx);
+                }
+            }
+        }
+    };
+    let writers = leader_work(client, &options, publish, round_rx, leader_rx, shutdown.clone())
+        .instrument(tracing::info_span!("status"));
+    let publishing = publish_loop(stores, watches, &options, compiler, publisher, round_tx, shutdown)
+        .instrument(tracing::info_span!("publish"));
+    tokio::join!(election, writers, publishing);
+}
+
+fn start_watches(
+    client: &kube::Client,
+    options: &ClusterOptions,
+    publish: &[Publish],
+    watches: &watch::Watches,
+    shutdown: &channel::Receiver<bool>,
+) -> Stores {
+    let scopes: Vec<Option<&str>> = if options.namespaces.is_empty() {
+        vec![None]
+    } else {
+        options.namespaces.iter().map(|n| Some(n.as_str())).collect()
+    };
+    fn api<K>(client: &kube::Client, ns: Option<&str>) -> Api<K>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+        K::DynamicType: Default,
+    {
+        match ns {
+            Some(ns) => Api::namespaced(client.clone(), ns),
+            None => Api::all(client.clone()),
+        }
+    }
+    let label = |kind: &str, ns: Option<&str>| match ns {
+        Some(ns) => format!("{kind} in {ns}"),
+        None => kind.to_string(),
+    };
+    let any = watcher::Config::default;
+    let mut stores = Stores {
+        classes: vec![watches.spawn("IngressClass".into(), Api::all(client.clone()), any(), shutdown.clone())],
+        ingresses: Vec::new(),
+        services: Vec::new(),
+        slices: Vec::new(),
+        secrets: Vec::new(),
+    };
+    for ns in &scopes {
+        let ns = *ns;
+        stores
+            .ingresses
+            .push(watches.spawn(label("Ingress", ns), api(client, ns), any(), shutdown.clone()));
+        stores
+            .services
+            .push(watches.spawn(label("Service", ns), api(client, ns), any(), shutdown.clone()));
+        stores
+            .slices
+            .push(watches.spawn(label("EndpointSlice", ns), api(client, ns), any(), shutdown.clone()));
+        stores.secrets.push(watches.spawn(
+            label("Secret", ns),
+            api(client, ns),
+            any().fields("type=kubernetes.io/tls"),
+            shutdown.clone(),
+        ));
+    }
+    // A publish Service outside the watched namespaces is watched by name.
+    for p in publish {
+        if let Publish::Service { namespace, name } = p {
+            if !options.namespaces.is_empty() && !options.namespaces.contains(namespace) {
+                stores.services.push(watches.spawn(
+                    format!("Service {namespace}/{name}"),
+                    Api::namespaced(client.clone(), namespace),
+                    any().fields(&format!("metadata.name={name}")),
+                    shutdown.clone(),
+                ));
+            }
+        }
+    }
+    stores
+}
+
+async fn publish_loop(
+    stores: Stores,
+    watches: watch::Watches,
+    options: &ClusterOptions,
+    compiler: Arc<Compiler>,
+    mut publisher: Publisher,
+    rounds: channel::Sender<Option<Arc<Round>>>,
+    mut shutdown: channel::Receiver<bool>,
+) {
+    let mut changes = watches.subscribe();
+    let stores = Arc::new(stores);
+    loop {
+        tokio::select! {
+            r = changes.changed() => if r.is_err() { return },
+            _ = shutdown.wait_for(|s| *s) => return,
+        }
+        // Coalesce: wait for `debounce` of quiet, but no longer than `max_delay` after the first change.
+        let first = Instant::now();
+        loop {
+            let deadline = (Instant::now() + options.debounce).min(first + options.max_delay);
+            tokio::select! {
+                r = changes.changed() => if r.is_err() { return },
+                _ = tokio::time::sleep_until(deadline) => break,
+                _ = shutdown.wait_for(|s| *s) => return,
+            }
+            if Instant::now() >= first + options.max_delay {
+                break;
+            }
+        }
+        changes.mark_unchanged();
+        if !watches.all_synced() {
+            tracing::debug!("a watcher is (re)listing; not publishing until it is done");
+            continue;
+        }
+        let (compiler, stores) = (compiler.clone(), stores.clone());
+        let now = crate::certs::unix_now();
+        let compiled = tokio::task::spawn_blocking(move || {
+            let state = Arc::new(stores.state());
+            let compiled = compiler.compile(&state, Vec::new(), now);
+            (state, compiled)
+        })
+        .await;
+        match compiled {
+            Ok((state, compiled)) => {
+                let round = Round {
+                    owned: compiled.translation.owned.clone(),
+                    diagnostics: compiled.translation.diagnostics.clone(),
+                    state,
+                };
+                publisher.publish(compiled);
+                rounds.send_replace(Some(Arc::new(round)));
+            }
+            Err(e) => tracing::error!(error = %e, "translation panicked; keeping the last table"),
+        }
+    }
+}
+
+/// Status and Events, for the leader: runs after every compile, on gaining leadership, and on retry.
+async fn leader_work(
+    client: kube::Client,
+    options: &ClusterOptions,
+    publish: Vec<Publish>,
+    mut rounds: channel::Receiver<Option<Arc<Round>>>,
+    mut leader: channel::Receiver<bool>,
+    mut shutdown: channel::Receiver<bool>,
+) {
+    let mut status = status::StatusWriter::new(client.clone(), publish);
+    let mut events = events::EventSink::new(
+        client,
+        options.identity.clone(),
+        options.event_dedupe,
+        options.event_burst,
+    );
+    let mut retry = false;
+    loop {
+        tokio::select! {
+            r = rounds.changed() => if r.is_err() { return },
+            r = leader.changed() => if r.is_err() { return },
+            _ = tokio::time::sleep(options.retry), if retry => {}
+            _ = shutdown.wait_for(|s| *s) => return,
+        }
+        let Some(round) = rounds.borrow_and_update().clone() else {
+            continue;
+        };
+        let is_leader = *leader.borrow_and_update();
+        let mut ok = status.reconcile(&round.owned, &round.state, &leader).await;
+        if is_leader && *leader.borrow() {
+            ok &= events.emit(&round.diagnostics, &round.state).await;
+        }
+        retry = !ok;
+    }
+}
