@@ -30,6 +30,12 @@ enum Command {
         /// Worker threads serving traffic (default: one per core).
         #[arg(long)]
         workers: Option<usize>,
+        /// Access log, one JSON line per request: `off`, `stdout`, or a file to append to.
+        #[arg(long, default_value = "stdout")]
+        access_log: portico::accesslog::Target,
+        /// Log one request in N.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+        access_log_sample: u64,
     },
     /// Load and translate without serving; print the routes and every diagnostic.
     /// Exit 0 when clean, 1 when an object was rejected, 2 when the input is unusable.
@@ -64,6 +70,8 @@ fn main() -> ExitCode {
             config,
             poll_interval,
             workers,
+            access_log,
+            access_log_sample,
         } => {
             let config = match load_config(config.as_ref()) {
                 Ok(c) => c,
@@ -81,7 +89,11 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            rt.block_on(run(config, manifests, poll_interval))
+            let access_log = portico::accesslog::Settings {
+                target: access_log,
+                sample: access_log_sample,
+            };
+            rt.block_on(run(config, manifests, poll_interval, access_log))
         }
     }
 }
@@ -95,12 +107,17 @@ fn init_tracing() {
         .init();
 }
 
-async fn run(config: Config, manifests: PathBuf, poll_interval: Duration) -> ExitCode {
+async fn run(
+    config: Config,
+    manifests: PathBuf,
+    poll_interval: Duration,
+    access_log: portico::accesslog::Settings,
+) -> ExitCode {
     let source = portico::app::Source::Manifests {
         dir: manifests,
         poll_interval,
     };
-    let running = match portico::app::start(config, source).await {
+    let running = match portico::app::start_with(config, source, access_log).await {
         Ok(r) => r,
         Err(e) => {
             tracing::error!("cannot start: {e:#}");

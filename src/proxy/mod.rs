@@ -75,6 +75,17 @@ pub struct Proxy {
     client: UpstreamClient,
     sets: Vec<SetOptions>,
     challenges: ChallengeStore,
+    metrics: Arc<crate::metrics::Metrics>,
+    access_log: Option<crate::accesslog::AccessLog>,
+}
+
+/// What `forward` learnt about a request, for metrics and the access log (owned: refcount bumps only).
+#[derive(Default)]
+struct Note {
+    ingress: Option<Arc<str>>,
+    backend: Option<Arc<crate::upstream::Backend>>,
+    default_backend: bool,
+    upstream: Option<SocketAddr>,
 }
 
 /// Per listener set settings the proxy needs from the configuration.
@@ -114,12 +125,30 @@ impl Proxy {
         sets: Vec<SetOptions>,
         challenges: ChallengeStore,
     ) -> Self {
+        let names: Vec<String> = (0..sets.len()).map(|i| i.to_string()).collect();
         Self {
             snapshot,
             client,
             sets,
             challenges,
+            metrics: Arc::new(crate::metrics::Metrics::new(&names)),
+            access_log: None,
         }
+    }
+
+    /// Counts into `metrics` and logs to `access_log` instead of the private defaults.
+    pub fn with_observers(
+        mut self,
+        metrics: Arc<crate::metrics::Metrics>,
+        access_log: Option<crate::accesslog::AccessLog>,
+    ) -> Self {
+        self.metrics = metrics;
+        self.access_log = access_log;
+        self
+    }
+
+    pub fn metrics(&self) -> &Arc<crate::metrics::Metrics> {
+        &self.metrics
     }
 
     /// A listener set's options.
@@ -133,16 +162,68 @@ impl Proxy {
     }
 
     pub async fn handle(&self, conn: &ConnInfo, req: Request<Incoming>) -> Response<ProxyBody> {
-        match self.forward(conn, req).await {
-            Ok(resp) => resp,
+        let started = std::time::Instant::now();
+        // Taken before `forward` consumes the request, only when this request will be logged.
+        let logged = self.access_log.as_ref().filter(|l| l.sampled()).map(|_| {
+            let host = req.headers().get(header::HOST).and_then(|v| v.to_str().ok());
+            let host = host.or(req.uri().host()).unwrap_or("");
+            (
+                req.method().clone(),
+                host.to_string(),
+                req.uri().path().to_string(),
+                content_length(req.headers()),
+            )
+        });
+        let mut note = Note::default();
+        let (resp, upstream_error) = match self.forward(conn, req, &mut note).await {
+            Ok(resp) => (resp, None),
             Err(e) => {
                 tracing::debug!(set = conn.set, peer = %conn.peer, error = %e, fault = ?e.fault(), "request failed");
-                e.response()
+                let kind = match e {
+                    ProxyError::Upstream(u) => Some(crate::metrics::UpstreamErrorKind::from_error(u)),
+                    _ => None,
+                };
+                (e.response(), kind)
             }
+        };
+        let elapsed = started.elapsed();
+        let status = resp.status().as_u16();
+        self.metrics.record(&crate::metrics::Outcome {
+            set: conn.set,
+            ingress: note.ingress.as_deref(),
+            service: note.backend.as_ref().map(|b| b.id.as_str()),
+            default_backend: note.default_backend,
+            status,
+            elapsed,
+            upstream_error,
+        });
+        if let (Some(log), Some((method, host, path, bytes_in))) = (&self.access_log, logged) {
+            log.log(crate::accesslog::Entry {
+                time: std::time::SystemTime::now() - elapsed,
+                set: conn.set,
+                client: conn.client,
+                method,
+                host,
+                path,
+                status,
+                bytes_in,
+                bytes_out: content_length(resp.headers()),
+                duration: elapsed,
+                upstream: note.upstream,
+                ingress: note.ingress,
+                service: note.backend,
+                tls: conn.tls.is_some(),
+            });
         }
+        resp
     }
 
-    async fn forward(&self, conn: &ConnInfo, req: Request<Incoming>) -> Result<Response<ProxyBody>, ProxyError> {
+    async fn forward(
+        &self,
+        conn: &ConnInfo,
+        req: Request<Incoming>,
+        note: &mut Note,
+    ) -> Result<Response<ProxyBody>, ProxyError> {
         let set_opts = self.sets.get(conn.set).unwrap_or(&DEFAULT_SET_OPTIONS);
         // ACME HTTP-01 first: before host checks, routing, redirects and allowlists; exact tokens only.
         if set_opts.acme && conn.tls.is_none() && req.uri().path().starts_with(challenge::PREFIX) {
@@ -196,11 +277,14 @@ impl Proxy {
                 return Err(ProxyError::NoRoute);
             };
             match set.lookup(&host.name, &path) {
-                Lookup::Route(r) => Target {
-                    backend: r.backend.clone(),
-                    https_redirect: r.https_redirect,
-                    policy: r.policy.clone(),
-                },
+                Lookup::Route(r) => {
+                    note.ingress = Some(r.ingress.clone());
+                    Target {
+                        backend: r.backend.clone(),
+                        https_redirect: r.https_redirect,
+                        policy: r.policy.clone(),
+                    }
+                }
                 Lookup::Default(d) => Target {
                     backend: d.backend.clone(),
                     https_redirect: false,
@@ -209,6 +293,8 @@ impl Proxy {
                 Lookup::NotFound => return Err(ProxyError::NoRoute),
             }
         };
+        note.default_backend = note.ingress.is_none();
+        note.backend = Some(target.backend.clone());
         if !target.policy.allows(client) {
             return Err(ProxyError::Forbidden);
         }
@@ -221,6 +307,7 @@ impl Proxy {
             ));
         }
         let mut endpoint = target.backend.pick().ok_or(ProxyError::NoEndpoint)?;
+        note.upstream = Some(endpoint);
 
         // Headers upstream: hop-by-hop and impostors out, then ours, then the Ingress's edits.
         headers::strip_hop_by_hop(&mut parts.headers);
@@ -280,6 +367,7 @@ impl Proxy {
                     };
                     tracing::debug!(backend = %target.backend.id, %endpoint, "connect failed; trying another endpoint");
                     endpoint = next;
+                    note.upstream = Some(endpoint);
                     headers_now = h.clone();
                     body = Either::Right(Empty::new());
                 }
@@ -287,6 +375,11 @@ impl Proxy {
             }
         }
     }
+}
+
+/// The `Content-Length` of a message, when it has one.
+fn content_length(h: &http::HeaderMap) -> Option<u64> {
+    h.get(header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
 }
 
 /// 308 to the same host, path and query over HTTPS (the port only when it is not 443).
