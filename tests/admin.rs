@@ -706,6 +706,11 @@ async fn access_log_writes_one_json_line_per_sampled_request() {
     let second: Value = serde_json::from_str(&lines[1]).unwrap();
     assert_eq!(second["status"], 404);
     assert!(second["ingress"].is_null() && second["upstream"].is_null());
+    assert!(
+        second["bytes_out"].as_u64().unwrap() > 0,
+        "the 404 body the gateway wrote"
+    );
+    assert_eq!(first["bytes_in"], 0);
     running.shutdown().await;
 
     // 1 in 3: six requests, two lines.

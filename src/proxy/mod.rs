@@ -171,7 +171,7 @@ impl Proxy {
                 req.method().clone(),
                 host.to_string(),
                 req.uri().path().to_string(),
-                content_length(req.headers()),
+                req.body().size_hint().exact().or_else(|| content_length(req.headers())),
             )
         });
         let mut note = Note::default();
@@ -207,7 +207,11 @@ impl Proxy {
                 path,
                 status,
                 bytes_in,
-                bytes_out: content_length(resp.headers()),
+                bytes_out: resp
+                    .body()
+                    .size_hint()
+                    .exact()
+                    .or_else(|| content_length(resp.headers())),
                 duration: elapsed,
                 upstream: note.upstream,
                 ingress: note.ingress,
