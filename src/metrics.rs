@@ -197,6 +197,11 @@ impl Metrics {
         }
     }
 
+    /// The Ingress that set a listener set's default backend (as last published).
+    pub fn default_ingress(&self, set: usize) -> Option<Arc<str>> {
+        self.routes.load().defaults.get(set).cloned().flatten()
+    }
+
     pub fn connection_opened(&self, set: usize) {
         if let Some(s) = self.sets.get(set) {
             s.open_connections.fetch_add(1, Ordering::Relaxed);

@@ -711,6 +711,20 @@ async fn access_log_writes_one_json_line_per_sampled_request() {
         "the 404 body the gateway wrote"
     );
     assert_eq!(first["bytes_in"], 0);
+
+    // The default backend is attributed to the Ingress that set it, as in the metrics.
+    let mut text = std::fs::read_to_string(dir.path().join("m.yaml")).unwrap();
+    text += "---\napiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: fallback, namespace: default}\nspec:\n  ingressClassName: portico\n  defaultBackend: {service: {name: a, port: {number: 80}}}\n";
+    let before = running.shared.snapshot.load().generation;
+    write_atomically(&dir.path().join("m.yaml"), &text);
+    while running.shared.snapshot.load().generation == before {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(get(addr, "other.example", "/nope").await.status, 200);
+    let lines = wait_for_lines(&log_path, 3).await;
+    let third: Value = serde_json::from_str(&lines[2]).unwrap();
+    assert_eq!(third["ingress"], "default/fallback");
+    assert_eq!(third["service"], "default/a:80");
     running.shutdown().await;
 
     // 1 in 3: six requests, two lines.

@@ -199,7 +199,9 @@ impl Proxy {
         });
         if let (Some(log), Some((method, host, path, bytes_in))) = (&self.access_log, logged) {
             log.log(crate::accesslog::Entry {
-                time: std::time::SystemTime::now() - elapsed,
+                time: std::time::SystemTime::now()
+                    .checked_sub(elapsed)
+                    .unwrap_or(std::time::UNIX_EPOCH),
                 set: conn.set,
                 client: conn.client,
                 method,
@@ -214,7 +216,11 @@ impl Proxy {
                     .or_else(|| content_length(resp.headers())),
                 duration: elapsed,
                 upstream: note.upstream,
-                ingress: note.ingress,
+                ingress: note.ingress.or_else(|| {
+                    note.default_backend
+                        .then(|| self.metrics.default_ingress(conn.set))
+                        .flatten()
+                }),
                 service: note.backend,
                 tls: conn.tls.is_some(),
             });
