@@ -26,6 +26,8 @@ use crate::upstream::client::UpstreamClient;
 /// State shared by the data plane, the admin listener and the publisher.
 pub struct Shared {
     pub snapshot: Arc<ArcSwap<Snapshot>>,
+    /// Counters and gauges, rendered at the admin listener's `/metrics`.
+    pub metrics: Arc<crate::metrics::Metrics>,
     ready: AtomicBool,
     /// The last published compilation (read by the admin API and tests; never on the request path).
     last: Mutex<Option<Arc<Compiled>>>,
@@ -159,6 +161,8 @@ impl Publisher {
         let hosts: usize = snap.sets.iter().map(|s| s.host_count()).sum();
         let routes: usize = snap.sets.iter().map(|s| s.route_count()).sum();
         self.checkers.ensure(snap.sets.iter().flat_map(|s| s.backends()));
+        // Before the swap, so every route in the new table already has its counters.
+        self.shared.metrics.published(&c, self.generation, started.elapsed());
         self.shared.snapshot.store(Arc::new(snap));
         self.shared.ready.store(true, Ordering::Release);
         for d in &t.diagnostics {
@@ -226,11 +230,21 @@ impl Running {
     }
 }
 
-/// Binds every listener, publishes the first table, and starts serving.
+/// Binds every listener, publishes the first table, and starts serving (without an access log).
 pub async fn start(config: Config, source: Source) -> anyhow::Result<Running> {
+    start_with(config, source, crate::accesslog::Settings::default()).await
+}
+
+/// [`start`] with an access log.
+pub async fn start_with(
+    config: Config,
+    source: Source,
+    access_log: crate::accesslog::Settings,
+) -> anyhow::Result<Running> {
     let set_names: Vec<String> = config.listener_sets.iter().map(|s| s.name.clone()).collect();
     let shared = Arc::new(Shared {
         snapshot: Arc::new(ArcSwap::from_pointee(Snapshot::empty(&set_names))),
+        metrics: Arc::new(crate::metrics::Metrics::new(&set_names)),
         ready: AtomicBool::new(false),
         last: Mutex::new(None),
     });
@@ -303,12 +317,16 @@ pub async fn start(config: Config, source: Source) -> anyhow::Result<Running> {
         })
         .collect();
     let challenges = ChallengeStore::new();
-    let proxy = Arc::new(Proxy::new(
-        shared.snapshot.clone(),
-        UpstreamClient::new(&config.upstream),
-        set_options,
-        challenges.clone(),
-    ));
+    let access_log = crate::accesslog::start(&access_log, shared.metrics.clone()).context("opening the access log")?;
+    let proxy = Arc::new(
+        Proxy::new(
+            shared.snapshot.clone(),
+            UpstreamClient::new(&config.upstream),
+            set_options,
+            challenges.clone(),
+        )
+        .with_observers(shared.metrics.clone(), access_log),
+    );
     for (set, transport, listener) in listeners {
         let addr = listener.local_addr()?;
         let name = &config.listener_sets[set].name;
@@ -327,7 +345,12 @@ pub async fn start(config: Config, source: Source) -> anyhow::Result<Running> {
     }
     tracing::info!(addr = %admin_addr, "serving admin");
     tasks.spawn(
-        crate::admin::serve(admin, shared.clone(), shutdown_rx.clone()).instrument(tracing::info_span!("admin")),
+        crate::admin::serve(
+            admin,
+            crate::admin::Admin::new(shared.clone(), &set_names, &http_addrs, &https_addrs),
+            shutdown_rx.clone(),
+        )
+        .instrument(tracing::info_span!("admin")),
     );
 
     Ok(Running {

@@ -14,11 +14,12 @@
 //! - [`proxy`]: listeners, request checks and normalisation, forwarding, the one error-to-status table.
 //! - [`upstream`]: backends (endpoints, balancing) and the pooled upstream client.
 //! - [`normalize`]: path and host normalisation shared by translation and the proxy.
-//! - [`acme`]: ACME certificates and HTTP-01 challenges. [`certs`]: certificates for TLS. [`admin`]: health endpoints. [`app`]: wiring. [`config`]: the YAML config.
+//! - [`acme`]: ACME certificates and HTTP-01 challenges. [`certs`]: certificates for TLS. [`admin`]: health, metrics, the JSON API and the dashboard. [`metrics`]: Prometheus counters. [`accesslog`]: JSON access log. [`app`]: wiring. [`config`]: the YAML config.
 //! - [`echo`]: an example backend used by the quickstart and the tests.
 //!
 //! The table for a request is chosen by the listener that accepted its connection, never by Host or SNI.
 
+pub mod accesslog;
 pub mod acme;
 pub mod admin;
 pub mod app;
@@ -27,6 +28,7 @@ pub mod cidr;
 pub mod cluster;
 pub mod config;
 pub mod echo;
+pub mod metrics;
 pub mod model;
 pub mod normalize;
 pub mod proxy;

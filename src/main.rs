@@ -32,6 +32,12 @@ enum Command {
         workers: Option<usize>,
         #[command(flatten)]
         cluster: ClusterArgs,
+        /// Access log, one JSON line per request: `off`, `stdout`, or a file to append to.
+        #[arg(long, default_value = "stdout")]
+        access_log: portico::accesslog::Target,
+        /// Log one request in N.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+        access_log_sample: u64,
     },
     /// Load and translate without serving; print the routes and every diagnostic.
     /// Exit 0 when clean, 1 when an object was rejected, 2 when the input is unusable.
@@ -90,6 +96,8 @@ fn main() -> ExitCode {
             poll_interval,
             workers,
             cluster,
+            access_log,
+            access_log_sample,
         } => {
             let config = match load_config(config.as_ref()) {
                 Ok(c) => c,
@@ -107,7 +115,11 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            rt.block_on(run(config, manifests, poll_interval, cluster))
+            let access_log = portico::accesslog::Settings {
+                target: access_log,
+                sample: access_log_sample,
+            };
+            rt.block_on(run(config, manifests, poll_interval, cluster, access_log))
         }
     }
 }
@@ -121,7 +133,13 @@ fn init_tracing() {
         .init();
 }
 
-async fn run(config: Config, manifests: Option<PathBuf>, poll_interval: Duration, cluster: ClusterArgs) -> ExitCode {
+async fn run(
+    config: Config,
+    manifests: Option<PathBuf>,
+    poll_interval: Duration,
+    cluster: ClusterArgs,
+    access_log: portico::accesslog::Settings,
+) -> ExitCode {
     let source = match manifests {
         Some(dir) => portico::app::Source::Manifests { dir, poll_interval },
         None => match kube_source(cluster).await {
@@ -132,7 +150,7 @@ async fn run(config: Config, manifests: Option<PathBuf>, poll_interval: Duration
             }
         },
     };
-    let running = match portico::app::start(config, source).await {
+    let running = match portico::app::start_with(config, source, access_log).await {
         Ok(r) => r,
         Err(e) => {
             tracing::error!("cannot start: {e:#}");

@@ -76,6 +76,17 @@ pub struct Proxy {
     client: UpstreamClient,
     sets: Vec<SetOptions>,
     challenges: ChallengeStore,
+    metrics: Arc<crate::metrics::Metrics>,
+    access_log: Option<crate::accesslog::AccessLog>,
+}
+
+/// What `forward` learnt about a request, for metrics and the access log (owned: refcount bumps only).
+#[derive(Default)]
+struct Note {
+    ingress: Option<Arc<str>>,
+    backend: Option<Arc<crate::upstream::Backend>>,
+    default_backend: bool,
+    upstream: Option<SocketAddr>,
 }
 
 /// Per listener set settings the proxy needs from the configuration.
@@ -121,12 +132,30 @@ impl Proxy {
         sets: Vec<SetOptions>,
         challenges: ChallengeStore,
     ) -> Self {
+        let names: Vec<String> = (0..sets.len()).map(|i| i.to_string()).collect();
         Self {
             snapshot,
             client,
             sets,
             challenges,
+            metrics: Arc::new(crate::metrics::Metrics::new(&names)),
+            access_log: None,
         }
+    }
+
+    /// Counts into `metrics` and logs to `access_log` instead of the private defaults.
+    pub fn with_observers(
+        mut self,
+        metrics: Arc<crate::metrics::Metrics>,
+        access_log: Option<crate::accesslog::AccessLog>,
+    ) -> Self {
+        self.metrics = metrics;
+        self.access_log = access_log;
+        self
+    }
+
+    pub fn metrics(&self) -> &Arc<crate::metrics::Metrics> {
+        &self.metrics
     }
 
     /// A listener set's options.
@@ -140,16 +169,78 @@ impl Proxy {
     }
 
     pub async fn handle(&self, conn: &ConnInfo, req: Request<Incoming>) -> Response<ProxyBody> {
-        match self.forward(conn, req).await {
-            Ok(resp) => resp,
+        let started = std::time::Instant::now();
+        // Taken before `forward` consumes the request, only when this request will be logged.
+        let logged = self.access_log.as_ref().filter(|l| l.sampled()).map(|_| {
+            let host = req.headers().get(header::HOST).and_then(|v| v.to_str().ok());
+            let host = host.or(req.uri().host()).unwrap_or("");
+            (
+                req.method().clone(),
+                host.to_string(),
+                req.uri().path().to_string(),
+                req.body().size_hint().exact().or_else(|| content_length(req.headers())),
+            )
+        });
+        let mut note = Note::default();
+        let (resp, upstream_error) = match self.forward(conn, req, &mut note).await {
+            Ok(resp) => (resp, None),
             Err(e) => {
                 tracing::debug!(set = conn.set, peer = %conn.peer, error = %e, fault = ?e.fault(), "request failed");
-                e.response()
+                let kind = match e {
+                    ProxyError::Upstream(u) => Some(crate::metrics::UpstreamErrorKind::from_error(u)),
+                    _ => None,
+                };
+                (e.response(), kind)
             }
+        };
+        let elapsed = started.elapsed();
+        let status = resp.status().as_u16();
+        self.metrics.record(&crate::metrics::Outcome {
+            set: conn.set,
+            ingress: note.ingress.as_deref(),
+            service: note.backend.as_ref().map(|b| b.id.as_str()),
+            default_backend: note.default_backend,
+            status,
+            elapsed,
+            upstream_error,
+        });
+        if let (Some(log), Some((method, host, path, bytes_in))) = (&self.access_log, logged) {
+            log.log(crate::accesslog::Entry {
+                time: std::time::SystemTime::now()
+                    .checked_sub(elapsed)
+                    .unwrap_or(std::time::UNIX_EPOCH),
+                set: conn.set,
+                client: conn.client,
+                method,
+                host,
+                path,
+                status,
+                bytes_in,
+                bytes_out: resp
+                    .body()
+                    .size_hint()
+                    .exact()
+                    .or_else(|| content_length(resp.headers())),
+                duration: elapsed,
+                upstream: note.upstream,
+                ingress: note.ingress.or_else(|| {
+                    note.default_backend
+                        .then(|| self.metrics.default_ingress(conn.set))
+                        .flatten()
+                }),
+                service: note.backend,
+                tls: conn.tls.is_some(),
+            });
         }
+        resp
     }
 
-    async fn forward(&self, conn: &ConnInfo, req: Request<Incoming>) -> Result<Response<ProxyBody>, ProxyError> {
+    async fn forward(
+        &self,
+        conn: &ConnInfo,
+        req: Request<Incoming>,
+        note: &mut Note,
+    ) -> Result<Response<ProxyBody>, ProxyError> {
         let set_opts = self.sets.get(conn.set).unwrap_or(&DEFAULT_SET_OPTIONS);
         // ACME HTTP-01 first: before host checks, routing, redirects and allowlists; exact tokens only.
         if set_opts.acme && conn.tls.is_none() && req.uri().path().starts_with(challenge::PREFIX) {
@@ -203,11 +294,14 @@ impl Proxy {
                 return Err(ProxyError::NoRoute);
             };
             match set.lookup(&host.name, &path) {
-                Lookup::Route(r) => Target {
-                    backend: r.backend.clone(),
-                    https_redirect: r.https_redirect,
-                    policy: r.policy.clone(),
-                },
+                Lookup::Route(r) => {
+                    note.ingress = Some(r.ingress.clone());
+                    Target {
+                        backend: r.backend.clone(),
+                        https_redirect: r.https_redirect,
+                        policy: r.policy.clone(),
+                    }
+                }
                 Lookup::Default(d) => Target {
                     backend: d.backend.clone(),
                     https_redirect: false,
@@ -216,6 +310,8 @@ impl Proxy {
                 Lookup::NotFound => return Err(ProxyError::NoRoute),
             }
         };
+        note.default_backend = note.ingress.is_none();
+        note.backend = Some(target.backend.clone());
         if !target.policy.allows(client) {
             return Err(ProxyError::Forbidden);
         }
@@ -228,12 +324,7 @@ impl Proxy {
             ));
         }
         let too_big = |len: u64| target.policy.max_body_bytes.is_some_and(|max| len > max);
-        if parts
-            .headers
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
-            .is_some_and(too_big)
-        {
+        if content_length(&parts.headers).is_some_and(too_big) {
             return Err(ProxyError::PayloadTooLarge);
         }
         let backend = target.backend.clone();
@@ -243,6 +334,7 @@ impl Proxy {
             cookie: affinity.as_deref(),
         };
         let mut endpoint = backend.pick(&cx).ok_or(ProxyError::NoEndpoint)?;
+        note.upstream = Some(endpoint.addr);
 
         // A WebSocket (or other) upgrade keeps its Upgrade and Connection headers, and is tunnelled only if the
         // backend answers 101.
@@ -365,6 +457,7 @@ impl Proxy {
                     };
                     tracing::debug!(backend = %backend.id, endpoint = %endpoint.addr, "connect failed; trying another endpoint");
                     endpoint = next;
+                    note.upstream = Some(endpoint.addr);
                     headers_now = h.clone();
                     body = Either::Right(Empty::new());
                 }
@@ -399,6 +492,11 @@ async fn tunnel(down: hyper::upgrade::OnUpgrade, up: hyper::upgrade::OnUpgrade) 
     if let Err(e) = tokio::io::copy_bidirectional(&mut down, &mut up).await {
         tracing::debug!(error = %e, "tunnel closed with an error");
     }
+}
+
+/// The `Content-Length` of a message, when it has one.
+fn content_length(h: &http::HeaderMap) -> Option<u64> {
+    h.get(header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
 }
 
 /// 308 to the same host, path and query over HTTPS (the port only when it is not 443).

@@ -95,8 +95,10 @@ pub async fn serve(
             tls: None,
         };
         let (proxy, builder, watcher) = (proxy.clone(), builder.clone(), graceful.watcher());
+        let open = proxy.metrics().open_connection(set);
         tokio::spawn(async move {
             let _permit = permit;
+            let _open = open;
             let Some((stream, info)) = accept_proxy_header(stream, info, &proxy).await else {
                 return;
             };
@@ -157,12 +159,17 @@ async fn serve_tls(
     };
     let acceptor = TlsAcceptor::from(tls.config.clone());
     let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-        Ok(Ok(s)) => s,
+        Ok(Ok(s)) => {
+            proxy.metrics().tls_handshake(info.set, true);
+            s
+        }
         Ok(Err(e)) => {
+            proxy.metrics().tls_handshake(info.set, false);
             tracing::debug!(peer = %info.peer, error = %e, "TLS handshake failed");
             return;
         }
         Err(_) => {
+            proxy.metrics().tls_handshake(info.set, false);
             tracing::debug!(peer = %info.peer, "TLS handshake timed out");
             return;
         }

@@ -1,0 +1,272 @@
+//! The admin JSON API, built from the last published compilation ([`crate::app::Compiled`]) and, for
+//! `/api/explain`, the live routing snapshot (the same lookup the proxy does).
+
+use http::StatusCode;
+use serde_json::{json, Value};
+
+use super::{json as json_reply, Admin, Resp};
+use crate::model::{BackendModel, HostPattern, ObjectRef};
+use crate::normalize::{normalize_host, normalize_path};
+use crate::routing::Lookup;
+
+fn object(o: &ObjectRef) -> String {
+    format!("{}/{}", o.namespace, o.name)
+}
+
+fn backend(b: &BackendModel) -> Value {
+    json!({
+        "id": b.id(),
+        "namespace": b.namespace,
+        "service": b.service,
+        "port": b.port.to_string(),
+        "endpoints": b.endpoints.iter().map(|e| e.to_string()).collect::<Vec<_>>(),
+    })
+}
+
+fn host_kind(h: &HostPattern) -> &'static str {
+    match h {
+        HostPattern::Exact(_) => "exact",
+        HostPattern::Wildcard(_) => "wildcard",
+        HostPattern::Any => "host-less",
+    }
+}
+
+/// `/api/routes`: per listener set, its addresses, hosts, paths, backends with endpoints, default backend, TLS.
+pub fn routes(admin: &Admin) -> Value {
+    let compiled = admin.shared.last_compiled();
+    let generation = admin.shared.snapshot.load().generation;
+    let sets: Vec<Value> = admin
+        .sets
+        .iter()
+        .enumerate()
+        .map(|(i, addrs)| {
+            let model = compiled.as_ref().and_then(|c| c.translation.sets.get(i));
+            let hosts: Vec<Value> = model
+                .map(|m| {
+                    m.hosts
+                        .iter()
+                        .map(|h| {
+                            json!({
+                                "host": h.host.to_string(),
+                                "kind": host_kind(&h.host),
+                                "paths": h.paths.iter().map(|p| json!({
+                                    "path": p.path,
+                                    "kind": p.kind.to_string(),
+                                    "ingress": object(&p.ingress),
+                                    "backend": backend(&p.backend),
+                                    "https_redirect": p.https_redirect,
+                                })).collect::<Vec<_>>(),
+                            })
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            let default_backend = model
+                .and_then(|m| m.default_backend.as_ref())
+                .map(|d| json!({ "ingress": object(&d.ingress), "backend": backend(&d.backend) }));
+            let tls: Vec<Value> = model
+                .map(|m| {
+                    m.tls
+                        .iter()
+                        .map(
+                            |t| json!({ "hosts": t.hosts, "secret": object(&t.secret), "ingress": object(&t.ingress) }),
+                        )
+                        .collect()
+                })
+                .unwrap_or_default();
+            json!({
+                "name": addrs.name,
+                "http": addrs.http.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+                "https": addrs.https.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+                "hosts": hosts,
+                "default_backend": default_backend,
+                "tls": tls,
+            })
+        })
+        .collect();
+    json!({ "generation": generation, "sets": sets })
+}
+
+/// `/api/certificates`: per listener set, the certificate each configured TLS host is served with.
+pub fn certificates(admin: &Admin) -> Value {
+    let compiled = admin.shared.last_compiled();
+    let now = crate::certs::unix_now();
+    let sets: Vec<Value> = admin
+        .sets
+        .iter()
+        .enumerate()
+        .map(|(i, addrs)| {
+            let served = compiled.as_ref().and_then(|c| c.tls.served.get(i));
+            let certs: Vec<Value> = served
+                .map(|s| {
+                    s.iter()
+                        .map(|(host, info)| {
+                            json!({
+                                "host": host,
+                                "default": host == "*default*",
+                                "subject": info.subject,
+                                "names": info.names(),
+                                "issuer": info.issuer,
+                                "serial": info.serial,
+                                "not_before": crate::certs::format_unix(info.not_before),
+                                "not_after": crate::certs::format_unix(info.not_after),
+                                "not_after_unix": info.not_after,
+                                "expires_in_days": (info.not_after - now).div_euclid(86_400),
+                                "source": info.source,
+                            })
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            json!({ "name": addrs.name, "certificates": certs })
+        })
+        .collect();
+    json!({ "sets": sets })
+}
+
+/// `/api/diagnostics`: what the last publish rejected, and why.
+pub fn diagnostics(admin: &Admin) -> Value {
+    let compiled = admin.shared.last_compiled();
+    let list: Vec<Value> = compiled
+        .iter()
+        .flat_map(|c| c.translation.diagnostics.iter())
+        .map(|d| {
+            json!({
+                "subject": d.subject.to_string(),
+                "reason": d.reason,
+                "message": d.to_string(),
+            })
+        })
+        .collect();
+    json!({ "count": list.len(), "diagnostics": list })
+}
+
+/// `/api/explain?set=NAME&host=H&path=P`: which route and backend the live table picks for that request, and why.
+/// `set` may be left out when there is one listener set; `path` defaults to `/`.
+pub fn explain(admin: &Admin, query: &str) -> Resp {
+    let (mut set, mut host, mut path) = (None, String::new(), "/".to_string());
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let v = percent_decode(v);
+        match k {
+            "set" => set = Some(v),
+            "host" => host = v,
+            "path" => path = v,
+            _ => {}
+        }
+    }
+    let bad = |msg: String| json_reply(StatusCode::BAD_REQUEST, &json!({ "error": msg }));
+    let idx = match &set {
+        Some(name) => match admin.sets.iter().position(|s| &s.name == name) {
+            Some(i) => i,
+            None => return bad(format!("no listener set named {name:?}")),
+        },
+        None if admin.sets.len() == 1 => 0,
+        None => return bad("several listener sets: say which with set=NAME".into()),
+    };
+    let host_name = if host.is_empty() {
+        String::new()
+    } else {
+        match normalize_host(&host) {
+            Ok(h) => h.name.into_owned(),
+            Err(e) => return bad(format!("host {host:?}: {e}")),
+        }
+    };
+    let norm_path = match normalize_path(&path) {
+        Ok(p) => p.into_owned(),
+        Err(e) => return bad(format!("path {path:?}: {e:?}")),
+    };
+    let snap = admin.shared.snapshot.load();
+    let Some(table) = snap.sets.get(idx) else {
+        return bad("listener set has no table yet".into());
+    };
+    let endpoints = |b: &crate::upstream::Backend| b.endpoints.iter().map(|e| e.addr.to_string()).collect::<Vec<_>>();
+    let mut out = json!({
+        "set": admin.sets[idx].name,
+        "generation": snap.generation,
+        "host": host_name,
+        "path": norm_path,
+    });
+    let extra = match table.lookup(&host_name, &norm_path) {
+        Lookup::Route(r) => {
+            let why = match &r.host {
+                HostPattern::Exact(h) => format!("host {h} matched exactly"),
+                HostPattern::Wildcard(s) => format!("host matched the wildcard *.{s}"),
+                HostPattern::Any => "no host rule matched; the host-less rules apply".to_string(),
+            };
+            let path_why = match r.kind {
+                crate::model::PathKind::Exact => format!("path equals the Exact path {}", r.path),
+                crate::model::PathKind::Prefix => format!("{} is the longest Prefix path matching", r.path),
+            };
+            json!({
+                "match": host_kind(&r.host),
+                "route": {
+                    "host": r.host.to_string(),
+                    "path": &*r.path,
+                    "kind": r.kind.to_string(),
+                    "ingress": &*r.ingress,
+                    "https_redirect": r.https_redirect,
+                },
+                "backend": { "id": r.backend.id, "endpoints": endpoints(&r.backend) },
+                "reason": format!("{why}; {path_why}"),
+            })
+        }
+        Lookup::Default(d) => {
+            let ingress = admin.shared.last_compiled().and_then(|c| {
+                c.translation
+                    .sets
+                    .get(idx)?
+                    .default_backend
+                    .as_ref()
+                    .map(|d| object(&d.ingress))
+            });
+            json!({
+                "match": "default",
+                "route": null,
+                "ingress": ingress,
+                "backend": { "id": d.backend.id, "endpoints": endpoints(&d.backend) },
+                "reason": "no rule matched this host and path; the listener set's default backend serves it",
+            })
+        }
+        Lookup::NotFound => json!({
+            "match": "none",
+            "route": null,
+            "backend": null,
+            "reason": "no rule matched and the listener set has no default backend: 404",
+        }),
+    };
+    if let (Value::Object(o), Value::Object(e)) = (&mut out, extra) {
+        o.extend(e);
+    }
+    json_reply(StatusCode::OK, &out)
+}
+
+/// Decodes `%XX` escapes and `+` (a query string's space). Invalid escapes stay as written.
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < b.len() && b[i + 1].is_ascii_hexdigit() && b[i + 2].is_ascii_hexdigit() => {
+                let hex = |c: u8| (c as char).to_digit(16).unwrap_or(0) as u8;
+                out.push(hex(b[i + 1]) * 16 + hex(b[i + 2]));
+                i += 2;
+            }
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn percent_decoding() {
+        assert_eq!(super::percent_decode("a%2Fb+c"), "a/b c");
+        assert_eq!(super::percent_decode("%zz%4"), "%zz%4");
+        assert_eq!(super::percent_decode("%41"), "A");
+    }
+}

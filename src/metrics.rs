@@ -1,0 +1,518 @@
+//! Prometheus metrics, kept in atomics and rendered in the text exposition format 0.0.4 by hand.
+//!
+//! The request path never takes a lock and never allocates to count a request:
+//! - per listener set gauges, histograms and error counters live in a fixed `Box<[SetMetrics]>` indexed by the
+//!   set's position;
+//! - per-route request counters live in a [`RouteCounters`] table behind an `ArcSwap`, keyed by the Ingress
+//!   (`namespace/name`) and then by the backend id (`namespace/service:port`). Its keys are `Arc<str>`, so a
+//!   request looks them up by `&str` (one `ArcSwap` load and two hash probes). The table is rebuilt on publish
+//!   from the compiled configuration *before* the routing snapshot is swapped in, and entries are never removed
+//!   (their `Arc<RouteCounter>` is carried over), so every route a request can match already has its counters and
+//!   a counter never goes backwards. Label values come from configuration only: never a request's Host or path.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+
+use crate::app::Compiled;
+
+/// Upper bounds (seconds) of the request duration histogram.
+pub const DURATION_BUCKETS: [f64; 12] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0];
+
+/// Status classes, indexed by `status / 100 - 1`.
+const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+/// Upstream failure kinds, as labels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamErrorKind {
+    Connect = 0,
+    Timeout = 1,
+    Reset = 2,
+}
+
+const ERROR_KINDS: [&str; 3] = ["connect", "timeout", "reset"];
+
+impl UpstreamErrorKind {
+    pub fn from_error(e: crate::upstream::client::UpstreamError) -> Self {
+        use crate::upstream::client::UpstreamError::*;
+        match e {
+            Connect => Self::Connect,
+            ConnectTimeout | ResponseTimeout => Self::Timeout,
+            Reset => Self::Reset,
+        }
+    }
+}
+
+/// All of the gateway's metrics. One per process (per [`crate::app::start`]).
+pub struct Metrics {
+    set_names: Vec<String>,
+    sets: Box<[SetMetrics]>,
+    routes: ArcSwap<RouteCounters>,
+    publishes: AtomicU64,
+    last_build_micros: AtomicU64,
+    generation: AtomicU64,
+    rejected: AtomicU64,
+    /// `(set, host, not_after)` per served certificate, from the last publish.
+    certs: ArcSwap<Vec<(usize, String, i64)>>,
+    /// Access-log lines written and dropped (channel full).
+    pub access_log_written: AtomicU64,
+    pub access_log_dropped: AtomicU64,
+}
+
+/// What one listener set counts.
+#[derive(Default)]
+struct SetMetrics {
+    open_connections: AtomicI64,
+    connections: AtomicU64,
+    handshakes_ok: AtomicU64,
+    handshakes_failed: AtomicU64,
+    upstream_errors: [AtomicU64; 3],
+    duration: Histogram,
+}
+
+#[derive(Default)]
+struct Histogram {
+    /// Non-cumulative counts per bucket; the last slot is above the largest bound. Rendered cumulatively.
+    buckets: [AtomicU64; DURATION_BUCKETS.len() + 1],
+    count: AtomicU64,
+    sum_micros: AtomicU64,
+}
+
+impl Histogram {
+    fn observe(&self, d: Duration) {
+        let secs = d.as_secs_f64();
+        let i = DURATION_BUCKETS
+            .iter()
+            .position(|b| secs <= *b)
+            .unwrap_or(DURATION_BUCKETS.len());
+        self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        self.sum_micros
+            .fetch_add(d.as_micros().min(u64::MAX as u128) as u64, Ordering::Relaxed);
+        self.count.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Requests by listener set and status class, for one (Ingress, backend) pair.
+pub struct RouteCounter {
+    by_set: Box<[[AtomicU64; 5]]>,
+}
+
+impl RouteCounter {
+    fn new(sets: usize) -> Self {
+        Self {
+            by_set: (0..sets).map(|_| Default::default()).collect(),
+        }
+    }
+}
+
+/// The per-route counters, rebuilt on publish (see the module docs for the invariant).
+pub struct RouteCounters {
+    by_ingress: HashMap<Arc<str>, HashMap<Arc<str>, Arc<RouteCounter>>>,
+    /// Per listener set: the Ingress that set its default backend.
+    defaults: Vec<Option<Arc<str>>>,
+}
+
+/// The label value for "no Ingress" / "no service".
+pub const NONE: &str = "-";
+
+/// What a finished request reports.
+#[derive(Debug, Clone, Copy)]
+pub struct Outcome<'a> {
+    pub set: usize,
+    /// The Ingress of the matched route; `None` for the default backend or no route.
+    pub ingress: Option<&'a str>,
+    /// The matched backend's id; `None` when nothing matched.
+    pub service: Option<&'a str>,
+    /// The listener set's default backend served the request.
+    pub default_backend: bool,
+    pub status: u16,
+    pub elapsed: Duration,
+    pub upstream_error: Option<UpstreamErrorKind>,
+}
+
+// === impl Metrics ===
+
+impl Metrics {
+    pub fn new(set_names: &[String]) -> Self {
+        let n = set_names.len();
+        let mut none = HashMap::new();
+        none.insert(Arc::<str>::from(NONE), Arc::new(RouteCounter::new(n)));
+        let mut by_ingress = HashMap::new();
+        by_ingress.insert(Arc::<str>::from(NONE), none);
+        Self {
+            set_names: set_names.to_vec(),
+            sets: (0..n).map(|_| SetMetrics::default()).collect(),
+            routes: ArcSwap::from_pointee(RouteCounters {
+                by_ingress,
+                defaults: vec![None; n],
+            }),
+            publishes: AtomicU64::new(0),
+            last_build_micros: AtomicU64::new(0),
+            generation: AtomicU64::new(0),
+            rejected: AtomicU64::new(0),
+            certs: ArcSwap::from_pointee(Vec::new()),
+            access_log_written: AtomicU64::new(0),
+            access_log_dropped: AtomicU64::new(0),
+        }
+    }
+
+    /// The listener set names, in configuration order.
+    pub fn set_names(&self) -> &[String] {
+        &self.set_names
+    }
+
+    /// Counts a finished request (at response headers). Lock-free, allocation-free.
+    pub fn record(&self, o: &Outcome<'_>) {
+        let Some(set) = self.sets.get(o.set) else {
+            return;
+        };
+        set.duration.observe(o.elapsed);
+        if let Some(k) = o.upstream_error {
+            set.upstream_errors[k as usize].fetch_add(1, Ordering::Relaxed);
+        }
+        let class = match o.status / 100 {
+            c @ 1..=5 => (c - 1) as usize,
+            _ => 4,
+        };
+        let routes = self.routes.load();
+        let ingress = match (o.ingress, o.default_backend) {
+            (Some(i), _) => i,
+            (None, true) => routes.defaults.get(o.set).and_then(|d| d.as_deref()).unwrap_or(NONE),
+            (None, false) => NONE,
+        };
+        let service = o.service.unwrap_or(NONE);
+        // Every configured pair is present (inserted before its table is published); anything else counts as
+        // unmatched rather than allocating on the request path.
+        let counter = routes
+            .by_ingress
+            .get(ingress)
+            .and_then(|m| m.get(service))
+            .or_else(|| routes.by_ingress.get(NONE).and_then(|m| m.get(NONE)));
+        if let Some(c) = counter.and_then(|c| c.by_set.get(o.set)) {
+            c[class].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The Ingress that set a listener set's default backend (as last published).
+    pub fn default_ingress(&self, set: usize) -> Option<Arc<str>> {
+        self.routes.load().defaults.get(set).cloned().flatten()
+    }
+
+    pub fn connection_opened(&self, set: usize) {
+        if let Some(s) = self.sets.get(set) {
+            s.open_connections.fetch_add(1, Ordering::Relaxed);
+            s.connections.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    pub fn connection_closed(&self, set: usize) {
+        if let Some(s) = self.sets.get(set) {
+            s.open_connections.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// A guard that counts a connection as open until dropped.
+    pub fn open_connection(self: &Arc<Self>, set: usize) -> ConnectionGuard {
+        self.connection_opened(set);
+        ConnectionGuard {
+            metrics: self.clone(),
+            set,
+        }
+    }
+
+    pub fn tls_handshake(&self, set: usize, ok: bool) {
+        if let Some(s) = self.sets.get(set) {
+            if ok {
+                s.handshakes_ok.fetch_add(1, Ordering::Relaxed);
+            } else {
+                s.handshakes_failed.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Called by the publisher before the new routing snapshot is swapped in.
+    pub fn published(&self, c: &Compiled, generation: u64, build: Duration) {
+        let old = self.routes.load();
+        let mut by_ingress = old.by_ingress.clone();
+        let n = self.set_names.len();
+        let mut add = |ingress: String, service: String| {
+            let per = by_ingress.entry(Arc::from(ingress)).or_default();
+            if !per.contains_key(service.as_str()) {
+                per.insert(Arc::from(service), Arc::new(RouteCounter::new(n)));
+            }
+        };
+        let mut defaults = vec![None; n];
+        for (i, set) in c.translation.sets.iter().enumerate() {
+            for h in &set.hosts {
+                for p in &h.paths {
+                    add(format!("{}/{}", p.ingress.namespace, p.ingress.name), p.backend.id());
+                }
+            }
+            if let Some(d) = &set.default_backend {
+                let ing = format!("{}/{}", d.ingress.namespace, d.ingress.name);
+                add(ing.clone(), d.backend.id());
+                if let Some(slot) = defaults.get_mut(i) {
+                    *slot = Some(Arc::from(ing));
+                }
+            }
+        }
+        self.routes.store(Arc::new(RouteCounters { by_ingress, defaults }));
+        let mut certs = Vec::new();
+        for (set, served) in c.tls.served.iter().enumerate() {
+            for (host, info) in served {
+                certs.push((set, host.clone(), info.not_after));
+            }
+        }
+        self.certs.store(Arc::new(certs));
+        self.rejected
+            .store(c.translation.diagnostics.len() as u64, Ordering::Relaxed);
+        self.generation.store(generation, Ordering::Relaxed);
+        self.last_build_micros
+            .store(build.as_micros() as u64, Ordering::Relaxed);
+        self.publishes.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The text exposition format, version 0.0.4.
+    pub fn render(&self) -> String {
+        let mut out = String::with_capacity(8192);
+        let sets = || self.set_names.iter().zip(self.sets.iter());
+
+        header(&mut out, "portico_requests_total", "counter", "Requests answered, by listener set, Ingress (namespace/name, - when none matched), backend service (namespace/service:port) and status class.");
+        let routes = self.routes.load();
+        let mut keys: Vec<(&Arc<str>, &Arc<str>, &Arc<RouteCounter>)> = routes
+            .by_ingress
+            .iter()
+            .flat_map(|(i, m)| m.iter().map(move |(s, c)| (i, s, c)))
+            .collect();
+        keys.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+        for (ingress, service, c) in keys {
+            for (set, per) in self.set_names.iter().zip(c.by_set.iter()) {
+                for (class, v) in CLASSES.iter().zip(per.iter()) {
+                    let v = v.load(Ordering::Relaxed);
+                    if v > 0 {
+                        let _ = writeln!(
+                            out,
+                            "portico_requests_total{{set=\"{}\",ingress=\"{}\",service=\"{}\",class=\"{class}\"}} {v}",
+                            esc(set),
+                            esc(ingress),
+                            esc(service)
+                        );
+                    }
+                }
+            }
+        }
+
+        header(
+            &mut out,
+            "portico_request_duration_seconds",
+            "histogram",
+            "Time from request to response headers, by listener set.",
+        );
+        for (name, s) in sets() {
+            let h = &s.duration;
+            let mut cum = 0;
+            for (i, b) in DURATION_BUCKETS.iter().enumerate() {
+                cum += h.buckets[i].load(Ordering::Relaxed);
+                let _ = writeln!(
+                    out,
+                    "portico_request_duration_seconds_bucket{{set=\"{}\",le=\"{b}\"}} {cum}",
+                    esc(name)
+                );
+            }
+            cum += h.buckets[DURATION_BUCKETS.len()].load(Ordering::Relaxed);
+            let _ = writeln!(
+                out,
+                "portico_request_duration_seconds_bucket{{set=\"{}\",le=\"+Inf\"}} {cum}",
+                esc(name)
+            );
+            let sum = h.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
+            let _ = writeln!(
+                out,
+                "portico_request_duration_seconds_sum{{set=\"{}\"}} {sum}",
+                esc(name)
+            );
+            let _ = writeln!(
+                out,
+                "portico_request_duration_seconds_count{{set=\"{}\"}} {cum}",
+                esc(name)
+            );
+        }
+
+        header(
+            &mut out,
+            "portico_upstream_errors_total",
+            "counter",
+            "Requests that failed upstream, by listener set and kind (connect, timeout, reset).",
+        );
+        for (name, s) in sets() {
+            for (kind, v) in ERROR_KINDS.iter().zip(s.upstream_errors.iter()) {
+                let _ = writeln!(
+                    out,
+                    "portico_upstream_errors_total{{set=\"{}\",kind=\"{kind}\"}} {}",
+                    esc(name),
+                    v.load(Ordering::Relaxed)
+                );
+            }
+        }
+
+        header(
+            &mut out,
+            "portico_open_connections",
+            "gauge",
+            "Client connections currently open, by listener set.",
+        );
+        for (name, s) in sets() {
+            let v = s.open_connections.load(Ordering::Relaxed);
+            let _ = writeln!(out, "portico_open_connections{{set=\"{}\"}} {v}", esc(name));
+        }
+        header(
+            &mut out,
+            "portico_connections_total",
+            "counter",
+            "Client connections accepted, by listener set.",
+        );
+        for (name, s) in sets() {
+            let v = s.connections.load(Ordering::Relaxed);
+            let _ = writeln!(out, "portico_connections_total{{set=\"{}\"}} {v}", esc(name));
+        }
+        header(
+            &mut out,
+            "portico_tls_handshakes_total",
+            "counter",
+            "TLS handshakes, by listener set and result (ok, failed).",
+        );
+        for (name, s) in sets() {
+            for (result, v) in [("ok", &s.handshakes_ok), ("failed", &s.handshakes_failed)] {
+                let _ = writeln!(
+                    out,
+                    "portico_tls_handshakes_total{{set=\"{}\",result=\"{result}\"}} {}",
+                    esc(name),
+                    v.load(Ordering::Relaxed)
+                );
+            }
+        }
+
+        let scalar = |out: &mut String, name: &str, kind: &str, help: &str, v: String| {
+            header(out, name, kind, help);
+            let _ = writeln!(out, "{name} {v}");
+        };
+        let ld = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        scalar(
+            &mut out,
+            "portico_table_publishes_total",
+            "counter",
+            "Routing tables published.",
+            ld(&self.publishes).to_string(),
+        );
+        scalar(
+            &mut out,
+            "portico_table_generation",
+            "gauge",
+            "Generation of the routing table being served.",
+            ld(&self.generation).to_string(),
+        );
+        scalar(
+            &mut out,
+            "portico_table_build_seconds",
+            "gauge",
+            "How long the last published table took to build.",
+            (ld(&self.last_build_micros) as f64 / 1e6).to_string(),
+        );
+        scalar(
+            &mut out,
+            "portico_rejected_objects",
+            "gauge",
+            "Diagnostics (rejected objects or parts of objects) in the last published table.",
+            ld(&self.rejected).to_string(),
+        );
+        scalar(
+            &mut out,
+            "portico_access_log_lines_total",
+            "counter",
+            "Access-log lines written.",
+            ld(&self.access_log_written).to_string(),
+        );
+        scalar(
+            &mut out,
+            "portico_access_log_dropped_total",
+            "counter",
+            "Access-log lines dropped because the writer fell behind.",
+            ld(&self.access_log_dropped).to_string(),
+        );
+
+        header(&mut out, "portico_certificate_expiry_timestamp_seconds", "gauge", "notAfter of the certificate served for each configured TLS host (*default* is the set's default certificate), unix seconds.");
+        for (set, host, not_after) in self.certs.load().iter() {
+            let name = self.set_names.get(*set).map_or("", String::as_str);
+            let _ = writeln!(
+                out,
+                "portico_certificate_expiry_timestamp_seconds{{set=\"{}\",host=\"{}\"}} {not_after}",
+                esc(name),
+                esc(host)
+            );
+        }
+        out
+    }
+}
+
+/// Decrements the open-connections gauge when dropped.
+pub struct ConnectionGuard {
+    metrics: Arc<Metrics>,
+    set: usize,
+}
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        self.metrics.connection_closed(self.set);
+    }
+}
+
+fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+/// Escapes a label value (backslash, double quote, newline).
+fn esc(v: &str) -> std::borrow::Cow<'_, str> {
+    if !v.contains(['\\', '"', '\n']) {
+        return v.into();
+    }
+    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n").into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_is_cumulative_and_counts_match() {
+        let m = Metrics::new(&["a".to_string()]);
+        for ms in [0, 3, 3, 70, 20_000] {
+            m.record(&Outcome {
+                set: 0,
+                ingress: None,
+                service: None,
+                default_backend: false,
+                status: 404,
+                elapsed: Duration::from_millis(ms),
+                upstream_error: None,
+            });
+        }
+        let text = m.render();
+        assert!(text.contains("portico_request_duration_seconds_bucket{set=\"a\",le=\"0.001\"} 1\n"));
+        assert!(text.contains("portico_request_duration_seconds_bucket{set=\"a\",le=\"0.005\"} 3\n"));
+        assert!(text.contains("portico_request_duration_seconds_bucket{set=\"a\",le=\"10\"} 4\n"));
+        assert!(text.contains("portico_request_duration_seconds_bucket{set=\"a\",le=\"+Inf\"} 5\n"));
+        assert!(text.contains("portico_request_duration_seconds_count{set=\"a\"} 5\n"));
+        assert!(text.contains("portico_requests_total{set=\"a\",ingress=\"-\",service=\"-\",class=\"4xx\"} 5\n"));
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(esc("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+        assert_eq!(esc("plain"), "plain");
+    }
+}
