@@ -30,6 +30,10 @@ enum Command {
         /// Worker threads serving traffic (default: one per core).
         #[arg(long)]
         workers: Option<usize>,
+        /// Where ACME accounts and issued certificates are kept (needed when a listener set has `acme`).
+        /// Issued certificates are Secret manifests under DIR/secrets, read like the manifest directory.
+        #[arg(long, value_name = "DIR")]
+        state_dir: Option<PathBuf>,
     },
     /// Load and translate without serving; print the routes and every diagnostic.
     /// Exit 0 when clean, 1 when an object was rejected, 2 when the input is unusable.
@@ -64,11 +68,16 @@ fn main() -> ExitCode {
             config,
             poll_interval,
             workers,
+            state_dir,
         } => {
             let config = match load_config(config.as_ref()) {
                 Ok(c) => c,
                 Err(code) => return code,
             };
+            if state_dir.is_none() && config.listener_sets.iter().any(|s| s.acme.is_some()) {
+                eprintln!("portico: a listener set has acme configured: --state-dir DIR is required");
+                return ExitCode::from(2);
+            }
             init_tracing();
             let mut rt = tokio::runtime::Builder::new_multi_thread();
             if let Some(n) = workers.filter(|n| *n > 0) {
@@ -81,7 +90,7 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            rt.block_on(run(config, manifests, poll_interval))
+            rt.block_on(run(config, manifests, poll_interval, state_dir))
         }
     }
 }
@@ -95,12 +104,16 @@ fn init_tracing() {
         .init();
 }
 
-async fn run(config: Config, manifests: PathBuf, poll_interval: Duration) -> ExitCode {
+async fn run(config: Config, manifests: PathBuf, poll_interval: Duration, state_dir: Option<PathBuf>) -> ExitCode {
     let source = portico::app::Source::Manifests {
         dir: manifests,
         poll_interval,
     };
-    let running = match portico::app::start(config, source).await {
+    let extras = portico::app::Extras {
+        state_dir,
+        ..Default::default()
+    };
+    let running = match portico::app::start_with(config, source, extras).await {
         Ok(r) => r,
         Err(e) => {
             tracing::error!("cannot start: {e:#}");
