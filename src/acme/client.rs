@@ -46,12 +46,45 @@ impl AcmeError {
     }
 }
 
+/// The HTTPS client for the CA: the system's roots plus `caRoot` (every certificate in that PEM file), ring.
+fn http_client(ca_root: Option<&std::path::Path>) -> Result<Box<dyn instant_acme::HttpClient>, AcmeError> {
+    use rustls_pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    let native = rustls_native_certs::load_native_certs();
+    roots.add_parsable_certificates(native.certs);
+    if let Some(path) = ca_root {
+        let certs = rustls_pki_types::CertificateDer::pem_file_iter(path)
+            .and_then(|i| i.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| AcmeError::Account(format!("caRoot {}: {e}", path.display())))?;
+        if certs.is_empty() {
+            return Err(AcmeError::Account(format!("caRoot {}: no certificate", path.display())));
+        }
+        for c in certs {
+            roots
+                .add(c)
+                .map_err(|e| AcmeError::Account(format!("caRoot {}: {e}", path.display())))?;
+        }
+    }
+    let tls =
+        rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .map_err(|e| AcmeError::Account(e.to_string()))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .enable_http2()
+        .build();
+    let client: hyper_util::client::legacy::Client<_, instant_acme::BodyWrapper<bytes::Bytes>> =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build(connector);
+    Ok(Box::new(client))
+}
+
 /// The account for a listener set's ACME configuration: restored from the store, else created and stored.
 pub async fn account(cfg: &AcmeConfig, store: &dyn CertStore) -> Result<Account, AcmeError> {
-    let builder = || match &cfg.ca_root {
-        Some(root) => Account::builder_with_root(root),
-        None => Account::builder(),
-    };
+    let builder = || -> Result<_, AcmeError> { Ok(Account::builder_with_http(http_client(cfg.ca_root.as_deref())?)) };
     if let Some(json) = store.load_account(&cfg.directory).await? {
         let creds = serde_json::from_str(&json).map_err(|e| AcmeError::Account(format!("stored credentials: {e}")))?;
         return Ok(builder()?.from_credentials(creds).await?);
