@@ -195,10 +195,12 @@ impl Manager {
             let cands = input.borrow_and_update().clone();
             let mut wake = Instant::now() + self.settings.check_interval;
             for c in &cands {
-                if *shutdown.borrow() {
-                    return;
-                }
-                if let Some(at) = self.pass(c).await {
+                // An order in flight is abandoned at shutdown: its tokens are withdrawn and nothing is stored.
+                let next = tokio::select! {
+                    next = self.pass(c) => next,
+                    _ = shutdown.wait_for(|s| *s) => return,
+                };
+                if let Some(at) = next {
                     wake = wake.min(at);
                 }
             }
