@@ -304,20 +304,28 @@ struct Setup {
     running: Option<Running>,
     manifests: tempfile::TempDir,
     state: tempfile::TempDir,
-    backend: EchoServer,
+    _backend: EchoServer,
     http_port: u16,
 }
 
 impl Setup {
     async fn new(http_port: u16) -> Setup {
+        Self::with_annotations(http_port, "").await
+    }
+
+    async fn with_annotations(http_port: u16, annotations: &str) -> Setup {
         let backend = EchoServer::start("shop", "127.0.0.1:0".parse().unwrap()).await.unwrap();
         let manifests = tempfile::tempdir().unwrap();
-        std::fs::write(manifests.path().join("m.yaml"), self::manifests(backend.addr, "")).unwrap();
+        std::fs::write(
+            manifests.path().join("m.yaml"),
+            self::manifests(backend.addr, annotations),
+        )
+        .unwrap();
         Setup {
             running: None,
             manifests,
             state: tempfile::tempdir().unwrap(),
-            backend,
+            _backend: backend,
             http_port,
         }
     }
@@ -394,7 +402,8 @@ async fn issue_end_to_end(env: &[(&str, &str)]) -> (Setup, Pebble, CertificateDe
     use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(s.secret_file()).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);
-    // Plain HTTP still routes (the challenge path is only for live tokens).
+    // The tokens were withdrawn once validation ended.
+    assert!(s.running().challenges.is_empty());
     (s, pebble, root, serial)
 }
 
@@ -609,6 +618,18 @@ async fn renews_before_expiry_without_breaking_open_connections() {
     let rsp = sender.send_request(get()).await.unwrap();
     assert_eq!(rsp.status(), 200);
     let _ = rsp.into_body().collect().await.unwrap();
-    assert_eq!(s.backend.addr.ip().to_string(), "127.0.0.1");
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opted_out_ingress_gets_no_order() {
+    let http_port = free_port();
+    let pebble = Pebble::start(http_port, "127.0.0.1", &[]).await;
+    let mut s = Setup::with_annotations(http_port, r#"portico.dev/acme: "false""#).await;
+    s.start(&pebble.directory(), &pebble.ca_root(), fast_settings()).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let status = s.status();
+    assert_eq!(status.orders_started, 0, "{status:?}");
+    assert!(!s.secret_file().exists());
     s.stop().await;
 }
