@@ -204,6 +204,8 @@ pub struct Running {
     pub shared: Arc<Shared>,
     /// HTTP-01 tokens answered by the plain listeners of ACME-enabled sets.
     pub challenges: crate::acme::challenge::ChallengeStore,
+    /// The ACME manager, when a listener set has `acme` configured.
+    pub acme: Option<crate::acme::AcmeHandle>,
     shutdown: watch::Sender<bool>,
     tasks: JoinSet<()>,
     drain_delay: Duration,
@@ -230,17 +232,24 @@ impl Running {
     }
 }
 
-/// Binds every listener, publishes the first table, and starts serving (without an access log).
-pub async fn start(config: Config, source: Source) -> anyhow::Result<Running> {
-    start_with(config, source, crate::accesslog::Settings::default()).await
+/// What `start` takes besides the configuration and the source.
+#[derive(Debug, Default, Clone)]
+pub struct Extras {
+    /// Where file mode keeps ACME accounts and issued certificates (`STATE/secrets` is read as manifests too).
+    pub state_dir: Option<PathBuf>,
+    /// ACME timing (tests shorten it).
+    pub acme: crate::acme::Settings,
+    /// The access log (off by default here; the binary turns it on).
+    pub access_log: crate::accesslog::Settings,
 }
 
-/// [`start`] with an access log.
-pub async fn start_with(
-    config: Config,
-    source: Source,
-    access_log: crate::accesslog::Settings,
-) -> anyhow::Result<Running> {
+/// Binds every listener, publishes the first table, and starts serving (no access log, no state directory).
+pub async fn start(config: Config, source: Source) -> anyhow::Result<Running> {
+    start_with(config, source, Extras::default()).await
+}
+
+/// [`start`] with a state directory, ACME settings and an access log.
+pub async fn start_with(config: Config, source: Source, extras: Extras) -> anyhow::Result<Running> {
     let set_names: Vec<String> = config.listener_sets.iter().map(|s| s.name.clone()).collect();
     let shared = Arc::new(Shared {
         snapshot: Arc::new(ArcSwap::from_pointee(Snapshot::empty(&set_names))),
@@ -276,19 +285,36 @@ pub async fn start_with(
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let mut tasks = JoinSet::new();
     let mut publisher = Publisher::new(shared.clone());
+    let challenges = ChallengeStore::new();
+    let acme = crate::acme::manager::spawn_for(&config, &extras, &challenges, shutdown_rx.clone(), &mut tasks)?;
 
     match source {
         Source::Manifests { dir, poll_interval } => {
             let compiler = Arc::new(Compiler::new(&config, true)?);
             let mut manifests = ManifestDir::new(dir);
+            if let Some(state) = &extras.state_dir {
+                manifests = manifests.with_extra_root(crate::acme::FileStore::secrets_dir(state));
+            }
             // The baseline is taken before the first load, so an edit made at any moment after it is seen.
             let baseline = manifests.fingerprint().ok();
             let (state, diags) = manifests.load()?;
-            publisher.publish(compiler.compile(&state, diags, crate::certs::unix_now()));
+            let compiled = compiler.compile(&state, diags, crate::certs::unix_now());
+            if let Some(a) = &acme {
+                a.feed(&compiled.translation, &state);
+            }
+            publisher.publish(compiled);
             let rx = shutdown_rx.clone();
             tasks.spawn(
-                watch_manifests(manifests, baseline, compiler, publisher, poll_interval, rx)
-                    .instrument(tracing::info_span!("manifests")),
+                watch_manifests(
+                    manifests,
+                    baseline,
+                    compiler,
+                    publisher,
+                    poll_interval,
+                    rx,
+                    acme.clone(),
+                )
+                .instrument(tracing::info_span!("manifests")),
             );
         }
         Source::Kube { client, options } => {
@@ -316,8 +342,8 @@ pub async fn start_with(
             header_read_timeout: s.header_read_timeout,
         })
         .collect();
-    let challenges = ChallengeStore::new();
-    let access_log = crate::accesslog::start(&access_log, shared.metrics.clone()).context("opening the access log")?;
+    let access_log =
+        crate::accesslog::start(&extras.access_log, shared.metrics.clone()).context("opening the access log")?;
     let proxy = Arc::new(
         Proxy::new(
             shared.snapshot.clone(),
@@ -355,6 +381,7 @@ pub async fn start_with(
 
     Ok(Running {
         challenges,
+        acme,
         http_addrs,
         https_addrs,
         admin_addr,
@@ -375,6 +402,7 @@ async fn watch_manifests(
     mut publisher: Publisher,
     poll_interval: Duration,
     mut shutdown: watch::Receiver<bool>,
+    acme: Option<crate::acme::AcmeHandle>,
 ) {
     loop {
         tokio::select! {
@@ -392,8 +420,11 @@ async fn watch_manifests(
                 let compiler = compiler.clone();
                 // Translation and certificate parsing are CPU work: keep them off the threads serving requests.
                 let now = crate::certs::unix_now();
-                match tokio::task::spawn_blocking(move || compiler.compile(&state, diags, now)).await {
-                    Ok(c) => {
+                match tokio::task::spawn_blocking(move || (compiler.compile(&state, diags, now), state)).await {
+                    Ok((c, state)) => {
+                        if let Some(a) = &acme {
+                            a.feed(&c.translation, &state);
+                        }
                         publisher.publish(c);
                     }
                     Err(e) => tracing::error!(error = %e, "translation panicked; keeping the last table"),

@@ -14,7 +14,9 @@ struct Cli {
     command: Command,
 }
 
+/// Parsed once at startup: the size difference between variants does not matter.
 #[derive(Subcommand)]
+#[allow(clippy::large_enum_variant)]
 enum Command {
     /// Serve traffic.
     Run {
@@ -38,6 +40,10 @@ enum Command {
         /// Log one request in N.
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
         access_log_sample: u64,
+        /// Where ACME accounts and issued certificates are kept (needed when a listener set has `acme`).
+        /// Issued certificates are Secret manifests under DIR/secrets, read like the manifest directory.
+        #[arg(long, value_name = "DIR")]
+        state_dir: Option<PathBuf>,
     },
     /// Load and translate without serving; print the routes and every diagnostic.
     /// Exit 0 when clean, 1 when an object was rejected, 2 when the input is unusable.
@@ -98,11 +104,16 @@ fn main() -> ExitCode {
             cluster,
             access_log,
             access_log_sample,
+            state_dir,
         } => {
             let config = match load_config(config.as_ref()) {
                 Ok(c) => c,
                 Err(code) => return code,
             };
+            if state_dir.is_none() && config.listener_sets.iter().any(|s| s.acme.is_some()) {
+                eprintln!("portico: a listener set has acme configured: --state-dir DIR is required");
+                return ExitCode::from(2);
+            }
             init_tracing();
             let mut rt = tokio::runtime::Builder::new_multi_thread();
             if let Some(n) = workers.filter(|n| *n > 0) {
@@ -115,11 +126,15 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            let access_log = portico::accesslog::Settings {
-                target: access_log,
-                sample: access_log_sample,
+            let extras = portico::app::Extras {
+                state_dir,
+                access_log: portico::accesslog::Settings {
+                    target: access_log,
+                    sample: access_log_sample,
+                },
+                ..Default::default()
             };
-            rt.block_on(run(config, manifests, poll_interval, cluster, access_log))
+            rt.block_on(run(config, manifests, poll_interval, cluster, extras))
         }
     }
 }
@@ -138,7 +153,7 @@ async fn run(
     manifests: Option<PathBuf>,
     poll_interval: Duration,
     cluster: ClusterArgs,
-    access_log: portico::accesslog::Settings,
+    extras: portico::app::Extras,
 ) -> ExitCode {
     let source = match manifests {
         Some(dir) => portico::app::Source::Manifests { dir, poll_interval },
@@ -150,7 +165,7 @@ async fn run(
             }
         },
     };
-    let running = match portico::app::start_with(config, source, access_log).await {
+    let running = match portico::app::start_with(config, source, extras).await {
         Ok(r) => r,
         Err(e) => {
             tracing::error!("cannot start: {e:#}");

@@ -677,9 +677,12 @@ async fn access_log_writes_one_json_line_per_sampled_request() {
                 dir: dir.path().to_path_buf(),
                 poll_interval: Duration::from_millis(50),
             },
-            portico::accesslog::Settings {
-                target: portico::accesslog::Target::File(log_path.clone()),
-                sample,
+            portico::app::Extras {
+                access_log: portico::accesslog::Settings {
+                    target: portico::accesslog::Target::File(log_path.clone()),
+                    sample,
+                },
+                ..Default::default()
             },
         )
     };

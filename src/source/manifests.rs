@@ -28,6 +28,8 @@ enum Object {
 /// A manifest directory and the last good parse of each file in it.
 pub struct ManifestDir {
     root: PathBuf,
+    /// Further directories read after `root` (the ACME state directory's Secrets); missing ones are empty.
+    extra_roots: Vec<PathBuf>,
     last_good: HashMap<PathBuf, Vec<Object>>,
 }
 
@@ -41,8 +43,16 @@ impl ManifestDir {
     pub fn new(root: impl Into<PathBuf>) -> Self {
         Self {
             root: root.into(),
+            extra_roots: Vec::new(),
             last_good: HashMap::new(),
         }
+    }
+
+    /// Also reads `dir` (which may not exist yet). Its Secrets replace same-named Secrets of the main root: this
+    /// is how certificates issued by ACME into the state directory reach the certificate stage.
+    pub fn with_extra_root(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.extra_roots.push(dir.into());
+        self
     }
 
     pub fn root(&self) -> &Path {
@@ -67,13 +77,21 @@ impl ManifestDir {
     }
 
     fn files(&self) -> Result<Vec<PathBuf>, ManifestError> {
+        let mut out = Self::files_under(&self.root, true)?;
+        for extra in &self.extra_roots {
+            out.extend(Self::files_under(extra, false)?);
+        }
+        Ok(out)
+    }
+
+    fn files_under(root: &Path, required: bool) -> Result<Vec<PathBuf>, ManifestError> {
         let mut out = Vec::new();
-        let mut stack = vec![self.root.clone()];
+        let mut stack = vec![root.to_path_buf()];
         let mut first = true;
         while let Some(dir) = stack.pop() {
             let entries = match std::fs::read_dir(&dir) {
                 Ok(e) => e,
-                Err(source) if first => {
+                Err(source) if first && required => {
                     return Err(ManifestError::Dir {
                         path: dir.display().to_string(),
                         source,
@@ -141,10 +159,23 @@ impl ManifestDir {
         }
         self.last_good = next;
         let mut state = ClusterState::default();
+        let extra = |p: &Path| self.extra_roots.iter().any(|r| p.starts_with(r));
         let mut paths: Vec<&PathBuf> = self.last_good.keys().collect();
-        paths.sort();
+        // Main root first, then the extra roots, each in name order.
+        paths.sort_by_key(|p| (extra(p), *p));
         for p in paths {
             for o in &self.last_good[p] {
+                if extra(p) {
+                    if let Object::Secret(s) = o {
+                        let key = |x: &k8s_openapi::api::core::v1::Secret| {
+                            (
+                                x.metadata.namespace.clone().unwrap_or_else(|| "default".into()),
+                                x.metadata.name.clone(),
+                            )
+                        };
+                        state.secrets.retain(|old| key(old) != key(s));
+                    }
+                }
                 o.clone().add_to(&mut state);
             }
         }
@@ -332,5 +363,40 @@ items:
         let (s, _) = m.load().unwrap();
         assert!(s.services.is_empty());
         assert!(ManifestDir::new(dir.path().join("nope")).load().is_err());
+    }
+
+    #[test]
+    fn extra_root_secrets_replace_same_named_ones() {
+        let main = tempfile::tempdir().unwrap();
+        let state = tempfile::tempdir().unwrap();
+        let extra = state.path().join("secrets");
+        let secret = |ns: &str, name: &str, v: &str| {
+            format!(
+                "apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}, namespace: {ns}}}\nstringData: {{v: {v}}}\n"
+            )
+        };
+        std::fs::write(
+            main.path().join("s.yaml"),
+            secret("default", "a", "main") + "---\n" + &secret("default", "b", "main"),
+        )
+        .unwrap();
+        let mut m = ManifestDir::new(main.path()).with_extra_root(&extra);
+        // A missing extra root is empty, not an error.
+        let (s, d) = m.load().unwrap();
+        assert_eq!((s.secrets.len(), d.len()), (2, 0));
+        std::fs::create_dir_all(extra.join("default")).unwrap();
+        std::fs::write(extra.join("default/a.yaml"), secret("default", "a", "state")).unwrap();
+        let (s, _) = m.load().unwrap();
+        let v: Vec<(String, String)> = s
+            .secrets
+            .iter()
+            .map(|x| {
+                (
+                    x.metadata.name.clone().unwrap(),
+                    x.string_data.as_ref().unwrap()["v"].clone(),
+                )
+            })
+            .collect();
+        assert_eq!(v, vec![("b".into(), "main".into()), ("a".into(), "state".into())]);
     }
 }

@@ -1,0 +1,400 @@
+//! The ACME manager task: fed the [`Candidate`]s after each publish, it orders what is missing, due for renewal
+//! or not covering its hosts, one order at a time, and stores the results. Failures back off exponentially with
+//! jitter (capped, honouring the CA's `Retry-After` while polling) and never replace a working certificate.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::hash::{BuildHasher, Hasher};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use instant_acme::Account;
+use tokio::sync::watch;
+
+use super::challenge::ChallengeStore;
+use super::client::{self, AcmeError, Polling};
+use super::plan::{self, Candidate};
+use super::store::{CertStore, StoredCert};
+use crate::certs::{CertInfo, LoadedCert};
+use crate::config::AcmeConfig;
+use crate::model::{ClusterState, Diagnostic, ObjectRef, Translation};
+
+/// Unix seconds. Injected so tests can move the manager's idea of time (renewal decisions only).
+pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
+
+/// Timing of the manager. [`Settings::default`] is for production; tests shorten everything.
+#[derive(Clone)]
+pub struct Settings {
+    /// How often certificates are re-checked for renewal when nothing else happens.
+    pub check_interval: Duration,
+    /// First delay after a failed attempt; doubled per consecutive failure up to `backoff_max`, with jitter.
+    pub backoff_min: Duration,
+    pub backoff_max: Duration,
+    /// Order polling: first delay and the longest wait per stage (validation, issuance).
+    pub poll_delay: Duration,
+    pub poll_timeout: Duration,
+    /// Renew when less than this share of the lifetime is left (plus up to 10% per-Secret jitter).
+    pub renew_fraction: f64,
+    /// Immediate retries of a whole attempt that failed only with `badNonce`.
+    pub bad_nonce_retries: u32,
+    pub clock: Clock,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            check_interval: Duration::from_secs(3600),
+            backoff_min: Duration::from_secs(300),
+            backoff_max: Duration::from_secs(12 * 3600),
+            poll_delay: Duration::from_millis(500),
+            poll_timeout: Duration::from_secs(90),
+            renew_fraction: 1.0 / 3.0,
+            bad_nonce_retries: 5,
+            clock: Arc::new(crate::certs::unix_now),
+        }
+    }
+}
+
+impl std::fmt::Debug for Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Settings")
+            .field("check_interval", &self.check_interval)
+            .field("backoff_min", &self.backoff_min)
+            .field("backoff_max", &self.backoff_max)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One attempt, kept in [`Status::history`] (newest last, at most [`HISTORY`]).
+#[derive(Debug, Clone)]
+pub struct Attempt {
+    pub secret: ObjectRef,
+    pub hosts: Vec<String>,
+    pub reason: String,
+    pub started: SystemTime,
+    /// `Ok(serial)` or the error.
+    pub outcome: Result<String, String>,
+}
+
+pub const HISTORY: usize = 200;
+
+/// What the manager has done, for the admin API, logs and tests.
+#[derive(Debug, Clone, Default)]
+pub struct Status {
+    /// Orders begun (each attempt, including retries).
+    pub orders_started: u64,
+    pub certificates_issued: u64,
+    pub failures: u64,
+    /// Per Secret: the last failure, until a certificate is issued for it.
+    pub failing: HashMap<ObjectRef, String>,
+    /// `spec.tls` entries ACME does not handle (wildcards), from the last feed.
+    pub skipped: Vec<Diagnostic>,
+    /// Per Secret: the last order the CA marked invalid, on the Ingress, with the CA's problem detail. Cleared
+    /// when a certificate is issued for it.
+    pub invalid: HashMap<ObjectRef, Diagnostic>,
+    pub history: Vec<Attempt>,
+}
+
+impl Status {
+    /// Everything worth showing next to the translation's diagnostics.
+    pub fn diagnostics(&self) -> Vec<Diagnostic> {
+        let mut invalid: Vec<_> = self.invalid.iter().collect();
+        invalid.sort_by(|a, b| a.0.cmp(b.0));
+        self.skipped
+            .iter()
+            .cloned()
+            .chain(invalid.into_iter().map(|(_, d)| d.clone()))
+            .collect()
+    }
+}
+
+/// The app's side of the manager: feed it after each publish, read its status.
+#[derive(Clone)]
+pub struct AcmeHandle {
+    acme_sets: Arc<Vec<bool>>,
+    input: Arc<watch::Sender<Vec<Candidate>>>,
+    status: Arc<Mutex<Status>>,
+}
+
+impl AcmeHandle {
+    /// Computes the candidates of this publish and hands them to the manager (cheap; no I/O).
+    pub fn feed(&self, t: &Translation, state: &ClusterState) {
+        let (cands, diags) = plan::candidates(t, state, &self.acme_sets);
+        for d in &diags {
+            tracing::debug!(subject = %d.subject, reason = %d.reason, "no ACME order");
+        }
+        self.with_status(|s| s.skipped = diags);
+        self.input.send_if_modified(|cur| {
+            if *cur == cands {
+                false
+            } else {
+                *cur = cands;
+                true
+            }
+        });
+    }
+
+    pub fn status(&self) -> Status {
+        self.status.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn with_status<R>(&self, f: impl FnOnce(&mut Status) -> R) -> R {
+        f(&mut self.status.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+/// Creates the manager for `sets` (one entry per listener set, `Some` where ACME is configured). Spawn the
+/// future; it returns when `shutdown` turns true.
+pub fn manager(
+    sets: Vec<Option<AcmeConfig>>,
+    store: Arc<dyn CertStore>,
+    challenges: ChallengeStore,
+    settings: Settings,
+    shutdown: watch::Receiver<bool>,
+) -> (AcmeHandle, impl Future<Output = ()> + Send + 'static) {
+    let (tx, rx) = watch::channel(Vec::new());
+    let handle = AcmeHandle {
+        acme_sets: Arc::new(sets.iter().map(|s| s.is_some()).collect()),
+        input: Arc::new(tx),
+        status: Arc::new(Mutex::new(Status::default())),
+    };
+    let m = Manager {
+        sets,
+        store,
+        challenges,
+        settings,
+        handle: handle.clone(),
+        accounts: HashMap::new(),
+        tracks: HashMap::new(),
+    };
+    (handle, m.run(rx, shutdown))
+}
+
+/// Per Secret: consecutive failures, when the next attempt may start, and the last certificate issued here
+/// (used until the source republishes it).
+#[derive(Default)]
+struct Track {
+    failures: u32,
+    not_before: Option<Instant>,
+    issued: Option<Arc<CertInfo>>,
+}
+
+struct Manager {
+    sets: Vec<Option<AcmeConfig>>,
+    store: Arc<dyn CertStore>,
+    challenges: ChallengeStore,
+    settings: Settings,
+    handle: AcmeHandle,
+    accounts: HashMap<String, Account>,
+    tracks: HashMap<ObjectRef, Track>,
+}
+
+impl Manager {
+    async fn run(mut self, mut input: watch::Receiver<Vec<Candidate>>, mut shutdown: watch::Receiver<bool>) {
+        loop {
+            let cands = input.borrow_and_update().clone();
+            let mut wake = Instant::now() + self.settings.check_interval;
+            for c in &cands {
+                // An order in flight is abandoned at shutdown: its tokens are withdrawn and nothing is stored.
+                let next = tokio::select! {
+                    next = self.pass(c) => next,
+                    _ = shutdown.wait_for(|s| *s) => return,
+                };
+                if let Some(at) = next {
+                    wake = wake.min(at);
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep_until(wake.into()) => {}
+                r = input.changed() => if r.is_err() { return },
+                _ = shutdown.wait_for(|s| *s) => return,
+            }
+        }
+    }
+
+    /// Looks at one candidate and orders if needed. Returns when it wants to look again (backoff), if earlier
+    /// than the regular check.
+    async fn pass(&mut self, c: &Candidate) -> Option<Instant> {
+        let now = (self.settings.clock)();
+        let track = self.tracks.entry(c.secret.clone()).or_default();
+        // The freshest certificate known: the published one, or one issued here and not yet republished.
+        let best = match (&c.current, &track.issued) {
+            (Some(a), Some(b)) if b.not_after > a.not_after => Some(b.clone()),
+            (Some(a), _) => Some(a.clone()),
+            (None, b) => b.clone(),
+        };
+        let need = plan::need(&c.hosts, &c.secret, best.as_deref(), now, self.settings.renew_fraction)?;
+        if let Some(at) = track.not_before {
+            if at > Instant::now() {
+                return Some(at);
+            }
+        }
+        // The store may hold a newer certificate than the published state (written before a restart, or by
+        // another replica); use it rather than ordering again.
+        if let Ok(Some(stored)) = self.store.load(&c.secret).await {
+            if let Ok(l) = LoadedCert::from_pem(stored.cert_pem.as_bytes(), stored.key_pem.as_bytes(), String::new()) {
+                if plan::need(&c.hosts, &c.secret, Some(&l.info), now, self.settings.renew_fraction).is_none() {
+                    self.tracks.entry(c.secret.clone()).or_default().issued = Some(l.info.clone());
+                    return None;
+                }
+            }
+        }
+        let cfg = self.sets.get(c.set).cloned().flatten()?;
+        tracing::info!(secret = %c.secret, hosts = %c.hosts.join(","), reason = %need, "ordering certificate");
+        let started = SystemTime::now();
+        let mut result = self.attempt(&cfg, c).await;
+        let mut nonce_retries = 0;
+        while result.as_ref().is_err_and(|e| e.is_bad_nonce()) && nonce_retries < self.settings.bad_nonce_retries {
+            nonce_retries += 1;
+            tracing::debug!(secret = %c.secret, "badNonce; retrying the order");
+            result = self.attempt(&cfg, c).await;
+        }
+        let track = self.tracks.entry(c.secret.clone()).or_default();
+        let outcome = match result {
+            Ok(info) => {
+                tracing::info!(secret = %c.secret, serial = %info.serial, not_after = %crate::certs::format_unix(info.not_after), "certificate issued and stored");
+                track.failures = 0;
+                track.not_before = None;
+                track.issued = Some(info.clone());
+                self.handle.with_status(|s| {
+                    s.certificates_issued += 1;
+                    s.failing.remove(&c.secret);
+                    s.invalid.remove(&c.secret);
+                });
+                Ok(info.serial.clone())
+            }
+            Err(e) => {
+                track.failures += 1;
+                let mut delay = backoff(&self.settings, track.failures);
+                if let Some(at) = e.retry_at() {
+                    delay = delay.max(at.saturating_duration_since(Instant::now()));
+                }
+                track.not_before = Some(Instant::now() + delay);
+                let invalid = matches!(e, AcmeError::Invalid(_));
+                tracing::warn!(secret = %c.secret, hosts = %c.hosts.join(","), error = %e, failures = track.failures, retry_in = ?delay, "ACME order failed; keeping the current certificate");
+                let msg = e.to_string();
+                self.handle.with_status(|s| {
+                    s.failures += 1;
+                    s.failing.insert(c.secret.clone(), msg.clone());
+                    if invalid {
+                        let d = Diagnostic::object(
+                            c.ingress.clone(),
+                            format!("ACME order for {} ({}): {msg}", c.hosts.join(", "), c.secret.name),
+                        );
+                        s.invalid.insert(c.secret.clone(), d);
+                    }
+                });
+                Err(msg)
+            }
+        };
+        let track = &self.tracks[&c.secret];
+        let again = track.not_before;
+        self.handle.with_status(|s| {
+            s.history.push(Attempt {
+                secret: c.secret.clone(),
+                hosts: c.hosts.clone(),
+                reason: need.to_string(),
+                started,
+                outcome,
+            });
+            if s.history.len() > HISTORY {
+                s.history.remove(0);
+            }
+        });
+        again
+    }
+
+    /// One order, bounded in time: account, order, validation, finalization, checks, storage.
+    async fn attempt(&mut self, cfg: &AcmeConfig, c: &Candidate) -> Result<Arc<CertInfo>, AcmeError> {
+        self.handle.with_status(|s| s.orders_started += 1);
+        let limit = self.settings.poll_timeout * 3;
+        let fut = async {
+            let account = match self.accounts.get(&cfg.directory) {
+                Some(a) => a.clone(),
+                None => {
+                    let a = client::account(cfg, &*self.store).await?;
+                    self.accounts.insert(cfg.directory.clone(), a.clone());
+                    a
+                }
+            };
+            let polling = Polling {
+                delay: self.settings.poll_delay,
+                timeout: self.settings.poll_timeout,
+            };
+            let issued = client::issue(&account, &c.hosts, &self.challenges, polling).await?;
+            let info = check(&issued, &c.hosts, (self.settings.clock)())?;
+            self.store.store(&c.secret, &issued).await?;
+            Ok(info)
+        };
+        match tokio::time::timeout(limit, fut).await {
+            Ok(r) => r,
+            Err(_) => Err(AcmeError::Timeout(limit)),
+        }
+    }
+}
+
+/// An issued certificate must load and serve every host before it is stored.
+fn check(issued: &StoredCert, hosts: &[String], now: i64) -> Result<Arc<CertInfo>, AcmeError> {
+    let l = LoadedCert::from_pem(issued.cert_pem.as_bytes(), issued.key_pem.as_bytes(), "acme".into())
+        .map_err(|e| AcmeError::Unusable(e.to_string()))?;
+    for (host, r) in l.validate_for_hosts(hosts, now) {
+        r.map_err(|e| AcmeError::Unusable(format!("{host}: {e}")))?;
+    }
+    Ok(l.info.clone())
+}
+
+/// `backoff_min * 2^(failures-1)`, capped at `backoff_max`, then a random 50–100% of that.
+pub fn backoff(s: &Settings, failures: u32) -> Duration {
+    let exp = failures.saturating_sub(1).min(30);
+    let base = s.backoff_min.saturating_mul(1u32 << exp).min(s.backoff_max);
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u32(failures);
+    let r = (h.finish() % 1000) as f64 / 1000.0;
+    base.mul_f64(0.5 + r / 2.0)
+}
+
+/// Wiring for the app: when a listener set has `acme`, a [`FileStore`](super::FileStore) in the state directory
+/// and the manager task (spawned on `tasks`). `None` when no set uses ACME, or when there is no state directory
+/// (then tokens are still answered but nothing is ordered; `portico run` refuses that combination).
+pub fn spawn_for(
+    config: &crate::config::Config,
+    extras: &crate::app::Extras,
+    challenges: &ChallengeStore,
+    shutdown: watch::Receiver<bool>,
+    tasks: &mut tokio::task::JoinSet<()>,
+) -> anyhow::Result<Option<AcmeHandle>> {
+    use tracing::Instrument;
+    let sets: Vec<Option<AcmeConfig>> = config.listener_sets.iter().map(|s| s.acme.clone()).collect();
+    if sets.iter().all(|s| s.is_none()) {
+        return Ok(None);
+    }
+    let Some(state_dir) = &extras.state_dir else {
+        tracing::warn!("a listener set has acme configured but there is no state directory: not ordering certificates");
+        return Ok(None);
+    };
+    let store = Arc::new(super::FileStore::new(state_dir));
+    let (handle, task) = manager(sets, store, challenges.clone(), extras.acme.clone(), shutdown);
+    tasks.spawn(task.instrument(tracing::info_span!("acme")));
+    Ok(Some(handle))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_capped_with_jitter() {
+        let s = Settings {
+            backoff_min: Duration::from_secs(10),
+            backoff_max: Duration::from_secs(100),
+            ..Settings::default()
+        };
+        for (n, full) in [(1, 10), (2, 20), (3, 40), (4, 80), (5, 100), (40, 100)] {
+            let d = backoff(&s, n);
+            assert!(
+                d >= Duration::from_secs(full) / 2 && d <= Duration::from_secs(full),
+                "{n}: {d:?}"
+            );
+        }
+    }
+}

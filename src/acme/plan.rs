@@ -1,0 +1,222 @@
+//! Which certificates to order: pure functions from a translation and the objects to [`Candidate`]s, and from a
+//! candidate and a clock value to the reason it needs an order (if it does). No I/O, no clock.
+
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+
+use crate::certs::{CertInfo, LoadedCert};
+use crate::model::{ClusterState, Diagnostic, ObjectRef, Translation};
+
+/// Set to `"false"` on an Ingress to keep ACME away from its `spec.tls` entries.
+pub const OPT_OUT_ANNOTATION: &str = "portico.dev/acme";
+
+/// One `spec.tls` entry of an ACME-enabled listener set: the Secret to fill and the hosts it must cover.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Candidate {
+    /// Listener set index (configuration order); its ACME configuration is used.
+    pub set: usize,
+    pub secret: ObjectRef,
+    /// The SANs of the order, lowercase, in `spec.tls` order, without duplicates.
+    pub hosts: Vec<String>,
+    pub ingress: ObjectRef,
+    /// The certificate the Secret holds now, when it exists and parses.
+    pub current: Option<Arc<CertInfo>>,
+}
+
+/// Why a candidate needs a new certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Need {
+    Missing,
+    Expired,
+    DoesNotCover(String),
+    Renewal,
+}
+
+impl std::fmt::Display for Need {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Need::Missing => f.write_str("no usable certificate"),
+            Need::Expired => f.write_str("certificate expired or not yet valid"),
+            Need::DoesNotCover(h) => write!(f, "certificate does not cover {h}"),
+            Need::Renewal => f.write_str("certificate due for renewal"),
+        }
+    }
+}
+
+/// The candidates of every listener set with `acme_sets[i]`, deduplicated by Secret (first wins). Wildcard hosts
+/// cannot be validated by HTTP-01: such an entry is a diagnostic, not an order.
+pub fn candidates(t: &Translation, state: &ClusterState, acme_sets: &[bool]) -> (Vec<Candidate>, Vec<Diagnostic>) {
+    let mut out: Vec<Candidate> = Vec::new();
+    let mut diagnostics = Vec::new();
+    for (idx, set) in t.sets.iter().enumerate() {
+        if !acme_sets.get(idx).copied().unwrap_or(false) {
+            continue;
+        }
+        for tls in &set.tls {
+            if opted_out(state, &tls.ingress) || out.iter().any(|c| c.secret == tls.secret) {
+                continue;
+            }
+            if let Some(w) = tls.hosts.iter().find(|h| h.starts_with("*.")) {
+                diagnostics.push(Diagnostic::object(
+                    tls.ingress.clone(),
+                    format!(
+                        "spec.tls {}: {w} is a wildcard; HTTP-01 cannot validate wildcards, no ACME order",
+                        tls.secret.name
+                    ),
+                ));
+                continue;
+            }
+            let mut hosts: Vec<String> = Vec::new();
+            for h in &tls.hosts {
+                let h = crate::certs::normalize_host(h).into_owned();
+                if !hosts.contains(&h) {
+                    hosts.push(h);
+                }
+            }
+            if hosts.is_empty() {
+                continue;
+            }
+            out.push(Candidate {
+                set: idx,
+                secret: tls.secret.clone(),
+                hosts,
+                ingress: tls.ingress.clone(),
+                current: current_cert(state, &tls.secret),
+            });
+        }
+    }
+    (out, diagnostics)
+}
+
+fn opted_out(state: &ClusterState, ingress: &ObjectRef) -> bool {
+    state.ingresses.iter().any(|i| {
+        i.metadata.name.as_deref() == Some(ingress.name.as_str())
+            && i.metadata.namespace.as_deref().unwrap_or("default") == ingress.namespace
+            && i.metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(OPT_OUT_ANNOTATION))
+                .is_some_and(|v| v.trim().eq_ignore_ascii_case("false"))
+    })
+}
+
+/// The last Secret of that name wins, as in the certificate stage.
+fn current_cert(state: &ClusterState, secret: &ObjectRef) -> Option<Arc<CertInfo>> {
+    let s = state.secrets.iter().rev().find(|s| {
+        s.metadata.name.as_deref() == Some(secret.name.as_str())
+            && s.metadata.namespace.as_deref().unwrap_or("default") == secret.namespace
+    })?;
+    LoadedCert::from_tls_secret(s).ok().map(|c| c.info.clone())
+}
+
+/// Whether `cert` serves every host at `now` and has more than the renewal share of its lifetime left. The
+/// share is `renew_fraction` stretched by up to 10% per Secret (a fixed jitter, so renewals of certificates
+/// issued together spread out).
+pub fn need(
+    hosts: &[String],
+    secret: &ObjectRef,
+    cert: Option<&CertInfo>,
+    now: i64,
+    renew_fraction: f64,
+) -> Option<Need> {
+    let Some(cert) = cert else {
+        return Some(Need::Missing);
+    };
+    if cert.check_validity(now).is_err() {
+        return Some(Need::Expired);
+    }
+    if let Some(h) = hosts.iter().find(|h| !cert.covers(h)) {
+        return Some(Need::DoesNotCover(h.clone()));
+    }
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    (&secret.namespace, &secret.name).hash(&mut hasher);
+    let jitter = (hasher.finish() % 1000) as f64 / 10_000.0;
+    if cert.remaining_lifetime_fraction(now) < renew_fraction * (1.0 + jitter) {
+        return Some(Need::Renewal);
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::certs::testing::{key, TestCa};
+    use crate::model::{translate, Options};
+    use crate::source::manifests::state_from_yaml;
+
+    const DAY: i64 = 86_400;
+
+    fn r(name: &str) -> ObjectRef {
+        ObjectRef {
+            kind: "Secret",
+            namespace: "default".into(),
+            name: name.into(),
+        }
+    }
+
+    #[test]
+    fn need_by_validity_coverage_and_lifetime() {
+        let ca = TestCa::new();
+        let k = key(&rcgen::PKCS_ECDSA_P256_SHA256);
+        let now = 1_800_000_000;
+        let pem = ca.issue_pem(&["a.test"], &k, now - 10 * DAY, now + 80 * DAY);
+        let c = LoadedCert::from_pem(pem.as_bytes(), k.serialize_pem().as_bytes(), "t".into()).unwrap();
+        let hosts = vec!["a.test".to_string()];
+        let info = Some(&*c.info);
+        assert_eq!(need(&hosts, &r("x"), None, now, 1.0 / 3.0), Some(Need::Missing));
+        assert_eq!(need(&hosts, &r("x"), info, now, 1.0 / 3.0), None);
+        assert_eq!(
+            need(&["b.test".to_string()], &r("x"), info, now, 1.0 / 3.0),
+            Some(Need::DoesNotCover("b.test".into()))
+        );
+        // 80 of 90 days left is fine; 20 of 90 is below a third.
+        assert_eq!(
+            need(&hosts, &r("x"), info, now + 60 * DAY, 1.0 / 3.0),
+            Some(Need::Renewal)
+        );
+        assert_eq!(
+            need(&hosts, &r("x"), info, now + 81 * DAY, 1.0 / 3.0),
+            Some(Need::Expired)
+        );
+    }
+
+    #[test]
+    fn candidates_skip_opt_outs_wildcards_and_other_sets() {
+        let yaml = r#"
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {name: web, namespace: default}
+spec:
+  ingressClassName: portico
+  tls:
+  - {hosts: [A.test, a.test, b.test], secretName: web-tls}
+  - {hosts: ["*.w.test"], secretName: wild-tls}
+  rules:
+  - host: a.test
+    http: {paths: [{path: /, pathType: Prefix, backend: {service: {name: s, port: {number: 80}}}}]}
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {name: manual, namespace: default, annotations: {portico.dev/acme: "false"}}
+spec:
+  ingressClassName: portico
+  tls:
+  - {hosts: [m.test], secretName: manual-tls}
+  rules:
+  - host: m.test
+    http: {paths: [{path: /, pathType: Prefix, backend: {service: {name: s, port: {number: 80}}}}]}
+"#;
+        let (state, d) = state_from_yaml(yaml, "x.yaml");
+        assert!(d.is_empty(), "{d:?}");
+        let t = translate(&state, &Options::from_config(&crate::config::Config::default(), true));
+        let (c, d) = candidates(&t, &state, &[true]);
+        assert_eq!(c.len(), 1, "{c:?}");
+        assert_eq!(c[0].secret, r("web-tls"));
+        assert_eq!(c[0].hosts, vec!["a.test".to_string(), "b.test".to_string()]);
+        assert!(c[0].current.is_none());
+        assert_eq!(d.len(), 1);
+        assert!(d[0].reason.contains("wildcard"), "{d:?}");
+        let (c, _) = candidates(&t, &state, &[false]);
+        assert!(c.is_empty());
+    }
+}

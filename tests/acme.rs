@@ -1,0 +1,636 @@
+//! ACME HTTP-01 against a real Pebble (Debian package `pebble`, installed by `.ci/run`): issuance end to end,
+//! nonce rejection, invalid challenges, an unreachable CA, renewal and restart. Pebble, its DNS
+//! (`pebble-challtestsrv`) and the gateway all listen on 127.0.0.1; clients verify the served chain against
+//! Pebble's issuing root, fetched from its management interface.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::TokioIo;
+use portico::acme::Settings;
+use portico::app::{Extras, Running, Source};
+use portico::certs::testing::{key, TestCa, DAY};
+use portico::certs::{unix_now, CertInfo};
+use portico::config::Config;
+use portico::echo::EchoServer;
+use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::{ClientConfig, RootCertStore};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+
+const HOST: &str = "shop.acme.test";
+
+// === processes ===
+
+/// A child process killed (by its pid) when dropped.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn require_pebble() {
+    for bin in ["pebble", "pebble-challtestsrv"] {
+        let found = std::env::var_os("PATH")
+            .map(|p| std::env::split_paths(&p).any(|d| d.join(bin).is_file()))
+            .unwrap_or(false);
+        assert!(
+            found,
+            "`{bin}` not found: the ACME tests need the Debian package `pebble`; run `.ci/run` (it installs it) \
+             or `apt-get install -y pebble`"
+        );
+    }
+}
+
+/// Pebble with its own DNS server, on free loopback ports.
+struct Pebble {
+    dir: tempfile::TempDir,
+    _procs: Vec<Proc>,
+    port: u16,
+    mgmt: u16,
+    /// The test CA that signed Pebble's own HTTPS certificate (given to the gateway as `caRoot`).
+    https_ca: TestCa,
+}
+
+impl Pebble {
+    /// `http_port`: where Pebble's VA connects for HTTP-01 (the gateway's plain port); `a_record`: the address
+    /// every name resolves to.
+    async fn start(http_port: u16, a_record: &str, env: &[(&str, &str)]) -> Pebble {
+        require_pebble();
+        let dir = tempfile::tempdir().unwrap();
+        let https_ca = TestCa::new();
+        let k = key(&rcgen::PKCS_ECDSA_P256_SHA256);
+        let cert = https_ca.issue_pem(&["127.0.0.1", "localhost"], &k, unix_now() - DAY, unix_now() + 30 * DAY);
+        std::fs::write(dir.path().join("cert.pem"), cert).unwrap();
+        std::fs::write(dir.path().join("key.pem"), k.serialize_pem()).unwrap();
+        std::fs::write(dir.path().join("https-ca.pem"), &https_ca.pem).unwrap();
+        let (port, mgmt, dns, dns_mgmt) = (free_port(), free_port(), free_port(), free_port());
+        let config = serde_json::json!({
+            "pebble": {
+                "listenAddress": format!("127.0.0.1:{port}"),
+                "managementListenAddress": format!("127.0.0.1:{mgmt}"),
+                "certificate": dir.path().join("cert.pem"),
+                "privateKey": dir.path().join("key.pem"),
+                "httpPort": http_port,
+                "tlsPort": free_port(),
+                "ocspResponderURL": "",
+                "externalAccountBindingRequired": false
+            }
+        });
+        std::fs::write(dir.path().join("pebble.json"), config.to_string()).unwrap();
+        let log = |name: &str| std::fs::File::create(dir.path().join(name)).unwrap();
+        let dns_proc = Command::new("pebble-challtestsrv")
+            .args(["-defaultIPv4", a_record, "-defaultIPv6", ""])
+            .args(["-dns01", &format!("127.0.0.1:{dns}")])
+            .args(["-management", &format!("127.0.0.1:{dns_mgmt}")])
+            .args(["-http01", "", "-https01", "", "-tlsalpn01", "", "-doh", ""])
+            .stdout(log("dns.log"))
+            .stderr(log("dns.err"))
+            .spawn();
+        // Older challtestsrv builds have no -doh flag: retry without it.
+        let dns_proc = match dns_proc {
+            Ok(mut c) => {
+                std::thread::sleep(Duration::from_millis(150));
+                if c.try_wait().unwrap().is_some() {
+                    Command::new("pebble-challtestsrv")
+                        .args(["-defaultIPv4", a_record, "-defaultIPv6", ""])
+                        .args(["-dns01", &format!("127.0.0.1:{dns}")])
+                        .args(["-management", &format!("127.0.0.1:{dns_mgmt}")])
+                        .args(["-http01", "", "-https01", "", "-tlsalpn01", ""])
+                        .stdout(log("dns.log"))
+                        .stderr(log("dns.err"))
+                        .spawn()
+                        .unwrap()
+                } else {
+                    c
+                }
+            }
+            Err(e) => panic!("cannot start pebble-challtestsrv: {e}"),
+        };
+        let mut cmd = Command::new("pebble");
+        cmd.arg("-config")
+            .arg(dir.path().join("pebble.json"))
+            .args(["-dnsserver", &format!("127.0.0.1:{dns}")])
+            .env("PEBBLE_VA_NOSLEEP", "1")
+            .env("PEBBLE_AUTHZREUSE", "0")
+            .stdin(Stdio::null())
+            .stdout(log("pebble.log"))
+            .stderr(log("pebble.err"));
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let pebble = Proc(cmd.spawn().expect("cannot start pebble"));
+        let p = Pebble {
+            _procs: vec![Proc(dns_proc), pebble],
+            dir,
+            port,
+            mgmt,
+            https_ca,
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", port)).await.is_err()
+            || TcpStream::connect(("127.0.0.1", mgmt)).await.is_err()
+        {
+            assert!(Instant::now() < deadline, "pebble did not start: {}", p.logs());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        p
+    }
+
+    fn directory(&self) -> String {
+        format!("https://127.0.0.1:{}/dir", self.port)
+    }
+
+    fn ca_root(&self) -> PathBuf {
+        self.dir.path().join("https-ca.pem")
+    }
+
+    fn logs(&self) -> String {
+        let read = |n: &str| std::fs::read_to_string(self.dir.path().join(n)).unwrap_or_default();
+        format!(
+            "pebble:\n{}{}\ndns:\n{}",
+            read("pebble.log"),
+            read("pebble.err"),
+            read("dns.err")
+        )
+    }
+
+    /// Pebble's issuing root (changes per Pebble run), from the management interface.
+    async fn issuing_root(&self) -> CertificateDer<'static> {
+        let body = https_get(self.mgmt, "/roots/0", &self.https_ca).await;
+        let mut rd = body.as_bytes();
+        rustls_pemfile_first(&mut rd)
+    }
+}
+
+fn rustls_pemfile_first(pem: &mut &[u8]) -> CertificateDer<'static> {
+    use rustls::pki_types::pem::PemObject;
+    CertificateDer::from_pem_slice(pem).expect("a PEM certificate from /roots/0")
+}
+
+/// GET over HTTPS/1.0 to 127.0.0.1:`port`, trusting `ca`; the body.
+async fn https_get(port: u16, path: &str, ca: &TestCa) -> String {
+    let mut roots = RootCertStore::empty();
+    roots.add(ca.der.clone()).unwrap();
+    let tcp = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let mut tls = TlsConnector::from(client_config(roots))
+        .connect(ServerName::try_from("127.0.0.1").unwrap().to_owned(), tcp)
+        .await
+        .unwrap();
+    tls.write_all(format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    let _ = tls.read_to_end(&mut out).await;
+    let text = String::from_utf8(out).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    assert!(
+        head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200"),
+        "{head}"
+    );
+    body.to_string()
+}
+
+fn client_config(roots: RootCertStore) -> Arc<ClientConfig> {
+    let mut c = ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    c.resumption = rustls::client::Resumption::disabled();
+    Arc::new(c)
+}
+
+/// The serial of the certificate the gateway presents for `host`, verified against `root`; the error when the
+/// handshake fails (e.g. the default self-signed certificate is presented).
+async fn served_serial(addr: SocketAddr, host: &str, root: &CertificateDer<'static>) -> Result<String, String> {
+    let mut roots = RootCertStore::empty();
+    roots.add(root.clone()).unwrap();
+    let tcp = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+    let tls = TlsConnector::from(client_config(roots))
+        .connect(ServerName::try_from(host.to_string()).unwrap(), tcp)
+        .await
+        .map_err(|e| e.to_string())?;
+    let leaf = &tls.get_ref().1.peer_certificates().unwrap()[0];
+    Ok(CertInfo::from_der(leaf, String::new()).unwrap().serial)
+}
+
+async fn wait_served(addr: SocketAddr, host: &str, root: &CertificateDer<'static>, within: Duration) -> String {
+    let deadline = Instant::now() + within;
+    loop {
+        match served_serial(addr, host, root).await {
+            Ok(s) => return s,
+            Err(e) => assert!(Instant::now() < deadline, "no trusted certificate for {host}: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+// === the gateway ===
+
+fn fast_settings() -> Settings {
+    Settings {
+        check_interval: Duration::from_millis(200),
+        backoff_min: Duration::from_millis(400),
+        backoff_max: Duration::from_secs(3),
+        poll_delay: Duration::from_millis(100),
+        poll_timeout: Duration::from_secs(15),
+        ..Settings::default()
+    }
+}
+
+fn config(http_port: u16, directory: &str, ca_root: &Path) -> Config {
+    Config::from_yaml(&format!(
+        r#"
+listenerSets:
+  - name: default
+    ingressClasses: [portico]
+    http: ["127.0.0.1:{http_port}"]
+    https: ["127.0.0.1:0"]
+    acme:
+      directory: "{directory}"
+      email: ops@example.test
+      caRoot: "{}"
+admin: {{ address: "127.0.0.1:0" }}
+"#,
+        ca_root.display()
+    ))
+    .unwrap()
+}
+
+fn manifests(backend: SocketAddr, annotations: &str) -> String {
+    support::service("default", "shop", &[backend])
+        + &format!(
+            r#"---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: shop
+  namespace: default
+  annotations: {{{annotations}}}
+spec:
+  ingressClassName: portico
+  tls:
+  - hosts: ["{HOST}"]
+    secretName: shop-tls
+  rules:
+  - host: "{HOST}"
+    http: {{paths: [{{path: /, pathType: Prefix, backend: {{service: {{name: shop, port: {{number: 80}}}}}}}}]}}
+"#
+        )
+}
+
+struct Setup {
+    running: Option<Running>,
+    manifests: tempfile::TempDir,
+    state: tempfile::TempDir,
+    _backend: EchoServer,
+    http_port: u16,
+}
+
+impl Setup {
+    async fn new(http_port: u16) -> Setup {
+        Self::with_annotations(http_port, "").await
+    }
+
+    async fn with_annotations(http_port: u16, annotations: &str) -> Setup {
+        let backend = EchoServer::start("shop", "127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let manifests = tempfile::tempdir().unwrap();
+        std::fs::write(
+            manifests.path().join("m.yaml"),
+            self::manifests(backend.addr, annotations),
+        )
+        .unwrap();
+        Setup {
+            running: None,
+            manifests,
+            state: tempfile::tempdir().unwrap(),
+            _backend: backend,
+            http_port,
+        }
+    }
+
+    async fn start(&mut self, directory: &str, ca_root: &Path, settings: Settings) {
+        let running = portico::app::start_with(
+            config(self.http_port, directory, ca_root),
+            Source::Manifests {
+                dir: self.manifests.path().to_path_buf(),
+                poll_interval: Duration::from_millis(100),
+            },
+            Extras {
+                state_dir: Some(self.state.path().to_path_buf()),
+                acme: settings,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+        self.running = Some(running);
+    }
+
+    fn running(&self) -> &Running {
+        self.running.as_ref().unwrap()
+    }
+
+    fn https(&self) -> SocketAddr {
+        self.running().https_addrs[0][0]
+    }
+
+    fn status(&self) -> portico::acme::Status {
+        self.running().acme.as_ref().expect("acme manager running").status()
+    }
+
+    fn secret_file(&self) -> PathBuf {
+        self.state.path().join("secrets/default/shop-tls.yaml")
+    }
+
+    async fn stop(&mut self) {
+        if let Some(r) = self.running.take() {
+            r.shutdown().await;
+        }
+    }
+}
+
+/// Issues through Pebble, checks the served chain and the stored Secret; returns the serial.
+async fn issue_end_to_end(env: &[(&str, &str)]) -> (Setup, Pebble, CertificateDer<'static>, String) {
+    let http_port = free_port();
+    let pebble = Pebble::start(http_port, "127.0.0.1", env).await;
+    let mut s = Setup::new(http_port).await;
+    s.start(&pebble.directory(), &pebble.ca_root(), fast_settings()).await;
+    let root = pebble.issuing_root().await;
+    let serial = tokio::time::timeout(Duration::from_secs(60), async {
+        wait_served(s.https(), HOST, &root, Duration::from_secs(60)).await
+    })
+    .await
+    .unwrap_or_else(|_| {
+        panic!(
+            "no certificate within a minute; status {:?}\n{}",
+            s.status(),
+            pebble.logs()
+        )
+    });
+    let status = s.status();
+    assert_eq!(status.certificates_issued, 1, "{status:?}");
+    assert!(status.failing.is_empty(), "{status:?}");
+    // The stored Secret holds the served certificate, privately.
+    let text = std::fs::read_to_string(s.secret_file()).unwrap();
+    let (state, d) = portico::source::manifests::state_from_yaml(&text, "secret");
+    assert!(d.is_empty(), "{d:?}");
+    let stored = portico::certs::LoadedCert::from_tls_secret(&state.secrets[0]).unwrap();
+    assert_eq!(stored.info.serial, serial);
+    assert!(stored.covers(HOST));
+    assert!(stored.chain().len() >= 2, "chain with the intermediate");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(s.secret_file()).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    // The tokens were withdrawn once validation ended.
+    assert!(s.running().challenges.is_empty());
+    (s, pebble, root, serial)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issues_a_certificate_end_to_end() {
+    let (mut s, _pebble, _root, _serial) = issue_end_to_end(&[]).await;
+    let account_files = std::fs::read_dir(s.state.path().join("acme/accounts")).unwrap().count();
+    assert_eq!(account_files, 1);
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn survives_nonce_rejection() {
+    let (mut s, pebble, _root, _serial) = issue_end_to_end(&[("PEBBLE_WFE_NONCEREJECT", "50")]).await;
+    // Pebble really rejected nonces (instant-acme retries badNonce three times per request; the manager
+    // retries the whole order when that is not enough).
+    assert!(pebble.logs().contains("reject 50% of good nonces"), "{}", pebble.logs());
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_reuses_the_stored_certificate() {
+    let (mut s, pebble, root, serial) = issue_end_to_end(&[]).await;
+    s.stop().await;
+    s.start(&pebble.directory(), &pebble.ca_root(), fast_settings()).await;
+    assert_eq!(served_serial(s.https(), HOST, &root).await.unwrap(), serial);
+    // Several check intervals pass without an order.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let status = s.status();
+    assert_eq!(status.orders_started, 0, "{status:?}");
+    assert_eq!(served_serial(s.https(), HOST, &root).await.unwrap(), serial);
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_challenge_is_reported_and_retried_with_backoff() {
+    let http_port = free_port();
+    // Every name resolves to 127.0.0.2, where nothing listens on the gateway's port.
+    let pebble = Pebble::start(http_port, "127.0.0.2", &[]).await;
+    let mut s = Setup::new(http_port).await;
+    let settings = Settings {
+        backoff_min: Duration::from_millis(500),
+        backoff_max: Duration::from_secs(4),
+        ..fast_settings()
+    };
+    s.start(&pebble.directory(), &pebble.ca_root(), settings).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while s.status().invalid.is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "no invalid order reported: {:?}\n{}",
+            s.status(),
+            pebble.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let first = Instant::now();
+    let d = s.status().diagnostics();
+    assert_eq!(d.len(), 1, "{d:?}");
+    assert!(d[0].reason.contains(HOST), "{d:?}");
+    // Pebble's problem detail names the failed connection.
+    assert!(d[0].reason.contains("127.0.0.2"), "{d:?}");
+    assert!(d[0].reason.contains("urn:ietf:params:acme:error:connection"), "{d:?}");
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let status = s.status();
+    let attempts: Vec<_> = status.history.iter().filter(|a| a.outcome.is_err()).collect();
+    assert!(
+        status.certificates_issued == 0 && !s.secret_file().exists(),
+        "{status:?}"
+    );
+    // Backoff 0.25–0.5 s, 0.5–1, 1–2, 2–4 (capped): over ~6 s, between 3 and 6 attempts, never a tight loop.
+    assert!(
+        (3..=6).contains(&attempts.len()),
+        "{} attempts in {:?}: {status:?}",
+        attempts.len(),
+        first.elapsed()
+    );
+    let gaps: Vec<Duration> = attempts
+        .windows(2)
+        .map(|w| w[1].started.duration_since(w[0].started).unwrap())
+        .collect();
+    assert!(gaps.iter().all(|g| *g >= Duration::from_millis(200)), "{gaps:?}");
+    assert!(gaps.last() > gaps.first(), "backoff grows: {gaps:?}");
+    // Nothing swapped: the host still gets the default certificate (not trusted by Pebble's root).
+    let root = pebble.issuing_root().await;
+    assert!(served_serial(s.https(), HOST, &root).await.is_err());
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_ca_keeps_the_stored_certificate() {
+    let mut s = Setup::new(free_port()).await;
+    // A valid certificate already stored, two thirds of its lifetime gone: due for renewal.
+    let ca = TestCa::new();
+    let k = key(&rcgen::PKCS_ECDSA_P256_SHA256);
+    let now = unix_now();
+    let pem = ca.issue_pem(&[HOST], &k, now - 20 * DAY, now + 5 * DAY);
+    let stored = portico::acme::StoredCert {
+        cert_pem: pem.clone(),
+        key_pem: k.serialize_pem(),
+    };
+    let store = portico::acme::FileStore::new(s.state.path());
+    let secret = portico::model::ObjectRef {
+        kind: "Secret",
+        namespace: "default".into(),
+        name: "shop-tls".into(),
+    };
+    portico::acme::CertStore::store(&store, &secret, &stored).await.unwrap();
+    let serial = portico::certs::LoadedCert::from_pem(pem.as_bytes(), k.serialize_pem().as_bytes(), String::new())
+        .unwrap()
+        .info
+        .serial
+        .clone();
+    let closed = free_port();
+    let ca_root = s.state.path().join("unused-ca.pem");
+    std::fs::write(&ca_root, &ca.pem).unwrap();
+    let settings = Settings {
+        backoff_min: Duration::from_millis(400),
+        backoff_max: Duration::from_secs(2),
+        ..fast_settings()
+    };
+    s.start(&format!("https://127.0.0.1:{closed}/dir"), &ca_root, settings)
+        .await;
+    let root = ca.der.clone();
+    assert_eq!(served_serial(s.https(), HOST, &root).await.unwrap(), serial);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let status = s.status();
+    let attempts = status.history.len();
+    // 0.2–0.4, 0.4–0.8, 0.8–1.6, 1–2, 1–2 ...: spaced out, not a tight loop.
+    assert!((3..=9).contains(&attempts), "{attempts} attempts: {status:?}");
+    assert!(status.history.iter().all(|a| a.outcome.is_err()));
+    assert!(status.failing.contains_key(&secret), "{status:?}");
+    assert_eq!(served_serial(s.https(), HOST, &root).await.unwrap(), serial);
+    assert!(
+        !s.state.path().join("acme/accounts").exists(),
+        "no account without a CA"
+    );
+    let again = portico::acme::CertStore::load(&store, &secret).await.unwrap().unwrap();
+    assert_eq!(again, stored, "the stored certificate is untouched");
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renews_before_expiry_without_breaking_open_connections() {
+    let http_port = free_port();
+    let pebble = Pebble::start(http_port, "127.0.0.1", &[]).await;
+    let mut s = Setup::new(http_port).await;
+    // The manager's clock runs `offset` seconds ahead of the real one (Pebble 2.4 always issues long-lived
+    // certificates and instant-acme cannot ask for a short notAfter, so time is moved instead).
+    let offset = Arc::new(AtomicI64::new(0));
+    let o = offset.clone();
+    let settings = Settings {
+        clock: Arc::new(move || unix_now() + o.load(Ordering::Relaxed)),
+        ..fast_settings()
+    };
+    s.start(&pebble.directory(), &pebble.ca_root(), settings).await;
+    let root = pebble.issuing_root().await;
+    let first = wait_served(s.https(), HOST, &root, Duration::from_secs(60)).await;
+
+    // An open HTTP/1.1 connection over TLS, used before and after the renewal.
+    let mut roots = RootCertStore::empty();
+    roots.add(root.clone()).unwrap();
+    let tcp = TcpStream::connect(s.https()).await.unwrap();
+    let tls = TlsConnector::from(client_config(roots))
+        .connect(ServerName::try_from(HOST.to_string()).unwrap(), tcp)
+        .await
+        .unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.unwrap();
+    tokio::spawn(conn);
+    let get = || {
+        hyper::Request::get("/")
+            .header("host", HOST)
+            .body(Empty::<Bytes>::new())
+            .unwrap()
+    };
+    assert_eq!(sender.send_request(get()).await.unwrap().status(), 200);
+
+    // Move to the last fifth of the certificate's lifetime.
+    let info = portico::certs::LoadedCert::from_tls_secret(
+        &portico::source::manifests::state_from_yaml(&std::fs::read_to_string(s.secret_file()).unwrap(), "s")
+            .0
+            .secrets[0],
+    )
+    .unwrap()
+    .info
+    .clone();
+    let lifetime = info.not_after - info.not_before;
+    offset.store(info.not_after - lifetime / 5 - unix_now(), Ordering::Relaxed);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let second = loop {
+        let now = served_serial(s.https(), HOST, &root).await.unwrap();
+        if now != first {
+            break now;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not renewed: {:?}\n{}",
+            s.status(),
+            pebble.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    offset.store(0, Ordering::Relaxed);
+    assert_ne!(first, second);
+    let status = s.status();
+    assert!(status.certificates_issued >= 2, "{status:?}");
+    assert!(
+        status.history.iter().any(|a| a.reason.contains("renewal")),
+        "{status:?}"
+    );
+    // The connection opened before the renewal still works.
+    let rsp = sender.send_request(get()).await.unwrap();
+    assert_eq!(rsp.status(), 200);
+    let _ = rsp.into_body().collect().await.unwrap();
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opted_out_ingress_gets_no_order() {
+    let http_port = free_port();
+    let pebble = Pebble::start(http_port, "127.0.0.1", &[]).await;
+    let mut s = Setup::with_annotations(http_port, r#"portico.dev/acme: "false""#).await;
+    s.start(&pebble.directory(), &pebble.ca_root(), fast_settings()).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let status = s.status();
+    assert_eq!(status.orders_started, 0, "{status:?}");
+    assert!(!s.secret_file().exists());
+    s.stop().await;
+}
