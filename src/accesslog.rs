@@ -77,6 +77,8 @@ pub struct Entry {
     pub ingress: Option<Arc<str>>,
     pub service: Option<Arc<crate::upstream::Backend>>,
     pub tls: bool,
+    pub tls_version: Option<&'static str>,
+    pub sni: Option<Arc<str>>,
 }
 
 /// The request side: decides sampling and queues entries.
@@ -168,6 +170,10 @@ struct Line<'a> {
     ingress: Option<&'a str>,
     service: Option<&'a str>,
     tls: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tls_version: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sni: Option<&'a str>,
 }
 
 impl<'a> Line<'a> {
@@ -187,6 +193,8 @@ impl<'a> Line<'a> {
             ingress: e.ingress.as_deref(),
             service: e.service.as_ref().map(|b| b.id.as_str()),
             tls: e.tls,
+            tls_version: e.tls_version,
+            sni: e.sni.as_deref(),
         }
     }
 }

@@ -341,3 +341,54 @@ async fn redirect_port_is_configurable() {
     assert_eq!(r.headers["location"], "https://a.example.test/x");
     gw.stop().await;
 }
+
+#[tokio::test]
+async fn access_log_records_tls_version_and_sni() {
+    let ca = TestCa::new();
+    let (a, w) = (
+        EchoServer::start("a", "127.0.0.1:0".parse().unwrap()).await.unwrap(),
+        EchoServer::start("w", "127.0.0.1:0".parse().unwrap()).await.unwrap(),
+    );
+    let cert = issue(&ca, &["a.example.test"], unix_now() + DAY);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("m.yaml"), manifests(&ca, &a, &w, &cert)).unwrap();
+    let log = dir.path().join("access.log");
+    let running = portico::app::start_with(
+        portico::config::Config::from_yaml(TLS_SET).unwrap(),
+        portico::app::Source::Manifests {
+            dir: dir.path().to_path_buf(),
+            poll_interval: std::time::Duration::from_secs(1),
+        },
+        portico::app::Extras {
+            access_log: portico::accesslog::Settings {
+                target: portico::accesslog::Target::File(log.clone()),
+                sample: 1,
+            },
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let tls = connect(
+        ca.client_config(&[b"http/1.1"]),
+        running.https_addrs[0][0],
+        "a.example.test",
+    )
+    .await
+    .unwrap();
+    assert_eq!(get1(&mut h1(tls).await, "a.example.test", "/logged").await.status, 200);
+    let mut line = String::new();
+    for _ in 0..100 {
+        line = std::fs::read_to_string(&log).unwrap_or_default();
+        if !line.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let json: serde_json::Value = serde_json::from_str(line.lines().next().expect("a log line")).unwrap();
+    assert_eq!(json["tls"], true);
+    assert_eq!(json["tls_version"], "TLSv1.3");
+    assert_eq!(json["sni"], "a.example.test");
+    assert_eq!(json["path"], "/logged");
+    running.shutdown().await;
+}

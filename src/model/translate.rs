@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 
 use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressBackend, IngressClass};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
@@ -30,6 +31,17 @@ pub fn translate(state: &ClusterState, opts: &Options) -> Translation {
             .iter()
             .filter_map(|s| Some(((namespace_of(&s.metadata), s.metadata.name.as_deref()?), s)))
             .collect(),
+        slice_index: {
+            let mut idx: HashMap<(&str, &str), Vec<&EndpointSlice>> = HashMap::new();
+            for slice in &state.endpoint_slices {
+                if let Some(svc) = slice.metadata.labels.as_ref().and_then(|l| l.get(SERVICE_NAME_LABEL)) {
+                    idx.entry((namespace_of(&slice.metadata), svc.as_str()))
+                        .or_default()
+                        .push(slice);
+                }
+            }
+            idx
+        },
     };
     let classes = t.classes();
     let mut sets: Vec<SetBuilder> = opts.listener_sets.iter().map(|_| SetBuilder::default()).collect();
@@ -120,6 +132,8 @@ struct Translator<'a> {
     diagnostics: Vec<Diagnostic>,
     emitted: HashSet<(ObjectRef, String)>,
     service_index: HashMap<(&'a str, &'a str), &'a Service>,
+    /// EndpointSlices by (namespace, `kubernetes.io/service-name`), so resolving a backend does not scan them all.
+    slice_index: HashMap<(&'a str, &'a str), Vec<&'a EndpointSlice>>,
 }
 
 #[derive(Default)]
@@ -440,18 +454,7 @@ impl<'a> Translator<'a> {
 
         let mut ready = Vec::new();
         let mut terminating = Vec::new();
-        for slice in &self.state.endpoint_slices {
-            if namespace_of(&slice.metadata) != ns
-                || slice
-                    .metadata
-                    .labels
-                    .as_ref()
-                    .and_then(|l| l.get(SERVICE_NAME_LABEL))
-                    .map(String::as_str)
-                    != Some(name)
-            {
-                continue;
-            }
+        for slice in self.slice_index.get(&(ns, name)).into_iter().flatten() {
             if slice.address_type != "IPv4" && slice.address_type != "IPv6" {
                 continue;
             }

@@ -52,6 +52,10 @@ pub struct ConnInfo {
 pub struct TlsConn {
     pub presented: LoadedCert,
     pub certs: Arc<CertSnapshot>,
+    /// `TLSv1.3` or `TLSv1.2`.
+    pub version: &'static str,
+    /// The server name the client asked for.
+    pub sni: Option<Arc<str>>,
 }
 
 impl std::fmt::Debug for TlsConn {
@@ -230,6 +234,8 @@ impl Proxy {
                 }),
                 service: note.backend,
                 tls: conn.tls.is_some(),
+                tls_version: conn.tls.as_ref().map(|t| t.version),
+                sni: conn.tls.as_ref().and_then(|t| t.sni.clone()),
             });
         }
         resp

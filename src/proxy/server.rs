@@ -174,10 +174,17 @@ async fn serve_tls(
             return;
         }
     };
-    let presented = tls.certs.resolve_cert(stream.get_ref().1.server_name()).clone();
+    let session = stream.get_ref().1;
+    let presented = tls.certs.resolve_cert(session.server_name()).clone();
     info.tls = Some(TlsConn {
         presented,
         certs: tls.certs.clone(),
+        version: match session.protocol_version() {
+            Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3",
+            Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2",
+            _ => "TLS",
+        },
+        sni: session.server_name().map(Arc::from),
     });
     serve_conn(stream, info, proxy, builder, watcher).await;
 }
