@@ -71,6 +71,7 @@ struct SetMetrics {
     handshakes_ok: AtomicU64,
     handshakes_failed: AtomicU64,
     upstream_errors: [AtomicU64; 3],
+    retries: AtomicU64,
     duration: Histogram,
 }
 
@@ -198,6 +199,13 @@ impl Metrics {
     }
 
     /// The Ingress that set a listener set's default backend (as last published).
+    /// A request was sent again to another endpoint after a connection failure.
+    pub fn retry(&self, set: usize) {
+        if let Some(s) = self.sets.get(set) {
+            s.retries.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
     pub fn default_ingress(&self, set: usize) -> Option<Arc<str>> {
         self.routes.load().defaults.get(set).cloned().flatten()
     }
@@ -361,6 +369,21 @@ impl Metrics {
 
         header(
             &mut out,
+            "portico_upstream_retries_total",
+            "counter",
+            "Requests sent again to another endpoint after a connection failure, by listener set.",
+        );
+        for (name, s) in sets() {
+            let _ = writeln!(
+                out,
+                "portico_upstream_retries_total{{set=\"{}\"}} {}",
+                esc(name),
+                s.retries.load(Ordering::Relaxed)
+            );
+        }
+
+        header(
+            &mut out,
             "portico_open_connections",
             "gauge",
             "Client connections currently open, by listener set.",
@@ -515,4 +538,67 @@ mod tests {
         assert_eq!(esc("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
         assert_eq!(esc("plain"), "plain");
     }
+}
+
+/// Backend and endpoint health, read from the published table at scrape time (nothing on the request path).
+/// Labels are backend ids and endpoint addresses, both from configuration (EndpointSlices), never from requests.
+pub fn render_backends(snapshot: &crate::routing::Snapshot) -> String {
+    let mut seen = std::collections::HashSet::new();
+    let mut backends: Vec<&Arc<crate::upstream::Backend>> = snapshot
+        .sets
+        .iter()
+        .flat_map(|s| s.backends())
+        .filter(|b| seen.insert(Arc::as_ptr(b)))
+        .collect();
+    backends.sort_by(|a, b| (&a.id, a.check.is_some()).cmp(&(&b.id, b.check.is_some())));
+    let mut out = String::new();
+    header(
+        &mut out,
+        "portico_backend_ejections_total",
+        "counter",
+        "Passive-health ejections of the endpoints of a backend since it was built.",
+    );
+    for b in &backends {
+        let _ = writeln!(
+            out,
+            "portico_backend_ejections_total{{backend=\"{}\"}} {}",
+            esc(&b.id),
+            b.ejections_total()
+        );
+    }
+    header(
+        &mut out,
+        "portico_endpoint_ejected",
+        "gauge",
+        "1 while an endpoint is ejected by passive health.",
+    );
+    for b in &backends {
+        for e in b.endpoints.iter() {
+            let _ = writeln!(
+                out,
+                "portico_endpoint_ejected{{backend=\"{}\",endpoint=\"{}\"}} {}",
+                esc(&b.id),
+                e.addr,
+                u8::from(e.is_ejected())
+            );
+        }
+    }
+    header(
+        &mut out,
+        "portico_endpoint_check_up",
+        "gauge",
+        "Active health check state of an endpoint (1 up, 0 down), for backends with checks.",
+    );
+    for b in backends.iter().filter(|b| b.check.is_some()) {
+        for e in b.endpoints.iter() {
+            let _ = writeln!(
+                out,
+                "portico_endpoint_check_up{{backend=\"{}\",endpoint=\"{}\"}} {}",
+                esc(&b.id),
+                e.addr,
+                u8::from(!e.is_check_down())
+            );
+        }
+    }
+    out
 }

@@ -281,6 +281,17 @@ async fn several_endpoints_share_the_load_and_a_dead_one_is_skipped() {
         let r = get(gw.addr(0), "lb", "/").await;
         assert_eq!(r.status, 200, "{}", r.text());
     }
+    let metrics = get(gw.running().admin_addr, "admin", "/metrics").await.text();
+    let retries: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("portico_upstream_retries_total{set=\"default\"} "))
+        .expect("retries metric")
+        .parse()
+        .unwrap();
+    assert!(
+        retries >= 5,
+        "connection failures to the dead endpoint were retried: {retries}"
+    );
     gw.stop().await;
 }
 

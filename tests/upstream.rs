@@ -239,6 +239,22 @@ async fn failing_endpoint_is_ejected_and_others_take_the_load() {
     assert_eq!(bad_hits.load(std::sync::atomic::Ordering::Relaxed), 5);
     assert_eq!(failures, 5);
     assert_eq!(x.count() + y.count(), 55);
+    // The ejection shows in the metrics.
+    let metrics = get(gw.running().admin_addr, "admin", "/metrics").await.text();
+    assert!(
+        metrics.contains(&format!(
+            "portico_endpoint_ejected{{backend=\"default/pool:80\",endpoint=\"{bad}\"}} 1"
+        )),
+        "{metrics}"
+    );
+    assert!(metrics.contains(&format!(
+        "portico_endpoint_ejected{{backend=\"default/pool:80\",endpoint=\"{}\"}} 0",
+        x.addr
+    )));
+    assert!(
+        metrics.contains("portico_backend_ejections_total{backend=\"default/pool:80\"} 1"),
+        "{metrics}"
+    );
     gw.stop().await;
 }
 
@@ -461,6 +477,19 @@ async fn active_checks_take_endpoints_out_and_back() {
     // b fails its check: after 2 failed checks (~200 ms) it gets no traffic.
     b_ready.store(false, Ordering::Relaxed);
     tokio::time::sleep(Duration::from_millis(500)).await;
+    let metrics = get(gw.running().admin_addr, "admin", "/metrics").await.text();
+    assert!(
+        metrics.contains(&format!(
+            "portico_endpoint_check_up{{backend=\"default/pool:80\",endpoint=\"{b}\"}} 0"
+        )),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(&format!(
+            "portico_endpoint_check_up{{backend=\"default/pool:80\",endpoint=\"{a}\"}} 1"
+        )),
+        "{metrics}"
+    );
     let before = b_served.load(Ordering::Relaxed);
     burst().await;
     assert_eq!(b_served.load(Ordering::Relaxed), before, "a down endpoint got traffic");

@@ -464,6 +464,7 @@ impl Proxy {
                     tracing::debug!(backend = %backend.id, endpoint = %endpoint.addr, "connect failed; trying another endpoint");
                     endpoint = next;
                     note.upstream = Some(endpoint.addr);
+                    self.metrics.retry(conn.set);
                     headers_now = h.clone();
                     body = Either::Right(Empty::new());
                 }

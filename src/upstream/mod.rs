@@ -116,6 +116,7 @@ pub struct Backend {
     pub check: Option<ActiveCheck>,
     next: AtomicUsize,
     ejected: AtomicU32,
+    ejections: AtomicU64,
 }
 
 /// What a pick needs to know about the request.
@@ -150,6 +151,7 @@ impl Backend {
             check,
             next: AtomicUsize::new(0),
             ejected: AtomicU32::new(0),
+            ejections: AtomicU64::new(0),
         }
     }
 
@@ -243,6 +245,11 @@ impl Backend {
         (1..n).map(|i| &self.endpoints[(pos + i) % n]).find(|e| e.is_usable())
     }
 
+    /// Ejections of this backend's endpoints so far.
+    pub fn ejections_total(&self) -> u64 {
+        self.ejections.load(Ordering::Relaxed)
+    }
+
     /// Marks a request as started on `e`; the guard ends it.
     pub fn start<'a>(&self, e: &'a Endpoint) -> InFlight<'a> {
         e.in_flight.fetch_add(1, Ordering::Relaxed);
@@ -281,6 +288,7 @@ impl Backend {
             .min(self.health.max_ejection);
         e.ejected_until
             .store(clock_ms() + span.as_millis() as u64, Ordering::Relaxed);
+        self.ejections.fetch_add(1, Ordering::Relaxed);
         e.consecutive_failures.store(0, Ordering::Relaxed);
         if !was {
             self.ejected.fetch_add(1, Ordering::Relaxed);
