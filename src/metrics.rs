@@ -506,40 +506,6 @@ fn esc(v: &str) -> std::borrow::Cow<'_, str> {
     v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n").into()
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn histogram_is_cumulative_and_counts_match() {
-        let m = Metrics::new(&["a".to_string()]);
-        for ms in [0, 3, 3, 70, 20_000] {
-            m.record(&Outcome {
-                set: 0,
-                ingress: None,
-                service: None,
-                default_backend: false,
-                status: 404,
-                elapsed: Duration::from_millis(ms),
-                upstream_error: None,
-            });
-        }
-        let text = m.render();
-        assert!(text.contains("portico_request_duration_seconds_bucket{set=\"a\",le=\"0.001\"} 1\n"));
-        assert!(text.contains("portico_request_duration_seconds_bucket{set=\"a\",le=\"0.005\"} 3\n"));
-        assert!(text.contains("portico_request_duration_seconds_bucket{set=\"a\",le=\"10\"} 4\n"));
-        assert!(text.contains("portico_request_duration_seconds_bucket{set=\"a\",le=\"+Inf\"} 5\n"));
-        assert!(text.contains("portico_request_duration_seconds_count{set=\"a\"} 5\n"));
-        assert!(text.contains("portico_requests_total{set=\"a\",ingress=\"-\",service=\"-\",class=\"4xx\"} 5\n"));
-    }
-
-    #[test]
-    fn label_values_are_escaped() {
-        assert_eq!(esc("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
-        assert_eq!(esc("plain"), "plain");
-    }
-}
-
 /// Backend and endpoint health, read from the published table at scrape time (nothing on the request path).
 /// Labels are backend ids and endpoint addresses, both from configuration (EndpointSlices), never from requests.
 pub fn render_backends(snapshot: &crate::routing::Snapshot) -> String {
@@ -601,4 +567,38 @@ pub fn render_backends(snapshot: &crate::routing::Snapshot) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_is_cumulative_and_counts_match() {
+        let m = Metrics::new(&["a".to_string()]);
+        for ms in [0, 3, 3, 70, 20_000] {
+            m.record(&Outcome {
+                set: 0,
+                ingress: None,
+                service: None,
+                default_backend: false,
+                status: 404,
+                elapsed: Duration::from_millis(ms),
+                upstream_error: None,
+            });
+        }
+        let text = m.render();
+        assert!(text.contains("portico_request_duration_seconds_bucket{set=\"a\",le=\"0.001\"} 1\n"));
+        assert!(text.contains("portico_request_duration_seconds_bucket{set=\"a\",le=\"0.005\"} 3\n"));
+        assert!(text.contains("portico_request_duration_seconds_bucket{set=\"a\",le=\"10\"} 4\n"));
+        assert!(text.contains("portico_request_duration_seconds_bucket{set=\"a\",le=\"+Inf\"} 5\n"));
+        assert!(text.contains("portico_request_duration_seconds_count{set=\"a\"} 5\n"));
+        assert!(text.contains("portico_requests_total{set=\"a\",ingress=\"-\",service=\"-\",class=\"4xx\"} 5\n"));
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(esc("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+        assert_eq!(esc("plain"), "plain");
+    }
 }
