@@ -23,8 +23,14 @@ function table(headers, rows) {
 
 function backendCell(b) {
   if (!b) return el("span", { class: "muted" }, "—");
+  const down = b.down || [];
   const eps = b.endpoints.length
-    ? b.endpoints.join(", ")
+    ? b.endpoints.map((e, i) => {
+        const sep = i ? ", " : "";
+        return down.includes(e)
+          ? el("span", { class: "bad", title: "ejected or failing its health check" }, sep + e + " (down)")
+          : sep + e;
+      })
     : el("span", { class: "bad" }, "no ready endpoint");
   return el("div", {}, el("code", {}, b.id), el("div", { class: "mono muted" }, eps));
 }

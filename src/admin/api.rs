@@ -13,9 +13,27 @@ fn object(o: &ObjectRef) -> String {
     format!("{}/{}", o.namespace, o.name)
 }
 
-fn backend(b: &BackendModel) -> Value {
+/// Endpoints that get no new requests right now (ejected by passive health or down by active check), by
+/// backend id, from the live table.
+fn down_endpoints(snap: &crate::routing::Snapshot) -> std::collections::HashMap<String, Vec<String>> {
+    let mut down: std::collections::HashMap<String, Vec<String>> = std::collections::HashMap::new();
+    for b in snap.sets.iter().flat_map(|s| s.backends()) {
+        for e in b.endpoints.iter().filter(|e| !e.is_usable()) {
+            let list = down.entry(b.id.clone()).or_default();
+            let addr = e.addr.to_string();
+            if !list.contains(&addr) {
+                list.push(addr);
+            }
+        }
+    }
+    down
+}
+
+fn backend(b: &BackendModel, down: &std::collections::HashMap<String, Vec<String>>) -> Value {
+    let id = b.id();
     json!({
-        "id": b.id(),
+        "down": down.get(&id).cloned().unwrap_or_default(),
+        "id": id,
         "namespace": b.namespace,
         "service": b.service,
         "port": b.port.to_string(),
@@ -34,7 +52,9 @@ fn host_kind(h: &HostPattern) -> &'static str {
 /// `/api/routes`: per listener set, its addresses, hosts, paths, backends with endpoints, default backend, TLS.
 pub fn routes(admin: &Admin) -> Value {
     let compiled = admin.shared.last_compiled();
-    let generation = admin.shared.snapshot.load().generation;
+    let snap = admin.shared.snapshot.load();
+    let generation = snap.generation;
+    let down = down_endpoints(&snap);
     let sets: Vec<Value> = admin
         .sets
         .iter()
@@ -53,7 +73,7 @@ pub fn routes(admin: &Admin) -> Value {
                                     "path": p.path,
                                     "kind": p.kind.to_string(),
                                     "ingress": object(&p.ingress),
-                                    "backend": backend(&p.backend),
+                                    "backend": backend(&p.backend, &down),
                                     "https_redirect": p.https_redirect,
                                 })).collect::<Vec<_>>(),
                             })
@@ -63,7 +83,7 @@ pub fn routes(admin: &Admin) -> Value {
                 .unwrap_or_default();
             let default_backend = model
                 .and_then(|m| m.default_backend.as_ref())
-                .map(|d| json!({ "ingress": object(&d.ingress), "backend": backend(&d.backend) }));
+                .map(|d| json!({ "ingress": object(&d.ingress), "backend": backend(&d.backend, &down) }));
             let tls: Vec<Value> = model
                 .map(|m| {
                     m.tls
