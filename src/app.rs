@@ -31,6 +31,8 @@ pub struct Shared {
     ready: AtomicBool,
     /// The last published compilation (read by the admin API and tests; never on the request path).
     last: Mutex<Option<Arc<Compiled>>>,
+    /// The ACME manager, when a listener set has `acme` (its counters are shown at `/metrics`).
+    pub acme: std::sync::OnceLock<crate::acme::AcmeHandle>,
 }
 
 impl Shared {
@@ -256,6 +258,7 @@ pub async fn start_with(config: Config, source: Source, extras: Extras) -> anyho
         metrics: Arc::new(crate::metrics::Metrics::new(&set_names)),
         ready: AtomicBool::new(false),
         last: Mutex::new(None),
+        acme: std::sync::OnceLock::new(),
     });
 
     // Bind first, so a taken port fails startup before anything is published.
@@ -287,6 +290,9 @@ pub async fn start_with(config: Config, source: Source, extras: Extras) -> anyho
     let mut publisher = Publisher::new(shared.clone());
     let challenges = ChallengeStore::new();
     let acme = crate::acme::manager::spawn_for(&config, &extras, &challenges, shutdown_rx.clone(), &mut tasks)?;
+    if let Some(a) = &acme {
+        let _ = shared.acme.set(a.clone());
+    }
 
     match source {
         Source::Manifests { dir, poll_interval } => {

@@ -506,6 +506,47 @@ fn esc(v: &str) -> std::borrow::Cow<'_, str> {
     v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n").into()
 }
 
+/// ACME order outcomes, from the manager's counters at scrape time.
+pub fn render_acme(status: &crate::acme::manager::Status) -> String {
+    let mut out = String::new();
+    for (name, kind, help, v) in [
+        (
+            "portico_acme_orders_started_total",
+            "counter",
+            "ACME orders begun (each attempt, retries included).",
+            status.orders_started,
+        ),
+        (
+            "portico_acme_certificates_issued_total",
+            "counter",
+            "Certificates issued and stored.",
+            status.certificates_issued,
+        ),
+        (
+            "portico_acme_failures_total",
+            "counter",
+            "ACME attempts that failed (the working certificate is kept).",
+            status.failures,
+        ),
+        (
+            "portico_acme_failing_secrets",
+            "gauge",
+            "Secrets whose last ACME attempt failed and have no new certificate yet.",
+            status.failing.len() as u64,
+        ),
+        (
+            "portico_acme_invalid_orders",
+            "gauge",
+            "Secrets whose last order the CA marked invalid.",
+            status.invalid.len() as u64,
+        ),
+    ] {
+        header(&mut out, name, kind, help);
+        let _ = writeln!(out, "{name} {v}");
+    }
+    out
+}
+
 /// Backend and endpoint health, read from the published table at scrape time (nothing on the request path).
 /// Labels are backend ids and endpoint addresses, both from configuration (EndpointSlices), never from requests.
 pub fn render_backends(snapshot: &crate::routing::Snapshot) -> String {

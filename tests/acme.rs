@@ -413,6 +413,22 @@ async fn issues_a_certificate_end_to_end() {
     let (mut s, _pebble, _root, _serial) = issue_end_to_end(&[]).await;
     let account_files = std::fs::read_dir(s.state.path().join("acme/accounts")).unwrap().count();
     assert_eq!(account_files, 1);
+    // The outcome is counted at /metrics.
+    let admin = s.running().admin_addr;
+    let mut metrics = String::new();
+    {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut c = tokio::net::TcpStream::connect(admin).await.unwrap();
+        c.write_all(b"GET /metrics HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        c.read_to_string(&mut metrics).await.unwrap();
+    }
+    assert!(
+        metrics.contains("\nportico_acme_certificates_issued_total 1\n"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("\nportico_acme_failing_secrets 0\n"), "{metrics}");
     s.stop().await;
 }
 

@@ -95,7 +95,13 @@ fn route(admin: &Admin, req: &Request<Incoming>) -> Resp {
         "/metrics" => reply(
             StatusCode::OK,
             "text/plain; version=0.0.4; charset=utf-8",
-            shared.metrics.render() + &crate::metrics::render_backends(&shared.snapshot.load()),
+            shared.metrics.render()
+                + &crate::metrics::render_backends(&shared.snapshot.load())
+                + &shared
+                    .acme
+                    .get()
+                    .map(|a| crate::metrics::render_acme(&a.status()))
+                    .unwrap_or_default(),
         ),
         "/api/routes" => json(StatusCode::OK, &api::routes(admin)),
         "/api/certificates" => json(StatusCode::OK, &api::certificates(admin)),
