@@ -14,6 +14,7 @@ import functools
 import hashlib
 import ipaddress
 import json
+import os
 import re
 from pathlib import Path
 
@@ -61,7 +62,7 @@ EXPECTED_LEASE_RULES = {("Role", "coordination.k8s.io", "leases", v) for v in ("
 
 # The config keys the binary knows today (unknown keys are a startup error).
 CONFIG_TOP_KEYS = {"listenerSets", "admin", "upstream"}
-LISTENER_SET_KEYS = {"name", "ingressClasses", "http", "https", "publish"}
+LISTENER_SET_KEYS = {"name", "ingressClasses", "http", "https", "publish", "httpsRedirectPort"}
 ADMIN_KEYS = {"address"}
 UPSTREAM_KEYS = {"connectTimeout", "responseHeaderTimeout", "idleTimeout"}
 DURATION = re.compile(r"^0*[1-9][0-9]*(ms|s|m|h)$")
@@ -398,9 +399,11 @@ def test_config_default_values_match_the_contract():
     assert config == {
         "listenerSets": [
             {"name": "external", "ingressClasses": ["portico-external"], "http": ["0.0.0.0:8080"],
-             "https": ["0.0.0.0:8443"], "publish": {"service": f"{NAMESPACE}/{RELEASE}-portico-external"}},
+             "https": ["0.0.0.0:8443"], "publish": {"service": f"{NAMESPACE}/{RELEASE}-portico-external"},
+             "httpsRedirectPort": 443},
             {"name": "internal", "ingressClasses": ["portico-internal"], "http": ["0.0.0.0:8081"],
-             "https": ["0.0.0.0:8444"], "publish": {"service": f"{NAMESPACE}/{RELEASE}-portico-internal"}},
+             "https": ["0.0.0.0:8444"], "publish": {"service": f"{NAMESPACE}/{RELEASE}-portico-internal"},
+             "httpsRedirectPort": 443},
         ],
         "admin": {"address": "0.0.0.0:9000"},
         "upstream": {"connectTimeout": "5s", "responseHeaderTimeout": "60s", "idleTimeout": "90s"},
@@ -736,3 +739,31 @@ def test_dockerignore_keeps_what_cargo_needs():
     for needed in ("src", "Cargo.toml", "Cargo.lock"):
         assert needed not in ignored
     assert "target" in ignored and ".git" in ignored
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_redirect_port_is_what_clients_use(scenario):
+    """Behind the Services clients use 443; with hostNetwork they reach the container port itself."""
+    values = user_values(scenario)
+    host_network = values.get("controller", {}).get("hostNetwork", False)
+    for ls in config_of(objects_of(scenario))["listenerSets"]:
+        expected = port_of(ls["https"][0]) if host_network else 443
+        assert ls["httpsRedirectPort"] == expected, (scenario, ls)
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_the_binary_accepts_every_rendered_config(scenario, tmp_path):
+    """The rendered config.yaml goes through the real binary's parser (unknown keys are a startup error)."""
+    import subprocess
+
+    root = Path(__file__).resolve().parents[2]
+    target = Path(os.environ.get("CARGO_TARGET_DIR", root / "target"))
+    binary = target / "debug" / "portico"
+    assert binary.exists(), f"{binary} is missing: run ./scripts/test.sh (it builds the binary first)"
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text(yaml.safe_dump(config_of(objects_of(scenario))))
+    manifests = tmp_path / "manifests"
+    manifests.mkdir()
+    out = subprocess.run([str(binary), "check", "--manifests", str(manifests), "--config", str(cfg)],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, (scenario, out.stdout, out.stderr)

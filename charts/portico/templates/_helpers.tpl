@@ -67,7 +67,7 @@ app.kubernetes.io/part-of: portico
 {{- end }}
 {{- end }}
 
-{{/* "true" when the planned --leader-elect flag is on. */}}
+{{/* "true" when the --leader-elect flag is on. */}}
 {{- define "portico.leaderElect" -}}
 {{- $le := .Values.controller.leaderElection.enabled }}
 {{- if kindIs "bool" $le }}
@@ -96,7 +96,10 @@ toYaml, so it is always valid YAML and carries only the keys the binary knows.
 {{- else }}
 {{- $publish = dict "service" (printf "%s/%s" $root.Release.Namespace (include "portico.serviceName" (list $root $name))) }}
 {{- end }}
-{{- $set := dict "name" $name "ingressClasses" (list $ls.ingressClass.name) "http" (list (include "portico.bind" (list $root $ls.ports.http))) "https" (list (include "portico.bind" (list $root $ls.ports.https))) "publish" $publish }}
+{{- /* Clients reach HTTPS on the Service's port 443, or on the container port itself with hostNetwork. */}}
+{{- $redirectPort := 443 }}
+{{- if $root.Values.controller.hostNetwork }}{{- $redirectPort = int $ls.ports.https }}{{- end }}
+{{- $set := dict "name" $name "ingressClasses" (list $ls.ingressClass.name) "http" (list (include "portico.bind" (list $root $ls.ports.http))) "https" (list (include "portico.bind" (list $root $ls.ports.https))) "publish" $publish "httpsRedirectPort" $redirectPort }}
 {{- $sets = append $sets $set }}
 {{- end }}
 {{- $upstream := dict "connectTimeout" .Values.upstream.connectTimeout "responseHeaderTimeout" .Values.upstream.responseHeaderTimeout "idleTimeout" .Values.upstream.idleTimeout }}
