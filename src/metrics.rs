@@ -73,6 +73,7 @@ struct SetMetrics {
     upstream_errors: [AtomicU64; 3],
     retries: AtomicU64,
     duration: Histogram,
+    upstream_duration: Histogram,
 }
 
 #[derive(Default)]
@@ -132,6 +133,8 @@ pub struct Outcome<'a> {
     pub default_backend: bool,
     pub status: u16,
     pub elapsed: Duration,
+    /// Time to the upstream's response headers, when a request was sent upstream.
+    pub upstream_elapsed: Option<Duration>,
     pub upstream_error: Option<UpstreamErrorKind>,
 }
 
@@ -172,6 +175,9 @@ impl Metrics {
             return;
         };
         set.duration.observe(o.elapsed);
+        if let Some(u) = o.upstream_elapsed {
+            set.upstream_duration.observe(u);
+        }
         if let Some(k) = o.upstream_error {
             set.upstream_errors[k as usize].fetch_add(1, Ordering::Relaxed);
         }
@@ -314,41 +320,19 @@ impl Metrics {
             }
         }
 
-        header(
+        let names = &self.set_names;
+        render_histogram(
             &mut out,
             "portico_request_duration_seconds",
-            "histogram",
             "Time from request to response headers, by listener set.",
+            names.iter().zip(self.sets.iter().map(|s| &s.duration)),
         );
-        for (name, s) in sets() {
-            let h = &s.duration;
-            let mut cum = 0;
-            for (i, b) in DURATION_BUCKETS.iter().enumerate() {
-                cum += h.buckets[i].load(Ordering::Relaxed);
-                let _ = writeln!(
-                    out,
-                    "portico_request_duration_seconds_bucket{{set=\"{}\",le=\"{b}\"}} {cum}",
-                    esc(name)
-                );
-            }
-            cum += h.buckets[DURATION_BUCKETS.len()].load(Ordering::Relaxed);
-            let _ = writeln!(
-                out,
-                "portico_request_duration_seconds_bucket{{set=\"{}\",le=\"+Inf\"}} {cum}",
-                esc(name)
-            );
-            let sum = h.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
-            let _ = writeln!(
-                out,
-                "portico_request_duration_seconds_sum{{set=\"{}\"}} {sum}",
-                esc(name)
-            );
-            let _ = writeln!(
-                out,
-                "portico_request_duration_seconds_count{{set=\"{}\"}} {cum}",
-                esc(name)
-            );
-        }
+        render_histogram(
+            &mut out,
+            "portico_upstream_duration_seconds",
+            "Time from sending a request upstream to its response headers (last attempt), by listener set.",
+            names.iter().zip(self.sets.iter().map(|s| &s.upstream_duration)),
+        );
 
         header(
             &mut out,
@@ -506,6 +490,29 @@ fn esc(v: &str) -> std::borrow::Cow<'_, str> {
     v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n").into()
 }
 
+/// One histogram family, cumulative buckets per listener set.
+fn render_histogram<'a>(
+    out: &mut String,
+    name: &str,
+    help: &str,
+    sets: impl Iterator<Item = (&'a String, &'a Histogram)>,
+) {
+    header(out, name, "histogram", help);
+    for (set, h) in sets {
+        let set = esc(set);
+        let mut cum = 0;
+        for (i, b) in DURATION_BUCKETS.iter().enumerate() {
+            cum += h.buckets[i].load(Ordering::Relaxed);
+            let _ = writeln!(out, "{name}_bucket{{set=\"{set}\",le=\"{b}\"}} {cum}");
+        }
+        cum += h.buckets[DURATION_BUCKETS.len()].load(Ordering::Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{set=\"{set}\",le=\"+Inf\"}} {cum}");
+        let sum = h.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
+        let _ = writeln!(out, "{name}_sum{{set=\"{set}\"}} {sum}");
+        let _ = writeln!(out, "{name}_count{{set=\"{set}\"}} {cum}");
+    }
+}
+
 /// ACME order outcomes, from the manager's counters at scrape time.
 pub fn render_acme(status: &crate::acme::manager::Status) -> String {
     let mut out = String::new();
@@ -625,6 +632,7 @@ mod tests {
                 default_backend: false,
                 status: 404,
                 elapsed: Duration::from_millis(ms),
+                upstream_elapsed: (ms == 3).then(|| Duration::from_millis(2)),
                 upstream_error: None,
             });
         }
@@ -634,6 +642,9 @@ mod tests {
         assert!(text.contains("portico_request_duration_seconds_bucket{set=\"a\",le=\"10\"} 4\n"));
         assert!(text.contains("portico_request_duration_seconds_bucket{set=\"a\",le=\"+Inf\"} 5\n"));
         assert!(text.contains("portico_request_duration_seconds_count{set=\"a\"} 5\n"));
+        assert!(text.contains("portico_upstream_duration_seconds_bucket{set=\"a\",le=\"0.001\"} 0\n"));
+        assert!(text.contains("portico_upstream_duration_seconds_bucket{set=\"a\",le=\"0.0025\"} 2\n"));
+        assert!(text.contains("portico_upstream_duration_seconds_count{set=\"a\"} 2\n"));
         assert!(text.contains("portico_requests_total{set=\"a\",ingress=\"-\",service=\"-\",class=\"4xx\"} 5\n"));
     }
 

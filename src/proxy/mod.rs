@@ -91,6 +91,8 @@ struct Note {
     backend: Option<Arc<crate::upstream::Backend>>,
     default_backend: bool,
     upstream: Option<SocketAddr>,
+    /// Time to the upstream's response headers (last attempt).
+    upstream_time: Option<std::time::Duration>,
 }
 
 /// Per listener set settings the proxy needs from the configuration.
@@ -206,6 +208,7 @@ impl Proxy {
             default_backend: note.default_backend,
             status,
             elapsed,
+            upstream_elapsed: note.upstream_time,
             upstream_error,
         });
         if let (Some(log), Some((method, host, path, bytes_in))) = (&self.access_log, logged) {
@@ -418,10 +421,12 @@ impl Proxy {
             };
             *up.headers_mut() = headers_now;
             let in_flight = backend.start(endpoint);
+            let sent_at = std::time::Instant::now();
             let sent = self
                 .client
                 .send(up, target.policy.upstream_timeout, target.policy.upstream_h2c)
                 .await;
+            note.upstream_time = Some(sent_at.elapsed());
             drop(in_flight);
             match sent {
                 Ok(mut resp) => {
