@@ -14,14 +14,6 @@ use hyper_util::rt::TokioIo;
 use support::*;
 use tokio::net::TcpListener;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[tokio::test]
 async fn sigterm_drains_then_finishes_in_flight_requests_and_exits_0() {
     // A backend answering after 1.5 s.

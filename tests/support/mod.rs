@@ -197,3 +197,12 @@ pub async fn raw(addr: SocketAddr, request: &str) -> String {
 pub fn raw_status(resp: &str) -> u16 {
     resp.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0)
 }
+
+/// A loopback port that was free a moment ago (for processes that must be told a port up front).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
