@@ -247,20 +247,6 @@ struct Setup {
     _ca: TestCa,
 }
 
-fn tls_secret(name: &str, cert: &str, key: &str) -> String {
-    let indent = |s: &str| s.lines().map(|l| format!("    {l}\n")).collect::<String>();
-    format!(
-        "---\napiVersion: v1\nkind: Secret\nmetadata: {{name: {name}, namespace: default}}\ntype: kubernetes.io/tls\nstringData:\n  tls.crt: |\n{}  tls.key: |\n{}",
-        indent(cert),
-        indent(key)
-    )
-}
-
-async fn closed_port() -> SocketAddr {
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    l.local_addr().unwrap()
-}
-
 /// Listener set `public`: `a.example` (`/` to a, `/dead` to a closed port), `*.wild.example` to w,
 /// `empty.example` to a Service without endpoints, `secure.example` with TLS (a 308 on plain HTTP), a default
 /// backend `def`, and an Ingress `broken` pointing at a missing Service. Listener set `internal`:

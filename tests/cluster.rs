@@ -17,7 +17,6 @@ use portico::certs::testing::{key, TestCa, DAY};
 use portico::certs::unix_now;
 use portico::cluster::{ClusterOptions, LeaseConfig};
 use portico::config::Config;
-use portico::echo::EchoServer;
 use portico_fake_apiserver::FakeApiServer;
 use serde::Deserialize;
 use serde_json::json;
@@ -46,10 +45,6 @@ where
         assert!(tokio::time::Instant::now() < end, "timed out waiting for: {what}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-}
-
-async fn echo(name: &str) -> EchoServer {
-    EchoServer::start(name, "127.0.0.1:0".parse().unwrap()).await.unwrap()
 }
 
 /// An IngressClass of ours.
@@ -268,14 +263,6 @@ async fn endpoint_changes_reroute() {
 #[tokio::test]
 async fn tls_secret_changes_reach_the_certificates() {
     bounded(async {
-        const TLS_SET: &str = r#"
-listenerSets:
-  - name: default
-    ingressClasses: [portico]
-    http: ["127.0.0.1:0"]
-    https: ["127.0.0.1:0"]
-admin: { address: "127.0.0.1:0" }
-"#;
         let server = FakeApiServer::start().await.unwrap();
         let a = echo("a").await;
         apply(

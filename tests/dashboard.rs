@@ -11,7 +11,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use portico::echo::EchoServer;
 use support::*;
 
 const CHROMIUM: &str = "/usr/bin/chromium";
@@ -86,10 +85,6 @@ async fn chromium(url: &str, extra: &[String], stdout_to: &Path) {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-}
-
-async fn echo(name: &str) -> EchoServer {
-    EchoServer::start(name, "127.0.0.1:0".parse().unwrap()).await.unwrap()
 }
 
 fn manifests(shop: SocketAddr, blog: SocketAddr, tools: SocketAddr) -> String {

@@ -2,26 +2,12 @@
 
 mod support;
 
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use portico::echo::EchoServer;
 use support::*;
-
-async fn echo(name: &str) -> EchoServer {
-    EchoServer::start(name, "127.0.0.1:0".parse().unwrap()).await.unwrap()
-}
-
-/// A port with nothing listening on it.
-async fn closed_port() -> SocketAddr {
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let a = l.local_addr().unwrap();
-    drop(l);
-    a
-}
 
 #[tokio::test]
 async fn host_and_path_rules_reach_the_right_backend() {

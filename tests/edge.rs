@@ -12,10 +12,6 @@ use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
-async fn echo(name: &str) -> EchoServer {
-    EchoServer::start(name, "127.0.0.1:0".parse().unwrap()).await.unwrap()
-}
-
 /// Two sets as in the on-prem example: `external` behind HAProxy (PROXY protocol from 127.0.0.1 only) and
 /// `internal` for LAN clients, which trusts X-Forwarded-For from 127.0.0.1 and allows only 127.0.0.0/8.
 const EDGE: &str = r#"

@@ -20,24 +20,6 @@ use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
-const TLS_SET: &str = r#"
-listenerSets:
-  - name: default
-    ingressClasses: [portico]
-    http: ["127.0.0.1:0"]
-    https: ["127.0.0.1:0"]
-admin: { address: "127.0.0.1:0" }
-"#;
-
-fn secret(name: &str, cert: &str, key: &str) -> String {
-    let indent = |s: &str| s.lines().map(|l| format!("    {l}\n")).collect::<String>();
-    format!(
-        "---\napiVersion: v1\nkind: Secret\nmetadata: {{name: {name}, namespace: default}}\ntype: kubernetes.io/tls\nstringData:\n  tls.crt: |\n{}  tls.key: |\n{}",
-        indent(cert),
-        indent(key)
-    )
-}
-
 /// A certificate (PEM) and its key for `names`, issued by `ca`.
 fn issue(ca: &TestCa, names: &[&str], not_after: i64) -> (String, String) {
     let k = key(&rcgen::PKCS_ECDSA_P256_SHA256);
@@ -58,9 +40,9 @@ fn manifests(ca: &TestCa, a: &EchoServer, w: &EchoServer, a_cert: &(String, Stri
     let wild = issue(ca, &["*.example.test"], unix_now() + 30 * DAY);
     let wrong = issue(ca, &["someone-else.test"], unix_now() + 30 * DAY);
     let mut m = service("default", "a", &[a.addr]) + &service("default", "w", &[w.addr]);
-    m += &secret("a-tls", &a_cert.0, &a_cert.1);
-    m += &secret("wild-tls", &wild.0, &wild.1);
-    m += &secret("broken-tls", &wrong.0, &wrong.1);
+    m += &tls_secret("a-tls", &a_cert.0, &a_cert.1);
+    m += &tls_secret("wild-tls", &wild.0, &wild.1);
+    m += &tls_secret("broken-tls", &wrong.0, &wrong.1);
     m += r#"---
 apiVersion: networking.k8s.io/v1
 kind: Ingress

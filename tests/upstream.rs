@@ -11,14 +11,9 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use portico::echo::EchoServer;
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-
-async fn echo(name: &str) -> EchoServer {
-    EchoServer::start(name, "127.0.0.1:0".parse().unwrap()).await.unwrap()
-}
 
 /// A backend that answers `Upgrade: echo` with 101 and then echoes bytes; anything else gets 200 "plain".
 async fn upgrade_backend() -> SocketAddr {

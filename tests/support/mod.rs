@@ -206,3 +206,38 @@ pub fn free_port() -> u16 {
         .unwrap()
         .port()
 }
+
+/// One listener set `default` (class `portico`) with plain HTTP and HTTPS on ephemeral loopback ports.
+pub const TLS_SET: &str = r#"
+listenerSets:
+  - name: default
+    ingressClasses: [portico]
+    http: ["127.0.0.1:0"]
+    https: ["127.0.0.1:0"]
+admin: { address: "127.0.0.1:0" }
+"#;
+
+/// A `kubernetes.io/tls` Secret in namespace `default` holding `cert` and `key` (PEM) as `stringData`.
+pub fn tls_secret(name: &str, cert: &str, key: &str) -> String {
+    let indent = |s: &str| s.lines().map(|l| format!("    {l}\n")).collect::<String>();
+    format!(
+        "---\napiVersion: v1\nkind: Secret\nmetadata: {{name: {name}, namespace: default}}\ntype: kubernetes.io/tls\nstringData:\n  tls.crt: |\n{}  tls.key: |\n{}",
+        indent(cert),
+        indent(key)
+    )
+}
+
+/// An example backend on an ephemeral loopback port.
+pub async fn echo(name: &str) -> portico::echo::EchoServer {
+    portico::echo::EchoServer::start(name, "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap()
+}
+
+/// A loopback address with nothing listening on it.
+pub async fn closed_port() -> SocketAddr {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let a = l.local_addr().unwrap();
+    drop(l);
+    a
+}
