@@ -33,6 +33,8 @@ pub struct Shared {
     last: Mutex<Option<Arc<Compiled>>>,
     /// The ACME manager, when a listener set has `acme` (its counters are shown at `/metrics`).
     pub acme: std::sync::OnceLock<crate::acme::AcmeHandle>,
+    /// Per-Ingress upstream settings (TLS to backends, body timeouts), published with each table.
+    pub upstream_policies: Arc<crate::upstream::policy::Policies>,
 }
 
 impl Shared {
@@ -163,6 +165,7 @@ impl Publisher {
         let hosts: usize = snap.sets.iter().map(|s| s.host_count()).sum();
         let routes: usize = snap.sets.iter().map(|s| s.route_count()).sum();
         self.checkers.ensure(snap.sets.iter().flat_map(|s| s.backends()));
+        self.shared.upstream_policies.publish(t);
         // Before the swap, so every route in the new table already has its counters.
         self.shared.metrics.published(&c, self.generation, started.elapsed());
         self.shared.snapshot.store(Arc::new(snap));
@@ -259,6 +262,7 @@ pub async fn start_with(config: Config, source: Source, extras: Extras) -> anyho
         ready: AtomicBool::new(false),
         last: Mutex::new(None),
         acme: std::sync::OnceLock::new(),
+        upstream_policies: Arc::new(crate::upstream::policy::Policies::new(&config.upstream)),
     });
 
     // Bind first, so a taken port fails startup before anything is published.
@@ -346,6 +350,8 @@ pub async fn start_with(config: Config, source: Source, extras: Extras) -> anyho
             proxy_protocol: s.proxy_protocol,
             max_connections: s.max_connections,
             header_read_timeout: s.header_read_timeout,
+            keep_alive_timeout: s.keep_alive_timeout,
+            body_read_timeout: s.body_read_timeout,
         })
         .collect();
     let access_log =
@@ -353,7 +359,7 @@ pub async fn start_with(config: Config, source: Source, extras: Extras) -> anyho
     let proxy = Arc::new(
         Proxy::new(
             shared.snapshot.clone(),
-            UpstreamClient::new(&config.upstream),
+            UpstreamClient::new(&config.upstream, shared.upstream_policies.clone()),
             set_options,
             challenges.clone(),
         )

@@ -14,7 +14,7 @@
 //!     ingressClasses: [portico-internal]
 //!     http: ["10.0.0.5:8080"]
 //! admin: { address: "127.0.0.1:9000" }
-//! upstream: { connectTimeout: 5s, responseHeaderTimeout: 60s }
+//! upstream: { connectTimeout: 5s, responseHeaderTimeout: 60s, readTimeout: 60s }
 //! ```
 
 use std::collections::HashSet;
@@ -82,9 +82,17 @@ pub struct ListenerSetConfig {
     /// How long a client may take to send a request's headers (slowloris), also bounding an idle keep-alive
     /// wait for the next request.
     pub header_read_timeout: Duration,
+    /// How long a connection may sit without a request in flight before it is closed (HTTP/2: GOAWAY). On
+    /// HTTP/1.1 the header-read timeout also runs while waiting for the next request, so the shorter wins.
+    pub keep_alive_timeout: Duration,
+    /// Longest pause between two pieces of a request body (408 when nothing was answered yet); Ingresses can
+    /// override it (`request-body-timeout`, ingress-nginx's `proxy-send-timeout`).
+    pub body_read_timeout: Duration,
 }
 
 pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+pub const DEFAULT_KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(75);
+pub const DEFAULT_BODY_READ_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Let's Encrypt presets.
 pub const LETSENCRYPT_PRODUCTION: &str = "https://acme-v02.api.letsencrypt.org/directory";
@@ -148,7 +156,13 @@ pub struct AdminConfig {
 pub struct UpstreamConfig {
     pub connect_timeout: Duration,
     pub response_header_timeout: Duration,
+    /// How long a pooled backend connection may stay idle.
     pub idle_timeout: Duration,
+    /// Longest pause between two reads of a response body (the stream is aborted after it); Ingresses can
+    /// override it with `upstream-timeout` / ingress-nginx's `proxy-read-timeout`.
+    pub read_timeout: Duration,
+    /// Retries per backend: a share of its requests over a sliding window, with a floor.
+    pub retry_budget: crate::upstream::budget::RetryBudgetConfig,
 }
 
 impl Default for UpstreamConfig {
@@ -157,6 +171,8 @@ impl Default for UpstreamConfig {
             connect_timeout: Duration::from_secs(5),
             response_header_timeout: Duration::from_secs(60),
             idle_timeout: Duration::from_secs(90),
+            read_timeout: Duration::from_secs(60),
+            retry_budget: Default::default(),
         }
     }
 }
@@ -190,6 +206,8 @@ impl Default for Config {
                 allow_source_ranges: None,
                 max_connections: None,
                 header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
+                keep_alive_timeout: DEFAULT_KEEP_ALIVE_TIMEOUT,
+                body_read_timeout: DEFAULT_BODY_READ_TIMEOUT,
             }],
             admin: AdminConfig {
                 address: SocketAddr::from(([127, 0, 0, 1], 9000)),
@@ -273,6 +291,10 @@ struct RawListenerSet {
     max_connections: Option<usize>,
     #[serde(default)]
     header_read_timeout: Option<String>,
+    #[serde(default)]
+    keep_alive_timeout: Option<String>,
+    #[serde(default)]
+    body_read_timeout: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -329,6 +351,21 @@ struct RawUpstream {
     response_header_timeout: Option<String>,
     #[serde(default)]
     idle_timeout: Option<String>,
+    #[serde(default)]
+    read_timeout: Option<String>,
+    #[serde(default)]
+    retry_budget: Option<RawRetryBudget>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawRetryBudget {
+    #[serde(default)]
+    percent: Option<u32>,
+    #[serde(default)]
+    min_per_second: Option<u32>,
+    #[serde(default)]
+    window: Option<String>,
 }
 
 fn invalid(msg: impl Into<String>) -> ConfigError {
@@ -535,6 +572,16 @@ impl RawConfig {
                             set.header_read_timeout,
                             DEFAULT_HEADER_READ_TIMEOUT,
                         )?,
+                        keep_alive_timeout: duration_field(
+                            &format!("{ctx}.keepAliveTimeout"),
+                            set.keep_alive_timeout,
+                            DEFAULT_KEEP_ALIVE_TIMEOUT,
+                        )?,
+                        body_read_timeout: duration_field(
+                            &format!("{ctx}.bodyReadTimeout"),
+                            set.body_read_timeout,
+                            DEFAULT_BODY_READ_TIMEOUT,
+                        )?,
                     });
                 }
                 out
@@ -558,6 +605,22 @@ impl RawConfig {
                         d.response_header_timeout,
                     )?,
                     idle_timeout: duration_field("upstream.idleTimeout", u.idle_timeout, d.idle_timeout)?,
+                    read_timeout: duration_field("upstream.readTimeout", u.read_timeout, d.read_timeout)?,
+                    retry_budget: match u.retry_budget {
+                        None => d.retry_budget,
+                        Some(r) => {
+                            let db = d.retry_budget;
+                            let percent = r.percent.unwrap_or(db.percent);
+                            if percent > 100 {
+                                return Err(invalid("upstream.retryBudget.percent: at most 100"));
+                            }
+                            crate::upstream::budget::RetryBudgetConfig {
+                                percent,
+                                min_per_second: r.min_per_second.unwrap_or(db.min_per_second),
+                                window: duration_field("upstream.retryBudget.window", r.window, db.window)?,
+                            }
+                        }
+                    },
                 }
             }
         };
@@ -593,6 +656,35 @@ mod tests {
         let c = Config::from_yaml("{}").unwrap();
         assert_eq!(c, Config::default());
         assert_eq!(c.set_for_class("portico"), Some(0));
+    }
+
+    #[test]
+    fn timeouts_and_retry_budget() {
+        let c = Config::from_yaml(
+            r#"
+listenerSets:
+  - name: a
+    ingressClasses: [a]
+    http: ["127.0.0.1:8080"]
+    keepAliveTimeout: 10s
+    bodyReadTimeout: 2s
+upstream: { readTimeout: 90s, retryBudget: { percent: 10, minPerSecond: 1, window: 30s } }
+"#,
+        )
+        .unwrap();
+        let set = &c.listener_sets[0];
+        assert_eq!(
+            (set.keep_alive_timeout, set.body_read_timeout),
+            (Duration::from_secs(10), Duration::from_secs(2))
+        );
+        assert_eq!(c.upstream.read_timeout, Duration::from_secs(90));
+        let b = c.upstream.retry_budget;
+        assert_eq!(
+            (b.percent, b.min_per_second, b.window),
+            (10, 1, Duration::from_secs(30))
+        );
+        let e = Config::from_yaml("upstream: { retryBudget: { percent: 150 } }").unwrap_err();
+        assert!(e.to_string().contains("at most 100"), "{e}");
     }
 
     #[test]

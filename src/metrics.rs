@@ -32,9 +32,10 @@ pub enum UpstreamErrorKind {
     Connect = 0,
     Timeout = 1,
     Reset = 2,
+    Tls = 3,
 }
 
-const ERROR_KINDS: [&str; 3] = ["connect", "timeout", "reset"];
+const ERROR_KINDS: [&str; 4] = ["connect", "timeout", "reset", "tls"];
 
 impl UpstreamErrorKind {
     pub fn from_error(e: crate::upstream::client::UpstreamError) -> Self {
@@ -43,6 +44,7 @@ impl UpstreamErrorKind {
             Connect => Self::Connect,
             ConnectTimeout | ResponseTimeout => Self::Timeout,
             Reset => Self::Reset,
+            Tls => Self::Tls,
         }
     }
 }
@@ -70,7 +72,7 @@ struct SetMetrics {
     connections: AtomicU64,
     handshakes_ok: AtomicU64,
     handshakes_failed: AtomicU64,
-    upstream_errors: [AtomicU64; 3],
+    upstream_errors: [AtomicU64; 4],
     retries: AtomicU64,
     duration: Histogram,
     upstream_duration: Histogram,

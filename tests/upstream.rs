@@ -533,3 +533,135 @@ async fn slow_headers_are_cut_off() {
     assert_eq!(b.count(), 0);
     gw.stop().await;
 }
+
+// === TLS to backends ===
+
+#[tokio::test]
+async fn https_upstreams_with_and_without_verification() {
+    let ca = portico::certs::testing::TestCa::new();
+    let other_ca = portico::certs::testing::TestCa::new();
+    let backend = tls_backend(&ca, &["backend.internal"], b"http/1.1").await;
+    let https = [("nginx.ingress.kubernetes.io/backend-protocol", "HTTPS")];
+    let verified = [
+        ("portico.dev/backend-protocol", "HTTPS"),
+        ("nginx.ingress.kubernetes.io/proxy-ssl-verify", "on"),
+        ("nginx.ingress.kubernetes.io/proxy-ssl-secret", "default/upstream-ca"),
+        ("nginx.ingress.kubernetes.io/proxy-ssl-name", "backend.internal"),
+    ];
+    let wrong_ca = [
+        ("portico.dev/backend-protocol", "HTTPS"),
+        ("portico.dev/proxy-ssl-verify", "on"),
+        ("portico.dev/proxy-ssl-secret", "other-ca"),
+        ("portico.dev/proxy-ssl-name", "backend.internal"),
+    ];
+    let wrong_name = [
+        ("portico.dev/backend-protocol", "HTTPS"),
+        ("portico.dev/proxy-ssl-verify", "on"),
+        ("portico.dev/proxy-ssl-secret", "upstream-ca"),
+        ("portico.dev/proxy-ssl-name", "someone.else"),
+    ];
+    let m = service("default", "tls", &[backend])
+        + &ca_secret("default", "upstream-ca", &ca.pem)
+        + &ca_secret("default", "other-ca", &other_ca.pem)
+        + &annotated_ingress("default", "plain", "plain.example", "tls", &https)
+        + &annotated_ingress("default", "verified", "verified.example", "tls", &verified)
+        + &annotated_ingress("default", "wrong-ca", "wrong-ca.example", "tls", &wrong_ca)
+        + &annotated_ingress("default", "wrong-name", "wrong-name.example", "tls", &wrong_name);
+    let gw = Gateway::start(&m).await;
+    let addr = gw.addr(0);
+    // Verification off (the default): any certificate, over TLS, HTTP/1.1.
+    let r = get(addr, "plain.example", "/").await;
+    assert_eq!((r.status, r.text().as_str()), (200, "tls HTTP/1.1"));
+    // Verification on with the CA that issued the backend's certificate, and the name in it.
+    let r = get(addr, "verified.example", "/").await;
+    assert_eq!((r.status, r.text().as_str()), (200, "tls HTTP/1.1"));
+    // An untrusted issuer or a name the certificate does not carry: 502, counted as a TLS error.
+    for host in ["wrong-ca.example", "wrong-name.example"] {
+        let r = get(addr, host, "/").await;
+        assert_eq!(r.status, 502, "{host}: {}", r.text());
+        assert!(r.text().contains("TLS"), "{}", r.text());
+    }
+    assert_eq!(
+        metric(&gw, "portico_upstream_errors_total{set=\"default\",kind=\"tls\"}").await,
+        Some(2.0)
+    );
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn upstream_tls_annotations_that_cannot_be_served_disable_only_their_ingress() {
+    let ca = portico::certs::testing::TestCa::new();
+    let backend = tls_backend(&ca, &["backend.internal"], b"http/1.1").await;
+    let b = echo("b").await;
+    let cross = [
+        ("portico.dev/backend-protocol", "HTTPS"),
+        ("portico.dev/proxy-ssl-verify", "on"),
+        ("portico.dev/proxy-ssl-secret", "elsewhere/upstream-ca"),
+    ];
+    let missing = [
+        ("portico.dev/backend-protocol", "HTTPS"),
+        ("portico.dev/proxy-ssl-verify", "on"),
+        ("portico.dev/proxy-ssl-secret", "no-such-secret"),
+    ];
+    let m = service("default", "tls", &[backend])
+        + &service("default", "b", &[b.addr])
+        + &ca_secret("elsewhere", "upstream-ca", &ca.pem)
+        + &annotated_ingress("default", "cross", "cross.example", "tls", &cross)
+        + &annotated_ingress("default", "missing", "missing.example", "tls", &missing)
+        + &ingress("default", "fine", "portico", &[("fine.example", "/", "Prefix", "b")]);
+    let gw = Gateway::start(&m).await;
+    assert_eq!(get(gw.addr(0), "fine.example", "/").await.status, 200);
+    assert_eq!(get(gw.addr(0), "cross.example", "/").await.status, 404);
+    assert_eq!(get(gw.addr(0), "missing.example", "/").await.status, 404);
+    let diagnostics = gw.running().shared.last_translation().unwrap().describe_diagnostics();
+    assert!(
+        diagnostics.contains("Ingress default/cross: annotation portico.dev/proxy-ssl-secret: Secret elsewhere/upstream-ca is in namespace elsewhere"),
+        "{diagnostics}"
+    );
+    assert!(
+        diagnostics.contains("Ingress default/missing: CA Secret default/no-such-secret (annotation portico.dev/proxy-ssl-secret) not found"),
+        "{diagnostics}"
+    );
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn grpcs_unary_through_a_tls_h2_backend() {
+    use http_body_util::BodyExt;
+    let ca = portico::certs::testing::TestCa::new();
+    let backend = tls_backend(&ca, &["grpc.internal"], b"h2").await;
+    let m = service("default", "grpc", &[backend])
+        + &ca_secret("default", "grpc-ca", &ca.pem)
+        + &annotated_ingress(
+            "default",
+            "g",
+            "grpc.example",
+            "grpc",
+            &[
+                ("nginx.ingress.kubernetes.io/backend-protocol", "GRPCS"),
+                ("nginx.ingress.kubernetes.io/proxy-ssl-verify", "on"),
+                ("nginx.ingress.kubernetes.io/proxy-ssl-secret", "grpc-ca"),
+                ("nginx.ingress.kubernetes.io/proxy-ssl-name", "grpc.internal"),
+            ],
+        );
+    let gw = Gateway::start(&m).await;
+    let stream = TcpStream::connect(gw.addr(0)).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let req = http::Request::post("http://grpc.example/echo.Echo/Unary")
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(Full::new(Bytes::from_static(&[0, 0, 0, 0, 0])))
+        .unwrap();
+    let resp = sender.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-type"], "application/grpc");
+    let collected = resp.into_body().collect().await.unwrap();
+    let trailers = collected.trailers().cloned().expect("trailers passed through");
+    assert_eq!(trailers["grpc-status"], "0");
+    assert_eq!(collected.to_bytes().as_ref(), &[0, 0, 0, 0, 2, b'o', b'k']);
+    gw.stop().await;
+}

@@ -59,6 +59,22 @@ pub const BACKEND_PROTOCOL: [&str; 2] = [
     "portico.dev/backend-protocol",
     "nginx.ingress.kubernetes.io/backend-protocol",
 ];
+pub const REQUEST_BODY_TIMEOUT: [&str; 2] = [
+    "portico.dev/request-body-timeout",
+    "nginx.ingress.kubernetes.io/proxy-send-timeout",
+];
+pub const PROXY_SSL_VERIFY: [&str; 2] = [
+    "portico.dev/proxy-ssl-verify",
+    "nginx.ingress.kubernetes.io/proxy-ssl-verify",
+];
+pub const PROXY_SSL_SECRET: [&str; 2] = [
+    "portico.dev/proxy-ssl-secret",
+    "nginx.ingress.kubernetes.io/proxy-ssl-secret",
+];
+pub const PROXY_SSL_NAME: [&str; 2] = [
+    "portico.dev/proxy-ssl-name",
+    "nginx.ingress.kubernetes.io/proxy-ssl-name",
+];
 
 /// Headers an annotation may not set, add or remove: framing, hop-by-hop, and Host (use upstream-host).
 const PROTECTED: [&str; 10] = [
@@ -104,8 +120,13 @@ pub struct IngressPolicy {
     pub affinity_cookie: String,
     /// Largest request body accepted (413 above it); `None`: no limit.
     pub max_body_bytes: Option<u64>,
-    /// Time to the upstream's response headers, replacing the configured default.
+    /// Time to the upstream's response headers and between two reads of its body, replacing the configured
+    /// defaults (ingress-nginx's `proxy-read-timeout` means both).
     pub upstream_timeout: Option<std::time::Duration>,
+    /// Longest pause between two pieces of the client's request body, replacing the listener set's default.
+    pub request_body_timeout: Option<std::time::Duration>,
+    /// TLS to the backends (with `BackendProtocol::Https` and `Grpcs` only).
+    pub upstream_tls: Option<UpstreamTls>,
     /// The protocol spoken to the backends.
     pub backend_protocol: BackendProtocol,
     /// Active health checks of this Ingress's backends (off when `None`).
@@ -130,6 +151,24 @@ pub enum BackendProtocol {
     Http1,
     /// HTTP/2 without TLS (prior knowledge): `H2C` and `GRPC`.
     H2c,
+    /// HTTP/1.1 over TLS (ALPN `http/1.1`): `HTTPS`.
+    Https,
+    /// HTTP/2 over TLS (ALPN `h2`): `GRPCS`.
+    Grpcs,
+}
+
+/// How the gateway talks TLS to an Ingress's backends.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+pub struct UpstreamTls {
+    /// The backend's certificate must chain to the CA in `ca_secret` (default off, as ingress-nginx).
+    pub verify: bool,
+    /// The Secret (in the Ingress's namespace) whose `ca.crt` holds the CA, by name.
+    pub ca_secret: Option<String>,
+    /// The CA bundle (PEM) read from `ca_secret` by translation; set whenever `verify` is.
+    pub ca_pem: Option<Vec<u8>>,
+    /// The name sent as SNI and verified; `None`: the upstream Host (`upstream-host`) if set, else the endpoint's
+    /// address (no SNI).
+    pub server_name: Option<String>,
 }
 
 /// How a backend picks an endpoint.
@@ -164,9 +203,150 @@ impl Default for IngressPolicy {
             affinity_cookie: DEFAULT_AFFINITY_COOKIE.to_string(),
             max_body_bytes: None,
             upstream_timeout: None,
+            request_body_timeout: None,
+            upstream_tls: None,
             backend_protocol: BackendProtocol::Http1,
             active_check: None,
         }
+    }
+}
+
+/// A timeout annotation: bare seconds (ingress-nginx's form) or a duration like `500ms` or `2m`.
+fn timeout_any(meta: &ObjectMeta, keys: &[&str]) -> Result<Option<std::time::Duration>, String> {
+    let Some(v) = string_any(meta, keys)? else {
+        return Ok(None);
+    };
+    v.parse::<u64>()
+        .ok()
+        .map(std::time::Duration::from_secs)
+        .or_else(|| crate::config::parse_duration(v))
+        .filter(|d| !d.is_zero())
+        .map(Some)
+        .ok_or_else(|| format!("annotation {}: {v:?} is not a duration like 30 or 30s", keys[0]))
+}
+
+fn parse_backend_protocol(meta: &ObjectMeta) -> Result<BackendProtocol, String> {
+    Ok(
+        match string_any(meta, &BACKEND_PROTOCOL)?
+            .map(|v| v.to_ascii_uppercase())
+            .as_deref()
+        {
+            None | Some("HTTP") => BackendProtocol::Http1,
+            Some("H2C" | "GRPC") => BackendProtocol::H2c,
+            Some("HTTPS") => BackendProtocol::Https,
+            Some("GRPCS") => BackendProtocol::Grpcs,
+            Some(v) => {
+                return Err(format!(
+                    "annotation {}: {v:?} is not HTTP, HTTPS, H2C, GRPC or GRPCS",
+                    BACKEND_PROTOCOL[0]
+                ))
+            }
+        },
+    )
+}
+
+/// The `proxy-ssl-*` annotations. The CA Secret must be in the Ingress's own namespace (`name`, or
+/// `namespace/name` naming that namespace); its contents are read by translation.
+fn parse_upstream_tls(meta: &ObjectMeta, protocol: BackendProtocol) -> Result<Option<UpstreamTls>, String> {
+    let verify = match string_any(meta, &PROXY_SSL_VERIFY)? {
+        None | Some("off" | "false") => false,
+        Some("on" | "true") => true,
+        Some(v) => {
+            return Err(format!(
+                "annotation {}: {v:?} is not \"on\" or \"off\"",
+                PROXY_SSL_VERIFY[0]
+            ))
+        }
+    };
+    let ns = meta.namespace.as_deref().unwrap_or("default");
+    let ca_secret = match string_any(meta, &PROXY_SSL_SECRET)? {
+        None => None,
+        Some(v) => {
+            let name = match v.split_once('/') {
+                None => v,
+                Some((n, name)) if n == ns => name,
+                Some((n, _)) => {
+                    return Err(format!(
+                        "annotation {}: Secret {v} is in namespace {n}; only Secrets in the Ingress's namespace {ns} can be used",
+                        PROXY_SSL_SECRET[0]
+                    ))
+                }
+            };
+            if name.is_empty() || name.contains('/') {
+                return Err(format!(
+                    "annotation {}: {v:?} is not a Secret name",
+                    PROXY_SSL_SECRET[0]
+                ));
+            }
+            Some(name.to_string())
+        }
+    };
+    let server_name = match string_any(meta, &PROXY_SSL_NAME)? {
+        None => None,
+        Some(v) => {
+            if rustls_pki_types::ServerName::try_from(v).is_err() {
+                return Err(format!("annotation {}: {v:?} is not a server name", PROXY_SSL_NAME[0]));
+            }
+            Some(v.to_string())
+        }
+    };
+    if !matches!(protocol, BackendProtocol::Https | BackendProtocol::Grpcs) {
+        return match [PROXY_SSL_VERIFY, PROXY_SSL_SECRET, PROXY_SSL_NAME]
+            .iter()
+            .flatten()
+            .find(|k| get(meta, k).is_some())
+        {
+            Some(k) => Err(format!("annotation {k} needs {}: HTTPS or GRPCS", BACKEND_PROTOCOL[0])),
+            None => Ok(None),
+        };
+    }
+    if verify && ca_secret.is_none() {
+        return Err(format!(
+            "annotation {} is on but {} names no CA Secret",
+            PROXY_SSL_VERIFY[0], PROXY_SSL_SECRET[0]
+        ));
+    }
+    Ok(Some(UpstreamTls {
+        verify,
+        ca_secret,
+        ca_pem: None,
+        server_name,
+    }))
+}
+
+impl UpstreamTls {
+    /// Reads the CA bundle from the Ingress's `ca_secret` among `secrets` (pure; translation calls it). Without
+    /// verification there is nothing to read.
+    pub fn resolve_ca(
+        &mut self,
+        namespace: &str,
+        secrets: &[k8s_openapi::api::core::v1::Secret],
+    ) -> Result<(), String> {
+        let Some(name) = self.ca_secret.as_deref().filter(|_| self.verify) else {
+            return Ok(());
+        };
+        let secret = secrets
+            .iter()
+            .find(|s| {
+                s.metadata.namespace.as_deref().unwrap_or("default") == namespace
+                    && s.metadata.name.as_deref() == Some(name)
+            })
+            .ok_or_else(|| {
+                format!(
+                    "CA Secret {namespace}/{name} (annotation {}) not found",
+                    PROXY_SSL_SECRET[0]
+                )
+            })?;
+        let pem = secret
+            .string_data
+            .as_ref()
+            .and_then(|m| m.get("ca.crt"))
+            .map(|s| s.as_bytes().to_vec())
+            .or_else(|| secret.data.as_ref().and_then(|m| m.get("ca.crt")).map(|b| b.0.clone()))
+            .ok_or_else(|| format!("CA Secret {namespace}/{name} has no ca.crt"))?;
+        crate::upstream::tls::parse_ca_bundle(&pem).map_err(|e| format!("CA Secret {namespace}/{name}: {e}"))?;
+        self.ca_pem = Some(pem);
+        Ok(())
     }
 }
 
@@ -426,6 +606,16 @@ impl IngressPolicy {
         if let Some(t) = self.upstream_timeout {
             let _ = write!(out, " [timeout {}s]", t.as_secs());
         }
+        if let Some(t) = self.request_body_timeout {
+            let _ = write!(out, " [body-timeout {}ms]", t.as_millis());
+        }
+        if let Some(t) = &self.upstream_tls {
+            let _ = write!(out, " [tls verify={}", t.verify);
+            if let Some(n) = &t.server_name {
+                let _ = write!(out, " name={n}");
+            }
+            out.push(']');
+        }
         if let Some(a) = &self.allow_source_ranges {
             let list: Vec<String> = a.iter().map(|c| c.to_string()).collect();
             let _ = write!(out, " [allow {}]", list.join(","));
@@ -486,6 +676,7 @@ impl IngressPolicy {
                 Some(cidrs)
             }
         };
+        let backend_protocol = parse_backend_protocol(meta)?;
         Ok(Self {
             ssl_redirect,
             force_ssl_redirect,
@@ -517,41 +708,10 @@ impl IngressPolicy {
                 Some(v) => parse_size(BODY_SIZE[0], v)?,
             },
             active_check: parse_active_check(meta)?,
-            backend_protocol: match string_any(meta, &BACKEND_PROTOCOL)?.map(|v| v.to_ascii_uppercase()) {
-                None => BackendProtocol::Http1,
-                Some(v) if v == "HTTP" => BackendProtocol::Http1,
-                Some(v) if v == "H2C" || v == "GRPC" => BackendProtocol::H2c,
-                Some(v) if v == "HTTPS" || v == "GRPCS" => {
-                    return Err(format!(
-                        "annotation {}: {v} (TLS to the backend) is not supported yet; use HTTP, H2C or GRPC",
-                        BACKEND_PROTOCOL[0]
-                    ))
-                }
-                Some(v) => {
-                    return Err(format!(
-                        "annotation {}: {v:?} is not HTTP, H2C or GRPC",
-                        BACKEND_PROTOCOL[0]
-                    ))
-                }
-            },
-            upstream_timeout: match string_any(meta, &UPSTREAM_TIMEOUT)? {
-                None => None,
-                Some(v) => {
-                    let d = v
-                        .parse::<u64>()
-                        .ok()
-                        .map(std::time::Duration::from_secs)
-                        .or_else(|| crate::config::parse_duration(v))
-                        .filter(|d| !d.is_zero())
-                        .ok_or_else(|| {
-                            format!(
-                                "annotation {}: {v:?} is not a duration like 30 or 30s",
-                                UPSTREAM_TIMEOUT[0]
-                            )
-                        })?;
-                    Some(d)
-                }
-            },
+            backend_protocol,
+            upstream_tls: parse_upstream_tls(meta, backend_protocol)?,
+            upstream_timeout: timeout_any(meta, &UPSTREAM_TIMEOUT)?,
+            request_body_timeout: timeout_any(meta, &REQUEST_BODY_TIMEOUT)?,
         })
     }
 }
@@ -664,6 +824,61 @@ mod tests {
                 ],
                 "count from 1",
             ),
+        ] {
+            let e = IngressPolicy::from_meta(&meta(&pairs)).unwrap_err();
+            assert!(e.contains(needle), "{e}");
+        }
+    }
+
+    #[test]
+    fn upstream_tls_and_body_timeouts() {
+        let mut m = meta(&[
+            ("nginx.ingress.kubernetes.io/backend-protocol", "GRPCS"),
+            ("nginx.ingress.kubernetes.io/proxy-ssl-verify", "on"),
+            ("nginx.ingress.kubernetes.io/proxy-ssl-secret", "team/ca"),
+            ("nginx.ingress.kubernetes.io/proxy-ssl-name", "grpc.internal"),
+            ("nginx.ingress.kubernetes.io/proxy-send-timeout", "15"),
+        ]);
+        m.namespace = Some("team".into());
+        let p = IngressPolicy::from_meta(&m).unwrap();
+        assert_eq!(p.backend_protocol, BackendProtocol::Grpcs);
+        assert_eq!(p.request_body_timeout, Some(std::time::Duration::from_secs(15)));
+        let tls = p.upstream_tls.unwrap();
+        assert!(tls.verify);
+        assert_eq!(tls.ca_secret.as_deref(), Some("ca"));
+        assert_eq!(tls.server_name.as_deref(), Some("grpc.internal"));
+        // HTTPS without verification needs nothing else.
+        let p = IngressPolicy::from_meta(&meta(&[("portico.dev/backend-protocol", "https")])).unwrap();
+        assert_eq!(p.backend_protocol, BackendProtocol::Https);
+        assert!(!p.upstream_tls.unwrap().verify);
+        for (pairs, needle) in [
+            (
+                vec![
+                    ("portico.dev/backend-protocol", "HTTPS"),
+                    ("portico.dev/proxy-ssl-secret", "other/ca"),
+                ],
+                "only Secrets in the Ingress's namespace default",
+            ),
+            (
+                vec![
+                    ("portico.dev/backend-protocol", "HTTPS"),
+                    ("portico.dev/proxy-ssl-verify", "on"),
+                ],
+                "names no CA Secret",
+            ),
+            (
+                vec![("portico.dev/proxy-ssl-verify", "on")],
+                "needs portico.dev/backend-protocol",
+            ),
+            (
+                vec![
+                    ("portico.dev/backend-protocol", "HTTPS"),
+                    ("portico.dev/proxy-ssl-verify", "maybe"),
+                ],
+                "not \"on\" or \"off\"",
+            ),
+            (vec![("portico.dev/backend-protocol", "QUIC")], "is not HTTP, HTTPS"),
+            (vec![("portico.dev/request-body-timeout", "later")], "not a duration"),
         ] {
             let e = IngressPolicy::from_meta(&meta(&pairs)).unwrap_err();
             assert!(e.contains(needle), "{e}");

@@ -261,7 +261,13 @@ impl<'a> Translator<'a> {
             return;
         };
         let ns = iref.namespace.as_str();
-        let policy = match IngressPolicy::from_meta(&ing.metadata) {
+        let policy = match IngressPolicy::from_meta(&ing.metadata).and_then(|mut p| {
+            // The upstream CA Secret is read here, like TLS Secrets are by name: pure, from the same snapshot.
+            if let Some(tls) = &mut p.upstream_tls {
+                tls.resolve_ca(ns, &self.state.secrets)?;
+            }
+            Ok(p)
+        }) {
             Ok(p) => Arc::new(p),
             Err(reason) => {
                 self.diag(iref, format!("{reason}; Ingress not served"));

@@ -22,6 +22,9 @@ pub enum ProxyError {
     Forbidden,
     #[error("request body too large")]
     PayloadTooLarge,
+    /// The client paused its request body longer than the body-read timeout before anything was answered.
+    #[error("request body timed out")]
+    RequestTimeout,
     #[error(transparent)]
     Upstream(#[from] UpstreamError),
 }
@@ -43,7 +46,10 @@ impl ProxyError {
             ProxyError::Misdirected => StatusCode::MISDIRECTED_REQUEST,
             ProxyError::Forbidden => StatusCode::FORBIDDEN,
             ProxyError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            ProxyError::Upstream(UpstreamError::Connect | UpstreamError::Reset) => StatusCode::BAD_GATEWAY,
+            ProxyError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
+            ProxyError::Upstream(UpstreamError::Connect | UpstreamError::Reset | UpstreamError::Tls) => {
+                StatusCode::BAD_GATEWAY
+            }
             ProxyError::Upstream(UpstreamError::ConnectTimeout | UpstreamError::ResponseTimeout) => {
                 StatusCode::GATEWAY_TIMEOUT
             }
@@ -55,7 +61,8 @@ impl ProxyError {
             ProxyError::BadRequest(_)
             | ProxyError::Misdirected
             | ProxyError::Forbidden
-            | ProxyError::PayloadTooLarge => Fault::Client,
+            | ProxyError::PayloadTooLarge
+            | ProxyError::RequestTimeout => Fault::Client,
             ProxyError::NoRoute | ProxyError::NoEndpoint => Fault::Config,
             ProxyError::Upstream(_) => Fault::Upstream,
         }
@@ -77,6 +84,12 @@ impl ProxyError {
             ProxyError::Upstream(UpstreamError::Reset) => {
                 Bytes::from_static(b"502 Bad Gateway: upstream closed the connection\n")
             }
+            ProxyError::Upstream(UpstreamError::Tls) => {
+                Bytes::from_static(b"502 Bad Gateway: TLS handshake with the upstream failed\n")
+            }
+            ProxyError::RequestTimeout => {
+                Bytes::from_static(b"408 Request Timeout: the request body stalled\n")
+            }
             ProxyError::Upstream(_) => Bytes::from_static(b"504 Gateway Timeout: upstream did not answer in time\n"),
         }
     }
@@ -88,7 +101,7 @@ impl ProxyError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("text/plain; charset=utf-8"),
         );
-        if let ProxyError::BadRequest(_) | ProxyError::PayloadTooLarge = self {
+        if let ProxyError::BadRequest(_) | ProxyError::PayloadTooLarge | ProxyError::RequestTimeout = self {
             resp.headers_mut()
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
@@ -110,6 +123,9 @@ mod tests {
         assert_eq!(ProxyError::PayloadTooLarge.status(), 413);
         assert_eq!(ProxyError::from(UpstreamError::Connect).status(), 502);
         assert_eq!(ProxyError::from(UpstreamError::Reset).status(), 502);
+        assert_eq!(ProxyError::from(UpstreamError::Tls).status(), 502);
+        assert_eq!(ProxyError::RequestTimeout.status(), 408);
+        assert_eq!(ProxyError::RequestTimeout.fault(), Fault::Client);
         assert_eq!(ProxyError::from(UpstreamError::ConnectTimeout).status(), 504);
         assert_eq!(ProxyError::from(UpstreamError::ResponseTimeout).status(), 504);
         assert_eq!(ProxyError::NoRoute.fault(), Fault::Config);

@@ -23,15 +23,17 @@ use crate::certs::{CertSnapshot, LoadedCert};
 use crate::cidr::Cidr;
 use crate::normalize::{normalize_host, normalize_path};
 use crate::routing::{Lookup, RoutePolicy, Snapshot};
-use crate::upstream::client::{UpstreamBody, UpstreamClient, UpstreamError};
+use crate::upstream::body::{RequestBody, ResponseBody};
+use crate::upstream::client::{SendError, UpstreamBody, UpstreamClient, UpstreamError, Via};
 use crate::upstream::PickContext;
 use error::ProxyError;
 
 /// The response body: streamed from upstream, or a small body the gateway wrote itself.
-pub type ProxyBody = Either<Incoming, Full<Bytes>>;
+pub type ProxyBody = Either<ResponseBody, Full<Bytes>>;
 
-/// Tries per request on connection failures (different endpoints), bodiless requests only.
-const MAX_CONNECT_TRIES: usize = 3;
+/// Tries per request (each on a different endpoint), within the backend's retry budget. Only requests without a
+/// body are tried again: a streamed body cannot be sent twice.
+const MAX_TRIES: usize = 3;
 
 /// Facts about the connection a request arrived on.
 #[derive(Debug, Clone)]
@@ -112,6 +114,10 @@ pub struct SetOptions {
     pub max_connections: Option<usize>,
     /// Time allowed for a request's headers.
     pub header_read_timeout: std::time::Duration,
+    /// Time a connection may stay without a request in flight.
+    pub keep_alive_timeout: std::time::Duration,
+    /// Longest pause between two pieces of a request body.
+    pub body_read_timeout: std::time::Duration,
 }
 
 /// What routing decided, owned so no table reference is held across an await.
@@ -129,6 +135,8 @@ static DEFAULT_SET_OPTIONS: SetOptions = SetOptions {
     proxy_protocol: false,
     max_connections: None,
     header_read_timeout: crate::config::DEFAULT_HEADER_READ_TIMEOUT,
+    keep_alive_timeout: crate::config::DEFAULT_KEEP_ALIVE_TIMEOUT,
+    body_read_timeout: crate::config::DEFAULT_BODY_READ_TIMEOUT,
 };
 
 impl Proxy {
@@ -354,8 +362,19 @@ impl Proxy {
             .as_ref()
             .and_then(|_| parts.extensions.remove::<hyper::upgrade::OnUpgrade>());
 
+        // TLS and the request-body timeout come from the Ingress's upstream policy, when it has one.
+        let up_policy = self.client.policies().lookup(conn.set, note.ingress.as_deref());
+        let via = match &up_policy {
+            Some(p) if p.wants_tls() => match &p.tls {
+                Some(c) => Via::Tls(c),
+                None => return Err(ProxyError::Upstream(UpstreamError::Tls)),
+            },
+            _ if target.policy.upstream_h2c => Via::H2c,
+            _ => Via::Http1,
+        };
+        let h2 = target.policy.upstream_h2c || up_policy.as_ref().is_some_and(|p| p.h2());
         // gRPC needs `te: trailers` end to end; it is otherwise a hop-by-hop header.
-        let te_trailers = target.policy.upstream_h2c
+        let te_trailers = h2
             && parts
                 .headers
                 .get(header::TE)
@@ -395,48 +414,63 @@ impl Proxy {
         };
 
         let bodiless = body.is_end_stream();
+        // Another try needs the headers again (the request is consumed by sending it).
         let retry_headers = (bodiless && backend.endpoints.len() > 1).then(|| parts.headers.clone());
+        let idempotent = matches!(
+            parts.method,
+            http::Method::GET
+                | http::Method::HEAD
+                | http::Method::OPTIONS
+                | http::Method::TRACE
+                | http::Method::PUT
+                | http::Method::DELETE
+        );
         let limit = target
             .policy
             .max_body_bytes
             .map_or(usize::MAX, |m| usize::try_from(m).unwrap_or(usize::MAX));
+        let body_timeout = up_policy
+            .as_ref()
+            .and_then(|p| p.request_body_timeout)
+            .unwrap_or(set_opts.body_read_timeout);
         let mut body: UpstreamBody = if bodiless {
             Either::Right(Empty::new())
         } else {
-            Either::Left(http_body_util::Limited::new(body, limit))
+            Either::Left(RequestBody::new(body, limit, body_timeout))
         };
+        let read_timeout = target.policy.upstream_timeout.unwrap_or(self.client.read_timeout());
+        let scheme = if matches!(via, Via::Tls(_)) { "https" } else { "http" };
+        let budget = self.client.retry_budget();
+        backend.retry_budget.record_request(budget);
         let mut headers_now = parts.headers;
         let mut tries = 0;
         loop {
             tries += 1;
             target.policy.apply_request(&mut headers_now, endpoint.addr);
-            let uri = upstream_uri(endpoint.addr, &path_and_query)?;
+            let uri = upstream_uri(scheme, endpoint.addr, &path_and_query)?;
             let mut up = Request::new(body);
             *up.method_mut() = parts.method.clone();
             *up.uri_mut() = uri;
-            *up.version_mut() = if target.policy.upstream_h2c {
-                Version::HTTP_2
-            } else {
-                Version::HTTP_11
-            };
+            *up.version_mut() = if h2 { Version::HTTP_2 } else { Version::HTTP_11 };
             *up.headers_mut() = headers_now;
+            // Counted until the response body ends, fails or is dropped (the guard travels with it).
             let in_flight = backend.start(endpoint);
             let sent_at = std::time::Instant::now();
-            let sent = self
-                .client
-                .send(up, target.policy.upstream_timeout, target.policy.upstream_h2c)
-                .await;
+            let sent = self.client.send(up, target.policy.upstream_timeout, via).await;
             note.upstream_time = Some(sent_at.elapsed());
-            drop(in_flight);
-            match sent {
+            let e = match sent {
                 Ok(mut resp) => {
                     backend.record(endpoint, !resp.status().is_server_error());
                     if resp.status() == http::StatusCode::SWITCHING_PROTOCOLS {
                         if let Some(down) = downstream_upgrade {
                             let up = hyper::upgrade::on(&mut resp);
-                            tokio::spawn(tunnel(down, up));
+                            // The tunnel counts as in flight on its endpoint until it closes.
+                            tokio::spawn(tunnel(down, up, in_flight));
                             let (rparts, rbody) = resp.into_parts();
-                            return Ok(Response::from_parts(rparts, Either::Left(rbody)));
+                            return Ok(Response::from_parts(
+                                rparts,
+                                Either::Left(ResponseBody::new(rbody, None, None)),
+                            ));
                         }
                     }
                     let (mut rparts, rbody) = resp.into_parts();
@@ -453,27 +487,47 @@ impl Proxy {
                             }
                         }
                     }
+                    let rbody = ResponseBody::new(rbody, Some(in_flight), Some(read_timeout));
                     return Ok(Response::from_parts(rparts, Either::Left(rbody)));
                 }
-                Err(e) => {
-                    backend.record(endpoint, false);
-                    let next = match (e, retry_headers.as_ref()) {
-                        (UpstreamError::Connect, Some(h)) if tries < MAX_CONNECT_TRIES => {
-                            backend.pick_other(endpoint.addr).map(|n| (n, h))
-                        }
-                        _ => None,
-                    };
-                    let Some((next, h)) = next else {
-                        return Err(e.into());
-                    };
-                    tracing::debug!(backend = %backend.id, endpoint = %endpoint.addr, "connect failed; trying another endpoint");
-                    endpoint = next;
-                    note.upstream = Some(endpoint.addr);
-                    self.metrics.retry(conn.set);
-                    headers_now = h.clone();
-                    body = Either::Right(Empty::new());
-                }
+                Err(SendError::RequestBodyTimeout) => return Err(ProxyError::RequestTimeout),
+                Err(SendError::RequestBodyTooLarge) => return Err(ProxyError::PayloadTooLarge),
+                Err(SendError::Upstream(e)) => e,
+            };
+            drop(in_flight);
+            backend.record(endpoint, false);
+            // Another endpoint, when nothing was sent (any method) or the request may be repeated (idempotent),
+            // and only for requests without a body. The response has not started, so the client sees nothing of
+            // the failed try.
+            let retryable = matches!(
+                e,
+                UpstreamError::Connect | UpstreamError::ConnectTimeout | UpstreamError::Reset
+            ) && (e.nothing_sent() || idempotent);
+            let Some(h) = retry_headers.as_ref().filter(|_| retryable && tries < MAX_TRIES) else {
+                return Err(e.into());
+            };
+            let Some(next) = backend.pick_other(endpoint.addr) else {
+                tracing::debug!(backend = %backend.id, endpoint = %endpoint.addr, error = %e, "no other endpoint to retry on");
+                return Err(e.into());
+            };
+            if let Err(spent) = backend.retry_budget.try_retry(budget) {
+                tracing::debug!(
+                    backend = %backend.id,
+                    endpoint = %endpoint.addr,
+                    error = %e,
+                    requests = spent.requests,
+                    retries = spent.retries,
+                    allowed = spent.allowed,
+                    "retry budget spent; not retrying"
+                );
+                return Err(e.into());
             }
+            tracing::debug!(backend = %backend.id, endpoint = %endpoint.addr, next = %next.addr, error = %e, attempt = tries, "retrying on another endpoint");
+            endpoint = next;
+            note.upstream = Some(endpoint.addr);
+            self.metrics.retry(conn.set);
+            headers_now = h.clone();
+            body = Either::Right(Empty::new());
         }
     }
 }
@@ -492,7 +546,7 @@ fn upgrade_request(parts: &http::request::Parts) -> bool {
 }
 
 /// Copies bytes both ways between the client's and the backend's upgraded connections until either side closes.
-async fn tunnel(down: hyper::upgrade::OnUpgrade, up: hyper::upgrade::OnUpgrade) {
+async fn tunnel(down: hyper::upgrade::OnUpgrade, up: hyper::upgrade::OnUpgrade, _in_flight: crate::upstream::InFlight) {
     let (down, up) = match tokio::try_join!(down, up) {
         Ok(x) => x,
         Err(e) => {
@@ -539,8 +593,8 @@ fn redirect_to_https(host: &str, port: Option<u16>, path: &str, query: Option<&s
     resp
 }
 
-fn upstream_uri(endpoint: SocketAddr, path_and_query: &str) -> Result<Uri, ProxyError> {
-    Uri::try_from(format!("http://{endpoint}{path_and_query}"))
+fn upstream_uri(scheme: &str, endpoint: SocketAddr, path_and_query: &str) -> Result<Uri, ProxyError> {
+    Uri::try_from(format!("{scheme}://{endpoint}{path_and_query}"))
         .map_err(|_| ProxyError::BadRequest("invalid request target"))
 }
 

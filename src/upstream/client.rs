@@ -1,22 +1,31 @@
-//! The upstream HTTP/1.1 client: one keep-alive pool shared by all listener sets, with connect and
+//! The upstream HTTP client: keep-alive pools (HTTP/1.1, h2c, and one per upstream TLS policy) with connect and
 //! response-header timeouts. Failures are classified here, by type, never by message.
 
-use std::error::Error as _;
+use std::error::Error as StdError;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::Empty;
 use hyper::body::Incoming;
+use hyper_rustls::{DefaultServerNameResolver, FixedServerNameResolver, HttpsConnector, ResolveServerName};
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::{Builder, Client};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
+use super::body::{RequestBody, RequestBodyTimeout};
+use super::budget::RetryBudgetConfig;
+use super::policy::Policies;
 use crate::config::UpstreamConfig;
+use crate::model::annotations::UpstreamTls;
 
-/// A request body sent upstream: the client's streamed body (with a size limit, `usize::MAX` for none), or
-/// nothing (so a request without a body can be sent again on another endpoint).
-pub type UpstreamBody = http_body_util::Either<http_body_util::Limited<Incoming>, Empty<Bytes>>;
+/// A request body sent upstream: the client's streamed body (with a size limit and an idle timeout), or nothing
+/// (so a request without a body can be sent again on another endpoint).
+pub type UpstreamBody = http_body_util::Either<RequestBody, Empty<Bytes>>;
+
+/// A pooled client speaking TLS to backends.
+pub type TlsClient = Client<HttpsConnector<HttpConnector>, UpstreamBody>;
 
 /// Why an upstream exchange failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -33,6 +42,37 @@ pub enum UpstreamError {
     /// The connection broke after the request was (partly) sent.
     #[error("upstream connection broke before a response")]
     Reset,
+    /// The TLS handshake with the backend failed (certificate not trusted, wrong name, no common protocol).
+    #[error("upstream TLS handshake failed")]
+    Tls,
+}
+
+impl UpstreamError {
+    /// Whether nothing of the request reached the backend.
+    pub fn nothing_sent(self) -> bool {
+        matches!(
+            self,
+            UpstreamError::Connect | UpstreamError::ConnectTimeout | UpstreamError::Tls
+        )
+    }
+}
+
+/// Why sending a request failed: the backend, or the client's own body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SendError {
+    Upstream(UpstreamError),
+    /// The client paused its body longer than the body-read timeout.
+    RequestBodyTimeout,
+    /// The client's body went over the route's size limit.
+    RequestBodyTooLarge,
+}
+
+/// Which pool a request goes through.
+#[derive(Clone, Copy)]
+pub enum Via<'a> {
+    Http1,
+    H2c,
+    Tls(&'a TlsClient),
 }
 
 #[derive(Clone)]
@@ -41,28 +81,87 @@ pub struct UpstreamClient {
     /// HTTP/2 with prior knowledge, for h2c and gRPC backends.
     h2c: Client<HttpConnector, UpstreamBody>,
     response_header_timeout: Duration,
+    read_timeout: Duration,
+    retry_budget: RetryBudgetConfig,
+    /// Per-Ingress upstream settings (TLS, request-body timeout).
+    policies: Arc<Policies>,
+}
+
+fn connector(cfg: &UpstreamConfig) -> HttpConnector {
+    let mut connector = HttpConnector::new();
+    connector.set_connect_timeout(Some(cfg.connect_timeout));
+    connector.set_nodelay(true);
+    connector
+}
+
+fn builder(cfg: &UpstreamConfig) -> Builder {
+    let mut builder = Client::builder(TokioExecutor::new());
+    builder
+        .pool_timer(TokioTimer::new())
+        .pool_idle_timeout(cfg.idle_timeout)
+        .pool_max_idle_per_host(256)
+        // A request that never started on a pooled connection the backend had closed is sent again on a new
+        // one (the keep-alive race): nothing of it reached the backend.
+        .retry_canceled_requests(true)
+        .set_host(false);
+    builder
+}
+
+/// A pooled client for one upstream TLS policy: `name` is sent as SNI and verified (`None`: the endpoint's
+/// address, no SNI); `h2` offers ALPN `h2` and speaks HTTP/2 only, else `http/1.1`.
+pub fn build_tls_client(
+    cfg: &UpstreamConfig,
+    tls: &UpstreamTls,
+    name: Option<String>,
+    h2: bool,
+) -> Result<TlsClient, String> {
+    let ca = tls.ca_pem.as_deref().filter(|_| tls.verify);
+    let alpn: &[u8] = if h2 { b"h2" } else { b"http/1.1" };
+    let config = super::tls::client_config(ca, alpn)?;
+    let mut http = connector(cfg);
+    http.enforce_http(false);
+    let resolver: Arc<dyn ResolveServerName + Send + Sync> = match name {
+        Some(n) => Arc::new(FixedServerNameResolver::new(
+            rustls_pki_types::ServerName::try_from(n).map_err(|e| e.to_string())?,
+        )),
+        None => Arc::new(DefaultServerNameResolver::default()),
+    };
+    let connector = HttpsConnector::new(http, config, true, resolver);
+    let mut builder = builder(cfg);
+    if h2 {
+        builder.http2_only(true).timer(TokioTimer::new());
+    }
+    Ok(builder.build(connector))
 }
 
 impl UpstreamClient {
-    pub fn new(cfg: &UpstreamConfig) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(cfg.connect_timeout));
-        connector.set_nodelay(true);
-        connector.enforce_http(true);
-        let mut builder = Client::builder(TokioExecutor::new());
-        builder
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(cfg.idle_timeout)
-            .pool_max_idle_per_host(256)
-            .retry_canceled_requests(false)
-            .set_host(false);
-        let client = builder.build(connector.clone());
-        let h2c = builder.http2_only(true).timer(TokioTimer::new()).build(connector);
+    pub fn new(cfg: &UpstreamConfig, policies: Arc<Policies>) -> Self {
+        let mut http = connector(cfg);
+        http.enforce_http(true);
+        let mut builder = builder(cfg);
+        let client = builder.build(http.clone());
+        let h2c = builder.http2_only(true).timer(TokioTimer::new()).build(http);
         Self {
             client,
             h2c,
             response_header_timeout: cfg.response_header_timeout,
+            read_timeout: cfg.read_timeout,
+            retry_budget: cfg.retry_budget,
+            policies,
         }
+    }
+
+    pub fn policies(&self) -> &Policies {
+        &self.policies
+    }
+
+    /// The default longest pause between two reads of a response body.
+    pub fn read_timeout(&self) -> Duration {
+        self.read_timeout
+    }
+
+    pub fn retry_budget(&self) -> &RetryBudgetConfig {
+        &self.retry_budget
     }
 
     /// Sends `req` (its URI in absolute form naming the endpoint) and waits for the response headers, up to
@@ -71,25 +170,56 @@ impl UpstreamClient {
         &self,
         req: Request<UpstreamBody>,
         timeout: Option<Duration>,
-        h2c: bool,
-    ) -> Result<Response<Incoming>, UpstreamError> {
-        let client = if h2c { &self.h2c } else { &self.client };
-        match tokio::time::timeout(timeout.unwrap_or(self.response_header_timeout), client.request(req)).await {
-            Err(_) => Err(UpstreamError::ResponseTimeout),
+        via: Via<'_>,
+    ) -> Result<Response<Incoming>, SendError> {
+        let sent = match via {
+            Via::Http1 => self.client.request(req),
+            Via::H2c => self.h2c.request(req),
+            Via::Tls(c) => c.request(req),
+        };
+        match tokio::time::timeout(timeout.unwrap_or(self.response_header_timeout), sent).await {
+            Err(_) => Err(SendError::Upstream(UpstreamError::ResponseTimeout)),
             Ok(Ok(resp)) => Ok(resp),
-            Ok(Err(e)) if e.is_connect() => {
-                let mut src = e.source();
-                while let Some(s) = src {
-                    if let Some(io) = s.downcast_ref::<std::io::Error>() {
-                        if io.kind() == std::io::ErrorKind::TimedOut {
-                            return Err(UpstreamError::ConnectTimeout);
-                        }
-                    }
-                    src = s.source();
-                }
-                Err(UpstreamError::Connect)
-            }
-            Ok(Err(_)) => Err(UpstreamError::Reset),
+            Ok(Err(e)) => Err(classify(&e)),
         }
     }
+}
+
+/// Finds an error of type `T` in a chain of sources, looking inside `io::Error`s too (their `source` skips the
+/// error they wrap).
+fn find<'a, T: StdError + 'static>(e: &'a (dyn StdError + 'static)) -> Option<&'a T> {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if let Some(t) = err.downcast_ref::<T>() {
+            return Some(t);
+        }
+        if let Some(inner) = err.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()) {
+            if let Some(t) = find::<T>(inner) {
+                return Some(t);
+            }
+        }
+        cur = err.source();
+    }
+    None
+}
+
+fn classify(e: &hyper_util::client::legacy::Error) -> SendError {
+    if find::<RequestBodyTimeout>(e).is_some() {
+        return SendError::RequestBodyTimeout;
+    }
+    if find::<http_body_util::LengthLimitError>(e).is_some() {
+        return SendError::RequestBodyTooLarge;
+    }
+    if find::<rustls::Error>(e).is_some() {
+        return SendError::Upstream(UpstreamError::Tls);
+    }
+    if e.is_connect() {
+        let timed_out = find::<std::io::Error>(e).is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut);
+        return SendError::Upstream(if timed_out {
+            UpstreamError::ConnectTimeout
+        } else {
+            UpstreamError::Connect
+        });
+    }
+    SendError::Upstream(UpstreamError::Reset)
 }

@@ -3,13 +3,17 @@
 //!
 //! All state here is atomics: picking an endpoint and recording an outcome take no lock and allocate nothing.
 
+pub mod body;
+pub mod budget;
 pub mod client;
 pub mod health;
+pub mod policy;
+pub mod tls;
 
 use std::hash::{Hash, Hasher};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 pub use crate::model::annotations::{ActiveCheck, Balance};
@@ -40,6 +44,8 @@ impl Default for HealthPolicy {
 #[derive(Debug)]
 pub struct Endpoint {
     pub addr: SocketAddr,
+    /// Position in the backend's endpoint list.
+    index: usize,
     /// Requests in flight (least-request balancing).
     in_flight: AtomicU32,
     consecutive_failures: AtomicU32,
@@ -68,9 +74,10 @@ fn hash_of(v: impl Hash) -> u64 {
 }
 
 impl Endpoint {
-    fn new(addr: SocketAddr) -> Self {
+    fn new(index: usize, addr: SocketAddr) -> Self {
         Self {
             addr,
+            index,
             in_flight: AtomicU32::new(0),
             consecutive_failures: AtomicU32::new(0),
             ejections: AtomicU32::new(0),
@@ -79,6 +86,11 @@ impl Endpoint {
             check_down: std::sync::atomic::AtomicBool::new(false),
             check_streak: AtomicU32::new(0),
         }
+    }
+
+    /// Requests in flight here: from sending until the response body ended (or failed, or was dropped).
+    pub fn in_flight(&self) -> u32 {
+        self.in_flight.load(Ordering::Relaxed)
     }
 
     /// Down by active health check.
@@ -117,6 +129,8 @@ pub struct Backend {
     next: AtomicUsize,
     ejected: AtomicU32,
     ejections: AtomicU64,
+    /// Requests and retries over the retry budget's window.
+    pub retry_budget: budget::RetryBudget,
 }
 
 /// What a pick needs to know about the request.
@@ -145,13 +159,18 @@ impl Backend {
     ) -> Self {
         Self {
             id,
-            endpoints: endpoints.into_iter().map(Endpoint::new).collect(),
+            endpoints: endpoints
+                .into_iter()
+                .enumerate()
+                .map(|(i, a)| Endpoint::new(i, a))
+                .collect(),
             balance,
             health,
             check,
             next: AtomicUsize::new(0),
             ejected: AtomicU32::new(0),
             ejections: AtomicU64::new(0),
+            retry_budget: budget::RetryBudget::default(),
         }
     }
 
@@ -250,10 +269,15 @@ impl Backend {
         self.ejections.load(Ordering::Relaxed)
     }
 
-    /// Marks a request as started on `e`; the guard ends it.
-    pub fn start<'a>(&self, e: &'a Endpoint) -> InFlight<'a> {
+    /// Marks a request as started on `e` (one of this backend's endpoints); the guard ends it. The guard owns a
+    /// reference to the backend, so it can travel with the response body.
+    pub fn start(self: &Arc<Self>, e: &Endpoint) -> InFlight {
+        debug_assert!(std::ptr::eq(&self.endpoints[e.index], e));
         e.in_flight.fetch_add(1, Ordering::Relaxed);
-        InFlight(e)
+        InFlight {
+            backend: self.clone(),
+            index: e.index,
+        }
     }
 
     /// Records an outcome for passive health: `ok` false for a connect failure or a 5xx.
@@ -298,11 +322,21 @@ impl Backend {
 }
 
 /// An in-flight request on an endpoint (for least-request balancing); ends when dropped.
-pub struct InFlight<'a>(&'a Endpoint);
+#[derive(Debug)]
+pub struct InFlight {
+    backend: Arc<Backend>,
+    index: usize,
+}
 
-impl Drop for InFlight<'_> {
+impl InFlight {
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.backend.endpoints[self.index]
+    }
+}
+
+impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.endpoint().in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -330,7 +364,12 @@ mod tests {
 
     #[test]
     fn least_request_prefers_idle_endpoints() {
-        let b = Backend::with_policy("x".into(), eps(4), Balance::LeastRequest, HealthPolicy::default());
+        let b = Arc::new(Backend::with_policy(
+            "x".into(),
+            eps(4),
+            Balance::LeastRequest,
+            HealthPolicy::default(),
+        ));
         // Endpoint 1 is busy with many requests: it should almost never be picked.
         let busy = &b.endpoints[0];
         let guards: Vec<_> = (0..50).map(|_| b.start(busy)).collect();
@@ -338,7 +377,9 @@ mod tests {
             .filter(|_| b.pick(&PickContext::default()).unwrap().addr == busy.addr)
             .count();
         assert_eq!(picks_busy, 0, "P2C never prefers the busier of two");
+        assert_eq!(busy.in_flight(), 50);
         drop(guards);
+        assert_eq!(busy.in_flight(), 0);
         let mut counts = [0; 4];
         for _ in 0..400 {
             counts[usize::from(b.pick(&PickContext::default()).unwrap().addr.port()) - 1] += 1;

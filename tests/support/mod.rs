@@ -241,3 +241,154 @@ pub async fn closed_port() -> SocketAddr {
     drop(l);
     a
 }
+
+/// An Ingress `name` in `ns` (class `portico`) sending every path of `host` to `svc` port 80, with annotations.
+pub fn annotated_ingress(ns: &str, name: &str, host: &str, svc: &str, annotations: &[(&str, &str)]) -> String {
+    let notes: String = annotations.iter().map(|(k, v)| format!("    {k}: \"{v}\"\n")).collect();
+    let notes = if notes.is_empty() {
+        String::new()
+    } else {
+        format!("  annotations:\n{notes}")
+    };
+    format!(
+        "---\napiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: {name}\n  namespace: {ns}\n{notes}spec:\n  ingressClassName: portico\n  rules: [{{host: \"{host}\", http: {{paths: [{{path: /, pathType: Prefix, backend: {{service: {{name: {svc}, port: {{number: 80}}}}}}}}]}}}}]\n"
+    )
+}
+
+/// Requests in flight on the endpoint `addr` in the gateway's current table (summed over the backends that
+/// list it).
+pub fn in_flight(gw: &Gateway, addr: SocketAddr) -> u32 {
+    let snap = gw.running().shared.snapshot.load();
+    let mut seen = std::collections::HashSet::new();
+    snap.sets
+        .iter()
+        .flat_map(|s| s.backends())
+        .filter(|b| seen.insert(std::sync::Arc::as_ptr(b)))
+        .flat_map(|b| b.endpoints.iter())
+        .filter(|e| e.addr == addr)
+        .map(|e| e.in_flight())
+        .sum()
+}
+
+/// Polls `cond` every 20 ms until it holds or `within` passes; whether it held.
+pub async fn eventually(within: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if cond() {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The value of one sample line of the gateway's `/metrics` (`name{labels}` exactly as rendered), if present.
+pub async fn metric(gw: &Gateway, sample: &str) -> Option<f64> {
+    let text = get(gw.running().admin_addr, "admin", "/metrics").await.text();
+    text.lines()
+        .find_map(|l| l.strip_prefix(sample)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+/// A backend that accepts connections and closes each one as soon as a request arrived (a reset before any
+/// response byte).
+pub async fn resetting_backend() -> (SocketAddr, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let h = hits.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            let h = h.clone();
+            tokio::spawn(async move {
+                let mut buf = [0u8; 1024];
+                if let Ok(n) = s.read(&mut buf).await {
+                    if n > 0 {
+                        h.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                }
+                drop(s);
+            });
+        }
+    });
+    (addr, hits)
+}
+
+/// A TLS backend on loopback with a certificate for `names` issued by `ca`, offering `alpn` (`h2` serves
+/// HTTP/2, anything else HTTP/1.1). Answers every request with 200, the body `tls <version>`, and for
+/// `application/grpc` requests a gRPC message and `grpc-status: 0` trailers.
+pub async fn tls_backend(ca: &portico::certs::testing::TestCa, names: &[&str], alpn: &[u8]) -> SocketAddr {
+    use rustls_pki_types::pem::PemObject;
+    let key = portico::certs::testing::key(&rcgen::PKCS_ECDSA_P256_SHA256);
+    let now = portico::certs::unix_now();
+    let pem = ca.issue_pem(names, &key, now - 3600, now + 86400);
+    let chain = vec![rustls_pki_types::CertificateDer::from_pem_slice(pem.as_bytes()).unwrap()];
+    let key_der = rustls_pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into());
+    let mut config =
+        rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(chain, key_der)
+            .unwrap();
+    config.alpn_protocols = vec![alpn.to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+    let h2 = alpn == b"h2";
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(s).await else { return };
+                let svc = hyper::service::service_fn(|req: http::Request<hyper::body::Incoming>| async move {
+                    let version = format!("{:?}", req.version());
+                    let grpc = req
+                        .headers()
+                        .get("content-type")
+                        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+                    let _ = req.into_body().collect().await;
+                    let body: Vec<http_body::Frame<Bytes>> = if grpc {
+                        let mut trailers = http::HeaderMap::new();
+                        trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
+                        vec![
+                            http_body::Frame::data(Bytes::from_static(&[0, 0, 0, 0, 2, b'o', b'k'])),
+                            http_body::Frame::trailers(trailers),
+                        ]
+                    } else {
+                        vec![http_body::Frame::data(Bytes::from(format!("tls {version}")))]
+                    };
+                    let body = http_body_util::StreamBody::new(futures::stream::iter(
+                        body.into_iter().map(Ok::<_, std::convert::Infallible>),
+                    ));
+                    let mut resp = http::Response::new(body);
+                    if grpc {
+                        resp.headers_mut()
+                            .insert("content-type", http::HeaderValue::from_static("application/grpc"));
+                    }
+                    Ok::<_, std::convert::Infallible>(resp)
+                });
+                let io = hyper_util::rt::TokioIo::new(tls);
+                if h2 {
+                    let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                        .serve_connection(io, svc)
+                        .await;
+                } else {
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(io, svc)
+                        .await;
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// A `v1` Secret in `ns` holding `ca.crt` (PEM) as `stringData`.
+pub fn ca_secret(ns: &str, name: &str, ca_pem: &str) -> String {
+    let indent: String = ca_pem.lines().map(|l| format!("    {l}\n")).collect();
+    format!(
+        "---\napiVersion: v1\nkind: Secret\nmetadata: {{name: {name}, namespace: {ns}}}\ntype: Opaque\nstringData:\n  ca.crt: |\n{indent}"
+    )
+}

@@ -1,0 +1,195 @@
+//! Bodies on their way through the gateway, each with an idle timeout:
+//! - [`ResponseBody`]: the backend's response, streamed to the client. It carries the request's in-flight guard,
+//!   so least-request balancing sees a request until its body ended, failed or was dropped by the client, and it
+//!   aborts the stream when the backend stalls longer than the read timeout between two frames.
+//! - [`RequestBody`]: the client's request body, streamed to the backend. It fails with [`RequestBodyTimeout`]
+//!   when the client stalls longer than the body-read timeout between two frames.
+//!
+//! Timers are only armed while the inner body is pending; a frame costs one clock read.
+
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use tokio::time::{Instant, Sleep};
+
+use super::InFlight;
+
+/// The backend sent nothing for longer than the read timeout in the middle of a response body.
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("upstream response body idle for longer than the read timeout")]
+pub struct ResponseBodyTimeout;
+
+/// The client sent nothing for longer than the body-read timeout in the middle of a request body.
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("request body idle for longer than the body-read timeout")]
+pub struct RequestBodyTimeout;
+
+/// An idle deadline that moves with activity: `touch` records a frame, `poll_expired` reports whether `idle` has
+/// passed since the last one.
+struct Idle {
+    idle: Duration,
+    last: Instant,
+}
+
+impl Idle {
+    fn new(idle: Duration) -> Self {
+        Self {
+            idle,
+            last: Instant::now(),
+        }
+    }
+
+    fn touch(&mut self) {
+        self.last = Instant::now();
+    }
+
+    /// Polls the timer (arming it as needed); ready when the body has been idle for too long.
+    fn poll_expired(&mut self, mut sleep: Pin<&mut Sleep>, cx: &mut Context<'_>) -> Poll<()> {
+        loop {
+            let deadline = self.last + self.idle;
+            if sleep.deadline() != deadline {
+                sleep.as_mut().reset(deadline);
+            }
+            ready!(sleep.as_mut().poll(cx));
+            if Instant::now() >= self.last + self.idle {
+                return Poll::Ready(());
+            }
+        }
+    }
+}
+
+use std::future::Future as _;
+
+pin_project_lite::pin_project! {
+    /// The backend's response body with the request's in-flight guard and a read timeout.
+    pub struct ResponseBody {
+        inner: Option<Incoming>,
+        guard: Option<InFlight>,
+        idle: Idle,
+        #[pin]
+        sleep: Sleep,
+    }
+}
+
+impl ResponseBody {
+    /// `read_timeout`: longest wait between two frames (`None`: no limit).
+    pub fn new(inner: Incoming, guard: Option<InFlight>, read_timeout: Option<Duration>) -> Self {
+        let idle = read_timeout.unwrap_or(Duration::from_secs(365 * 24 * 3600));
+        Self {
+            inner: Some(inner),
+            guard,
+            idle: Idle::new(idle),
+            sleep: tokio::time::sleep_until(Instant::now() + idle),
+        }
+    }
+
+    /// Ends the exchange: the in-flight count drops and the backend connection is released (closed if the
+    /// body was not complete).
+    fn finish(self: Pin<&mut Self>) {
+        let this = self.project();
+        *this.inner = None;
+        *this.guard = None;
+    }
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = self.as_mut().project();
+        let Some(inner) = this.inner.as_mut() else {
+            return Poll::Ready(None);
+        };
+        match Pin::new(inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                this.idle.touch();
+                let end = frame.is_trailers();
+                if end || self.inner.as_ref().is_some_and(Body::is_end_stream) {
+                    self.finish();
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => {
+                self.finish();
+                Poll::Ready(Some(Err(e.into())))
+            }
+            Poll::Ready(None) => {
+                self.finish();
+                Poll::Ready(None)
+            }
+            Poll::Pending => {
+                ready!(this.idle.poll_expired(this.sleep, cx));
+                self.finish();
+                Poll::Ready(Some(Err(ResponseBodyTimeout.into())))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.as_ref().is_none_or(Body::is_end_stream)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner
+            .as_ref()
+            .map_or_else(|| SizeHint::with_exact(0), Body::size_hint)
+    }
+}
+
+/// What the client sends upstream: its body with a size limit.
+type Limited = http_body_util::Limited<Incoming>;
+
+/// The client's request body with a body-read timeout. `Unpin` (the upstream client needs that): the timer is
+/// boxed, and only allocated the first time the client makes the gateway wait.
+pub struct RequestBody {
+    inner: Limited,
+    idle: Idle,
+    sleep: Option<Pin<Box<Sleep>>>,
+}
+
+impl RequestBody {
+    pub fn new(inner: Incoming, limit: usize, idle: Duration) -> Self {
+        Self {
+            inner: http_body_util::Limited::new(inner, limit),
+            idle: Idle::new(idle),
+            sleep: None,
+        }
+    }
+}
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                this.idle.touch();
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Pending => {
+                let deadline = this.idle.last + this.idle.idle;
+                let sleep = this
+                    .sleep
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+                ready!(this.idle.poll_expired(sleep.as_mut(), cx));
+                Poll::Ready(Some(Err(RequestBodyTimeout.into())))
+            }
+            other => other,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

@@ -1,0 +1,163 @@
+//! Per-Ingress upstream settings the routing table does not carry: TLS to the backends (each TLS policy owns its
+//! connection pool, so connections verified one way are never reused for a route that verifies another way) and
+//! the request-body timeout.
+//!
+//! Only Ingresses that need one of these are in the table, so for most requests the lookup is one pointer load
+//! and an emptiness check. The table is rebuilt from each published translation, before the routing snapshot is
+//! swapped; an unchanged Ingress keeps its policy (and its pooled connections). A request that routed with the
+//! previous snapshot may see the new policy of its Ingress: the same as arriving a moment later.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+
+use super::client::{build_tls_client, TlsClient};
+use crate::config::UpstreamConfig;
+use crate::model::annotations::{BackendProtocol, IngressPolicy, UpstreamTls};
+use crate::model::{ObjectRef, Translation};
+
+/// What identifies a policy: the annotations it was made from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Spec {
+    protocol: BackendProtocol,
+    tls: Option<UpstreamTls>,
+    upstream_host: Option<String>,
+    request_body_timeout: Option<Duration>,
+}
+
+impl Spec {
+    fn of(p: &IngressPolicy) -> Option<Self> {
+        let tls = matches!(p.backend_protocol, BackendProtocol::Https | BackendProtocol::Grpcs);
+        (tls || p.request_body_timeout.is_some()).then(|| Spec {
+            protocol: p.backend_protocol,
+            tls: p.upstream_tls.clone(),
+            upstream_host: p.upstream_host.clone(),
+            request_body_timeout: p.request_body_timeout,
+        })
+    }
+}
+
+/// One Ingress's upstream settings.
+pub struct UpstreamPolicy {
+    spec: Spec,
+    /// The pooled TLS client, for `HTTPS` and `GRPCS` backends.
+    pub tls: Option<TlsClient>,
+    /// Longest pause between two pieces of the request body (`None`: the listener set's default).
+    pub request_body_timeout: Option<Duration>,
+}
+
+impl std::fmt::Debug for UpstreamPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamPolicy")
+            .field("spec", &self.spec)
+            .finish_non_exhaustive()
+    }
+}
+
+impl UpstreamPolicy {
+    fn build(spec: Spec, cfg: &UpstreamConfig, ingress: &ObjectRef) -> Self {
+        let tls = match (spec.protocol, &spec.tls) {
+            (BackendProtocol::Https | BackendProtocol::Grpcs, tls) => {
+                let default = UpstreamTls::default();
+                let tls = tls.as_ref().unwrap_or(&default);
+                // The SNI and verified name: proxy-ssl-name, else the upstream Host, else the endpoint address.
+                let name = tls.server_name.clone().or_else(|| {
+                    spec.upstream_host
+                        .as_deref()
+                        .and_then(|h| crate::normalize::normalize_host(h).ok())
+                        .map(|h| h.name.to_string())
+                });
+                match build_tls_client(cfg, tls, name, spec.protocol == BackendProtocol::Grpcs) {
+                    Ok(c) => Some(c),
+                    Err(e) => {
+                        // Translation validated the CA, so this is not expected; the route then fails with 502.
+                        tracing::error!(%ingress, error = %e, "cannot build the upstream TLS client");
+                        None
+                    }
+                }
+            }
+            _ => None,
+        };
+        Self {
+            request_body_timeout: spec.request_body_timeout,
+            tls,
+            spec,
+        }
+    }
+
+    /// Whether requests go over TLS (when the client could not be built, they fail rather than go plain).
+    pub fn wants_tls(&self) -> bool {
+        matches!(self.spec.protocol, BackendProtocol::Https | BackendProtocol::Grpcs)
+    }
+
+    /// Whether the backend speaks HTTP/2.
+    pub fn h2(&self) -> bool {
+        matches!(self.spec.protocol, BackendProtocol::Grpcs | BackendProtocol::H2c)
+    }
+}
+
+/// Policies by Ingress (`namespace/name`), and per listener set the policy of the default backend's Ingress.
+#[derive(Debug, Default)]
+pub struct PolicyTable {
+    by_ingress: HashMap<Arc<str>, Arc<UpstreamPolicy>>,
+    defaults: Vec<Option<Arc<UpstreamPolicy>>>,
+}
+
+/// The published [`PolicyTable`].
+pub struct Policies {
+    table: ArcSwap<PolicyTable>,
+    cfg: UpstreamConfig,
+}
+
+impl Policies {
+    pub fn new(cfg: &UpstreamConfig) -> Self {
+        Self {
+            table: ArcSwap::from_pointee(PolicyTable::default()),
+            cfg: cfg.clone(),
+        }
+    }
+
+    /// Rebuilds the table from a translation, keeping the policies of Ingresses whose settings did not change.
+    pub fn publish(&self, t: &Translation) {
+        let prev = self.table.load_full();
+        let mut by_ingress: HashMap<Arc<str>, Arc<UpstreamPolicy>> = HashMap::new();
+        let mut get = |ingress: &ObjectRef, p: &IngressPolicy| -> Option<Arc<UpstreamPolicy>> {
+            let spec = Spec::of(p)?;
+            let key: Arc<str> = format!("{}/{}", ingress.namespace, ingress.name).into();
+            if let Some(done) = by_ingress.get(&key) {
+                return Some(done.clone());
+            }
+            let policy = match prev.by_ingress.get(&key) {
+                Some(old) if old.spec == spec => old.clone(),
+                _ => Arc::new(UpstreamPolicy::build(spec, &self.cfg, ingress)),
+            };
+            by_ingress.insert(key, policy.clone());
+            Some(policy)
+        };
+        let mut defaults = Vec::with_capacity(t.sets.len());
+        for set in &t.sets {
+            for host in &set.hosts {
+                for path in &host.paths {
+                    get(&path.ingress, &path.policy);
+                }
+            }
+            defaults.push(set.default_backend.as_ref().and_then(|d| get(&d.ingress, &d.policy)));
+        }
+        self.table.store(Arc::new(PolicyTable { by_ingress, defaults }));
+    }
+
+    /// The policy of a request's Ingress (`None` for the default backend of listener set `set`); `None` when the
+    /// Ingress needs nothing beyond the routing table.
+    pub fn lookup(&self, set: usize, ingress: Option<&str>) -> Option<Arc<UpstreamPolicy>> {
+        let table = self.table.load();
+        if table.by_ingress.is_empty() {
+            return None;
+        }
+        match ingress {
+            Some(i) => table.by_ingress.get(i).cloned(),
+            None => table.defaults.get(set).cloned().flatten(),
+        }
+    }
+}

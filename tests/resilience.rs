@@ -1,0 +1,455 @@
+//! Resilience over loopback: retries (which requests, where, and the budget that bounds them), the timeouts that
+//! cut stalled peers off and free what they held, and in-flight accounting that lasts as long as the response
+//! body.
+
+mod support;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use hyper_util::rt::TokioIo;
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+fn set_with(extra: &str) -> String {
+    ONE_SET.replace(
+        "    http: [\"127.0.0.1:0\"]\n",
+        &format!("    http: [\"127.0.0.1:0\"]\n{extra}"),
+    )
+}
+
+fn with_upstream(config: &str, upstream: &str) -> String {
+    format!("{config}upstream: {upstream}\n")
+}
+
+const RETRIES: &str = "portico_upstream_retries_total{set=\"default\"}";
+
+// === retries ===
+
+#[tokio::test]
+async fn connect_failures_are_retried_elsewhere_for_any_method_without_a_body() {
+    let good = echo("good").await;
+    let dead = closed_port().await;
+    let m = service("default", "pool", &[dead, good.addr])
+        + &ingress("default", "i", "portico", &[("", "/", "Prefix", "pool")]);
+    let gw = Gateway::start(&m).await;
+    // Round robin sends every other request to the dead endpoint; each is retried on the good one. Four
+    // failures stay under the ejection threshold (five).
+    for (i, method) in [
+        http::Method::GET,
+        http::Method::POST,
+        http::Method::DELETE,
+        http::Method::PATCH,
+    ]
+    .into_iter()
+    .cycle()
+    .take(8)
+    .enumerate()
+    {
+        let r = send(gw.addr(0), method.clone(), "x", "/", &[], Bytes::new()).await;
+        assert_eq!(r.status, 200, "request {i} ({method})");
+    }
+    assert_eq!(good.count(), 8);
+    assert_eq!(metric(&gw, RETRIES).await, Some(4.0));
+    // A request with a body cannot be sent twice: its connect failure is the answer.
+    let mut statuses = Vec::new();
+    for _ in 0..2 {
+        statuses.push(
+            send(
+                gw.addr(0),
+                http::Method::POST,
+                "x",
+                "/",
+                &[],
+                Bytes::from_static(b"payload"),
+            )
+            .await
+            .status,
+        );
+    }
+    statuses.sort();
+    assert_eq!(statuses, [200, 502]);
+    assert_eq!(metric(&gw, RETRIES).await, Some(4.0));
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn resets_are_retried_for_idempotent_methods_only() {
+    let good = echo("good").await;
+    let (resetting, resets) = resetting_backend().await;
+    let m = service("default", "pool", &[resetting, good.addr])
+        + &ingress("default", "i", "portico", &[("", "/", "Prefix", "pool")]);
+    let gw = Gateway::start(&m).await;
+    let mut by_method = std::collections::BTreeMap::new();
+    for method in [
+        http::Method::GET,
+        http::Method::GET,
+        http::Method::POST,
+        http::Method::POST,
+    ] {
+        let r = send(gw.addr(0), method.clone(), "x", "/", &[], Bytes::new()).await;
+        by_method
+            .entry(method.to_string())
+            .or_insert_with(Vec::new)
+            .push(r.status);
+    }
+    // One GET and one POST met the resetting endpoint: the GET was repeated elsewhere, the POST was not (the
+    // backend may have acted on it).
+    assert_eq!(by_method["GET"], [200, 200]);
+    let mut post = by_method["POST"].clone();
+    post.sort();
+    assert_eq!(post, [200, 502]);
+    assert_eq!(resets.load(std::sync::atomic::Ordering::Relaxed), 2);
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn a_spent_retry_budget_returns_the_original_error() {
+    let good = echo("good").await;
+    let dead = closed_port().await;
+    let m = service("default", "pool", &[dead, good.addr])
+        + &ingress("default", "i", "portico", &[("", "/", "Prefix", "pool")]);
+    // No retries at all: neither a share of requests nor a floor.
+    let config = with_upstream(ONE_SET, "{retryBudget: {percent: 0, minPerSecond: 0}}");
+    let gw = Gateway::start_with(&config, &m).await;
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        statuses.push(get(gw.addr(0), "x", "/").await.status);
+    }
+    statuses.sort();
+    assert_eq!(
+        statuses,
+        [200, 200, 502, 502],
+        "the connect failure itself, not a retry"
+    );
+    assert_eq!(metric(&gw, RETRIES).await, Some(0.0));
+    gw.stop().await;
+}
+
+/// A backend that sends response headers and part of the body, then closes the connection.
+async fn truncating_backend() -> (SocketAddr, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let h = hits.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            h.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let mut buf = [0u8; 1024];
+            let _ = s.read(&mut buf).await;
+            let _ = s
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\npartial")
+                .await;
+        }
+    });
+    (addr, hits)
+}
+
+#[tokio::test]
+async fn no_retry_once_response_bytes_reached_the_client() {
+    let good = echo("good").await;
+    let (truncating, hits) = truncating_backend().await;
+    let m = service("default", "t", &[truncating, good.addr])
+        + &ingress("default", "t", "portico", &[("", "/", "Prefix", "t")]);
+    let gw = Gateway::start(&m).await;
+    // Round robin: one of two GETs meets the truncating endpoint.
+    let mut partial = 0;
+    for _ in 0..2 {
+        let resp = raw(gw.addr(0), "GET / HTTP/1.1\r\nHost: t\r\n\r\n").await;
+        assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+        if resp.ends_with("partial") {
+            partial += 1;
+        }
+    }
+    assert_eq!(partial, 1, "the client got the truncated response as it was");
+    assert_eq!(hits.load(std::sync::atomic::Ordering::Relaxed), 1);
+    assert_eq!(
+        good.count(),
+        1,
+        "the truncated request was not repeated on the other endpoint"
+    );
+    assert_eq!(metric(&gw, RETRIES).await, Some(0.0));
+    assert!(eventually(Duration::from_secs(5), || in_flight(&gw, truncating) == 0).await);
+    gw.stop().await;
+}
+
+// === timeouts ===
+
+/// A backend that answers with headers and a first piece of body, then stalls; reports when the gateway closed
+/// its connection.
+async fn stalling_backend() -> (SocketAddr, tokio::sync::mpsc::Receiver<()>) {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::mpsc::channel(8);
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf).await;
+                let _ = s
+                    .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\nfirst piece")
+                    .await;
+                // Stall; the next read ends when the gateway gives up on this connection.
+                let _ = s.read(&mut buf).await;
+                let _ = tx.send(()).await;
+            });
+        }
+    });
+    (addr, rx)
+}
+
+#[tokio::test]
+async fn a_stalled_response_body_is_aborted_after_the_read_timeout() {
+    let (stalling, mut closed) = stalling_backend().await;
+    let m = service("default", "s", &[stalling])
+        + &annotated_ingress(
+            "default",
+            "s",
+            "s.example",
+            "s",
+            &[("nginx.ingress.kubernetes.io/proxy-read-timeout", "300ms")],
+        );
+    let gw = Gateway::start(&m).await;
+    let req = http::Request::get(format!("http://{}/", gw.addr(0)))
+        .header("host", "s.example")
+        .body(http_body_util::Full::new(Bytes::new()))
+        .unwrap();
+    let resp = client().request(req).await.unwrap();
+    assert_eq!(resp.status(), 200, "headers arrived before the stall");
+    assert_eq!(in_flight(&gw, stalling), 1);
+    let mut body = resp.into_body();
+    let first = body.frame().await.unwrap().unwrap();
+    assert_eq!(first.data_ref().unwrap().as_ref(), b"first piece");
+    // Then the stream is cut: an error, not the missing 989 bytes.
+    let rest = tokio::time::timeout(Duration::from_secs(5), body.collect())
+        .await
+        .unwrap();
+    assert!(rest.is_err(), "the truncated body must not look complete");
+    // The backend's connection was closed and the endpoint has nothing in flight.
+    tokio::time::timeout(Duration::from_secs(5), closed.recv())
+        .await
+        .unwrap();
+    assert_eq!(in_flight(&gw, stalling), 0);
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn a_stalled_request_body_gets_408_and_frees_the_backend() {
+    let b = echo("b").await;
+    let m = service("default", "b", &[b.addr])
+        + &ingress(
+            "default",
+            "set-wide",
+            "portico",
+            &[("wide.example", "/", "Prefix", "b")],
+        )
+        + &annotated_ingress(
+            "default",
+            "patient",
+            "patient.example",
+            "b",
+            &[("nginx.ingress.kubernetes.io/proxy-send-timeout", "30")],
+        );
+    let gw = Gateway::start_with(&set_with("    bodyReadTimeout: 300ms\n"), &m).await;
+    let start = |host: &'static str| {
+        let addr = gw.addr(0);
+        async move {
+            let mut s = TcpStream::connect(addr).await.unwrap();
+            s.write_all(format!("POST / HTTP/1.1\r\nHost: {host}\r\nContent-Length: 20\r\n\r\nten bytes.").as_bytes())
+                .await
+                .unwrap();
+            s
+        }
+    };
+    // The listener set's 300 ms: the stalled body is answered with 408 and the connection closed.
+    let mut s = start("wide.example").await;
+    let mut resp = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut resp))
+        .await
+        .expect("the gateway answered and closed")
+        .unwrap();
+    let resp = String::from_utf8_lossy(&resp);
+    assert_eq!(raw_status(&resp), 408, "{resp}");
+    assert!(eventually(Duration::from_secs(5), || in_flight(&gw, b.addr) == 0).await);
+    // The Ingress's own 30 s: a one-second pause is fine and the request completes.
+    let mut s = start("patient.example").await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(in_flight(&gw, b.addr), 1);
+    s.write_all(b"ten more..").await.unwrap();
+    let mut head = [0u8; 12];
+    tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut head))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&head, b"HTTP/1.1 200");
+    let last = b.requests().pop().unwrap();
+    assert_eq!(
+        (last.headers["host"].as_bytes(), last.body.len()),
+        (&b"patient.example"[..], 20)
+    );
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn idle_keep_alive_connections_are_closed() {
+    let b = echo("b").await;
+    let m = service("default", "b", &[b.addr]) + &ingress("default", "i", "portico", &[("", "/", "Prefix", "b")]);
+    let gw = Gateway::start_with(&set_with("    keepAliveTimeout: 300ms\n"), &m).await;
+    // HTTP/1.1: a request, its response, then silence: the gateway closes the connection.
+    let mut s = TcpStream::connect(gw.addr(0)).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    let mut buf = vec![0u8; 64 * 1024];
+    let n = s.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    let end = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(end.is_ok(), "an idle HTTP/1.1 connection stayed open");
+    // HTTP/2: the connection ends once it has no stream for the timeout.
+    let stream = TcpStream::connect(gw.addr(0)).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    let conn = tokio::spawn(conn);
+    let resp = sender
+        .send_request(
+            http::Request::get("http://x/")
+                .body(http_body_util::Full::new(Bytes::new()))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    drop(resp.into_body().collect().await);
+    tokio::time::timeout(Duration::from_secs(5), conn)
+        .await
+        .expect("an idle HTTP/2 connection stayed open")
+        .unwrap()
+        .ok();
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn a_slow_response_keeps_a_connection_alive_past_the_keep_alive_timeout() {
+    // A request in flight is not idleness: a response slower than the keep-alive timeout still arrives.
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let slow = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf).await;
+                tokio::time::sleep(Duration::from_millis(800)).await;
+                let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nslow").await;
+            });
+        }
+    });
+    let m = service("default", "s", &[slow]) + &ingress("default", "i", "portico", &[("", "/", "Prefix", "s")]);
+    let gw = Gateway::start_with(&set_with("    keepAliveTimeout: 200ms\n"), &m).await;
+    let r = get(gw.addr(0), "x", "/").await;
+    assert_eq!((r.status, r.text().as_str()), (200, "slow"));
+    gw.stop().await;
+}
+
+// === in flight until the body ends ===
+
+/// A response body fed from a channel of frames.
+struct ChannelBody(tokio::sync::mpsc::Receiver<http_body::Frame<Bytes>>);
+
+impl http_body::Body for ChannelBody {
+    type Data = Bytes;
+    type Error = Infallible;
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Infallible>>> {
+        self.0.poll_recv(cx).map(|f| f.map(Ok))
+    }
+}
+
+/// A backend named `name`: `/stream` sends ten chunks 100 ms apart; anything else answers at once.
+async fn streaming_backend(name: &'static str) -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| async move {
+                    let chunks = if req.uri().path() == "/stream" { 10 } else { 1 };
+                    let (tx, rx) = tokio::sync::mpsc::channel(1);
+                    tokio::spawn(async move {
+                        for i in 0..chunks {
+                            if i > 0 {
+                                tokio::time::sleep(Duration::from_millis(100)).await;
+                            }
+                            if tx.send(http_body::Frame::data(Bytes::from(name))).await.is_err() {
+                                return;
+                            }
+                        }
+                    });
+                    let mut resp = http::Response::new(ChannelBody(rx));
+                    resp.headers_mut()
+                        .insert("x-backend", http::HeaderValue::from_static(name));
+                    Ok::<_, Infallible>(resp)
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(s), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn a_streaming_response_counts_as_in_flight_until_it_ends() {
+    let (a, b) = (streaming_backend("a").await, streaming_backend("b").await);
+    let m = service("default", "pool", &[a, b])
+        + &annotated_ingress(
+            "default",
+            "lr",
+            "lr.example",
+            "pool",
+            &[("portico.dev/load-balance", "least-request")],
+        );
+    let gw = Gateway::start(&m).await;
+    let open = |path: &str| {
+        let req = http::Request::get(format!("http://{}{path}", gw.addr(0)))
+            .header("host", "lr.example")
+            .body(http_body_util::Full::new(Bytes::new()))
+            .unwrap();
+        client().request(req)
+    };
+    let resp = open("/stream").await.unwrap();
+    let busy = resp.headers()["x-backend"].to_str().unwrap().to_string();
+    let (busy_addr, idle_name) = if busy == "a" { (a, "b") } else { (b, "a") };
+    // Headers are in, the body is still coming: the request is in flight on its endpoint.
+    assert_eq!(in_flight(&gw, busy_addr), 1);
+    // With two endpoints P2C compares both, so every short request goes to the idle one.
+    for _ in 0..5 {
+        let r = get(gw.addr(0), "lr.example", "/").await;
+        assert_eq!(r.backend().as_deref(), Some(idle_name));
+    }
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(body.len(), 10);
+    assert!(eventually(Duration::from_secs(5), || in_flight(&gw, busy_addr) == 0).await);
+    // A client that drops a stream half-way ends it too.
+    let resp = open("/stream").await.unwrap();
+    let busy_addr = if resp.headers()["x-backend"] == "a" { a } else { b };
+    assert_eq!(in_flight(&gw, busy_addr), 1);
+    drop(resp);
+    assert!(eventually(Duration::from_secs(5), || in_flight(&gw, busy_addr) == 0).await);
+    gw.stop().await;
+}
