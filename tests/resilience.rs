@@ -453,3 +453,243 @@ async fn a_streaming_response_counts_as_in_flight_until_it_ends() {
     assert!(eventually(Duration::from_secs(5), || in_flight(&gw, busy_addr) == 0).await);
     gw.stop().await;
 }
+
+// === churn: manifests and endpoints change under load ===
+
+/// A backend that starts and stops like a process: on stop it closes its listener, finishes the requests in
+/// flight (as a server does on SIGTERM) and closes its connections.
+struct ChurnBackend {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl ChurnBackend {
+    async fn start(addr: SocketAddr, name: String) -> Self {
+        let l = loop {
+            // The port was used by this slot before; binding again can race the old socket's close.
+            match TcpListener::bind(addr).await {
+                Ok(l) => break l,
+                Err(_) => tokio::time::sleep(Duration::from_millis(5)).await,
+            }
+        };
+        let (tx, mut rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+            loop {
+                tokio::select! {
+                    a = l.accept() => {
+                        let Ok((s, _)) = a else { continue };
+                        let name = name.clone();
+                        let svc = hyper::service::service_fn(move |_req: http::Request<hyper::body::Incoming>| {
+                            let name = name.clone();
+                            async move {
+                                // A little work, so requests overlap with the changes.
+                                tokio::time::sleep(Duration::from_millis(2)).await;
+                                Ok::<_, Infallible>(http::Response::new(http_body_util::Full::new(Bytes::from(name))))
+                            }
+                        });
+                        let conn = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(s), svc);
+                        tokio::spawn(graceful.watch(conn));
+                    }
+                    _ = &mut rx => break,
+                }
+            }
+            drop(l);
+            let _ = tokio::time::timeout(Duration::from_secs(5), graceful.shutdown()).await;
+        });
+        Self { stop: Some(tx), task }
+    }
+
+    async fn stop(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        let _ = (&mut self.task).await;
+    }
+}
+
+/// Where a backend slot is in its life: listed in the EndpointSlice and/or running.
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Slot {
+    Down,
+    /// In the EndpointSlice before its process listens (connections are refused: retried elsewhere).
+    ListedNotStarted,
+    Up,
+    /// Out of the EndpointSlice, still serving until the table without it is published.
+    Draining(u32),
+}
+
+struct ChurnReport {
+    sent: u64,
+    failed: u64,
+    retries: f64,
+    tables: u64,
+    starts: u64,
+    stops: u64,
+}
+
+/// Runs the gateway in file mode with six backend slots (two always up), rewrites the manifests every 100 ms
+/// (the Ingress's annotations and hosts change; endpoints are added before their process starts and removed
+/// before it stops) while a client sends `rate` GETs per second for `secs` seconds.
+async fn churn(secs: u64, rate: u64) -> ChurnReport {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let ports: Vec<SocketAddr> = (0..6)
+        .map(|_| SocketAddr::from(([127, 0, 0, 1], free_port())))
+        .collect();
+    let manifests = |n: u64, listed: &[SocketAddr]| {
+        let balance = if (n / 10) % 2 == 0 {
+            "round-robin"
+        } else {
+            "least-request"
+        };
+        let gen = n.to_string();
+        let extra = format!("extra-{}.example", n % 3);
+        service("default", "churn", listed)
+            + &annotated_ingress(
+                "default",
+                "churn",
+                "churn.example",
+                "churn",
+                &[
+                    ("portico.dev/load-balance", balance),
+                    ("portico.dev/request-headers-set", &format!("X-Gen: {gen}")),
+                ],
+            )
+            + &ingress("default", "extra", "portico", &[(&extra, "/", "Prefix", "churn")])
+    };
+    let mut slots = vec![Slot::Down; ports.len()];
+    let mut running: Vec<Option<ChurnBackend>> = (0..ports.len()).map(|_| None).collect();
+    let (mut starts, mut stops) = (0u64, 0u64);
+    // Two slots are always up; the other four cycle.
+    for i in 0..2 {
+        running[i] = Some(ChurnBackend::start(ports[i], format!("b{i}")).await);
+        slots[i] = Slot::Up;
+        starts += 1;
+    }
+    let listed = |slots: &[Slot]| -> Vec<SocketAddr> {
+        slots
+            .iter()
+            .zip(&ports)
+            .filter(|(s, _)| matches!(s, Slot::Up | Slot::ListedNotStarted))
+            .map(|(_, a)| *a)
+            .collect()
+    };
+    let gw = Gateway::start(&manifests(0, &listed(&slots))).await;
+    let first_generation = gw.generation();
+    let addr = gw.addr(0);
+
+    let sent = std::sync::Arc::new(AtomicU64::new(0));
+    let failed = std::sync::Arc::new(AtomicU64::new(0));
+    let load = {
+        let (sent, failed) = (sent.clone(), failed.clone());
+        tokio::spawn(async move {
+            let client = client();
+            let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / rate));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+            let mut inflight = tokio::task::JoinSet::new();
+            for _ in 0..secs * rate {
+                tick.tick().await;
+                let (client, failed) = (client.clone(), failed.clone());
+                sent.fetch_add(1, Ordering::Relaxed);
+                inflight.spawn(async move {
+                    let req = http::Request::get(format!("http://{addr}/"))
+                        .header("host", "churn.example")
+                        .body(http_body_util::Full::new(Bytes::new()))
+                        .unwrap();
+                    let ok = match tokio::time::timeout(Duration::from_secs(10), client.request(req)).await {
+                        Ok(Ok(resp)) => {
+                            let status = resp.status();
+                            let body = resp.into_body().collect().await;
+                            status == 200 && body.is_ok()
+                        }
+                        _ => false,
+                    };
+                    if !ok {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                    }
+                });
+            }
+            while inflight.join_next().await.is_some() {}
+        })
+    };
+
+    // The manifest writer and the backends' lives, one step per 100 ms.
+    let mut n = 0u64;
+    let mut step = tokio::time::interval(Duration::from_millis(100));
+    while !load.is_finished() {
+        step.tick().await;
+        n += 1;
+        // One cycling slot changes state per step, in turn.
+        let i = 2 + (n as usize % 4);
+        let was = slots[i];
+        slots[i] = match was {
+            Slot::Down if n % 3 == 0 => Slot::ListedNotStarted,
+            Slot::Down => {
+                running[i] = Some(ChurnBackend::start(ports[i], format!("b{i}")).await);
+                starts += 1;
+                Slot::Up
+            }
+            Slot::ListedNotStarted => {
+                running[i] = Some(ChurnBackend::start(ports[i], format!("b{i}")).await);
+                starts += 1;
+                Slot::Up
+            }
+            Slot::Up => Slot::Draining(n as u32),
+            // Stopped only once the tables without it are out (the writer publishes within ~300 ms).
+            Slot::Draining(since) if n as u32 >= since + 5 => {
+                if let Some(b) = running[i].take() {
+                    b.stop().await;
+                    stops += 1;
+                }
+                Slot::Down
+            }
+            d @ Slot::Draining(_) => d,
+        };
+        write_atomically(&gw.manifest_path(), &manifests(n, &listed(&slots)));
+    }
+    load.await.unwrap();
+    let retries = metric(&gw, "portico_upstream_retries_total{set=\"default\"}")
+        .await
+        .unwrap_or(0.0);
+    let tables = gw.generation() - first_generation;
+    gw.stop().await;
+    for b in running.into_iter().flatten() {
+        b.stop().await;
+    }
+    ChurnReport {
+        sent: sent.load(Ordering::Relaxed),
+        failed: failed.load(Ordering::Relaxed),
+        retries,
+        tables,
+        starts,
+        stops,
+    }
+}
+
+fn print_report(secs: u64, rate: u64, r: &ChurnReport) {
+    println!(
+        "churn: {secs} s at {rate} requests/s: total {} failed {} | retries {} | tables published {} | backend starts {} stops {}",
+        r.sent, r.failed, r.retries, r.tables, r.starts, r.stops
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_request_fails_while_manifests_and_endpoints_churn() {
+    let (secs, rate) = (4, 100);
+    let r = churn(secs, rate).await;
+    print_report(secs, rate, &r);
+    assert_eq!(r.sent, secs * rate);
+    assert_eq!(r.failed, 0, "failed requests under churn");
+    assert!(r.tables >= secs * 2, "the tables churned: {} published", r.tables);
+    assert!(r.starts >= 4 && r.stops >= 2, "backends came and went");
+}
+
+/// The load test behind `bench/churn.sh`: 30 s at 200 requests/s (release build recommended).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "load test; run with bench/churn.sh"]
+async fn churn_load_test() {
+    let (secs, rate) = (30, 200);
+    let r = churn(secs, rate).await;
+    print_report(secs, rate, &r);
+    assert_eq!(r.failed, 0, "failed requests under churn");
+}
