@@ -1,5 +1,7 @@
-//! Upstream side: the endpoints behind a Service port ([`Backend`]), their health, how one is picked
-//! ([`Balance`]), and the pooled HTTP client that forwards to them ([`client`]).
+//! Upstream side: the endpoints behind a Service port ([`Backend`]), their health ([`health`]), how one is
+//! picked ([`Balance`]), how much retrying it may take ([`budget`]), the pooled HTTP client that forwards to them
+//! ([`client`], with TLS from [`tls`] and per-Ingress settings from [`policy`]), and the bodies that carry
+//! timeouts and in-flight accounting ([`body`]).
 //!
 //! All state here is atomics: picking an endpoint and recording an outcome take no lock and allocate nothing.
 
