@@ -541,7 +541,13 @@ async fn https_upstreams_with_and_without_verification() {
     let ca = portico::certs::testing::TestCa::new();
     let other_ca = portico::certs::testing::TestCa::new();
     let backend = tls_backend(&ca, &["backend.internal"], b"http/1.1").await;
+    let by_host = tls_backend(&ca, &["secure.example"], b"http/1.1").await;
     let https = [("nginx.ingress.kubernetes.io/backend-protocol", "HTTPS")];
+    let verified_by_host = [
+        ("portico.dev/backend-protocol", "HTTPS"),
+        ("portico.dev/proxy-ssl-verify", "on"),
+        ("portico.dev/proxy-ssl-secret", "upstream-ca"),
+    ];
     let verified = [
         ("portico.dev/backend-protocol", "HTTPS"),
         ("nginx.ingress.kubernetes.io/proxy-ssl-verify", "on"),
@@ -561,8 +567,10 @@ async fn https_upstreams_with_and_without_verification() {
         ("portico.dev/proxy-ssl-name", "someone.else"),
     ];
     let m = service("default", "tls", &[backend])
+        + &service("default", "by-host", &[by_host])
         + &ca_secret("default", "upstream-ca", &ca.pem)
         + &ca_secret("default", "other-ca", &other_ca.pem)
+        + &annotated_ingress("default", "by-host", "secure.example", "by-host", &verified_by_host)
         + &annotated_ingress("default", "plain", "plain.example", "tls", &https)
         + &annotated_ingress("default", "verified", "verified.example", "tls", &verified)
         + &annotated_ingress("default", "wrong-ca", "wrong-ca.example", "tls", &wrong_ca)
@@ -574,6 +582,9 @@ async fn https_upstreams_with_and_without_verification() {
     assert_eq!((r.status, r.text().as_str()), (200, "tls HTTP/1.1"));
     // Verification on with the CA that issued the backend's certificate, and the name in it.
     let r = get(addr, "verified.example", "/").await;
+    assert_eq!((r.status, r.text().as_str()), (200, "tls HTTP/1.1"));
+    // Without proxy-ssl-name, an Ingress with one host sends and verifies that host (the upstream Host).
+    let r = get(addr, "secure.example", "/").await;
     assert_eq!((r.status, r.text().as_str()), (200, "tls HTTP/1.1"));
     // An untrusted issuer or a name the certificate does not carry: 502, counted as a TLS error.
     for host in ["wrong-ca.example", "wrong-name.example"] {

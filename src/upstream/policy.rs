@@ -16,24 +16,30 @@ use arc_swap::ArcSwap;
 use super::client::{build_tls_client, TlsClient};
 use crate::config::UpstreamConfig;
 use crate::model::annotations::{BackendProtocol, IngressPolicy, UpstreamTls};
-use crate::model::{ObjectRef, Translation};
+use crate::model::{HostPattern, ObjectRef, Translation};
 
 /// What identifies a policy: the annotations it was made from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Spec {
     protocol: BackendProtocol,
     tls: Option<UpstreamTls>,
+    /// The Host every request of this Ingress carries upstream, when there is one: `upstream-host`, else the
+    /// Ingress's only (exact) rule host when the client's Host is passed on.
     upstream_host: Option<String>,
     request_body_timeout: Option<Duration>,
 }
 
 impl Spec {
-    fn of(p: &IngressPolicy) -> Option<Self> {
+    fn of(p: &IngressPolicy, sole_host: Option<&str>) -> Option<Self> {
         let tls = matches!(p.backend_protocol, BackendProtocol::Https | BackendProtocol::Grpcs);
+        let upstream_host = match &p.upstream_host {
+            Some(h) => crate::normalize::normalize_host(h).ok().map(|h| h.name.to_string()),
+            None => sole_host.filter(|_| p.pass_host).map(str::to_string),
+        };
         (tls || p.request_body_timeout.is_some()).then(|| Spec {
             protocol: p.backend_protocol,
             tls: p.upstream_tls.clone(),
-            upstream_host: p.upstream_host.clone(),
+            upstream_host,
             request_body_timeout: p.request_body_timeout,
         })
     }
@@ -62,13 +68,9 @@ impl UpstreamPolicy {
             (BackendProtocol::Https | BackendProtocol::Grpcs, tls) => {
                 let default = UpstreamTls::default();
                 let tls = tls.as_ref().unwrap_or(&default);
-                // The SNI and verified name: proxy-ssl-name, else the upstream Host, else the endpoint address.
-                let name = tls.server_name.clone().or_else(|| {
-                    spec.upstream_host
-                        .as_deref()
-                        .and_then(|h| crate::normalize::normalize_host(h).ok())
-                        .map(|h| h.name.to_string())
-                });
+                // The SNI and verified name: proxy-ssl-name, else the upstream Host when it is the same for every
+                // request of the Ingress (connections are pooled per policy), else the endpoint address.
+                let name = tls.server_name.clone().or_else(|| spec.upstream_host.clone());
                 match build_tls_client(cfg, tls, name, spec.protocol == BackendProtocol::Grpcs) {
                     Ok(c) => Some(c),
                     Err(e) => {
@@ -122,9 +124,33 @@ impl Policies {
     /// Rebuilds the table from a translation, keeping the policies of Ingresses whose settings did not change.
     pub fn publish(&self, t: &Translation) {
         let prev = self.table.load_full();
+        // Each Ingress's rule hosts: `Some(host)` while it has exactly one, and that one exact.
+        let mut hosts: HashMap<&ObjectRef, Option<&str>> = HashMap::new();
+        for set in &t.sets {
+            for host in &set.hosts {
+                for path in &host.paths {
+                    let this = match &host.host {
+                        HostPattern::Exact(h) => Some(h.as_str()),
+                        _ => None,
+                    };
+                    hosts
+                        .entry(&path.ingress)
+                        .and_modify(|seen| {
+                            if *seen != this {
+                                *seen = None;
+                            }
+                        })
+                        .or_insert(this);
+                }
+            }
+            if let Some(d) = &set.default_backend {
+                // The default backend serves any Host.
+                hosts.insert(&d.ingress, None);
+            }
+        }
         let mut by_ingress: HashMap<Arc<str>, Arc<UpstreamPolicy>> = HashMap::new();
         let mut get = |ingress: &ObjectRef, p: &IngressPolicy| -> Option<Arc<UpstreamPolicy>> {
-            let spec = Spec::of(p)?;
+            let spec = Spec::of(p, hosts.get(ingress).copied().flatten())?;
             let key: Arc<str> = format!("{}/{}", ingress.namespace, ingress.name).into();
             if let Some(done) = by_ingress.get(&key) {
                 return Some(done.clone());
