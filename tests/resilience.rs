@@ -212,7 +212,7 @@ async fn a_stalled_response_body_is_aborted_after_the_read_timeout() {
             "s",
             "s.example",
             "s",
-            &[("nginx.ingress.kubernetes.io/proxy-read-timeout", "300ms")],
+            &[("nginx.ingress.kubernetes.io/proxy-read-timeout", "1")],
         );
     let gw = Gateway::start(&m).await;
     let req = http::Request::get(format!("http://{}/", gw.addr(0)))
@@ -299,7 +299,7 @@ async fn a_stalled_request_body_gets_408_and_frees_the_backend() {
 async fn idle_keep_alive_connections_are_closed() {
     let b = echo("b").await;
     let m = service("default", "b", &[b.addr]) + &ingress("default", "i", "portico", &[("", "/", "Prefix", "b")]);
-    let gw = Gateway::start_with(&set_with("    keepAliveTimeout: 300ms\n"), &m).await;
+    let gw = Gateway::start_with(&set_with("    keepAliveTimeout: 1s\n"), &m).await;
     // HTTP/1.1: a request, its response, then silence: the gateway closes the connection.
     let mut s = TcpStream::connect(gw.addr(0)).await.unwrap();
     s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
@@ -379,30 +379,37 @@ impl http_body::Body for ChannelBody {
     }
 }
 
-/// A backend named `name`: `/stream` sends ten chunks 100 ms apart; anything else answers at once.
-async fn streaming_backend(name: &'static str) -> SocketAddr {
+/// A backend named `name`: `/stream` sends one chunk, waits for the returned `Notify`, then sends nine more;
+/// anything else answers at once.
+async fn streaming_backend(name: &'static str) -> (SocketAddr, std::sync::Arc<tokio::sync::Notify>) {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
+    let go = std::sync::Arc::new(tokio::sync::Notify::new());
+    let go2 = go.clone();
     tokio::spawn(async move {
         while let Ok((s, _)) = l.accept().await {
+            let go = go2.clone();
             tokio::spawn(async move {
-                let svc = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| async move {
-                    let chunks = if req.uri().path() == "/stream" { 10 } else { 1 };
-                    let (tx, rx) = tokio::sync::mpsc::channel(1);
-                    tokio::spawn(async move {
-                        for i in 0..chunks {
-                            if i > 0 {
-                                tokio::time::sleep(Duration::from_millis(100)).await;
+                let svc = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                    let go = go.clone();
+                    async move {
+                        let chunks = if req.uri().path() == "/stream" { 10 } else { 1 };
+                        let (tx, rx) = tokio::sync::mpsc::channel(1);
+                        tokio::spawn(async move {
+                            for i in 0..chunks {
+                                if i == 1 {
+                                    go.notified().await;
+                                }
+                                if tx.send(http_body::Frame::data(Bytes::from(name))).await.is_err() {
+                                    return;
+                                }
                             }
-                            if tx.send(http_body::Frame::data(Bytes::from(name))).await.is_err() {
-                                return;
-                            }
-                        }
-                    });
-                    let mut resp = http::Response::new(ChannelBody(rx));
-                    resp.headers_mut()
-                        .insert("x-backend", http::HeaderValue::from_static(name));
-                    Ok::<_, Infallible>(resp)
+                        });
+                        let mut resp = http::Response::new(ChannelBody(rx));
+                        resp.headers_mut()
+                            .insert("x-backend", http::HeaderValue::from_static(name));
+                        Ok::<_, Infallible>(resp)
+                    }
                 });
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(s), svc)
@@ -410,12 +417,12 @@ async fn streaming_backend(name: &'static str) -> SocketAddr {
             });
         }
     });
-    addr
+    (addr, go)
 }
 
 #[tokio::test]
 async fn a_streaming_response_counts_as_in_flight_until_it_ends() {
-    let (a, b) = (streaming_backend("a").await, streaming_backend("b").await);
+    let ((a, go_a), (b, go_b)) = (streaming_backend("a").await, streaming_backend("b").await);
     let m = service("default", "pool", &[a, b])
         + &annotated_ingress(
             "default",
@@ -434,7 +441,7 @@ async fn a_streaming_response_counts_as_in_flight_until_it_ends() {
     };
     let resp = open("/stream").await.unwrap();
     let busy = resp.headers()["x-backend"].to_str().unwrap().to_string();
-    let (busy_addr, idle_name) = if busy == "a" { (a, "b") } else { (b, "a") };
+    let (busy_addr, idle_name, go) = if busy == "a" { (a, "b", &go_a) } else { (b, "a", &go_b) };
     // Headers are in, the body is still coming: the request is in flight on its endpoint.
     assert_eq!(in_flight(&gw, busy_addr), 1);
     // With two endpoints P2C compares both, so every short request goes to the idle one.
@@ -442,6 +449,8 @@ async fn a_streaming_response_counts_as_in_flight_until_it_ends() {
         let r = get(gw.addr(0), "lr.example", "/").await;
         assert_eq!(r.backend().as_deref(), Some(idle_name));
     }
+    assert_eq!(in_flight(&gw, busy_addr), 1, "still streaming");
+    go.notify_one();
     let body = resp.into_body().collect().await.unwrap().to_bytes();
     assert_eq!(body.len(), 10);
     assert!(eventually(Duration::from_secs(5), || in_flight(&gw, busy_addr) == 0).await);
