@@ -82,7 +82,7 @@ pub struct ListenerSetConfig {
     /// How long a client may take to send a request's headers (slowloris), also bounding an idle keep-alive
     /// wait for the next request.
     pub header_read_timeout: Duration,
-    /// How long a connection may sit without a request in flight before it is closed (HTTP/1.1 and HTTP/2). On
+    /// How long a connection may sit without a request in flight before it is shut down (HTTP/2: GOAWAY). On
     /// HTTP/1.1 the header-read timeout also runs while waiting for the next request, so the shorter wins.
     pub keep_alive_timeout: Duration,
     /// Longest pause between two pieces of a request body (408 when nothing was answered yet); Ingresses can

@@ -1,11 +1,11 @@
 //! Listener loops: accept, (for TLS) handshake with the listener set's current certificates, serve HTTP/1.1 and
 //! HTTP/2 (ALPN on TLS, prior knowledge on cleartext) with hyper-util's auto builder, and shut down gracefully:
 //! stop accepting, let in-flight requests finish up to a deadline. A connection without a request in flight for
-//! the listener set's keep-alive timeout is closed ([`IdleIo`]).
+//! the listener set's keep-alive timeout is shut down gracefully too (HTTP/2: GOAWAY).
 
 use std::convert::Infallible;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -17,7 +17,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
@@ -102,6 +102,7 @@ pub async fn serve(
             tls: None,
         };
         let (proxy, builder, watcher) = (proxy.clone(), builder.clone(), graceful.watcher());
+        let conn_shutdown = shutdown.clone();
         let open = proxy.metrics().open_connection(set);
         tokio::spawn(async move {
             let _permit = permit;
@@ -110,8 +111,8 @@ pub async fn serve(
                 return;
             };
             match transport {
-                Transport::Plain => serve_conn(stream, info, proxy, builder, watcher).await,
-                Transport::Tls => serve_tls(stream, info, proxy, builder, watcher).await,
+                Transport::Plain => serve_conn(stream, info, proxy, builder, (watcher, conn_shutdown)).await,
+                Transport::Tls => serve_tls(stream, info, proxy, builder, (watcher, conn_shutdown)).await,
             }
         });
     }
@@ -157,7 +158,7 @@ async fn serve_tls(
     mut info: ConnInfo,
     proxy: Arc<Proxy>,
     builder: Arc<Builder<TokioExecutor>>,
-    watcher: Watcher,
+    watcher: (Watcher, watch::Receiver<bool>),
 ) {
     // The certificates current at accept time serve the whole connection.
     let Some(tls) = proxy.tls_for(info.set) else {
@@ -196,54 +197,112 @@ async fn serve_tls(
     serve_conn(stream, info, proxy, builder, watcher).await;
 }
 
+/// Serves one connection until it ends. On shutdown (`watcher.1` turning true) or after the keep-alive timeout
+/// without a request in flight, the connection is shut down gracefully: requests in flight finish, HTTP/1.1
+/// closes, HTTP/2 sends GOAWAY. The watcher is held until the connection ended, so the listener's grace period
+/// waits for it.
 async fn serve_conn<S>(
     stream: S,
     info: ConnInfo,
     proxy: Arc<Proxy>,
     builder: Arc<Builder<TokioExecutor>>,
-    watcher: Watcher,
+    (watcher, mut shutdown): (Watcher, watch::Receiver<bool>),
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let peer = info.peer;
     let keep_alive = proxy.set_options(info.set).keep_alive_timeout;
     let info = Arc::new(info);
-    let activity = Arc::new(Activity::default());
-    let io = IdleIo::new(stream, activity.clone(), keep_alive);
-    let svc = service_fn(move |req| {
-        let (proxy, info, activity) = (proxy.clone(), info.clone(), activity.clone());
-        activity.active.fetch_add(1, Ordering::Relaxed);
-        let guard = ActiveGuard(activity);
-        async move {
-            let resp = proxy.handle(&info, req).await;
-            if resp.status() == http::StatusCode::SWITCHING_PROTOCOLS {
-                // The connection becomes a tunnel: it is idle only when its two ends say so.
-                guard.0.upgraded.store(true, Ordering::Relaxed);
+    let activity = Arc::new(Activity::new());
+    let svc = {
+        let activity = activity.clone();
+        service_fn(move |req| {
+            let (proxy, info) = (proxy.clone(), info.clone());
+            let guard = Activity::start(&activity);
+            async move {
+                let resp = proxy.handle(&info, req).await;
+                Ok::<_, Infallible>(resp.map(|inner| Tracked { inner, _guard: guard }))
             }
-            Ok::<_, Infallible>(resp.map(|inner| Tracked { inner, _guard: guard }))
+        })
+    };
+    let conn = builder
+        .serve_connection_with_upgrades(TokioIo::new(stream), svc)
+        .into_owned();
+    let mut conn = std::pin::pin!(conn);
+    let idle = tokio::time::sleep(keep_alive);
+    let mut idle = std::pin::pin!(idle);
+    let mut closing = false;
+    loop {
+        tokio::select! {
+            r = conn.as_mut() => {
+                if let Err(e) = r {
+                    tracing::trace!(%peer, error = %e, "connection ended with an error");
+                }
+                break;
+            }
+            _ = shutdown.wait_for(|s| *s), if !closing => {
+                conn.as_mut().graceful_shutdown();
+                closing = true;
+            }
+            _ = idle.as_mut(), if !closing => match activity.idle_deadline(keep_alive) {
+                Some(at) if at <= tokio::time::Instant::now() => {
+                    tracing::trace!(%peer, "keep-alive timeout; closing the idle connection");
+                    conn.as_mut().graceful_shutdown();
+                    closing = true;
+                }
+                Some(at) => idle.as_mut().reset(at),
+                // A request is running: look again a timeout from now.
+                None => idle.as_mut().reset(tokio::time::Instant::now() + keep_alive),
+            },
         }
-    });
-    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
-    if let Err(e) = watcher.watch(conn.into_owned()).await {
-        tracing::trace!(%peer, error = %e, "connection ended with an error");
     }
+    drop(watcher);
 }
 
 // === keep-alive idle timeout ===
 
-/// Requests of one connection that have not finished (their response body is not done).
-#[derive(Debug, Default)]
+/// The requests of one connection that have not finished (their response body is not done), and since when
+/// there have been none.
+#[derive(Debug)]
 struct Activity {
     active: AtomicU32,
-    upgraded: AtomicBool,
+    base: tokio::time::Instant,
+    /// Milliseconds after `base` when the last request finished.
+    idle_since_ms: AtomicU64,
 }
 
-/// Ends a request's activity when the response body is done (or dropped).
+impl Activity {
+    fn new() -> Self {
+        Self {
+            active: AtomicU32::new(0),
+            base: tokio::time::Instant::now(),
+            idle_since_ms: AtomicU64::new(0),
+        }
+    }
+
+    fn start(this: &Arc<Self>) -> ActiveGuard {
+        this.active.fetch_add(1, Ordering::Relaxed);
+        ActiveGuard(this.clone())
+    }
+
+    /// When the connection will have been idle for `timeout`; `None` while a request is running.
+    fn idle_deadline(&self, timeout: Duration) -> Option<tokio::time::Instant> {
+        if self.active.load(Ordering::Acquire) > 0 {
+            return None;
+        }
+        Some(self.base + Duration::from_millis(self.idle_since_ms.load(Ordering::Relaxed)) + timeout)
+    }
+}
+
+/// Ends a request's activity when its response body is done (or dropped).
 struct ActiveGuard(Arc<Activity>);
 
 impl Drop for ActiveGuard {
     fn drop(&mut self) {
-        self.0.active.fetch_sub(1, Ordering::Relaxed);
+        let a = &self.0;
+        a.idle_since_ms
+            .store(a.base.elapsed().as_millis() as u64, Ordering::Relaxed);
+        a.active.fetch_sub(1, Ordering::Release);
     }
 }
 
@@ -270,105 +329,5 @@ impl Body for Tracked {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
-    }
-}
-
-/// The connection's stream, reading as closed once no request has been active and no byte has moved for the
-/// keep-alive timeout. HTTP/1.1 then closes the idle connection; HTTP/2 closes a connection without streams.
-/// One timer per connection, re-armed lazily: a read or write only records the time.
-struct IdleIo<S> {
-    inner: S,
-    activity: Arc<Activity>,
-    idle: Duration,
-    last: tokio::time::Instant,
-    sleep: Pin<Box<tokio::time::Sleep>>,
-}
-
-impl<S> IdleIo<S> {
-    fn new(inner: S, activity: Arc<Activity>, idle: Duration) -> Self {
-        let now = tokio::time::Instant::now();
-        Self {
-            inner,
-            activity,
-            idle,
-            last: now,
-            sleep: Box::pin(tokio::time::sleep_until(now + idle)),
-        }
-    }
-
-    /// Ready when the connection has been idle for the timeout.
-    fn poll_idle(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        loop {
-            if self.activity.upgraded.load(Ordering::Relaxed) {
-                return Poll::Pending;
-            }
-            let deadline = self.last + self.idle;
-            if self.sleep.deadline() != deadline {
-                self.sleep.as_mut().reset(deadline);
-            }
-            if self.sleep.as_mut().poll(cx).is_pending() {
-                return Poll::Pending;
-            }
-            if self.activity.active.load(Ordering::Relaxed) == 0 {
-                return Poll::Ready(());
-            }
-            // A request is still running: the idle time starts over from now.
-            self.last = tokio::time::Instant::now();
-        }
-    }
-}
-
-use std::future::Future as _;
-
-impl<S: AsyncRead + Unpin> AsyncRead for IdleIo<S> {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
-        let before = buf.filled().len();
-        match Pin::new(&mut self.inner).poll_read(cx, buf) {
-            Poll::Ready(r) => {
-                if buf.filled().len() > before {
-                    self.last = tokio::time::Instant::now();
-                }
-                Poll::Ready(r)
-            }
-            Poll::Pending => match self.poll_idle(cx) {
-                // Reads as end of stream: the HTTP layer closes the connection as if the client had.
-                Poll::Ready(()) => Poll::Ready(Ok(())),
-                Poll::Pending => Poll::Pending,
-            },
-        }
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for IdleIo<S> {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
-        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
-        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
-            self.last = tokio::time::Instant::now();
-        }
-        r
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
-        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
-            self.last = tokio::time::Instant::now();
-        }
-        r
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
