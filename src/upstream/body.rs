@@ -7,6 +7,7 @@
 //!
 //! Timers are only armed while the inner body is pending; a frame costs one clock read.
 
+use std::future::Future as _;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
@@ -61,8 +62,6 @@ impl Idle {
         }
     }
 }
-
-use std::future::Future as _;
 
 pin_project_lite::pin_project! {
     /// The backend's response body with the request's in-flight guard and a read timeout.
