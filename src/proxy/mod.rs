@@ -13,6 +13,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
+use http::uri::PathAndQuery;
 use http::{Request, Response, Uri, Version};
 use http_body::Body as _;
 use http_body_util::{Either, Empty, Full};
@@ -44,6 +45,27 @@ pub struct ConnInfo {
     pub client: SocketAddr,
     pub local: SocketAddr,
     pub tls: Option<TlsConn>,
+    /// `client`'s address and `local`'s port as header values, rendered once for the connection.
+    pub hop: headers::HopValues,
+}
+
+impl ConnInfo {
+    pub fn new(set: usize, peer: SocketAddr, local: SocketAddr) -> Self {
+        Self {
+            set,
+            peer,
+            client: peer,
+            local,
+            tls: None,
+            hop: headers::HopValues::new(peer.ip(), local.port()),
+        }
+    }
+
+    /// The client as a PROXY protocol header gave it.
+    pub fn set_client(&mut self, client: SocketAddr) {
+        self.client = client;
+        self.hop = headers::HopValues::new(client.ip(), self.local.port());
+    }
 }
 
 /// What a TLS connection's handshake settled: the certificate it presented, out of the certificate snapshot
@@ -381,17 +403,23 @@ impl Proxy {
             &mut parts.headers,
             &headers::Forwarded {
                 client_ip: client,
-                hop,
+                hop: &conn.hop,
                 trusted,
                 proto: if conn.tls.is_some() { "https" } else { "http" },
                 host: &host_header,
-                port: conn.local.port(),
             },
         );
-        let query = parts.uri.query();
-        let path_and_query = match query {
-            Some(q) => format!("{path}?{q}"),
-            None => path.into_owned(),
+        // The target upstream: the client's own path-and-query when normalisation left it as it was (a refcount),
+        // else the normalised path with the query.
+        let path_and_query = match (&path, parts.uri.path_and_query()) {
+            (std::borrow::Cow::Borrowed(_), Some(pq)) => pq.clone(),
+            _ => {
+                let joined = match parts.uri.query() {
+                    Some(q) => format!("{path}?{q}"),
+                    None => path.into_owned(),
+                };
+                PathAndQuery::try_from(joined).map_err(|_| ProxyError::BadRequest("invalid request target"))?
+            }
         };
 
         let bodiless = body.is_end_stream();
@@ -410,7 +438,7 @@ impl Proxy {
         loop {
             tries += 1;
             target.policy.apply_request(&mut headers_now, endpoint.addr);
-            let uri = upstream_uri(endpoint.addr, &path_and_query)?;
+            let uri = upstream_uri(endpoint, &path_and_query);
             let mut up = Request::new(body);
             *up.method_mut() = parts.method.clone();
             *up.uri_mut() = uri;
@@ -539,9 +567,13 @@ fn redirect_to_https(host: &str, port: Option<u16>, path: &str, query: Option<&s
     resp
 }
 
-fn upstream_uri(endpoint: SocketAddr, path_and_query: &str) -> Result<Uri, ProxyError> {
-    Uri::try_from(format!("http://{endpoint}{path_and_query}"))
-        .map_err(|_| ProxyError::BadRequest("invalid request target"))
+/// `http://ENDPOINT/PATH?QUERY`, assembled from parts already parsed (the pooled client connects by authority).
+fn upstream_uri(endpoint: &crate::upstream::Endpoint, path_and_query: &PathAndQuery) -> Uri {
+    let mut parts = http::uri::Parts::default();
+    parts.scheme = Some(http::uri::Scheme::HTTP);
+    parts.authority = Some(endpoint.authority.clone());
+    parts.path_and_query = Some(path_and_query.clone());
+    Uri::from_parts(parts).expect("scheme, authority and path make a URI")
 }
 
 /// The request's host header value: `Host` on HTTP/1 (exactly one on HTTP/1.1), `:authority` (or `Host`) on

@@ -40,6 +40,8 @@ impl Default for HealthPolicy {
 #[derive(Debug)]
 pub struct Endpoint {
     pub addr: SocketAddr,
+    /// `addr` as a URI authority, rendered once (requests upstream name it in their target).
+    pub authority: http::uri::Authority,
     /// Requests in flight (least-request balancing).
     in_flight: AtomicU32,
     consecutive_failures: AtomicU32,
@@ -71,6 +73,8 @@ impl Endpoint {
     fn new(addr: SocketAddr) -> Self {
         Self {
             addr,
+            // Built from an `IpAddr` (no IPv6 zone), so it always parses.
+            authority: http::uri::Authority::try_from(addr.to_string()).expect("a socket address is an authority"),
             in_flight: AtomicU32::new(0),
             consecutive_failures: AtomicU32::new(0),
             ejections: AtomicU32::new(0),
