@@ -438,7 +438,13 @@ impl Proxy {
         loop {
             tries += 1;
             target.policy.apply_request(&mut headers_now, endpoint.addr);
-            let uri = upstream_uri(endpoint, &path_and_query);
+            // HTTP/1.1 goes out on the endpoint's own connections in origin form; h2c through the pooled client,
+            // which connects by the URI's authority.
+            let uri = if target.policy.upstream_h2c {
+                upstream_uri(endpoint, &path_and_query)
+            } else {
+                Uri::from(path_and_query.clone())
+            };
             let mut up = Request::new(body);
             *up.method_mut() = parts.method.clone();
             *up.uri_mut() = uri;
@@ -450,10 +456,11 @@ impl Proxy {
             *up.headers_mut() = headers_now;
             let in_flight = backend.start(endpoint);
             let sent_at = std::time::Instant::now();
-            let sent = self
-                .client
-                .send(up, target.policy.upstream_timeout, target.policy.upstream_h2c)
-                .await;
+            let sent = if target.policy.upstream_h2c {
+                self.client.send_h2c(up, target.policy.upstream_timeout).await
+            } else {
+                self.client.send_h1(endpoint, up, target.policy.upstream_timeout).await
+            };
             note.upstream_time = Some(sent_at.elapsed());
             drop(in_flight);
             match sent {

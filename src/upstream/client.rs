@@ -1,5 +1,6 @@
-//! The upstream HTTP/1.1 client: one keep-alive pool shared by all listener sets, with connect and
-//! response-header timeouts. Failures are classified here, by type, never by message.
+//! The upstream clients: HTTP/1.1 on each endpoint's own keep-alive connections ([`super::pool`]), HTTP/2 with
+//! prior knowledge (h2c, gRPC) through hyper-util's pooled client; connect and response-header timeouts.
+//! Failures are classified here, by type, never by message.
 
 use std::error::Error as _;
 use std::time::Duration;
@@ -8,9 +9,15 @@ use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::Empty;
 use hyper::body::Incoming;
+use hyper::client::conn::http1::SendRequest;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use std::net::SocketAddr;
+use std::time::Instant;
+use tokio::net::TcpStream;
+
+use super::Endpoint;
 
 use crate::config::UpstreamConfig;
 
@@ -37,9 +44,12 @@ pub enum UpstreamError {
 
 #[derive(Clone)]
 pub struct UpstreamClient {
-    client: Client<HttpConnector, UpstreamBody>,
     /// HTTP/2 with prior knowledge, for h2c and gRPC backends.
     h2c: Client<HttpConnector, UpstreamBody>,
+    /// HTTP/1.1 connections of the endpoints' own pools ([`super::pool`]).
+    h1: hyper::client::conn::http1::Builder,
+    connect_timeout: Duration,
+    idle_timeout: Duration,
     response_header_timeout: Duration,
 }
 
@@ -56,25 +66,71 @@ impl UpstreamClient {
             .pool_max_idle_per_host(256)
             .retry_canceled_requests(false)
             .set_host(false);
-        let client = builder.build(connector.clone());
         let h2c = builder.http2_only(true).timer(TokioTimer::new()).build(connector);
         Self {
-            client,
             h2c,
+            h1: hyper::client::conn::http1::Builder::new(),
+            connect_timeout: cfg.connect_timeout,
+            idle_timeout: cfg.idle_timeout,
             response_header_timeout: cfg.response_header_timeout,
         }
     }
 
-    /// Sends `req` (its URI in absolute form naming the endpoint) and waits for the response headers, up to
-    /// `timeout` or the configured default.
-    pub async fn send(
+    /// Sends `req` (its URI in origin form) over HTTP/1.1 on one of `endpoint`'s pooled connections, or a new
+    /// one, and waits for the response headers, up to `timeout` or the configured default (connecting included).
+    pub async fn send_h1(
+        &self,
+        endpoint: &Endpoint,
+        req: Request<UpstreamBody>,
+        timeout: Option<Duration>,
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        let exchange = async {
+            let mut sender = match endpoint.conns.take(Instant::now(), self.idle_timeout) {
+                Some(s) => s,
+                None => self.connect(endpoint.addr).await?,
+            };
+            let resp = sender.send_request(req).await.map_err(|_| UpstreamError::Reset)?;
+            // An upgraded connection belongs to its tunnel; any other goes back, to be reused once its body ends.
+            if resp.status() != http::StatusCode::SWITCHING_PROTOCOLS {
+                endpoint.conns.put(sender, Instant::now());
+            }
+            Ok(resp)
+        };
+        match tokio::time::timeout(timeout.unwrap_or(self.response_header_timeout), exchange).await {
+            Err(_) => Err(UpstreamError::ResponseTimeout),
+            Ok(r) => r,
+        }
+    }
+
+    async fn connect(&self, addr: SocketAddr) -> Result<SendRequest<UpstreamBody>, UpstreamError> {
+        let stream = match tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr)).await {
+            Err(_) => return Err(UpstreamError::ConnectTimeout),
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::TimedOut => return Err(UpstreamError::ConnectTimeout),
+            Ok(Err(_)) => return Err(UpstreamError::Connect),
+            Ok(Ok(s)) => s,
+        };
+        let _ = stream.set_nodelay(true);
+        let (sender, conn) = self
+            .h1
+            .handshake(TokioIo::new(stream))
+            .await
+            .map_err(|_| UpstreamError::Connect)?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.with_upgrades().await {
+                tracing::trace!(%addr, error = %e, "upstream connection ended with an error");
+            }
+        });
+        Ok(sender)
+    }
+
+    /// Sends `req` (its URI in absolute form naming the endpoint) over HTTP/2 with prior knowledge and waits for
+    /// the response headers, up to `timeout` or the configured default.
+    pub async fn send_h2c(
         &self,
         req: Request<UpstreamBody>,
         timeout: Option<Duration>,
-        h2c: bool,
     ) -> Result<Response<Incoming>, UpstreamError> {
-        let client = if h2c { &self.h2c } else { &self.client };
-        match tokio::time::timeout(timeout.unwrap_or(self.response_header_timeout), client.request(req)).await {
+        match tokio::time::timeout(timeout.unwrap_or(self.response_header_timeout), self.h2c.request(req)).await {
             Err(_) => Err(UpstreamError::ResponseTimeout),
             Ok(Ok(resp)) => Ok(resp),
             Ok(Err(e)) if e.is_connect() => {

@@ -5,6 +5,7 @@
 
 pub mod client;
 pub mod health;
+pub mod pool;
 
 use std::hash::{Hash, Hasher};
 use std::net::{IpAddr, SocketAddr};
@@ -42,6 +43,8 @@ pub struct Endpoint {
     pub addr: SocketAddr,
     /// `addr` as a URI authority, rendered once (requests upstream name it in their target).
     pub authority: http::uri::Authority,
+    /// Keep-alive HTTP/1.1 connections to this endpoint.
+    pub conns: pool::Conns,
     /// Requests in flight (least-request balancing).
     in_flight: AtomicU32,
     consecutive_failures: AtomicU32,
@@ -75,6 +78,7 @@ impl Endpoint {
             addr,
             // Built from an `IpAddr` (no IPv6 zone), so it always parses.
             authority: http::uri::Authority::try_from(addr.to_string()).expect("a socket address is an authority"),
+            conns: pool::Conns::default(),
             in_flight: AtomicU32::new(0),
             consecutive_failures: AtomicU32::new(0),
             ejections: AtomicU32::new(0),
