@@ -457,7 +457,7 @@ impl Proxy {
             let in_flight = backend.start(endpoint);
             let sent_at = std::time::Instant::now();
             let sent = if target.policy.upstream_h2c {
-                self.client.send_h2c(up, target.policy.upstream_timeout).await
+                Box::pin(self.client.send_h2c(up, target.policy.upstream_timeout)).await
             } else {
                 self.client.send_h1(endpoint, up, target.policy.upstream_timeout).await
             };

@@ -87,7 +87,8 @@ impl UpstreamClient {
         let exchange = async {
             let mut sender = match endpoint.conns.take(Instant::now(), self.idle_timeout) {
                 Some(s) => s,
-                None => self.connect(endpoint.addr).await?,
+                // Boxed: the connecting state is large and rare; inline it would be moved with every request.
+                None => Box::pin(self.connect(endpoint.addr)).await?,
             };
             let resp = sender.send_request(req).await.map_err(|_| UpstreamError::Reset)?;
             // An upgraded connection belongs to its tunnel; any other goes back, to be reused once its body ends.
