@@ -85,22 +85,40 @@ impl UpstreamClient {
         timeout: Option<Duration>,
     ) -> Result<Response<Incoming>, UpstreamError> {
         let exchange = async {
-            let mut sender = match endpoint.conns.take(Instant::now(), self.idle_timeout) {
-                Some(s) => s,
+            let (mut sender, req) = match endpoint.conns.take(Instant::now(), self.idle_timeout) {
+                Some(mut pooled) => match pooled.try_send_request(req).await {
+                    Ok(resp) => return Ok(self.keep(endpoint, pooled, resp)),
+                    // The keep-alive race: the backend closed this idle connection before any of the request was
+                    // written. Nothing reached it, so the request goes out once more on a new connection.
+                    Err(mut e) => match e.take_message() {
+                        Some(req) => (Box::pin(self.connect(endpoint.addr)).await?, req),
+                        None => return Err(UpstreamError::Reset),
+                    },
+                },
                 // Boxed: the connecting state is large and rare; inline it would be moved with every request.
-                None => Box::pin(self.connect(endpoint.addr)).await?,
+                None => (Box::pin(self.connect(endpoint.addr)).await?, req),
             };
             let resp = sender.send_request(req).await.map_err(|_| UpstreamError::Reset)?;
-            // An upgraded connection belongs to its tunnel; any other goes back, to be reused once its body ends.
-            if resp.status() != http::StatusCode::SWITCHING_PROTOCOLS {
-                endpoint.conns.put(sender, Instant::now());
-            }
-            Ok(resp)
+            Ok(self.keep(endpoint, sender, resp))
         };
         match tokio::time::timeout(timeout.unwrap_or(self.response_header_timeout), exchange).await {
             Err(_) => Err(UpstreamError::ResponseTimeout),
             Ok(r) => r,
         }
+    }
+
+    /// Puts a connection back on its endpoint's list after its response headers, unless it was upgraded.
+    fn keep(
+        &self,
+        endpoint: &Endpoint,
+        sender: SendRequest<UpstreamBody>,
+        resp: Response<Incoming>,
+    ) -> Response<Incoming> {
+        // An upgraded connection belongs to its tunnel; any other goes back, to be reused once its body ends.
+        if resp.status() != http::StatusCode::SWITCHING_PROTOCOLS {
+            endpoint.conns.put(sender, Instant::now());
+        }
+        resp
     }
 
     async fn connect(&self, addr: SocketAddr) -> Result<SendRequest<UpstreamBody>, UpstreamError> {
