@@ -1,6 +1,7 @@
 //! One ACME conversation: account (created once, credentials stored), then an HTTP-01 order for a list of hosts,
 //! answered from the shared [`ChallengeStore`], finalized with a fresh ECDSA P-256 key.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use instant_acme::{
@@ -118,16 +119,44 @@ pub async fn account(cfg: &AcmeConfig, store: &dyn CertStore) -> Result<Account,
     Ok(account)
 }
 
-/// Removes the tokens it published when the order ends, however it ends.
+/// Removes the tokens it published when the order ends, however it ends: locally at once, and from shared
+/// storage by a spawned task when the order was abandoned before [`Tokens::withdraw`] ran (shutdown, lost
+/// leadership).
 struct Tokens<'a> {
-    store: &'a ChallengeStore,
+    local: &'a ChallengeStore,
+    store: &'a Arc<dyn CertStore>,
     tokens: Vec<String>,
+    shared: bool,
+}
+
+impl Tokens<'_> {
+    async fn withdraw(&mut self) {
+        if self.shared {
+            if let Err(e) = self.store.withdraw_challenges(&self.tokens).await {
+                tracing::warn!(error = %e, "withdrawing shared HTTP-01 tokens failed");
+            }
+            self.shared = false;
+        }
+        for t in &self.tokens {
+            self.local.remove(t);
+        }
+    }
 }
 
 impl Drop for Tokens<'_> {
     fn drop(&mut self) {
         for t in &self.tokens {
-            self.store.remove(t);
+            self.local.remove(t);
+        }
+        if self.shared {
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                let (store, tokens) = (self.store.clone(), std::mem::take(&mut self.tokens));
+                rt.spawn(async move {
+                    if let Err(e) = store.withdraw_challenges(&tokens).await {
+                        tracing::warn!(error = %e, "withdrawing abandoned HTTP-01 tokens failed");
+                    }
+                });
+            }
         }
     }
 }
@@ -139,56 +168,30 @@ pub struct Polling {
     pub timeout: Duration,
 }
 
-/// Orders a certificate for `hosts` and returns it with its new key. Nothing is stored here.
+/// Orders a certificate for `hosts` and returns it with its new key. Nothing is stored here but the HTTP-01
+/// tokens, published through `store` (every replica answers them) before the CA is told to validate, and
+/// withdrawn when validation ends, whatever the outcome.
 pub async fn issue(
     account: &Account,
     hosts: &[String],
     challenges: &ChallengeStore,
+    store: &Arc<dyn CertStore>,
     polling: Polling,
 ) -> Result<StoredCert, AcmeError> {
     let identifiers: Vec<Identifier> = hosts.iter().map(|h| Identifier::Dns(h.clone())).collect();
     let mut order = account.new_order(&NewOrder::new(&identifiers)).await?;
     tracing::debug!(url = %order.url(), "order created");
     let mut tokens = Tokens {
-        store: challenges,
+        local: challenges,
+        store,
         tokens: Vec::new(),
+        shared: false,
     };
-    {
-        let mut authzs = order.authorizations();
-        while let Some(authz) = authzs.next().await {
-            let mut authz = authz?;
-            match authz.status {
-                AuthorizationStatus::Valid => continue,
-                AuthorizationStatus::Pending => {}
-                other => {
-                    return Err(AcmeError::Invalid(format!(
-                        "authorization for {} is {other:?}",
-                        authz.identifier()
-                    )))
-                }
-            }
-            let mut ch = authz
-                .challenge(ChallengeType::Http01)
-                .ok_or_else(|| AcmeError::Invalid("the CA offers no http-01 challenge".into()))?;
-            let ka = ch.key_authorization();
-            challenges.insert(ch.token.clone(), ka.as_str());
-            tokens.tokens.push(ch.token.clone());
-            ch.set_ready().await?;
-        }
-    }
-    let retries = RetryPolicy::new()
-        .initial_delay(polling.delay)
-        .backoff(1.5)
-        .timeout(polling.timeout);
-    let status = match order.poll_ready(&retries).await {
-        Ok(s) => s,
-        Err(instant_acme::Error::Api(p)) => return Err(AcmeError::Invalid(p.to_string())),
-        Err(e) => return Err(e.into()),
-    };
-    if status != OrderStatus::Ready {
-        return Err(AcmeError::Invalid(invalid_detail(&mut order).await));
-    }
+    let validated = validate(&mut order, challenges, &mut tokens, polling).await;
+    tokens.withdraw().await;
     drop(tokens);
+    validated?;
+    let retries = retry_policy(polling);
 
     let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
         .map_err(|e| AcmeError::Unusable(format!("key generation: {e}")))?;
@@ -204,6 +207,78 @@ pub async fn issue(
         cert_pem,
         key_pem: key.serialize_pem(),
     })
+}
+
+fn retry_policy(polling: Polling) -> RetryPolicy {
+    RetryPolicy::new()
+        .initial_delay(polling.delay)
+        .backoff(1.5)
+        .timeout(polling.timeout)
+}
+
+/// Publishes the tokens of every pending authorization (locally and through the store), tells the CA they are
+/// ready, and waits until the order is ready (or reports why it is not).
+async fn validate(
+    order: &mut instant_acme::Order,
+    challenges: &ChallengeStore,
+    tokens: &mut Tokens<'_>,
+    polling: Polling,
+) -> Result<(), AcmeError> {
+    let mut pending = Vec::new();
+    {
+        let mut authzs = order.authorizations();
+        while let Some(authz) = authzs.next().await {
+            let mut authz = authz?;
+            match authz.status {
+                AuthorizationStatus::Valid => continue,
+                AuthorizationStatus::Pending => {}
+                other => {
+                    return Err(AcmeError::Invalid(format!(
+                        "authorization for {} is {other:?}",
+                        authz.identifier()
+                    )))
+                }
+            }
+            let ch = authz
+                .challenge(ChallengeType::Http01)
+                .ok_or_else(|| AcmeError::Invalid("the CA offers no http-01 challenge".into()))?;
+            let ka = ch.key_authorization();
+            challenges.insert(ch.token.clone(), ka.as_str());
+            tokens.tokens.push(ch.token.clone());
+            pending.push((ch.token.clone(), ka.as_str().to_string()));
+        }
+    }
+    if pending.is_empty() {
+        return check_ready(order, polling).await;
+    }
+    tokens.shared = true;
+    tokens.store.publish_challenges(&pending).await?;
+    // Second pass: the challenges are marked ready only once every token can be answered.
+    {
+        let mut authzs = order.authorizations();
+        while let Some(authz) = authzs.next().await {
+            let mut authz = authz?;
+            if authz.status != AuthorizationStatus::Pending {
+                continue;
+            }
+            if let Some(mut ch) = authz.challenge(ChallengeType::Http01) {
+                ch.set_ready().await?;
+            }
+        }
+    }
+    check_ready(order, polling).await
+}
+
+async fn check_ready(order: &mut instant_acme::Order, polling: Polling) -> Result<(), AcmeError> {
+    let status = match order.poll_ready(&retry_policy(polling)).await {
+        Ok(s) => s,
+        Err(instant_acme::Error::Api(p)) => return Err(AcmeError::Invalid(p.to_string())),
+        Err(e) => return Err(e.into()),
+    };
+    if status != OrderStatus::Ready {
+        return Err(AcmeError::Invalid(invalid_detail(order).await));
+    }
+    Ok(())
 }
 
 /// The CA's reason for an invalid order: the order's problem, else the failed challenges' problems.
