@@ -8,12 +8,14 @@
 //!      │
 //!      └──Round (owned Ingresses, diagnostics, state)──▶ leader only: Ingress status, Events
 //!  Lease (optional) ──leader: bool──┘
+//!      └──▶ ACME manager (orders only while leader; see [`acme`]) ◀── every compile: candidates
 //! ```
 //!
 //! The first table goes out once every watcher has listed; later changes publish whole snapshots. A dropped
 //! watch resumes where it was; a relist (a 410, a restart) keeps the previous objects until it completes, and
 //! nothing is published while any watcher is relisting. Every replica serves traffic; only the leader writes.
 
+pub mod acme;
 pub mod events;
 pub mod leader;
 pub mod status;
@@ -101,20 +103,40 @@ impl Stores {
     }
 }
 
+/// The leadership channel [`run`] drives: its initial value (the sole replica leads without election).
+/// Create it before [`run`] so other leader-only work (the ACME manager) can follow it.
+pub fn leader_channel(options: &ClusterOptions) -> (channel::Sender<bool>, channel::Receiver<bool>) {
+    channel::channel(options.leader_election.is_none())
+}
+
+/// Portico's own namespace (the Lease's, else the client's default, i.e. the pod's): where the ACME account
+/// Secret and the challenge ConfigMap live.
+pub fn own_namespace(client: &kube::Client, options: &ClusterOptions) -> String {
+    options
+        .leader_election
+        .as_ref()
+        .and_then(|l| l.namespace.clone())
+        .unwrap_or_else(|| client.default_namespace().to_string())
+}
+
 /// Runs cluster mode until `shutdown`: watches, publishes, and (when leader) writes status and Events.
-/// `publish` is each listener set's address source, in configuration order.
+/// `publish` is each listener set's address source, in configuration order. `leader_tx` is from
+/// [`leader_channel`]; `acme` is fed the candidates of every compile.
+#[allow(clippy::too_many_arguments)]
 pub async fn run(
     client: kube::Client,
     options: ClusterOptions,
     publish: Vec<Publish>,
     compiler: Arc<Compiler>,
     publisher: Publisher,
+    leader_tx: channel::Sender<bool>,
+    acme: Option<crate::acme::AcmeHandle>,
     shutdown: channel::Receiver<bool>,
 ) {
     let watches = watch::Watches::new();
     let stores = start_watches(&client, &options, &publish, &watches, &shutdown);
 
-    let (leader_tx, leader_rx) = channel::channel(options.leader_election.is_none());
+    let leader_rx = leader_tx.subscribe();
     let (round_tx, round_rx) = channel::channel::<Option<Arc<Round>>>(None);
 
     let election = {
@@ -138,7 +160,7 @@ pub async fn run(
     };
     let writers = leader_work(client, &options, publish, round_rx, leader_rx, shutdown.clone())
         .instrument(tracing::info_span!("status"));
-    let publishing = publish_loop(stores, watches, &options, compiler, publisher, round_tx, shutdown)
+    let publishing = publish_loop(stores, watches, &options, compiler, publisher, round_tx, acme, shutdown)
         .instrument(tracing::info_span!("publish"));
     tokio::join!(election, writers, publishing);
 }
@@ -211,6 +233,7 @@ fn start_watches(
     stores
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn publish_loop(
     stores: Stores,
     watches: watch::Watches,
@@ -218,6 +241,7 @@ async fn publish_loop(
     compiler: Arc<Compiler>,
     mut publisher: Publisher,
     rounds: channel::Sender<Option<Arc<Round>>>,
+    acme: Option<crate::acme::AcmeHandle>,
     mut shutdown: channel::Receiver<bool>,
 ) {
     let mut changes = watches.subscribe();
@@ -260,6 +284,9 @@ async fn publish_loop(
                     diagnostics: compiled.translation.diagnostics.clone(),
                     state,
                 };
+                if let Some(a) = &acme {
+                    a.feed(&compiled.translation, &round.state);
+                }
                 publisher.publish(compiled);
                 rounds.send_replace(Some(Arc::new(round)));
             }
