@@ -435,3 +435,54 @@ async fn opted_out_ingress_gets_no_order() {
     assert!(!s.secret_file().exists());
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_after_on_an_error_response_spaces_the_attempts() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // A CA that answers every request 503 with `Retry-After: 3` (maintenance, or a rate limit's 429).
+    let ca_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let ca_port = ca_listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut c, _)) = ca_listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 1024];
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match c.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                let body = r#"{"type":"urn:ietf:params:acme:error:serverInternal","detail":"down for maintenance","status":503}"#;
+                let rsp = format!(
+                    "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/problem+json\r\nRetry-After: 3\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = c.write_all(rsp.as_bytes()).await;
+            });
+        }
+    });
+    let mut s = Setup::new(free_port()).await;
+    let ca_root = s.state.path().join("unused-ca.pem");
+    std::fs::write(&ca_root, &TestCa::new().pem).unwrap();
+    // Without Retry-After the next attempt would come after 50–100 ms.
+    let settings = Settings {
+        backoff_min: Duration::from_millis(100),
+        backoff_max: Duration::from_millis(200),
+        ..fast_settings()
+    };
+    s.start(&format!("http://127.0.0.1:{ca_port}/dir"), &ca_root, settings)
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while s.status().history.len() < 2 {
+        assert!(Instant::now() < deadline, "no second attempt: {:?}", s.status());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let h = s.status().history;
+    // (instant-acme parses the directory without looking at the status: the error is about JSON.)
+    assert!(h[0].outcome.is_err() && h[1].outcome.is_err(), "{h:?}");
+    let gap = h[1].started.duration_since(h[0].started).unwrap();
+    // Retry-After counts from the response, which came a little after the attempt started.
+    assert!(gap >= Duration::from_millis(2900), "{gap:?}");
+    s.stop().await;
+}

@@ -1,8 +1,8 @@
 //! One ACME conversation: account (created once, credentials stored), then an HTTP-01 order for a list of hosts,
 //! answered from the shared [`ChallengeStore`], finalized with a fresh ECDSA P-256 key.
 
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
 
 use instant_acme::{
     Account, AuthorizationStatus, ChallengeType, ExternalAccountKey, Identifier, NewAccount, NewOrder, OrderStatus,
@@ -47,6 +47,65 @@ impl AcmeError {
     }
 }
 
+/// The latest `Retry-After` the CA sent with an error response (a rate limit, a 503). instant-acme 0.8.5 reads
+/// `Retry-After` itself only while polling an order or fetching renewal information; its errors (a
+/// `Problem`) do not carry the header. It does let the caller supply the HTTP client, so Portico's client
+/// records the header here and the manager honours it when it schedules the next attempt.
+#[derive(Clone, Default, Debug)]
+pub struct RetryAfter(Arc<Mutex<Option<SystemTime>>>);
+
+impl RetryAfter {
+    /// The recorded time, clearing it.
+    pub fn take(&self) -> Option<SystemTime> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+
+    fn record(&self, at: SystemTime) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(at);
+    }
+}
+
+/// Parses `Retry-After` (RFC 9110 §10.2.3): delay-seconds or an HTTP-date.
+pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<SystemTime> {
+    let value = value.trim();
+    match value.parse::<u64>() {
+        Ok(secs) => Some(now + Duration::from_secs(secs)),
+        Err(_) => httpdate::parse_http_date(value).ok(),
+    }
+}
+
+/// Passes requests to the real client and records `Retry-After` from error responses.
+struct Observing {
+    inner: Box<dyn instant_acme::HttpClient>,
+    retry_after: RetryAfter,
+}
+
+impl instant_acme::HttpClient for Observing {
+    fn request(
+        &self,
+        req: http::Request<instant_acme::BodyWrapper<bytes::Bytes>>,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<instant_acme::BytesResponse, instant_acme::Error>> + Send>,
+    > {
+        let (fut, slot) = (self.inner.request(req), self.retry_after.clone());
+        Box::pin(async move {
+            let rsp = fut.await?;
+            let status = rsp.parts.status;
+            if status.is_client_error() || status.is_server_error() {
+                let header = rsp.parts.headers.get(http::header::RETRY_AFTER);
+                if let Some(at) = header
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| parse_retry_after(v, SystemTime::now()))
+                {
+                    tracing::debug!(%status, retry_after = ?at, "the CA asked to retry later");
+                    slot.record(at);
+                }
+            }
+            Ok(rsp)
+        })
+    }
+}
+
 /// The HTTPS client for the CA: the system's roots plus `caRoot` (every certificate in that PEM file), ring.
 fn http_client(ca_root: Option<&std::path::Path>) -> Result<Box<dyn instant_acme::HttpClient>, AcmeError> {
     use rustls_pki_types::pem::PemObject;
@@ -84,8 +143,14 @@ fn http_client(ca_root: Option<&std::path::Path>) -> Result<Box<dyn instant_acme
 }
 
 /// The account for a listener set's ACME configuration: restored from the store, else created and stored.
-pub async fn account(cfg: &AcmeConfig, store: &dyn CertStore) -> Result<Account, AcmeError> {
-    let builder = || -> Result<_, AcmeError> { Ok(Account::builder_with_http(http_client(cfg.ca_root.as_deref())?)) };
+/// Every request of the account (and of its orders) records the CA's `Retry-After` in `retry_after`.
+pub async fn account(cfg: &AcmeConfig, store: &dyn CertStore, retry_after: &RetryAfter) -> Result<Account, AcmeError> {
+    let builder = || -> Result<_, AcmeError> {
+        Ok(Account::builder_with_http(Box::new(Observing {
+            inner: http_client(cfg.ca_root.as_deref())?,
+            retry_after: retry_after.clone(),
+        })))
+    };
     if let Some(json) = store.load_account(&cfg.directory).await? {
         let creds = serde_json::from_str(&json).map_err(|e| AcmeError::Account(format!("stored credentials: {e}")))?;
         return Ok(builder()?.from_credentials(creds).await?);
@@ -302,5 +367,22 @@ async fn invalid_detail(order: &mut instant_acme::Order) -> String {
         "the CA marked the order invalid without a reason".into()
     } else {
         reasons.join("; ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_in_seconds_or_as_a_date() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        assert_eq!(parse_retry_after(" 120 ", now), Some(now + Duration::from_secs(120)));
+        assert_eq!(
+            parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT", now),
+            Some(SystemTime::UNIX_EPOCH + Duration::from_secs(784_111_777))
+        );
+        assert_eq!(parse_retry_after("soon", now), None);
+        assert_eq!(parse_retry_after("-5", now), None);
     }
 }

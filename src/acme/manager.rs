@@ -82,6 +82,9 @@ pub struct Attempt {
 
 pub const HISTORY: usize = 200;
 
+/// The longest `Retry-After` honoured.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 3600);
+
 /// What the manager has done, for the admin API, logs and tests.
 #[derive(Debug, Clone, Default)]
 pub struct Status {
@@ -186,6 +189,7 @@ pub fn manager_led(
         settings,
         handle: handle.clone(),
         accounts: HashMap::new(),
+        retry_after: HashMap::new(),
         tracks: HashMap::new(),
     };
     (handle, m.run(rx, leader, shutdown))
@@ -214,6 +218,8 @@ struct Manager {
     settings: Settings,
     handle: AcmeHandle,
     accounts: HashMap<String, Account>,
+    /// Per directory URL: the CA's latest `Retry-After` on an error response.
+    retry_after: HashMap<String, client::RetryAfter>,
     tracks: HashMap<ObjectRef, Track>,
 }
 
@@ -298,6 +304,8 @@ impl Manager {
         let cfg = self.sets.get(c.set).cloned().flatten()?;
         tracing::info!(secret = %c.secret, hosts = %c.hosts.join(","), reason = %need, "ordering certificate");
         let started = SystemTime::now();
+        let retry_after = self.retry_after.entry(cfg.directory.clone()).or_default().clone();
+        retry_after.take();
         let mut result = self.attempt(&cfg, c).await;
         let mut nonce_retries = 0;
         while result.as_ref().is_err_and(|e| e.is_bad_nonce()) && nonce_retries < self.settings.bad_nonce_retries {
@@ -324,6 +332,11 @@ impl Manager {
                 let mut delay = backoff(&self.settings, track.failures);
                 if let Some(at) = e.retry_at() {
                     delay = delay.max(at.saturating_duration_since(Instant::now()));
+                }
+                // A Retry-After on an error response (rate limit, 503): honoured, up to a day.
+                if let Some(at) = retry_after.take() {
+                    let wait = at.duration_since(SystemTime::now()).unwrap_or_default();
+                    delay = delay.max(wait.min(MAX_RETRY_AFTER));
                 }
                 track.not_before = Some(Instant::now() + delay);
                 let invalid = matches!(e, AcmeError::Invalid(_));
@@ -368,7 +381,8 @@ impl Manager {
             let account = match self.accounts.get(&cfg.directory) {
                 Some(a) => a.clone(),
                 None => {
-                    let a = client::account(cfg, &*self.store).await?;
+                    let slot = self.retry_after.entry(cfg.directory.clone()).or_default().clone();
+                    let a = client::account(cfg, &*self.store, &slot).await?;
                     self.accounts.insert(cfg.directory.clone(), a.clone());
                     a
                 }
