@@ -4,7 +4,8 @@
 //! - The Kubernetes store on its own: Secrets created or updated only when Portico may, the account Secret,
 //!   the challenge ConfigMap and its watch.
 //! - Two replicas with leader election, Pebble validating against the **follower's** plain port: the leader
-//!   orders, the follower answers from the shared tokens, both serve the issued Secret; a restart reuses it.
+//!   orders, the follower answers from the shared tokens, both serve the issued Secret; the follower takes over
+//!   when the leader stops; a restart reuses the Secret.
 //! - An invalid challenge writes nothing and leaves the existing Secret untouched.
 
 mod acme_pebble;
@@ -412,8 +413,24 @@ async fn leader_orders_follower_answers_both_serve_and_restart_reuses() {
     )
     .await;
 
-    // Restart: a fresh single replica (no election: it orders) reuses the stored Secret.
+    // The leader stops (releasing the Lease): the follower takes over ordering, finds the Secret valid and
+    // orders nothing.
     leader.shutdown().await;
+    until(
+        "b leads and examined the Secret",
+        Duration::from_secs(10),
+        || format!("{:?}", status(&follower)),
+        || {
+            let s = status(&follower);
+            async move { s.leading && s.passes >= 3 }
+        },
+    )
+    .await;
+    assert_eq!(holder(&server).as_deref(), Some("b"));
+    let b = status(&follower);
+    assert_eq!(b.orders_started, 0, "{b:?}");
+
+    // Restart: a fresh single replica (no election: it orders) reuses the stored Secret.
     follower.shutdown().await;
     let rv = stored.metadata.resource_version.clone();
     let again = replica(&server, config("127.0.0.1:0", &pebble), options("c", false), settings()).await;
