@@ -498,6 +498,25 @@ async fn invalid_challenge_writes_nothing_and_keeps_the_secret() {
         "{d:?}"
     );
     assert_eq!(s.certificates_issued, 0, "{s:?}");
+    // ... and as an Event on the Ingress, with the CA's problem.
+    until(
+        "an Event about the invalid order",
+        Duration::from_secs(10),
+        String::new,
+        || {
+            let found = server
+                .list_typed::<k8s_openapi::api::events::v1::Event>()
+                .into_iter()
+                .any(|e| {
+                    e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("shop")
+                        && e.note.as_deref().is_some_and(|n| {
+                            n.contains("ACME order") && n.contains("urn:ietf:params:acme:error:connection")
+                        })
+                });
+            async move { found }
+        },
+    )
+    .await;
     // The tokens were published, then withdrawn. Without a Lease, Portico's namespace is the client's
     // default one (the pod's, in a cluster; `default` here).
     assert!(server.get_typed::<ConfigMap>("default", CHALLENGE_CONFIGMAP).is_some());

@@ -125,6 +125,8 @@ pub struct AcmeHandle {
     acme_sets: Arc<Vec<bool>>,
     input: Arc<watch::Sender<Vec<Candidate>>>,
     status: Arc<Mutex<Status>>,
+    /// Bumped whenever [`Status::invalid`] changes (cluster mode turns those into Events).
+    reported: Arc<watch::Sender<u64>>,
 }
 
 impl AcmeHandle {
@@ -143,6 +145,11 @@ impl AcmeHandle {
                 true
             }
         });
+    }
+
+    /// Changes whenever the set of invalid orders (and so [`Status::diagnostics`]) changes.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.reported.subscribe()
     }
 
     pub fn status(&self) -> Status {
@@ -181,6 +188,7 @@ pub fn manager_led(
         acme_sets: Arc::new(sets.iter().map(|s| s.is_some()).collect()),
         input: Arc::new(tx),
         status: Arc::new(Mutex::new(Status::default())),
+        reported: Arc::new(watch::channel(0).0),
     };
     let m = Manager {
         sets,
@@ -320,11 +328,14 @@ impl Manager {
                 track.failures = 0;
                 track.not_before = None;
                 track.issued = Some(info.clone());
-                self.handle.with_status(|s| {
+                let cleared = self.handle.with_status(|s| {
                     s.certificates_issued += 1;
                     s.failing.remove(&c.secret);
-                    s.invalid.remove(&c.secret);
+                    s.invalid.remove(&c.secret).is_some()
                 });
+                if cleared {
+                    self.handle.reported.send_modify(|n| *n += 1);
+                }
                 Ok(info.serial.clone())
             }
             Err(e) => {
@@ -353,6 +364,9 @@ impl Manager {
                         s.invalid.insert(c.secret.clone(), d);
                     }
                 });
+                if invalid {
+                    self.handle.reported.send_modify(|n| *n += 1);
+                }
                 Err(msg)
             }
         };

@@ -158,8 +158,16 @@ pub async fn run(
             }
         }
     };
-    let writers = leader_work(client, &options, publish, round_rx, leader_rx, shutdown.clone())
-        .instrument(tracing::info_span!("status"));
+    let writers = leader_work(
+        client,
+        &options,
+        publish,
+        round_rx,
+        leader_rx,
+        acme.clone(),
+        shutdown.clone(),
+    )
+    .instrument(tracing::info_span!("status"));
     let publishing = publish_loop(stores, watches, &options, compiler, publisher, round_tx, acme, shutdown)
         .instrument(tracing::info_span!("publish"));
     tokio::join!(election, writers, publishing);
@@ -295,15 +303,18 @@ async fn publish_loop(
     }
 }
 
-/// Status and Events, for the leader: runs after every compile, on gaining leadership, and on retry.
+/// Status and Events, for the leader: runs after every compile, on gaining leadership, on retry, and when the
+/// ACME manager reports a changed set of invalid orders (those become Events on their Ingresses too).
 async fn leader_work(
     client: kube::Client,
     options: &ClusterOptions,
     publish: Vec<Publish>,
     mut rounds: channel::Receiver<Option<Arc<Round>>>,
     mut leader: channel::Receiver<bool>,
+    acme: Option<crate::acme::AcmeHandle>,
     mut shutdown: channel::Receiver<bool>,
 ) {
+    let mut acme_reports = acme.as_ref().map(|a| a.subscribe());
     let mut status = status::StatusWriter::new(client.clone(), publish);
     let mut events = events::EventSink::new(
         client,
@@ -317,6 +328,7 @@ async fn leader_work(
             r = rounds.changed() => if r.is_err() { return },
             r = leader.changed() => if r.is_err() { return },
             _ = tokio::time::sleep(options.retry), if retry => {}
+            r = changed(&mut acme_reports) => if r.is_err() { acme_reports = None },
             _ = shutdown.wait_for(|s| *s) => return,
         }
         let Some(round) = rounds.borrow_and_update().clone() else {
@@ -325,8 +337,20 @@ async fn leader_work(
         let is_leader = *leader.borrow_and_update();
         let mut ok = status.reconcile(&round.owned, &round.state, &leader).await;
         if is_leader && *leader.borrow() {
-            ok &= events.emit(&round.diagnostics, &round.state).await;
+            let mut diagnostics = round.diagnostics.clone();
+            if let Some(a) = &acme {
+                diagnostics.extend(a.status().diagnostics());
+            }
+            ok &= events.emit(&diagnostics, &round.state).await;
         }
         retry = !ok;
+    }
+}
+
+/// The next change of an optional watch channel; never resolves without one.
+async fn changed(rx: &mut Option<channel::Receiver<u64>>) -> Result<(), channel::error::RecvError> {
+    match rx {
+        Some(rx) => rx.changed().await,
+        None => std::future::pending().await,
     }
 }
