@@ -70,4 +70,4 @@ EOF
 fi
 echo "portico adapter: manifests $([[ $use_given == 1 ]] && echo "from BENCH_INGRESS_YAML" || echo "generated from BENCH_HOSTS_FILE")" >&2
 
-exec "$bin" run --manifests "$dir/manifests" --config "$dir/portico.yaml" --workers "${BENCH_WORKERS:-1}"
+exec "$bin" run --manifests "$dir/manifests" --config "$dir/portico.yaml" --workers "${BENCH_WORKERS:-1}" --access-log off

@@ -549,7 +549,7 @@ def start_peer(fx: Fixtures, peer, sc, d: Path, valgrind_out: Path | None = None
         portico_manifests(fx, sc, mdir, tls)
         conf = d / f"portico-{sc}.yaml"
         portico_config(conf, tls)
-        argv = [*vg, PORTICO_BIN, "run", "--manifests", str(mdir), "--config", str(conf), "--workers", "1"]
+        argv = [*vg, PORTICO_BIN, "run", "--manifests", str(mdir), "--config", str(conf), "--workers", "1", "--access-log", "off"]
     else:
         raise SystemExit(f"unknown peer {peer}")
     proc = start_pinned(PROXY_CPU, d / f"{sc}{'-vg' if vg else ''}.log", argv, cwd=d)

@@ -293,7 +293,12 @@ pub async fn start_with(config: Config, source: Source, extras: Extras) -> anyho
     let mut tasks = JoinSet::new();
     let mut publisher = Publisher::new(shared.clone());
     let challenges = ChallengeStore::new();
-    let acme = crate::acme::manager::spawn_for(&config, &extras, &challenges, shutdown_rx.clone(), &mut tasks)?;
+    let mut acme = match &source {
+        Source::Manifests { .. } => {
+            crate::acme::manager::spawn_for(&config, &extras, &challenges, shutdown_rx.clone(), &mut tasks)?
+        }
+        Source::Kube { .. } => None, // started with the cluster source below
+    };
     if let Some(a) = &acme {
         let _ = shared.acme.set(a.clone());
     }
@@ -330,8 +335,25 @@ pub async fn start_with(config: Config, source: Source, extras: Extras) -> anyho
         Source::Kube { client, options } => {
             let compiler = Arc::new(Compiler::new(&config, false)?);
             let publish = config.listener_sets.iter().map(|s| s.publish.clone()).collect();
+            let (leader_tx, leader_rx) = crate::cluster::leader_channel(&options);
+            let namespace = crate::cluster::own_namespace(&client, &options);
+            let (settings, rx) = (&extras.acme, shutdown_rx.clone());
+            acme = crate::cluster::acme::spawn(
+                &config,
+                settings,
+                &client,
+                namespace,
+                &challenges,
+                leader_rx,
+                rx,
+                &mut tasks,
+            );
+            if let Some(a) = &acme {
+                let _ = shared.acme.set(a.clone());
+            }
+            let (a, rx) = (acme.clone(), shutdown_rx.clone());
             tasks.spawn(
-                crate::cluster::run(client, options, publish, compiler, publisher, shutdown_rx.clone())
+                crate::cluster::run(client, options, publish, compiler, publisher, leader_tx, a, rx)
                     .instrument(tracing::info_span!("cluster")),
             );
         }

@@ -40,8 +40,9 @@ enum Command {
         /// Log one request in N.
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
         access_log_sample: u64,
-        /// Where ACME accounts and issued certificates are kept (needed when a listener set has `acme`).
-        /// Issued certificates are Secret manifests under DIR/secrets, read like the manifest directory.
+        /// File mode: where ACME accounts and issued certificates are kept (needed when a listener set has
+        /// `acme`). Issued certificates are Secret manifests under DIR/secrets, read like the manifest directory.
+        /// Cluster mode does not use it: certificates and the account are Secrets written through the API.
         #[arg(long, value_name = "DIR")]
         state_dir: Option<PathBuf>,
     },
@@ -110,8 +111,9 @@ fn main() -> ExitCode {
                 Ok(c) => c,
                 Err(code) => return code,
             };
-            if state_dir.is_none() && config.listener_sets.iter().any(|s| s.acme.is_some()) {
-                eprintln!("portico: a listener set has acme configured: --state-dir DIR is required");
+            // Cluster mode stores certificates as Secrets through the API; file mode needs a state directory.
+            if manifests.is_some() && state_dir.is_none() && config.listener_sets.iter().any(|s| s.acme.is_some()) {
+                eprintln!("portico: a listener set has acme configured: --state-dir DIR is required with --manifests");
                 return ExitCode::from(2);
             }
             init_tracing();

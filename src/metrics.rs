@@ -113,9 +113,12 @@ impl RouteCounter {
     }
 }
 
+/// Looked up twice per request: a fast non-cryptographic hash (keys come from configuration, not from clients).
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
 /// The per-route counters, rebuilt on publish (see the module docs for the invariant).
 pub struct RouteCounters {
-    by_ingress: HashMap<Arc<str>, HashMap<Arc<str>, Arc<RouteCounter>>>,
+    by_ingress: FastMap<Arc<str>, FastMap<Arc<str>, Arc<RouteCounter>>>,
     /// Per listener set: the Ingress that set its default backend.
     defaults: Vec<Option<Arc<str>>>,
 }
@@ -145,9 +148,9 @@ pub struct Outcome<'a> {
 impl Metrics {
     pub fn new(set_names: &[String]) -> Self {
         let n = set_names.len();
-        let mut none = HashMap::new();
+        let mut none = FastMap::default();
         none.insert(Arc::<str>::from(NONE), Arc::new(RouteCounter::new(n)));
-        let mut by_ingress = HashMap::new();
+        let mut by_ingress = FastMap::default();
         by_ingress.insert(Arc::<str>::from(NONE), none);
         Self {
             set_names: set_names.to_vec(),

@@ -3,13 +3,14 @@
 //! (`pebble-challtestsrv`) and the gateway all listen on 127.0.0.1; clients verify the served chain against
 //! Pebble's issuing root, fetched from its management interface.
 
+mod acme_pebble;
 mod support;
 
+use acme_pebble::{client_config, served_serial, wait_served, Pebble};
 use support::free_port;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,225 +21,15 @@ use hyper_util::rt::TokioIo;
 use portico::acme::Settings;
 use portico::app::{Extras, Running, Source};
 use portico::certs::testing::{key, TestCa, DAY};
-use portico::certs::{unix_now, CertInfo};
+use portico::certs::unix_now;
 use portico::config::Config;
 use portico::echo::EchoServer;
 use rustls::pki_types::{CertificateDer, ServerName};
-use rustls::{ClientConfig, RootCertStore};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use rustls::RootCertStore;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
 const HOST: &str = "shop.acme.test";
-
-// === processes ===
-
-/// A child process killed (by its pid) when dropped.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn require_pebble() {
-    for bin in ["pebble", "pebble-challtestsrv"] {
-        let found = std::env::var_os("PATH")
-            .map(|p| std::env::split_paths(&p).any(|d| d.join(bin).is_file()))
-            .unwrap_or(false);
-        assert!(
-            found,
-            "`{bin}` not found: the ACME tests need the Debian package `pebble`; run `.ci/run` (it installs it) \
-             or `apt-get install -y pebble`"
-        );
-    }
-}
-
-/// Pebble with its own DNS server, on free loopback ports.
-struct Pebble {
-    dir: tempfile::TempDir,
-    _procs: Vec<Proc>,
-    port: u16,
-    mgmt: u16,
-    /// The test CA that signed Pebble's own HTTPS certificate (given to the gateway as `caRoot`).
-    https_ca: TestCa,
-}
-
-impl Pebble {
-    /// `http_port`: where Pebble's VA connects for HTTP-01 (the gateway's plain port); `a_record`: the address
-    /// every name resolves to.
-    async fn start(http_port: u16, a_record: &str, env: &[(&str, &str)]) -> Pebble {
-        require_pebble();
-        let dir = tempfile::tempdir().unwrap();
-        let https_ca = TestCa::new();
-        let k = key(&rcgen::PKCS_ECDSA_P256_SHA256);
-        let cert = https_ca.issue_pem(&["127.0.0.1", "localhost"], &k, unix_now() - DAY, unix_now() + 30 * DAY);
-        std::fs::write(dir.path().join("cert.pem"), cert).unwrap();
-        std::fs::write(dir.path().join("key.pem"), k.serialize_pem()).unwrap();
-        std::fs::write(dir.path().join("https-ca.pem"), &https_ca.pem).unwrap();
-        let (port, mgmt, dns, dns_mgmt) = (free_port(), free_port(), free_port(), free_port());
-        let config = serde_json::json!({
-            "pebble": {
-                "listenAddress": format!("127.0.0.1:{port}"),
-                "managementListenAddress": format!("127.0.0.1:{mgmt}"),
-                "certificate": dir.path().join("cert.pem"),
-                "privateKey": dir.path().join("key.pem"),
-                "httpPort": http_port,
-                "tlsPort": free_port(),
-                "ocspResponderURL": "",
-                "externalAccountBindingRequired": false
-            }
-        });
-        std::fs::write(dir.path().join("pebble.json"), config.to_string()).unwrap();
-        let log = |name: &str| std::fs::File::create(dir.path().join(name)).unwrap();
-        let dns_proc = Command::new("pebble-challtestsrv")
-            .args(["-defaultIPv4", a_record, "-defaultIPv6", ""])
-            .args(["-dns01", &format!("127.0.0.1:{dns}")])
-            .args(["-management", &format!("127.0.0.1:{dns_mgmt}")])
-            .args(["-http01", "", "-https01", "", "-tlsalpn01", "", "-doh", ""])
-            .stdout(log("dns.log"))
-            .stderr(log("dns.err"))
-            .spawn();
-        // Older challtestsrv builds have no -doh flag: retry without it.
-        let dns_proc = match dns_proc {
-            Ok(mut c) => {
-                std::thread::sleep(Duration::from_millis(150));
-                if c.try_wait().unwrap().is_some() {
-                    Command::new("pebble-challtestsrv")
-                        .args(["-defaultIPv4", a_record, "-defaultIPv6", ""])
-                        .args(["-dns01", &format!("127.0.0.1:{dns}")])
-                        .args(["-management", &format!("127.0.0.1:{dns_mgmt}")])
-                        .args(["-http01", "", "-https01", "", "-tlsalpn01", ""])
-                        .stdout(log("dns.log"))
-                        .stderr(log("dns.err"))
-                        .spawn()
-                        .unwrap()
-                } else {
-                    c
-                }
-            }
-            Err(e) => panic!("cannot start pebble-challtestsrv: {e}"),
-        };
-        let mut cmd = Command::new("pebble");
-        cmd.arg("-config")
-            .arg(dir.path().join("pebble.json"))
-            .args(["-dnsserver", &format!("127.0.0.1:{dns}")])
-            .env("PEBBLE_VA_NOSLEEP", "1")
-            .env("PEBBLE_AUTHZREUSE", "0")
-            .stdin(Stdio::null())
-            .stdout(log("pebble.log"))
-            .stderr(log("pebble.err"));
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let pebble = Proc(cmd.spawn().expect("cannot start pebble"));
-        let p = Pebble {
-            _procs: vec![Proc(dns_proc), pebble],
-            dir,
-            port,
-            mgmt,
-            https_ca,
-        };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", port)).await.is_err()
-            || TcpStream::connect(("127.0.0.1", mgmt)).await.is_err()
-        {
-            assert!(Instant::now() < deadline, "pebble did not start: {}", p.logs());
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        p
-    }
-
-    fn directory(&self) -> String {
-        format!("https://127.0.0.1:{}/dir", self.port)
-    }
-
-    fn ca_root(&self) -> PathBuf {
-        self.dir.path().join("https-ca.pem")
-    }
-
-    fn logs(&self) -> String {
-        let read = |n: &str| std::fs::read_to_string(self.dir.path().join(n)).unwrap_or_default();
-        format!(
-            "pebble:\n{}{}\ndns:\n{}",
-            read("pebble.log"),
-            read("pebble.err"),
-            read("dns.err")
-        )
-    }
-
-    /// Pebble's issuing root (changes per Pebble run), from the management interface.
-    async fn issuing_root(&self) -> CertificateDer<'static> {
-        let body = https_get(self.mgmt, "/roots/0", &self.https_ca).await;
-        let mut rd = body.as_bytes();
-        rustls_pemfile_first(&mut rd)
-    }
-}
-
-fn rustls_pemfile_first(pem: &mut &[u8]) -> CertificateDer<'static> {
-    use rustls::pki_types::pem::PemObject;
-    CertificateDer::from_pem_slice(pem).expect("a PEM certificate from /roots/0")
-}
-
-/// GET over HTTPS/1.0 to 127.0.0.1:`port`, trusting `ca`; the body.
-async fn https_get(port: u16, path: &str, ca: &TestCa) -> String {
-    let mut roots = RootCertStore::empty();
-    roots.add(ca.der.clone()).unwrap();
-    let tcp = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-    let mut tls = TlsConnector::from(client_config(roots))
-        .connect(ServerName::try_from("127.0.0.1").unwrap().to_owned(), tcp)
-        .await
-        .unwrap();
-    tls.write_all(format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
-    let mut out = Vec::new();
-    let _ = tls.read_to_end(&mut out).await;
-    let text = String::from_utf8(out).unwrap();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap();
-    assert!(
-        head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200"),
-        "{head}"
-    );
-    body.to_string()
-}
-
-fn client_config(roots: RootCertStore) -> Arc<ClientConfig> {
-    let mut c = ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    c.resumption = rustls::client::Resumption::disabled();
-    Arc::new(c)
-}
-
-/// The serial of the certificate the gateway presents for `host`, verified against `root`; the error when the
-/// handshake fails (e.g. the default self-signed certificate is presented).
-async fn served_serial(addr: SocketAddr, host: &str, root: &CertificateDer<'static>) -> Result<String, String> {
-    let mut roots = RootCertStore::empty();
-    roots.add(root.clone()).unwrap();
-    let tcp = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
-    let tls = TlsConnector::from(client_config(roots))
-        .connect(ServerName::try_from(host.to_string()).unwrap(), tcp)
-        .await
-        .map_err(|e| e.to_string())?;
-    let leaf = &tls.get_ref().1.peer_certificates().unwrap()[0];
-    Ok(CertInfo::from_der(leaf, String::new()).unwrap().serial)
-}
-
-async fn wait_served(addr: SocketAddr, host: &str, root: &CertificateDer<'static>, within: Duration) -> String {
-    let deadline = Instant::now() + within;
-    loop {
-        match served_serial(addr, host, root).await {
-            Ok(s) => return s,
-            Err(e) => assert!(Instant::now() < deadline, "no trusted certificate for {host}: {e}"),
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 // === the gateway ===
 
@@ -642,5 +433,56 @@ async fn opted_out_ingress_gets_no_order() {
     let status = s.status();
     assert_eq!(status.orders_started, 0, "{status:?}");
     assert!(!s.secret_file().exists());
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_after_on_an_error_response_spaces_the_attempts() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // A CA that answers every request 503 with `Retry-After: 3` (maintenance, or a rate limit's 429).
+    let ca_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let ca_port = ca_listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut c, _)) = ca_listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 1024];
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match c.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                let body = r#"{"type":"urn:ietf:params:acme:error:serverInternal","detail":"down for maintenance","status":503}"#;
+                let rsp = format!(
+                    "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/problem+json\r\nRetry-After: 3\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = c.write_all(rsp.as_bytes()).await;
+            });
+        }
+    });
+    let mut s = Setup::new(free_port()).await;
+    let ca_root = s.state.path().join("unused-ca.pem");
+    std::fs::write(&ca_root, &TestCa::new().pem).unwrap();
+    // Without Retry-After the next attempt would come after 50–100 ms.
+    let settings = Settings {
+        backoff_min: Duration::from_millis(100),
+        backoff_max: Duration::from_millis(200),
+        ..fast_settings()
+    };
+    s.start(&format!("http://127.0.0.1:{ca_port}/dir"), &ca_root, settings)
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while s.status().history.len() < 2 {
+        assert!(Instant::now() < deadline, "no second attempt: {:?}", s.status());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let h = s.status().history;
+    // (instant-acme parses the directory without looking at the status: the error is about JSON.)
+    assert!(h[0].outcome.is_err() && h[1].outcome.is_err(), "{h:?}");
+    let gap = h[1].started.duration_since(h[0].started).unwrap();
+    // Retry-After counts from the response, which came a little after the attempt started.
+    assert!(gap >= Duration::from_millis(2900), "{gap:?}");
     s.stop().await;
 }

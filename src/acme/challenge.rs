@@ -1,6 +1,6 @@
-//! HTTP-01 challenge tokens: written by the ACME client (or, in cluster mode, from shared storage every replica
-//! watches), answered by the plain-HTTP listeners of ACME-enabled listener sets before routing, redirects and
-//! allowlists. Only live tokens are answered, by exact match.
+//! HTTP-01 challenge tokens: written by the ACME client (local tokens) and, in cluster mode, fed from the
+//! shared ConfigMap every replica watches (shared tokens), answered by the plain-HTTP listeners of ACME-enabled
+//! listener sets before routing, redirects and allowlists. Only live tokens are answered, by exact match.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -8,10 +8,13 @@ use std::sync::{Arc, RwLock};
 /// The path prefix CAs fetch tokens under.
 pub const PREFIX: &str = "/.well-known/acme-challenge/";
 
-/// Live tokens and their key authorizations. Cheap to clone (shared).
+/// Live tokens and their key authorizations. Cheap to clone (shared). Two layers: tokens this replica's own
+/// orders inserted, and tokens fed from shared storage ([`ChallengeStore::replace_all`]); a token in either is
+/// answered, so a stale shared snapshot never hides a local token.
 #[derive(Clone, Default, Debug)]
 pub struct ChallengeStore {
     tokens: Arc<RwLock<HashMap<String, String>>>,
+    shared: Arc<RwLock<HashMap<String, String>>>,
 }
 
 impl ChallengeStore {
@@ -30,13 +33,25 @@ impl ChallengeStore {
         self.tokens.write().unwrap_or_else(|e| e.into_inner()).remove(token);
     }
 
-    /// Replaces every token (for a store fed from shared storage).
+    /// Replaces every token fed from shared storage (local tokens stay).
     pub fn replace_all(&self, tokens: HashMap<String, String>) {
-        *self.tokens.write().unwrap_or_else(|e| e.into_inner()) = tokens;
+        *self.shared.write().unwrap_or_else(|e| e.into_inner()) = tokens;
     }
 
+    /// Whether shared storage has delivered `token` with this key authorization.
+    pub fn shared_has(&self, token: &str, key_authorization: &str) -> bool {
+        self.shared
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(token)
+            .is_some_and(|k| k == key_authorization)
+    }
+
+    /// Live tokens, local and shared (a token in both counts once).
     pub fn len(&self) -> usize {
-        self.tokens.read().unwrap_or_else(|e| e.into_inner()).len()
+        let local = self.tokens.read().unwrap_or_else(|e| e.into_inner());
+        let shared = self.shared.read().unwrap_or_else(|e| e.into_inner());
+        local.len() + shared.keys().filter(|k| !local.contains_key(*k)).count()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -54,11 +69,19 @@ impl ChallengeStore {
         {
             return None;
         }
-        self.tokens
+        let local = self
+            .tokens
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .get(token)
-            .cloned()
+            .cloned();
+        local.or_else(|| {
+            self.shared
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(token)
+                .cloned()
+        })
     }
 }
 
@@ -85,6 +108,32 @@ mod tests {
             assert_eq!(s.answer(p), None, "{p}");
         }
         s.remove("abc-DEF_123");
+        assert!(s.is_empty());
+    }
+
+    #[test]
+    fn shared_tokens_are_answered_beside_local_ones() {
+        let s = ChallengeStore::new();
+        s.insert("local", "local.k");
+        s.replace_all([("shared".to_string(), "shared.k".to_string())].into());
+        assert_eq!(
+            s.answer("/.well-known/acme-challenge/local").as_deref(),
+            Some("local.k")
+        );
+        assert_eq!(
+            s.answer("/.well-known/acme-challenge/shared").as_deref(),
+            Some("shared.k")
+        );
+        assert!(s.shared_has("shared", "shared.k") && !s.shared_has("shared", "other"));
+        assert_eq!(s.len(), 2);
+        // A newer shared snapshot without the local token does not hide it.
+        s.replace_all(HashMap::new());
+        assert_eq!(
+            s.answer("/.well-known/acme-challenge/local").as_deref(),
+            Some("local.k")
+        );
+        assert_eq!(s.answer("/.well-known/acme-challenge/shared"), None);
+        s.remove("local");
         assert!(s.is_empty());
     }
 }

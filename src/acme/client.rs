@@ -1,7 +1,8 @@
 //! One ACME conversation: account (created once, credentials stored), then an HTTP-01 order for a list of hosts,
 //! answered from the shared [`ChallengeStore`], finalized with a fresh ECDSA P-256 key.
 
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
 
 use instant_acme::{
     Account, AuthorizationStatus, ChallengeType, ExternalAccountKey, Identifier, NewAccount, NewOrder, OrderStatus,
@@ -46,6 +47,65 @@ impl AcmeError {
     }
 }
 
+/// The latest `Retry-After` the CA sent with an error response (a rate limit, a 503). instant-acme 0.8.5 reads
+/// `Retry-After` itself only while polling an order or fetching renewal information; its errors (a
+/// `Problem`) do not carry the header. It does let the caller supply the HTTP client, so Portico's client
+/// records the header here and the manager honours it when it schedules the next attempt.
+#[derive(Clone, Default, Debug)]
+pub struct RetryAfter(Arc<Mutex<Option<SystemTime>>>);
+
+impl RetryAfter {
+    /// The recorded time, clearing it.
+    pub fn take(&self) -> Option<SystemTime> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+
+    fn record(&self, at: SystemTime) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(at);
+    }
+}
+
+/// Parses `Retry-After` (RFC 9110 §10.2.3): delay-seconds or an HTTP-date.
+pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<SystemTime> {
+    let value = value.trim();
+    match value.parse::<u64>() {
+        Ok(secs) => Some(now + Duration::from_secs(secs)),
+        Err(_) => httpdate::parse_http_date(value).ok(),
+    }
+}
+
+/// Passes requests to the real client and records `Retry-After` from error responses.
+struct Observing {
+    inner: Box<dyn instant_acme::HttpClient>,
+    retry_after: RetryAfter,
+}
+
+impl instant_acme::HttpClient for Observing {
+    fn request(
+        &self,
+        req: http::Request<instant_acme::BodyWrapper<bytes::Bytes>>,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<instant_acme::BytesResponse, instant_acme::Error>> + Send>,
+    > {
+        let (fut, slot) = (self.inner.request(req), self.retry_after.clone());
+        Box::pin(async move {
+            let rsp = fut.await?;
+            let status = rsp.parts.status;
+            if status.is_client_error() || status.is_server_error() {
+                let header = rsp.parts.headers.get(http::header::RETRY_AFTER);
+                if let Some(at) = header
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| parse_retry_after(v, SystemTime::now()))
+                {
+                    tracing::debug!(%status, retry_after = ?at, "the CA asked to retry later");
+                    slot.record(at);
+                }
+            }
+            Ok(rsp)
+        })
+    }
+}
+
 /// The HTTPS client for the CA: the system's roots plus `caRoot` (every certificate in that PEM file), ring.
 fn http_client(ca_root: Option<&std::path::Path>) -> Result<Box<dyn instant_acme::HttpClient>, AcmeError> {
     use rustls_pki_types::pem::PemObject;
@@ -83,8 +143,14 @@ fn http_client(ca_root: Option<&std::path::Path>) -> Result<Box<dyn instant_acme
 }
 
 /// The account for a listener set's ACME configuration: restored from the store, else created and stored.
-pub async fn account(cfg: &AcmeConfig, store: &dyn CertStore) -> Result<Account, AcmeError> {
-    let builder = || -> Result<_, AcmeError> { Ok(Account::builder_with_http(http_client(cfg.ca_root.as_deref())?)) };
+/// Every request of the account (and of its orders) records the CA's `Retry-After` in `retry_after`.
+pub async fn account(cfg: &AcmeConfig, store: &dyn CertStore, retry_after: &RetryAfter) -> Result<Account, AcmeError> {
+    let builder = || -> Result<_, AcmeError> {
+        Ok(Account::builder_with_http(Box::new(Observing {
+            inner: http_client(cfg.ca_root.as_deref())?,
+            retry_after: retry_after.clone(),
+        })))
+    };
     if let Some(json) = store.load_account(&cfg.directory).await? {
         let creds = serde_json::from_str(&json).map_err(|e| AcmeError::Account(format!("stored credentials: {e}")))?;
         return Ok(builder()?.from_credentials(creds).await?);
@@ -118,16 +184,44 @@ pub async fn account(cfg: &AcmeConfig, store: &dyn CertStore) -> Result<Account,
     Ok(account)
 }
 
-/// Removes the tokens it published when the order ends, however it ends.
+/// Removes the tokens it published when the order ends, however it ends: locally at once, and from shared
+/// storage by a spawned task when the order was abandoned before [`Tokens::withdraw`] ran (shutdown, lost
+/// leadership).
 struct Tokens<'a> {
-    store: &'a ChallengeStore,
+    local: &'a ChallengeStore,
+    store: &'a Arc<dyn CertStore>,
     tokens: Vec<String>,
+    shared: bool,
+}
+
+impl Tokens<'_> {
+    async fn withdraw(&mut self) {
+        if self.shared {
+            if let Err(e) = self.store.withdraw_challenges(&self.tokens).await {
+                tracing::warn!(error = %e, "withdrawing shared HTTP-01 tokens failed");
+            }
+            self.shared = false;
+        }
+        for t in &self.tokens {
+            self.local.remove(t);
+        }
+    }
 }
 
 impl Drop for Tokens<'_> {
     fn drop(&mut self) {
         for t in &self.tokens {
-            self.store.remove(t);
+            self.local.remove(t);
+        }
+        if self.shared {
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                let (store, tokens) = (self.store.clone(), std::mem::take(&mut self.tokens));
+                rt.spawn(async move {
+                    if let Err(e) = store.withdraw_challenges(&tokens).await {
+                        tracing::warn!(error = %e, "withdrawing abandoned HTTP-01 tokens failed");
+                    }
+                });
+            }
         }
     }
 }
@@ -139,56 +233,30 @@ pub struct Polling {
     pub timeout: Duration,
 }
 
-/// Orders a certificate for `hosts` and returns it with its new key. Nothing is stored here.
+/// Orders a certificate for `hosts` and returns it with its new key. Nothing is stored here but the HTTP-01
+/// tokens, published through `store` (every replica answers them) before the CA is told to validate, and
+/// withdrawn when validation ends, whatever the outcome.
 pub async fn issue(
     account: &Account,
     hosts: &[String],
     challenges: &ChallengeStore,
+    store: &Arc<dyn CertStore>,
     polling: Polling,
 ) -> Result<StoredCert, AcmeError> {
     let identifiers: Vec<Identifier> = hosts.iter().map(|h| Identifier::Dns(h.clone())).collect();
     let mut order = account.new_order(&NewOrder::new(&identifiers)).await?;
     tracing::debug!(url = %order.url(), "order created");
     let mut tokens = Tokens {
-        store: challenges,
+        local: challenges,
+        store,
         tokens: Vec::new(),
+        shared: false,
     };
-    {
-        let mut authzs = order.authorizations();
-        while let Some(authz) = authzs.next().await {
-            let mut authz = authz?;
-            match authz.status {
-                AuthorizationStatus::Valid => continue,
-                AuthorizationStatus::Pending => {}
-                other => {
-                    return Err(AcmeError::Invalid(format!(
-                        "authorization for {} is {other:?}",
-                        authz.identifier()
-                    )))
-                }
-            }
-            let mut ch = authz
-                .challenge(ChallengeType::Http01)
-                .ok_or_else(|| AcmeError::Invalid("the CA offers no http-01 challenge".into()))?;
-            let ka = ch.key_authorization();
-            challenges.insert(ch.token.clone(), ka.as_str());
-            tokens.tokens.push(ch.token.clone());
-            ch.set_ready().await?;
-        }
-    }
-    let retries = RetryPolicy::new()
-        .initial_delay(polling.delay)
-        .backoff(1.5)
-        .timeout(polling.timeout);
-    let status = match order.poll_ready(&retries).await {
-        Ok(s) => s,
-        Err(instant_acme::Error::Api(p)) => return Err(AcmeError::Invalid(p.to_string())),
-        Err(e) => return Err(e.into()),
-    };
-    if status != OrderStatus::Ready {
-        return Err(AcmeError::Invalid(invalid_detail(&mut order).await));
-    }
+    let validated = validate(&mut order, challenges, &mut tokens, polling).await;
+    tokens.withdraw().await;
     drop(tokens);
+    validated?;
+    let retries = retry_policy(polling);
 
     let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
         .map_err(|e| AcmeError::Unusable(format!("key generation: {e}")))?;
@@ -204,6 +272,78 @@ pub async fn issue(
         cert_pem,
         key_pem: key.serialize_pem(),
     })
+}
+
+fn retry_policy(polling: Polling) -> RetryPolicy {
+    RetryPolicy::new()
+        .initial_delay(polling.delay)
+        .backoff(1.5)
+        .timeout(polling.timeout)
+}
+
+/// Publishes the tokens of every pending authorization (locally and through the store), tells the CA they are
+/// ready, and waits until the order is ready (or reports why it is not).
+async fn validate(
+    order: &mut instant_acme::Order,
+    challenges: &ChallengeStore,
+    tokens: &mut Tokens<'_>,
+    polling: Polling,
+) -> Result<(), AcmeError> {
+    let mut pending = Vec::new();
+    {
+        let mut authzs = order.authorizations();
+        while let Some(authz) = authzs.next().await {
+            let mut authz = authz?;
+            match authz.status {
+                AuthorizationStatus::Valid => continue,
+                AuthorizationStatus::Pending => {}
+                other => {
+                    return Err(AcmeError::Invalid(format!(
+                        "authorization for {} is {other:?}",
+                        authz.identifier()
+                    )))
+                }
+            }
+            let ch = authz
+                .challenge(ChallengeType::Http01)
+                .ok_or_else(|| AcmeError::Invalid("the CA offers no http-01 challenge".into()))?;
+            let ka = ch.key_authorization();
+            challenges.insert(ch.token.clone(), ka.as_str());
+            tokens.tokens.push(ch.token.clone());
+            pending.push((ch.token.clone(), ka.as_str().to_string()));
+        }
+    }
+    if pending.is_empty() {
+        return check_ready(order, polling).await;
+    }
+    tokens.shared = true;
+    tokens.store.publish_challenges(&pending).await?;
+    // Second pass: the challenges are marked ready only once every token can be answered.
+    {
+        let mut authzs = order.authorizations();
+        while let Some(authz) = authzs.next().await {
+            let mut authz = authz?;
+            if authz.status != AuthorizationStatus::Pending {
+                continue;
+            }
+            if let Some(mut ch) = authz.challenge(ChallengeType::Http01) {
+                ch.set_ready().await?;
+            }
+        }
+    }
+    check_ready(order, polling).await
+}
+
+async fn check_ready(order: &mut instant_acme::Order, polling: Polling) -> Result<(), AcmeError> {
+    let status = match order.poll_ready(&retry_policy(polling)).await {
+        Ok(s) => s,
+        Err(instant_acme::Error::Api(p)) => return Err(AcmeError::Invalid(p.to_string())),
+        Err(e) => return Err(e.into()),
+    };
+    if status != OrderStatus::Ready {
+        return Err(AcmeError::Invalid(invalid_detail(order).await));
+    }
+    Ok(())
 }
 
 /// The CA's reason for an invalid order: the order's problem, else the failed challenges' problems.
@@ -227,5 +367,22 @@ async fn invalid_detail(order: &mut instant_acme::Order) -> String {
         "the CA marked the order invalid without a reason".into()
     } else {
         reasons.join("; ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_in_seconds_or_as_a_date() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        assert_eq!(parse_retry_after(" 120 ", now), Some(now + Duration::from_secs(120)));
+        assert_eq!(
+            parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT", now),
+            Some(SystemTime::UNIX_EPOCH + Duration::from_secs(784_111_777))
+        );
+        assert_eq!(parse_retry_after("soon", now), None);
+        assert_eq!(parse_retry_after("-5", now), None);
     }
 }

@@ -37,6 +37,9 @@ pub struct Settings {
     pub renew_fraction: f64,
     /// Immediate retries of a whole attempt that failed only with `badNonce`.
     pub bad_nonce_retries: u32,
+    /// Cluster mode: after the ordering replica's own watch has delivered the shared tokens, how long it
+    /// waits more (for the other replicas' watches) before telling the CA to validate.
+    pub challenge_propagation: Duration,
     pub clock: Clock,
 }
 
@@ -50,6 +53,7 @@ impl Default for Settings {
             poll_timeout: Duration::from_secs(90),
             renew_fraction: 1.0 / 3.0,
             bad_nonce_retries: 5,
+            challenge_propagation: Duration::from_secs(1),
             clock: Arc::new(crate::certs::unix_now),
         }
     }
@@ -78,9 +82,16 @@ pub struct Attempt {
 
 pub const HISTORY: usize = 200;
 
+/// The longest `Retry-After` honoured.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 3600);
+
 /// What the manager has done, for the admin API, logs and tests.
 #[derive(Debug, Clone, Default)]
 pub struct Status {
+    /// Whether this replica may order (always in file mode; the Lease holder in cluster mode).
+    pub leading: bool,
+    /// Candidates examined while leading (whether or not they needed an order).
+    pub passes: u64,
     /// Orders begun (each attempt, including retries).
     pub orders_started: u64,
     pub certificates_issued: u64,
@@ -114,6 +125,8 @@ pub struct AcmeHandle {
     acme_sets: Arc<Vec<bool>>,
     input: Arc<watch::Sender<Vec<Candidate>>>,
     status: Arc<Mutex<Status>>,
+    /// Bumped whenever [`Status::invalid`] changes (cluster mode turns those into Events).
+    reported: Arc<watch::Sender<u64>>,
 }
 
 impl AcmeHandle {
@@ -134,6 +147,11 @@ impl AcmeHandle {
         });
     }
 
+    /// Changes whenever the set of invalid orders (and so [`Status::diagnostics`]) changes.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.reported.subscribe()
+    }
+
     pub fn status(&self) -> Status {
         self.status.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
@@ -144,7 +162,7 @@ impl AcmeHandle {
 }
 
 /// Creates the manager for `sets` (one entry per listener set, `Some` where ACME is configured). Spawn the
-/// future; it returns when `shutdown` turns true.
+/// future; it returns when `shutdown` turns true. This replica always orders (one process, file mode).
 pub fn manager(
     sets: Vec<Option<AcmeConfig>>,
     store: Arc<dyn CertStore>,
@@ -152,11 +170,25 @@ pub fn manager(
     settings: Settings,
     shutdown: watch::Receiver<bool>,
 ) -> (AcmeHandle, impl Future<Output = ()> + Send + 'static) {
+    manager_led(sets, store, challenges, settings, watch::channel(true).1, shutdown)
+}
+
+/// [`manager`] for one of several replicas: it orders only while `leader` is true, and abandons an order in
+/// flight (withdrawing its tokens, storing nothing) when leadership is lost.
+pub fn manager_led(
+    sets: Vec<Option<AcmeConfig>>,
+    store: Arc<dyn CertStore>,
+    challenges: ChallengeStore,
+    settings: Settings,
+    leader: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
+) -> (AcmeHandle, impl Future<Output = ()> + Send + 'static) {
     let (tx, rx) = watch::channel(Vec::new());
     let handle = AcmeHandle {
         acme_sets: Arc::new(sets.iter().map(|s| s.is_some()).collect()),
         input: Arc::new(tx),
         status: Arc::new(Mutex::new(Status::default())),
+        reported: Arc::new(watch::channel(0).0),
     };
     let m = Manager {
         sets,
@@ -165,9 +197,17 @@ pub fn manager(
         settings,
         handle: handle.clone(),
         accounts: HashMap::new(),
+        retry_after: HashMap::new(),
         tracks: HashMap::new(),
     };
-    (handle, m.run(rx, shutdown))
+    (handle, m.run(rx, leader, shutdown))
+}
+
+/// Resolves when `leader` turns false; never when its sender is gone while true.
+async fn lost(leader: &mut watch::Receiver<bool>) {
+    if leader.wait_for(|l| !*l).await.is_err() && *leader.borrow() {
+        std::future::pending::<()>().await;
+    }
 }
 
 /// Per Secret: consecutive failures, when the next attempt may start, and the last certificate issued here
@@ -186,19 +226,43 @@ struct Manager {
     settings: Settings,
     handle: AcmeHandle,
     accounts: HashMap<String, Account>,
+    /// Per directory URL: the CA's latest `Retry-After` on an error response.
+    retry_after: HashMap<String, client::RetryAfter>,
     tracks: HashMap<ObjectRef, Track>,
 }
 
 impl Manager {
-    async fn run(mut self, mut input: watch::Receiver<Vec<Candidate>>, mut shutdown: watch::Receiver<bool>) {
-        loop {
+    async fn run(
+        mut self,
+        mut input: watch::Receiver<Vec<Candidate>>,
+        mut leader: watch::Receiver<bool>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        let mut leader_open = true;
+        'outer: loop {
+            let leading = *leader.borrow_and_update();
+            self.handle.with_status(|s| s.leading = leading);
+            if !leading {
+                // A follower only answers challenges (fed from shared storage); it waits to be elected.
+                tokio::select! {
+                    r = leader.changed(), if leader_open => if r.is_err() { leader_open = false },
+                    r = input.changed() => if r.is_err() { return },
+                    _ = shutdown.wait_for(|s| *s) => return,
+                }
+                continue;
+            }
             let cands = input.borrow_and_update().clone();
             let mut wake = Instant::now() + self.settings.check_interval;
             for c in &cands {
-                // An order in flight is abandoned at shutdown: its tokens are withdrawn and nothing is stored.
+                // An order in flight is abandoned at shutdown or when leadership is lost: its tokens are
+                // withdrawn and nothing is stored.
                 let next = tokio::select! {
                     next = self.pass(c) => next,
                     _ = shutdown.wait_for(|s| *s) => return,
+                    _ = lost(&mut leader) => {
+                        tracing::info!("leadership lost: not ordering");
+                        continue 'outer;
+                    }
                 };
                 if let Some(at) = next {
                     wake = wake.min(at);
@@ -207,6 +271,7 @@ impl Manager {
             tokio::select! {
                 _ = tokio::time::sleep_until(wake.into()) => {}
                 r = input.changed() => if r.is_err() { return },
+                r = leader.changed(), if leader_open => if r.is_err() { leader_open = false },
                 _ = shutdown.wait_for(|s| *s) => return,
             }
         }
@@ -216,6 +281,7 @@ impl Manager {
     /// than the regular check.
     async fn pass(&mut self, c: &Candidate) -> Option<Instant> {
         let now = (self.settings.clock)();
+        self.handle.with_status(|s| s.passes += 1);
         let track = self.tracks.entry(c.secret.clone()).or_default();
         // The freshest certificate known: the published one, or one issued here and not yet republished.
         let best = match (&c.current, &track.issued) {
@@ -224,6 +290,10 @@ impl Manager {
             (None, b) => b.clone(),
         };
         let need = plan::need(&c.hosts, &c.secret, best.as_deref(), now, self.settings.renew_fraction)?;
+        if !plan::may_replace(&need, c.managed || track.issued.is_some()) {
+            tracing::debug!(secret = %c.secret, "due for renewal but managed by someone else; not ordering");
+            return None;
+        }
         if let Some(at) = track.not_before {
             if at > Instant::now() {
                 return Some(at);
@@ -242,6 +312,8 @@ impl Manager {
         let cfg = self.sets.get(c.set).cloned().flatten()?;
         tracing::info!(secret = %c.secret, hosts = %c.hosts.join(","), reason = %need, "ordering certificate");
         let started = SystemTime::now();
+        let retry_after = self.retry_after.entry(cfg.directory.clone()).or_default().clone();
+        retry_after.take();
         let mut result = self.attempt(&cfg, c).await;
         let mut nonce_retries = 0;
         while result.as_ref().is_err_and(|e| e.is_bad_nonce()) && nonce_retries < self.settings.bad_nonce_retries {
@@ -256,11 +328,14 @@ impl Manager {
                 track.failures = 0;
                 track.not_before = None;
                 track.issued = Some(info.clone());
-                self.handle.with_status(|s| {
+                let cleared = self.handle.with_status(|s| {
                     s.certificates_issued += 1;
                     s.failing.remove(&c.secret);
-                    s.invalid.remove(&c.secret);
+                    s.invalid.remove(&c.secret).is_some()
                 });
+                if cleared {
+                    self.handle.reported.send_modify(|n| *n += 1);
+                }
                 Ok(info.serial.clone())
             }
             Err(e) => {
@@ -268,6 +343,11 @@ impl Manager {
                 let mut delay = backoff(&self.settings, track.failures);
                 if let Some(at) = e.retry_at() {
                     delay = delay.max(at.saturating_duration_since(Instant::now()));
+                }
+                // A Retry-After on an error response (rate limit, 503): honoured, up to a day.
+                if let Some(at) = retry_after.take() {
+                    let wait = at.duration_since(SystemTime::now()).unwrap_or_default();
+                    delay = delay.max(wait.min(MAX_RETRY_AFTER));
                 }
                 track.not_before = Some(Instant::now() + delay);
                 let invalid = matches!(e, AcmeError::Invalid(_));
@@ -284,6 +364,9 @@ impl Manager {
                         s.invalid.insert(c.secret.clone(), d);
                     }
                 });
+                if invalid {
+                    self.handle.reported.send_modify(|n| *n += 1);
+                }
                 Err(msg)
             }
         };
@@ -312,7 +395,8 @@ impl Manager {
             let account = match self.accounts.get(&cfg.directory) {
                 Some(a) => a.clone(),
                 None => {
-                    let a = client::account(cfg, &*self.store).await?;
+                    let slot = self.retry_after.entry(cfg.directory.clone()).or_default().clone();
+                    let a = client::account(cfg, &*self.store, &slot).await?;
                     self.accounts.insert(cfg.directory.clone(), a.clone());
                     a
                 }
@@ -321,7 +405,7 @@ impl Manager {
                 delay: self.settings.poll_delay,
                 timeout: self.settings.poll_timeout,
             };
-            let issued = client::issue(&account, &c.hosts, &self.challenges, polling).await?;
+            let issued = client::issue(&account, &c.hosts, &self.challenges, &self.store, polling).await?;
             let info = check(&issued, &c.hosts, (self.settings.clock)())?;
             self.store.store(&c.secret, &issued).await?;
             Ok(info)

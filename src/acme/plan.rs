@@ -21,6 +21,10 @@ pub struct Candidate {
     pub ingress: ObjectRef,
     /// The certificate the Secret holds now, when it exists and parses.
     pub current: Option<Arc<CertInfo>>,
+    /// The Secret exists and carries [`MANAGED_ANNOTATION`](super::store::MANAGED_ANNOTATION): ACME may renew
+    /// it. A Secret someone else manages is only replaced when it is not valid for the hosts (see
+    /// [`may_replace`]).
+    pub managed: bool,
 }
 
 /// Why a candidate needs a new certificate.
@@ -82,6 +86,7 @@ pub fn candidates(t: &Translation, state: &ClusterState, acme_sets: &[bool]) -> 
                 hosts,
                 ingress: tls.ingress.clone(),
                 current: current_cert(state, &tls.secret),
+                managed: managed(state, &tls.secret),
             });
         }
     }
@@ -102,11 +107,29 @@ fn opted_out(state: &ClusterState, ingress: &ObjectRef) -> bool {
 
 /// The last Secret of that name wins, as in the certificate stage.
 fn current_cert(state: &ClusterState, secret: &ObjectRef) -> Option<Arc<CertInfo>> {
-    let s = state.secrets.iter().rev().find(|s| {
+    let s = find_secret(state, secret)?;
+    LoadedCert::from_tls_secret(s).ok().map(|c| c.info.clone())
+}
+
+fn find_secret<'a>(state: &'a ClusterState, secret: &ObjectRef) -> Option<&'a k8s_openapi::api::core::v1::Secret> {
+    state.secrets.iter().rev().find(|s| {
         s.metadata.name.as_deref() == Some(secret.name.as_str())
             && s.metadata.namespace.as_deref().unwrap_or("default") == secret.namespace
-    })?;
-    LoadedCert::from_tls_secret(s).ok().map(|c| c.info.clone())
+    })
+}
+
+fn managed(state: &ClusterState, secret: &ObjectRef) -> bool {
+    find_secret(state, secret)
+        .and_then(|s| s.metadata.annotations.as_ref())
+        .and_then(|a| a.get(super::store::MANAGED_ANNOTATION))
+        .is_some_and(|v| v == "true")
+}
+
+/// Whether an order for `need` may replace the Secret: always when Portico manages it (or it is missing);
+/// otherwise only when its certificate is not valid for the hosts. A valid certificate someone else manages
+/// is never renewed over.
+pub fn may_replace(need: &Need, managed: bool) -> bool {
+    managed || *need != Need::Renewal
 }
 
 /// Whether `cert` serves every host at `now` and has more than the renewal share of its lifetime left. The
@@ -216,7 +239,17 @@ spec:
         assert!(c[0].current.is_none());
         assert_eq!(d.len(), 1);
         assert!(d[0].reason.contains("wildcard"), "{d:?}");
+        assert!(!c[0].managed);
         let (c, _) = candidates(&t, &state, &[false]);
         assert!(c.is_empty());
+    }
+
+    #[test]
+    fn someone_elses_valid_secret_is_not_renewed_over() {
+        assert!(may_replace(&Need::Renewal, true));
+        assert!(!may_replace(&Need::Renewal, false));
+        for n in [Need::Missing, Need::Expired, Need::DoesNotCover("a.test".into())] {
+            assert!(may_replace(&n, false), "{n}");
+        }
     }
 }

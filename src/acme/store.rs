@@ -1,6 +1,7 @@
-//! Where issued certificates and ACME account keys live. [`CertStore`] is the seam: file mode writes
-//! `kubernetes.io/tls` Secret manifests under the state directory ([`FileStore`]); cluster mode can write Secrets
-//! through the API behind the same trait.
+//! Where issued certificates and ACME account keys live, and how HTTP-01 tokens reach every replica.
+//! [`CertStore`] is the seam: file mode writes `kubernetes.io/tls` Secret manifests under the state directory
+//! ([`FileStore`]); cluster mode writes Secrets and a challenge ConfigMap through the API
+//! (`crate::cluster::acme::KubeStore`).
 //!
 //! ```text
 //! STATE/
@@ -47,6 +48,11 @@ pub enum StoreError {
     Io { path: String, source: std::io::Error },
     #[error("{path}: {reason}")]
     Invalid { path: String, reason: String },
+    /// The store will not write there (e.g. a Secret someone else manages that is still valid).
+    #[error("{path}: {reason}")]
+    Refused { path: String, reason: String },
+    #[error("{path}: {source}")]
+    Api { path: String, source: kube::Error },
 }
 
 /// Storage for issued certificates (as `kubernetes.io/tls` Secrets) and ACME account credentials.
@@ -58,6 +64,16 @@ pub trait CertStore: Send + Sync + 'static {
     /// The serialized account credentials for an ACME directory URL, if an account was created before.
     fn load_account<'a>(&'a self, directory: &'a str) -> StoreFuture<'a, Option<String>>;
     fn store_account<'a>(&'a self, directory: &'a str, credentials: &'a str) -> StoreFuture<'a, ()>;
+    /// Makes HTTP-01 tokens (token, key authorization) answerable by every replica; returns once they should be.
+    /// Called before the CA is told a challenge is ready. Default (one process): nothing to share, the local
+    /// [`ChallengeStore`](super::challenge::ChallengeStore) already answers them.
+    fn publish_challenges<'a>(&'a self, _tokens: &'a [(String, String)]) -> StoreFuture<'a, ()> {
+        Box::pin(async { Ok(()) })
+    }
+    /// Withdraws tokens published by [`CertStore::publish_challenges`] once validation has ended.
+    fn withdraw_challenges<'a>(&'a self, _tokens: &'a [String]) -> StoreFuture<'a, ()> {
+        Box::pin(async { Ok(()) })
+    }
 }
 
 // === impl FileStore ===

@@ -8,12 +8,14 @@
 //!      │
 //!      └──Round (owned Ingresses, diagnostics, state)──▶ leader only: Ingress status, Events
 //!  Lease (optional) ──leader: bool──┘
+//!      └──▶ ACME manager (orders only while leader; see [`acme`]) ◀── every compile: candidates
 //! ```
 //!
 //! The first table goes out once every watcher has listed; later changes publish whole snapshots. A dropped
 //! watch resumes where it was; a relist (a 410, a restart) keeps the previous objects until it completes, and
 //! nothing is published while any watcher is relisting. Every replica serves traffic; only the leader writes.
 
+pub mod acme;
 pub mod events;
 pub mod leader;
 pub mod status;
@@ -101,20 +103,40 @@ impl Stores {
     }
 }
 
+/// The leadership channel [`run`] drives: its initial value (the sole replica leads without election).
+/// Create it before [`run`] so other leader-only work (the ACME manager) can follow it.
+pub fn leader_channel(options: &ClusterOptions) -> (channel::Sender<bool>, channel::Receiver<bool>) {
+    channel::channel(options.leader_election.is_none())
+}
+
+/// Portico's own namespace (the Lease's, else the client's default, i.e. the pod's): where the ACME account
+/// Secret and the challenge ConfigMap live.
+pub fn own_namespace(client: &kube::Client, options: &ClusterOptions) -> String {
+    options
+        .leader_election
+        .as_ref()
+        .and_then(|l| l.namespace.clone())
+        .unwrap_or_else(|| client.default_namespace().to_string())
+}
+
 /// Runs cluster mode until `shutdown`: watches, publishes, and (when leader) writes status and Events.
-/// `publish` is each listener set's address source, in configuration order.
+/// `publish` is each listener set's address source, in configuration order. `leader_tx` is from
+/// [`leader_channel`]; `acme` is fed the candidates of every compile.
+#[allow(clippy::too_many_arguments)]
 pub async fn run(
     client: kube::Client,
     options: ClusterOptions,
     publish: Vec<Publish>,
     compiler: Arc<Compiler>,
     publisher: Publisher,
+    leader_tx: channel::Sender<bool>,
+    acme: Option<crate::acme::AcmeHandle>,
     shutdown: channel::Receiver<bool>,
 ) {
     let watches = watch::Watches::new();
     let stores = start_watches(&client, &options, &publish, &watches, &shutdown);
 
-    let (leader_tx, leader_rx) = channel::channel(options.leader_election.is_none());
+    let leader_rx = leader_tx.subscribe();
     let (round_tx, round_rx) = channel::channel::<Option<Arc<Round>>>(None);
 
     let election = {
@@ -136,9 +158,17 @@ pub async fn run(
             }
         }
     };
-    let writers = leader_work(client, &options, publish, round_rx, leader_rx, shutdown.clone())
-        .instrument(tracing::info_span!("status"));
-    let publishing = publish_loop(stores, watches, &options, compiler, publisher, round_tx, shutdown)
+    let writers = leader_work(
+        client,
+        &options,
+        publish,
+        round_rx,
+        leader_rx,
+        acme.clone(),
+        shutdown.clone(),
+    )
+    .instrument(tracing::info_span!("status"));
+    let publishing = publish_loop(stores, watches, &options, compiler, publisher, round_tx, acme, shutdown)
         .instrument(tracing::info_span!("publish"));
     tokio::join!(election, writers, publishing);
 }
@@ -211,6 +241,7 @@ fn start_watches(
     stores
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn publish_loop(
     stores: Stores,
     watches: watch::Watches,
@@ -218,6 +249,7 @@ async fn publish_loop(
     compiler: Arc<Compiler>,
     mut publisher: Publisher,
     rounds: channel::Sender<Option<Arc<Round>>>,
+    acme: Option<crate::acme::AcmeHandle>,
     mut shutdown: channel::Receiver<bool>,
 ) {
     let mut changes = watches.subscribe();
@@ -260,6 +292,9 @@ async fn publish_loop(
                     diagnostics: compiled.translation.diagnostics.clone(),
                     state,
                 };
+                if let Some(a) = &acme {
+                    a.feed(&compiled.translation, &round.state);
+                }
                 publisher.publish(compiled);
                 rounds.send_replace(Some(Arc::new(round)));
             }
@@ -268,15 +303,18 @@ async fn publish_loop(
     }
 }
 
-/// Status and Events, for the leader: runs after every compile, on gaining leadership, and on retry.
+/// Status and Events, for the leader: runs after every compile, on gaining leadership, on retry, and when the
+/// ACME manager reports a changed set of invalid orders (those become Events on their Ingresses too).
 async fn leader_work(
     client: kube::Client,
     options: &ClusterOptions,
     publish: Vec<Publish>,
     mut rounds: channel::Receiver<Option<Arc<Round>>>,
     mut leader: channel::Receiver<bool>,
+    acme: Option<crate::acme::AcmeHandle>,
     mut shutdown: channel::Receiver<bool>,
 ) {
+    let mut acme_reports = acme.as_ref().map(|a| a.subscribe());
     let mut status = status::StatusWriter::new(client.clone(), publish);
     let mut events = events::EventSink::new(
         client,
@@ -290,6 +328,7 @@ async fn leader_work(
             r = rounds.changed() => if r.is_err() { return },
             r = leader.changed() => if r.is_err() { return },
             _ = tokio::time::sleep(options.retry), if retry => {}
+            r = changed(&mut acme_reports) => if r.is_err() { acme_reports = None },
             _ = shutdown.wait_for(|s| *s) => return,
         }
         let Some(round) = rounds.borrow_and_update().clone() else {
@@ -298,8 +337,20 @@ async fn leader_work(
         let is_leader = *leader.borrow_and_update();
         let mut ok = status.reconcile(&round.owned, &round.state, &leader).await;
         if is_leader && *leader.borrow() {
-            ok &= events.emit(&round.diagnostics, &round.state).await;
+            let mut diagnostics = round.diagnostics.clone();
+            if let Some(a) = &acme {
+                diagnostics.extend(a.status().diagnostics());
+            }
+            ok &= events.emit(&diagnostics, &round.state).await;
         }
         retry = !ok;
+    }
+}
+
+/// The next change of an optional watch channel; never resolves without one.
+async fn changed(rx: &mut Option<channel::Receiver<u64>>) -> Result<(), channel::error::RecvError> {
+    match rx {
+        Some(rx) => rx.changed().await,
+        None => std::future::pending().await,
     }
 }

@@ -25,22 +25,45 @@ pub static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 
 /// Removes hop-by-hop headers and every header named in `Connection`.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    if headers.contains_key(header::CONNECTION) {
-        let named: Vec<HeaderName> = headers
+    // One pass over the names (standard names compare as integers) finds which hop-by-hop headers are present;
+    // most messages carry none, or only `Connection: keep-alive`.
+    let mut present = 0u8;
+    for k in headers.keys() {
+        if let Some(i) = HOP_BY_HOP.iter().position(|h| h == k) {
+            present |= 1 << i;
+        }
+    }
+    if present == 0 {
+        return;
+    }
+    if present & 1 != 0 {
+        // Names listed in `Connection` (index 0), other than the connection options that are not header names
+        // or are removed below anyway.
+        let mut named: Vec<HeaderName> = Vec::new();
+        for token in headers
             .get_all(header::CONNECTION)
             .iter()
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
-            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-            .collect();
-        for name in named {
-            if name != header::HOST {
-                headers.remove(&name);
+        {
+            let token = token.trim();
+            if token.is_empty() || token.eq_ignore_ascii_case("close") || token.eq_ignore_ascii_case("keep-alive") {
+                continue;
+            }
+            if let Ok(name) = HeaderName::from_bytes(token.as_bytes()) {
+                if name != header::HOST && !HOP_BY_HOP.contains(&name) {
+                    named.push(name);
+                }
             }
         }
+        for name in named {
+            headers.remove(&name);
+        }
     }
-    for h in &HOP_BY_HOP {
-        headers.remove(h);
+    for (i, h) in HOP_BY_HOP.iter().enumerate() {
+        if present & (1 << i) != 0 {
+            headers.remove(h);
+        }
     }
 }
 
@@ -102,20 +125,45 @@ pub struct Forwarded<'a> {
     /// The real client (after PROXY protocol and trusted `X-Forwarded-For`).
     pub client_ip: IpAddr,
     /// The address the request came from (the socket peer, or the PROXY header's source).
-    pub hop: IpAddr,
+    pub hop: &'a HopValues,
     /// Whether `hop` is a trusted proxy, whose `X-Forwarded-*` headers are kept and extended.
     pub trusted: bool,
     pub proto: &'static str,
     pub host: &'a HeaderValue,
-    pub port: u16,
+}
+
+/// A connection's hop address and local port, with their header values rendered once per connection rather than
+/// once per request.
+#[derive(Debug, Clone)]
+pub struct HopValues {
+    pub ip: IpAddr,
+    ip_value: HeaderValue,
+    port_value: HeaderValue,
+}
+
+impl HopValues {
+    pub fn new(ip: IpAddr, local_port: u16) -> Self {
+        Self {
+            ip,
+            ip_value: ip_value(ip),
+            port_value: HeaderValue::from(local_port),
+        }
+    }
 }
 
 /// Sets `X-Forwarded-For`, `X-Real-IP`, `X-Forwarded-Proto`, `X-Forwarded-Host` and `X-Forwarded-Port`. From an
 /// untrusted hop whatever the client sent is replaced; from a trusted proxy its chain is extended with the hop
 /// and its `X-Forwarded-Proto/Host/Port` are kept.
 pub fn set_forwarded(headers: &mut HeaderMap, f: &Forwarded<'_>) {
-    headers.insert(X_REAL_IP.clone(), itoa_ip(f.client_ip));
-    let hop = itoa_ip(f.hop);
+    // Room for the five at once (one growth at most, instead of one per insert past the parsed headers).
+    headers.reserve(5);
+    let hop = &f.hop.ip_value;
+    let real_ip = if f.client_ip == f.hop.ip {
+        hop.clone()
+    } else {
+        ip_value(f.client_ip)
+    };
+    headers.insert(X_REAL_IP.clone(), real_ip);
     let chain = if f.trusted {
         let prior: Vec<&str> = headers
             .get_all(&X_FORWARDED_FOR)
@@ -123,13 +171,13 @@ pub fn set_forwarded(headers: &mut HeaderMap, f: &Forwarded<'_>) {
             .filter_map(|v| v.to_str().ok())
             .collect();
         if prior.is_empty() {
-            hop
+            hop.clone()
         } else {
             let joined = format!("{}, {}", prior.join(", "), hop.to_str().unwrap_or_default());
-            HeaderValue::from_str(&joined).unwrap_or(hop)
+            HeaderValue::from_str(&joined).unwrap_or_else(|_| hop.clone())
         }
     } else {
-        hop
+        hop.clone()
     };
     headers.insert(X_FORWARDED_FOR.clone(), chain);
     if !(f.trusted && headers.contains_key(&X_FORWARDED_PROTO)) {
@@ -139,11 +187,11 @@ pub fn set_forwarded(headers: &mut HeaderMap, f: &Forwarded<'_>) {
         headers.insert(X_FORWARDED_HOST.clone(), f.host.clone());
     }
     if !(f.trusted && headers.contains_key(&X_FORWARDED_PORT)) {
-        headers.insert(X_FORWARDED_PORT.clone(), HeaderValue::from(f.port));
+        headers.insert(X_FORWARDED_PORT.clone(), f.hop.port_value.clone());
     }
 }
 
-fn itoa_ip(ip: IpAddr) -> HeaderValue {
+fn ip_value(ip: IpAddr) -> HeaderValue {
     HeaderValue::from_str(&crate::cidr::canonical(ip).to_string()).expect("an IP address is a valid header value")
 }
 
@@ -175,11 +223,10 @@ mod tests {
             &mut h,
             &Forwarded {
                 client_ip: ip,
-                hop: ip,
+                hop: &HopValues::new(ip, 8080),
                 trusted: false,
                 proto: "http",
                 host: &host,
-                port: 8080,
             },
         );
         assert_eq!(h.get("x-forwarded-for").unwrap(), "10.1.2.3");
@@ -211,16 +258,34 @@ mod tests {
             &mut h,
             &Forwarded {
                 client_ip: ip("203.0.113.9"),
-                hop: ip("10.0.0.1"),
+                hop: &HopValues::new(ip("10.0.0.1"), 80),
                 trusted: true,
                 proto: "http",
                 host: &host,
-                port: 80,
             },
         );
         assert_eq!(h["x-forwarded-for"], "6.6.6.6, 203.0.113.9, 10.0.0.7, 10.0.0.1");
         assert_eq!(h["x-forwarded-proto"], "https");
         assert_eq!(h["x-real-ip"], "203.0.113.9");
+    }
+
+    #[test]
+    fn each_hop_by_hop_header_goes_alone_and_others_stay() {
+        for name in &HOP_BY_HOP {
+            let mut h = HeaderMap::new();
+            h.insert(header::HOST, HeaderValue::from_static("a.example"));
+            h.insert(header::ACCEPT, HeaderValue::from_static("*/*"));
+            h.insert(name.clone(), HeaderValue::from_static("x"));
+            strip_hop_by_hop(&mut h);
+            assert!(!h.contains_key(name), "{name} kept");
+            assert_eq!(h.len(), 2, "{name}: other headers lost");
+        }
+        let mut plain = HeaderMap::new();
+        plain.insert(header::HOST, HeaderValue::from_static("a.example"));
+        plain.insert("x-trace", HeaderValue::from_static("1"));
+        let before = plain.clone();
+        strip_hop_by_hop(&mut plain);
+        assert_eq!(plain, before);
     }
 
     #[test]

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
+use http::uri::PathAndQuery;
 use http::{Request, Response, Uri, Version};
 use http_body::Body as _;
 use http_body_util::{Either, Empty, Full};
@@ -46,6 +47,27 @@ pub struct ConnInfo {
     pub client: SocketAddr,
     pub local: SocketAddr,
     pub tls: Option<TlsConn>,
+    /// `client`'s address and `local`'s port as header values, rendered once for the connection.
+    pub hop: headers::HopValues,
+}
+
+impl ConnInfo {
+    pub fn new(set: usize, peer: SocketAddr, local: SocketAddr) -> Self {
+        Self {
+            set,
+            peer,
+            client: peer,
+            local,
+            tls: None,
+            hop: headers::HopValues::new(peer.ip(), local.port()),
+        }
+    }
+
+    /// The client as a PROXY protocol header gave it.
+    pub fn set_client(&mut self, client: SocketAddr) {
+        self.client = client;
+        self.hop = headers::HopValues::new(client.ip(), self.local.port());
+    }
 }
 
 /// What a TLS connection's handshake settled: the certificate it presented, out of the certificate snapshot
@@ -400,17 +422,23 @@ impl Proxy {
             &mut parts.headers,
             &headers::Forwarded {
                 client_ip: client,
-                hop,
+                hop: &conn.hop,
                 trusted,
                 proto: if conn.tls.is_some() { "https" } else { "http" },
                 host: &host_header,
-                port: conn.local.port(),
             },
         );
-        let query = parts.uri.query();
-        let path_and_query = match query {
-            Some(q) => format!("{path}?{q}"),
-            None => path.into_owned(),
+        // The target upstream: the client's own path-and-query when normalisation left it as it was (a refcount),
+        // else the normalised path with the query.
+        let path_and_query = match (&path, parts.uri.path_and_query()) {
+            (std::borrow::Cow::Borrowed(_), Some(pq)) => pq.clone(),
+            _ => {
+                let joined = match parts.uri.query() {
+                    Some(q) => format!("{path}?{q}"),
+                    None => path.into_owned(),
+                };
+                PathAndQuery::try_from(joined).map_err(|_| ProxyError::BadRequest("invalid request target"))?
+            }
         };
 
         let bodiless = body.is_end_stream();
@@ -439,7 +467,6 @@ impl Proxy {
             Either::Left(RequestBody::new(body, limit, body_timeout))
         };
         let read_timeout = target.policy.upstream_timeout.unwrap_or(self.client.read_timeout());
-        let scheme = if matches!(via, Via::Tls(_)) { "https" } else { "http" };
         let budget = self.client.retry_budget();
         backend.retry_budget.record_request(budget);
         let mut headers_now = parts.headers;
@@ -447,7 +474,13 @@ impl Proxy {
         loop {
             tries += 1;
             target.policy.apply_request(&mut headers_now, endpoint.addr);
-            let uri = upstream_uri(scheme, endpoint.addr, &path_and_query)?;
+            // HTTP/1.1 goes out on the endpoint's own connections in origin form; h2c and TLS through their pooled
+            // clients, which connect by the URI's authority.
+            let uri = match via {
+                Via::Http1 => Uri::from(path_and_query.clone()),
+                Via::H2c => upstream_uri(http::uri::Scheme::HTTP, endpoint, &path_and_query),
+                Via::Tls(_) => upstream_uri(http::uri::Scheme::HTTPS, endpoint, &path_and_query),
+            };
             let mut up = Request::new(body);
             *up.method_mut() = parts.method.clone();
             *up.uri_mut() = uri;
@@ -456,7 +489,10 @@ impl Proxy {
             // Counted until the response body ends, fails or is dropped (the guard travels with it).
             let in_flight = backend.start(endpoint);
             let sent_at = std::time::Instant::now();
-            let sent = self.client.send(up, target.policy.upstream_timeout, via).await;
+            let sent = self
+                .client
+                .send(endpoint, up, target.policy.upstream_timeout, via)
+                .await;
             note.upstream_time = Some(sent_at.elapsed());
             let e = match sent {
                 Ok(mut resp) => {
@@ -593,9 +629,13 @@ fn redirect_to_https(host: &str, port: Option<u16>, path: &str, query: Option<&s
     resp
 }
 
-fn upstream_uri(scheme: &str, endpoint: SocketAddr, path_and_query: &str) -> Result<Uri, ProxyError> {
-    Uri::try_from(format!("{scheme}://{endpoint}{path_and_query}"))
-        .map_err(|_| ProxyError::BadRequest("invalid request target"))
+/// `SCHEME://ENDPOINT/PATH?QUERY`, assembled from parts already parsed (the pooled clients connect by authority).
+fn upstream_uri(scheme: http::uri::Scheme, endpoint: &crate::upstream::Endpoint, path_and_query: &PathAndQuery) -> Uri {
+    let mut parts = http::uri::Parts::default();
+    parts.scheme = Some(scheme);
+    parts.authority = Some(endpoint.authority.clone());
+    parts.path_and_query = Some(path_and_query.clone());
+    Uri::from_parts(parts).expect("scheme, authority and path make a URI")
 }
 
 /// The request's host header value: `Host` on HTTP/1 (exactly one on HTTP/1.1), `:authority` (or `Host`) on

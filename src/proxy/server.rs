@@ -94,13 +94,7 @@ pub async fn serve(
             }
         };
         let _ = stream.set_nodelay(true);
-        let info = ConnInfo {
-            set,
-            peer,
-            client: peer,
-            local,
-            tls: None,
-        };
+        let info = ConnInfo::new(set, peer, local);
         let (proxy, builder, watcher) = (proxy.clone(), builder.clone(), graceful.watcher());
         let conn_shutdown = shutdown.clone();
         let open = proxy.metrics().open_connection(set);
@@ -139,7 +133,7 @@ async fn accept_proxy_header(
         return None;
     }
     match tokio::time::timeout(PROXY_HEADER_TIMEOUT, read_header(&mut stream)).await {
-        Ok(Ok(ProxyHeader::Proxied { source, .. })) => info.client = source,
+        Ok(Ok(ProxyHeader::Proxied { source, .. })) => info.set_client(source),
         Ok(Ok(ProxyHeader::Local)) => {}
         Ok(Err(e)) => {
             tracing::debug!(peer = %info.peer, error = %e, "bad PROXY header; closing");

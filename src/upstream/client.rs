@@ -1,22 +1,28 @@
-//! The upstream HTTP client: keep-alive pools (HTTP/1.1, h2c, and one per upstream TLS policy) with connect and
-//! response-header timeouts. Failures are classified here, by type, never by message.
+//! The upstream clients: HTTP/1.1 on each endpoint's own keep-alive connections ([`super::pool`]), HTTP/2 with
+//! prior knowledge (h2c, gRPC) through hyper-util's pooled client, and one pooled client per upstream TLS policy
+//! (`HTTPS`, `GRPCS`); connect and response-header timeouts. Failures are classified here, by type, never by
+//! message.
 
 use std::error::Error as StdError;
+use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::Empty;
 use hyper::body::Incoming;
+use hyper::client::conn::http1::SendRequest;
 use hyper_rustls::{DefaultServerNameResolver, FixedServerNameResolver, HttpsConnector, ResolveServerName};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::{Builder, Client};
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::net::TcpStream;
 
 use super::body::{RequestBody, RequestBodyTimeout};
 use super::budget::RetryBudgetConfig;
 use super::policy::Policies;
+use super::Endpoint;
 use crate::config::UpstreamConfig;
 use crate::model::annotations::UpstreamTls;
 
@@ -77,9 +83,12 @@ pub enum Via<'a> {
 
 #[derive(Clone)]
 pub struct UpstreamClient {
-    client: Client<HttpConnector, UpstreamBody>,
     /// HTTP/2 with prior knowledge, for h2c and gRPC backends.
     h2c: Client<HttpConnector, UpstreamBody>,
+    /// HTTP/1.1 connections of the endpoints' own pools ([`super::pool`]).
+    h1: hyper::client::conn::http1::Builder,
+    connect_timeout: Duration,
+    idle_timeout: Duration,
     response_header_timeout: Duration,
     read_timeout: Duration,
     retry_budget: RetryBudgetConfig,
@@ -138,12 +147,12 @@ impl UpstreamClient {
     pub fn new(cfg: &UpstreamConfig, policies: Arc<Policies>) -> Self {
         let mut http = connector(cfg);
         http.enforce_http(true);
-        let mut builder = builder(cfg);
-        let client = builder.build(http.clone());
-        let h2c = builder.http2_only(true).timer(TokioTimer::new()).build(http);
+        let h2c = builder(cfg).http2_only(true).timer(TokioTimer::new()).build(http);
         Self {
-            client,
             h2c,
+            h1: hyper::client::conn::http1::Builder::new(),
+            connect_timeout: cfg.connect_timeout,
+            idle_timeout: cfg.idle_timeout,
             response_header_timeout: cfg.response_header_timeout,
             read_timeout: cfg.read_timeout,
             retry_budget: cfg.retry_budget,
@@ -164,24 +173,93 @@ impl UpstreamClient {
         &self.retry_budget
     }
 
-    /// Sends `req` (its URI in absolute form naming the endpoint) and waits for the response headers, up to
-    /// `timeout` or the configured default.
+    /// Sends `req` to `endpoint` and waits for the response headers, up to `timeout` or the configured default.
+    /// HTTP/1.1 takes the URI in origin form and goes out on one of the endpoint's pooled connections, or a new
+    /// one; h2c and TLS take it in absolute form and go through their pooled clients.
     pub async fn send(
         &self,
+        endpoint: &Endpoint,
         req: Request<UpstreamBody>,
         timeout: Option<Duration>,
         via: Via<'_>,
     ) -> Result<Response<Incoming>, SendError> {
+        let timeout = timeout.unwrap_or(self.response_header_timeout);
         let sent = match via {
-            Via::Http1 => self.client.request(req),
-            Via::H2c => self.h2c.request(req),
-            Via::Tls(c) => c.request(req),
+            Via::Http1 => return self.send_h1(endpoint, req, timeout).await,
+            // Boxed: these states are large and rarer than HTTP/1.1; inline they would be moved with every request.
+            Via::H2c => Box::pin(self.h2c.request(req)),
+            Via::Tls(c) => Box::pin(c.request(req)),
         };
-        match tokio::time::timeout(timeout.unwrap_or(self.response_header_timeout), sent).await {
+        match tokio::time::timeout(timeout, sent).await {
             Err(_) => Err(SendError::Upstream(UpstreamError::ResponseTimeout)),
             Ok(Ok(resp)) => Ok(resp),
             Ok(Err(e)) => Err(classify(&e)),
         }
+    }
+
+    async fn send_h1(
+        &self,
+        endpoint: &Endpoint,
+        req: Request<UpstreamBody>,
+        timeout: Duration,
+    ) -> Result<Response<Incoming>, SendError> {
+        let exchange = async {
+            let (mut sender, req) = match endpoint.conns.take(Instant::now(), self.idle_timeout) {
+                Some(mut pooled) => match pooled.try_send_request(req).await {
+                    Ok(resp) => return Ok(self.keep(endpoint, pooled, resp)),
+                    // The keep-alive race: the backend closed this idle connection before any of the request was
+                    // written. Nothing reached it, so the request goes out once more on a new connection.
+                    Err(mut e) => match e.take_message() {
+                        Some(req) => (Box::pin(self.connect(endpoint.addr)).await?, req),
+                        None => return Err(classify_hyper(e.error())),
+                    },
+                },
+                // Boxed: the connecting state is large and rare; inline it would be moved with every request.
+                None => (Box::pin(self.connect(endpoint.addr)).await?, req),
+            };
+            let resp = sender.send_request(req).await.map_err(|e| classify_hyper(&e))?;
+            Ok(self.keep(endpoint, sender, resp))
+        };
+        match tokio::time::timeout(timeout, exchange).await {
+            Err(_) => Err(SendError::Upstream(UpstreamError::ResponseTimeout)),
+            Ok(r) => r,
+        }
+    }
+
+    /// Puts a connection back on its endpoint's list after its response headers, unless it was upgraded.
+    fn keep(
+        &self,
+        endpoint: &Endpoint,
+        sender: SendRequest<UpstreamBody>,
+        resp: Response<Incoming>,
+    ) -> Response<Incoming> {
+        // An upgraded connection belongs to its tunnel; any other goes back, to be reused once its body ends.
+        if resp.status() != http::StatusCode::SWITCHING_PROTOCOLS {
+            endpoint.conns.put(sender, Instant::now());
+        }
+        resp
+    }
+
+    async fn connect(&self, addr: SocketAddr) -> Result<SendRequest<UpstreamBody>, SendError> {
+        let fail = |e| Err(SendError::Upstream(e));
+        let stream = match tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr)).await {
+            Err(_) => return fail(UpstreamError::ConnectTimeout),
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::TimedOut => return fail(UpstreamError::ConnectTimeout),
+            Ok(Err(_)) => return fail(UpstreamError::Connect),
+            Ok(Ok(s)) => s,
+        };
+        let _ = stream.set_nodelay(true);
+        let (sender, conn) = self
+            .h1
+            .handshake(TokioIo::new(stream))
+            .await
+            .map_err(|_| SendError::Upstream(UpstreamError::Connect))?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.with_upgrades().await {
+                tracing::trace!(%addr, error = %e, "upstream connection ended with an error");
+            }
+        });
+        Ok(sender)
     }
 }
 
@@ -203,12 +281,25 @@ fn find<'a, T: StdError + 'static>(e: &'a (dyn StdError + 'static)) -> Option<&'
     None
 }
 
-fn classify(e: &hyper_util::client::legacy::Error) -> SendError {
+/// The client's own body failing shows up as the exchange's error.
+fn body_error(e: &(dyn StdError + 'static)) -> Option<SendError> {
     if find::<RequestBodyTimeout>(e).is_some() {
-        return SendError::RequestBodyTimeout;
+        return Some(SendError::RequestBodyTimeout);
     }
     if find::<http_body_util::LengthLimitError>(e).is_some() {
-        return SendError::RequestBodyTooLarge;
+        return Some(SendError::RequestBodyTooLarge);
+    }
+    None
+}
+
+/// An exchange on an HTTP/1.1 connection that was established: the client's body, else a reset.
+fn classify_hyper(e: &hyper::Error) -> SendError {
+    body_error(e).unwrap_or(SendError::Upstream(UpstreamError::Reset))
+}
+
+fn classify(e: &hyper_util::client::legacy::Error) -> SendError {
+    if let Some(b) = body_error(e) {
+        return b;
     }
     if find::<rustls::Error>(e).is_some() {
         return SendError::Upstream(UpstreamError::Tls);

@@ -10,6 +10,7 @@ pub mod budget;
 pub mod client;
 pub mod health;
 pub mod policy;
+pub mod pool;
 pub mod tls;
 
 use std::hash::{Hash, Hasher};
@@ -48,6 +49,10 @@ pub struct Endpoint {
     pub addr: SocketAddr,
     /// Position in the backend's endpoint list.
     index: usize,
+    /// `addr` as a URI authority, rendered once (requests upstream name it in their target).
+    pub authority: http::uri::Authority,
+    /// Keep-alive HTTP/1.1 connections to this endpoint.
+    pub conns: pool::Conns,
     /// Requests in flight (least-request balancing).
     in_flight: AtomicU32,
     consecutive_failures: AtomicU32,
@@ -80,6 +85,9 @@ impl Endpoint {
         Self {
             addr,
             index,
+            // Built from an `IpAddr` (no IPv6 zone), so it always parses.
+            authority: http::uri::Authority::try_from(addr.to_string()).expect("a socket address is an authority"),
+            conns: pool::Conns::default(),
             in_flight: AtomicU32::new(0),
             consecutive_failures: AtomicU32::new(0),
             ejections: AtomicU32::new(0),

@@ -55,14 +55,23 @@ EXPECTED_CLUSTER_RULES = (
     | {("ClusterRole", "", "events", v) for v in ("create", "patch")}
     | {("ClusterRole", "events.k8s.io", "events", v) for v in ("create", "patch")}
 )
-# ACME writes certificate Secrets in the Ingresses' namespaces: cluster-wide, only with acme.enabled.
-EXPECTED_ACME_RULES = {("ClusterRole", "", "secrets", v) for v in ("create", "update")}
+# ACME writes certificate Secrets in the Ingresses' namespaces: cluster-wide create/update (never delete or
+# patch), only with acme.enabled. In the release namespace: the challenge ConfigMap (watched by every replica,
+# created and patched by the leader) and the account Secret (patched by name only).
+EXPECTED_ACME_RULES = (
+    {("ClusterRole", "", "secrets", v) for v in ("create", "update")}
+    | {("Role", "", "configmaps", v) for v in ("get", "list", "watch", "create")}
+    | {("Role", "", "configmaps/portico-acme-challenges", "patch"),
+       ("Role", "", "secrets/portico-acme-account", "patch")}
+)
 # Leader election (planned --leader-elect): a namespaced Role, only when leader election is on.
 EXPECTED_LEASE_RULES = {("Role", "coordination.k8s.io", "leases", v) for v in ("get", "create", "update")}
 
 # The config keys the binary knows today (unknown keys are a startup error).
 CONFIG_TOP_KEYS = {"listenerSets", "admin", "upstream"}
 LISTENER_SET_KEYS = {"name", "ingressClasses", "http", "https", "publish", "httpsRedirectPort"}
+OPTIONAL_LISTENER_SET_KEYS = {"acme"}
+ACME_KEYS = {"directory", "email"}
 ADMIN_KEYS = {"address"}
 UPSTREAM_KEYS = {"connectTimeout", "responseHeaderTimeout", "idleTimeout"}
 DURATION = re.compile(r"^0*[1-9][0-9]*(ms|s|m|h)$")
@@ -376,7 +385,9 @@ def test_config_has_only_known_keys(scenario):
     assert set(config) == CONFIG_TOP_KEYS
     assert [s["name"] for s in config["listenerSets"]] == ["external", "internal"]
     for ls in config["listenerSets"]:
-        assert set(ls) == LISTENER_SET_KEYS, ls
+        assert LISTENER_SET_KEYS <= set(ls) <= LISTENER_SET_KEYS | OPTIONAL_LISTENER_SET_KEYS, ls
+        if "acme" in ls:
+            assert set(ls["acme"]) <= ACME_KEYS and "directory" in ls["acme"], ls["acme"]
         assert re.fullmatch(r"[A-Za-z0-9-]+", ls["name"])
         assert ls["ingressClasses"] and all(isinstance(c, str) for c in ls["ingressClasses"])
         for bind in ls["http"] + ls["https"]:
@@ -420,11 +431,22 @@ def test_config_ipv6_and_publish_addresses():
     assert config["upstream"] == {"connectTimeout": "250ms", "responseHeaderTimeout": "2m", "idleTimeout": "1h"}
 
 
-def test_acme_is_only_a_comment_in_the_config():
-    text = config_text(objects_of("acme-enabled"))
-    assert "acme" not in yaml.safe_load(text)
-    assert "# acme:" in text and "ops@example.com" in text and "letsencrypt-staging" in text
-    assert "acme" not in config_text(objects_of("default"))
+def test_acme_values_render_into_the_listed_sets_config():
+    config = config_of(objects_of("acme-enabled"))
+    assert listener_set(config, "external")["acme"] == {"directory": "letsencrypt-staging",
+                                                       "email": "ops@example.com"}
+    assert "acme" not in listener_set(config, "internal")
+    # Cluster mode keeps ACME state in Secrets: no --state-dir is needed.
+    assert "--state-dir" not in container(objects_of("acme-enabled"))["args"]
+    for scenario in ("default", "custom"):
+        assert all("acme" not in ls for ls in config_of(objects_of(scenario))["listenerSets"])
+    both = config_of(parse_manifests(render_raw(
+        {"acme": {"enabled": True, "email": "a@example.com", "directory": "https://ca.example.com/dir",
+                  "listenerSets": ["external", "internal"]}})))
+    assert [ls["acme"]["directory"] for ls in both["listenerSets"]] == ["https://ca.example.com/dir"] * 2
+    # Listed but disabled: nothing.
+    off = config_of(parse_manifests(render_raw({"acme": {"listenerSets": ["internal"]}})))
+    assert all("acme" not in ls for ls in off["listenerSets"])
 
 
 # ---------------------------------------------------------------- classes and services
@@ -568,12 +590,15 @@ def rbac_rules(objects: list[dict]) -> set[tuple[str, str, str, str]]:
         if obj["kind"] not in ("ClusterRole", "Role"):
             continue
         for rule in obj["rules"]:
-            assert set(rule) <= {"apiGroups", "resources", "verbs"}, rule  # no resourceNames/nonResourceURLs
+            assert set(rule) <= {"apiGroups", "resources", "verbs", "resourceNames"}, rule  # no nonResourceURLs
             for group in rule["apiGroups"]:
                 for resource in rule["resources"]:
+                    # A rule limited to named objects is recorded per name: "secrets/NAME".
+                    named = [f"{resource}/{n}" for n in rule.get("resourceNames", [])] or [resource]
                     for verb in rule["verbs"]:
-                        assert "*" not in (group, resource, verb)
-                        found.add((obj["kind"], group, resource, verb))
+                        for r in named:
+                            assert "*" not in (group, r, verb)
+                            found.add((obj["kind"], group, r, verb))
     return found
 
 
@@ -600,6 +625,10 @@ def test_rbac_is_exactly_the_expected_set(scenario):
 
 def test_rbac_scenarios_differ_as_intended():
     assert EXPECTED_ACME_RULES <= rbac_rules(objects_of("acme-enabled"))
+    # ACME alone (one replica, no election) still gets its namespaced Role, without leases.
+    single_acme = rbac_rules(parse_manifests(render_raw(
+        {"controller": {"replicas": 1}, "acme": {"enabled": True, "email": "a@example.com"}})))
+    assert EXPECTED_ACME_RULES <= single_acme and not EXPECTED_LEASE_RULES & single_acme
     assert not EXPECTED_ACME_RULES & rbac_rules(objects_of("default"))
     assert EXPECTED_LEASE_RULES <= rbac_rules(objects_of("default"))
     assert not EXPECTED_LEASE_RULES & rbac_rules(objects_of("single-replica"))

@@ -100,16 +100,16 @@ toYaml, so it is always valid YAML and carries only the keys the binary knows.
 {{- $redirectPort := 443 }}
 {{- if $root.Values.controller.hostNetwork }}{{- $redirectPort = int $ls.ports.https }}{{- end }}
 {{- $set := dict "name" $name "ingressClasses" (list $ls.ingressClass.name) "http" (list (include "portico.bind" (list $root $ls.ports.http))) "https" (list (include "portico.bind" (list $root $ls.ports.https))) "publish" $publish "httpsRedirectPort" $redirectPort }}
+{{- if and $root.Values.acme.enabled (has $name $root.Values.acme.listenerSets) }}
+{{- $acme := dict "directory" $root.Values.acme.directory }}
+{{- if $root.Values.acme.email }}{{- $_ := set $acme "email" $root.Values.acme.email }}{{- end }}
+{{- $_ := set $set "acme" $acme }}
+{{- end }}
 {{- $sets = append $sets $set }}
 {{- end }}
 {{- $upstream := dict "connectTimeout" .Values.upstream.connectTimeout "responseHeaderTimeout" .Values.upstream.responseHeaderTimeout "idleTimeout" .Values.upstream.idleTimeout }}
 {{- $cfg := dict "listenerSets" $sets "admin" (dict "address" (include "portico.bind" (list $root .Values.admin.port))) "upstream" $upstream }}
 {{- toYaml $cfg }}
-{{- if .Values.acme.enabled }}
-# acme: not read by this version of portico (unknown keys are a startup error), recorded only.
-#   email: {{ .Values.acme.email }}
-#   directory: {{ .Values.acme.directory }}
-{{- end }}
 {{- end }}
 
 {{/* Checks the schema cannot express; fails the render with a clear message. */}}

@@ -5,7 +5,8 @@
 //! (with history replay, `410 Expired`, bookmarks, `timeoutSeconds`), GET, CREATE, UPDATE, PATCH (merge,
 //! strategic-as-merge, JSON patch), DELETE, status subresources, label and field selectors, `Status`
 //! error objects. Objects are kept as JSON, keyed by resource, namespace and name, with one global
-//! monotonically increasing resourceVersion.
+//! monotonically increasing resourceVersion. Secrets are stored as the real server stores them: `stringData`
+//! is merged into `data` (base64) and dropped, a missing `type` becomes `Opaque`, and the type is immutable.
 //!
 //! Tests drive it through [`FakeApiServer`]: insert/update/delete objects directly, drop all watch streams,
 //! compact history, fail the next N requests, and inspect the requests received.

@@ -206,6 +206,31 @@ fn remove_meta(obj: &mut Value, field: &str) {
     }
 }
 
+fn is_secret(def: &ResourceDef) -> bool {
+    def.group.is_empty() && def.kind == "Secret"
+}
+
+/// What the real API server does to a Secret on every write: `stringData` is merged into `data` (base64) and
+/// never stored, and a missing `type` is `Opaque`.
+fn secret_defaults(def: &ResourceDef, obj: &mut Value) {
+    use base64::Engine;
+    if !is_secret(def) {
+        return;
+    }
+    if let Some(Value::Object(string_data)) = obj.as_object_mut().and_then(|m| m.remove("stringData")) {
+        if !obj.get("data").is_some_and(Value::is_object) {
+            obj["data"] = json!({});
+        }
+        for (k, v) in string_data {
+            let text = v.as_str().unwrap_or_default();
+            obj["data"][k.as_str()] = json!(base64::engine::general_purpose::STANDARD.encode(text));
+        }
+    }
+    if obj.get("type").and_then(Value::as_str).is_none_or(str::is_empty) {
+        obj["type"] = json!("Opaque");
+    }
+}
+
 fn parse_rv(s: &str) -> Result<u64, ApiError> {
     s.parse::<u64>()
         .map_err(|_| ApiError::bad_request(format!("invalid resource version {s:?}")))
@@ -382,6 +407,7 @@ impl Store {
                 "resourceVersion should not be set on objects to be created",
             ));
         }
+        secret_defaults(&def, &mut body);
         let key = self.key(res, ns, &name);
         if self.objects.contains_key(&key) {
             return Err(
@@ -510,6 +536,20 @@ impl Store {
         };
         new["apiVersion"] = json!(def.api_version());
         new["kind"] = json!(def.kind);
+        if !status_only {
+            secret_defaults(&def, &mut new);
+            if !force && is_secret(&def) && new.get("type") != old.get("type") {
+                return Err(ApiError::new(
+                    422,
+                    format!(
+                        "Secret \"{name}\" is invalid: type: Invalid value: {}: field is immutable",
+                        new["type"]
+                    ),
+                )
+                .with_reason("Invalid")
+                .with_details(name, def.group, def.kind));
+            }
+        }
         // generation bumps only when .spec changes.
         let old_gen = old["metadata"].get("generation").and_then(Value::as_i64);
         match old_gen {

@@ -649,3 +649,56 @@ async fn server_side_apply_approximation_when_enabled() {
     let err = api.patch_status("nope", &pp, &Patch::Apply(&st)).await.unwrap_err();
     assert_eq!(api_code(&err).map(|c| c.0), Some(404));
 }
+
+#[tokio::test]
+async fn secrets_store_string_data_as_data_and_keep_their_type() {
+    use k8s_openapi::api::core::v1::ConfigMap;
+    let server = FakeApiServer::start().await.unwrap();
+    let client = server.client();
+    let pp = PostParams::default();
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), "shop");
+    let s: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "web-tls"},
+        "type": "kubernetes.io/tls",
+        "stringData": {"tls.crt": "CERT", "tls.key": "KEY"}
+    }))
+    .unwrap();
+    let created = secrets.create(&pp, &s).await.unwrap();
+    // As the real API server: stringData is merged into data and never returned.
+    assert!(created.string_data.is_none());
+    let data = created.data.clone().unwrap();
+    assert_eq!(data["tls.crt"].0, b"CERT");
+    assert_eq!(data["tls.key"].0, b"KEY");
+    let raw = server.get_object("v1", "Secret", "shop", "web-tls").unwrap();
+    assert_eq!(raw["data"]["tls.crt"], "Q0VSVA==");
+    assert!(raw.get("stringData").is_none());
+    // stringData on update overrides the same key in data.
+    let mut next = created.clone();
+    next.string_data = Some([("tls.key".to_string(), "KEY2".to_string())].into());
+    let updated = secrets.replace("web-tls", &pp, &next).await.unwrap();
+    assert_eq!(updated.data.unwrap()["tls.key"].0, b"KEY2");
+    // The type is immutable (422), and a Secret without one is Opaque.
+    let mut retyped = secrets.get("web-tls").await.unwrap();
+    retyped.type_ = Some("Opaque".into());
+    let err = secrets.replace("web-tls", &pp, &retyped).await.unwrap_err();
+    assert_eq!(api_code(&err).map(|c| c.0), Some(422), "{err}");
+    let plain: Secret = serde_json::from_value(json!({"metadata": {"name": "plain"}, "data": {}})).unwrap();
+    assert_eq!(
+        secrets.create(&pp, &plain).await.unwrap().type_.as_deref(),
+        Some("Opaque")
+    );
+    // A JSON merge patch adds and removes ConfigMap keys (null removes).
+    let cms: Api<ConfigMap> = Api::namespaced(client, "portico");
+    let cm: ConfigMap = serde_json::from_value(json!({"metadata": {"name": "tokens"}, "data": {"a": "1"}})).unwrap();
+    cms.create(&pp, &cm).await.unwrap();
+    let add = json!({"data": {"b": "2"}});
+    cms.patch("tokens", &PatchParams::default(), &Patch::Merge(&add))
+        .await
+        .unwrap();
+    let remove = json!({"data": {"a": null}});
+    let after = cms
+        .patch("tokens", &PatchParams::default(), &Patch::Merge(&remove))
+        .await
+        .unwrap();
+    assert_eq!(after.data.unwrap(), [("b".to_string(), "2".to_string())].into());
+}
