@@ -149,7 +149,8 @@ impl Publisher {
 
     /// Publishes a compilation. Returns whether a new table went out.
     pub fn publish(&mut self, c: Compiled) -> bool {
-        if let Some(prev) = self.shared.last_compiled() {
+        let last = self.shared.last_compiled();
+        if let Some(prev) = &last {
             if prev.translation == c.translation && prev.tls.fingerprint == c.tls.fingerprint && self.generation > 0 {
                 tracing::debug!("objects changed but the routing model and certificates did not; not publishing");
                 return false;
@@ -158,7 +159,13 @@ impl Publisher {
         let started = Instant::now();
         self.generation += 1;
         let prev = self.shared.snapshot.load_full();
-        let snap = Snapshot::build(&c.translation, Some(c.tls.sets.clone()), self.generation, Some(&prev));
+        let tls = Some(c.tls.sets.clone());
+        // Hosts whose model did not change keep their compiled routes.
+        let snap = match &last {
+            Some(last) => Snapshot::rebuild(&c.translation, tls, self.generation, &prev, &last.translation),
+            None => Snapshot::build(&c.translation, tls, self.generation, Some(&prev)),
+        };
+        drop(last);
         let t = &c.translation;
         let hosts: usize = snap.sets.iter().map(|s| s.host_count()).sum();
         let routes: usize = snap.sets.iter().map(|s| s.route_count()).sum();
@@ -398,8 +405,14 @@ pub async fn start_with(config: Config, source: Source, extras: Extras) -> anyho
     })
 }
 
-/// Debounce after a change is seen, so an editor's several writes publish once.
-const DEBOUNCE: Duration = Duration::from_millis(100);
+/// After a change is seen, the directory must stay unchanged this long before it is loaded, so that a writer's
+/// several writes (an editor, a copy of many files) publish once and a file is not read half-written.
+const SETTLE: Duration = Duration::from_millis(10);
+/// Longest wait for the directory to settle while it keeps changing.
+const SETTLE_MAX: Duration = Duration::from_millis(500);
+/// Polling stretches its interval so that fingerprinting (a `stat` per file) takes at most 1/`POLL_COST_RATIO` of
+/// the time, whatever the number of files.
+const POLL_COST_RATIO: u32 = 50;
 
 async fn watch_manifests(
     mut manifests: ManifestDir,
@@ -410,17 +423,29 @@ async fn watch_manifests(
     mut shutdown: watch::Receiver<bool>,
     acme: Option<crate::acme::AcmeHandle>,
 ) {
+    let mut interval = poll_interval;
     loop {
         tokio::select! {
-            _ = tokio::time::sleep(poll_interval) => {}
+            _ = tokio::time::sleep(interval) => {}
             _ = shutdown.wait_for(|s| *s) => return,
         }
-        let now = manifests.fingerprint().ok();
+        let started = Instant::now();
+        let mut now = manifests.fingerprint().ok();
+        interval = poll_interval.max(started.elapsed() * POLL_COST_RATIO);
         if now == seen {
             continue;
         }
-        tokio::time::sleep(DEBOUNCE).await;
-        seen = manifests.fingerprint().ok();
+        let first = Instant::now();
+        loop {
+            tokio::time::sleep(SETTLE).await;
+            let again = manifests.fingerprint().ok();
+            let settled = again == now;
+            now = again;
+            if settled || first.elapsed() >= SETTLE_MAX {
+                break;
+            }
+        }
+        seen = now;
         match manifests.load() {
             Ok((state, diags)) => {
                 let compiler = compiler.clone();
