@@ -42,6 +42,7 @@ pub fn translate(state: &ClusterState, opts: &Options) -> Translation {
             }
             idx
         },
+        last_policy: None,
     };
     let classes = t.classes();
     let mut sets: Vec<SetBuilder> = opts.listener_sets.iter().map(|_| SetBuilder::default()).collect();
@@ -67,6 +68,7 @@ pub fn translate(state: &ClusterState, opts: &Options) -> Translation {
         .map(|(o, b)| b.finish(o.name.clone()))
         .collect();
     owned.sort();
+    owned.shrink_to_fit();
     Translation {
         sets,
         diagnostics: t.diagnostics,
@@ -134,6 +136,7 @@ struct Translator<'a> {
     service_index: HashMap<(&'a str, &'a str), &'a Service>,
     /// EndpointSlices by (namespace, `kubernetes.io/service-name`), so resolving a backend does not scan them all.
     slice_index: HashMap<(&'a str, &'a str), Vec<&'a EndpointSlice>>,
+    last_policy: Option<Arc<IngressPolicy>>,
 }
 
 #[derive(Default)]
@@ -158,7 +161,8 @@ impl SetBuilder {
             })
             .collect();
         let mut hosts: Vec<HostModel> = Vec::new();
-        for ((host, _, _), (mut p, policy)) in self.paths {
+        for ((host, path, _), (mut p, policy)) in self.paths {
+            p.path = path;
             p.https_redirect = policy.force_ssl_redirect || (policy.ssl_redirect && tls_covers(&tls_hosts, &host));
             p.policy = policy;
             match hosts.last_mut() {
@@ -176,6 +180,15 @@ impl SetBuilder {
 }
 
 impl<'a> Translator<'a> {
+    /// One `Arc` for equal policies met in a row (most Ingresses have none at all), rather than one per Ingress:
+    /// the translation is kept for as long as it is published.
+    fn share_policy(&mut self, p: IngressPolicy) -> Arc<IngressPolicy> {
+        match &self.last_policy {
+            Some(last) if **last == p => last.clone(),
+            _ => self.last_policy.insert(Arc::new(p)).clone(),
+        }
+    }
+
     fn diag(&mut self, object: &ObjectRef, reason: String) {
         if self.emitted.insert((object.clone(), reason.clone())) {
             self.diagnostics.push(Diagnostic::object(object.clone(), reason));
@@ -262,7 +275,7 @@ impl<'a> Translator<'a> {
         };
         let ns = iref.namespace.as_str();
         let policy = match IngressPolicy::from_meta(&ing.metadata) {
-            Ok(p) => Arc::new(p),
+            Ok(p) => self.share_policy(p),
             Err(reason) => {
                 self.diag(iref, format!("{reason}; Ingress not served"));
                 return;
@@ -279,7 +292,7 @@ impl<'a> Translator<'a> {
                     self.diag(iref, reason);
                 }
                 None => {
-                    if let Some(backend) = self.backend(iref, ns, db, "spec.defaultBackend") {
+                    if let Some(backend) = self.backend(iref, ns, db, &"spec.defaultBackend") {
                         set.default_backend = Some(DefaultBackendModel {
                             backend,
                             ingress: iref.clone(),
@@ -316,7 +329,8 @@ impl<'a> Translator<'a> {
             }
             let Some(http) = &rule.http else { continue };
             for (pi, p) in http.paths.iter().enumerate() {
-                let at = format!("spec.rules[{ri}].http.paths[{pi}]");
+                // Formatted only into a diagnostic.
+                let at = PathAt { rule: ri, path: pi };
                 let kind = match p.path_type.as_str() {
                     "Exact" => PathKind::Exact,
                     "Prefix" | "ImplementationSpecific" => PathKind::Prefix,
@@ -344,32 +358,33 @@ impl<'a> Translator<'a> {
                     PathKind::Prefix if raw.len() > 1 => raw.trim_end_matches('/').to_string(),
                     _ => raw.to_string(),
                 };
-                let key = (host.clone(), path.clone(), kind);
-                if let Some((winner, _)) = set.paths.get(&key) {
-                    let reason = format!(
-                        "{at}: {host}{path} ({kind}) is already claimed by the older {}; path ignored",
-                        winner.ingress
-                    );
-                    self.diag(iref, reason);
-                    continue;
-                }
+                let slot = match set.paths.entry((host.clone(), path, kind)) {
+                    std::collections::btree_map::Entry::Occupied(o) => {
+                        let reason = format!(
+                            "{at}: {host}{} ({kind}) is already claimed by the older {}; path ignored",
+                            o.key().1,
+                            o.get().0.ingress
+                        );
+                        self.diag(iref, reason);
+                        continue;
+                    }
+                    std::collections::btree_map::Entry::Vacant(v) => v,
+                };
                 let Some(backend) = self.backend(iref, ns, &p.backend, &at) else {
                     continue;
                 };
-                set.paths.insert(
-                    key,
-                    (
-                        PathModel {
-                            path,
-                            kind,
-                            backend,
-                            ingress: iref.clone(),
-                            https_redirect: false,
-                            policy: policy.clone(),
-                        },
-                        policy.clone(),
-                    ),
-                );
+                slot.insert((
+                    PathModel {
+                        // Taken from the key in `finish`.
+                        path: String::new(),
+                        kind,
+                        backend,
+                        ingress: iref.clone(),
+                        https_redirect: false,
+                        policy: policy.clone(),
+                    },
+                    policy.clone(),
+                ));
             }
         }
 
@@ -399,7 +414,13 @@ impl<'a> Translator<'a> {
     /// Resolves a backend in the Ingress's own namespace. `None` when the reference cannot be served at all (a
     /// resource backend, no service); a missing Service or port gives a backend without endpoints (503) and a
     /// diagnostic.
-    fn backend(&mut self, iref: &ObjectRef, ns: &str, b: &IngressBackend, at: &str) -> Option<BackendModel> {
+    fn backend(
+        &mut self,
+        iref: &ObjectRef,
+        ns: &str,
+        b: &IngressBackend,
+        at: &dyn fmt::Display,
+    ) -> Option<BackendModel> {
         if b.resource.is_some() {
             self.diag(iref, format!("{at}: resource backends are not supported; ignored"));
             return None;
@@ -496,6 +517,18 @@ impl<'a> Translator<'a> {
     }
 }
 
+/// Where a path sits in its Ingress, as diagnostics name it: `spec.rules[1].http.paths[0]`.
+struct PathAt {
+    rule: usize,
+    path: usize,
+}
+
+impl fmt::Display for PathAt {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "spec.rules[{}].http.paths[{}]", self.rule, self.path)
+    }
+}
+
 /// Whether a rule host is covered by the hosts listed in `spec.tls` (of any Ingress of the set).
 fn tls_covers(tls: &[HostPattern], host: &HostPattern) -> bool {
     tls.iter().any(|t| match (t, host) {
@@ -509,7 +542,11 @@ fn tls_covers(tls: &[HostPattern], host: &HostPattern) -> bool {
 /// Validates and normalises an Ingress rule host: lowercase DNS name, trailing dot removed, optionally one
 /// leading `*.` label.
 fn parse_rule_host(raw: &str) -> Result<HostPattern, String> {
-    let lower = raw.to_ascii_lowercase();
+    let lower: std::borrow::Cow<'_, str> = if raw.bytes().any(|b| b.is_ascii_uppercase()) {
+        raw.to_ascii_lowercase().into()
+    } else {
+        raw.into()
+    };
     let h = lower.strip_suffix('.').unwrap_or(&lower);
     let (wild, name) = match h.strip_prefix("*.") {
         Some(rest) => (true, rest),
