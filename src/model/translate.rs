@@ -2,6 +2,7 @@
 //! is implemented here and has a fixture under `tests/fixtures/translate/`.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::net::{IpAddr, SocketAddr};
 
 use k8s_openapi::api::core::v1::Service;
@@ -25,14 +26,19 @@ pub fn translate(state: &ClusterState, opts: &Options) -> Translation {
         state,
         opts,
         diagnostics: Vec::new(),
-        emitted: HashSet::new(),
-        service_index: state
-            .services
-            .iter()
-            .filter_map(|s| Some(((namespace_of(&s.metadata), s.metadata.name.as_deref()?), s)))
-            .collect(),
+        emitted: FastSet::default(),
+        service_index: {
+            let mut idx = FastMap::with_capacity_and_hasher(state.services.len(), Default::default());
+            for s in &state.services {
+                if let Some(name) = s.metadata.name.as_deref() {
+                    idx.insert((namespace_of(&s.metadata), name), s);
+                }
+            }
+            idx
+        },
         slice_index: {
-            let mut idx: HashMap<(&str, &str), Vec<&EndpointSlice>> = HashMap::new();
+            let mut idx: FastMap<(&str, &str), Vec<&EndpointSlice>> =
+                FastMap::with_capacity_and_hasher(state.endpoint_slices.len(), Default::default());
             for slice in &state.endpoint_slices {
                 if let Some(svc) = slice.metadata.labels.as_ref().and_then(|l| l.get(SERVICE_NAME_LABEL)) {
                     idx.entry((namespace_of(&slice.metadata), svc.as_str()))
@@ -73,6 +79,48 @@ pub fn translate(state: &ClusterState, opts: &Options) -> Translation {
         sets,
         diagnostics: t.diagnostics,
         owned,
+    }
+}
+
+/// A hash map for translation's own indexes. Their keys come from the cluster's objects (never from requests),
+/// are short, and are hashed several times per Ingress: FxHash (rustc's multiply-rotate hash) instead of
+/// SipHash.
+pub(crate) type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<FxHasher>>;
+type FastSet<K> = HashSet<K, BuildHasherDefault<FxHasher>>;
+
+#[derive(Default, Clone, Copy)]
+pub(crate) struct FxHasher(u64);
+
+impl FxHasher {
+    fn add(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+}
+
+impl Hasher for FxHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            self.add(u64::from_le_bytes(c.try_into().expect("8 bytes")));
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut last = [0u8; 8];
+            last[..rest.len()].copy_from_slice(rest);
+            self.add(u64::from_le_bytes(last));
+        }
+    }
+
+    fn write_u8(&mut self, i: u8) {
+        self.add(u64::from(i));
+    }
+
+    fn write_usize(&mut self, i: usize) {
+        self.add(i as u64);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
     }
 }
 
@@ -132,10 +180,10 @@ struct Translator<'a> {
     state: &'a ClusterState,
     opts: &'a Options,
     diagnostics: Vec<Diagnostic>,
-    emitted: HashSet<(ObjectRef, String)>,
-    service_index: HashMap<(&'a str, &'a str), &'a Service>,
+    emitted: FastSet<(ObjectRef, String)>,
+    service_index: FastMap<(&'a str, &'a str), &'a Service>,
     /// EndpointSlices by (namespace, `kubernetes.io/service-name`), so resolving a backend does not scan them all.
-    slice_index: HashMap<(&'a str, &'a str), Vec<&'a EndpointSlice>>,
+    slice_index: FastMap<(&'a str, &'a str), Vec<&'a EndpointSlice>>,
     last_policy: Option<Arc<IngressPolicy>>,
 }
 
@@ -144,7 +192,7 @@ struct SetBuilder {
     /// (host, path, kind) -> path model and the policy of its Ingress. The first (oldest) claim wins.
     paths: BTreeMap<(HostPattern, String, PathKind), (PathModel, Arc<IngressPolicy>)>,
     /// host -> namespace that owns it.
-    host_owner: HashMap<HostPattern, String>,
+    host_owner: FastMap<HostPattern, String>,
     default_backend: Option<DefaultBackendModel>,
     tls: Vec<TlsModel>,
 }

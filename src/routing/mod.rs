@@ -17,7 +17,7 @@ use std::sync::Arc;
 pub use policy::RoutePolicy;
 
 use crate::certs::SetTls;
-use crate::model::{HostPattern, PathKind, SetModel, Translation};
+use crate::model::{FastMap, HostPattern, PathKind, SetModel, Translation};
 use crate::upstream::{ActiveCheck, Backend, Balance, HealthPolicy};
 
 /// Everything the proxy needs, published at once: routes and the certificates they are served with.
@@ -63,9 +63,9 @@ impl Snapshot {
     ) -> Self {
         type Key = (String, Balance, Option<ActiveCheck>);
         // Built on the first backend that is not in a reused host.
-        let mut reuse: Option<HashMap<Key, &Arc<Backend>>> = None;
+        let mut reuse: Option<FastMap<Key, &Arc<Backend>>> = None;
         let health = HealthPolicy::default();
-        let mut interned: HashMap<Key, Arc<Backend>> = HashMap::new();
+        let mut interned: FastMap<Key, Arc<Backend>> = FastMap::default();
         let mut backend = |m: &crate::model::BackendModel,
                            p: &crate::model::annotations::IngressPolicy|
          -> Arc<Backend> {
@@ -74,7 +74,7 @@ impl Snapshot {
                 return b.clone();
             }
             let reuse = reuse.get_or_insert_with(|| {
-                let mut map = HashMap::new();
+                let mut map = FastMap::default();
                 for set in previous.iter().flat_map(|(prev, _)| &prev.sets) {
                     for b in set.backends() {
                         map.insert((b.id.clone(), b.balance, b.check.clone()), b);
