@@ -24,8 +24,9 @@ use crate::model::{ClusterState, Diagnostic, Subject};
 /// A manifest directory and what each file in it last contributed.
 ///
 /// Invariant: between loads, the objects of every file live in `state`, file after file in `order`, each file's
-/// objects of a kind counted by its entry's `counts`; the entries hold none. A load takes them back out (without
-/// copying them when nobody else holds the state), refreshes the files that changed, and moves them in again.
+/// objects of a kind counted by its entry's `counts`; the entries hold none but their Secrets (few, and copied
+/// into the state, see `load`). A load takes the objects back out (without copying them when nobody else holds
+/// the state), refreshes the files that changed, and moves them in again.
 pub struct ManifestDir {
     root: PathBuf,
     /// Further directories read after `root` (the ACME state directory's Secrets); missing ones are empty.
@@ -44,7 +45,8 @@ struct FileEntry {
     /// The objects of the current version, or of the last good one when the current one is broken. Empty while
     /// they are lent to [`ManifestDir::state`].
     objects: ClusterState,
-    counts: [usize; 5],
+    /// Ingresses, IngressClasses, Services and EndpointSlices of this file in `ManifestDir::state`.
+    counts: [usize; 4],
     /// The current version's diagnostics, reported again on every load.
     diagnostics: Vec<Diagnostic>,
 }
@@ -193,8 +195,9 @@ impl ManifestDir {
                 o.ingress_classes.len(),
                 o.services.len(),
                 o.endpoint_slices.len(),
-                o.secrets.len(),
             ];
+            // Secrets stay with their file and are copied into the state: they are few, and a Secret of an
+            // extra root replaces a same-named one of another file, so the state may hold fewer than the files.
             if extra {
                 let key = |x: &k8s_openapi::api::core::v1::Secret| {
                     (
@@ -205,14 +208,9 @@ impl ManifestDir {
                 for s in &o.secrets {
                     state.secrets.retain(|old| key(old) != key(s));
                 }
-                // Secrets of an extra root can replace others, so the state may hold fewer than the file: these
-                // few stay with the file and are copied into the state.
-                state.secrets.extend(o.secrets.iter().cloned());
-                entry.objects.secrets = o.secrets;
-                entry.counts[4] = 0;
-            } else {
-                state.secrets.extend(o.secrets);
             }
+            state.secrets.extend(o.secrets.iter().cloned());
+            entry.objects.secrets = o.secrets;
             state.ingresses.extend(o.ingresses);
             state.ingress_classes.extend(o.ingress_classes);
             state.services.extend(o.services);
@@ -232,17 +230,15 @@ impl ManifestDir {
         let mut classes = state.ingress_classes.into_iter();
         let mut services = state.services.into_iter();
         let mut slices = state.endpoint_slices.into_iter();
-        let mut secrets = state.secrets.into_iter();
         for p in &self.order {
             let Some(entry) = self.files.get_mut(p) else { continue };
-            let [i, c, s, e, x] = entry.counts;
+            let [i, c, s, e] = entry.counts;
             let o = &mut entry.objects;
             o.ingresses.extend(ingresses.by_ref().take(i));
             o.ingress_classes.extend(classes.by_ref().take(c));
             o.services.extend(services.by_ref().take(s));
             o.endpoint_slices.extend(slices.by_ref().take(e));
-            o.secrets.extend(secrets.by_ref().take(x));
-            entry.counts = [0; 5];
+            entry.counts = [0; 4];
         }
     }
 }
@@ -301,7 +297,7 @@ fn refresh(file: &Path, shown: &str, old: Option<FileEntry>) -> FileEntry {
         read_at,
         content,
         objects,
-        counts: [0; 5],
+        counts: [0; 4],
         diagnostics,
     }
 }
@@ -503,6 +499,15 @@ items:
             })
             .collect();
         assert_eq!(v, vec![("b".into(), "main".into()), ("a".into(), "state".into())]);
+        // Loading again (nothing changed, then the override removed) keeps every file's own Secrets.
+        let show = |(s, d): (Arc<ClusterState>, Vec<Diagnostic>)| format!("{s:?}\n{d:?}");
+        let cold = |m: &Path| show(ManifestDir::new(m).with_extra_root(&extra).load().unwrap());
+        assert_eq!(show(m.load().unwrap()), cold(main.path()));
+        std::fs::remove_file(extra.join("default/a.yaml")).unwrap();
+        let (s, _) = m.load().unwrap();
+        assert_eq!(s.secrets.len(), 2);
+        drop(s);
+        assert_eq!(show(m.load().unwrap()), cold(main.path()));
     }
 
     /// A directory loaded again after each change gives what a fresh `ManifestDir` reads: edits, same-size
