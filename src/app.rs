@@ -446,21 +446,35 @@ async fn watch_manifests(
             }
         }
         seen = now;
-        match manifests.load() {
-            Ok((state, diags)) => {
-                let compiler = compiler.clone();
-                // Translation and certificate parsing are CPU work: keep them off the threads serving requests.
-                let now = crate::certs::unix_now();
-                match tokio::task::spawn_blocking(move || (compiler.compile(&state, diags, now), state)).await {
-                    Ok((c, state)) => {
-                        if let Some(a) = &acme {
-                            a.feed(&c.translation, &state);
-                        }
-                        publisher.publish(c);
-                    }
-                    Err(e) => tracing::error!(error = %e, "translation panicked; keeping the last table"),
-                }
+        // Reading, parsing and translating are CPU work (a 10,000-Ingress file parses for about a second): keep
+        // them off the threads serving requests. A panic in translation keeps the last table.
+        let compiler = compiler.clone();
+        let now = crate::certs::unix_now();
+        let job = tokio::task::spawn_blocking(move || {
+            let out = manifests.load().map(|(state, diags)| {
+                let compiled =
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| compiler.compile(&state, diags, now)));
+                (compiled, state)
+            });
+            (manifests, out)
+        });
+        let out;
+        (manifests, out) = match job.await {
+            Ok(done) => done,
+            Err(e) => {
+                tracing::error!(error = %e, "reading the manifest directory panicked; no more reloads");
+                return;
             }
+        };
+        match out {
+            Ok((Ok(c), state)) => {
+                if let Some(a) = &acme {
+                    a.feed(&c.translation, &state);
+                }
+                drop(state);
+                publisher.publish(c);
+            }
+            Ok((Err(_), _)) => tracing::error!("translation panicked; keeping the last table"),
             Err(e) => tracing::warn!(error = %e, "manifest directory unreadable; keeping the last table"),
         }
     }
