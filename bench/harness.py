@@ -482,10 +482,12 @@ data:
     docs = []
     for i, h in enumerate(fx.hosts_for(sc).read_text().split()):
         tls_block = f"  tls: [{{hosts: [{h}], secretName: bench-tls}}]\n" if tls else ""
+        # Like the peers, serve the host on both listeners (an Ingress with TLS redirects plain HTTP by default).
+        annotations = ", annotations: {portico.dev/ssl-redirect: \"false\"}" if tls else ""
         docs.append(
             f"""apiVersion: networking.k8s.io/v1
 kind: Ingress
-metadata: {{name: ing-{i:05d}, namespace: bench}}
+metadata: {{name: ing-{i:05d}, namespace: bench{annotations}}}
 spec:
 {tls_block}  rules:
   - host: {h}

@@ -3,14 +3,18 @@
 //! 1. Build time and memory of `model::translate` + `routing::Snapshot::build` for 1,000 / 10,000 / 50,000
 //!    Ingresses (each one host, one path, one Service with one EndpointSlice), generated in memory. Each size
 //!    runs in a fresh child process (this binary re-executed), so its RSS figures start from the same floor;
-//!    memory is VmRSS before and after, and the peak (VmHWM, reset first through /proc/self/clear_refs).
+//!    memory is VmRSS before and after, and the peak (VmHWM, reset first through /proc/self/clear_refs). Also
+//!    the publish after one Ingress changed: translate again, then `Snapshot::rebuild` (unchanged hosts keep
+//!    their routes).
 //! 2. Change to serving at 10,000 Ingresses: a gateway (`app::start`, manifest directory, poll interval
-//!    `CHANGE_POLL_MS`, default 100) serves two echo backends; one Ingress is edited to point at the other
-//!    backend, and requests poll until the change is seen. Reported per edit, with the parts the gateway's own
-//!    constants explain (the poll interval, the 100 ms debounce) and the measured reload (read + parse +
-//!    translate + build) separated out.
+//!    `CHANGE_POLL_MS`, default 100) serves two echo backends; one Ingress is edited (written to a temporary file
+//!    and renamed over the old one) to point at the other backend, and a client polls over HTTP until the new
+//!    backend answers. Two layouts: `split` (the edited Ingress in its own file, the rest in one big file) and
+//!    `single` (everything in one file, so the whole file is parsed again on each edit). Reported per edit, with
+//!    the parts measured alone (reload of the changed directory, translate, rebuild).
 //!
-//! Knobs: `TABLE_SIZES` (e.g. "1000 10000"), `CHANGE_INGRESSES` (10000), `CHANGE_EDITS` (8), `CHANGE_POLL_MS`.
+//! Knobs: `TABLE_SIZES` (e.g. "1000 10000"), `CHANGE_INGRESSES` (10000), `CHANGE_EDITS` (8), `CHANGE_POLL_MS`,
+//! `CHANGE_LAYOUTS` ("split single").
 
 mod common;
 
@@ -45,8 +49,8 @@ fn main() {
         .map(|s| s.parse().expect("TABLE_SIZES: numbers"))
         .collect();
     println!("## Table build: translate + Snapshot::build (each size in a fresh process; times: best of 3, or one run when it takes over 2 s)\n");
-    println!("| Ingresses | translate ms | Snapshot::build ms | total ms | RSS after translate MiB | RSS after build MiB | peak during build MiB | per Ingress KiB (translation + table) | objects in memory MiB |");
-    println!("|---|---|---|---|---|---|---|---|---|");
+    println!("| Ingresses | translate ms | Snapshot::build ms | total ms | one Ingress changed: translate + rebuild ms | RSS after translate MiB | RSS after build MiB | peak during build MiB | per Ingress KiB (translation + table) | objects in memory MiB |");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     let exe = std::env::current_exe().expect("own path");
     for n in sizes {
         let out = Command::new(&exe)
@@ -60,7 +64,10 @@ fn main() {
         }
     }
     println!();
-    change_to_serving();
+    let layouts = std::env::var("CHANGE_LAYOUTS").unwrap_or_else(|_| "split single".into());
+    for layout in layouts.split_whitespace() {
+        change_to_serving(layout == "single");
+    }
 }
 
 // === table build, one size per process ===
@@ -133,12 +140,26 @@ fn child(n: usize) {
         best_t = best_t.min(ta);
         best_b = best_b.min(tb);
     }
+    // One Ingress now points at another Service: translate everything again, rebuild reusing unchanged hosts.
+    let mut changed = state.clone();
+    let rules = changed.ingresses[n / 2].spec.as_mut().and_then(|s| s.rules.as_mut());
+    let path = &mut rules.expect("rules")[0].http.as_mut().expect("http").paths[0];
+    path.backend.service.as_mut().expect("service").name = "svc-00000".into();
+    let mut best_change = Duration::MAX;
+    for g in 0..3 {
+        let a = Instant::now();
+        let t2 = translate(&changed, &opts);
+        let s2 = Snapshot::rebuild(&t2, None, 10 + g, &snap, &translation);
+        best_change = best_change.min(a.elapsed());
+        assert!(matches!(s2.sets[0].lookup(&common::host(0), "/"), Lookup::Route(_)));
+    }
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     println!(
-        "| {n} | {:.1} | {:.1} | {:.1} | +{:.1} | +{:.1} | +{:.1} | {:.2} | {:.1} |",
+        "| {n} | {:.1} | {:.1} | {:.1} | {:.1} | +{:.1} | +{:.1} | +{:.1} | {:.2} | {:.1} |",
         ms(best_t),
         ms(best_b),
         ms(best_t + best_b),
+        ms(best_change),
         mib(rss_t.saturating_sub(rss0)),
         mib(rss_s.saturating_sub(rss0)),
         mib(peak.saturating_sub(rss0)),
@@ -184,7 +205,7 @@ fn backend_of(addr: SocketAddr, host: &str) -> Option<String> {
         .find_map(|l| l.strip_prefix("x-backend: ").map(|v| v.trim().to_string()))
 }
 
-fn change_to_serving() {
+fn change_to_serving(single: bool) {
     let n = env_usize("CHANGE_INGRESSES", 10_000);
     let edits = env_usize("CHANGE_EDITS", 8);
     let poll = Duration::from_millis(env_usize("CHANGE_POLL_MS", 100) as u64);
@@ -215,26 +236,54 @@ fn change_to_serving() {
     bulk.push_str(&service_yaml("edit-a", a.addr));
     bulk.push_str("---\n");
     bulk.push_str(&service_yaml("edit-b", b.addr));
-    std::fs::write(dir.path().join("bulk.yaml"), bulk).expect("write bulk");
     let edit_host = "edited.bench.example";
+    let bulk_path = dir.path().join("bulk.yaml");
     let edit_path = dir.path().join("edited.yaml");
-    write_atomically(&edit_path, &ingress_yaml("edited", edit_host, "edit-a"));
+    // The file an edit rewrites, and its text with the edited Ingress pointing at `svc`.
+    let (edited_file, text_for) = if single {
+        (
+            bulk_path.clone(),
+            Box::new(move |svc: &str| format!("{bulk}---\n{}", ingress_yaml("edited", edit_host, svc)))
+                as Box<dyn Fn(&str) -> String>,
+        )
+    } else {
+        std::fs::write(&bulk_path, &bulk).expect("write bulk");
+        (
+            edit_path,
+            Box::new(|svc: &str| ingress_yaml("edited", edit_host, svc)) as Box<dyn Fn(&str) -> String>,
+        )
+    };
+    write_atomically(&edited_file, &text_for("edit-a"));
 
-    // the reload the gateway does after noticing a change, measured alone (read + parse + translate + build)
+    // The parts measured alone (medians of 3): a cold load, a reload after the edit, translate, rebuild.
     let opts = common::options();
-    let mut reload = Vec::new();
-    for g in 1..=3 {
-        let t = Instant::now();
+    let median = |mut v: Vec<Duration>| {
+        v.sort();
+        v[v.len() / 2]
+    };
+    let (mut cold, mut reload, mut tr_t, mut rebuild_t) = (vec![], vec![], vec![], vec![]);
+    for g in 0..3u64 {
         let mut md = ManifestDir::new(dir.path());
+        let t = Instant::now();
         let (state, _) = md.load().expect("load");
-        let parse = t.elapsed();
-        let tr = translate(&state, &opts);
-        let s = Snapshot::build(&tr, None, g, None);
+        cold.push(t.elapsed());
+        let first = translate(&state, &opts);
+        let snap = Snapshot::build(&first, None, 1, None);
+        drop(state);
+        write_atomically(&edited_file, &text_for(if g % 2 == 0 { "edit-b" } else { "edit-a" }));
+        let t = Instant::now();
+        let (state, _) = md.load().expect("reload");
+        reload.push(t.elapsed());
+        let t = Instant::now();
+        let second = translate(&state, &opts);
+        tr_t.push(t.elapsed());
+        let t = Instant::now();
+        let s = Snapshot::rebuild(&second, None, 2, &snap, &first);
+        rebuild_t.push(t.elapsed());
         std::hint::black_box(&s);
-        reload.push((parse, t.elapsed()));
     }
-    reload.sort();
-    let (parse, reload_total) = reload[1];
+    write_atomically(&edited_file, &text_for("edit-a"));
+    let (cold, reload, tr_t, rebuild_t) = (median(cold), median(reload), median(tr_t), median(rebuild_t));
 
     let mut config = Config::default();
     config.listener_sets[0].http = vec![([127, 0, 0, 1], 0).into()];
@@ -260,11 +309,9 @@ fn change_to_serving() {
         // vary the phase against the poll timer
         std::thread::sleep(Duration::from_millis(300 + (e as u64 * 37) % 100));
         let svc = if target == "b" { "edit-b" } else { "edit-a" };
-        write_atomically(&edit_path, &ingress_yaml("edited", edit_host, svc));
+        write_atomically(&edited_file, &text_for(svc));
         let t = Instant::now();
-        let mut polls = 0u32;
         loop {
-            polls += 1;
             if backend_of(addr, edit_host).as_deref() == Some(target) {
                 break;
             }
@@ -273,18 +320,22 @@ fn change_to_serving() {
             }
             std::thread::sleep(Duration::from_millis(1));
         }
-        samples.push((t.elapsed(), polls));
+        samples.push(t.elapsed());
         target = if target == "b" { "a" } else { "b" };
     }
     rt.block_on(running.shutdown());
     drop((a, b));
 
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-    let mut sorted: Vec<f64> = samples.iter().map(|(d, _)| ms(*d)).collect();
+    let mut sorted: Vec<f64> = samples.iter().map(|d| ms(*d)).collect();
     sorted.sort_by(|x, y| x.partial_cmp(y).expect("finite"));
-    let median = sorted[sorted.len() / 2];
+    let layout = if single {
+        "single: all in one file"
+    } else {
+        "split: the edited Ingress in its own file"
+    };
     println!(
-        "## Change to serving at {n} Ingresses (poll interval {} ms, {edits} edits)\n",
+        "## Change to serving at {n} Ingresses ({layout}; poll interval {} ms, {edits} edits)\n",
         poll.as_millis()
     );
     println!(
@@ -294,31 +345,33 @@ fn change_to_serving() {
     println!(
         "min {:.0} / median {:.0} / max {:.0} ms\n",
         sorted[0],
-        median,
+        sorted[sorted.len() / 2],
         sorted[sorted.len() - 1]
     );
     println!("| part | ms | where it comes from |");
     println!("|---|---|---|");
     println!(
-        "| wait for the next poll | 0-{} (mean {:.0}) | `--poll-interval`: the fingerprint is checked once per interval |",
+        "| wait for the next poll | 0-{} (mean {:.0}) | `--poll-interval`: the directory is fingerprinted once per interval |",
         poll.as_millis(),
         ms(poll) / 2.0
     );
-    println!("| debounce | 100 | `app::DEBOUNCE`: after a change is seen, wait 100 ms and fingerprint again |");
+    println!("| settle | 10 | `app::SETTLE`: the directory must stay unchanged this long before it is read |");
     println!(
-        "| reload: read + parse {n} Ingresses | {:.0} | `ManifestDir::load` (serde_yaml into k8s-openapi types) |",
-        ms(parse)
+        "| reload after the edit | {:.1} | `ManifestDir::load`: stat every file, parse the changed one (cold load: {:.0}) |",
+        ms(reload),
+        ms(cold)
+    );
+    println!("| translate | {:.1} | everything, every time |", ms(tr_t));
+    println!(
+        "| Snapshot::rebuild | {:.1} | unchanged hosts keep their routes |",
+        ms(rebuild_t)
     );
     println!(
-        "| reload: translate + Snapshot::build | {:.0} | measured alone, same directory |",
-        ms(reload_total - parse)
+        "| expected total (mean) | {:.0} | poll/2 + settle + the three above, plus the publish's comparisons and metrics |",
+        ms(poll) / 2.0 + 10.0 + ms(reload + tr_t + rebuild_t)
     );
     println!(
-        "| expected total (mean) | {:.0} | poll/2 + debounce + reload + two fingerprints of the directory |",
-        ms(poll) / 2.0 + 100.0 + ms(reload_total)
-    );
-    println!(
-        "\n(gateway start with {n} Ingresses, first table published: {:.0} ms)",
+        "\n(gateway start with {n} Ingresses, first table published: {:.0} ms)\n",
         ms(startup)
     );
 }

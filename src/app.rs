@@ -151,7 +151,8 @@ impl Publisher {
 
     /// Publishes a compilation. Returns whether a new table went out.
     pub fn publish(&mut self, c: Compiled) -> bool {
-        if let Some(prev) = self.shared.last_compiled() {
+        let last = self.shared.last_compiled();
+        if let Some(prev) = &last {
             if prev.translation == c.translation && prev.tls.fingerprint == c.tls.fingerprint && self.generation > 0 {
                 tracing::debug!("objects changed but the routing model and certificates did not; not publishing");
                 return false;
@@ -160,7 +161,13 @@ impl Publisher {
         let started = Instant::now();
         self.generation += 1;
         let prev = self.shared.snapshot.load_full();
-        let snap = Snapshot::build(&c.translation, Some(c.tls.sets.clone()), self.generation, Some(&prev));
+        let tls = Some(c.tls.sets.clone());
+        // Hosts whose model did not change keep their compiled routes.
+        let snap = match &last {
+            Some(last) => Snapshot::rebuild(&c.translation, tls, self.generation, &prev, &last.translation),
+            None => Snapshot::build(&c.translation, tls, self.generation, Some(&prev)),
+        };
+        drop(last);
         let t = &c.translation;
         let hosts: usize = snap.sets.iter().map(|s| s.host_count()).sum();
         let routes: usize = snap.sets.iter().map(|s| s.route_count()).sum();
@@ -426,8 +433,14 @@ pub async fn start_with(config: Config, source: Source, extras: Extras) -> anyho
     })
 }
 
-/// Debounce after a change is seen, so an editor's several writes publish once.
-const DEBOUNCE: Duration = Duration::from_millis(100);
+/// After a change is seen, the directory must stay unchanged this long before it is loaded, so that a writer's
+/// several writes (an editor, a copy of many files) publish once and a file is not read half-written.
+const SETTLE: Duration = Duration::from_millis(10);
+/// Longest wait for the directory to settle while it keeps changing.
+const SETTLE_MAX: Duration = Duration::from_millis(500);
+/// Polling stretches its interval so that fingerprinting (a `stat` per file) takes at most 1/`POLL_COST_RATIO` of
+/// the time, whatever the number of files.
+const POLL_COST_RATIO: u32 = 50;
 
 async fn watch_manifests(
     mut manifests: ManifestDir,
@@ -438,32 +451,58 @@ async fn watch_manifests(
     mut shutdown: watch::Receiver<bool>,
     acme: Option<crate::acme::AcmeHandle>,
 ) {
+    let mut interval = poll_interval;
     loop {
         tokio::select! {
-            _ = tokio::time::sleep(poll_interval) => {}
+            _ = tokio::time::sleep(interval) => {}
             _ = shutdown.wait_for(|s| *s) => return,
         }
-        let now = manifests.fingerprint().ok();
+        let started = Instant::now();
+        let mut now = manifests.fingerprint().ok();
+        interval = poll_interval.max(started.elapsed() * POLL_COST_RATIO);
         if now == seen {
             continue;
         }
-        tokio::time::sleep(DEBOUNCE).await;
-        seen = manifests.fingerprint().ok();
-        match manifests.load() {
-            Ok((state, diags)) => {
-                let compiler = compiler.clone();
-                // Translation and certificate parsing are CPU work: keep them off the threads serving requests.
-                let now = crate::certs::unix_now();
-                match tokio::task::spawn_blocking(move || (compiler.compile(&state, diags, now), state)).await {
-                    Ok((c, state)) => {
-                        if let Some(a) = &acme {
-                            a.feed(&c.translation, &state);
-                        }
-                        publisher.publish(c);
-                    }
-                    Err(e) => tracing::error!(error = %e, "translation panicked; keeping the last table"),
-                }
+        let first = Instant::now();
+        loop {
+            tokio::time::sleep(SETTLE).await;
+            let again = manifests.fingerprint().ok();
+            let settled = again == now;
+            now = again;
+            if settled || first.elapsed() >= SETTLE_MAX {
+                break;
             }
+        }
+        seen = now;
+        // Reading, parsing and translating are CPU work (a 10,000-Ingress file parses for about a second): keep
+        // them off the threads serving requests. A panic in translation keeps the last table.
+        let compiler = compiler.clone();
+        let now = crate::certs::unix_now();
+        let job = tokio::task::spawn_blocking(move || {
+            let out = manifests.load().map(|(state, diags)| {
+                let compiled =
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| compiler.compile(&state, diags, now)));
+                (compiled, state)
+            });
+            (manifests, out)
+        });
+        let out;
+        (manifests, out) = match job.await {
+            Ok(done) => done,
+            Err(e) => {
+                tracing::error!(error = %e, "reading the manifest directory panicked; no more reloads");
+                return;
+            }
+        };
+        match out {
+            Ok((Ok(c), state)) => {
+                if let Some(a) = &acme {
+                    a.feed(&c.translation, &state);
+                }
+                drop(state);
+                publisher.publish(c);
+            }
+            Ok((Err(_), _)) => tracing::error!("translation panicked; keeping the last table"),
             Err(e) => tracing::warn!(error = %e, "manifest directory unreadable; keeping the last table"),
         }
     }

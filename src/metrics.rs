@@ -116,9 +116,12 @@ impl RouteCounter {
 /// Looked up twice per request: a fast non-cryptographic hash (keys come from configuration, not from clients).
 type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
+/// One Ingress's counters, by backend id.
+type ByService = FastMap<Arc<str>, Arc<RouteCounter>>;
+
 /// The per-route counters, rebuilt on publish (see the module docs for the invariant).
 pub struct RouteCounters {
-    by_ingress: FastMap<Arc<str>, FastMap<Arc<str>, Arc<RouteCounter>>>,
+    by_ingress: FastMap<Arc<str>, Arc<ByService>>,
     /// Per listener set: the Ingress that set its default backend.
     defaults: Vec<Option<Arc<str>>>,
 }
@@ -151,7 +154,7 @@ impl Metrics {
         let mut none = FastMap::default();
         none.insert(Arc::<str>::from(NONE), Arc::new(RouteCounter::new(n)));
         let mut by_ingress = FastMap::default();
-        by_ingress.insert(Arc::<str>::from(NONE), none);
+        by_ingress.insert(Arc::<str>::from(NONE), Arc::new(none));
         Self {
             set_names: set_names.to_vec(),
             sets: (0..n).map(|_| SetMetrics::default()).collect(),
@@ -253,33 +256,55 @@ impl Metrics {
         }
     }
 
-    /// Called by the publisher before the new routing snapshot is swapped in.
+    /// Called by the publisher before the new routing snapshot is swapped in. Counters are never removed (their
+    /// totals stay in the exposition); the map is copied only when the table names a new (Ingress, backend) pair,
+    /// and then shallowly (each Ingress's inner map is shared until it changes).
     pub fn published(&self, c: &Compiled, generation: u64, build: Duration) {
         let old = self.routes.load();
-        let mut by_ingress = old.by_ingress.clone();
         let n = self.set_names.len();
-        let mut add = |ingress: String, service: String| {
-            let per = by_ingress.entry(Arc::from(ingress)).or_default();
-            if !per.contains_key(service.as_str()) {
-                per.insert(Arc::from(service), Arc::new(RouteCounter::new(n)));
+        let mut pairs: Vec<(String, String)> = Vec::new();
+        let (mut ingress_key, mut service_key) = (String::new(), String::new());
+        let mut note = |ns: &str, name: &str, b: &crate::model::BackendModel| {
+            ingress_key.clear();
+            service_key.clear();
+            let _ = write!(ingress_key, "{ns}/{name}");
+            let _ = write!(service_key, "{}/{}:{}", b.namespace, b.service, b.port);
+            let known = old
+                .by_ingress
+                .get(ingress_key.as_str())
+                .is_some_and(|m| m.contains_key(service_key.as_str()));
+            if !known {
+                pairs.push((ingress_key.clone(), service_key.clone()));
             }
         };
-        let mut defaults = vec![None; n];
+        let mut defaults: Vec<Option<Arc<str>>> = vec![None; n];
         for (i, set) in c.translation.sets.iter().enumerate() {
             for h in &set.hosts {
                 for p in &h.paths {
-                    add(format!("{}/{}", p.ingress.namespace, p.ingress.name), p.backend.id());
+                    note(&p.ingress.namespace, &p.ingress.name, &p.backend);
                 }
             }
             if let Some(d) = &set.default_backend {
-                let ing = format!("{}/{}", d.ingress.namespace, d.ingress.name);
-                add(ing.clone(), d.backend.id());
+                note(&d.ingress.namespace, &d.ingress.name, &d.backend);
                 if let Some(slot) = defaults.get_mut(i) {
-                    *slot = Some(Arc::from(ing));
+                    let ing = format!("{}/{}", d.ingress.namespace, d.ingress.name);
+                    // Reuse the old label value when it is the same Ingress.
+                    *slot = match old.defaults.get(i) {
+                        Some(Some(prev)) if **prev == *ing => Some(prev.clone()),
+                        _ => Some(Arc::from(ing)),
+                    };
                 }
             }
         }
-        self.routes.store(Arc::new(RouteCounters { by_ingress, defaults }));
+        if !pairs.is_empty() || old.defaults != defaults {
+            let mut by_ingress = old.by_ingress.clone();
+            for (ingress, service) in pairs {
+                let per = Arc::make_mut(by_ingress.entry(Arc::from(ingress)).or_default());
+                per.entry(Arc::from(service))
+                    .or_insert_with(|| Arc::new(RouteCounter::new(n)));
+            }
+            self.routes.store(Arc::new(RouteCounters { by_ingress, defaults }));
+        }
         let mut certs = Vec::new();
         for (set, served) in c.tls.served.iter().enumerate() {
             for (host, info) in served {

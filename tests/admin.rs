@@ -537,6 +537,43 @@ async fn publish_metrics_follow_manifest_edits() {
 }
 
 #[tokio::test]
+async fn request_counters_follow_ingresses_added_by_an_edit_and_keep_their_totals() {
+    let s = setup().await;
+    let public = s.gw.addr(0);
+    assert_eq!(get(public, "a.example", "/").await.status, 200);
+    let before = s.metrics().await;
+    assert_eq!(requests(&before, "public", "default/site", "default/a:80", "2xx"), 1.0);
+
+    // A new Ingress with two backends, added by an edit: each pair gets its own series, old totals stay.
+    let mut text = std::fs::read_to_string(s.gw.manifest_path()).unwrap();
+    text += &ingress(
+        "default",
+        "late",
+        "portico",
+        &[
+            ("late.example", "/", "Prefix", "a"),
+            ("late.example", "/w", "Prefix", "w"),
+        ],
+    );
+    s.gw.rewrite(&text).await;
+    assert_eq!(get(public, "late.example", "/").await.status, 200);
+    assert_eq!(get(public, "late.example", "/w").await.status, 200);
+    assert_eq!(get(public, "late.example", "/w/x").await.status, 200);
+    assert_eq!(get(public, "a.example", "/").await.status, 200);
+    let m = s.metrics().await;
+    assert_eq!(requests(&m, "public", "default/late", "default/a:80", "2xx"), 1.0);
+    assert_eq!(requests(&m, "public", "default/late", "default/w:80", "2xx"), 2.0);
+    assert_eq!(requests(&m, "public", "default/site", "default/a:80", "2xx"), 2.0);
+
+    // Removing the Ingress keeps its total (counters are never dropped) and stops nothing else.
+    let without = text.replace("name: late", "name: late-gone");
+    s.gw.rewrite(&without).await;
+    let m = s.metrics().await;
+    assert_eq!(requests(&m, "public", "default/late", "default/a:80", "2xx"), 1.0);
+    s.gw.stop().await;
+}
+
+#[tokio::test]
 async fn api_routes_certificates_and_diagnostics() {
     let s = setup().await;
     let routes = s.api("/api/routes").await;

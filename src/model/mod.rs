@@ -16,6 +16,7 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 
 pub use translate::translate;
+pub(crate) use translate::FastMap;
 
 /// Every object translation looks at. Order does not matter: translation sorts what it needs.
 #[derive(Debug, Clone, Default)]

@@ -2,6 +2,7 @@
 //! is implemented here and has a fixture under `tests/fixtures/translate/`.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::net::{IpAddr, SocketAddr};
 
 use k8s_openapi::api::core::v1::Service;
@@ -25,14 +26,19 @@ pub fn translate(state: &ClusterState, opts: &Options) -> Translation {
         state,
         opts,
         diagnostics: Vec::new(),
-        emitted: HashSet::new(),
-        service_index: state
-            .services
-            .iter()
-            .filter_map(|s| Some(((namespace_of(&s.metadata), s.metadata.name.as_deref()?), s)))
-            .collect(),
+        emitted: FastSet::default(),
+        service_index: {
+            let mut idx = FastMap::with_capacity_and_hasher(state.services.len(), Default::default());
+            for s in &state.services {
+                if let Some(name) = s.metadata.name.as_deref() {
+                    idx.insert((namespace_of(&s.metadata), name), s);
+                }
+            }
+            idx
+        },
         slice_index: {
-            let mut idx: HashMap<(&str, &str), Vec<&EndpointSlice>> = HashMap::new();
+            let mut idx: FastMap<(&str, &str), Vec<&EndpointSlice>> =
+                FastMap::with_capacity_and_hasher(state.endpoint_slices.len(), Default::default());
             for slice in &state.endpoint_slices {
                 if let Some(svc) = slice.metadata.labels.as_ref().and_then(|l| l.get(SERVICE_NAME_LABEL)) {
                     idx.entry((namespace_of(&slice.metadata), svc.as_str()))
@@ -42,6 +48,7 @@ pub fn translate(state: &ClusterState, opts: &Options) -> Translation {
             }
             idx
         },
+        last_policy: None,
     };
     let classes = t.classes();
     let mut sets: Vec<SetBuilder> = opts.listener_sets.iter().map(|_| SetBuilder::default()).collect();
@@ -67,10 +74,53 @@ pub fn translate(state: &ClusterState, opts: &Options) -> Translation {
         .map(|(o, b)| b.finish(o.name.clone()))
         .collect();
     owned.sort();
+    owned.shrink_to_fit();
     Translation {
         sets,
         diagnostics: t.diagnostics,
         owned,
+    }
+}
+
+/// A hash map for translation's own indexes. Their keys come from the cluster's objects (never from requests),
+/// are short, and are hashed several times per Ingress: FxHash (rustc's multiply-rotate hash) instead of
+/// SipHash.
+pub(crate) type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<FxHasher>>;
+type FastSet<K> = HashSet<K, BuildHasherDefault<FxHasher>>;
+
+#[derive(Default, Clone, Copy)]
+pub(crate) struct FxHasher(u64);
+
+impl FxHasher {
+    fn add(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+}
+
+impl Hasher for FxHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            self.add(u64::from_le_bytes(c.try_into().expect("8 bytes")));
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut last = [0u8; 8];
+            last[..rest.len()].copy_from_slice(rest);
+            self.add(u64::from_le_bytes(last));
+        }
+    }
+
+    fn write_u8(&mut self, i: u8) {
+        self.add(u64::from(i));
+    }
+
+    fn write_usize(&mut self, i: usize) {
+        self.add(i as u64);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
     }
 }
 
@@ -130,10 +180,11 @@ struct Translator<'a> {
     state: &'a ClusterState,
     opts: &'a Options,
     diagnostics: Vec<Diagnostic>,
-    emitted: HashSet<(ObjectRef, String)>,
-    service_index: HashMap<(&'a str, &'a str), &'a Service>,
+    emitted: FastSet<(ObjectRef, String)>,
+    service_index: FastMap<(&'a str, &'a str), &'a Service>,
     /// EndpointSlices by (namespace, `kubernetes.io/service-name`), so resolving a backend does not scan them all.
-    slice_index: HashMap<(&'a str, &'a str), Vec<&'a EndpointSlice>>,
+    slice_index: FastMap<(&'a str, &'a str), Vec<&'a EndpointSlice>>,
+    last_policy: Option<Arc<IngressPolicy>>,
 }
 
 #[derive(Default)]
@@ -141,7 +192,7 @@ struct SetBuilder {
     /// (host, path, kind) -> path model and the policy of its Ingress. The first (oldest) claim wins.
     paths: BTreeMap<(HostPattern, String, PathKind), (PathModel, Arc<IngressPolicy>)>,
     /// host -> namespace that owns it.
-    host_owner: HashMap<HostPattern, String>,
+    host_owner: FastMap<HostPattern, String>,
     default_backend: Option<DefaultBackendModel>,
     tls: Vec<TlsModel>,
 }
@@ -158,7 +209,8 @@ impl SetBuilder {
             })
             .collect();
         let mut hosts: Vec<HostModel> = Vec::new();
-        for ((host, _, _), (mut p, policy)) in self.paths {
+        for ((host, path, _), (mut p, policy)) in self.paths {
+            p.path = path;
             p.https_redirect = policy.force_ssl_redirect || (policy.ssl_redirect && tls_covers(&tls_hosts, &host));
             p.policy = policy;
             match hosts.last_mut() {
@@ -176,6 +228,15 @@ impl SetBuilder {
 }
 
 impl<'a> Translator<'a> {
+    /// One `Arc` for equal policies met in a row (most Ingresses have none at all), rather than one per Ingress:
+    /// the translation is kept for as long as it is published.
+    fn share_policy(&mut self, p: IngressPolicy) -> Arc<IngressPolicy> {
+        match &self.last_policy {
+            Some(last) if **last == p => last.clone(),
+            _ => self.last_policy.insert(Arc::new(p)).clone(),
+        }
+    }
+
     fn diag(&mut self, object: &ObjectRef, reason: String) {
         if self.emitted.insert((object.clone(), reason.clone())) {
             self.diagnostics.push(Diagnostic::object(object.clone(), reason));
@@ -268,7 +329,7 @@ impl<'a> Translator<'a> {
             }
             Ok(p)
         }) {
-            Ok(p) => Arc::new(p),
+            Ok(p) => self.share_policy(p),
             Err(reason) => {
                 self.diag(iref, format!("{reason}; Ingress not served"));
                 return;
@@ -285,7 +346,7 @@ impl<'a> Translator<'a> {
                     self.diag(iref, reason);
                 }
                 None => {
-                    if let Some(backend) = self.backend(iref, ns, db, "spec.defaultBackend") {
+                    if let Some(backend) = self.backend(iref, ns, db, &"spec.defaultBackend") {
                         set.default_backend = Some(DefaultBackendModel {
                             backend,
                             ingress: iref.clone(),
@@ -322,7 +383,8 @@ impl<'a> Translator<'a> {
             }
             let Some(http) = &rule.http else { continue };
             for (pi, p) in http.paths.iter().enumerate() {
-                let at = format!("spec.rules[{ri}].http.paths[{pi}]");
+                // Formatted only into a diagnostic.
+                let at = PathAt { rule: ri, path: pi };
                 let kind = match p.path_type.as_str() {
                     "Exact" => PathKind::Exact,
                     "Prefix" | "ImplementationSpecific" => PathKind::Prefix,
@@ -350,32 +412,33 @@ impl<'a> Translator<'a> {
                     PathKind::Prefix if raw.len() > 1 => raw.trim_end_matches('/').to_string(),
                     _ => raw.to_string(),
                 };
-                let key = (host.clone(), path.clone(), kind);
-                if let Some((winner, _)) = set.paths.get(&key) {
-                    let reason = format!(
-                        "{at}: {host}{path} ({kind}) is already claimed by the older {}; path ignored",
-                        winner.ingress
-                    );
-                    self.diag(iref, reason);
-                    continue;
-                }
+                let slot = match set.paths.entry((host.clone(), path, kind)) {
+                    std::collections::btree_map::Entry::Occupied(o) => {
+                        let reason = format!(
+                            "{at}: {host}{} ({kind}) is already claimed by the older {}; path ignored",
+                            o.key().1,
+                            o.get().0.ingress
+                        );
+                        self.diag(iref, reason);
+                        continue;
+                    }
+                    std::collections::btree_map::Entry::Vacant(v) => v,
+                };
                 let Some(backend) = self.backend(iref, ns, &p.backend, &at) else {
                     continue;
                 };
-                set.paths.insert(
-                    key,
-                    (
-                        PathModel {
-                            path,
-                            kind,
-                            backend,
-                            ingress: iref.clone(),
-                            https_redirect: false,
-                            policy: policy.clone(),
-                        },
-                        policy.clone(),
-                    ),
-                );
+                slot.insert((
+                    PathModel {
+                        // Taken from the key in `finish`.
+                        path: String::new(),
+                        kind,
+                        backend,
+                        ingress: iref.clone(),
+                        https_redirect: false,
+                        policy: policy.clone(),
+                    },
+                    policy.clone(),
+                ));
             }
         }
 
@@ -405,7 +468,13 @@ impl<'a> Translator<'a> {
     /// Resolves a backend in the Ingress's own namespace. `None` when the reference cannot be served at all (a
     /// resource backend, no service); a missing Service or port gives a backend without endpoints (503) and a
     /// diagnostic.
-    fn backend(&mut self, iref: &ObjectRef, ns: &str, b: &IngressBackend, at: &str) -> Option<BackendModel> {
+    fn backend(
+        &mut self,
+        iref: &ObjectRef,
+        ns: &str,
+        b: &IngressBackend,
+        at: &dyn fmt::Display,
+    ) -> Option<BackendModel> {
         if b.resource.is_some() {
             self.diag(iref, format!("{at}: resource backends are not supported; ignored"));
             return None;
@@ -502,6 +571,18 @@ impl<'a> Translator<'a> {
     }
 }
 
+/// Where a path sits in its Ingress, as diagnostics name it: `spec.rules[1].http.paths[0]`.
+struct PathAt {
+    rule: usize,
+    path: usize,
+}
+
+impl fmt::Display for PathAt {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "spec.rules[{}].http.paths[{}]", self.rule, self.path)
+    }
+}
+
 /// Whether a rule host is covered by the hosts listed in `spec.tls` (of any Ingress of the set).
 fn tls_covers(tls: &[HostPattern], host: &HostPattern) -> bool {
     tls.iter().any(|t| match (t, host) {
@@ -515,7 +596,11 @@ fn tls_covers(tls: &[HostPattern], host: &HostPattern) -> bool {
 /// Validates and normalises an Ingress rule host: lowercase DNS name, trailing dot removed, optionally one
 /// leading `*.` label.
 fn parse_rule_host(raw: &str) -> Result<HostPattern, String> {
-    let lower = raw.to_ascii_lowercase();
+    let lower: std::borrow::Cow<'_, str> = if raw.bytes().any(|b| b.is_ascii_uppercase()) {
+        raw.to_ascii_lowercase().into()
+    } else {
+        raw.into()
+    };
     let h = lower.strip_suffix('.').unwrap_or(&lower);
     let (wild, name) = match h.strip_prefix("*.") {
         Some(rest) => (true, rest),

@@ -2,10 +2,12 @@
 //! [`Translation`] and published whole as a [`Snapshot`] behind one `ArcSwap`.
 //!
 //! Host lookup is one hash probe for the exact name and one for the wildcard suffix, so its cost does not depend
-//! on the number of hosts. Path lookup is one matchit walk per host. Each path key maps to an [`Entry`] holding
-//! the Exact and the Prefix route that end there; matchit's preference for static over catch-all segments makes
-//! the deepest (longest) prefix win, and a literal key can only match a path equal to it, so the Exact route
-//! wins ties as the semantics require (checked against a brute-force matcher in the tests).
+//! on the number of hosts. A host with a few paths (most hosts: one `/`) keeps them in precedence order and
+//! takes the first that matches, without a router. A host with more paths has a matchit router: each path key
+//! maps to an [`Entry`] holding the Exact and the Prefix route that end there; matchit's preference for static
+//! over catch-all segments makes the deepest (longest) prefix win, and a literal key can only match a path equal
+//! to it, so the Exact route wins ties as the semantics require. Both are checked against a brute-force matcher
+//! in the tests.
 
 mod policy;
 
@@ -15,7 +17,7 @@ use std::sync::Arc;
 pub use policy::RoutePolicy;
 
 use crate::certs::SetTls;
-use crate::model::{HostPattern, PathKind, SetModel, Translation};
+use crate::model::{FastMap, HostPattern, PathKind, SetModel, Translation};
 use crate::upstream::{ActiveCheck, Backend, Balance, HealthPolicy};
 
 /// Everything the proxy needs, published at once: routes and the certificates they are served with.
@@ -37,17 +39,33 @@ impl Snapshot {
     /// identity and endpoints did not change are taken from `previous`, so their balancer state survives the
     /// swap.
     pub fn build(t: &Translation, tls: Option<Vec<SetTls>>, generation: u64, previous: Option<&Snapshot>) -> Self {
+        Self::build_with(t, tls, generation, previous.map(|p| (p, None)))
+    }
+
+    /// [`Snapshot::build`] after a previous snapshot and the translation it was built from: a host whose model
+    /// did not change keeps its compiled routes (shared, not rebuilt), so a change to one Ingress costs little
+    /// more than a comparison per host.
+    pub fn rebuild(
+        t: &Translation,
+        tls: Option<Vec<SetTls>>,
+        generation: u64,
+        previous: &Snapshot,
+        previous_translation: &Translation,
+    ) -> Self {
+        Self::build_with(t, tls, generation, Some((previous, Some(previous_translation))))
+    }
+
+    fn build_with(
+        t: &Translation,
+        tls: Option<Vec<SetTls>>,
+        generation: u64,
+        previous: Option<(&Snapshot, Option<&Translation>)>,
+    ) -> Self {
         type Key = (String, Balance, Option<ActiveCheck>);
-        let mut reuse: HashMap<Key, &Arc<Backend>> = HashMap::new();
-        if let Some(prev) = previous {
-            for set in &prev.sets {
-                for b in set.backends() {
-                    reuse.insert((b.id.clone(), b.balance, b.check.clone()), b);
-                }
-            }
-        }
+        // Built on the first backend that is not in a reused host.
+        let mut reuse: Option<FastMap<Key, &Arc<Backend>>> = None;
         let health = HealthPolicy::default();
-        let mut interned: HashMap<Key, Arc<Backend>> = HashMap::new();
+        let mut interned: FastMap<Key, Arc<Backend>> = FastMap::default();
         let mut backend = |m: &crate::model::BackendModel,
                            p: &crate::model::annotations::IngressPolicy|
          -> Arc<Backend> {
@@ -55,6 +73,15 @@ impl Snapshot {
             if let Some(b) = interned.get(&key) {
                 return b.clone();
             }
+            let reuse = reuse.get_or_insert_with(|| {
+                let mut map = FastMap::default();
+                for set in previous.iter().flat_map(|(prev, _)| &prev.sets) {
+                    for b in set.backends() {
+                        map.insert((b.id.clone(), b.balance, b.check.clone()), b);
+                    }
+                }
+                map
+            });
             let b = match reuse.get(&key) {
                 Some(old) if old.same_as(&m.endpoints, p.balance, health, p.active_check.as_ref()) => Arc::clone(old),
                 _ => Arc::new(Backend::with_check(
@@ -73,8 +100,10 @@ impl Snapshot {
         let sets = t
             .sets
             .iter()
-            .map(|s| {
-                let mut table = SetTable::build(s, &mut backend, &mut policies);
+            .enumerate()
+            .map(|(i, s)| {
+                let before = previous.and_then(|(snap, t)| Some((t?.sets.get(i)?, snap.sets.get(i)?)));
+                let mut table = SetTable::build(s, before, &mut backend, &mut policies);
                 table.tls = tls.as_mut().and_then(Iterator::next);
                 table
             })
@@ -87,10 +116,10 @@ impl Snapshot {
 #[derive(Debug)]
 pub struct SetTable {
     pub name: String,
-    exact: HashMap<Box<str>, HostRoutes>,
+    exact: HashMap<Box<str>, Arc<HostRoutes>>,
     /// Keyed by the suffix after the first label: `*.example.com` is stored as `example.com`.
-    wildcard: HashMap<Box<str>, HostRoutes>,
-    any: Option<HostRoutes>,
+    wildcard: HashMap<Box<str>, Arc<HostRoutes>>,
+    any: Option<Arc<HostRoutes>>,
     default_backend: Option<DefaultRoute>,
     /// The set's certificates and TLS configuration.
     pub tls: Option<SetTls>,
@@ -155,9 +184,14 @@ struct Entry {
     prefix: Option<usize>,
 }
 
+/// Hosts with at most this many paths are matched by trying them in order, without a router.
+const FEW_PATHS: usize = 4;
+
+/// A host's routes. Without a router (at most [`FEW_PATHS`]), `routes` is in precedence order: longest path
+/// first (a Prefix path counted without its trailing slash), Exact before Prefix on a tie.
 #[derive(Debug)]
 struct HostRoutes {
-    router: matchit::Router<Entry>,
+    router: Option<Box<matchit::Router<Entry>>>,
     routes: Vec<Route>,
 }
 
@@ -168,11 +202,9 @@ impl HostRoutes {
         backend: &mut impl FnMut(&crate::model::BackendModel, &crate::model::annotations::IngressPolicy) -> Arc<Backend>,
         policies: &mut Policies,
     ) -> Self {
-        let mut keys: std::collections::BTreeMap<String, Entry> = std::collections::BTreeMap::new();
-        let mut routes = Vec::with_capacity(paths.len());
-        for p in paths {
-            let idx = routes.len();
-            routes.push(Route {
+        let mut routes: Vec<Route> = paths
+            .iter()
+            .map(|p| Route {
                 host: host.clone(),
                 path: p.path.as_str().into(),
                 kind: p.kind,
@@ -180,7 +212,14 @@ impl HostRoutes {
                 ingress: format!("{}/{}", p.ingress.namespace, p.ingress.name).into(),
                 https_redirect: p.https_redirect,
                 policy: policies.get(&p.policy),
-            });
+            })
+            .collect();
+        if routes.len() <= FEW_PATHS {
+            routes.sort_by_key(|r| std::cmp::Reverse((r.match_len(), r.kind == PathKind::Exact)));
+            return Self { router: None, routes };
+        }
+        let mut keys: std::collections::BTreeMap<String, Entry> = std::collections::BTreeMap::new();
+        for (idx, p) in paths.iter().enumerate() {
             match p.kind {
                 PathKind::Exact => keys.entry(p.path.clone()).or_default().exact = Some(idx),
                 PathKind::Prefix => {
@@ -201,13 +240,41 @@ impl HostRoutes {
                 tracing::warn!(host = %host, key = %k, error = %err, "route key rejected by the router");
             }
         }
-        Self { router, routes }
+        Self {
+            router: Some(Box::new(router)),
+            routes,
+        }
     }
 
     fn lookup(&self, path: &str) -> Option<&Route> {
-        let m = self.router.at(path).ok()?;
+        let Some(router) = &self.router else {
+            return self.routes.iter().find(|r| r.matches(path));
+        };
+        let m = router.at(path).ok()?;
         let idx = m.value.exact.or(m.value.prefix)?;
         Some(&self.routes[idx])
+    }
+}
+
+impl Route {
+    /// The length that ranks this route: a Prefix path's without its trailing slash (the root's is 0).
+    fn match_len(&self) -> usize {
+        match self.kind {
+            PathKind::Exact => self.path.len(),
+            PathKind::Prefix => self.path.trim_end_matches('/').len(),
+        }
+    }
+
+    /// Whether a normalised request path matches this route's path by itself (precedence aside).
+    fn matches(&self, path: &str) -> bool {
+        match self.kind {
+            PathKind::Exact => path == &*self.path,
+            PathKind::Prefix => {
+                let base = self.path.trim_end_matches('/');
+                path.strip_prefix(base)
+                    .is_some_and(|rest| rest.is_empty() || rest.starts_with('/') || base.is_empty())
+            }
+        }
     }
 }
 
@@ -223,14 +290,33 @@ impl SetTable {
         }
     }
 
+    /// Builds a set's table. With `before` (the set's previous model and table), hosts whose model is unchanged
+    /// share their routes with the previous table.
     fn build(
         m: &SetModel,
+        before: Option<(&SetModel, &SetTable)>,
         backend: &mut impl FnMut(&crate::model::BackendModel, &crate::model::annotations::IngressPolicy) -> Arc<Backend>,
         policies: &mut Policies,
     ) -> Self {
         let mut t = Self::empty(m.name.clone());
+        t.exact.reserve(
+            m.hosts
+                .iter()
+                .filter(|h| matches!(h.host, HostPattern::Exact(_)))
+                .count(),
+        );
+        // Both host lists are sorted: walk them side by side.
+        let mut old_hosts = before.map(|(old, _)| old.hosts.iter().peekable());
         for h in &m.hosts {
-            let routes = HostRoutes::build(&h.host, &h.paths, backend, policies);
+            let same = old_hosts.as_mut().and_then(|old| {
+                while old.next_if(|o| o.host < h.host).is_some() {}
+                old.next_if(|o| o.host == h.host).filter(|o| *o == h)
+            });
+            let reused = same
+                .and(before)
+                .and_then(|(_, table)| table.host_routes(&h.host))
+                .cloned();
+            let routes = reused.unwrap_or_else(|| Arc::new(HostRoutes::build(&h.host, &h.paths, backend, policies)));
             match &h.host {
                 HostPattern::Exact(name) => {
                     t.exact.insert(name.as_str().into(), routes);
@@ -246,6 +332,14 @@ impl SetTable {
             policy: policies.get(&d.policy),
         });
         t
+    }
+
+    fn host_routes(&self, host: &HostPattern) -> Option<&Arc<HostRoutes>> {
+        match host {
+            HostPattern::Exact(name) => self.exact.get(name.as_str()),
+            HostPattern::Wildcard(suffix) => self.wildcard.get(suffix.as_str()),
+            HostPattern::Any => self.any.as_ref(),
+        }
     }
 
     /// Finds the route for a normalised host (lowercase, no port, no trailing dot; empty when the request had

@@ -235,6 +235,8 @@ fn random_path(rng: &mut Rng, max_depth: u64) -> String {
 #[test]
 fn matches_the_specification_on_random_tables() {
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    // Tables small enough to go without a router, and tables with one: both must be exercised.
+    let mut with_router = [0; 2];
     for _ in 0..1500 {
         // Distinct (trimmed path, kind) pairs, as translation guarantees.
         let mut paths: Vec<(String, PathKind)> = Vec::new();
@@ -251,10 +253,120 @@ fn matches_the_specification_on_random_tables() {
         }
         let spec: Vec<(&str, PathKind)> = paths.iter().map(|(p, k)| (p.as_str(), *k)).collect();
         let t = set_with(&[(HostPattern::Any, &spec)], false);
+        with_router[usize::from(t.any.as_ref().unwrap().router.is_some())] += 1;
         for _ in 0..40 {
             let req = random_path(&mut rng, 4);
             let want = reference(&paths, &req).map(|i| format!("b{i}"));
             assert_eq!(service_of(t.lookup("", &req)), want, "table {paths:?} request {req}");
         }
     }
+    assert!(with_router.iter().all(|n| *n > 100), "{with_router:?}");
+}
+
+// === rebuilding after a change ===
+
+fn random_translation(rng: &mut Rng) -> Translation {
+    let mut hosts = Vec::new();
+    for h in 0..8 {
+        if rng.below(4) == 0 {
+            continue;
+        }
+        let mut paths: Vec<PathModel> = Vec::new();
+        for _ in 0..rng.below(7) + 1 {
+            let kind = if rng.below(2) == 0 { Exact } else { Prefix };
+            let p = random_path(rng, 2);
+            let path = match kind {
+                Prefix if p.len() > 1 => p.trim_end_matches('/').to_string(),
+                _ => p,
+            };
+            if paths.iter().any(|q| q.path == path && q.kind == kind) {
+                continue;
+            }
+            paths.push(PathModel {
+                path,
+                kind,
+                backend: backend(&format!("b{}", rng.below(3))),
+                ingress: ing(),
+                https_redirect: rng.below(8) == 0,
+                policy: Default::default(),
+            });
+        }
+        paths.sort_by(|a, b| (&a.path, a.kind).cmp(&(&b.path, b.kind)));
+        let host = match h {
+            7 => HostPattern::Any,
+            6 => HostPattern::Wildcard("w.example".into()),
+            _ => HostPattern::Exact(format!("h{h}.example")),
+        };
+        hosts.push(HostModel { host, paths });
+    }
+    hosts.sort_by(|a, b| a.host.cmp(&b.host));
+    Translation {
+        sets: vec![SetModel {
+            name: "s".into(),
+            hosts,
+            default_backend: None,
+            tls: vec![],
+        }],
+        ..Default::default()
+    }
+}
+
+/// What a table answers, as (host, path) -> (backend, route path, redirect) over a fixed set of requests.
+fn answers(t: &SetTable, rng: &mut Rng) -> Vec<Option<(String, String, bool)>> {
+    let mut out = Vec::new();
+    for h in ["h0.example", "h3.example", "h5.example", "x.w.example", "other", ""] {
+        for _ in 0..30 {
+            let req = random_path(rng, 3);
+            out.push(match t.lookup(h, &req) {
+                Lookup::Route(r) => Some((r.backend.id.clone(), r.path.to_string(), r.https_redirect)),
+                _ => None,
+            });
+        }
+    }
+    out
+}
+
+#[test]
+fn rebuild_after_a_change_answers_like_a_fresh_build() {
+    let mut rng = Rng(0x2545_F491_4F6C_DD1D);
+    let mut shared = 0;
+    for _ in 0..300 {
+        let before = random_translation(&mut rng);
+        let mut after = before.clone();
+        // Change one host, drop one, or add one; the rest stays equal.
+        let hosts = &mut after.sets[0].hosts;
+        match (rng.below(3), hosts.len()) {
+            (0, n) if n > 0 => hosts[rng.below(n as u64)].paths[0].backend = backend("changed"),
+            (1, n) if n > 0 => {
+                hosts.remove(rng.below(n as u64));
+            }
+            _ => {
+                let extra = random_translation(&mut rng).sets.remove(0).hosts;
+                for h in extra {
+                    if !hosts.iter().any(|o| o.host == h.host) {
+                        hosts.push(h);
+                    }
+                }
+                hosts.sort_by(|a, b| a.host.cmp(&b.host));
+            }
+        }
+        let s1 = Snapshot::build(&before, None, 1, None);
+        let rebuilt = Snapshot::rebuild(&after, None, 2, &s1, &before);
+        let fresh = Snapshot::build(&after, None, 2, None);
+        let seed = rng.next();
+        assert_eq!(
+            answers(&rebuilt.sets[0], &mut Rng(seed)),
+            answers(&fresh.sets[0], &mut Rng(seed)),
+            "before {before:?}\nafter {after:?}"
+        );
+        // Unchanged hosts share their routes with the previous table; changed ones do not.
+        for h in &after.sets[0].hosts {
+            let new = rebuilt.sets[0].host_routes(&h.host).unwrap();
+            let unchanged = before.sets[0].hosts.iter().any(|o| o == h);
+            let old = s1.sets[0].host_routes(&h.host);
+            assert_eq!(old.is_some_and(|o| Arc::ptr_eq(o, new)), unchanged, "{h:?}");
+            shared += usize::from(unchanged);
+        }
+    }
+    assert!(shared > 300, "{shared}");
 }

@@ -4,34 +4,80 @@
 //! ConfigMap, are skipped), each document parsed by its `apiVersion` and `kind`. Kinds Portico does not use are
 //! skipped quietly. A document that cannot be read is a diagnostic naming the file and the document's index; the
 //! file then keeps contributing its last good version, so a broken edit loses nothing.
+//!
+//! Parsing dominates a reload, so a load parses only the files whose content changed and keeps every other
+//! file's objects where they are: one copy of each object, moved (never cloned) between the per-file store and
+//! the [`ClusterState`] handed out.
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
-use std::time::SystemTime;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use serde::Deserialize;
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
 use crate::model::{ClusterState, Diagnostic, Subject};
 
-/// One object Portico reads. Kept unboxed: objects are stored once per file and copied only into a state.
-#[derive(Debug, Clone)]
-#[allow(clippy::large_enum_variant)]
-enum Object {
-    Ingress(k8s_openapi::api::networking::v1::Ingress),
-    IngressClass(k8s_openapi::api::networking::v1::IngressClass),
-    Service(k8s_openapi::api::core::v1::Service),
-    EndpointSlice(k8s_openapi::api::discovery::v1::EndpointSlice),
-    Secret(k8s_openapi::api::core::v1::Secret),
-}
-
-/// A manifest directory and the last good parse of each file in it.
+/// A manifest directory and what each file in it last contributed.
+///
+/// Invariant: between loads, the objects of every file live in `state`, file after file in `order`, each file's
+/// objects of a kind counted by its entry's `counts`; the entries hold none but their Secrets (few, and copied
+/// into the state, see `load`). A load takes the objects back out (without copying them when nobody else holds
+/// the state), refreshes the files that changed, and moves them in again.
 pub struct ManifestDir {
     root: PathBuf,
     /// Further directories read after `root` (the ACME state directory's Secrets); missing ones are empty.
     extra_roots: Vec<PathBuf>,
-    last_good: HashMap<PathBuf, Vec<Object>>,
+    files: HashMap<PathBuf, FileEntry>,
+    order: Vec<PathBuf>,
+    state: Arc<ClusterState>,
 }
+
+/// What one file contributes, and how to tell whether it changed since.
+struct FileEntry {
+    stamp: Option<Stamp>,
+    /// When the content was last read (taken before reading).
+    read_at: SystemTime,
+    content: u64,
+    /// The objects of the current version, or of the last good one when the current one is broken. Empty while
+    /// they are lent to [`ManifestDir::state`].
+    objects: ClusterState,
+    /// Ingresses, IngressClasses, Services and EndpointSlices of this file in `ManifestDir::state`.
+    counts: [usize; 4],
+    /// The current version's diagnostics, reported again on every load.
+    diagnostics: Vec<Diagnostic>,
+}
+
+/// The metadata that changes when a file's content does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct Stamp {
+    len: u64,
+    modified: Option<SystemTime>,
+    /// Inode and change time: a file replaced by a rename, or rewritten with the same size and a restored
+    /// modification time, still differs.
+    inode: u64,
+    changed: (i64, i64),
+}
+
+impl Stamp {
+    fn of(m: &std::fs::Metadata) -> Self {
+        use std::os::unix::fs::MetadataExt;
+        Self {
+            len: m.len(),
+            modified: m.modified().ok(),
+            inode: m.ino(),
+            changed: (m.ctime(), m.ctime_nsec()),
+        }
+    }
+}
+
+/// A file modified less than this long before it was read may be modified again within the same timestamp
+/// granule (coarse kernel clocks, filesystems with whole-second times), so its stamp alone does not prove it
+/// unchanged: such a file is read again (and parsed only if its content differs).
+const RACY: Duration = Duration::from_secs(2);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ManifestError {
@@ -44,7 +90,9 @@ impl ManifestDir {
         Self {
             root: root.into(),
             extra_roots: Vec::new(),
-            last_good: HashMap::new(),
+            files: HashMap::new(),
+            order: Vec::new(),
+            state: Arc::default(),
         }
     }
 
@@ -65,13 +113,7 @@ impl ManifestDir {
         let mut h = std::collections::hash_map::DefaultHasher::new();
         for f in files {
             f.hash(&mut h);
-            if let Ok(m) = std::fs::metadata(&f) {
-                m.len().hash(&mut h);
-                m.modified()
-                    .ok()
-                    .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
-                    .hash(&mut h);
-            }
+            std::fs::metadata(&f).ok().map(|m| Stamp::of(&m)).hash(&mut h);
         }
         Ok(h.finish())
     }
@@ -122,102 +164,153 @@ impl ManifestDir {
         Ok(out)
     }
 
-    /// Reads the directory. Files that fail keep their last good objects; every failure is a diagnostic.
-    pub fn load(&mut self) -> Result<(ClusterState, Vec<Diagnostic>), ManifestError> {
+    /// Reads the directory. Files that fail keep their last good objects; every failure is a diagnostic. Only
+    /// files that changed since the last load are parsed again; the result is the same as a first load's. The
+    /// state is cheapest to produce again when the caller has dropped the previous one.
+    pub fn load(&mut self) -> Result<(Arc<ClusterState>, Vec<Diagnostic>), ManifestError> {
         let files = self.files()?;
-        let mut diagnostics = Vec::new();
-        let mut next = HashMap::new();
-        for file in files {
-            let shown = file.strip_prefix(&self.root).unwrap_or(&file).display().to_string();
-            let parsed = match std::fs::read_to_string(&file) {
-                Ok(text) => parse_documents(&text, &shown),
-                Err(e) => (
-                    Vec::new(),
-                    vec![Diagnostic {
-                        subject: Subject::File(shown.clone()),
-                        reason: format!("cannot read: {e}"),
-                    }],
-                ),
-            };
-            let (objects, errors) = parsed;
-            let objects = if errors.is_empty() {
-                objects
-            } else {
-                diagnostics.extend(errors);
-                match self.last_good.remove(&file) {
-                    Some(old) => {
-                        diagnostics.push(Diagnostic {
-                            subject: Subject::File(shown),
-                            reason: "keeping the objects of the last good version of this file".into(),
-                        });
-                        old
-                    }
-                    None => objects,
-                }
-            };
-            next.insert(file, objects);
+        self.take_back();
+        let mut next = HashMap::with_capacity(files.len());
+        for file in &files {
+            let shown = file.strip_prefix(&self.root).unwrap_or(file).display().to_string();
+            let entry = refresh(file, &shown, self.files.remove(file));
+            next.insert(file.clone(), entry);
         }
-        self.last_good = next;
+        self.files = next;
+
+        let mut diagnostics = Vec::new();
         let mut state = ClusterState::default();
-        let extra = |p: &Path| self.extra_roots.iter().any(|r| p.starts_with(r));
-        let mut paths: Vec<&PathBuf> = self.last_good.keys().collect();
-        // Main root first, then the extra roots, each in name order.
-        paths.sort_by_key(|p| (extra(p), *p));
-        for p in paths {
-            for o in &self.last_good[p] {
-                if extra(p) {
-                    if let Object::Secret(s) = o {
-                        let key = |x: &k8s_openapi::api::core::v1::Secret| {
-                            (
-                                x.metadata.namespace.clone().unwrap_or_else(|| "default".into()),
-                                x.metadata.name.clone(),
-                            )
-                        };
-                        state.secrets.retain(|old| key(old) != key(s));
-                    }
+        let total = |f: fn(&ClusterState) -> usize| self.files.values().map(|e| f(&e.objects)).sum::<usize>();
+        state.ingresses.reserve_exact(total(|s| s.ingresses.len()));
+        state.services.reserve_exact(total(|s| s.services.len()));
+        state.endpoint_slices.reserve_exact(total(|s| s.endpoint_slices.len()));
+        // Main root first, then the extra roots, each in name order (the order `files` lists them in).
+        for p in &files {
+            let extra = self.extra_roots.iter().any(|r| p.starts_with(r));
+            let entry = self.files.get_mut(p).expect("every listed file has an entry");
+            diagnostics.extend(entry.diagnostics.iter().cloned());
+            let o = std::mem::take(&mut entry.objects);
+            entry.counts = [
+                o.ingresses.len(),
+                o.ingress_classes.len(),
+                o.services.len(),
+                o.endpoint_slices.len(),
+            ];
+            // Secrets stay with their file and are copied into the state: they are few, and a Secret of an
+            // extra root replaces a same-named one of another file, so the state may hold fewer than the files.
+            if extra {
+                let key = |x: &k8s_openapi::api::core::v1::Secret| {
+                    (
+                        x.metadata.namespace.clone().unwrap_or_else(|| "default".into()),
+                        x.metadata.name.clone(),
+                    )
+                };
+                for s in &o.secrets {
+                    state.secrets.retain(|old| key(old) != key(s));
                 }
-                o.clone().add_to(&mut state);
+            }
+            state.secrets.extend(o.secrets.iter().cloned());
+            entry.objects.secrets = o.secrets;
+            state.ingresses.extend(o.ingresses);
+            state.ingress_classes.extend(o.ingress_classes);
+            state.services.extend(o.services);
+            state.endpoint_slices.extend(o.endpoint_slices);
+        }
+        self.order = files;
+        self.state = Arc::new(state);
+        Ok((self.state.clone(), diagnostics))
+    }
+
+    /// Moves every file's objects out of the last state back into its entry (copying them only when the state
+    /// is still shared).
+    fn take_back(&mut self) {
+        let state = std::mem::take(&mut self.state);
+        let state = Arc::try_unwrap(state).unwrap_or_else(|shared| (*shared).clone());
+        let mut ingresses = state.ingresses.into_iter();
+        let mut classes = state.ingress_classes.into_iter();
+        let mut services = state.services.into_iter();
+        let mut slices = state.endpoint_slices.into_iter();
+        for p in &self.order {
+            let Some(entry) = self.files.get_mut(p) else { continue };
+            let [i, c, s, e] = entry.counts;
+            let o = &mut entry.objects;
+            o.ingresses.extend(ingresses.by_ref().take(i));
+            o.ingress_classes.extend(classes.by_ref().take(c));
+            o.services.extend(services.by_ref().take(s));
+            o.endpoint_slices.extend(slices.by_ref().take(e));
+            entry.counts = [0; 4];
+        }
+    }
+}
+
+/// The new entry of `file`: `old` as it is when the file did not change, else the file read (and parsed when its
+/// content differs). A broken version keeps the objects of `old`.
+fn refresh(file: &Path, shown: &str, old: Option<FileEntry>) -> FileEntry {
+    let stamp = std::fs::metadata(file).ok().map(|m| Stamp::of(&m));
+    let unchanged = |old: &FileEntry| {
+        let settled = stamp
+            .and_then(|s| s.modified)
+            .and_then(|m| old.read_at.duration_since(m).ok())
+            .is_some_and(|age| age >= RACY);
+        stamp.is_some() && stamp == old.stamp && settled
+    };
+    let old = match old {
+        Some(old) if unchanged(&old) => return old,
+        old => old,
+    };
+    let read_at = SystemTime::now();
+    let (content, (objects, mut diagnostics)) = match std::fs::read_to_string(file) {
+        Ok(text) => {
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            text.hash(&mut h);
+            let content = h.finish();
+            match old {
+                Some(old) if old.content == content => {
+                    return FileEntry { stamp, read_at, ..old };
+                }
+                _ => (content, parse_documents(&text, shown)),
             }
         }
-        Ok((state, diagnostics))
+        Err(e) => (
+            0,
+            (
+                ClusterState::default(),
+                vec![Diagnostic {
+                    subject: Subject::File(shown.to_string()),
+                    reason: format!("cannot read: {e}"),
+                }],
+            ),
+        ),
+    };
+    let objects = match old {
+        Some(old) if !diagnostics.is_empty() => {
+            diagnostics.push(Diagnostic {
+                subject: Subject::File(shown.to_string()),
+                reason: "keeping the objects of the last good version of this file".into(),
+            });
+            old.objects
+        }
+        _ => objects,
+    };
+    FileEntry {
+        stamp,
+        read_at,
+        content,
+        objects,
+        counts: [0; 4],
+        diagnostics,
     }
 }
 
 /// Parses one multi-document YAML text (named `file` in diagnostics) into a state. Used by `portico check`-like
 /// tools and tests that hold manifests in memory.
 pub fn state_from_yaml(text: &str, file: &str) -> (ClusterState, Vec<Diagnostic>) {
-    let (objects, diagnostics) = parse_documents(text, file);
-    let mut state = ClusterState::default();
-    for o in objects {
-        o.add_to(&mut state);
-    }
-    (state, diagnostics)
-}
-
-impl Object {
-    fn add_to(self, state: &mut ClusterState) {
-        match self {
-            Object::Ingress(x) => state.ingresses.push(x),
-            Object::IngressClass(x) => state.ingress_classes.push(x),
-            Object::Service(x) => state.services.push(x),
-            Object::EndpointSlice(x) => state.endpoint_slices.push(x),
-            Object::Secret(x) => state.secrets.push(x),
-        }
-    }
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct TypeMeta {
-    #[serde(default)]
-    api_version: Option<String>,
-    #[serde(default)]
-    kind: Option<String>,
+    parse_documents(text, file)
 }
 
 /// Parses a multi-document YAML text into objects and per-document diagnostics.
-fn parse_documents(text: &str, file: &str) -> (Vec<Object>, Vec<Diagnostic>) {
-    let mut objects = Vec::new();
+fn parse_documents(text: &str, file: &str) -> (ClusterState, Vec<Diagnostic>) {
+    let mut objects = ClusterState::default();
     let mut errors = Vec::new();
     for (index, doc) in serde_yaml::Deserializer::from_str(text).enumerate() {
         let err = |reason: String| Diagnostic {
@@ -239,56 +332,64 @@ fn parse_documents(text: &str, file: &str) -> (Vec<Object>, Vec<Diagnostic>) {
             errors.push(err(reason));
         }
     }
+    // Kept until the file changes: no growth slack.
+    objects.ingresses.shrink_to_fit();
+    objects.services.shrink_to_fit();
+    objects.endpoint_slices.shrink_to_fit();
     (objects, errors)
 }
 
-fn parse_value(value: serde_yaml::Value, out: &mut Vec<Object>) -> Result<(), String> {
+fn parse_value(mut value: serde_yaml::Value, out: &mut ClusterState) -> Result<(), String> {
     if value.is_null() {
         return Ok(());
     }
-    let meta: TypeMeta = serde_yaml::from_value(value.clone()).map_err(|e| format!("not a Kubernetes object: {e}"))?;
-    let (Some(api), Some(kind)) = (meta.api_version.as_deref(), meta.kind.as_deref()) else {
+    if !value.is_mapping() {
+        return Err("not a Kubernetes object: a document must be a mapping".into());
+    }
+    // Read apiVersion and kind in place: deserializing them from a copy of the whole document cost as much as
+    // the typed parse itself.
+    let field = |key: &str| match value.get(key) {
+        None | Some(serde_yaml::Value::Null) => Ok(None),
+        Some(serde_yaml::Value::String(s)) => Ok(Some(s.clone())),
+        Some(_) => Err(format!("not a Kubernetes object: {key} must be a string")),
+    };
+    let (api, kind) = (field("apiVersion")?, field("kind")?);
+    let (Some(api), Some(kind)) = (api.as_deref(), kind.as_deref()) else {
         return Err("not a Kubernetes object: apiVersion and kind are required".into());
     };
-    fn typed<T: serde::de::DeserializeOwned>(v: serde_yaml::Value, kind: &str) -> Result<T, String> {
-        serde_yaml::from_value(v).map_err(|e| format!("invalid {kind}: {e}"))
+    fn typed<T: serde::de::DeserializeOwned + k8s_openapi::Metadata<Ty = ObjectMeta>>(
+        v: serde_yaml::Value,
+        kind: &str,
+        out: &mut Vec<T>,
+    ) -> Result<(), String> {
+        let obj: T = serde_yaml::from_value(v).map_err(|e| format!("invalid {kind}: {e}"))?;
+        if obj.metadata().name.is_none() {
+            return Err(format!("{kind} has no metadata.name"));
+        }
+        out.push(obj);
+        Ok(())
     }
-    let obj = match (api, kind) {
-        ("networking.k8s.io/v1", "Ingress") => Object::Ingress(typed(value, kind)?),
-        ("networking.k8s.io/v1", "IngressClass") => Object::IngressClass(typed(value, kind)?),
-        ("v1", "Service") => Object::Service(typed(value, kind)?),
-        ("discovery.k8s.io/v1", "EndpointSlice") => Object::EndpointSlice(typed(value, kind)?),
-        ("v1", "Secret") => Object::Secret(typed(value, kind)?),
+    match (api, kind) {
+        ("networking.k8s.io/v1", "Ingress") => typed(value, kind, &mut out.ingresses),
+        ("networking.k8s.io/v1", "IngressClass") => typed(value, kind, &mut out.ingress_classes),
+        ("v1", "Service") => typed(value, kind, &mut out.services),
+        ("discovery.k8s.io/v1", "EndpointSlice") => typed(value, kind, &mut out.endpoint_slices),
+        ("v1", "Secret") => typed(value, kind, &mut out.secrets),
         ("v1", "List") => {
-            let items = value
-                .get("items")
-                .and_then(|i| i.as_sequence())
-                .cloned()
-                .unwrap_or_default();
+            let items = match value.get_mut("items") {
+                Some(serde_yaml::Value::Sequence(items)) => std::mem::take(items),
+                _ => Vec::new(),
+            };
             for item in items {
                 parse_value(item, out)?;
             }
-            return Ok(());
+            Ok(())
         }
-        (_, "Ingress" | "IngressClass" | "EndpointSlice") => {
-            return Err(format!(
-                "{kind} apiVersion {api:?} is not supported (use networking.k8s.io/v1 or discovery.k8s.io/v1)"
-            ))
-        }
-        _ => return Ok(()),
-    };
-    let name_missing = match &obj {
-        Object::Ingress(x) => x.metadata.name.is_none(),
-        Object::IngressClass(x) => x.metadata.name.is_none(),
-        Object::Service(x) => x.metadata.name.is_none(),
-        Object::EndpointSlice(x) => x.metadata.name.is_none(),
-        Object::Secret(x) => x.metadata.name.is_none(),
-    };
-    if name_missing {
-        return Err(format!("{kind} has no metadata.name"));
+        (_, "Ingress" | "IngressClass" | "EndpointSlice") => Err(format!(
+            "{kind} apiVersion {api:?} is not supported (use networking.k8s.io/v1 or discovery.k8s.io/v1)"
+        )),
+        _ => Ok(()),
     }
-    out.push(obj);
-    Ok(())
 }
 
 #[cfg(test)]
@@ -324,7 +425,7 @@ items:
 - {apiVersion: v1, kind: Secret, metadata: {name: s}, type: kubernetes.io/tls}
 ";
         let (objs, errs) = parse_documents(text, "x.yaml");
-        assert_eq!(objs.len(), 2, "{objs:?}");
+        assert_eq!((objs.services.len(), objs.secrets.len()), (1, 1), "{objs:?}");
         let msgs: Vec<String> = errs.iter().map(|d| d.to_string()).collect();
         assert_eq!(msgs.len(), 3, "{msgs:?}");
         assert!(msgs[0].starts_with("x.yaml document 3: invalid Ingress"), "{msgs:?}");
@@ -398,5 +499,95 @@ items:
             })
             .collect();
         assert_eq!(v, vec![("b".into(), "main".into()), ("a".into(), "state".into())]);
+        // Loading again (nothing changed, then the override removed) keeps every file's own Secrets.
+        let show = |(s, d): (Arc<ClusterState>, Vec<Diagnostic>)| format!("{s:?}\n{d:?}");
+        let cold = |m: &Path| show(ManifestDir::new(m).with_extra_root(&extra).load().unwrap());
+        assert_eq!(show(m.load().unwrap()), cold(main.path()));
+        std::fs::remove_file(extra.join("default/a.yaml")).unwrap();
+        let (s, _) = m.load().unwrap();
+        assert_eq!(s.secrets.len(), 2);
+        drop(s);
+        assert_eq!(show(m.load().unwrap()), cold(main.path()));
+    }
+
+    /// A directory loaded again after each change gives what a fresh `ManifestDir` reads: edits, same-size
+    /// rewrites with the old modification time, renames, removals, additions, a broken file and its fix, and a
+    /// caller that still holds the previous state.
+    #[test]
+    fn incremental_loads_equal_cold_loads() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = |name: &str| dir.path().join(name);
+        let svc = |name: &str, port: u16| {
+            format!("apiVersion: v1\nkind: Service\nmetadata: {{name: {name}}}\nspec: {{ports: [{{port: {port}}}]}}\n")
+        };
+        let ing = |name: &str, host: &str| {
+            format!(
+                "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {{name: {name}}}\nspec: {{rules: [{{host: {host}}}]}}\n"
+            )
+        };
+        std::fs::write(p("a.yaml"), svc("a", 80) + "---\n" + &ing("a", "a.example")).unwrap();
+        std::fs::write(p("b.yaml"), ing("b", "b.example")).unwrap();
+        std::fs::create_dir(p("sub")).unwrap();
+        std::fs::write(p("sub/c.yml"), svc("c", 81) + "---\n" + &ing("c", "c.example")).unwrap();
+
+        let mut warm = ManifestDir::new(dir.path());
+        let show = |(s, d): (Arc<ClusterState>, Vec<Diagnostic>)| format!("{s:?}\n{d:?}");
+        let cold = || show(ManifestDir::new(dir.path()).load().unwrap());
+        assert_eq!(show(warm.load().unwrap()), cold());
+
+        type Step<'a> = (&'a str, Box<dyn Fn() + 'a>);
+        let steps: Vec<Step> = vec![
+            (
+                "edit",
+                Box::new(|| std::fs::write(p("b.yaml"), ing("b", "b2.example")).unwrap()),
+            ),
+            (
+                "same size, old mtime",
+                Box::new(|| {
+                    let before = std::fs::metadata(p("b.yaml")).unwrap().modified().unwrap();
+                    std::fs::write(p("b.yaml"), ing("b", "b3.example")).unwrap();
+                    let f = std::fs::File::options().write(true).open(p("b.yaml")).unwrap();
+                    f.set_modified(before).unwrap();
+                }),
+            ),
+            (
+                "rename",
+                Box::new(|| std::fs::rename(p("a.yaml"), p("z.yaml")).unwrap()),
+            ),
+            ("remove", Box::new(|| std::fs::remove_file(p("sub/c.yml")).unwrap())),
+            (
+                "add",
+                Box::new(|| std::fs::write(p("d.yaml"), svc("d", 82) + "---\n" + &svc("e", 83)).unwrap()),
+            ),
+            (
+                "touch, same content",
+                Box::new(|| std::fs::write(p("d.yaml"), svc("d", 82) + "---\n" + &svc("e", 83)).unwrap()),
+            ),
+            (
+                "not a manifest",
+                Box::new(|| std::fs::write(p("notes.txt"), "x").unwrap()),
+            ),
+        ];
+        let mut held = Vec::new();
+        for (what, step) in steps {
+            step();
+            let (state, diags) = warm.load().unwrap();
+            assert_eq!(show((state.clone(), diags)), cold(), "after {what}");
+            // Holding on to a state must not change what the next load sees.
+            held.push(state);
+        }
+
+        // A broken edit keeps the last good objects; fixing it reads the new version.
+        std::fs::write(
+            p("z.yaml"),
+            "apiVersion: v1\nkind: Service\nmetadata: {name: a}\n---\n: : :\n",
+        )
+        .unwrap();
+        let (state, diags) = warm.load().unwrap();
+        assert_eq!(state.ingresses.len(), 2, "{state:?}");
+        assert!(diags.iter().any(|d| d.reason.contains("last good")), "{diags:?}");
+        drop(state);
+        std::fs::write(p("z.yaml"), svc("a", 90)).unwrap();
+        assert_eq!(show(warm.load().unwrap()), cold(), "after the fix");
     }
 }
