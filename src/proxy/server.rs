@@ -213,10 +213,12 @@ async fn serve_conn<S>(
         service_fn(move |req| {
             let (proxy, info) = (proxy.clone(), info.clone());
             let guard = Activity::start(&activity);
-            async move {
+            // Boxed: hyper keeps the service future inside the connection's future, so inline its full size would
+            // be copied into every spawned connection task and moved with it.
+            Box::pin(async move {
                 let resp = proxy.handle(&info, req).await;
                 Ok::<_, Infallible>(resp.map(|inner| Tracked { inner, _guard: guard }))
-            }
+            })
         })
     };
     let conn = builder
