@@ -501,8 +501,16 @@ spec:
     (mdir / "ingresses.yaml").write_text("---\n".join(docs))
 
 
-def portico_config(path: Path, tls: bool):
-    https = f'    https: ["127.0.0.1:{PX_TLS_PORT}"]\n' if tls else ""
+def portico_config(path: Path, tls: bool, fx: Fixtures):
+    # The load tools connect to 127.0.0.1 and send no SNI: like nginx's and HAProxy's default certificate here, the
+    # bench certificate answers those handshakes (Portico's built-in default would cover no host, and a request for
+    # a host its certificate does not cover gets 421).
+    https = (
+        f'    https: ["127.0.0.1:{PX_TLS_PORT}"]\n'
+        f"    defaultCertificate: {{certFile: {fx.crt}, keyFile: {fx.key}}}\n"
+        if tls
+        else ""
+    )
     path.write_text(
         f"""listenerSets:
   - name: default
@@ -550,7 +558,7 @@ def start_peer(fx: Fixtures, peer, sc, d: Path, valgrind_out: Path | None = None
             shutil.rmtree(mdir)
         portico_manifests(fx, sc, mdir, tls)
         conf = d / f"portico-{sc}.yaml"
-        portico_config(conf, tls)
+        portico_config(conf, tls, fx)
         argv = [*vg, PORTICO_BIN, "run", "--manifests", str(mdir), "--config", str(conf), "--workers", "1", "--access-log", "off"]
     else:
         raise SystemExit(f"unknown peer {peer}")
