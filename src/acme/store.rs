@@ -36,6 +36,25 @@ pub struct StoredCert {
     pub key_pem: String,
 }
 
+impl StoredCert {
+    /// `tls.crt` and `tls.key` of a Secret (`stringData` first, as written in files; else `data`, as the API
+    /// returns it). `None` when either is missing or not UTF-8.
+    pub fn from_secret(s: &k8s_openapi::api::core::v1::Secret) -> Option<Self> {
+        let field = |k: &str| {
+            s.string_data.as_ref().and_then(|m| m.get(k).cloned()).or_else(|| {
+                s.data
+                    .as_ref()
+                    .and_then(|m| m.get(k))
+                    .and_then(|b| String::from_utf8(b.0.clone()).ok())
+            })
+        };
+        Some(Self {
+            cert_pem: field("tls.crt")?,
+            key_pem: field("tls.key")?,
+        })
+    }
+}
+
 impl std::fmt::Debug for StoredCert {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("StoredCert").finish_non_exhaustive()
@@ -122,17 +141,9 @@ impl FileStore {
             path: path.display().to_string(),
             reason: e.to_string(),
         })?;
-        let field = |k: &str| {
-            s.string_data.as_ref().and_then(|m| m.get(k).cloned()).or_else(|| {
-                s.data
-                    .as_ref()
-                    .and_then(|m| m.get(k))
-                    .and_then(|b| String::from_utf8(b.0.clone()).ok())
-            })
-        };
-        match (field("tls.crt"), field("tls.key")) {
-            (Some(cert_pem), Some(key_pem)) => Ok(Some(StoredCert { cert_pem, key_pem })),
-            _ => Err(StoreError::Invalid {
+        match StoredCert::from_secret(&s) {
+            Some(c) => Ok(Some(c)),
+            None => Err(StoreError::Invalid {
                 path: path.display().to_string(),
                 reason: "tls.crt or tls.key missing".into(),
             }),

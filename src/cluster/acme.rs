@@ -199,15 +199,9 @@ impl CertStore for KubeStore {
             let Some(s) = api.get_opt(&secret.name).await.map_err(Self::api_err(&path))? else {
                 return Ok(None);
             };
-            let field = |k: &str| {
-                s.data
-                    .as_ref()
-                    .and_then(|m| m.get(k))
-                    .and_then(|b| String::from_utf8(b.0.clone()).ok())
-            };
-            match (field("tls.crt"), field("tls.key")) {
-                (Some(cert_pem), Some(key_pem)) => Ok(Some(StoredCert { cert_pem, key_pem })),
-                _ => Err(StoreError::Invalid {
+            match StoredCert::from_secret(&s) {
+                Some(c) => Ok(Some(c)),
+                None => Err(StoreError::Invalid {
                     path,
                     reason: "tls.crt or tls.key missing".into(),
                 }),

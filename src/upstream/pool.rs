@@ -165,6 +165,13 @@ mod tests {
             .unwrap()
     }
 
+    /// A GET on one of `ep`'s HTTP/1.1 connections.
+    async fn exchange(c: &UpstreamClient, ep: &Endpoint, path: &'static str) -> http::Response<hyper::body::Incoming> {
+        c.send(ep, get(path), None, crate::upstream::client::Via::Http1)
+            .await
+            .unwrap()
+    }
+
     async fn body(resp: http::Response<hyper::body::Incoming>) -> Bytes {
         resp.into_body().collect().await.unwrap().to_bytes()
     }
@@ -183,10 +190,7 @@ mod tests {
         let ep = Endpoint::new(0, o.addr);
         let c = client(std::time::Duration::from_secs(60));
         for _ in 0..5 {
-            let resp = c
-                .send(&ep, get("/"), None, crate::upstream::client::Via::Http1)
-                .await
-                .unwrap();
+            let resp = exchange(&c, &ep, "/").await;
             assert_eq!(body(resp).await, "ok");
         }
         assert_eq!(o.accepted.load(Ordering::SeqCst), 1);
@@ -198,25 +202,16 @@ mod tests {
         let o = origin().await;
         let ep = Endpoint::new(0, o.addr);
         let c = client(std::time::Duration::from_secs(60));
-        let slow = c
-            .send(&ep, get("/slow"), None, crate::upstream::client::Via::Http1)
-            .await
-            .unwrap();
+        let slow = exchange(&c, &ep, "/slow").await;
         // The slow body is still open: the next request needs a second connection.
-        let resp = c
-            .send(&ep, get("/"), None, crate::upstream::client::Via::Http1)
-            .await
-            .unwrap();
+        let resp = exchange(&c, &ep, "/").await;
         assert_eq!(body(resp).await, "ok");
         assert_eq!(o.accepted.load(Ordering::SeqCst), 2);
         o.release.notify_one();
         assert_eq!(body(slow).await, "abcd");
         // Both are reusable now; no third connection.
         for _ in 0..4 {
-            let resp = c
-                .send(&ep, get("/"), None, crate::upstream::client::Via::Http1)
-                .await
-                .unwrap();
+            let resp = exchange(&c, &ep, "/").await;
             assert_eq!(body(resp).await, "ok");
         }
         assert_eq!(o.accepted.load(Ordering::SeqCst), 2);
@@ -227,24 +222,15 @@ mod tests {
         let o = origin().await;
         let ep = Endpoint::new(0, o.addr);
         let c = client(std::time::Duration::from_millis(50));
-        let resp = c
-            .send(&ep, get("/close"), None, crate::upstream::client::Via::Http1)
-            .await
-            .unwrap();
+        let resp = exchange(&c, &ep, "/close").await;
         assert_eq!(body(resp).await, "ok");
         // The origin closed it: the next request connects again and succeeds.
-        let resp = c
-            .send(&ep, get("/"), None, crate::upstream::client::Via::Http1)
-            .await
-            .unwrap();
+        let resp = exchange(&c, &ep, "/").await;
         assert_eq!(body(resp).await, "ok");
         assert_eq!(o.accepted.load(Ordering::SeqCst), 2);
         // Idle past the timeout: not reused.
         tokio::time::sleep(std::time::Duration::from_millis(120)).await;
-        let resp = c
-            .send(&ep, get("/"), None, crate::upstream::client::Via::Http1)
-            .await
-            .unwrap();
+        let resp = exchange(&c, &ep, "/").await;
         assert_eq!(body(resp).await, "ok");
         assert_eq!(o.accepted.load(Ordering::SeqCst), 3);
     }

@@ -53,9 +53,10 @@ pub fn client_config(ca: Option<&[u8]>, alpn: &[u8]) -> Result<ClientConfig, Str
     Ok(config)
 }
 
-/// `proxy-ssl-verify: off`: any certificate is accepted; handshake signatures are still verified.
+/// `proxy-ssl-verify: off`: any certificate is accepted; handshake signatures are still verified. (Also what the
+/// test clients use to look at the certificate a listener presents.)
 #[derive(Debug)]
-struct NoVerify(Arc<CryptoProvider>);
+pub struct NoVerify(pub Arc<CryptoProvider>);
 
 impl ServerCertVerifier for NoVerify {
     fn verify_server_cert(
