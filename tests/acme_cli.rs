@@ -1,7 +1,11 @@
 //! `portico run --manifests` with an `acme` listener set and no `--state-dir` stops at once with exit code 2;
 //! cluster mode needs no state directory (ACME state lives in Secrets).
 
+mod support;
+
 use std::process::Command;
+
+use support::Child;
 
 #[test]
 fn acme_without_state_dir_is_refused() {
@@ -30,16 +34,6 @@ admin: { address: "127.0.0.1:0" }
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--state-dir"), "{err}");
-}
-
-/// Kills the child process it holds when dropped (a failed assertion must not leave it running).
-struct Child(std::process::Child);
-
-impl Drop for Child {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 #[tokio::test]

@@ -799,16 +799,6 @@ admin: { address: "127.0.0.1:0" }
 
 // === the binary ===
 
-/// Kills the child process it holds when dropped (a failed assertion must not leave it running).
-struct Child(std::process::Child);
-
-impl Drop for Child {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[tokio::test]
 async fn binary_runs_in_cluster_mode_with_a_kubeconfig() {
     bounded(async {

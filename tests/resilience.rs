@@ -365,20 +365,6 @@ async fn a_slow_response_keeps_a_connection_alive_past_the_keep_alive_timeout() 
 
 // === in flight until the body ends ===
 
-/// A response body fed from a channel of frames.
-struct ChannelBody(tokio::sync::mpsc::Receiver<http_body::Frame<Bytes>>);
-
-impl http_body::Body for ChannelBody {
-    type Data = Bytes;
-    type Error = Infallible;
-    fn poll_frame(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Infallible>>> {
-        self.0.poll_recv(cx).map(|f| f.map(Ok))
-    }
-}
-
 /// A backend named `name`: `/stream` sends one chunk, waits for the returned `Notify`, then sends nine more;
 /// anything else answers at once.
 async fn streaming_backend(name: &'static str) -> (SocketAddr, std::sync::Arc<tokio::sync::Notify>) {

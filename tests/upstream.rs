@@ -275,20 +275,6 @@ async fn per_route_upstream_timeout() {
     gw.stop().await;
 }
 
-/// A response body fed from a channel of frames (data and trailers).
-struct ChannelBody(tokio::sync::mpsc::Receiver<http_body::Frame<Bytes>>);
-
-impl http_body::Body for ChannelBody {
-    type Data = Bytes;
-    type Error = Infallible;
-    fn poll_frame(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Infallible>>> {
-        self.0.poll_recv(cx).map(|f| f.map(Ok))
-    }
-}
-
 /// An h2c "gRPC" server: echoes the request's `te`, streams three messages 150 ms apart, then trailers.
 async fn grpc_backend() -> SocketAddr {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -392,3 +392,27 @@ pub fn ca_secret(ns: &str, name: &str, ca_pem: &str) -> String {
         "---\napiVersion: v1\nkind: Secret\nmetadata: {{name: {name}, namespace: {ns}}}\ntype: Opaque\nstringData:\n  ca.crt: |\n{indent}"
     )
 }
+
+/// A response body fed from a channel of frames (data and trailers), for backends that stream on cue.
+pub struct ChannelBody(pub tokio::sync::mpsc::Receiver<http_body::Frame<Bytes>>);
+
+impl http_body::Body for ChannelBody {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        self.0.poll_recv(cx).map(|f| f.map(Ok))
+    }
+}
+
+/// Kills the child process it holds when dropped (a failed assertion must not leave it running).
+pub struct Child(pub std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
