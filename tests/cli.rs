@@ -19,7 +19,12 @@ fn check_passes_on_the_quickstart() {
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(
         stdout.contains("jenkins.local/ Prefix -> default/jenkins:80 [127.0.0.1:9101] (Ingress default/jenkins)"),
         "{stdout}"
