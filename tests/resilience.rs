@@ -238,6 +238,59 @@ async fn a_stalled_response_body_is_aborted_after_the_read_timeout() {
     gw.stop().await;
 }
 
+/// A backend that answers every request on a connection with `size` bytes at once.
+async fn bulk_backend(size: usize) -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                while matches!(s.read(&mut buf).await, Ok(n) if n > 0) {
+                    let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {size}\r\n\r\n");
+                    if s.write_all(head.as_bytes()).await.is_err() || s.write_all(&vec![b'x'; size]).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn a_slow_client_is_not_cut_off_by_the_backend_read_timeout() {
+    // The read timeout is about the backend making the gateway wait, not about a client that reads slowly: the
+    // backend sends everything at once, the client stops reading for longer than the timeout, then reads it all.
+    let size = 8 << 20;
+    let backend = bulk_backend(size).await;
+    let m = service("default", "bulk", &[backend])
+        + &annotated_ingress(
+            "default",
+            "bulk",
+            "bulk.example",
+            "bulk",
+            &[("nginx.ingress.kubernetes.io/proxy-read-timeout", "1")],
+        );
+    let gw = Gateway::start(&m).await;
+    let req = http::Request::get(format!("http://{}/", gw.addr(0)))
+        .header("host", "bulk.example")
+        .body(http_body_util::Full::new(Bytes::new()))
+        .unwrap();
+    let resp = client().request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let body = tokio::time::timeout(Duration::from_secs(10), resp.into_body().collect())
+        .await
+        .unwrap()
+        .expect("the whole body after the pause")
+        .to_bytes();
+    assert_eq!(body.len(), size);
+    // The connection to the backend survived too: the next request reuses it and completes.
+    assert_eq!(get(gw.addr(0), "bulk.example", "/").await.body.len(), size);
+    gw.stop().await;
+}
+
 #[tokio::test]
 async fn a_stalled_request_body_gets_408_and_frees_the_backend() {
     let b = echo("b").await;

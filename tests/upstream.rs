@@ -520,6 +520,54 @@ async fn slow_headers_are_cut_off() {
     gw.stop().await;
 }
 
+#[tokio::test]
+async fn the_header_read_timeout_spares_idle_keep_alive_connections_but_not_silent_new_ones() {
+    let b = echo("b").await;
+    let config = ONE_SET.replace(
+        "    http: [\"127.0.0.1:0\"]\n",
+        "    http: [\"127.0.0.1:0\"]\n    headerReadTimeout: 300ms\n    keepAliveTimeout: 5s\n",
+    );
+    let gw = Gateway::start_with(
+        &config,
+        &(service("default", "b", &[b.addr]) + &ingress("default", "i", "portico", &[("", "/", "Prefix", "b")])),
+    )
+    .await;
+    async fn exchange(s: &mut TcpStream) -> String {
+        s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !String::from_utf8_lossy(&got).contains("\r\n\r\n") {
+            let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+                .await
+                .unwrap()
+                .unwrap();
+            assert!(n > 0, "connection closed; got {:?}", String::from_utf8_lossy(&got));
+            got.extend_from_slice(&buf[..n]);
+        }
+        String::from_utf8_lossy(&got).into_owned()
+    }
+    // Between requests a connection is idle, not slow: it lives by the keep-alive timeout.
+    let mut s = TcpStream::connect(gw.addr(0)).await.unwrap();
+    assert!(exchange(&mut s).await.starts_with("HTTP/1.1 200"));
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    assert!(exchange(&mut s).await.starts_with("HTTP/1.1 200"));
+    // A new connection that sends nothing is due its first request head within the header-read timeout.
+    let mut silent = TcpStream::connect(gw.addr(0)).await.unwrap();
+    let started = Instant::now();
+    let mut buf = [0u8; 64];
+    let n = tokio::time::timeout(Duration::from_secs(5), silent.read(&mut buf))
+        .await
+        .expect("a silent connection was not closed")
+        .unwrap_or(0);
+    assert_eq!(n, 0);
+    assert!(
+        started.elapsed() >= Duration::from_millis(250),
+        "{:?}",
+        started.elapsed()
+    );
+    gw.stop().await;
+}
+
 // === TLS to backends ===
 
 #[tokio::test]

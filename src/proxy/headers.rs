@@ -191,8 +191,64 @@ pub fn set_forwarded(headers: &mut HeaderMap, f: &Forwarded<'_>) {
     }
 }
 
+/// The last client address a listener saw and its header value, so that a run of connections from one address
+/// (a load balancer, a busy client) shares one rendered value.
+pub struct HopCache {
+    port: HeaderValue,
+    last: Option<(IpAddr, HeaderValue)>,
+}
+
+impl HopCache {
+    pub fn new(local_port: u16) -> Self {
+        Self {
+            port: HeaderValue::from(local_port),
+            last: None,
+        }
+    }
+
+    pub fn get(&mut self, ip: IpAddr) -> HopValues {
+        let ip_value = match &self.last {
+            Some((last, v)) if *last == ip => v.clone(),
+            _ => {
+                let v = ip_value(ip);
+                self.last = Some((ip, v.clone()));
+                v
+            }
+        };
+        HopValues {
+            ip,
+            ip_value,
+            port_value: self.port.clone(),
+        }
+    }
+}
+
 fn ip_value(ip: IpAddr) -> HeaderValue {
-    HeaderValue::from_str(&crate::cidr::canonical(ip).to_string()).expect("an IP address is a valid header value")
+    match crate::cidr::canonical(ip) {
+        // Dotted quad by hand: `to_string` goes through the formatting machinery.
+        IpAddr::V4(v4) => {
+            let mut buf = [0u8; 15];
+            let mut n = 0;
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    buf[n] = b'.';
+                    n += 1;
+                }
+                if octet >= 100 {
+                    buf[n] = b'0' + octet / 100;
+                    n += 1;
+                }
+                if octet >= 10 {
+                    buf[n] = b'0' + octet / 10 % 10;
+                    n += 1;
+                }
+                buf[n] = b'0' + octet % 10;
+                n += 1;
+            }
+            HeaderValue::from_bytes(&buf[..n]).expect("an IP address is a valid header value")
+        }
+        v6 => HeaderValue::from_str(&v6.to_string()).expect("an IP address is a valid header value"),
+    }
 }
 
 #[cfg(test)]
@@ -234,6 +290,32 @@ mod tests {
         assert_eq!(h.get("x-forwarded-host").unwrap(), "a.example:8080");
         assert_eq!(h.get("x-forwarded-port").unwrap(), "8080");
         assert_eq!(h.get("x-forwarded-proto").unwrap(), "http");
+    }
+
+    #[test]
+    fn addresses_render_like_display_and_the_cache_follows_the_address() {
+        for ip in [
+            "0.0.0.0",
+            "9.10.99.100",
+            "255.255.255.255",
+            "10.0.0.1",
+            "::ffff:192.0.2.33",
+            "2001:db8::1",
+            "::1",
+        ] {
+            let ip: IpAddr = ip.parse().unwrap();
+            assert_eq!(ip_value(ip), crate::cidr::canonical(ip).to_string().as_str());
+        }
+        let mut cache = HopCache::new(8443);
+        let a = cache.get("10.1.2.3".parse().unwrap());
+        let b = cache.get("10.1.2.4".parse().unwrap());
+        let a2 = cache.get("10.1.2.3".parse().unwrap());
+        assert_eq!(
+            (a.ip_value.to_str().unwrap(), b.ip_value.to_str().unwrap()),
+            ("10.1.2.3", "10.1.2.4")
+        );
+        assert_eq!(a2.ip_value, "10.1.2.3");
+        assert_eq!(a2.port_value, "8443");
     }
 
     #[test]

@@ -53,13 +53,18 @@ pub struct ConnInfo {
 
 impl ConnInfo {
     pub fn new(set: usize, peer: SocketAddr, local: SocketAddr) -> Self {
+        Self::with_hop(set, peer, local, headers::HopValues::new(peer.ip(), local.port()))
+    }
+
+    /// With `hop` already rendered for `peer` and `local`'s port.
+    pub fn with_hop(set: usize, peer: SocketAddr, local: SocketAddr, hop: headers::HopValues) -> Self {
         Self {
             set,
             peer,
             client: peer,
             local,
             tls: None,
-            hop: headers::HopValues::new(peer.ip(), local.port()),
+            hop,
         }
     }
 
@@ -495,7 +500,7 @@ impl Proxy {
                 .await;
             note.upstream_time = Some(sent_at.elapsed());
             let e = match sent {
-                Ok(mut resp) => {
+                Ok((mut resp, watch)) => {
                     backend.record(endpoint, !resp.status().is_server_error());
                     if resp.status() == http::StatusCode::SWITCHING_PROTOCOLS {
                         if let Some(down) = downstream_upgrade {
@@ -505,7 +510,7 @@ impl Proxy {
                             let (rparts, rbody) = resp.into_parts();
                             return Ok(Response::from_parts(
                                 rparts,
-                                Either::Left(ResponseBody::new(rbody, None, None)),
+                                Either::Left(ResponseBody::new(rbody, None, None, None)),
                             ));
                         }
                     }
@@ -523,7 +528,7 @@ impl Proxy {
                             }
                         }
                     }
-                    let rbody = ResponseBody::new(rbody, Some(in_flight), Some(read_timeout));
+                    let rbody = ResponseBody::new(rbody, Some(in_flight), Some(read_timeout), watch);
                     return Ok(Response::from_parts(rparts, Either::Left(rbody)));
                 }
                 Err(SendError::RequestBodyTimeout) => return Err(ProxyError::RequestTimeout),

@@ -1,11 +1,14 @@
 //! Listener loops: accept, (for TLS) handshake with the listener set's current certificates, serve HTTP/1.1 and
 //! HTTP/2 (ALPN on TLS, prior knowledge on cleartext) with hyper-util's auto builder, and shut down gracefully:
 //! stop accepting, let in-flight requests finish up to a deadline. A connection without a request in flight for
-//! the listener set's keep-alive timeout is shut down gracefully too (HTTP/2: GOAWAY).
+//! the listener set's keep-alive timeout is shut down gracefully too (HTTP/2: GOAWAY), and an HTTP/1.1 request
+//! whose head does not arrive within the header-read timeout (counted from its first byte, or from the accept for
+//! the first request) ends its connection. Both deadlines share one timer per connection, which is not touched per
+//! request.
 
 use std::convert::Infallible;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -22,6 +25,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
+use super::headers::HopCache;
 use super::proxy_protocol::{read_header, ProxyHeader};
 use super::{ConnInfo, Proxy, ProxyBody, TlsConn};
 use crate::cidr::Cidr;
@@ -31,12 +35,12 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a proxy may take to send its PROXY protocol header.
 const PROXY_HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 
-pub fn http_builder(header_read_timeout: Duration) -> Builder<TokioExecutor> {
+pub fn http_builder() -> Builder<TokioExecutor> {
     let mut b = Builder::new(TokioExecutor::new());
-    b.http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(header_read_timeout)
-        .keep_alive(true);
+    // The header-read timeout is kept by `serve_conn`, not by hyper: hyper's arms a timer for every request, and
+    // runs it while a keep-alive connection waits for its next request, so idle connections would close at the
+    // header-read timeout instead of the keep-alive timeout.
+    b.http1().header_read_timeout(None).keep_alive(true);
     b.http2().timer(TokioTimer::new()).max_concurrent_streams(256);
     b
 }
@@ -65,7 +69,10 @@ pub async fn serve(
             return;
         }
     };
-    let builder = Arc::new(http_builder(proxy.set_options(set).header_read_timeout));
+    let builder = Arc::new(http_builder());
+    // The last client address's header value, reused while connections keep coming from it (as they do from a
+    // load balancer in front): rendering an address is most of what a connection costs before its first byte.
+    let mut hop_cache = HopCache::new(local.port());
     let graceful = GracefulShutdown::new();
     // A permit per open connection, taken before accepting: at the limit, clients wait in the accept queue.
     let limit = proxy
@@ -94,11 +101,13 @@ pub async fn serve(
             }
         };
         let _ = stream.set_nodelay(true);
-        let info = ConnInfo::new(set, peer, local);
+        let info = ConnInfo::with_hop(set, peer, local, hop_cache.get(peer.ip()));
         let (proxy, builder, watcher) = (proxy.clone(), builder.clone(), graceful.watcher());
         let conn_shutdown = shutdown.clone();
         let open = proxy.metrics().open_connection(set);
-        tokio::spawn(async move {
+        // Boxed before spawning: the connection's future is large, and tokio would otherwise copy all of it into
+        // the task and again when it completes.
+        tokio::spawn(Box::pin(async move {
             let _permit = permit;
             let _open = open;
             let Some((stream, info)) = accept_proxy_header(stream, info, &proxy).await else {
@@ -108,7 +117,7 @@ pub async fn serve(
                 Transport::Plain => serve_conn(stream, info, proxy, builder, (watcher, conn_shutdown)).await,
                 Transport::Tls => serve_tls(stream, info, proxy, builder, (watcher, conn_shutdown)).await,
             }
-        });
+        }));
     }
     drop(listener);
     tracing::info!(%local, "listener closed; draining connections");
@@ -193,8 +202,9 @@ async fn serve_tls(
 
 /// Serves one connection until it ends. On shutdown (`watcher.1` turning true) or after the keep-alive timeout
 /// without a request in flight, the connection is shut down gracefully: requests in flight finish, HTTP/1.1
-/// closes, HTTP/2 sends GOAWAY. The watcher is held until the connection ended, so the listener's grace period
-/// waits for it.
+/// closes, HTTP/2 sends GOAWAY. An HTTP/1.1 request head that takes longer than the header-read timeout closes
+/// the connection at once. The watcher is held until the connection ended, so the listener's grace period waits
+/// for it.
 async fn serve_conn<S>(
     stream: S,
     info: ConnInfo,
@@ -205,7 +215,11 @@ async fn serve_conn<S>(
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let peer = info.peer;
-    let keep_alive = proxy.set_options(info.set).keep_alive_timeout;
+    let opts = proxy.set_options(info.set);
+    let limits = Limits {
+        keep_alive: opts.keep_alive_timeout,
+        header_read: opts.header_read_timeout,
+    };
     let info = Arc::new(info);
     let activity = Arc::new(Activity::new());
     let svc = {
@@ -221,12 +235,17 @@ async fn serve_conn<S>(
             })
         })
     };
+    let io = Watched {
+        inner: stream,
+        activity: activity.clone(),
+        first: true,
+    };
     let conn = builder
-        .serve_connection_with_upgrades(TokioIo::new(stream), svc)
+        .serve_connection_with_upgrades(TokioIo::new(io), svc)
         .into_owned();
     let mut conn = std::pin::pin!(conn);
-    let idle = tokio::time::sleep(keep_alive);
-    let mut idle = std::pin::pin!(idle);
+    let timer = tokio::time::sleep(limits.first_check());
+    let mut timer = std::pin::pin!(timer);
     let mut closing = false;
     loop {
         tokio::select! {
@@ -240,31 +259,117 @@ async fn serve_conn<S>(
                 conn.as_mut().graceful_shutdown();
                 closing = true;
             }
-            _ = idle.as_mut(), if !closing => match activity.idle_deadline(keep_alive) {
-                Some(at) if at <= tokio::time::Instant::now() => {
+            _ = timer.as_mut(), if !closing => match activity.check(tokio::time::Instant::now(), &limits) {
+                Check::HeadTooSlow => {
+                    tracing::debug!(%peer, "request head not received within the header-read timeout; closing");
+                    break;
+                }
+                Check::Idle => {
                     tracing::trace!(%peer, "keep-alive timeout; closing the idle connection");
                     conn.as_mut().graceful_shutdown();
                     closing = true;
                 }
-                Some(at) => idle.as_mut().reset(at),
-                // A request is running: look again a timeout from now.
-                None => idle.as_mut().reset(tokio::time::Instant::now() + keep_alive),
+                Check::Later(at) => timer.as_mut().reset(at),
             },
         }
     }
     drop(watcher);
 }
 
+/// A connection's two deadlines.
+struct Limits {
+    keep_alive: Duration,
+    header_read: Duration,
+}
+
+impl Limits {
+    /// The first request's head is due within the header-read timeout of the accept.
+    fn first_check(&self) -> Duration {
+        self.keep_alive.min(self.header_read)
+    }
+}
+
+/// What the connection's timer found.
+#[derive(Debug, PartialEq, Eq)]
+enum Check {
+    /// An HTTP/1.1 request head has been arriving for longer than the header-read timeout.
+    HeadTooSlow,
+    /// No request for the keep-alive timeout.
+    Idle,
+    /// Nothing due: look again then.
+    Later(tokio::time::Instant),
+}
+
+/// The connection's stream, noting when the bytes of an HTTP/1.1 request head start to arrive (the first bytes
+/// read while no request is in flight); HTTP/2 (its connection preface seen on the first read) is left alone.
+struct Watched<S> {
+    inner: S,
+    activity: Arc<Activity>,
+    first: bool,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            if self.first {
+                self.first = false;
+                if buf.filled()[before..].starts_with(b"PRI ") {
+                    self.activity.http2();
+                }
+            }
+            self.activity.bytes_arrived();
+        }
+        r
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
 // === keep-alive idle timeout ===
 
-/// The requests of one connection that have not finished (their response body is not done), and since when
-/// there have been none.
+/// The requests of one connection that have not finished (their response body is not done), since when there
+/// have been none, and since when a request head has been arriving.
 #[derive(Debug)]
 struct Activity {
     active: AtomicU32,
     base: tokio::time::Instant,
     /// Milliseconds after `base` when the last request finished.
     idle_since_ms: AtomicU64,
+    /// Milliseconds after `base`, plus one, when the bytes of the next request head started to arrive (0: none
+    /// arriving). Starts at 1: the first request is due within the header-read timeout of the accept.
+    head_since_ms: AtomicU64,
+    /// HTTP/2: there are no request heads to time (streams have their own limits).
+    h2: AtomicBool,
 }
 
 impl Activity {
@@ -273,20 +378,59 @@ impl Activity {
             active: AtomicU32::new(0),
             base: tokio::time::Instant::now(),
             idle_since_ms: AtomicU64::new(0),
+            head_since_ms: AtomicU64::new(1),
+            h2: AtomicBool::new(false),
         }
     }
 
     fn start(this: &Arc<Self>) -> ActiveGuard {
+        this.head_since_ms.store(0, Ordering::Relaxed);
         this.active.fetch_add(1, Ordering::Relaxed);
         ActiveGuard(this.clone())
     }
 
-    /// When the connection will have been idle for `timeout`; `None` while a request is running.
-    fn idle_deadline(&self, timeout: Duration) -> Option<tokio::time::Instant> {
-        if self.active.load(Ordering::Acquire) > 0 {
-            return None;
+    fn http2(&self) {
+        self.h2.store(true, Ordering::Relaxed);
+        self.head_since_ms.store(0, Ordering::Relaxed);
+    }
+
+    /// Bytes were read: with no request in flight, they are the start of the next request's head.
+    fn bytes_arrived(&self) {
+        if self.active.load(Ordering::Relaxed) == 0
+            && self.head_since_ms.load(Ordering::Relaxed) == 0
+            && !self.h2.load(Ordering::Relaxed)
+        {
+            self.head_since_ms
+                .store(self.base.elapsed().as_millis() as u64 + 1, Ordering::Relaxed);
         }
-        Some(self.base + Duration::from_millis(self.idle_since_ms.load(Ordering::Relaxed)) + timeout)
+    }
+
+    fn at(&self, ms: u64) -> tokio::time::Instant {
+        self.base + Duration::from_millis(ms)
+    }
+
+    /// What is due at `now`. Nothing is re-armed per request: when the timer fires it finds the earliest live
+    /// deadline; a head that started after the last look is caught because the timer never sleeps longer than
+    /// the header-read timeout.
+    fn check(&self, now: tokio::time::Instant, limits: &Limits) -> Check {
+        if self.active.load(Ordering::Acquire) > 0 {
+            return Check::Later(now + limits.first_check());
+        }
+        let head = self.head_since_ms.load(Ordering::Relaxed);
+        if head != 0 {
+            let due = self.at(head - 1) + limits.header_read;
+            return if now >= due {
+                Check::HeadTooSlow
+            } else {
+                Check::Later(due)
+            };
+        }
+        let idle = self.at(self.idle_since_ms.load(Ordering::Relaxed)) + limits.keep_alive;
+        if now >= idle {
+            Check::Idle
+        } else {
+            Check::Later(idle.min(now + limits.header_read))
+        }
     }
 }
 

@@ -5,10 +5,12 @@
 //! - [`RequestBody`]: the client's request body, streamed to the backend. It fails with [`RequestBodyTimeout`]
 //!   when the client stalls longer than the body-read timeout between two frames.
 //!
-//! Timers are only armed while the inner body is pending; a frame costs one clock read.
+//! The response body's read timeout is kept by the HTTP/1.1 connection's own task ([`Watch`]); other bodies arm
+//! a timer of their own, and only while the inner body is pending; a frame costs one clock read.
 
 use std::future::Future as _;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
@@ -17,6 +19,7 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use tokio::time::{Instant, Sleep};
 
+use super::watch::Watch;
 use super::InFlight;
 
 /// The backend sent nothing for longer than the read timeout in the middle of a response body.
@@ -63,35 +66,114 @@ impl Idle {
     }
 }
 
-pin_project_lite::pin_project! {
-    /// The backend's response body with the request's in-flight guard and a read timeout.
-    pub struct ResponseBody {
-        inner: Option<Incoming>,
-        guard: Option<InFlight>,
+/// How a response body's read timeout is enforced.
+enum Deadline {
+    /// HTTP/1.1 on an endpoint's own connection: that connection's task enforces it ([`Watch`]); the body only
+    /// says when it starts and stops waiting.
+    Conn {
+        watch: Arc<Watch>,
+        limit: Duration,
+        waiting: bool,
+    },
+    /// Other connections (h2c, TLS): a timer of the body's own, allocated the first time the backend makes it
+    /// wait.
+    Timer {
         idle: Idle,
-        #[pin]
-        sleep: Sleep,
+        sleep: Option<Pin<Box<Sleep>>>,
+    },
+    None,
+}
+
+impl Deadline {
+    /// A frame arrived.
+    fn progress(&mut self) {
+        match self {
+            Deadline::Conn { watch, waiting, .. } => {
+                if *waiting {
+                    watch.end();
+                    *waiting = false;
+                }
+            }
+            Deadline::Timer { idle, .. } => idle.touch(),
+            Deadline::None => {}
+        }
+    }
+
+    /// The backend is pending: ready when it has been for longer than the read timeout.
+    fn poll_pending(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        match self {
+            Deadline::Conn { watch, limit, waiting } => {
+                if !*waiting {
+                    watch.begin(Instant::now(), *limit);
+                    *waiting = true;
+                }
+                Poll::Pending
+            }
+            Deadline::Timer { idle, sleep } => {
+                let deadline = idle.last + idle.idle;
+                let sleep = sleep.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+                idle.poll_expired(sleep.as_mut(), cx)
+            }
+            Deadline::None => Poll::Pending,
+        }
+    }
+
+    /// Whether the body failed because the connection's task closed it for running over the read timeout.
+    fn expired(&self) -> bool {
+        matches!(self, Deadline::Conn { watch, .. } if watch.expired())
+    }
+
+    fn stop(&mut self) {
+        if let Deadline::Conn { watch, waiting, .. } = self {
+            if *waiting {
+                watch.end();
+                *waiting = false;
+            }
+        }
     }
 }
 
+/// The backend's response body with the request's in-flight guard and a read timeout.
+pub struct ResponseBody {
+    inner: Option<Incoming>,
+    guard: Option<InFlight>,
+    deadline: Deadline,
+}
+
 impl ResponseBody {
-    /// `read_timeout`: longest wait between two frames (`None`: no limit).
-    pub fn new(inner: Incoming, guard: Option<InFlight>, read_timeout: Option<Duration>) -> Self {
-        let idle = read_timeout.unwrap_or(Duration::from_secs(365 * 24 * 3600));
+    /// `read_timeout`: longest wait between two frames (`None`: no limit). `watch`: the HTTP/1.1 connection's
+    /// deadlines, which then enforce it.
+    pub fn new(
+        inner: Incoming,
+        guard: Option<InFlight>,
+        read_timeout: Option<Duration>,
+        watch: Option<Arc<Watch>>,
+    ) -> Self {
+        let deadline = match (read_timeout, watch) {
+            (None, _) => Deadline::None,
+            (Some(limit), Some(watch)) => Deadline::Conn {
+                watch,
+                limit,
+                waiting: false,
+            },
+            (Some(idle), None) => Deadline::Timer {
+                idle: Idle::new(idle),
+                sleep: None,
+            },
+        };
         Self {
             inner: Some(inner),
             guard,
-            idle: Idle::new(idle),
-            sleep: tokio::time::sleep_until(Instant::now() + idle),
+            deadline,
         }
     }
 
     /// Ends the exchange: the in-flight count drops and the backend connection is released (closed if the
     /// body was not complete).
-    fn finish(self: Pin<&mut Self>) {
-        let this = self.project();
-        *this.inner = None;
-        *this.guard = None;
+    fn finish(&mut self) {
+        self.deadline.stop();
+        self.inner = None;
+        self.guard = None;
     }
 }
 
@@ -100,30 +182,34 @@ impl Body for ResponseBody {
     type Error = Box<dyn std::error::Error + Send + Sync>;
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        let this = self.as_mut().project();
+        let this = &mut *self;
         let Some(inner) = this.inner.as_mut() else {
             return Poll::Ready(None);
         };
-        match Pin::new(inner).poll_frame(cx) {
+        match Pin::new(&mut *inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
-                this.idle.touch();
-                let end = frame.is_trailers();
-                if end || self.inner.as_ref().is_some_and(Body::is_end_stream) {
-                    self.finish();
+                this.deadline.progress();
+                if frame.is_trailers() || inner.is_end_stream() {
+                    this.finish();
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(Some(Err(e))) => {
-                self.finish();
-                Poll::Ready(Some(Err(e.into())))
+                let timed_out = this.deadline.expired();
+                this.finish();
+                Poll::Ready(Some(Err(if timed_out {
+                    ResponseBodyTimeout.into()
+                } else {
+                    e.into()
+                })))
             }
             Poll::Ready(None) => {
-                self.finish();
+                this.finish();
                 Poll::Ready(None)
             }
             Poll::Pending => {
-                ready!(this.idle.poll_expired(this.sleep, cx));
-                self.finish();
+                ready!(this.deadline.poll_pending(cx));
+                this.finish();
                 Poll::Ready(Some(Err(ResponseBodyTimeout.into())))
             }
         }

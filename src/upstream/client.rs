@@ -12,7 +12,6 @@ use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::Empty;
 use hyper::body::Incoming;
-use hyper::client::conn::http1::SendRequest;
 use hyper_rustls::{DefaultServerNameResolver, FixedServerNameResolver, HttpsConnector, ResolveServerName};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::{Builder, Client};
@@ -22,6 +21,8 @@ use tokio::net::TcpStream;
 use super::body::{RequestBody, RequestBodyTimeout};
 use super::budget::RetryBudgetConfig;
 use super::policy::Policies;
+use super::pool::Pooled;
+use super::watch::Watch;
 use super::Endpoint;
 use crate::config::UpstreamConfig;
 use crate::model::annotations::UpstreamTls;
@@ -91,6 +92,8 @@ pub struct UpstreamClient {
     idle_timeout: Duration,
     response_header_timeout: Duration,
     read_timeout: Duration,
+    /// How often an HTTP/1.1 connection's task looks at its [`Watch`] when no wait has a shorter limit.
+    watch_check: Duration,
     retry_budget: RetryBudgetConfig,
     /// Per-Ingress upstream settings (TLS, request-body timeout).
     policies: Arc<Policies>,
@@ -155,6 +158,10 @@ impl UpstreamClient {
             idle_timeout: cfg.idle_timeout,
             response_header_timeout: cfg.response_header_timeout,
             read_timeout: cfg.read_timeout,
+            watch_check: cfg
+                .response_header_timeout
+                .min(cfg.read_timeout)
+                .max(Duration::from_millis(10)),
             retry_budget: cfg.retry_budget,
             policies,
         }
@@ -175,14 +182,15 @@ impl UpstreamClient {
 
     /// Sends `req` to `endpoint` and waits for the response headers, up to `timeout` or the configured default.
     /// HTTP/1.1 takes the URI in origin form and goes out on one of the endpoint's pooled connections, or a new
-    /// one; h2c and TLS take it in absolute form and go through their pooled clients.
+    /// one; h2c and TLS take it in absolute form and go through their pooled clients. With the response comes,
+    /// for HTTP/1.1, the connection's [`Watch`], which keeps the body's read timeout.
     pub async fn send(
         &self,
         endpoint: &Endpoint,
         req: Request<UpstreamBody>,
         timeout: Option<Duration>,
         via: Via<'_>,
-    ) -> Result<Response<Incoming>, SendError> {
+    ) -> Result<(Response<Incoming>, Option<Arc<Watch>>), SendError> {
         let timeout = timeout.unwrap_or(self.response_header_timeout);
         let sent = match via {
             Via::Http1 => return self.send_h1(endpoint, req, timeout).await,
@@ -192,55 +200,68 @@ impl UpstreamClient {
         };
         match tokio::time::timeout(timeout, sent).await {
             Err(_) => Err(SendError::Upstream(UpstreamError::ResponseTimeout)),
-            Ok(Ok(resp)) => Ok(resp),
+            Ok(Ok(resp)) => Ok((resp, None)),
             Ok(Err(e)) => Err(classify(&e)),
         }
     }
 
+    /// HTTP/1.1 on the endpoint's own connections. No timer per request: the connection's task enforces
+    /// `timeout` through its [`Watch`].
     async fn send_h1(
         &self,
         endpoint: &Endpoint,
         req: Request<UpstreamBody>,
         timeout: Duration,
-    ) -> Result<Response<Incoming>, SendError> {
-        let exchange = async {
-            let (mut sender, req) = match endpoint.conns.take(Instant::now(), self.idle_timeout) {
-                Some(mut pooled) => match pooled.try_send_request(req).await {
-                    Ok(resp) => return Ok(self.keep(endpoint, pooled, resp)),
+    ) -> Result<(Response<Incoming>, Option<Arc<Watch>>), SendError> {
+        let now = tokio::time::Instant::now();
+        let ((mut sender, watch), req) = match endpoint.conns.take(now.into_std(), self.idle_timeout) {
+            Some((mut pooled, watch)) => {
+                watch.begin(now, timeout);
+                match pooled.try_send_request(req).await {
+                    Ok(resp) => {
+                        watch.end();
+                        return Ok(self.keep(endpoint, (pooled, watch), resp));
+                    }
+                    Err(_) if watch.expired() => return Err(SendError::Upstream(UpstreamError::ResponseTimeout)),
                     // The keep-alive race: the backend closed this idle connection before any of the request was
                     // written. Nothing reached it, so the request goes out once more on a new connection.
                     Err(mut e) => match e.take_message() {
                         Some(req) => (Box::pin(self.connect(endpoint.addr)).await?, req),
                         None => return Err(classify_hyper(e.error())),
                     },
-                },
-                // Boxed: the connecting state is large and rare; inline it would be moved with every request.
-                None => (Box::pin(self.connect(endpoint.addr)).await?, req),
-            };
-            let resp = sender.send_request(req).await.map_err(|e| classify_hyper(&e))?;
-            Ok(self.keep(endpoint, sender, resp))
+                }
+            }
+            // Boxed: the connecting state is large and rare; inline it would be moved with every request.
+            None => (Box::pin(self.connect(endpoint.addr)).await?, req),
         };
-        match tokio::time::timeout(timeout, exchange).await {
-            Err(_) => Err(SendError::Upstream(UpstreamError::ResponseTimeout)),
-            Ok(r) => r,
+        watch.begin(tokio::time::Instant::now(), timeout);
+        match sender.send_request(req).await {
+            Ok(resp) => {
+                watch.end();
+                Ok(self.keep(endpoint, (sender, watch), resp))
+            }
+            Err(_) if watch.expired() => Err(SendError::Upstream(UpstreamError::ResponseTimeout)),
+            Err(e) => Err(classify_hyper(&e)),
         }
     }
 
-    /// Puts a connection back on its endpoint's list after its response headers, unless it was upgraded.
+    /// Puts a connection back on its endpoint's list after its response headers, unless it was upgraded (an
+    /// upgraded connection belongs to its tunnel, which has no read timeout). Any other goes back, to be reused
+    /// once its body ends.
     fn keep(
         &self,
         endpoint: &Endpoint,
-        sender: SendRequest<UpstreamBody>,
+        (sender, watch): Pooled,
         resp: Response<Incoming>,
-    ) -> Response<Incoming> {
-        // An upgraded connection belongs to its tunnel; any other goes back, to be reused once its body ends.
-        if resp.status() != http::StatusCode::SWITCHING_PROTOCOLS {
-            endpoint.conns.put(sender, Instant::now());
+    ) -> (Response<Incoming>, Option<Arc<Watch>>) {
+        if resp.status() == http::StatusCode::SWITCHING_PROTOCOLS {
+            return (resp, None);
         }
-        resp
+        endpoint.conns.put((sender, watch.clone()), Instant::now());
+        (resp, Some(watch))
     }
 
-    async fn connect(&self, addr: SocketAddr) -> Result<SendRequest<UpstreamBody>, SendError> {
+    async fn connect(&self, addr: SocketAddr) -> Result<Pooled, SendError> {
         let fail = |e| Err(SendError::Upstream(e));
         let stream = match tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr)).await {
             Err(_) => return fail(UpstreamError::ConnectTimeout),
@@ -254,12 +275,17 @@ impl UpstreamClient {
             .handshake(TokioIo::new(stream))
             .await
             .map_err(|_| SendError::Upstream(UpstreamError::Connect))?;
+        let check = self.watch_check;
+        let watch = Arc::new(Watch::new(check));
+        let guard = watch.clone();
         tokio::spawn(async move {
-            if let Err(e) = conn.with_upgrades().await {
-                tracing::trace!(%addr, error = %e, "upstream connection ended with an error");
+            match guard.guard(conn.with_upgrades(), check).await {
+                Some(Ok(())) => {}
+                Some(Err(e)) => tracing::trace!(%addr, error = %e, "upstream connection ended with an error"),
+                None => tracing::debug!(%addr, "upstream wait ran over its timeout; connection closed"),
             }
         });
-        Ok(sender)
+        Ok((sender, watch))
     }
 }
 

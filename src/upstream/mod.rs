@@ -12,6 +12,7 @@ pub mod health;
 pub mod policy;
 pub mod pool;
 pub mod tls;
+pub mod watch;
 
 use std::hash::{Hash, Hasher};
 use std::net::{IpAddr, SocketAddr};

@@ -6,18 +6,23 @@
 //! streaming; hyper reports it ready again (`SendRequest::is_ready`) only once that exchange has finished, so a
 //! checkout takes the newest connection that is ready and leaves busy ones where they are.
 
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use hyper::client::conn::http1::SendRequest;
 
 use super::client::UpstreamBody;
+use super::watch::Watch;
 
 /// Connections kept per endpoint (busy and idle together); more are closed after their exchange.
 const MAX_PER_ENDPOINT: usize = 256;
 
+/// A connection: its request sender and the read deadlines its task enforces.
+pub type Pooled = (SendRequest<UpstreamBody>, Arc<Watch>);
+
 struct Conn {
     sender: SendRequest<UpstreamBody>,
+    watch: Arc<Watch>,
     /// When the connection last went back on the list.
     since: Instant,
 }
@@ -37,7 +42,7 @@ impl std::fmt::Debug for Conns {
 impl Conns {
     /// The newest connection ready for a request. Closed connections, and ready ones idle for longer than
     /// `idle_timeout`, are dropped on the way.
-    pub fn take(&self, now: Instant, idle_timeout: Duration) -> Option<SendRequest<UpstreamBody>> {
+    pub fn take(&self, now: Instant, idle_timeout: Duration) -> Option<Pooled> {
         let mut list = self.list.lock().unwrap_or_else(PoisonError::into_inner);
         let mut i = list.len();
         while i > 0 {
@@ -49,7 +54,7 @@ impl Conns {
                 // `swap_remove` moves the last entry here; it was scanned already (the scan runs downwards).
                 let c = list.swap_remove(i);
                 if now.saturating_duration_since(c.since) <= idle_timeout {
-                    return Some(c.sender);
+                    return Some((c.sender, c.watch));
                 }
             }
         }
@@ -57,13 +62,17 @@ impl Conns {
     }
 
     /// Puts a connection (possibly still receiving its response body) back on the list.
-    pub fn put(&self, sender: SendRequest<UpstreamBody>, now: Instant) {
+    pub fn put(&self, (sender, watch): Pooled, now: Instant) {
         if sender.is_closed() {
             return;
         }
         let mut list = self.list.lock().unwrap_or_else(PoisonError::into_inner);
         if list.len() < MAX_PER_ENDPOINT {
-            list.push(Conn { sender, since: now });
+            list.push(Conn {
+                sender,
+                watch,
+                since: now,
+            });
         }
     }
 
@@ -170,6 +179,7 @@ mod tests {
         c.send(ep, get(path), None, crate::upstream::client::Via::Http1)
             .await
             .unwrap()
+            .0
     }
 
     async fn body(resp: http::Response<hyper::body::Incoming>) -> Bytes {
