@@ -84,21 +84,35 @@ impl Watch {
             watch: self,
             conn,
             timer,
+            registered: false,
             check,
         }
         .await
     }
 
-    /// The connection task's timer: ready when the current wait ran over.
-    fn poll_timer(&self, mut timer: Pin<&mut Sleep>, check: Duration, cx: &mut Context<'_>) -> Poll<()> {
+    /// The connection task's timer: ready when the current wait ran over. `registered`: the timer was polled
+    /// since it was last armed, so it holds the task's waker and need not be polled again until it has fired.
+    fn poll_timer(
+        &self,
+        mut timer: Pin<&mut Sleep>,
+        registered: &mut bool,
+        check: Duration,
+        cx: &mut Context<'_>,
+    ) -> Poll<()> {
         self.task.register(cx.waker());
-        if self.rearm.swap(false, Ordering::AcqRel) {
+        if self.rearm.load(Ordering::Acquire) && self.rearm.swap(false, Ordering::AcqRel) {
             self.arm(timer.as_mut(), Instant::now(), check);
+            *registered = false;
         }
         loop {
-            if timer.as_mut().poll(cx).is_pending() {
+            if *registered && !timer.is_elapsed() {
                 return Poll::Pending;
             }
+            if timer.as_mut().poll(cx).is_pending() {
+                *registered = true;
+                return Poll::Pending;
+            }
+            *registered = false;
             let now = Instant::now();
             let waiting = self.waiting.load(Ordering::Acquire);
             if waiting != 0 {
@@ -132,6 +146,7 @@ struct Guarded<'a, F> {
     watch: &'a Watch,
     conn: Pin<&'a mut F>,
     timer: Pin<&'a mut Sleep>,
+    registered: bool,
     check: Duration,
 }
 
@@ -143,7 +158,10 @@ impl<F: Future> Future for Guarded<'_, F> {
         if let Poll::Ready(out) = this.conn.as_mut().poll(cx) {
             return Poll::Ready(Some(out));
         }
-        match this.watch.poll_timer(this.timer.as_mut(), this.check, cx) {
+        match this
+            .watch
+            .poll_timer(this.timer.as_mut(), &mut this.registered, this.check, cx)
+        {
             Poll::Ready(()) => Poll::Ready(None),
             Poll::Pending => Poll::Pending,
         }
