@@ -175,7 +175,12 @@ async fn run(
             return ExitCode::FAILURE;
         }
     };
+    // Hand memory back after bursts of connections (checked every second).
+    let trimmer = tokio::spawn(portico::proxy::memory::return_memory_after_bursts(Duration::from_secs(
+        1,
+    )));
     wait_for_signal().await;
+    trimmer.abort();
     tracing::info!("shutting down: no new connections; finishing in-flight requests");
     running.drain_and_shutdown().await;
     tracing::info!("stopped");

@@ -4,6 +4,7 @@
 
 pub mod error;
 pub mod headers;
+pub mod memory;
 pub mod proxy_protocol;
 pub mod server;
 

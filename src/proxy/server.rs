@@ -104,7 +104,7 @@ pub async fn serve(
         let info = ConnInfo::with_hop(set, peer, local, hop_cache.get(peer.ip()));
         let (proxy, builder, watcher) = (proxy.clone(), builder.clone(), graceful.watcher());
         let conn_shutdown = shutdown.clone();
-        let open = proxy.metrics().open_connection(set);
+        let open = (proxy.metrics().open_connection(set), super::memory::Counted::open());
         // Boxed before spawning: the connection's future is large, and tokio would otherwise copy all of it into
         // the task and again when it completes.
         tokio::spawn(Box::pin(async move {
