@@ -239,7 +239,8 @@ pub struct Polling {
 ///
 /// `replaces`: the ARI identifier of the certificate this order renews (RFC 9773 §5), only when the CA's
 /// directory offers `renewalInfo` (instant-acme refuses it otherwise). When the CA answers `alreadyReplaced`
-/// (another order already replaced that certificate), the order is placed again without it.
+/// (another order already replaced that certificate), or does not reflect the field in the new order (it
+/// ignored it), the order is placed again without it.
 pub async fn issue(
     account: &Account,
     hosts: &[String],
@@ -266,6 +267,12 @@ pub async fn issue(
                     what,
                     "the CA's directory has no renewalInfo; ordering without `replaces`"
                 );
+                account.new_order(&NewOrder::new(&identifiers)).await?
+            }
+            // instant-acme's check that the CA reflected `replaces` in the order (RFC 9773 §5), or a response
+            // body that could not be read: a CA that takes the field but ignores it must not block renewals.
+            Err(instant_acme::Error::Other(e)) => {
+                tracing::warn!(replaces = %id, error = %e, "the order with `replaces` failed; ordering without it");
                 account.new_order(&NewOrder::new(&identifiers)).await?
             }
             r => r?,
