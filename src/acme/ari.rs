@@ -35,8 +35,9 @@ pub fn cert_id(der: &[u8]) -> Option<CertificateIdentifier<'static>> {
 }
 
 /// How long to wait before asking again after the CA answered with `Retry-After: retry_after`. RFC 9773
-/// §4.3.2 suggests treating values under a minute as a minute and over a day as a day; [`Settings`]
-/// (super::Settings) holds those bounds (tests shorten the lower one).
+/// §4.3.2 suggests treating values under a minute as a minute and over a day as a day; the bounds are
+/// [`Settings::ari_refetch_min`](super::Settings::ari_refetch_min) and `ari_refetch_max` (tests shorten the
+/// lower one).
 pub fn refetch_after(retry_after: Duration, min: Duration, max: Duration) -> Duration {
     retry_after.clamp(min, max.max(min))
 }
