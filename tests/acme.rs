@@ -486,3 +486,346 @@ async fn retry_after_on_an_error_response_spaces_the_attempts() {
     assert!(gap >= Duration::from_millis(2900), "{gap:?}");
     s.stop().await;
 }
+
+// === ACME Renewal Information (RFC 9773), through the loopback renewalInfo double in front of Pebble ===
+
+/// Settings for the ARI tests: the manager's clock is `clock`; renewal information may be re-fetched after
+/// 200 ms (instead of at least a minute) so the CA's `Retry-After` decides.
+fn ari_settings(clock: &Arc<TestClock>) -> Settings {
+    let c = clock.clone();
+    Settings {
+        clock: Arc::new(move || c.now()),
+        ari_refetch_min: Duration::from_millis(200),
+        ..fast_settings()
+    }
+}
+
+/// The manager's clock: `offset` seconds ahead of the real one; with `while_serial`, only while the stored
+/// certificate has that serial (so a certificate issued while the clock is ahead, itself then in the last
+/// fifth of its lifetime, is not renewed again before the test moves the clock back).
+struct TestClock {
+    offset: AtomicI64,
+    while_serial: std::sync::Mutex<Option<(PathBuf, String)>>,
+}
+
+impl TestClock {
+    fn new() -> Arc<TestClock> {
+        Arc::new(TestClock {
+            offset: AtomicI64::new(0),
+            while_serial: std::sync::Mutex::new(None),
+        })
+    }
+
+    fn now(&self) -> i64 {
+        let offset = self.offset.load(Ordering::Relaxed);
+        if offset == 0 {
+            return unix_now();
+        }
+        if let Some((file, serial)) = &*self.while_serial.lock().unwrap() {
+            let stored = std::fs::read_to_string(file).ok().and_then(|text| {
+                let state = portico::source::manifests::state_from_yaml(&text, "s").0;
+                let l = portico::certs::LoadedCert::from_tls_secret(state.secrets.first()?).ok()?;
+                Some(l.info.serial.clone())
+            });
+            if stored.as_ref() != Some(serial) {
+                return unix_now();
+            }
+        }
+        unix_now() + offset
+    }
+}
+
+/// The stored certificate: its summary and its leaf's DER.
+fn stored_leaf(s: &Setup) -> (Arc<portico::certs::CertInfo>, CertificateDer<'static>) {
+    let text = std::fs::read_to_string(s.secret_file()).unwrap();
+    let state = portico::source::manifests::state_from_yaml(&text, "s").0;
+    let l = portico::certs::LoadedCert::from_tls_secret(&state.secrets[0]).unwrap();
+    (l.info.clone(), l.chain()[0].clone())
+}
+
+/// The RFC 9773 §4.1 certificate ID, computed here without Portico's code: base64url of the AKI extension's
+/// keyIdentifier, `.`, base64url of the serial number's DER value octets; the serial is checked against the
+/// hex serial Portico reports.
+fn ari_id(der: &[u8], serial_hex: &str) -> String {
+    use base64::Engine;
+    use x509_parser::prelude::FromDer;
+    let (_, cert) = x509_parser::certificate::X509Certificate::from_der(der).unwrap();
+    let aki = cert
+        .extensions()
+        .iter()
+        .find(|e| e.oid.to_id_string() == "2.5.29.35")
+        .expect("Pebble's certificates carry an authority key identifier");
+    // AuthorityKeyIdentifier ::= SEQUENCE { keyIdentifier [0] IMPLICIT OCTET STRING, ... } (short lengths).
+    let v = aki.value;
+    assert_eq!(v[0], 0x30, "SEQUENCE");
+    assert_eq!(v[2], 0x80, "[0] keyIdentifier first");
+    let key_id = &v[4..4 + v[3] as usize];
+    let serial = cert.raw_serial();
+    let hex: String = serial.iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(hex.trim_start_matches('0'), serial_hex.trim_start_matches('0'));
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    format!("{}.{}", b64.encode(key_id), b64.encode(serial))
+}
+
+async fn wait_for(what: &str, within: Duration, mut cond: impl FnMut() -> bool, status: impl Fn() -> String) {
+    let deadline = Instant::now() + within;
+    while !cond() {
+        assert!(Instant::now() < deadline, "{what}: {}", status());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Pebble, the renewalInfo double in front of it (answering `default`, `Retry-After: retry_after`), and a
+/// gateway whose ACME directory is the double's; returns once Pebble's first certificate is served.
+async fn ari_setup(
+    default: acme_pebble::ari::Answer,
+    retry_after: u64,
+    clock: &Arc<TestClock>,
+) -> (
+    Setup,
+    Pebble,
+    acme_pebble::ari::AriDouble,
+    CertificateDer<'static>,
+    String,
+) {
+    let http_port = free_port();
+    let pebble = Pebble::start(http_port, "127.0.0.1", &[]).await;
+    let double = acme_pebble::ari::AriDouble::start(&pebble, default, retry_after).await;
+    let mut s = Setup::new(http_port).await;
+    s.start(&double.directory(), &pebble.ca_root(), ari_settings(clock))
+        .await;
+    let root = pebble.issuing_root().await;
+    let first = wait_served(s.https(), HOST, &root, Duration::from_secs(60)).await;
+    // The first order (and any retry of it) replaced nothing.
+    assert!(
+        !double.replaces().is_empty() && double.replaces().iter().all(Option::is_none),
+        "{:?} {:?}",
+        double.replaces(),
+        s.status()
+    );
+    (s, pebble, double, root, first)
+}
+
+async fn wait_new_serial(s: &Setup, root: &CertificateDer<'static>, old: &str, within: Duration, why: &str) -> String {
+    let deadline = Instant::now() + within;
+    loop {
+        let now = served_serial(s.https(), HOST, root).await.unwrap();
+        if now != old {
+            return now;
+        }
+        assert!(Instant::now() < deadline, "{why}: not renewed: {:?}", s.status());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ari_open_window_renews_early_and_the_order_replaces_the_old_certificate() {
+    let clock = TestClock::new();
+    let (mut s, _pebble, double, root, first) = ari_setup(acme_pebble::ari::Answer::far_future(), 1, &clock).await;
+    let (info, der) = stored_leaf(&s);
+    assert_eq!(info.serial, first);
+    let id = ari_id(&der, &first);
+    // The gateway asks the CA about the certificate it got, by the ID computed here independently.
+    wait_for(
+        "renewal information asked for the new certificate",
+        Duration::from_secs(10),
+        || double.asked().iter().any(|(_, a)| *a == id),
+        || format!("asked {:?}, expected {id}", double.asked()),
+    )
+    .await;
+    // The CA opens the window (e.g. the certificate is to be revoked).
+    double.set(|st| {
+        st.per_id.insert(id.clone(), acme_pebble::ari::Answer::open_for(2));
+    });
+    let second = wait_new_serial(&s, &root, &first, Duration::from_secs(30), "window open").await;
+    assert_ne!(second, first);
+    // Long before a third of the lifetime was left (the manager's clock is the real one).
+    assert!(info.remaining_lifetime_fraction(unix_now()) > 0.9);
+    let status = s.status();
+    assert_eq!(status.certificates_issued, 2, "{status:?}");
+    assert!(
+        status.history.last().unwrap().reason.contains("renewal window"),
+        "{status:?}"
+    );
+    // The renewal order named the certificate it replaces (and Pebble 2.4 accepted the extra field).
+    assert_eq!(double.replaces().last(), Some(&Some(id.clone())));
+    assert_eq!(double.replaces().iter().flatten().count(), 1, "{:?}", double.replaces());
+    // The new certificate (window a year ahead) gets its own question and no further order.
+    let (_, der2) = stored_leaf(&s);
+    let id2 = ari_id(&der2, &second);
+    wait_for(
+        "renewal information asked for the renewed certificate",
+        Duration::from_secs(10),
+        || double.asked().iter().any(|(_, a)| *a == id2),
+        || format!("{:?}", double.asked()),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let status = s.status();
+    assert_eq!(status.certificates_issued, 2, "{status:?}");
+    assert_eq!(double.replaces().iter().flatten().count(), 1, "{:?}", double.replaces());
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ari_window_ahead_outranks_the_one_third_rule() {
+    let clock = TestClock::new();
+    let (mut s, _pebble, double, root, first) = ari_setup(acme_pebble::ari::Answer::far_future(), 1, &clock).await;
+    let (info, der) = stored_leaf(&s);
+    let id = ari_id(&der, &first);
+    // Where the clock will be: in the last fifth of the lifetime (the 1/3 rule says renew). The CA's window
+    // is a month after that.
+    let lifetime = info.not_after - info.not_before;
+    let moved = info.not_after - lifetime / 5;
+    double.set(|st| {
+        st.per_id.insert(
+            id.clone(),
+            acme_pebble::ari::Answer::Window {
+                start: moved + 30 * DAY,
+                end: moved + 31 * DAY,
+            },
+        );
+    });
+    // Wait until the gateway has fetched the new window (Retry-After: 1 s), then move its clock.
+    let set_at = Instant::now();
+    wait_for(
+        "re-fetch",
+        Duration::from_secs(10),
+        || double.asked().iter().any(|(t, a)| *a == id && *t > set_at),
+        || format!("{:?}", double.asked()),
+    )
+    .await;
+    clock.offset.store(moved - unix_now(), Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let status = s.status();
+    assert_eq!(status.certificates_issued, 1, "{status:?}");
+    assert!(
+        status.history.iter().all(|a| a.reason == "no usable certificate"),
+        "{status:?}"
+    );
+    assert_eq!(served_serial(s.https(), HOST, &root).await.unwrap(), first);
+    // Meanwhile it kept asking (every second), so the window was current.
+    let asks = double.asked().iter().filter(|(_, a)| *a == id).count();
+    assert!(asks >= 3, "{asks}");
+    s.stop().await;
+}
+
+/// Moves the manager's clock to the last fifth of the stored certificate's lifetime (while it is stored) until
+/// a certificate is issued, then back.
+async fn renew_by_the_clock(s: &Setup, clock: &Arc<TestClock>, why: &str) {
+    let (info, _) = stored_leaf(s);
+    let issued = s.status().certificates_issued;
+    *clock.while_serial.lock().unwrap() = Some((s.secret_file(), info.serial.clone()));
+    clock.offset.store(
+        info.not_after - (info.not_after - info.not_before) / 5 - unix_now(),
+        Ordering::Relaxed,
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while s.status().certificates_issued == issued {
+        assert!(Instant::now() < deadline, "{why}: not renewed: {:?}", s.status());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    clock.offset.store(0, Ordering::Relaxed);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ari_errors_and_garbage_fall_back_to_the_one_third_rule() {
+    let clock = TestClock::new();
+    let (mut s, _pebble, double, root, first) = ari_setup(acme_pebble::ari::Answer::Status(500), 1, &clock).await;
+    let (_, der) = stored_leaf(&s);
+    let id = ari_id(&der, &first);
+    wait_for(
+        "renewal information asked",
+        Duration::from_secs(10),
+        || double.asked().iter().any(|(_, a)| *a == id),
+        || format!("{:?}", double.asked()),
+    )
+    .await;
+    // Nothing happens while more than a third is left...
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(s.status().certificates_issued, 1, "{:?}", s.status());
+    // ...and the 1/3 rule renews although renewal information fails (500).
+    renew_by_the_clock(&s, &clock, "500").await;
+    let second = wait_new_serial(&s, &root, &first, Duration::from_secs(10), "500").await;
+    // The directory offers renewalInfo, so the renewal still says what it replaces.
+    assert_eq!(double.replaces().last(), Some(&Some(id.clone())));
+    assert!(
+        s.status()
+            .history
+            .iter()
+            .any(|a| a.reason == "certificate due for renewal"),
+        "{:?}",
+        s.status()
+    );
+
+    // Renewal information that is not JSON: the same. And this time the CA ignores `replaces` (does not
+    // reflect it): the order is placed again without it.
+    double.set(|st| {
+        st.default = acme_pebble::ari::Answer::Garbage;
+        st.reflect_replaces = false;
+    });
+    let (_, der2) = stored_leaf(&s);
+    let id2 = ari_id(&der2, &second);
+    let switched = Instant::now();
+    wait_for(
+        "renewal information asked after the switch",
+        Duration::from_secs(10),
+        || double.asked().iter().any(|(t, a)| *a == id2 && *t > switched),
+        || format!("{:?}", double.asked()),
+    )
+    .await;
+    renew_by_the_clock(&s, &clock, "garbage").await;
+    wait_new_serial(&s, &root, &second, Duration::from_secs(10), "garbage").await;
+    let replaces = double.replaces();
+    let at = replaces
+        .iter()
+        .position(|r| *r == Some(id2.clone()))
+        .expect("an order replacing the second certificate");
+    assert_eq!(replaces.get(at + 1), Some(&None), "{replaces:?}");
+    let status = s.status();
+    assert_eq!(status.certificates_issued, 3, "{status:?}");
+    assert!(status.history.iter().all(|a| a.outcome.is_ok()), "{status:?}");
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ari_retry_after_decides_when_the_window_is_fetched_again() {
+    let clock = TestClock::new();
+    // Retry-After: 2 s; the manager looks at the certificate every 200 ms and could re-fetch after 200 ms.
+    let (mut s, _pebble, double, root, first) = ari_setup(acme_pebble::ari::Answer::far_future(), 2, &clock).await;
+    let (_, der) = stored_leaf(&s);
+    let id = ari_id(&der, &first);
+    wait_for(
+        "renewal information asked",
+        Duration::from_secs(10),
+        || double.asked().iter().any(|(_, a)| *a == id),
+        || format!("{:?}", double.asked()),
+    )
+    .await;
+    // The window moves into the past right after the first answer (a revocation).
+    double.set(|st| {
+        let now = unix_now();
+        st.per_id.insert(
+            id.clone(),
+            acme_pebble::ari::Answer::Window {
+                start: now - 120,
+                end: now - 60,
+            },
+        );
+    });
+    let second = wait_new_serial(&s, &root, &first, Duration::from_secs(30), "moved window").await;
+    assert_ne!(second, first);
+    let asks: Vec<Instant> = double
+        .asked()
+        .iter()
+        .filter(|(_, a)| *a == id)
+        .map(|(t, _)| *t)
+        .collect();
+    // Asked again once, after the CA's Retry-After (not after 200 ms), and that answer renewed it.
+    assert_eq!(asks.len(), 2, "{asks:?}");
+    let gap = asks[1] - asks[0];
+    assert!(gap >= Duration::from_millis(1800), "{gap:?}");
+    assert_eq!(double.replaces().last(), Some(&Some(id)));
+    assert_eq!(double.replaces().iter().flatten().count(), 1, "{:?}", double.replaces());
+    s.stop().await;
+}

@@ -5,8 +5,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use instant_acme::{
-    Account, AuthorizationStatus, ChallengeType, ExternalAccountKey, Identifier, NewAccount, NewOrder, OrderStatus,
-    RetryPolicy,
+    Account, AuthorizationStatus, CertificateIdentifier, ChallengeType, ExternalAccountKey, Identifier, NewAccount,
+    NewOrder, OrderStatus, RetryPolicy,
 };
 
 use super::challenge::ChallengeStore;
@@ -236,15 +236,48 @@ pub struct Polling {
 /// Orders a certificate for `hosts` and returns it with its new key. Nothing is stored here but the HTTP-01
 /// tokens, published through `store` (every replica answers them) before the CA is told to validate, and
 /// withdrawn when validation ends, whatever the outcome.
+///
+/// `replaces`: the ARI identifier of the certificate this order renews (RFC 9773 §5), only when the CA's
+/// directory offers `renewalInfo` (instant-acme refuses it otherwise). When the CA answers `alreadyReplaced`
+/// (another order already replaced that certificate), or does not reflect the field in the new order (it
+/// ignored it), the order is placed again without it.
 pub async fn issue(
     account: &Account,
     hosts: &[String],
+    replaces: Option<&CertificateIdentifier<'static>>,
     challenges: &ChallengeStore,
     store: &Arc<dyn CertStore>,
     polling: Polling,
 ) -> Result<StoredCert, AcmeError> {
     let identifiers: Vec<Identifier> = hosts.iter().map(|h| Identifier::Dns(h.clone())).collect();
-    let mut order = account.new_order(&NewOrder::new(&identifiers)).await?;
+    let mut order = match replaces {
+        None => account.new_order(&NewOrder::new(&identifiers)).await?,
+        Some(id) => match account
+            .new_order(&NewOrder::new(&identifiers).replaces(id.clone()))
+            .await
+        {
+            Err(instant_acme::Error::Api(p))
+                if p.r#type.as_deref() == Some("urn:ietf:params:acme:error:alreadyReplaced") =>
+            {
+                tracing::info!(replaces = %id, detail = ?p.detail, "certificate already replaced; ordering without `replaces`");
+                account.new_order(&NewOrder::new(&identifiers)).await?
+            }
+            Err(instant_acme::Error::Unsupported(what)) => {
+                tracing::debug!(
+                    what,
+                    "the CA's directory has no renewalInfo; ordering without `replaces`"
+                );
+                account.new_order(&NewOrder::new(&identifiers)).await?
+            }
+            // instant-acme's check that the CA reflected `replaces` in the order (RFC 9773 §5), or a response
+            // body that could not be read: a CA that takes the field but ignores it must not block renewals.
+            Err(instant_acme::Error::Other(e)) => {
+                tracing::warn!(replaces = %id, error = %e, "the order with `replaces` failed; ordering without it");
+                account.new_order(&NewOrder::new(&identifiers)).await?
+            }
+            r => r?,
+        },
+    };
     tracing::debug!(url = %order.url(), "order created");
     let mut tokens = Tokens {
         local: challenges,

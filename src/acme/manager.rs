@@ -8,12 +8,13 @@ use std::hash::{BuildHasher, Hasher};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use instant_acme::Account;
+use instant_acme::{Account, CertificateIdentifier};
 use tokio::sync::watch;
 
+use super::ari::{self, Ari};
 use super::challenge::ChallengeStore;
 use super::client::{self, AcmeError, Polling};
-use super::plan::{self, Candidate};
+use super::plan::{self, Candidate, RenewalWindow};
 use super::store::{CertStore, StoredCert};
 use crate::certs::{CertInfo, LoadedCert};
 use crate::config::AcmeConfig;
@@ -40,6 +41,14 @@ pub struct Settings {
     /// Cluster mode: after the ordering replica's own watch has delivered the shared tokens, how long it
     /// waits more (for the other replicas' watches) before telling the CA to validate.
     pub challenge_propagation: Duration,
+    /// ACME Renewal Information: the CA's `Retry-After` for the next look at a certificate's renewal window is
+    /// clamped to `ari_refetch_min..=ari_refetch_max` (RFC 9773 §4.3.2 suggests one minute and one day). A
+    /// failed fetch is retried after `ari_refetch_min`, doubling per consecutive failure up to the maximum.
+    pub ari_refetch_min: Duration,
+    pub ari_refetch_max: Duration,
+    /// The longest a renewal-information request may take (account included); then the 1/3-lifetime rule
+    /// decides.
+    pub ari_timeout: Duration,
     pub clock: Clock,
 }
 
@@ -54,6 +63,9 @@ impl Default for Settings {
             renew_fraction: 1.0 / 3.0,
             bad_nonce_retries: 5,
             challenge_propagation: Duration::from_secs(1),
+            ari_refetch_min: Duration::from_secs(60),
+            ari_refetch_max: Duration::from_secs(24 * 3600),
+            ari_timeout: Duration::from_secs(10),
             clock: Arc::new(crate::certs::unix_now),
         }
     }
@@ -65,6 +77,8 @@ impl std::fmt::Debug for Settings {
             .field("check_interval", &self.check_interval)
             .field("backoff_min", &self.backoff_min)
             .field("backoff_max", &self.backoff_max)
+            .field("ari_refetch_min", &self.ari_refetch_min)
+            .field("ari_refetch_max", &self.ari_refetch_max)
             .finish_non_exhaustive()
     }
 }
@@ -199,6 +213,7 @@ pub fn manager_led(
         accounts: HashMap::new(),
         retry_after: HashMap::new(),
         tracks: HashMap::new(),
+        ari: HashMap::new(),
     };
     (handle, m.run(rx, leader, shutdown))
 }
@@ -217,6 +232,8 @@ struct Track {
     failures: u32,
     not_before: Option<Instant>,
     issued: Option<Arc<CertInfo>>,
+    /// The ARI identifier of `issued`.
+    issued_id: Option<CertificateIdentifier<'static>>,
 }
 
 struct Manager {
@@ -229,6 +246,8 @@ struct Manager {
     /// Per directory URL: the CA's latest `Retry-After` on an error response.
     retry_after: HashMap<String, client::RetryAfter>,
     tracks: HashMap<ObjectRef, Track>,
+    /// Per Secret: what the CA said about its current certificate's renewal window.
+    ari: HashMap<ObjectRef, Ari>,
 }
 
 impl Manager {
@@ -277,23 +296,39 @@ impl Manager {
         }
     }
 
-    /// Looks at one candidate and orders if needed. Returns when it wants to look again (backoff), if earlier
-    /// than the regular check.
+    /// Looks at one candidate and orders if needed. Returns when it wants to look again (backoff, the CA's
+    /// renewal window or its next fetch), if earlier than the regular check.
     async fn pass(&mut self, c: &Candidate) -> Option<Instant> {
         let now = (self.settings.clock)();
+        let fraction = self.settings.renew_fraction;
         self.handle.with_status(|s| s.passes += 1);
         let track = self.tracks.entry(c.secret.clone()).or_default();
         // The freshest certificate known: the published one, or one issued here and not yet republished.
-        let best = match (&c.current, &track.issued) {
-            (Some(a), Some(b)) if b.not_after > a.not_after => Some(b.clone()),
-            (Some(a), _) => Some(a.clone()),
-            (None, b) => b.clone(),
+        let (best, best_id) = match (&c.current, &track.issued) {
+            (Some(a), Some(b)) if b.not_after > a.not_after => (Some(b.clone()), track.issued_id.clone()),
+            (Some(a), _) => (Some(a.clone()), c.current_id.clone()),
+            (None, b) => (b.clone(), track.issued_id.clone()),
         };
-        let need = plan::need(&c.hosts, &c.secret, best.as_deref(), now, self.settings.renew_fraction)?;
-        if !plan::may_replace(&need, c.managed || track.issued.is_some()) {
+        let managed = c.managed || track.issued.is_some();
+        // The CA's renewal window counts for a certificate Portico would renew: valid, covering, its own.
+        let window = match (&best, &best_id) {
+            (Some(cert), Some(id))
+                if managed
+                    && plan::need(&c.hosts, &c.secret, Some(cert), now, fraction, None)
+                        .is_none_or(|n| n.is_renewal()) =>
+            {
+                self.renewal_window(c, id).await
+            }
+            _ => None,
+        };
+        let Some(need) = plan::need(&c.hosts, &c.secret, best.as_deref(), now, fraction, window) else {
+            return self.ari_wake(&c.secret, window, now);
+        };
+        if !plan::may_replace(&need, managed) {
             tracing::debug!(secret = %c.secret, "due for renewal but managed by someone else; not ordering");
             return None;
         }
+        let track = self.tracks.entry(c.secret.clone()).or_default();
         if let Some(at) = track.not_before {
             if at > Instant::now() {
                 return Some(at);
@@ -303,31 +338,40 @@ impl Manager {
         // another replica); use it rather than ordering again.
         if let Ok(Some(stored)) = self.store.load(&c.secret).await {
             if let Ok(l) = LoadedCert::from_pem(stored.cert_pem.as_bytes(), stored.key_pem.as_bytes(), String::new()) {
-                if plan::need(&c.hosts, &c.secret, Some(&l.info), now, self.settings.renew_fraction).is_none() {
-                    self.tracks.entry(c.secret.clone()).or_default().issued = Some(l.info.clone());
+                let same = best.as_ref().is_some_and(|b| b.serial == l.info.serial);
+                if !same && plan::need(&c.hosts, &c.secret, Some(&l.info), now, fraction, None).is_none() {
+                    let track = self.tracks.entry(c.secret.clone()).or_default();
+                    track.issued = Some(l.info.clone());
+                    track.issued_id = l.chain().first().and_then(|d| ari::cert_id(d));
                     return None;
                 }
             }
         }
+        // A renewal names the certificate it replaces when the CA offers renewal information (RFC 9773 §5).
+        let replaces = match (&best_id, self.ari.get(&c.secret)) {
+            (Some(id), Some(a)) if need.is_renewal() && a.offered && a.id == *id => Some(id.clone()),
+            _ => None,
+        };
         let cfg = self.sets.get(c.set).cloned().flatten()?;
         tracing::info!(secret = %c.secret, hosts = %c.hosts.join(","), reason = %need, "ordering certificate");
         let started = SystemTime::now();
         let retry_after = self.retry_after.entry(cfg.directory.clone()).or_default().clone();
         retry_after.take();
-        let mut result = self.attempt(&cfg, c).await;
+        let mut result = self.attempt(&cfg, c, replaces.as_ref()).await;
         let mut nonce_retries = 0;
         while result.as_ref().is_err_and(|e| e.is_bad_nonce()) && nonce_retries < self.settings.bad_nonce_retries {
             nonce_retries += 1;
             tracing::debug!(secret = %c.secret, "badNonce; retrying the order");
-            result = self.attempt(&cfg, c).await;
+            result = self.attempt(&cfg, c, replaces.as_ref()).await;
         }
         let track = self.tracks.entry(c.secret.clone()).or_default();
         let outcome = match result {
-            Ok(info) => {
+            Ok((info, id)) => {
                 tracing::info!(secret = %c.secret, serial = %info.serial, not_after = %crate::certs::format_unix(info.not_after), "certificate issued and stored");
                 track.failures = 0;
                 track.not_before = None;
                 track.issued = Some(info.clone());
+                track.issued_id = id;
                 let cleared = self.handle.with_status(|s| {
                     s.certificates_issued += 1;
                     s.failing.remove(&c.secret);
@@ -387,44 +431,178 @@ impl Manager {
         again
     }
 
+    /// The account for `cfg`'s directory: cached, else restored from the store or created.
+    async fn account(&mut self, cfg: &AcmeConfig) -> Result<Account, AcmeError> {
+        if let Some(a) = self.accounts.get(&cfg.directory) {
+            return Ok(a.clone());
+        }
+        let slot = self.retry_after.entry(cfg.directory.clone()).or_default().clone();
+        let a = client::account(cfg, &*self.store, &slot).await?;
+        self.accounts.insert(cfg.directory.clone(), a.clone());
+        Ok(a)
+    }
+
     /// One order, bounded in time: account, order, validation, finalization, checks, storage.
-    async fn attempt(&mut self, cfg: &AcmeConfig, c: &Candidate) -> Result<Arc<CertInfo>, AcmeError> {
+    async fn attempt(
+        &mut self,
+        cfg: &AcmeConfig,
+        c: &Candidate,
+        replaces: Option<&CertificateIdentifier<'static>>,
+    ) -> Result<(Arc<CertInfo>, Option<CertificateIdentifier<'static>>), AcmeError> {
         self.handle.with_status(|s| s.orders_started += 1);
         let limit = self.settings.poll_timeout * 3;
         let fut = async {
-            let account = match self.accounts.get(&cfg.directory) {
-                Some(a) => a.clone(),
-                None => {
-                    let slot = self.retry_after.entry(cfg.directory.clone()).or_default().clone();
-                    let a = client::account(cfg, &*self.store, &slot).await?;
-                    self.accounts.insert(cfg.directory.clone(), a.clone());
-                    a
-                }
-            };
+            let account = self.account(cfg).await?;
             let polling = Polling {
                 delay: self.settings.poll_delay,
                 timeout: self.settings.poll_timeout,
             };
-            let issued = client::issue(&account, &c.hosts, &self.challenges, &self.store, polling).await?;
-            let info = check(&issued, &c.hosts, (self.settings.clock)())?;
+            let issued = client::issue(&account, &c.hosts, replaces, &self.challenges, &self.store, polling).await?;
+            let checked = check(&issued, &c.hosts, (self.settings.clock)())?;
             self.store.store(&c.secret, &issued).await?;
-            Ok(info)
+            Ok(checked)
         };
         match tokio::time::timeout(limit, fut).await {
             Ok(r) => r,
             Err(_) => Err(AcmeError::Timeout(limit)),
         }
     }
+
+    // === ACME Renewal Information ===
+
+    /// The CA's renewal window for the certificate `id` of `c`, with the point picked in it: remembered, or
+    /// fetched when the certificate is new to it or the CA's `Retry-After` has passed. `None` when the CA
+    /// offers no renewal information or the fetch failed: then the 1/3-lifetime rule decides. Bounded by
+    /// [`Settings::ari_timeout`].
+    async fn renewal_window(
+        &mut self,
+        c: &Candidate,
+        id: &CertificateIdentifier<'static>,
+    ) -> Option<(RenewalWindow, f64)> {
+        let prev = self.ari.get(&c.secret);
+        if !Ari::due(prev, id, Instant::now()) {
+            return prev.and_then(|a| a.window);
+        }
+        let cfg = self.sets.get(c.set).cloned().flatten()?;
+        let slot = self.retry_after.entry(cfg.directory.clone()).or_default().clone();
+        slot.take();
+        let limit = self.settings.ari_timeout;
+        // Outer error: no account; inner: the renewal-information request itself.
+        let fetched = tokio::time::timeout(limit, async {
+            let account = self.account(&cfg).await?;
+            Ok::<_, AcmeError>(account.renewal_info(id).await)
+        })
+        .await;
+        let prev = self.ari.remove(&c.secret).filter(|a| a.id == *id);
+        let (min, max) = (self.settings.ari_refetch_min, self.settings.ari_refetch_max);
+        let failed = |prev: Option<Ari>, offered: bool, error: String| {
+            let failures = prev.map_or(0, |a| a.failures) + 1;
+            let mut wait = ari::retry_after_failure(failures, min, max);
+            // A Retry-After on the error response (recorded by the account's HTTP client).
+            if let Some(at) = slot.take() {
+                let asked = at.duration_since(SystemTime::now()).unwrap_or_default();
+                wait = wait.max(ari::refetch_after(asked, min, max));
+            }
+            tracing::warn!(secret = %c.secret, id = %id, %error, failures, retry_in = ?wait, "renewal information unavailable; renewing at a third of the lifetime meanwhile");
+            Ari {
+                id: id.clone(),
+                window: None,
+                offered,
+                next_fetch: Instant::now() + wait,
+                failures,
+            }
+        };
+        let next = match fetched {
+            Ok(Ok(Ok((info, retry_after)))) => {
+                let w = &info.suggested_window;
+                match RenewalWindow::new(w.start.unix_timestamp(), w.end.unix_timestamp()) {
+                    None => failed(
+                        prev,
+                        true,
+                        format!("window end {} not after its start {}", w.end, w.start),
+                    ),
+                    Some(w) => {
+                        // The point drawn for a window is kept while the window stays; a moved window gets a new one.
+                        let pick = match prev.as_ref().and_then(|a| a.window) {
+                            Some((old, r)) if old == w => r,
+                            _ => {
+                                let r = ari::random_unit();
+                                tracing::info!(
+                                    secret = %c.secret,
+                                    id = %id,
+                                    start = %crate::certs::format_unix(w.start),
+                                    end = %crate::certs::format_unix(w.end),
+                                    renew_at = %crate::certs::format_unix(w.at(r)),
+                                    explanation_url = info.explanation_url.as_deref().unwrap_or("-"),
+                                    "renewal window from the CA (ARI)"
+                                );
+                                r
+                            }
+                        };
+                        let wait = ari::refetch_after(retry_after, min, max);
+                        tracing::debug!(secret = %c.secret, next_fetch_in = ?wait, "renewal information fetched");
+                        Ari {
+                            id: id.clone(),
+                            window: Some((w, pick)),
+                            offered: true,
+                            next_fetch: Instant::now() + wait,
+                            failures: 0,
+                        }
+                    }
+                }
+            }
+            Ok(Ok(Err(instant_acme::Error::Unsupported(_)))) => {
+                // Asked again a day later (the directory is read when the account is loaded, at start).
+                tracing::debug!(secret = %c.secret, "the CA offers no renewal information; renewing at a third of the lifetime");
+                Ari {
+                    id: id.clone(),
+                    window: None,
+                    offered: false,
+                    next_fetch: Instant::now() + max,
+                    failures: 0,
+                }
+            }
+            // The directory has `renewalInfo` (instant-acme checks that first): the request failed.
+            Ok(Ok(Err(e))) => failed(prev, true, e.to_string()),
+            Ok(Err(e)) => failed(prev, false, format!("account: {e}")),
+            Err(_) => {
+                let offered = prev.as_ref().is_some_and(|a| a.offered);
+                failed(prev, offered, format!("no answer within {limit:?}"))
+            }
+        };
+        let window = next.window;
+        self.ari.insert(c.secret.clone(), next);
+        window
+    }
+
+    /// When a certificate that needs nothing now should be looked at again for ARI: the picked point of its
+    /// window or the next fetch, whichever comes first (if in the future).
+    fn ari_wake(&self, secret: &ObjectRef, window: Option<(RenewalWindow, f64)>, now: i64) -> Option<Instant> {
+        let a = self.ari.get(secret)?;
+        let mut at = a.next_fetch;
+        if let Some((w, r)) = window {
+            let secs = w.at(r).saturating_sub(now);
+            if secs > 0 {
+                at = at.min(Instant::now() + Duration::from_secs(secs.unsigned_abs()));
+            }
+        }
+        (at > Instant::now()).then_some(at)
+    }
 }
 
 /// An issued certificate must load and serve every host before it is stored.
-fn check(issued: &StoredCert, hosts: &[String], now: i64) -> Result<Arc<CertInfo>, AcmeError> {
+/// Returns its summary and ARI identifier.
+fn check(
+    issued: &StoredCert,
+    hosts: &[String],
+    now: i64,
+) -> Result<(Arc<CertInfo>, Option<CertificateIdentifier<'static>>), AcmeError> {
     let l = LoadedCert::from_pem(issued.cert_pem.as_bytes(), issued.key_pem.as_bytes(), "acme".into())
         .map_err(|e| AcmeError::Unusable(e.to_string()))?;
     for (host, r) in l.validate_for_hosts(hosts, now) {
         r.map_err(|e| AcmeError::Unusable(format!("{host}: {e}")))?;
     }
-    Ok(l.info.clone())
+    Ok((l.info.clone(), l.chain().first().and_then(|d| ari::cert_id(d))))
 }
 
 /// `backoff_min * 2^(failures-1)`, capped at `backoff_max`, then a random 50–100% of that.

@@ -2,8 +2,9 @@
 //!
 //! ```text
 //!  publish ──AcmeHandle::feed(translation, state)──▶ plan::candidates ──watch──▶ manager task
-//!                                                                                 │ plan::need(now): missing,
-//!                                                                                 │ expired, not covering, renewal
+//!                                       GET renewalInfo (ARI, when offered) ◀──── │ plan::need(now, window):
+//!                                                                                 │ missing, expired, not
+//!                                                                                 │ covering, renewal
 //!                                                                                 ▼
 //!                                 client::account / client::issue (instant-acme, tokens in ChallengeStore)
 //!                                                                                 │ checked, then
@@ -13,13 +14,15 @@
 //! ```
 //!
 //! - [`challenge`]: the HTTP-01 tokens the plain-HTTP listeners of ACME-enabled sets answer.
-//! - [`plan`]: pure: which `spec.tls` entries need an order and why.
+//! - [`plan`]: pure: which `spec.tls` entries need an order and why (the CA's renewal window, else 1/3 lifetime).
+//! - [`ari`]: ACME Renewal Information (RFC 9773): certificate identifiers and what the CA said per Secret.
 //! - [`client`]: one account and one order with the CA.
 //! - [`manager`]: the task: ordering, backoff, renewal, status.
 //! - [`store`]: the [`CertStore`] trait and the file-mode [`FileStore`].
 //!
 //! A failure never touches the stored certificate: a new one is stored only after it loaded and was checked
 //! against every host. See `docs/acme.md`.
+pub mod ari;
 pub mod challenge;
 pub mod client;
 pub mod manager;

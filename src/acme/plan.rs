@@ -4,6 +4,8 @@
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
+use instant_acme::CertificateIdentifier;
+
 use crate::certs::{CertInfo, LoadedCert};
 use crate::model::{ClusterState, Diagnostic, ObjectRef, Translation};
 
@@ -21,6 +23,8 @@ pub struct Candidate {
     pub ingress: ObjectRef,
     /// The certificate the Secret holds now, when it exists and parses.
     pub current: Option<Arc<CertInfo>>,
+    /// Its ACME Renewal Information identifier (RFC 9773 §4.1), when it has an authority key identifier.
+    pub current_id: Option<CertificateIdentifier<'static>>,
     /// The Secret exists and carries [`MANAGED_ANNOTATION`](super::store::MANAGED_ANNOTATION): ACME may renew
     /// it. A Secret someone else manages is only replaced when it is not valid for the hosts (see
     /// [`may_replace`]).
@@ -33,7 +37,37 @@ pub enum Need {
     Missing,
     Expired,
     DoesNotCover(String),
+    /// Less than the renewal share of the lifetime is left (the CA offers no renewal window).
     Renewal,
+    /// The CA's renewal window (ARI) says now.
+    Window,
+}
+
+impl Need {
+    /// The certificate is valid for the hosts; the order only renews it.
+    pub fn is_renewal(&self) -> bool {
+        matches!(self, Need::Renewal | Need::Window)
+    }
+}
+
+/// The renewal window the CA suggests for a certificate (RFC 9773 §4.2), unix seconds, `start < end`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RenewalWindow {
+    pub start: i64,
+    pub end: i64,
+}
+
+impl RenewalWindow {
+    /// `None` when `end` is not after `start`: RFC 9773 §4.2 says to treat such an answer as no answer.
+    pub fn new(start: i64, end: i64) -> Option<RenewalWindow> {
+        (start < end).then_some(RenewalWindow { start, end })
+    }
+
+    /// The instant `r` (in `[0, 1)`, uniformly random) of the way through the window.
+    pub fn at(&self, r: f64) -> i64 {
+        let r = r.clamp(0.0, 1.0);
+        self.start + ((self.end - self.start) as f64 * r) as i64
+    }
 }
 
 impl std::fmt::Display for Need {
@@ -43,6 +77,7 @@ impl std::fmt::Display for Need {
             Need::Expired => f.write_str("certificate expired or not yet valid"),
             Need::DoesNotCover(h) => write!(f, "certificate does not cover {h}"),
             Need::Renewal => f.write_str("certificate due for renewal"),
+            Need::Window => f.write_str("certificate due for renewal (the CA's renewal window)"),
         }
     }
 }
@@ -80,12 +115,17 @@ pub fn candidates(t: &Translation, state: &ClusterState, acme_sets: &[bool]) -> 
             if hosts.is_empty() {
                 continue;
             }
+            let current = current_cert(state, &tls.secret);
             out.push(Candidate {
                 set: idx,
                 secret: tls.secret.clone(),
                 hosts,
                 ingress: tls.ingress.clone(),
-                current: current_cert(state, &tls.secret),
+                current: current.as_ref().map(|c| c.info.clone()),
+                current_id: current
+                    .as_ref()
+                    .and_then(|c| c.chain().first())
+                    .and_then(|d| super::ari::cert_id(d)),
                 managed: managed(state, &tls.secret),
             });
         }
@@ -106,9 +146,9 @@ fn opted_out(state: &ClusterState, ingress: &ObjectRef) -> bool {
 }
 
 /// The last Secret of that name wins, as in the certificate stage.
-fn current_cert(state: &ClusterState, secret: &ObjectRef) -> Option<Arc<CertInfo>> {
+fn current_cert(state: &ClusterState, secret: &ObjectRef) -> Option<LoadedCert> {
     let s = find_secret(state, secret)?;
-    LoadedCert::from_tls_secret(s).ok().map(|c| c.info.clone())
+    LoadedCert::from_tls_secret(s).ok()
 }
 
 fn find_secret<'a>(state: &'a ClusterState, secret: &ObjectRef) -> Option<&'a k8s_openapi::api::core::v1::Secret> {
@@ -129,18 +169,25 @@ fn managed(state: &ClusterState, secret: &ObjectRef) -> bool {
 /// otherwise only when its certificate is not valid for the hosts. A valid certificate someone else manages
 /// is never renewed over.
 pub fn may_replace(need: &Need, managed: bool) -> bool {
-    managed || *need != Need::Renewal
+    managed || !need.is_renewal()
 }
 
-/// Whether `cert` serves every host at `now` and has more than the renewal share of its lifetime left. The
-/// share is `renew_fraction` stretched by up to 10% per Secret (a fixed jitter, so renewals of certificates
-/// issued together spread out).
+/// Why `cert` needs replacing at `now`, if it does: missing, not valid at `now`, not covering a host, or due
+/// for renewal.
+///
+/// Renewal: when the CA suggested a window (`window`: the window and the uniformly random point `r` in
+/// `[0, 1)` drawn for it), the certificate is renewed from that point on, whatever its remaining lifetime;
+/// RFC 9773 makes the CA's window authoritative (it may be early, after a revocation, or later than a third
+/// of the lifetime). A window whose end has passed means now. Without a window the certificate is renewed
+/// when less than `renew_fraction` of its lifetime is left, stretched by up to 10% per Secret (a fixed jitter,
+/// so renewals of certificates issued together spread out).
 pub fn need(
     hosts: &[String],
     secret: &ObjectRef,
     cert: Option<&CertInfo>,
     now: i64,
     renew_fraction: f64,
+    window: Option<(RenewalWindow, f64)>,
 ) -> Option<Need> {
     let Some(cert) = cert else {
         return Some(Need::Missing);
@@ -150,6 +197,9 @@ pub fn need(
     }
     if let Some(h) = hosts.iter().find(|h| !cert.covers(h)) {
         return Some(Need::DoesNotCover(h.clone()));
+    }
+    if let Some((w, r)) = window {
+        return (now >= w.at(r)).then_some(Need::Window);
     }
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     (&secret.namespace, &secret.name).hash(&mut hasher);
@@ -186,21 +236,72 @@ mod tests {
         let c = LoadedCert::from_pem(pem.as_bytes(), k.serialize_pem().as_bytes(), "t".into()).unwrap();
         let hosts = vec!["a.test".to_string()];
         let info = Some(&*c.info);
-        assert_eq!(need(&hosts, &r("x"), None, now, 1.0 / 3.0), Some(Need::Missing));
-        assert_eq!(need(&hosts, &r("x"), info, now, 1.0 / 3.0), None);
+        assert_eq!(need(&hosts, &r("x"), None, now, 1.0 / 3.0, None), Some(Need::Missing));
+        assert_eq!(need(&hosts, &r("x"), info, now, 1.0 / 3.0, None), None);
         assert_eq!(
-            need(&["b.test".to_string()], &r("x"), info, now, 1.0 / 3.0),
+            need(&["b.test".to_string()], &r("x"), info, now, 1.0 / 3.0, None),
             Some(Need::DoesNotCover("b.test".into()))
         );
         // 80 of 90 days left is fine; 20 of 90 is below a third.
         assert_eq!(
-            need(&hosts, &r("x"), info, now + 60 * DAY, 1.0 / 3.0),
+            need(&hosts, &r("x"), info, now + 60 * DAY, 1.0 / 3.0, None),
             Some(Need::Renewal)
         );
         assert_eq!(
-            need(&hosts, &r("x"), info, now + 81 * DAY, 1.0 / 3.0),
+            need(&hosts, &r("x"), info, now + 81 * DAY, 1.0 / 3.0, None),
             Some(Need::Expired)
         );
+    }
+
+    #[test]
+    fn the_cas_window_decides_renewal_when_offered() {
+        let ca = TestCa::new();
+        let k = key(&rcgen::PKCS_ECDSA_P256_SHA256);
+        let now = 1_800_000_000;
+        let pem = ca.issue_pem(&["a.test"], &k, now - 10 * DAY, now + 80 * DAY);
+        let c = LoadedCert::from_pem(pem.as_bytes(), k.serialize_pem().as_bytes(), "t".into()).unwrap();
+        let (hosts, info) = (vec!["a.test".to_string()], Some(&*c.info));
+        let need_at = |at: i64, w: Option<(RenewalWindow, f64)>| need(&hosts, &r("x"), info, at, 1.0 / 3.0, w);
+
+        // A window that is already open renews long before a third of the lifetime is left...
+        let open = RenewalWindow::new(now - DAY, now + DAY).unwrap();
+        assert_eq!(need_at(now, Some((open, 0.0))), Some(Need::Window));
+        assert_eq!(
+            need_at(now, Some((open, 0.5))),
+            Some(Need::Window),
+            "the picked point is now"
+        );
+        // ...but not before the point picked in it (uniform over the window).
+        assert_eq!(need_at(now, Some((open, 0.75))), None);
+        assert_eq!(open.at(0.75), now + DAY / 2);
+        assert_eq!(need_at(now + DAY / 2, Some((open, 0.75))), Some(Need::Window));
+        // A window in the past: at once, wherever the point is.
+        let past = RenewalWindow::new(now - 3 * DAY, now - 2 * DAY).unwrap();
+        assert_eq!(need_at(now, Some((past, 0.999))), Some(Need::Window));
+        // A window far ahead wins over the lifetime rule (60 of 90 days gone, 20 left: below a third).
+        let later = RenewalWindow::new(now + 70 * DAY, now + 75 * DAY).unwrap();
+        assert_eq!(need_at(now + 60 * DAY, None), Some(Need::Renewal));
+        assert_eq!(need_at(now + 60 * DAY, Some((later, 0.0))), None);
+        assert_eq!(need_at(now + 70 * DAY, Some((later, 0.0))), Some(Need::Window));
+        // Validity and coverage come first: an expired certificate is replaced whatever the window says.
+        assert_eq!(need_at(now + 81 * DAY, Some((later, 0.0))), Some(Need::Expired));
+        assert_eq!(
+            need(
+                &["b.test".to_string()],
+                &r("x"),
+                info,
+                now,
+                1.0 / 3.0,
+                Some((later, 0.0))
+            ),
+            Some(Need::DoesNotCover("b.test".into()))
+        );
+        // An empty or inverted window is no window (RFC 9773 §4.2).
+        assert!(RenewalWindow::new(now, now).is_none());
+        assert!(RenewalWindow::new(now, now - 1).is_none());
+        // Someone else's certificate is not renewed over because of a window either.
+        assert!(!may_replace(&Need::Window, false));
+        assert!(may_replace(&Need::Window, true));
     }
 
     #[test]

@@ -12,7 +12,8 @@
 //!  Secret NS/NAME (type kubernetes.io/tls, portico.dev/acme-managed: "true") ──▶ Secret watch ──▶ every proxy
 //! ```
 //!
-//! Only the Lease holder orders (see [`crate::acme::manager::manager_led`]); every replica answers tokens.
+//! Only the Lease holder orders and asks the CA for renewal information (see
+//! [`crate::acme::manager::manager_led`]); every replica answers tokens.
 //! A Secret someone else manages is never overwritten while its certificate is valid for the hosts.
 
 use std::collections::BTreeMap;

@@ -19,6 +19,8 @@ use tokio_rustls::TlsConnector;
 
 use crate::support::free_port;
 
+pub mod ari;
+
 // === processes ===
 
 /// A child process killed (by its pid) when dropped.
