@@ -1,5 +1,5 @@
 //! Listener loops: accept, (for TLS) handshake with the listener set's current certificates, serve HTTP/1.1 and
-//! HTTP/2 (ALPN on TLS, prior knowledge on cleartext) with hyper-util's auto builder, and shut down gracefully:
+//! HTTP/2 (ALPN on TLS, prior knowledge on cleartext, told apart by the first bytes), and shut down gracefully:
 //! stop accepting, let in-flight requests finish up to a deadline. A connection without a request in flight for
 //! the listener set's keep-alive timeout is shut down gracefully too (HTTP/2: GOAWAY), and an HTTP/1.1 request
 //! whose head does not arrive within the header-read timeout (counted from its first byte, or from the accept for
@@ -16,11 +16,11 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 
+use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto::Builder;
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
@@ -35,14 +35,63 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a proxy may take to send its PROXY protocol header.
 const PROXY_HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 
-pub fn http_builder() -> Builder<TokioExecutor> {
-    let mut b = Builder::new(TokioExecutor::new());
-    // The header-read timeout is kept by `serve_conn`, not by hyper: hyper's arms a timer for every request, and
-    // runs it while a keep-alive connection waits for its next request, so idle connections would close at the
-    // header-read timeout instead of the keep-alive timeout.
-    b.http1().header_read_timeout(None).keep_alive(true);
-    b.http2().timer(TokioTimer::new()).max_concurrent_streams(256);
-    b
+/// The HTTP/1.1 and HTTP/2 connection builders of a listener.
+pub struct Builders {
+    h1: http1::Builder,
+    h2: http2::Builder<TokioExecutor>,
+}
+
+impl Builders {
+    pub fn new() -> Self {
+        let mut h1 = http1::Builder::new();
+        // The header-read timeout is kept by `serve_conn`, not by hyper: hyper's arms a timer for every request,
+        // and runs it while a keep-alive connection waits for its next request, so idle connections would close at
+        // the header-read timeout instead of the keep-alive timeout.
+        h1.header_read_timeout(None).keep_alive(true);
+        let mut h2 = http2::Builder::new(TokioExecutor::new());
+        h2.timer(TokioTimer::new()).max_concurrent_streams(256);
+        Self { h1, h2 }
+    }
+}
+
+impl Default for Builders {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// How a connection's HTTP version is known.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Version {
+    H1,
+    H2,
+    /// Cleartext, or TLS without ALPN: HTTP/2 with prior knowledge starts with its connection preface, anything
+    /// else is HTTP/1.x.
+    Sniff,
+}
+
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Reads a connection's first bytes until they are, or cannot be, HTTP/2's connection preface. Returns what was
+/// read (it is handed to the HTTP codec first) and whether it is HTTP/2. One read for an HTTP/1.x request, which
+/// usually arrives whole.
+async fn sniff<S: AsyncRead + Unpin>(stream: &mut S) -> std::io::Result<(Vec<u8>, bool)> {
+    let mut buf = Vec::with_capacity(1024);
+    loop {
+        if stream.read_buf(&mut buf).await? == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        let k = buf.len().min(H2_PREFACE.len());
+        if buf[..k] != H2_PREFACE[..k] {
+            return Ok((buf, false));
+        }
+        if buf.len() >= H2_PREFACE.len() {
+            return Ok((buf, true));
+        }
+        if buf.len() == buf.capacity() {
+            buf.reserve(H2_PREFACE.len());
+        }
+    }
 }
 
 /// Plain HTTP or TLS.
@@ -69,7 +118,7 @@ pub async fn serve(
             return;
         }
     };
-    let builder = Arc::new(http_builder());
+    let builder = Arc::new(Builders::new());
     // The last client address's header value, reused while connections keep coming from it (as they do from a
     // load balancer in front): rendering an address is most of what a connection costs before its first byte.
     let mut hop_cache = HopCache::new(local.port());
@@ -114,7 +163,9 @@ pub async fn serve(
                 return;
             };
             match transport {
-                Transport::Plain => serve_conn(stream, info, proxy, builder, (watcher, conn_shutdown)).await,
+                Transport::Plain => {
+                    serve_conn(stream, info, proxy, builder, Version::Sniff, (watcher, conn_shutdown)).await
+                }
                 Transport::Tls => serve_tls(stream, info, proxy, builder, (watcher, conn_shutdown)).await,
             }
         }));
@@ -160,7 +211,7 @@ async fn serve_tls(
     stream: TcpStream,
     mut info: ConnInfo,
     proxy: Arc<Proxy>,
-    builder: Arc<Builder<TokioExecutor>>,
+    builder: Arc<Builders>,
     watcher: (Watcher, watch::Receiver<bool>),
 ) {
     // The certificates current at accept time serve the whole connection.
@@ -197,7 +248,13 @@ async fn serve_tls(
         },
         sni: session.server_name().map(Arc::from),
     });
-    serve_conn(stream, info, proxy, builder, watcher).await;
+    // ALPN settles the version; without it, the first bytes do.
+    let version = match session.alpn_protocol() {
+        Some(b"h2") => Version::H2,
+        Some(b"http/1.1") => Version::H1,
+        _ => Version::Sniff,
+    };
+    serve_conn(stream, info, proxy, builder, version, watcher).await;
 }
 
 /// Serves one connection until it ends. On shutdown (`watcher.1` turning true) or after the keep-alive timeout
@@ -206,10 +263,11 @@ async fn serve_tls(
 /// the connection at once. The watcher is held until the connection ended, so the listener's grace period waits
 /// for it.
 async fn serve_conn<S>(
-    stream: S,
+    mut stream: S,
     info: ConnInfo,
     proxy: Arc<Proxy>,
-    builder: Arc<Builder<TokioExecutor>>,
+    builders: Arc<Builders>,
+    version: Version,
     (watcher, mut shutdown): (Watcher, watch::Receiver<bool>),
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -220,8 +278,31 @@ async fn serve_conn<S>(
         keep_alive: opts.keep_alive_timeout,
         header_read: opts.header_read_timeout,
     };
+    let timer = tokio::time::sleep(limits.first_check());
+    let mut timer = std::pin::pin!(timer);
+    let (prefix, h2) = match version {
+        Version::H1 => (Vec::new(), false),
+        Version::H2 => (Vec::new(), true),
+        Version::Sniff => tokio::select! {
+            r = sniff(&mut stream) => match r {
+                Ok(sniffed) => sniffed,
+                Err(e) => {
+                    tracing::trace!(%peer, error = %e, "connection closed before a request");
+                    return;
+                }
+            },
+            _ = timer.as_mut() => {
+                tracing::debug!(%peer, "nothing received within the header-read timeout; closing");
+                return;
+            }
+            _ = shutdown.wait_for(|s| *s) => return,
+        },
+    };
     let info = Arc::new(info);
     let activity = Arc::new(Activity::new());
+    if h2 {
+        activity.http2();
+    }
     let svc = {
         let activity = activity.clone();
         service_fn(move |req| {
@@ -235,43 +316,50 @@ async fn serve_conn<S>(
             })
         })
     };
-    let io = Watched {
+    let io = TokioIo::new(Watched {
         inner: stream,
         activity: activity.clone(),
-        first: true,
-    };
-    let conn = builder
-        .serve_connection_with_upgrades(TokioIo::new(io), svc)
-        .into_owned();
-    let mut conn = std::pin::pin!(conn);
-    let timer = tokio::time::sleep(limits.first_check());
-    let mut timer = std::pin::pin!(timer);
-    let mut closing = false;
-    loop {
-        tokio::select! {
-            r = conn.as_mut() => {
-                if let Err(e) = r {
-                    tracing::trace!(%peer, error = %e, "connection ended with an error");
+        prefix,
+        consumed: 0,
+    });
+    // The connection until it ends; on shutdown or the keep-alive timeout it is shut down gracefully, a request
+    // head that is too slow ends it at once.
+    macro_rules! drive {
+        ($conn:expr) => {{
+            let mut conn = std::pin::pin!($conn);
+            let mut closing = false;
+            loop {
+                tokio::select! {
+                    r = conn.as_mut() => {
+                        if let Err(e) = r {
+                            tracing::trace!(%peer, error = %e, "connection ended with an error");
+                        }
+                        break;
+                    }
+                    _ = shutdown.wait_for(|s| *s), if !closing => {
+                        conn.as_mut().graceful_shutdown();
+                        closing = true;
+                    }
+                    _ = timer.as_mut(), if !closing => match activity.check(tokio::time::Instant::now(), &limits) {
+                        Check::HeadTooSlow => {
+                            tracing::debug!(%peer, "request head not received within the header-read timeout; closing");
+                            break;
+                        }
+                        Check::Idle => {
+                            tracing::trace!(%peer, "keep-alive timeout; closing the idle connection");
+                            conn.as_mut().graceful_shutdown();
+                            closing = true;
+                        }
+                        Check::Later(at) => timer.as_mut().reset(at),
+                    },
                 }
-                break;
             }
-            _ = shutdown.wait_for(|s| *s), if !closing => {
-                conn.as_mut().graceful_shutdown();
-                closing = true;
-            }
-            _ = timer.as_mut(), if !closing => match activity.check(tokio::time::Instant::now(), &limits) {
-                Check::HeadTooSlow => {
-                    tracing::debug!(%peer, "request head not received within the header-read timeout; closing");
-                    break;
-                }
-                Check::Idle => {
-                    tracing::trace!(%peer, "keep-alive timeout; closing the idle connection");
-                    conn.as_mut().graceful_shutdown();
-                    closing = true;
-                }
-                Check::Later(at) => timer.as_mut().reset(at),
-            },
-        }
+        }};
+    }
+    if h2 {
+        drive!(builders.h2.serve_connection(io, svc));
+    } else {
+        drive!(builders.h1.serve_connection(io, svc).with_upgrades());
     }
     drop(watcher);
 }
@@ -300,12 +388,13 @@ enum Check {
     Later(tokio::time::Instant),
 }
 
-/// The connection's stream, noting when the bytes of an HTTP/1.1 request head start to arrive (the first bytes
-/// read while no request is in flight); HTTP/2 (its connection preface seen on the first read) is left alone.
+/// The connection's stream, first replaying what was read to tell its HTTP version, and noting when the bytes of
+/// an HTTP/1.1 request head start to arrive (the first bytes read while no request is in flight).
 struct Watched<S> {
     inner: S,
     activity: Arc<Activity>,
-    first: bool,
+    prefix: Vec<u8>,
+    consumed: usize,
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
@@ -314,15 +403,20 @@ impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
         cx: &mut Context<'_>,
         buf: &mut tokio::io::ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
+        if self.consumed < self.prefix.len() {
+            let this = &mut *self;
+            let n = buf.remaining().min(this.prefix.len() - this.consumed);
+            buf.put_slice(&this.prefix[this.consumed..this.consumed + n]);
+            this.consumed += n;
+            if this.consumed == this.prefix.len() {
+                this.prefix = Vec::new();
+                this.consumed = 0;
+            }
+            return Poll::Ready(Ok(()));
+        }
         let before = buf.filled().len();
         let r = Pin::new(&mut self.inner).poll_read(cx, buf);
         if buf.filled().len() > before {
-            if self.first {
-                self.first = false;
-                if buf.filled()[before..].starts_with(b"PRI ") {
-                    self.activity.http2();
-                }
-            }
             self.activity.bytes_arrived();
         }
         r
@@ -469,5 +563,62 @@ impl Body for Tracked {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncWriteExt;
+
+    #[tokio::test]
+    async fn the_first_bytes_tell_http2_prior_knowledge_from_http1() {
+        // HTTP/1.1 whose method shares the preface's first letter: decided on the first read.
+        let (mut client, mut server) = tokio::io::duplex(4096);
+        client.write_all(b"PUT / HTTP/1.1\r\nhost: a\r\n\r\n").await.unwrap();
+        let (read, h2) = sniff(&mut server).await.unwrap();
+        assert!(!h2);
+        assert_eq!(read, b"PUT / HTTP/1.1\r\nhost: a\r\n\r\n");
+        // The preface arriving in pieces: read until it is whole.
+        let (mut client, mut server) = tokio::io::duplex(4096);
+        let writer = tokio::spawn(async move {
+            for piece in [&H2_PREFACE[..3], &H2_PREFACE[3..10], &H2_PREFACE[10..]] {
+                client.write_all(piece).await.unwrap();
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            client
+        });
+        let (read, h2) = sniff(&mut server).await.unwrap();
+        assert!(h2);
+        assert_eq!(read, H2_PREFACE);
+        drop(writer.await.unwrap());
+        // A peer that closes first is an error, not a request.
+        let (client, mut server) = tokio::io::duplex(64);
+        drop(client);
+        assert!(sniff(&mut server).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn the_sniffed_bytes_are_replayed_before_the_stream() {
+        let (mut client, server) = tokio::io::duplex(4096);
+        let mut io = Watched {
+            inner: server,
+            activity: Arc::new(Activity::new()),
+            prefix: b"GET / HT".to_vec(),
+            consumed: 0,
+        };
+        client.write_all(b"TP/1.1\r\n\r\n").await.unwrap();
+        drop(client);
+        // A small buffer takes the prefix in two reads, then the stream follows.
+        let mut small = [0u8; 5];
+        let mut got = Vec::new();
+        loop {
+            let n = io.read(&mut small).await.unwrap();
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&small[..n]);
+        }
+        assert_eq!(got, b"GET / HTTP/1.1\r\n\r\n");
     }
 }
