@@ -154,21 +154,26 @@ pub async fn serve(
         let (proxy, builder, watcher) = (proxy.clone(), builder.clone(), graceful.watcher());
         let conn_shutdown = shutdown.clone();
         let open = (proxy.metrics().open_connection(set), super::memory::Counted::open());
-        // Boxed before spawning: the connection's future is large, and tokio would otherwise copy all of it into
-        // the task and again when it completes.
-        tokio::spawn(Box::pin(async move {
-            let _permit = permit;
-            let _open = open;
-            let Some((stream, info)) = accept_proxy_header(stream, info, &proxy).await else {
-                return;
-            };
-            match transport {
-                Transport::Plain => {
-                    serve_conn(stream, info, proxy, builder, Version::Sniff, (watcher, conn_shutdown)).await
-                }
-                Transport::Tls => serve_tls(stream, info, proxy, builder, (watcher, conn_shutdown)).await,
-            }
-        }));
+        // Boxed before spawning, one future per transport: a connection's future is large (a TLS one the
+        // largest), and tokio would otherwise copy all of it into the task and again when it completes.
+        match transport {
+            Transport::Plain => tokio::spawn(Box::pin(async move {
+                let _permit = permit;
+                let _open = open;
+                let Some((stream, info)) = accept_proxy_header(stream, info, &proxy).await else {
+                    return;
+                };
+                serve_conn(stream, info, proxy, builder, Version::Sniff, (watcher, conn_shutdown)).await
+            })),
+            Transport::Tls => tokio::spawn(Box::pin(async move {
+                let _permit = permit;
+                let _open = open;
+                let Some((stream, info)) = accept_proxy_header(stream, info, &proxy).await else {
+                    return;
+                };
+                serve_tls(stream, info, proxy, builder, (watcher, conn_shutdown)).await
+            })),
+        };
     }
     drop(listener);
     tracing::info!(%local, "listener closed; draining connections");
@@ -325,19 +330,18 @@ async fn serve_conn<S>(
     // The connection until it ends; on shutdown or the keep-alive timeout it is shut down gracefully, a request
     // head that is too slow ends it at once.
     macro_rules! drive {
-        ($conn:expr) => {{
-            let mut conn = std::pin::pin!($conn);
+        ($conn:ident) => {{
             let mut closing = false;
             loop {
                 tokio::select! {
-                    r = conn.as_mut() => {
+                    r = $conn.as_mut() => {
                         if let Err(e) = r {
                             tracing::trace!(%peer, error = %e, "connection ended with an error");
                         }
                         break;
                     }
                     _ = shutdown.wait_for(|s| *s), if !closing => {
-                        conn.as_mut().graceful_shutdown();
+                        $conn.as_mut().graceful_shutdown();
                         closing = true;
                     }
                     _ = timer.as_mut(), if !closing => match activity.check(tokio::time::Instant::now(), &limits) {
@@ -347,7 +351,7 @@ async fn serve_conn<S>(
                         }
                         Check::Idle => {
                             tracing::trace!(%peer, "keep-alive timeout; closing the idle connection");
-                            conn.as_mut().graceful_shutdown();
+                            $conn.as_mut().graceful_shutdown();
                             closing = true;
                         }
                         Check::Later(at) => timer.as_mut().reset(at),
@@ -357,9 +361,12 @@ async fn serve_conn<S>(
         }};
     }
     if h2 {
-        drive!(builders.h2.serve_connection(io, svc));
+        // Boxed: HTTP/2's connection state is large, and inline it would size every connection's task.
+        let mut conn = Box::pin(builders.h2.serve_connection(io, svc));
+        drive!(conn);
     } else {
-        drive!(builders.h1.serve_connection(io, svc).with_upgrades());
+        let mut conn = std::pin::pin!(builders.h1.serve_connection(io, svc).with_upgrades());
+        drive!(conn);
     }
     drop(watcher);
 }
