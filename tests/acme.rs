@@ -575,6 +575,32 @@ async fn wait_for(what: &str, within: Duration, mut cond: impl FnMut() -> bool, 
     }
 }
 
+/// Waits until the double was asked about the stored certificate (serial `serial`), after `since` when given;
+/// returns that certificate's ID, computed here from its bytes.
+async fn asked_about_stored(
+    s: &Setup,
+    double: &acme_pebble::ari::AriDouble,
+    serial: &str,
+    since: Option<Instant>,
+    what: &str,
+) -> String {
+    let (_, der) = stored_leaf(s);
+    let id = ari_id(&der, serial);
+    wait_for(
+        what,
+        Duration::from_secs(10),
+        || {
+            double
+                .asked()
+                .iter()
+                .any(|(t, a)| *a == id && since.is_none_or(|since| *t > since))
+        },
+        || format!("asked {:?}, expected {id}", double.asked()),
+    )
+    .await;
+    id
+}
+
 /// Pebble, the renewalInfo double in front of it (answering `default`, `Retry-After: retry_after`), and a
 /// gateway whose ACME directory is the double's; returns once Pebble's first certificate is served.
 async fn ari_setup(
@@ -622,15 +648,15 @@ async fn wait_new_serial(s: &Setup, root: &CertificateDer<'static>, old: &str, w
 async fn ari_open_window_renews_early_and_the_order_replaces_the_old_certificate() {
     let clock = TestClock::new();
     let (mut s, _pebble, double, root, first) = ari_setup(acme_pebble::ari::Answer::far_future(), 1, &clock).await;
-    let (info, der) = stored_leaf(&s);
+    let info = stored_leaf(&s).0;
     assert_eq!(info.serial, first);
-    let id = ari_id(&der, &first);
     // The gateway asks the CA about the certificate it got, by the ID computed here independently.
-    wait_for(
+    let id = asked_about_stored(
+        &s,
+        &double,
+        &first,
+        None,
         "renewal information asked for the new certificate",
-        Duration::from_secs(10),
-        || double.asked().iter().any(|(_, a)| *a == id),
-        || format!("asked {:?}, expected {id}", double.asked()),
     )
     .await;
     // The CA opens the window (e.g. the certificate is to be revoked).
@@ -651,13 +677,12 @@ async fn ari_open_window_renews_early_and_the_order_replaces_the_old_certificate
     assert_eq!(double.replaces().last(), Some(&Some(id.clone())));
     assert_eq!(double.replaces().iter().flatten().count(), 1, "{:?}", double.replaces());
     // The new certificate (window a year ahead) gets its own question and no further order.
-    let (_, der2) = stored_leaf(&s);
-    let id2 = ari_id(&der2, &second);
-    wait_for(
+    asked_about_stored(
+        &s,
+        &double,
+        &second,
+        None,
         "renewal information asked for the renewed certificate",
-        Duration::from_secs(10),
-        || double.asked().iter().any(|(_, a)| *a == id2),
-        || format!("{:?}", double.asked()),
     )
     .await;
     tokio::time::sleep(Duration::from_millis(1000)).await;
@@ -687,14 +712,7 @@ async fn ari_window_ahead_outranks_the_one_third_rule() {
         );
     });
     // Wait until the gateway has fetched the new window (Retry-After: 1 s), then move its clock.
-    let set_at = Instant::now();
-    wait_for(
-        "re-fetch",
-        Duration::from_secs(10),
-        || double.asked().iter().any(|(t, a)| *a == id && *t > set_at),
-        || format!("{:?}", double.asked()),
-    )
-    .await;
+    asked_about_stored(&s, &double, &first, Some(Instant::now()), "re-fetch").await;
     clock.offset.store(moved - unix_now(), Ordering::Relaxed);
     tokio::time::sleep(Duration::from_millis(2500)).await;
     let status = s.status();
@@ -732,15 +750,7 @@ async fn renew_by_the_clock(s: &Setup, clock: &Arc<TestClock>, why: &str) {
 async fn ari_errors_and_garbage_fall_back_to_the_one_third_rule() {
     let clock = TestClock::new();
     let (mut s, _pebble, double, root, first) = ari_setup(acme_pebble::ari::Answer::Status(500), 1, &clock).await;
-    let (_, der) = stored_leaf(&s);
-    let id = ari_id(&der, &first);
-    wait_for(
-        "renewal information asked",
-        Duration::from_secs(10),
-        || double.asked().iter().any(|(_, a)| *a == id),
-        || format!("{:?}", double.asked()),
-    )
-    .await;
+    let id = asked_about_stored(&s, &double, &first, None, "renewal information asked").await;
     // Nothing happens while more than a third is left...
     tokio::time::sleep(Duration::from_millis(600)).await;
     assert_eq!(s.status().certificates_issued, 1, "{:?}", s.status());
@@ -764,14 +774,12 @@ async fn ari_errors_and_garbage_fall_back_to_the_one_third_rule() {
         st.default = acme_pebble::ari::Answer::Garbage;
         st.reflect_replaces = false;
     });
-    let (_, der2) = stored_leaf(&s);
-    let id2 = ari_id(&der2, &second);
-    let switched = Instant::now();
-    wait_for(
+    let id2 = asked_about_stored(
+        &s,
+        &double,
+        &second,
+        Some(Instant::now()),
         "renewal information asked after the switch",
-        Duration::from_secs(10),
-        || double.asked().iter().any(|(t, a)| *a == id2 && *t > switched),
-        || format!("{:?}", double.asked()),
     )
     .await;
     renew_by_the_clock(&s, &clock, "garbage").await;
@@ -793,15 +801,7 @@ async fn ari_retry_after_decides_when_the_window_is_fetched_again() {
     let clock = TestClock::new();
     // Retry-After: 2 s; the manager looks at the certificate every 200 ms and could re-fetch after 200 ms.
     let (mut s, _pebble, double, root, first) = ari_setup(acme_pebble::ari::Answer::far_future(), 2, &clock).await;
-    let (_, der) = stored_leaf(&s);
-    let id = ari_id(&der, &first);
-    wait_for(
-        "renewal information asked",
-        Duration::from_secs(10),
-        || double.asked().iter().any(|(_, a)| *a == id),
-        || format!("{:?}", double.asked()),
-    )
-    .await;
+    let id = asked_about_stored(&s, &double, &first, None, "renewal information asked").await;
     // The window moves into the past right after the first answer (a revocation).
     double.set(|st| {
         let now = unix_now();
