@@ -487,17 +487,19 @@ impl Proxy {
                 Via::H2c => upstream_uri(http::uri::Scheme::HTTP, endpoint, &path_and_query),
                 Via::Tls(_) => upstream_uri(http::uri::Scheme::HTTPS, endpoint, &path_and_query),
             };
-            let mut up = Request::new(body);
-            *up.method_mut() = parts.method.clone();
-            *up.uri_mut() = uri;
-            *up.version_mut() = if h2 { Version::HTTP_2 } else { Version::HTTP_11 };
-            *up.headers_mut() = headers_now;
+            let version = if h2 { Version::HTTP_2 } else { Version::HTTP_11 };
             // Counted until the response body ends, fails or is dropped (the guard travels with it).
             let in_flight = backend.start(endpoint);
             let sent_at = std::time::Instant::now();
+            // The request is built in the call: a local holding it would keep its space in this future's state.
             let sent = self
                 .client
-                .send(endpoint, up, target.policy.upstream_timeout, via)
+                .send(
+                    endpoint,
+                    upstream_request(body, parts.method.clone(), uri, version, headers_now),
+                    target.policy.upstream_timeout,
+                    via,
+                )
                 .await;
             note.upstream_time = Some(sent_at.elapsed());
             let e = match sent {
@@ -575,6 +577,21 @@ impl Proxy {
 }
 
 /// An HTTP/1.1 request asking to switch protocols (`Connection: upgrade` and an `Upgrade` header).
+fn upstream_request(
+    body: UpstreamBody,
+    method: http::Method,
+    uri: Uri,
+    version: Version,
+    headers: http::HeaderMap,
+) -> Request<UpstreamBody> {
+    let mut up = Request::new(body);
+    *up.method_mut() = method;
+    *up.uri_mut() = uri;
+    *up.version_mut() = version;
+    *up.headers_mut() = headers;
+    up
+}
+
 fn upgrade_request(parts: &http::request::Parts) -> bool {
     parts.version == Version::HTTP_11
         && parts.headers.contains_key(header::UPGRADE)

@@ -4,7 +4,11 @@
 //! message.
 
 use std::error::Error as StdError;
+use std::future::Future;
+
+use futures::future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -184,20 +188,28 @@ impl UpstreamClient {
     /// HTTP/1.1 takes the URI in origin form and goes out on one of the endpoint's pooled connections, or a new
     /// one; h2c and TLS take it in absolute form and go through their pooled clients. With the response comes,
     /// for HTTP/1.1, the connection's [`Watch`], which keeps the body's read timeout.
-    pub async fn send(
-        &self,
-        endpoint: &Endpoint,
+    pub fn send<'a>(
+        &'a self,
+        endpoint: &'a Endpoint,
         req: Request<UpstreamBody>,
         timeout: Option<Duration>,
-        via: Via<'_>,
-    ) -> Result<(Response<Incoming>, Option<Arc<Watch>>), SendError> {
+        via: Via<'a>,
+    ) -> impl Future<Output = Result<(Response<Incoming>, Option<Arc<Watch>>), SendError>> + Send + 'a {
         let timeout = timeout.unwrap_or(self.response_header_timeout);
-        let sent = match via {
-            Via::Http1 => return self.send_h1(endpoint, req, timeout).await,
-            // Boxed: these states are large and rarer than HTTP/1.1; inline they would be moved with every request.
-            Via::H2c => Box::pin(self.h2c.request(req)),
-            Via::Tls(c) => Box::pin(c.request(req)),
-        };
+        // Not an async fn: the HTTP/1.1 future is returned as it is, without a wrapper holding a second copy of
+        // the request.
+        match via {
+            Via::Http1 => future::Either::Left(self.send_h1(endpoint, req, timeout)),
+            Via::H2c => future::Either::Right(Self::send_pooled(Box::pin(self.h2c.request(req)), timeout)),
+            Via::Tls(c) => future::Either::Right(Self::send_pooled(Box::pin(c.request(req)), timeout)),
+        }
+    }
+
+    /// h2c and TLS through hyper-util's pooled clients (their states are large and rarer than HTTP/1.1: boxed).
+    async fn send_pooled(
+        sent: Pin<Box<hyper_util::client::legacy::ResponseFuture>>,
+        timeout: Duration,
+    ) -> Result<(Response<Incoming>, Option<Arc<Watch>>), SendError> {
         match tokio::time::timeout(timeout, sent).await {
             Err(_) => Err(SendError::Upstream(UpstreamError::ResponseTimeout)),
             Ok(Ok(resp)) => Ok((resp, None)),
@@ -214,26 +226,35 @@ impl UpstreamClient {
         timeout: Duration,
     ) -> Result<(Response<Incoming>, Option<Arc<Watch>>), SendError> {
         let now = tokio::time::Instant::now();
-        let ((mut sender, watch), req) = match endpoint.conns.take(now.into_std(), self.idle_timeout) {
-            Some((mut pooled, watch)) => {
-                watch.begin(now, timeout);
-                match pooled.try_send_request(req).await {
-                    Ok(resp) => {
-                        watch.end();
-                        return Ok(self.keep(endpoint, (pooled, watch), resp));
-                    }
-                    Err(_) if watch.expired() => return Err(SendError::Upstream(UpstreamError::ResponseTimeout)),
-                    // The keep-alive race: the backend closed this idle connection before any of the request was
-                    // written. Nothing reached it, so the request goes out once more on a new connection.
-                    Err(mut e) => match e.take_message() {
-                        Some(req) => (Box::pin(self.connect(endpoint.addr)).await?, req),
-                        None => return Err(classify_hyper(e.error())),
-                    },
-                }
-            }
-            // Boxed: the connecting state is large and rare; inline it would be moved with every request.
-            None => (Box::pin(self.connect(endpoint.addr)).await?, req),
+        let Some((mut pooled, watch)) = endpoint.conns.take(now.into_std(), self.idle_timeout) else {
+            // Boxed, like the keep-alive race below: connecting is rare, and its state inline would be moved with
+            // every request.
+            return Box::pin(self.send_h1_new(endpoint, req, timeout)).await;
         };
+        watch.begin(now, timeout);
+        match pooled.try_send_request(req).await {
+            Ok(resp) => {
+                watch.end();
+                Ok(self.keep(endpoint, (pooled, watch), resp))
+            }
+            Err(_) if watch.expired() => Err(SendError::Upstream(UpstreamError::ResponseTimeout)),
+            // The keep-alive race: the backend closed this idle connection before any of the request was written.
+            // Nothing reached it, so the request goes out once more on a new connection.
+            Err(mut e) => match e.take_message() {
+                Some(req) => Box::pin(self.send_h1_new(endpoint, req, timeout)).await,
+                None => Err(classify_hyper(e.error())),
+            },
+        }
+    }
+
+    /// HTTP/1.1 on a new connection to `endpoint`.
+    async fn send_h1_new(
+        &self,
+        endpoint: &Endpoint,
+        req: Request<UpstreamBody>,
+        timeout: Duration,
+    ) -> Result<(Response<Incoming>, Option<Arc<Watch>>), SendError> {
+        let (mut sender, watch) = self.connect(endpoint.addr).await?;
         watch.begin(tokio::time::Instant::now(), timeout);
         match sender.send_request(req).await {
             Ok(resp) => {
