@@ -83,9 +83,11 @@ impl Compiled {
     }
 }
 
-/// Runs translation and the certificate stage with what the configuration fixed at startup.
+/// Runs translation and the certificate stage with what the configuration fixed at startup. Translation is
+/// incremental: each compile translates again only what changed since the previous one (same result as a full
+/// translation, see `model::Incremental`).
 pub struct Compiler {
-    opts: Options,
+    translator: Mutex<model::Incremental>,
     defaults: Vec<DefaultSource>,
     sessions: Arc<dyn rustls::server::StoresServerSessions>,
 }
@@ -117,14 +119,23 @@ impl Compiler {
             });
         }
         Ok(Self {
-            opts: Options::from_config(config, file_mode),
+            translator: Mutex::new(model::Incremental::new(Options::from_config(config, file_mode))),
             defaults,
             sessions: rustls::server::ServerSessionMemoryCache::new(4096),
         })
     }
 
     pub fn compile(&self, state: &ClusterState, mut source_diagnostics: Vec<Diagnostic>, now: i64) -> Compiled {
-        let mut translation = model::translate(state, &self.opts);
+        let mut translation = {
+            let mut translator = self.translator.lock().unwrap_or_else(|poisoned| {
+                // A translation panicked half-way: its indexes cannot be trusted, start over.
+                self.translator.clear_poison();
+                let mut t = poisoned.into_inner();
+                *t = model::Incremental::new(t.options().clone());
+                t
+            });
+            translator.translate(state)
+        };
         let mut tls = build_tls(&translation, &state.secrets, &self.defaults, now, &self.sessions);
         source_diagnostics.append(&mut translation.diagnostics);
         source_diagnostics.append(&mut tls.diagnostics);
