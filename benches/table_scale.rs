@@ -471,7 +471,10 @@ fn change_to_serving_cluster() {
         .block_on(app::start(
             config,
             Source::Kube {
-                client: server.client(),
+                client: {
+                    let _runtime = rt.enter();
+                    server.client()
+                },
                 options: portico::cluster::ClusterOptions::default(),
             },
         ))

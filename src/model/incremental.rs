@@ -56,7 +56,7 @@ pub struct Incremental {
     sets: Vec<SetIndex>,
     /// The Ingresses that have diagnostics, oldest first.
     with_diags: BTreeMap<Age, Key>,
-    owned: Vec<(ObjectRef, usize)>,
+    owned: Arc<Vec<(ObjectRef, usize)>>,
     /// Calls that translated everything, and calls that translated what changed.
     passes: [u64; 2],
 }
@@ -112,7 +112,7 @@ impl Incremental {
             recs: FastMap::default(),
             sets: Vec::new(),
             with_diags: BTreeMap::new(),
-            owned: Vec::new(),
+            owned: Arc::default(),
             passes: [0; 2],
         }
     }
@@ -500,7 +500,9 @@ impl Incremental {
             .collect();
         owned.sort();
         owned.shrink_to_fit();
-        self.owned = owned;
+        if *self.owned != owned {
+            self.owned = Arc::new(owned);
+        }
     }
 
     fn assemble(&self) -> Translation {

@@ -92,8 +92,9 @@ impl Options {
 pub struct Translation {
     pub sets: Vec<SetModel>,
     pub diagnostics: Vec<Diagnostic>,
-    /// The Ingresses that are ours, with the index of the listener set serving them (for status).
-    pub owned: Vec<(ObjectRef, usize)>,
+    /// The Ingresses that are ours, with the index of the listener set serving them (for status), sorted. Shared:
+    /// an incremental translation hands out the same list again while no Ingress joined or left a set.
+    pub owned: std::sync::Arc<Vec<(ObjectRef, usize)>>,
 }
 
 impl Translation {

@@ -51,7 +51,7 @@ pub fn translate(state: &ClusterState, opts: &Options) -> Translation {
     Translation {
         sets,
         diagnostics: t.diagnostics,
-        owned,
+        owned: Arc::new(owned),
     }
 }
 
@@ -155,9 +155,11 @@ pub(super) struct Translator<'a> {
     opts: &'a Options,
     diagnostics: Vec<Diagnostic>,
     emitted: FastSet<(ObjectRef, String)>,
-    service_index: FastMap<(&'a str, &'a str), &'a Service>,
-    /// EndpointSlices by (namespace, `kubernetes.io/service-name`), so resolving a backend does not scan them all.
-    slice_index: FastMap<(&'a str, &'a str), Vec<&'a EndpointSlice>>,
+    /// Services by (namespace, name), and EndpointSlices by (namespace, `kubernetes.io/service-name`), so
+    /// resolving a backend does not scan them all. Built on the first backend (an incremental translation of one
+    /// host resolves a few).
+    service_index: Option<FastMap<(&'a str, &'a str), &'a Service>>,
+    slice_index: Option<FastMap<(&'a str, &'a str), Vec<&'a EndpointSlice>>>,
     last_policy: Option<Arc<IngressPolicy>>,
     /// Incremental translation: every diagnostic, not deduplicated, with where in its Ingress it was found, so
     /// that a translation of some hosts only can put each back in place (see `model::incremental`).
@@ -248,27 +250,8 @@ impl<'a> Translator<'a> {
             opts,
             diagnostics: Vec::new(),
             emitted: FastSet::default(),
-            service_index: {
-                let mut idx = FastMap::with_capacity_and_hasher(state.services.len(), Default::default());
-                for s in &state.services {
-                    if let Some(name) = s.metadata.name.as_deref() {
-                        idx.insert((namespace_of(&s.metadata), name), s);
-                    }
-                }
-                idx
-            },
-            slice_index: {
-                let mut idx: FastMap<(&str, &str), Vec<&EndpointSlice>> =
-                    FastMap::with_capacity_and_hasher(state.endpoint_slices.len(), Default::default());
-                for slice in &state.endpoint_slices {
-                    if let Some(svc) = slice.metadata.labels.as_ref().and_then(|l| l.get(SERVICE_NAME_LABEL)) {
-                        idx.entry((namespace_of(&slice.metadata), svc.as_str()))
-                            .or_default()
-                            .push(slice);
-                    }
-                }
-                idx
-            },
+            service_index: None,
+            slice_index: None,
             last_policy: None,
             tagged: tagged.then(Vec::new),
             at: (0, 0, 0),
@@ -585,8 +568,37 @@ impl<'a> Translator<'a> {
         Some(model)
     }
 
-    fn endpoints(&self, ns: &str, name: &str, port: &PortRef) -> Result<Vec<SocketAddr>, String> {
-        let Some(service) = self.service_index.get(&(ns, name)).copied() else {
+    fn build_indexes(&mut self) {
+        let state = self.state;
+        self.service_index.get_or_insert_with(|| {
+            let mut idx = FastMap::with_capacity_and_hasher(state.services.len(), Default::default());
+            for s in &state.services {
+                if let Some(name) = s.metadata.name.as_deref() {
+                    idx.insert((namespace_of(&s.metadata), name), s);
+                }
+            }
+            idx
+        });
+        self.slice_index.get_or_insert_with(|| {
+            let mut idx: FastMap<(&str, &str), Vec<&EndpointSlice>> =
+                FastMap::with_capacity_and_hasher(state.endpoint_slices.len(), Default::default());
+            for slice in &state.endpoint_slices {
+                if let Some(svc) = slice.metadata.labels.as_ref().and_then(|l| l.get(SERVICE_NAME_LABEL)) {
+                    idx.entry((namespace_of(&slice.metadata), svc.as_str()))
+                        .or_default()
+                        .push(slice);
+                }
+            }
+            idx
+        });
+    }
+
+    fn endpoints(&mut self, ns: &str, name: &str, port: &PortRef) -> Result<Vec<SocketAddr>, String> {
+        self.build_indexes();
+        let (Some(services), Some(slices)) = (&self.service_index, &self.slice_index) else {
+            unreachable!("built above");
+        };
+        let Some(service) = services.get(&(ns, name)).copied() else {
             return Err(format!("Service {ns}/{name} not found"));
         };
         let spec = service.spec.as_ref();
@@ -607,7 +619,7 @@ impl<'a> Translator<'a> {
 
         let mut ready = Vec::new();
         let mut terminating = Vec::new();
-        for slice in self.slice_index.get(&(ns, name)).into_iter().flatten() {
+        for slice in slices.get(&(ns, name)).into_iter().flatten() {
             if slice.address_type != "IPv4" && slice.address_type != "IPv6" {
                 continue;
             }

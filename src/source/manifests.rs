@@ -442,6 +442,29 @@ fn parse_by_document(text: &str, old: Option<&mut FileEntry>, parsed: &mut u64) 
             }
         }
     }
+    // Nothing to reuse (a first read): parse straight into one state, as a whole-file parse does (no second
+    // copy of the objects while they are assembled).
+    if reusable.is_empty() {
+        let mut out = ClusterState::default();
+        let mut docs = Vec::with_capacity(chunks.len());
+        for (n, chunk) in chunks.iter().enumerate() {
+            let before = counts_of(&out);
+            let seen = parse_chunk(chunk, &mut out, parsed)?;
+            if seen > 1 || (seen == 0 && n > 0) {
+                return None;
+            }
+            let after = counts_of(&out);
+            let counts = std::array::from_fn(|k| (after[k] - before[k]) as u32);
+            docs.push(Doc {
+                digest: digest(chunk),
+                counts,
+            });
+        }
+        out.ingresses.shrink_to_fit();
+        out.services.shrink_to_fit();
+        out.endpoint_slices.shrink_to_fit();
+        return Some((out, docs));
+    }
     enum Part {
         Old([usize; 5]),
         New(ClusterState),
@@ -457,25 +480,12 @@ fn parse_by_document(text: &str, old: Option<&mut FileEntry>, parsed: &mut u64) 
             continue;
         }
         let mut objects = ClusterState::default();
-        let mut seen = 0;
-        *parsed += 1;
-        for doc in serde_yaml::Deserializer::from_str(chunk) {
-            seen += 1;
-            let value = serde_yaml::Value::deserialize(doc).ok()?;
-            parse_value(value, &mut objects).ok()?;
-        }
+        let seen = parse_chunk(chunk, &mut objects, parsed)?;
         // The text before the first marker holds at most one document; every other chunk exactly one.
         if seen > 1 || (seen == 0 && n > 0) {
             return None;
         }
-        let counts = [
-            objects.ingresses.len(),
-            objects.ingress_classes.len(),
-            objects.services.len(),
-            objects.endpoint_slices.len(),
-            objects.secrets.len(),
-        ]
-        .map(|c| c as u32);
+        let counts = counts_of(&objects).map(|c| c as u32);
         docs.push(Doc { digest: d, counts });
         parts.push(Part::New(objects));
     }
@@ -513,6 +523,28 @@ fn parse_by_document(text: &str, old: Option<&mut FileEntry>, parsed: &mut u64) 
         }
     }
     Some((out, docs))
+}
+
+/// Parses one document's text into `out`; the number of documents found, `None` on any error.
+fn parse_chunk(chunk: &str, out: &mut ClusterState, parsed: &mut u64) -> Option<usize> {
+    let mut seen = 0;
+    *parsed += 1;
+    for doc in serde_yaml::Deserializer::from_str(chunk) {
+        seen += 1;
+        let value = serde_yaml::Value::deserialize(doc).ok()?;
+        parse_value(value, out).ok()?;
+    }
+    Some(seen)
+}
+
+fn counts_of(s: &ClusterState) -> [usize; 5] {
+    [
+        s.ingresses.len(),
+        s.ingress_classes.len(),
+        s.services.len(),
+        s.endpoint_slices.len(),
+        s.secrets.len(),
+    ]
 }
 
 /// Moves `n` objects from `start` in `from` (leaving defaults) to the end of `to`.
