@@ -12,9 +12,12 @@
 //!    backend answers. Two layouts: `split` (the edited Ingress in its own file, the rest in one big file) and
 //!    `single` (everything in one file, so the whole file is parsed again on each edit). Reported per edit, with
 //!    the parts measured alone (reload of the changed directory, translate, rebuild).
+//! 3. The same in cluster mode (`cluster` layout): the objects live in the fake API server
+//!    (crates/fake-apiserver) and the gateway watches it; one Ingress is updated through the server, which sends
+//!    the watch event; the gateway debounces 50 ms, then compiles and publishes.
 //!
 //! Knobs: `TABLE_SIZES` (e.g. "1000 10000"), `CHANGE_INGRESSES` (10000), `CHANGE_EDITS` (8), `CHANGE_POLL_MS`,
-//! `CHANGE_LAYOUTS` ("split single").
+//! `CHANGE_LAYOUTS` ("split single cluster").
 
 mod common;
 
@@ -27,7 +30,7 @@ use std::time::{Duration, Instant};
 use portico::app::{self, Source};
 use portico::config::Config;
 use portico::echo::EchoServer;
-use portico::model::translate;
+use portico::model::{translate, Incremental};
 use portico::routing::{Lookup, Snapshot};
 use portico::source::manifests::ManifestDir;
 
@@ -64,9 +67,12 @@ fn main() {
         }
     }
     println!();
-    let layouts = std::env::var("CHANGE_LAYOUTS").unwrap_or_else(|_| "split single".into());
+    let layouts = std::env::var("CHANGE_LAYOUTS").unwrap_or_else(|_| "split single cluster".into());
     for layout in layouts.split_whitespace() {
-        change_to_serving(layout == "single");
+        match layout {
+            "cluster" => change_to_serving_cluster(),
+            _ => change_to_serving(layout == "single"),
+        }
     }
 }
 
@@ -153,13 +159,26 @@ fn child(n: usize) {
         best_change = best_change.min(a.elapsed());
         assert!(matches!(s2.sets[0].lookup(&common::host(0), "/"), Lookup::Route(_)));
     }
+    // The same with incremental translation (what the gateway runs): only the changed Ingress's host again.
+    let mut incremental = Incremental::new(opts.clone());
+    let base = incremental.translate(&state);
+    let base_snap = Snapshot::build(&base, None, 1, None);
+    let mut best_incremental = Duration::MAX;
+    for g in 0..3 {
+        let a = Instant::now();
+        let t2 = incremental.translate(if g % 2 == 0 { &changed } else { &state });
+        let s2 = Snapshot::rebuild(&t2, None, 10 + g, &base_snap, &base);
+        best_incremental = best_incremental.min(a.elapsed());
+        std::hint::black_box(&s2);
+    }
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     println!(
-        "| {n} | {:.1} | {:.1} | {:.1} | {:.1} | +{:.1} | +{:.1} | +{:.1} | {:.2} | {:.1} |",
+        "| {n} | {:.1} | {:.1} | {:.1} | {:.1} (incremental: {:.1}) | +{:.1} | +{:.1} | +{:.1} | {:.2} | {:.1} |",
         ms(best_t),
         ms(best_b),
         ms(best_t + best_b),
         ms(best_change),
+        ms(best_incremental),
         mib(rss_t.saturating_sub(rss0)),
         mib(rss_s.saturating_sub(rss0)),
         mib(peak.saturating_sub(rss0)),
@@ -261,13 +280,14 @@ fn change_to_serving(single: bool) {
         v.sort();
         v[v.len() / 2]
     };
-    let (mut cold, mut reload, mut tr_t, mut rebuild_t) = (vec![], vec![], vec![], vec![]);
+    let (mut cold, mut reload, mut full_t, mut tr_t, mut rebuild_t) = (vec![], vec![], vec![], vec![], vec![]);
     for g in 0..3u64 {
         let mut md = ManifestDir::new(dir.path());
         let t = Instant::now();
         let (state, _) = md.load().expect("load");
         cold.push(t.elapsed());
-        let first = translate(&state, &opts);
+        let mut incremental = Incremental::new(opts.clone());
+        let first = incremental.translate(&state);
         let snap = Snapshot::build(&first, None, 1, None);
         drop(state);
         write_atomically(&edited_file, &text_for(if g % 2 == 0 { "edit-b" } else { "edit-a" }));
@@ -275,7 +295,10 @@ fn change_to_serving(single: bool) {
         let (state, _) = md.load().expect("reload");
         reload.push(t.elapsed());
         let t = Instant::now();
-        let second = translate(&state, &opts);
+        std::hint::black_box(translate(&state, &opts));
+        full_t.push(t.elapsed());
+        let t = Instant::now();
+        let second = incremental.translate(&state);
         tr_t.push(t.elapsed());
         let t = Instant::now();
         let s = Snapshot::rebuild(&second, None, 2, &snap, &first);
@@ -283,7 +306,13 @@ fn change_to_serving(single: bool) {
         std::hint::black_box(&s);
     }
     write_atomically(&edited_file, &text_for("edit-a"));
-    let (cold, reload, tr_t, rebuild_t) = (median(cold), median(reload), median(tr_t), median(rebuild_t));
+    let (cold, reload, full_t, tr_t, rebuild_t) = (
+        median(cold),
+        median(reload),
+        median(full_t),
+        median(tr_t),
+        median(rebuild_t),
+    );
 
     let mut config = Config::default();
     config.listener_sets[0].http = vec![([127, 0, 0, 1], 0).into()];
@@ -351,9 +380,10 @@ fn change_to_serving(single: bool) {
     println!("| part | ms | where it comes from |");
     println!("|---|---|---|");
     println!(
-        "| wait for the next poll | 0-{} (mean {:.0}) | `--poll-interval`: the directory is fingerprinted once per interval |",
-        poll.as_millis(),
-        ms(poll) / 2.0
+        "| wait for the next poll | 0-{} (mean {:.0}) | polled every 20 ms while a fingerprint is cheap (at most `--poll-interval`, here {} ms) |",
+        poll.min(Duration::from_millis(20)).as_millis(),
+        ms(poll.min(Duration::from_millis(20))) / 2.0,
+        poll.as_millis()
     );
     println!("| settle | 10 | `app::SETTLE`: the directory must stay unchanged this long before it is read |");
     println!(
@@ -361,17 +391,143 @@ fn change_to_serving(single: bool) {
         ms(reload),
         ms(cold)
     );
-    println!("| translate | {:.1} | everything, every time |", ms(tr_t));
+    println!(
+        "| translate (incremental) | {:.1} | `model::Incremental`: digests of every object, then the changed Ingress's hosts (a full translation: {:.1}) |",
+        ms(tr_t),
+        ms(full_t)
+    );
     println!(
         "| Snapshot::rebuild | {:.1} | unchanged hosts keep their routes |",
         ms(rebuild_t)
     );
     println!(
         "| expected total (mean) | {:.0} | poll/2 + settle + the three above, plus the publish's comparisons and metrics |",
-        ms(poll) / 2.0 + 10.0 + ms(reload + tr_t + rebuild_t)
+        ms(poll.min(Duration::from_millis(20))) / 2.0 + 10.0 + ms(reload + tr_t + rebuild_t)
     );
     println!(
         "\n(gateway start with {n} Ingresses, first table published: {:.0} ms)\n",
         ms(startup)
     );
+}
+
+// === change to serving, cluster mode ===
+
+fn yaml_objects(text: &str) -> Vec<serde_json::Value> {
+    use serde::Deserialize;
+    serde_yaml::Deserializer::from_str(text)
+        .map(|d| serde_yaml::Value::deserialize(d).expect("yaml"))
+        .filter(|v| !v.is_null())
+        .map(|v| serde_json::to_value(v).expect("json"))
+        .collect()
+}
+
+fn change_to_serving_cluster() {
+    let n = env_usize("CHANGE_INGRESSES", 10_000);
+    let edits = env_usize("CHANGE_EDITS", 8);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let (server, a, b) = rt.block_on(async {
+        let server = portico_fake_apiserver::FakeApiServer::start()
+            .await
+            .expect("fake API server");
+        let a = EchoServer::start("a", ([127, 0, 0, 1], 0).into())
+            .await
+            .expect("echo a");
+        let b = EchoServer::start("b", ([127, 0, 0, 1], 0).into())
+            .await
+            .expect("echo b");
+        (server, a, b)
+    });
+    let upsert = |text: &str| {
+        for obj in yaml_objects(text) {
+            server.upsert(obj).expect("upsert");
+        }
+    };
+    upsert("apiVersion: networking.k8s.io/v1\nkind: IngressClass\nmetadata: {name: portico}\nspec: {controller: portico.dev/ingress-controller}\n");
+    for i in 0..n - 1 {
+        let svc = format!("svc-{i:05}");
+        upsert(&service_yaml(&svc, a.addr));
+        upsert(&with_class(&ingress_yaml(
+            &format!("ing-{i:05}"),
+            &common::host(i),
+            &svc,
+        )));
+    }
+    upsert(&service_yaml("edit-a", a.addr));
+    upsert(&service_yaml("edit-b", b.addr));
+    let edit_host = "edited.bench.example";
+    let edited = |svc: &str| with_class(&ingress_yaml("edited", edit_host, svc));
+    upsert(&edited("edit-a"));
+
+    let mut config = Config::default();
+    config.listener_sets[0].http = vec![([127, 0, 0, 1], 0).into()];
+    config.listener_sets[0].https = vec![];
+    config.admin.address = ([127, 0, 0, 1], 0).into();
+    let started = Instant::now();
+    let running = rt
+        .block_on(app::start(
+            config,
+            Source::Kube {
+                client: {
+                    let _runtime = rt.enter();
+                    server.client()
+                },
+                options: portico::cluster::ClusterOptions::default(),
+            },
+        ))
+        .expect("start gateway");
+    let addr = running.http_addrs[0][0];
+    let t = Instant::now();
+    while backend_of(addr, edit_host).as_deref() != Some("a") {
+        assert!(t.elapsed() < Duration::from_secs(120), "first table not published");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let startup = started.elapsed();
+
+    let mut samples = Vec::new();
+    let mut target = "b";
+    for e in 0..edits {
+        std::thread::sleep(Duration::from_millis(300 + (e as u64 * 37) % 100));
+        upsert(&edited(if target == "b" { "edit-b" } else { "edit-a" }));
+        let t = Instant::now();
+        loop {
+            if backend_of(addr, edit_host).as_deref() == Some(target) {
+                break;
+            }
+            if t.elapsed() > Duration::from_secs(30) {
+                panic!("edit {e} not seen after 30 s");
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        samples.push(t.elapsed());
+        target = if target == "b" { "a" } else { "b" };
+    }
+    rt.block_on(running.shutdown());
+    drop((a, b, server));
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    let mut sorted: Vec<f64> = samples.iter().map(|d| ms(*d)).collect();
+    sorted.sort_by(|x, y| x.partial_cmp(y).expect("finite"));
+    println!("## Change to serving at {n} Ingresses (cluster mode, fake API server; debounce 50 ms, {edits} edits)\n");
+    println!(
+        "edit -> new backend serving, ms: {}",
+        sorted.iter().map(|v| format!("{v:.0}")).collect::<Vec<_>>().join(", ")
+    );
+    println!(
+        "min {:.0} / median {:.0} / max {:.0} ms\n",
+        sorted[0],
+        sorted[sorted.len() / 2],
+        sorted[sorted.len() - 1]
+    );
+    println!(
+        "(gateway start with {n} Ingresses, first table serving: {:.0} ms)\n",
+        ms(startup)
+    );
+}
+
+/// An Ingress of class `portico` (cluster mode has no implicit default class).
+fn with_class(ingress: &str) -> String {
+    ingress.replace("spec:\n", "spec:\n  ingressClassName: portico\n")
 }

@@ -83,9 +83,11 @@ impl Compiled {
     }
 }
 
-/// Runs translation and the certificate stage with what the configuration fixed at startup.
+/// Runs translation and the certificate stage with what the configuration fixed at startup. Translation is
+/// incremental: each compile translates again only what changed since the previous one (same result as a full
+/// translation, see `model::Incremental`).
 pub struct Compiler {
-    opts: Options,
+    translator: Mutex<model::Incremental>,
     defaults: Vec<DefaultSource>,
     sessions: Arc<dyn rustls::server::StoresServerSessions>,
 }
@@ -117,14 +119,23 @@ impl Compiler {
             });
         }
         Ok(Self {
-            opts: Options::from_config(config, file_mode),
+            translator: Mutex::new(model::Incremental::new(Options::from_config(config, file_mode))),
             defaults,
             sessions: rustls::server::ServerSessionMemoryCache::new(4096),
         })
     }
 
     pub fn compile(&self, state: &ClusterState, mut source_diagnostics: Vec<Diagnostic>, now: i64) -> Compiled {
-        let mut translation = model::translate(state, &self.opts);
+        let mut translation = {
+            let mut translator = self.translator.lock().unwrap_or_else(|poisoned| {
+                // A translation panicked half-way: its indexes cannot be trusted, start over.
+                self.translator.clear_poison();
+                let mut t = poisoned.into_inner();
+                *t = model::Incremental::new(t.options().clone());
+                t
+            });
+            translator.translate(state)
+        };
         let mut tls = build_tls(&translation, &state.secrets, &self.defaults, now, &self.sessions);
         source_diagnostics.append(&mut translation.diagnostics);
         source_diagnostics.append(&mut tls.diagnostics);
@@ -438,9 +449,19 @@ pub async fn start_with(config: Config, source: Source, extras: Extras) -> anyho
 const SETTLE: Duration = Duration::from_millis(10);
 /// Longest wait for the directory to settle while it keeps changing.
 const SETTLE_MAX: Duration = Duration::from_millis(500);
-/// Polling stretches its interval so that fingerprinting (a `stat` per file) takes at most 1/`POLL_COST_RATIO` of
-/// the time, whatever the number of files.
+/// Polling adapts its interval so that fingerprinting (a `stat` per file) takes 1/`POLL_COST_RATIO` of the time:
+/// shorter than the configured interval (down to [`POLL_MIN`]) when a check is cheap, longer when many files
+/// make it expensive.
 const POLL_COST_RATIO: u32 = 50;
+/// The shortest poll interval: a directory of a few files is checked this often (a change waits half of it on
+/// average before it is seen).
+const POLL_MIN: Duration = Duration::from_millis(20);
+
+/// The next poll interval after a fingerprint that took `cost`: `cost * POLL_COST_RATIO`, at least [`POLL_MIN`]
+/// (or the configured interval when that is shorter), at most the configured interval unless checking is slower.
+fn next_poll_interval(configured: Duration, cost: Duration) -> Duration {
+    (cost * POLL_COST_RATIO).max(POLL_MIN.min(configured))
+}
 
 async fn watch_manifests(
     mut manifests: ManifestDir,
@@ -459,7 +480,7 @@ async fn watch_manifests(
         }
         let started = Instant::now();
         let mut now = manifests.fingerprint().ok();
-        interval = poll_interval.max(started.elapsed() * POLL_COST_RATIO);
+        interval = next_poll_interval(poll_interval, started.elapsed());
         if now == seen {
             continue;
         }
@@ -505,5 +526,22 @@ async fn watch_manifests(
             Ok((Err(_), _)) => tracing::error!("translation panicked; keeping the last table"),
             Err(e) => tracing::warn!(error = %e, "manifest directory unreadable; keeping the last table"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn poll_interval_follows_the_cost_of_a_check() {
+        let ms = Duration::from_millis;
+        // Cheap checks: as often as POLL_MIN, or the configured interval when shorter.
+        assert_eq!(next_poll_interval(ms(100), Duration::from_micros(30)), POLL_MIN);
+        assert_eq!(next_poll_interval(ms(5), Duration::from_micros(30)), ms(5));
+        // In between: 2 % of the time.
+        assert_eq!(next_poll_interval(ms(100), ms(1)), ms(50));
+        // Expensive checks stretch past the configured interval.
+        assert_eq!(next_poll_interval(ms(100), ms(4)), ms(200));
     }
 }

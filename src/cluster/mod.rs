@@ -78,7 +78,7 @@ impl Default for ClusterOptions {
 
 /// What one compile tells the leader's writers.
 struct Round {
-    owned: Vec<(ObjectRef, usize)>,
+    owned: Arc<Vec<(ObjectRef, usize)>>,
     diagnostics: Vec<Diagnostic>,
     state: Arc<ClusterState>,
 }

@@ -6,6 +6,7 @@
 //! clock, deterministic order: the same input always gives the same output.
 
 pub mod annotations;
+mod incremental;
 mod translate;
 
 use std::fmt;
@@ -15,6 +16,7 @@ use k8s_openapi::api::core::v1::{Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 
+pub use incremental::Incremental;
 pub use translate::translate;
 pub(crate) use translate::FastMap;
 
@@ -90,8 +92,9 @@ impl Options {
 pub struct Translation {
     pub sets: Vec<SetModel>,
     pub diagnostics: Vec<Diagnostic>,
-    /// The Ingresses that are ours, with the index of the listener set serving them (for status).
-    pub owned: Vec<(ObjectRef, usize)>,
+    /// The Ingresses that are ours, with the index of the listener set serving them (for status), sorted. Shared:
+    /// an incremental translation hands out the same list again while no Ingress joined or left a set.
+    pub owned: std::sync::Arc<Vec<(ObjectRef, usize)>>,
 }
 
 impl Translation {
@@ -149,19 +152,28 @@ impl Translation {
 }
 
 /// A listener set's routes. Invariant: hosts are unique and sorted (exact, then wildcard, then the host-less
-/// rules last); paths within a host are unique per (path, kind) and sorted.
+/// rules last); paths within a host are unique per (path, kind) and sorted. Each host is shared (`Arc`): an
+/// incremental translation hands out the same `HostModel` again for a host none of whose inputs changed, so
+/// copying and comparing translations costs a pointer per unchanged host.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SetModel {
     pub name: String,
-    pub hosts: Vec<HostModel>,
+    pub hosts: Vec<std::sync::Arc<HostModel>>,
     pub default_backend: Option<DefaultBackendModel>,
     pub tls: Vec<TlsModel>,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct HostModel {
     pub host: HostPattern,
     pub paths: Vec<PathModel>,
+}
+
+impl PartialEq for HostModel {
+    /// By value; the same shared host compares without reading it.
+    fn eq(&self, other: &Self) -> bool {
+        std::ptr::eq(self, other) || (self.host == other.host && self.paths == other.paths)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]

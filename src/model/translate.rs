@@ -22,34 +22,7 @@ pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
 /// Translates the cluster's objects into a routing model per listener set. Pure and deterministic.
 pub fn translate(state: &ClusterState, opts: &Options) -> Translation {
-    let mut t = Translator {
-        state,
-        opts,
-        diagnostics: Vec::new(),
-        emitted: FastSet::default(),
-        service_index: {
-            let mut idx = FastMap::with_capacity_and_hasher(state.services.len(), Default::default());
-            for s in &state.services {
-                if let Some(name) = s.metadata.name.as_deref() {
-                    idx.insert((namespace_of(&s.metadata), name), s);
-                }
-            }
-            idx
-        },
-        slice_index: {
-            let mut idx: FastMap<(&str, &str), Vec<&EndpointSlice>> =
-                FastMap::with_capacity_and_hasher(state.endpoint_slices.len(), Default::default());
-            for slice in &state.endpoint_slices {
-                if let Some(svc) = slice.metadata.labels.as_ref().and_then(|l| l.get(SERVICE_NAME_LABEL)) {
-                    idx.entry((namespace_of(&slice.metadata), svc.as_str()))
-                        .or_default()
-                        .push(slice);
-                }
-            }
-            idx
-        },
-        last_policy: None,
-    };
+    let mut t = Translator::new(state, opts, false);
     let classes = t.classes();
     let mut sets: Vec<SetBuilder> = opts.listener_sets.iter().map(|_| SetBuilder::default()).collect();
     let mut owned = Vec::new();
@@ -78,7 +51,7 @@ pub fn translate(state: &ClusterState, opts: &Options) -> Translation {
     Translation {
         sets,
         diagnostics: t.diagnostics,
-        owned,
+        owned: Arc::new(owned),
     }
 }
 
@@ -126,7 +99,7 @@ impl Hasher for FxHasher {
 
 /// Oldest first: creation time, then namespace/name. Objects without a timestamp (hand-written manifests) sort
 /// as the oldest, by name.
-fn age_key(m: &ObjectMeta) -> (Option<i64>, &str, &str) {
+pub(super) fn age_key(m: &ObjectMeta) -> (Option<i64>, &str, &str) {
     (
         m.creation_timestamp.as_ref().map(|t| t.0.as_second()),
         m.namespace.as_deref().unwrap_or("default"),
@@ -134,11 +107,11 @@ fn age_key(m: &ObjectMeta) -> (Option<i64>, &str, &str) {
     )
 }
 
-fn namespace_of(m: &ObjectMeta) -> &str {
+pub(super) fn namespace_of(m: &ObjectMeta) -> &str {
     m.namespace.as_deref().unwrap_or("default")
 }
 
-fn object_ref(kind: &'static str, m: &ObjectMeta) -> Option<ObjectRef> {
+pub(super) fn object_ref(kind: &'static str, m: &ObjectMeta) -> Option<ObjectRef> {
     Some(ObjectRef {
         kind,
         namespace: namespace_of(m).to_string(),
@@ -152,7 +125,8 @@ fn annotation<'a>(m: &'a ObjectMeta, key: &str) -> Option<&'a str> {
 
 // === classes ===
 
-struct Classes {
+#[derive(PartialEq)]
+pub(super) struct Classes {
     /// Our class name -> listener set index.
     ours: HashMap<String, usize>,
     /// The cluster's default class, when it is ours.
@@ -160,7 +134,7 @@ struct Classes {
 }
 
 impl Classes {
-    fn set_of(&self, ing: &Ingress) -> Option<usize> {
+    pub(super) fn set_of(&self, ing: &Ingress) -> Option<usize> {
         let named = ing
             .spec
             .as_ref()
@@ -176,51 +150,93 @@ impl Classes {
 
 // === the translator ===
 
-struct Translator<'a> {
+pub(super) struct Translator<'a> {
     state: &'a ClusterState,
     opts: &'a Options,
     diagnostics: Vec<Diagnostic>,
     emitted: FastSet<(ObjectRef, String)>,
-    service_index: FastMap<(&'a str, &'a str), &'a Service>,
-    /// EndpointSlices by (namespace, `kubernetes.io/service-name`), so resolving a backend does not scan them all.
-    slice_index: FastMap<(&'a str, &'a str), Vec<&'a EndpointSlice>>,
+    /// Services by (namespace, name), and EndpointSlices by (namespace, `kubernetes.io/service-name`), so
+    /// resolving a backend does not scan them all. Built on the first backend (an incremental translation of one
+    /// host resolves a few).
+    service_index: Option<FastMap<(&'a str, &'a str), &'a Service>>,
+    slice_index: Option<FastMap<(&'a str, &'a str), Vec<&'a EndpointSlice>>>,
     last_policy: Option<Arc<IngressPolicy>>,
+    /// Incremental translation: every diagnostic, not deduplicated, with where in its Ingress it was found, so
+    /// that a translation of some hosts only can put each back in place (see `model::incremental`).
+    pub(super) tagged: Option<Vec<Tagged>>,
+    at: Tag,
+    /// The host of the rule being translated (`None` outside rules and for a rule whose host is invalid).
+    at_host: Option<HostPattern>,
+    /// Translate only the rules of this host (no default backend, no TLS entries).
+    pub(super) only_host: Option<HostPattern>,
 }
 
+/// Where a diagnostic arises in its Ingress, in the order translation finds them: (stage, index, sequence).
+/// Stage 0: the Ingress as a whole (spec, annotations); 1: `spec.defaultBackend`; 2: `spec.rules[index]`;
+/// 3: `spec.tls[index]`.
+pub(super) type Tag = (u8, u32, u32);
+
+/// A diagnostic of an incremental pass: where it arose, the rule's host for stage 2, the diagnostic.
+pub(super) type Tagged = (Tag, Option<HostPattern>, Diagnostic);
+
 #[derive(Default)]
-struct SetBuilder {
+pub(super) struct SetBuilder {
     /// (host, path, kind) -> path model and the policy of its Ingress. The first (oldest) claim wins.
     paths: BTreeMap<(HostPattern, String, PathKind), (PathModel, Arc<IngressPolicy>)>,
     /// host -> namespace that owns it.
     host_owner: FastMap<HostPattern, String>,
-    default_backend: Option<DefaultBackendModel>,
-    tls: Vec<TlsModel>,
+    pub(super) default_backend: Option<DefaultBackendModel>,
+    pub(super) tls: Vec<TlsModel>,
+}
+
+/// The hosts listed in `spec.tls` entries, as patterns (to tell which rule hosts redirect to HTTPS).
+pub(super) fn tls_hosts<'t>(tls: impl IntoIterator<Item = &'t TlsModel>) -> Vec<HostPattern> {
+    tls.into_iter()
+        .flat_map(|t| t.hosts.iter())
+        .map(|h| match h.strip_prefix("*.") {
+            Some(s) => HostPattern::Wildcard(s.to_string()),
+            None => HostPattern::Exact(h.clone()),
+        })
+        .collect()
 }
 
 impl SetBuilder {
-    fn finish(self, name: String) -> SetModel {
-        let tls_hosts: Vec<HostPattern> = self
-            .tls
-            .iter()
-            .flat_map(|t| t.hosts.iter())
-            .map(|h| match h.strip_prefix("*.") {
-                Some(s) => HostPattern::Wildcard(s.to_string()),
-                None => HostPattern::Exact(h.clone()),
-            })
-            .collect();
+    /// The model of each host with paths, in order, `https_redirect` set against `tls_hosts`.
+    pub(super) fn hosts(
+        paths: BTreeMap<(HostPattern, String, PathKind), (PathModel, Arc<IngressPolicy>)>,
+        tls_hosts: &[HostPattern],
+    ) -> Vec<HostModel> {
         let mut hosts: Vec<HostModel> = Vec::new();
-        for ((host, path, _), (mut p, policy)) in self.paths {
+        for ((host, path, _), (mut p, policy)) in paths {
             p.path = path;
-            p.https_redirect = policy.force_ssl_redirect || (policy.ssl_redirect && tls_covers(&tls_hosts, &host));
+            p.https_redirect = policy.force_ssl_redirect || (policy.ssl_redirect && tls_covers(tls_hosts, &host));
             p.policy = policy;
             match hosts.last_mut() {
                 Some(h) if h.host == host => h.paths.push(p),
                 _ => hosts.push(HostModel { host, paths: vec![p] }),
             }
         }
+        hosts
+    }
+
+    /// Splits the builder: its paths, default backend and TLS entries.
+    #[allow(clippy::type_complexity)]
+    pub(super) fn into_parts(
+        self,
+    ) -> (
+        BTreeMap<(HostPattern, String, PathKind), (PathModel, Arc<IngressPolicy>)>,
+        Option<DefaultBackendModel>,
+        Vec<TlsModel>,
+    ) {
+        (self.paths, self.default_backend, self.tls)
+    }
+
+    fn finish(self, name: String) -> SetModel {
+        let tls_hosts = tls_hosts(&self.tls);
+        let hosts = Self::hosts(self.paths, &tls_hosts);
         SetModel {
             name,
-            hosts,
+            hosts: hosts.into_iter().map(Arc::new).collect(),
             default_backend: self.default_backend,
             tls: self.tls,
         }
@@ -228,6 +244,32 @@ impl SetBuilder {
 }
 
 impl<'a> Translator<'a> {
+    pub(super) fn new(state: &'a ClusterState, opts: &'a Options, tagged: bool) -> Self {
+        Translator {
+            state,
+            opts,
+            diagnostics: Vec::new(),
+            emitted: FastSet::default(),
+            service_index: None,
+            slice_index: None,
+            last_policy: None,
+            tagged: tagged.then(Vec::new),
+            at: (0, 0, 0),
+            at_host: None,
+            only_host: None,
+        }
+    }
+
+    /// Diagnostics found so far (those of `classes`, in a tagged translator).
+    pub(super) fn take_diagnostics(&mut self) -> Vec<Diagnostic> {
+        std::mem::take(&mut self.diagnostics)
+    }
+
+    fn stage(&mut self, stage: u8, index: usize) {
+        self.at = (stage, index as u32, 0);
+        self.at_host = None;
+    }
+
     /// One `Arc` for equal policies met in a row (most Ingresses have none at all), rather than one per Ingress:
     /// the translation is kept for as long as it is published.
     fn share_policy(&mut self, p: IngressPolicy) -> Arc<IngressPolicy> {
@@ -238,12 +280,23 @@ impl<'a> Translator<'a> {
     }
 
     fn diag(&mut self, object: &ObjectRef, reason: String) {
+        if let Some(tagged) = &mut self.tagged {
+            if object.kind == "Ingress" {
+                tagged.push((
+                    self.at,
+                    self.at_host.clone(),
+                    Diagnostic::object(object.clone(), reason),
+                ));
+                self.at.2 += 1;
+                return;
+            }
+        }
         if self.emitted.insert((object.clone(), reason.clone())) {
             self.diagnostics.push(Diagnostic::object(object.clone(), reason));
         }
     }
 
-    fn classes(&mut self) -> Classes {
+    pub(super) fn classes(&mut self) -> Classes {
         let mut ours = HashMap::new();
         let mut by_name: Vec<&IngressClass> = self.state.ingress_classes.iter().collect();
         by_name.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
@@ -316,7 +369,8 @@ impl<'a> Translator<'a> {
         Classes { ours, default }
     }
 
-    fn ingress(&mut self, ing: &Ingress, iref: &ObjectRef, set: &mut SetBuilder) {
+    pub(super) fn ingress(&mut self, ing: &Ingress, iref: &ObjectRef, set: &mut SetBuilder) {
+        self.stage(0, 0);
         let Some(spec) = ing.spec.as_ref() else {
             self.diag(iref, "Ingress has no spec".into());
             return;
@@ -336,7 +390,8 @@ impl<'a> Translator<'a> {
             }
         };
 
-        if let Some(db) = &spec.default_backend {
+        if let Some(db) = spec.default_backend.as_ref().filter(|_| self.only_host.is_none()) {
+            self.stage(1, 0);
             match &set.default_backend {
                 Some(existing) => {
                     let reason = format!(
@@ -358,16 +413,20 @@ impl<'a> Translator<'a> {
         }
 
         for (ri, rule) in spec.rules.iter().flatten().enumerate() {
-            let host = match rule.host.as_deref() {
-                None | Some("") => HostPattern::Any,
-                Some(h) => match parse_rule_host(h) {
-                    Ok(h) => h,
-                    Err(reason) => {
-                        self.diag(iref, format!("spec.rules[{ri}]: {reason}; rule ignored"));
-                        continue;
-                    }
-                },
+            self.stage(2, ri);
+            let host = match rule_host(rule.host.as_deref()) {
+                Ok(h) => h,
+                Err(reason) => {
+                    self.diag(iref, format!("spec.rules[{ri}]: {reason}; rule ignored"));
+                    continue;
+                }
             };
+            if self.only_host.as_ref().is_some_and(|only| *only != host) {
+                continue;
+            }
+            if self.tagged.is_some() {
+                self.at_host = Some(host.clone());
+            }
             match set.host_owner.get(&host) {
                 Some(owner) if owner != ns => {
                     let reason = format!(
@@ -442,7 +501,9 @@ impl<'a> Translator<'a> {
             }
         }
 
-        for (ti, tls) in spec.tls.iter().flatten().enumerate() {
+        let all_tls = self.only_host.is_none();
+        for (ti, tls) in spec.tls.iter().flatten().filter(|_| all_tls).enumerate() {
+            self.stage(3, ti);
             let Some(secret) = tls.secret_name.as_deref().filter(|s| !s.is_empty()) else {
                 continue;
             };
@@ -507,8 +568,37 @@ impl<'a> Translator<'a> {
         Some(model)
     }
 
-    fn endpoints(&self, ns: &str, name: &str, port: &PortRef) -> Result<Vec<SocketAddr>, String> {
-        let Some(service) = self.service_index.get(&(ns, name)).copied() else {
+    fn build_indexes(&mut self) {
+        let state = self.state;
+        self.service_index.get_or_insert_with(|| {
+            let mut idx = FastMap::with_capacity_and_hasher(state.services.len(), Default::default());
+            for s in &state.services {
+                if let Some(name) = s.metadata.name.as_deref() {
+                    idx.insert((namespace_of(&s.metadata), name), s);
+                }
+            }
+            idx
+        });
+        self.slice_index.get_or_insert_with(|| {
+            let mut idx: FastMap<(&str, &str), Vec<&EndpointSlice>> =
+                FastMap::with_capacity_and_hasher(state.endpoint_slices.len(), Default::default());
+            for slice in &state.endpoint_slices {
+                if let Some(svc) = slice.metadata.labels.as_ref().and_then(|l| l.get(SERVICE_NAME_LABEL)) {
+                    idx.entry((namespace_of(&slice.metadata), svc.as_str()))
+                        .or_default()
+                        .push(slice);
+                }
+            }
+            idx
+        });
+    }
+
+    fn endpoints(&mut self, ns: &str, name: &str, port: &PortRef) -> Result<Vec<SocketAddr>, String> {
+        self.build_indexes();
+        let (Some(services), Some(slices)) = (&self.service_index, &self.slice_index) else {
+            unreachable!("built above");
+        };
+        let Some(service) = services.get(&(ns, name)).copied() else {
             return Err(format!("Service {ns}/{name} not found"));
         };
         let spec = service.spec.as_ref();
@@ -529,7 +619,7 @@ impl<'a> Translator<'a> {
 
         let mut ready = Vec::new();
         let mut terminating = Vec::new();
-        for slice in self.slice_index.get(&(ns, name)).into_iter().flatten() {
+        for slice in slices.get(&(ns, name)).into_iter().flatten() {
             if slice.address_type != "IPv4" && slice.address_type != "IPv6" {
                 continue;
             }
@@ -591,6 +681,14 @@ fn tls_covers(tls: &[HostPattern], host: &HostPattern) -> bool {
         (HostPattern::Wildcard(a), HostPattern::Wildcard(b)) => a == b,
         _ => false,
     })
+}
+
+/// A rule's host: none or empty is the host-less rule set.
+pub(super) fn rule_host(raw: Option<&str>) -> Result<HostPattern, String> {
+    match raw {
+        None | Some("") => Ok(HostPattern::Any),
+        Some(h) => parse_rule_host(h),
+    }
 }
 
 /// Validates and normalises an Ingress rule host: lowercase DNS name, trailing dot removed, optionally one

@@ -45,6 +45,7 @@ fn set_with(hosts: &[(HostPattern, &[(&str, PathKind)])], default: bool) -> SetT
                 })
                 .collect(),
         })
+        .map(Arc::new)
         .collect();
     let model = SetModel {
         name: "s".into(),
@@ -155,7 +156,7 @@ fn unchanged_backends_are_reused_across_builds() {
     let mk = |eps: Vec<std::net::SocketAddr>| Translation {
         sets: vec![SetModel {
             name: "s".into(),
-            hosts: vec![HostModel {
+            hosts: vec![Arc::new(HostModel {
                 host: HostPattern::Any,
                 paths: vec![PathModel {
                     path: "/".into(),
@@ -168,7 +169,7 @@ fn unchanged_backends_are_reused_across_builds() {
                     https_redirect: false,
                     policy: Default::default(),
                 }],
-            }],
+            })],
             default_backend: None,
             tls: vec![],
         }],
@@ -297,7 +298,7 @@ fn random_translation(rng: &mut Rng) -> Translation {
             6 => HostPattern::Wildcard("w.example".into()),
             _ => HostPattern::Exact(format!("h{h}.example")),
         };
-        hosts.push(HostModel { host, paths });
+        hosts.push(Arc::new(HostModel { host, paths }));
     }
     hosts.sort_by(|a, b| a.host.cmp(&b.host));
     Translation {
@@ -336,7 +337,7 @@ fn rebuild_after_a_change_answers_like_a_fresh_build() {
         // Change one host, drop one, or add one; the rest stays equal.
         let hosts = &mut after.sets[0].hosts;
         match (rng.below(3), hosts.len()) {
-            (0, n) if n > 0 => hosts[rng.below(n as u64)].paths[0].backend = backend("changed"),
+            (0, n) if n > 0 => Arc::make_mut(&mut hosts[rng.below(n as u64)]).paths[0].backend = backend("changed"),
             (1, n) if n > 0 => {
                 hosts.remove(rng.below(n as u64));
             }

@@ -34,6 +34,8 @@ pub struct ManifestDir {
     files: HashMap<PathBuf, FileEntry>,
     order: Vec<PathBuf>,
     state: Arc<ClusterState>,
+    /// Documents parsed so far (those whose objects were moved over from the last version are not counted).
+    parsed: u64,
 }
 
 /// What one file contributes, and how to tell whether it changed since.
@@ -49,6 +51,17 @@ struct FileEntry {
     counts: [usize; 4],
     /// The current version's diagnostics, reported again on every load.
     diagnostics: Vec<Diagnostic>,
+    /// The documents `objects` came from, in order, when they were parsed one by one (else empty): an edit to a
+    /// large file parses only the documents whose text changed and moves the others' objects over.
+    docs: Vec<Doc>,
+}
+
+/// One document of a file: a digest of its text and how many objects of each kind it gave (Ingresses,
+/// IngressClasses, Services, EndpointSlices, Secrets), which locates them in the file's object lists.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Doc {
+    digest: u64,
+    counts: [u32; 5],
 }
 
 /// The metadata that changes when a file's content does.
@@ -93,6 +106,7 @@ impl ManifestDir {
             files: HashMap::new(),
             order: Vec::new(),
             state: Arc::default(),
+            parsed: 0,
         }
     }
 
@@ -105,6 +119,12 @@ impl ManifestDir {
 
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// How many YAML documents the loads so far parsed (a document whose text did not change is not parsed
+    /// again; a file that must be parsed whole counts as none).
+    pub fn documents_parsed(&self) -> u64 {
+        self.parsed
     }
 
     /// A cheap fingerprint of the directory (names, sizes, modification times) to notice changes.
@@ -169,11 +189,14 @@ impl ManifestDir {
     /// state is cheapest to produce again when the caller has dropped the previous one.
     pub fn load(&mut self) -> Result<(Arc<ClusterState>, Vec<Diagnostic>), ManifestError> {
         let files = self.files()?;
+        if files == self.order && !files.is_empty() {
+            return Ok(self.load_in_place());
+        }
         self.take_back();
         let mut next = HashMap::with_capacity(files.len());
         for file in &files {
             let shown = file.strip_prefix(&self.root).unwrap_or(file).display().to_string();
-            let entry = refresh(file, &shown, self.files.remove(file));
+            let entry = refresh(file, &shown, self.files.remove(file), &mut self.parsed);
             next.insert(file.clone(), entry);
         }
         self.files = next;
@@ -196,20 +219,7 @@ impl ManifestDir {
                 o.services.len(),
                 o.endpoint_slices.len(),
             ];
-            // Secrets stay with their file and are copied into the state: they are few, and a Secret of an
-            // extra root replaces a same-named one of another file, so the state may hold fewer than the files.
-            if extra {
-                let key = |x: &k8s_openapi::api::core::v1::Secret| {
-                    (
-                        x.metadata.namespace.clone().unwrap_or_else(|| "default".into()),
-                        x.metadata.name.clone(),
-                    )
-                };
-                for s in &o.secrets {
-                    state.secrets.retain(|old| key(old) != key(s));
-                }
-            }
-            state.secrets.extend(o.secrets.iter().cloned());
+            add_secrets(&mut state, extra, &o.secrets);
             entry.objects.secrets = o.secrets;
             state.ingresses.extend(o.ingresses);
             state.ingress_classes.extend(o.ingress_classes);
@@ -219,6 +229,64 @@ impl ManifestDir {
         self.order = files;
         self.state = Arc::new(state);
         Ok((self.state.clone(), diagnostics))
+    }
+
+    /// [`ManifestDir::load`] when the same files are listed as last time: the objects stay in the state; only a
+    /// file that may have changed has its objects taken out (its ranges drained), refreshed, and spliced back in
+    /// the same place, so an edit costs a move of the objects after it rather than of all of them.
+    fn load_in_place(&mut self) -> (Arc<ClusterState>, Vec<Diagnostic>) {
+        let state = std::mem::take(&mut self.state);
+        let mut state = Arc::try_unwrap(state).unwrap_or_else(|shared| (*shared).clone());
+        // Where each file's objects start, before any change.
+        let mut starts = Vec::with_capacity(self.order.len());
+        let mut at = [0usize; 4];
+        for p in &self.order {
+            starts.push(at);
+            let entry = &self.files[p];
+            for (a, c) in at.iter_mut().zip(entry.counts) {
+                *a += c;
+            }
+        }
+        // Last file first, so that splicing one does not move the ranges of those before it.
+        for (p, start) in self.order.iter().zip(starts).rev() {
+            let stamp = std::fs::metadata(p).ok().map(|m| Stamp::of(&m));
+            let mut entry = self.files.remove(p).expect("every listed file has an entry");
+            if unchanged(stamp, &entry) {
+                self.files.insert(p.clone(), entry);
+                continue;
+            }
+            let [i, c, s, e] = entry.counts;
+            let o = &mut entry.objects;
+            o.ingresses = state.ingresses.drain(start[0]..start[0] + i).collect();
+            o.ingress_classes = state.ingress_classes.drain(start[1]..start[1] + c).collect();
+            o.services = state.services.drain(start[2]..start[2] + s).collect();
+            o.endpoint_slices = state.endpoint_slices.drain(start[3]..start[3] + e).collect();
+            let shown = p.strip_prefix(&self.root).unwrap_or(p).display().to_string();
+            let mut entry = refresh(p, &shown, Some(entry), &mut self.parsed);
+            let o = std::mem::take(&mut entry.objects);
+            entry.counts = [
+                o.ingresses.len(),
+                o.ingress_classes.len(),
+                o.services.len(),
+                o.endpoint_slices.len(),
+            ];
+            state.ingresses.splice(start[0]..start[0], o.ingresses);
+            state.ingress_classes.splice(start[1]..start[1], o.ingress_classes);
+            state.services.splice(start[2]..start[2], o.services);
+            state.endpoint_slices.splice(start[3]..start[3], o.endpoint_slices);
+            entry.objects.secrets = o.secrets;
+            self.files.insert(p.clone(), entry);
+        }
+        let mut diagnostics = Vec::new();
+        state.secrets.clear();
+        for p in &self.order {
+            let entry = &self.files[p];
+            diagnostics.extend(entry.diagnostics.iter().cloned());
+            let extra = self.extra_roots.iter().any(|r| p.starts_with(r));
+            add_secrets(&mut state, extra, &entry.objects.secrets);
+        }
+        self.state = Arc::new(state);
+        (self.state.clone(), diagnostics)
     }
 
     /// Moves every file's objects out of the last state back into its entry (copying them only when the state
@@ -243,23 +311,43 @@ impl ManifestDir {
     }
 }
 
+/// Copies a file's Secrets into the state. Secrets stay with their file: they are few, and a Secret of an extra
+/// root (`extra`) replaces a same-named one of another file, so the state may hold fewer than the files.
+fn add_secrets(state: &mut ClusterState, extra: bool, secrets: &[k8s_openapi::api::core::v1::Secret]) {
+    if extra {
+        let key = |x: &k8s_openapi::api::core::v1::Secret| {
+            (
+                x.metadata.namespace.clone().unwrap_or_else(|| "default".into()),
+                x.metadata.name.clone(),
+            )
+        };
+        for s in secrets {
+            state.secrets.retain(|old| key(old) != key(s));
+        }
+    }
+    state.secrets.extend(secrets.iter().cloned());
+}
+
+/// Whether a file whose stamp is now `stamp` certainly still has the content `old` read (see [`RACY`]).
+fn unchanged(stamp: Option<Stamp>, old: &FileEntry) -> bool {
+    let settled = stamp
+        .and_then(|s| s.modified)
+        .and_then(|m| old.read_at.duration_since(m).ok())
+        .is_some_and(|age| age >= RACY);
+    stamp.is_some() && stamp == old.stamp && settled
+}
+
 /// The new entry of `file`: `old` as it is when the file did not change, else the file read (and parsed when its
 /// content differs). A broken version keeps the objects of `old`.
-fn refresh(file: &Path, shown: &str, old: Option<FileEntry>) -> FileEntry {
+fn refresh(file: &Path, shown: &str, old: Option<FileEntry>, parsed: &mut u64) -> FileEntry {
     let stamp = std::fs::metadata(file).ok().map(|m| Stamp::of(&m));
-    let unchanged = |old: &FileEntry| {
-        let settled = stamp
-            .and_then(|s| s.modified)
-            .and_then(|m| old.read_at.duration_since(m).ok())
-            .is_some_and(|age| age >= RACY);
-        stamp.is_some() && stamp == old.stamp && settled
-    };
     let old = match old {
-        Some(old) if unchanged(&old) => return old,
+        Some(old) if unchanged(stamp, &old) => return old,
         old => old,
     };
     let read_at = SystemTime::now();
-    let (content, (objects, mut diagnostics)) = match std::fs::read_to_string(file) {
+    let mut old = old;
+    let (content, (objects, mut diagnostics), docs) = match std::fs::read_to_string(file) {
         Ok(text) => {
             let mut h = std::collections::hash_map::DefaultHasher::new();
             text.hash(&mut h);
@@ -268,7 +356,10 @@ fn refresh(file: &Path, shown: &str, old: Option<FileEntry>) -> FileEntry {
                 Some(old) if old.content == content => {
                     return FileEntry { stamp, read_at, ..old };
                 }
-                _ => (content, parse_documents(&text, shown)),
+                _ => match parse_by_document(&text, old.as_mut(), parsed) {
+                    Some((objects, docs)) => (content, (objects, Vec::new()), docs),
+                    None => (content, parse_documents(&text, shown), Vec::new()),
+                },
             }
         }
         Err(e) => (
@@ -280,17 +371,18 @@ fn refresh(file: &Path, shown: &str, old: Option<FileEntry>) -> FileEntry {
                     reason: format!("cannot read: {e}"),
                 }],
             ),
+            Vec::new(),
         ),
     };
-    let objects = match old {
+    let (objects, docs) = match old {
         Some(old) if !diagnostics.is_empty() => {
             diagnostics.push(Diagnostic {
                 subject: Subject::File(shown.to_string()),
                 reason: "keeping the objects of the last good version of this file".into(),
             });
-            old.objects
+            (old.objects, old.docs)
         }
-        _ => objects,
+        _ => (objects, docs),
     };
     FileEntry {
         stamp,
@@ -299,7 +391,165 @@ fn refresh(file: &Path, shown: &str, old: Option<FileEntry>) -> FileEntry {
         objects,
         counts: [0; 4],
         diagnostics,
+        docs,
     }
+}
+
+/// Splits a multi-document YAML text at its document markers (`---` at the start of a line): the text before the
+/// first marker, then each marker with its document. `None` for what this simple split may not read as the
+/// stream parser does (directives, document end markers): such a text is parsed whole.
+fn split_documents(text: &str) -> Option<Vec<&str>> {
+    let mut chunks = Vec::new();
+    let mut start = 0;
+    let mut at = 0;
+    for line in text.split_inclusive('\n') {
+        let marker = |m: &str| {
+            line.strip_prefix(m)
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with(|c: char| c.is_ascii_whitespace()))
+        };
+        if line.starts_with('%') || marker("...") {
+            return None;
+        }
+        if marker("---") {
+            chunks.push(&text[start..at]);
+            start = at;
+        }
+        at += line.len();
+    }
+    chunks.push(&text[start..]);
+    Some(chunks)
+}
+
+/// Parses a file's text document by document, moving the objects of documents whose text did not change out of
+/// `old` instead of parsing them again. `None` (with `old` untouched) when the text does not split simply, or a
+/// document has an error or is not read as one document: the caller parses the whole text then, so
+/// diagnostics name documents and positions exactly as before.
+fn parse_by_document(text: &str, old: Option<&mut FileEntry>, parsed: &mut u64) -> Option<(ClusterState, Vec<Doc>)> {
+    let chunks = split_documents(text)?;
+    let digest = |chunk: &str| {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        chunk.hash(&mut h);
+        h.finish()
+    };
+    // The old documents by digest (in file order, for repeated documents), with where each one's objects start.
+    let mut reusable: HashMap<u64, std::collections::VecDeque<(usize, [usize; 5])>> = HashMap::new();
+    if let Some(old) = old.as_deref() {
+        let mut starts = [0usize; 5];
+        for (i, doc) in old.docs.iter().enumerate() {
+            reusable.entry(doc.digest).or_default().push_back((i, starts));
+            for (s, c) in starts.iter_mut().zip(doc.counts) {
+                *s += c as usize;
+            }
+        }
+    }
+    // Nothing to reuse (a first read): parse straight into one state, as a whole-file parse does (no second
+    // copy of the objects while they are assembled).
+    if reusable.is_empty() {
+        let mut out = ClusterState::default();
+        let mut docs = Vec::with_capacity(chunks.len());
+        for (n, chunk) in chunks.iter().enumerate() {
+            let before = counts_of(&out);
+            let seen = parse_chunk(chunk, &mut out, parsed)?;
+            if seen > 1 || (seen == 0 && n > 0) {
+                return None;
+            }
+            let after = counts_of(&out);
+            let counts = std::array::from_fn(|k| (after[k] - before[k]) as u32);
+            docs.push(Doc {
+                digest: digest(chunk),
+                counts,
+            });
+        }
+        out.ingresses.shrink_to_fit();
+        out.services.shrink_to_fit();
+        out.endpoint_slices.shrink_to_fit();
+        return Some((out, docs));
+    }
+    enum Part {
+        Old([usize; 5]),
+        New(ClusterState),
+    }
+    let mut parts = Vec::with_capacity(chunks.len());
+    let mut docs = Vec::with_capacity(chunks.len());
+    for (n, chunk) in chunks.iter().enumerate() {
+        let d = digest(chunk);
+        if let Some((i, starts)) = reusable.get_mut(&d).and_then(|q| q.pop_front()) {
+            let counts = old.as_deref().expect("reusable docs come from old").docs[i].counts;
+            docs.push(Doc { digest: d, counts });
+            parts.push(Part::Old(starts));
+            continue;
+        }
+        let mut objects = ClusterState::default();
+        let seen = parse_chunk(chunk, &mut objects, parsed)?;
+        // The text before the first marker holds at most one document; every other chunk exactly one.
+        if seen > 1 || (seen == 0 && n > 0) {
+            return None;
+        }
+        let counts = counts_of(&objects).map(|c| c as u32);
+        docs.push(Doc { digest: d, counts });
+        parts.push(Part::New(objects));
+    }
+    let mut out = ClusterState::default();
+    let mut total = [0usize; 5];
+    for d in &docs {
+        for (t, c) in total.iter_mut().zip(d.counts) {
+            *t += c as usize;
+        }
+    }
+    out.ingresses.reserve_exact(total[0]);
+    out.ingress_classes.reserve_exact(total[1]);
+    out.services.reserve_exact(total[2]);
+    out.endpoint_slices.reserve_exact(total[3]);
+    out.secrets.reserve_exact(total[4]);
+    let mut old_objects = old.map(|o| &mut o.objects);
+    for (part, doc) in parts.into_iter().zip(&docs) {
+        match part {
+            Part::New(o) => {
+                out.ingresses.extend(o.ingresses);
+                out.ingress_classes.extend(o.ingress_classes);
+                out.services.extend(o.services);
+                out.endpoint_slices.extend(o.endpoint_slices);
+                out.secrets.extend(o.secrets);
+            }
+            Part::Old(starts) => {
+                let from = old_objects.as_deref_mut().expect("reused documents come from old");
+                let c = doc.counts.map(|c| c as usize);
+                move_range(&mut from.ingresses, starts[0], c[0], &mut out.ingresses);
+                move_range(&mut from.ingress_classes, starts[1], c[1], &mut out.ingress_classes);
+                move_range(&mut from.services, starts[2], c[2], &mut out.services);
+                move_range(&mut from.endpoint_slices, starts[3], c[3], &mut out.endpoint_slices);
+                move_range(&mut from.secrets, starts[4], c[4], &mut out.secrets);
+            }
+        }
+    }
+    Some((out, docs))
+}
+
+/// Parses one document's text into `out`; the number of documents found, `None` on any error.
+fn parse_chunk(chunk: &str, out: &mut ClusterState, parsed: &mut u64) -> Option<usize> {
+    let mut seen = 0;
+    *parsed += 1;
+    for doc in serde_yaml::Deserializer::from_str(chunk) {
+        seen += 1;
+        let value = serde_yaml::Value::deserialize(doc).ok()?;
+        parse_value(value, out).ok()?;
+    }
+    Some(seen)
+}
+
+fn counts_of(s: &ClusterState) -> [usize; 5] {
+    [
+        s.ingresses.len(),
+        s.ingress_classes.len(),
+        s.services.len(),
+        s.endpoint_slices.len(),
+        s.secrets.len(),
+    ]
+}
+
+/// Moves `n` objects from `start` in `from` (leaving defaults) to the end of `to`.
+fn move_range<T: Default>(from: &mut [T], start: usize, n: usize, to: &mut Vec<T>) {
+    to.extend(from[start..start + n].iter_mut().map(std::mem::take));
 }
 
 /// Parses one multi-document YAML text (named `file` in diagnostics) into a state. Used by `portico check`-like
@@ -589,5 +839,102 @@ items:
         drop(state);
         std::fs::write(p("z.yaml"), svc("a", 90)).unwrap();
         assert_eq!(show(warm.load().unwrap()), cold(), "after the fix");
+    }
+
+    /// Editing a large file parses only the documents whose text changed and gives what a fresh load reads:
+    /// an edit, a reorder, repeated documents, a document added and removed, text before the first marker, a
+    /// List; a broken document, a directive or an end marker make the whole file parse as before (same
+    /// diagnostics, last good objects kept).
+    #[test]
+    fn edited_file_parses_only_changed_documents() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("all.yaml");
+        let svc = |name: &str, port: u16| {
+            format!("apiVersion: v1\nkind: Service\nmetadata: {{name: {name}}}\nspec: {{ports: [{{port: {port}}}]}}\n")
+        };
+        let ing = |name: &str| {
+            format!("apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {{name: {name}}}\nspec: {{rules: [{{host: {name}.example}}]}}\n")
+        };
+        let list = "apiVersion: v1\nkind: List\nitems:\n- {apiVersion: v1, kind: Service, metadata: {name: l1}}\n- {apiVersion: v1, kind: Service, metadata: {name: l2}}\n";
+        let docs = |parts: &[String]| format!("# leading comment\n{}", parts.join("---\n"));
+        let mut parts: Vec<String> = (0..6)
+            .flat_map(|i| [svc(&format!("s{i}"), 80), ing(&format!("i{i}"))])
+            .collect();
+        parts.push(list.to_string());
+        std::fs::write(&f, docs(&parts)).unwrap();
+
+        let mut warm = ManifestDir::new(dir.path());
+        let show = |(s, d): (Arc<ClusterState>, Vec<Diagnostic>)| format!("{s:?}\n{d:?}");
+        let cold = || show(ManifestDir::new(dir.path()).load().unwrap());
+        assert_eq!(show(warm.load().unwrap()), cold());
+        assert_eq!(warm.documents_parsed(), 13);
+
+        type Edit<'a> = (&'a str, u64, Box<dyn Fn(&mut Vec<String>) -> String + 'a>);
+        let edits: Vec<Edit> = vec![
+            (
+                "edit one",
+                1,
+                Box::new(|p| {
+                    p[4] = svc("s2", 81);
+                    docs(p)
+                }),
+            ),
+            (
+                "reorder",
+                0,
+                Box::new(|p| {
+                    p.swap(2, 7);
+                    docs(p)
+                }),
+            ),
+            (
+                "repeat one",
+                1,
+                Box::new(|p| {
+                    p.push(p[1].clone());
+                    docs(p)
+                }),
+            ),
+            (
+                "add and remove",
+                1,
+                Box::new(|p| {
+                    p.remove(3);
+                    p.insert(5, svc("new", 90));
+                    docs(p)
+                }),
+            ),
+            (
+                "marker line with content",
+                1,
+                Box::new(|p| docs(p) + "--- {apiVersion: v1, kind: Service, metadata: {name: inline}}\n"),
+            ),
+            ("broken document", 1, Box::new(|p| docs(p) + "---\n: : :\n")),
+            ("fixed", 0, Box::new(|p| docs(p))),
+            ("end marker", 0, Box::new(|p| docs(p) + "...\n")),
+            (
+                "directive",
+                0,
+                Box::new(|p| format!("%YAML 1.2\n---\n{}", p.join("---\n"))),
+            ),
+            ("plain again", 14, Box::new(|p| docs(p))),
+        ];
+        for (what, parsed, edit) in edits {
+            let before = warm.documents_parsed();
+            let text = edit(&mut parts);
+            std::fs::write(&f, text).unwrap();
+            let (state, diags) = warm.load().unwrap();
+            if what == "broken document" {
+                assert!(diags.iter().any(|d| d.reason.contains("last good")), "{diags:?}");
+                assert!(diags[0].to_string().contains("document 14: invalid YAML"), "{diags:?}");
+                continue;
+            }
+            assert_eq!(show((state, diags)), cold(), "after {what}");
+            assert_eq!(
+                warm.documents_parsed() - before,
+                parsed,
+                "documents parsed after {what}"
+            );
+        }
     }
 }

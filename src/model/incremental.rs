@@ -1,0 +1,1049 @@
+//! Incremental translation: [`Incremental::translate`] returns exactly what [`translate`](super::translate)
+//! returns for the same objects, but after a change it translates again only the Ingresses whose inputs changed
+//! and the hosts they touch, and hands out the unchanged hosts' models again (the same `Arc`).
+//!
+//! What one Ingress's part of the translation depends on, and how a change to it is noticed:
+//! - its own fields that translation reads: a digest of them (`digest_ingress`);
+//! - its class: the classes are compared whole, and any change translates everything again;
+//! - the Services and EndpointSlices its backends name: a digest per (namespace, Service name) of the Service
+//!   and its slices, and per Ingress a digest of those it names;
+//! - Secrets, only through the upstream-CA annotation: such an Ingress is translated every time;
+//! - the other Ingresses of its listener set, through shared hosts (who owns a host, who claimed a path first),
+//!   the set's default backend (the oldest wins) and the set's TLS hosts (which paths redirect to HTTPS).
+//!
+//! A change marks hosts: those of the changed Ingresses, before and after. Each marked host is translated again
+//! from the Ingresses that have a rule for it, oldest first, on a fresh builder: the steps the full translation
+//! takes for that host, since no other Ingress touches it. The default backend and the TLS list of a set are
+//! recomputed from their (few) participants when one of them changed; when the TLS hosts change, every host of
+//! the set is marked. Diagnostics are kept per Ingress, tagged with where they arose (stage, rule, sequence), so
+//! a host's can be replaced without touching the others'; they are deduplicated per Ingress when assembled, as
+//! the full translation deduplicates them.
+//!
+//! Everything is translated again (one tagged pass over all Ingresses, oldest first, like the full translation)
+//! on the first call, when the classes changed, when more than a quarter of the Ingresses changed or of the
+//! hosts are marked (past 64 and 16), and when two Ingresses share a namespace and name (then the full
+//! translation's result is returned as it is).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::hash::{BuildHasher, Hash, Hasher};
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::networking::v1::{Ingress, IngressBackend};
+
+use super::translate::{
+    age_key, namespace_of, object_ref, rule_host, tls_hosts, Classes, SetBuilder, Tagged, Translator,
+    SERVICE_NAME_LABEL,
+};
+use super::*;
+
+/// An Ingress's identity: a 128-bit digest of its namespace and name.
+type Key = u128;
+
+/// Translation order: creation time, namespace, name (see `translate::age_key`).
+type Age = (Option<i64>, String, String);
+
+/// Translates like [`translate`](super::translate), reusing the previous call's work. See the module docs.
+pub struct Incremental {
+    opts: Options,
+    hasher: foldhash::quality::RandomState,
+    round: u64,
+    /// The classes of the last call; `None` before the first and after a fallback (everything is translated).
+    classes: Option<Classes>,
+    class_diags: Vec<Diagnostic>,
+    recs: FastMap<Key, Rec>,
+    sets: Vec<SetIndex>,
+    /// The Ingresses that have diagnostics, oldest first.
+    with_diags: BTreeMap<Age, Key>,
+    owned: Arc<Vec<(ObjectRef, usize)>>,
+    /// Calls that translated everything, and calls that translated what changed.
+    passes: [u64; 2],
+}
+
+/// What the last call saw of one Ingress.
+struct Rec {
+    digest: u64,
+    /// The Services its backends name (digests of namespace and name) and a digest of their digests.
+    deps: Box<[u64]>,
+    dep_digest: u64,
+    /// Reads Secrets (the upstream CA): translated on every call.
+    volatile: bool,
+    set: Option<usize>,
+    /// Its valid rule hosts, without repeats.
+    hosts: Box<[HostPattern]>,
+    has_default: bool,
+    age: Age,
+    /// Its index in the last state.
+    idx: usize,
+    seen: u64,
+    /// Its diagnostics, in tag order, not deduplicated.
+    diags: Vec<Tagged>,
+    /// Its `spec.tls` entries.
+    tls: Vec<TlsModel>,
+}
+
+#[derive(Default)]
+struct SetIndex {
+    hosts: BTreeMap<HostPattern, Group>,
+    /// The Ingresses with `spec.defaultBackend`, and those with TLS entries, oldest first.
+    defaults: BTreeMap<Age, Key>,
+    tls: BTreeMap<Age, Key>,
+    tls_hosts: Vec<HostPattern>,
+    tls_models: Vec<TlsModel>,
+    default_backend: Option<DefaultBackendModel>,
+}
+
+/// A host: the Ingresses with a rule for it, and its model (none when no path of it is served).
+#[derive(Default)]
+struct Group {
+    members: Vec<Key>,
+    model: Option<Arc<HostModel>>,
+}
+
+impl Incremental {
+    pub fn new(opts: Options) -> Self {
+        Self {
+            opts,
+            hasher: Default::default(),
+            round: 0,
+            classes: None,
+            class_diags: Vec::new(),
+            recs: FastMap::default(),
+            sets: Vec::new(),
+            with_diags: BTreeMap::new(),
+            owned: Arc::default(),
+            passes: [0; 2],
+        }
+    }
+
+    /// How many calls translated everything, and how many only what changed.
+    pub fn passes(&self) -> [u64; 2] {
+        self.passes
+    }
+
+    pub fn options(&self) -> &Options {
+        &self.opts
+    }
+
+    /// The translation of `state`, equal to `translate(state, options)`.
+    pub fn translate(&mut self, state: &ClusterState) -> Translation {
+        self.round += 1;
+        let round = self.round;
+        let opts = self.opts.clone();
+        let mut t = Translator::new(state, &opts, true);
+        let classes = t.classes();
+        self.class_diags = t.take_diagnostics();
+        if self.classes.as_ref() != Some(&classes) {
+            self.classes = None;
+        }
+        let services = self.service_digests(state);
+
+        // What changed: (key, index in the state; none when removed).
+        let mut changed: Vec<(Key, Option<usize>)> = Vec::new();
+        let mut seen = 0;
+        let full = self.classes.is_none();
+        for (i, ing) in state.ingresses.iter().enumerate() {
+            let Some(name) = ing.metadata.name.as_deref() else {
+                continue;
+            };
+            let key = self.key(namespace_of(&ing.metadata), name);
+            seen += 1;
+            if full {
+                continue;
+            }
+            let digest = self.digest_ingress(ing);
+            if self.recs.get(&key).is_some_and(|r| r.seen == round) {
+                return self.fallback(state);
+            }
+            match self.recs.get_mut(&key) {
+                Some(r) => {
+                    r.seen = round;
+                    r.idx = i;
+                    if r.digest != digest || r.volatile || dep_digest(&r.deps, &services) != r.dep_digest {
+                        changed.push((key, Some(i)));
+                    }
+                }
+                None => {
+                    // A placeholder, so that a second Ingress of the same name is noticed.
+                    self.recs.insert(key, Rec::placeholder(round));
+                    changed.push((key, Some(i)));
+                }
+            }
+        }
+        if full || changed.len() * 4 > seen.max(64) {
+            self.classes = Some(classes);
+            return self.translate_all(state, &mut t, &services);
+        }
+        if self.recs.len() > seen {
+            for (k, r) in &self.recs {
+                if r.seen != round {
+                    changed.push((*k, None));
+                }
+            }
+        }
+        self.classes = Some(classes);
+        self.apply(state, &mut t, &services, changed)
+    }
+
+    /// The full translation, returned as it is; the next call translates everything again.
+    fn fallback(&mut self, state: &ClusterState) -> Translation {
+        self.classes = None;
+        self.recs.clear();
+        self.sets.clear();
+        self.with_diags.clear();
+        super::translate(state, &self.opts)
+    }
+
+    // === everything ===
+
+    fn translate_all(
+        &mut self,
+        state: &ClusterState,
+        t: &mut Translator<'_>,
+        services: &FastMap<u64, u64>,
+    ) -> Translation {
+        self.passes[0] += 1;
+        self.recs.clear();
+        self.with_diags.clear();
+        self.sets = self.opts.listener_sets.iter().map(|_| SetIndex::default()).collect();
+        let classes = self.classes.take().expect("classes are set");
+        let mut builders: Vec<SetBuilder> = self.opts.listener_sets.iter().map(|_| SetBuilder::default()).collect();
+        let mut order: Vec<(usize, &Ingress)> = state.ingresses.iter().enumerate().collect();
+        order.sort_by(|a, b| age_key(&a.1.metadata).cmp(&age_key(&b.1.metadata)));
+        for (idx, ing) in order {
+            let Some(iref) = object_ref("Ingress", &ing.metadata) else {
+                continue;
+            };
+            let key = self.key(&iref.namespace, &iref.name);
+            if self.recs.contains_key(&key) {
+                return self.fallback(state);
+            }
+            let mut rec = self.rec(ing, idx, classes.set_of(ing), services);
+            if let Some(s) = rec.set {
+                let b = &mut builders[s];
+                let tls_before = b.tls.len();
+                t.ingress(ing, &iref, b);
+                rec.diags = take_tagged(t);
+                rec.tls = b.tls[tls_before..].to_vec();
+                self.index(key, &rec, None);
+            }
+            if !rec.diags.is_empty() {
+                self.with_diags.insert(rec.age.clone(), key);
+            }
+            self.recs.insert(key, rec);
+        }
+        for (set, b) in self.sets.iter_mut().zip(builders) {
+            let (paths, default_backend, tls) = b.into_parts();
+            set.tls_hosts = tls_hosts(&tls);
+            for h in SetBuilder::hosts(paths, &set.tls_hosts) {
+                let group = set.hosts.entry(h.host.clone()).or_default();
+                group.model = Some(Arc::new(h));
+            }
+            set.tls_models = tls;
+            set.default_backend = default_backend;
+        }
+        self.classes = Some(classes);
+        self.refresh_owned();
+        self.assemble()
+    }
+
+    // === what changed ===
+
+    fn apply(
+        &mut self,
+        state: &ClusterState,
+        t: &mut Translator<'_>,
+        services: &FastMap<u64, u64>,
+        changed: Vec<(Key, Option<usize>)>,
+    ) -> Translation {
+        self.passes[1] += 1;
+        let classes = self.classes.take().expect("classes are set");
+        let n = self.sets.len();
+        let mut dirty = Dirty {
+            hosts: vec![BTreeSet::new(); n],
+            defaults: vec![false; n],
+            tls: vec![false; n],
+        };
+        let mut touched: Vec<Key> = Vec::new();
+        let mut owned_dirty = false;
+
+        for (key, idx) in changed {
+            let old = self.recs.remove(&key);
+            let old_set = old.as_ref().and_then(|o| o.set);
+            if let Some(old) = old {
+                if !old.diags.is_empty() {
+                    self.with_diags.remove(&old.age);
+                }
+                self.unindex(key, &old, &mut dirty);
+            }
+            let Some(idx) = idx else {
+                owned_dirty |= old_set.is_some();
+                continue;
+            };
+            let ing = &state.ingresses[idx];
+            let mut rec = self.rec(ing, idx, classes.set_of(ing), services);
+            owned_dirty |= old_set != rec.set;
+            if let Some(s) = rec.set {
+                // The Ingress's own part: spec, annotations, invalid rule hosts, TLS entries.
+                let iref = object_ref("Ingress", &ing.metadata).expect("named");
+                let mut b = SetBuilder::default();
+                t.ingress(ing, &iref, &mut b);
+                rec.diags = take_tagged(t)
+                    .into_iter()
+                    .filter(|(tag, host, _)| matches!(tag.0, 0 | 3) || (tag.0 == 2 && host.is_none()))
+                    .collect();
+                rec.tls = b.into_parts().2;
+                self.index(key, &rec, Some(&mut dirty));
+                let _ = s;
+            }
+            touched.push(key);
+            self.recs.insert(key, rec);
+        }
+
+        let total_hosts: usize = self.sets.iter().map(|s| s.hosts.len()).sum();
+        for s in 0..n {
+            let set = &mut self.sets[s];
+            if dirty.tls[s] {
+                set.tls_models = set
+                    .tls
+                    .values()
+                    .flat_map(|k| self.recs[k].tls.iter().cloned())
+                    .collect();
+                let hosts = tls_hosts(&set.tls_models);
+                if hosts != set.tls_hosts {
+                    set.tls_hosts = hosts;
+                    dirty.hosts[s].extend(set.hosts.keys().cloned());
+                }
+            }
+        }
+        let marked: usize = dirty.hosts.iter().map(BTreeSet::len).sum();
+        if marked * 4 > total_hosts.max(64) {
+            self.passes[1] -= 1;
+            self.classes = Some(classes);
+            return self.translate_all(state, t, services);
+        }
+
+        for s in 0..n {
+            if dirty.defaults[s] {
+                let mut b = SetBuilder::default();
+                let members: Vec<Key> = self.sets[s].defaults.values().copied().collect();
+                for k in members {
+                    let rec = self.recs.get_mut(&k).expect("indexed");
+                    let ing = &state.ingresses[rec.idx];
+                    let iref = object_ref("Ingress", &ing.metadata).expect("named");
+                    t.ingress(ing, &iref, &mut b);
+                    let fresh = take_tagged(t).into_iter().filter(|d| d.0 .0 == 1);
+                    replace(&mut rec.diags, |d| d.0 .0 == 1, fresh);
+                    touched.push(k);
+                }
+                self.sets[s].default_backend = b.into_parts().1;
+            }
+            for host in std::mem::take(&mut dirty.hosts[s]) {
+                self.host(state, t, s, host, &mut touched);
+            }
+        }
+
+        for k in touched {
+            let Some(rec) = self.recs.get(&k) else { continue };
+            self.with_diags.remove(&rec.age);
+            if !rec.diags.is_empty() {
+                self.with_diags.insert(rec.age.clone(), k);
+            }
+        }
+        self.classes = Some(classes);
+        if owned_dirty {
+            self.refresh_owned();
+        }
+        self.assemble()
+    }
+
+    /// Translates one host again from the Ingresses with a rule for it.
+    fn host(
+        &mut self,
+        state: &ClusterState,
+        t: &mut Translator<'_>,
+        s: usize,
+        host: HostPattern,
+        touched: &mut Vec<Key>,
+    ) {
+        let set = &mut self.sets[s];
+        match set.hosts.get(&host) {
+            None => return,
+            Some(g) if g.members.is_empty() => {
+                set.hosts.remove(&host);
+                return;
+            }
+            Some(_) => {}
+        }
+        let group = set.hosts.get_mut(&host).expect("present");
+        let recs = &mut self.recs;
+        group.members.sort_by(|a, b| recs[a].age.cmp(&recs[b].age));
+        let mut b = SetBuilder::default();
+        t.only_host = Some(host.clone());
+        for k in &group.members {
+            let rec = recs.get_mut(k).expect("indexed");
+            let ing = &state.ingresses[rec.idx];
+            let iref = object_ref("Ingress", &ing.metadata).expect("named");
+            t.ingress(ing, &iref, &mut b);
+            let mine = |d: &Tagged| d.0 .0 == 2 && d.1.as_ref() == Some(&host);
+            let fresh: Vec<Tagged> = take_tagged(t).into_iter().filter(mine).collect();
+            replace(&mut rec.diags, mine, fresh);
+            touched.push(*k);
+        }
+        t.only_host = None;
+        let (paths, _, _) = b.into_parts();
+        let model = SetBuilder::hosts(paths, &set.tls_hosts).pop();
+        group.model = match (group.model.take(), model) {
+            (Some(old), Some(new)) if *old == new => Some(old),
+            (_, new) => new.map(Arc::new),
+        };
+    }
+
+    // === indexes ===
+
+    fn rec(&self, ing: &Ingress, idx: usize, set: Option<usize>, services: &FastMap<u64, u64>) -> Rec {
+        let ns = namespace_of(&ing.metadata);
+        let spec = ing.spec.as_ref();
+        let mut deps = Vec::new();
+        let mut dep = |b: &IngressBackend| {
+            if let Some(svc) = &b.service {
+                deps.push(self.service_key(ns, &svc.name));
+            }
+        };
+        let mut hosts: Vec<HostPattern> = Vec::new();
+        if let Some(spec) = spec {
+            spec.default_backend.iter().for_each(&mut dep);
+            for rule in spec.rules.iter().flatten() {
+                if let Ok(h) = rule_host(rule.host.as_deref()) {
+                    if !hosts.contains(&h) {
+                        hosts.push(h);
+                    }
+                }
+                for p in rule.http.iter().flat_map(|h| &h.paths) {
+                    dep(&p.backend);
+                }
+            }
+        }
+        let volatile = annotations::IngressPolicy::from_meta(&ing.metadata).is_ok_and(|p| p.upstream_tls.is_some());
+        let (ts, ns, name) = age_key(&ing.metadata);
+        Rec {
+            digest: self.digest_ingress(ing),
+            dep_digest: dep_digest(&deps, services),
+            deps: deps.into(),
+            volatile,
+            set,
+            hosts: hosts.into(),
+            has_default: spec.is_some_and(|s| s.default_backend.is_some()),
+            age: (ts, ns.to_string(), name.to_string()),
+            idx,
+            seen: self.round,
+            diags: Vec::new(),
+            tls: Vec::new(),
+        }
+    }
+
+    /// Adds an Ingress of a set to its hosts' groups and its set's participant lists.
+    fn index(&mut self, key: Key, rec: &Rec, mut dirty: Option<&mut Dirty>) {
+        let Some(s) = rec.set else { return };
+        let set = &mut self.sets[s];
+        for h in rec.hosts.iter() {
+            set.hosts.entry(h.clone()).or_default().members.push(key);
+            if let Some(d) = dirty.as_deref_mut() {
+                d.hosts[s].insert(h.clone());
+            }
+        }
+        if rec.has_default {
+            set.defaults.insert(rec.age.clone(), key);
+        }
+        if !rec.tls.is_empty() {
+            set.tls.insert(rec.age.clone(), key);
+        }
+        if let Some(d) = dirty {
+            d.defaults[s] |= rec.has_default;
+            d.tls[s] |= !rec.tls.is_empty();
+        }
+    }
+
+    fn unindex(&mut self, key: Key, rec: &Rec, dirty: &mut Dirty) {
+        let Some(s) = rec.set else { return };
+        let set = &mut self.sets[s];
+        for h in rec.hosts.iter() {
+            if let Some(g) = set.hosts.get_mut(h) {
+                g.members.retain(|k| *k != key);
+            }
+            dirty.hosts[s].insert(h.clone());
+        }
+        if rec.has_default {
+            set.defaults.remove(&rec.age);
+        }
+        if !rec.tls.is_empty() {
+            set.tls.remove(&rec.age);
+        }
+        dirty.defaults[s] |= rec.has_default;
+        dirty.tls[s] |= !rec.tls.is_empty();
+    }
+
+    fn refresh_owned(&mut self) {
+        let mut owned: Vec<(ObjectRef, usize)> = self
+            .recs
+            .values()
+            .filter_map(|r| {
+                let set = r.set?;
+                let iref = ObjectRef {
+                    kind: "Ingress",
+                    namespace: r.age.1.clone(),
+                    name: r.age.2.clone(),
+                };
+                Some((iref, set))
+            })
+            .collect();
+        owned.sort();
+        owned.shrink_to_fit();
+        if *self.owned != owned {
+            self.owned = Arc::new(owned);
+        }
+    }
+
+    fn assemble(&self) -> Translation {
+        let mut diagnostics = self.class_diags.clone();
+        for k in self.with_diags.values() {
+            let first = diagnostics.len();
+            for (_, _, d) in &self.recs[k].diags {
+                if !diagnostics[first..].iter().any(|e| e.reason == d.reason) {
+                    diagnostics.push(d.clone());
+                }
+            }
+        }
+        Translation {
+            sets: self
+                .opts
+                .listener_sets
+                .iter()
+                .zip(&self.sets)
+                .map(|(o, s)| SetModel {
+                    name: o.name.clone(),
+                    hosts: s.hosts.values().filter_map(|g| g.model.clone()).collect(),
+                    default_backend: s.default_backend.clone(),
+                    tls: s.tls_models.clone(),
+                })
+                .collect(),
+            diagnostics,
+            owned: self.owned.clone(),
+        }
+    }
+
+    // === digests ===
+
+    fn key(&self, ns: &str, name: &str) -> Key {
+        let half = |seed: u8| {
+            let mut h = self.hasher.build_hasher();
+            h.write_u8(seed);
+            ns.hash(&mut h);
+            name.hash(&mut h);
+            h.finish()
+        };
+        (u128::from(half(0)) << 64) | u128::from(half(1))
+    }
+
+    fn service_key(&self, ns: &str, name: &str) -> u64 {
+        let mut h = self.hasher.build_hasher();
+        h.write_u8(2);
+        ns.hash(&mut h);
+        name.hash(&mut h);
+        h.finish()
+    }
+
+    /// Per (namespace, Service name): a digest of the Service and its EndpointSlices (the fields backends read).
+    fn service_digests(&self, state: &ClusterState) -> FastMap<u64, u64> {
+        let mut out: FastMap<u64, u64> = FastMap::with_capacity_and_hasher(state.services.len(), Default::default());
+        for s in &state.services {
+            if let Some(name) = s.metadata.name.as_deref() {
+                let mut h = self.hasher.build_hasher();
+                digest_service(&mut h, s);
+                let e = out
+                    .entry(self.service_key(namespace_of(&s.metadata), name))
+                    .or_default();
+                *e = e.wrapping_add(h.finish());
+            }
+        }
+        for slice in &state.endpoint_slices {
+            if let Some(svc) = slice.metadata.labels.as_ref().and_then(|l| l.get(SERVICE_NAME_LABEL)) {
+                let mut h = self.hasher.build_hasher();
+                digest_slice(&mut h, slice);
+                let e = out
+                    .entry(self.service_key(namespace_of(&slice.metadata), svc))
+                    .or_default();
+                *e = e.wrapping_add(h.finish());
+            }
+        }
+        out
+    }
+
+    fn digest_ingress(&self, ing: &Ingress) -> u64 {
+        let mut h = self.hasher.build_hasher();
+        digest_ingress(&mut h, ing);
+        h.finish()
+    }
+}
+
+/// What a change marked, per listener set: hosts to translate again, and whether the default backend and the
+/// TLS list must be recomputed.
+struct Dirty {
+    hosts: Vec<BTreeSet<HostPattern>>,
+    defaults: Vec<bool>,
+    tls: Vec<bool>,
+}
+
+impl Rec {
+    fn placeholder(round: u64) -> Self {
+        Rec {
+            digest: 0,
+            deps: Box::new([]),
+            dep_digest: 0,
+            volatile: false,
+            set: None,
+            hosts: Box::new([]),
+            has_default: false,
+            age: (None, String::new(), String::new()),
+            idx: 0,
+            seen: round,
+            diags: Vec::new(),
+            tls: Vec::new(),
+        }
+    }
+}
+
+fn take_tagged(t: &mut Translator<'_>) -> Vec<Tagged> {
+    t.tagged.as_mut().map(std::mem::take).unwrap_or_default()
+}
+
+/// Replaces the diagnostics `which` selects by `fresh`, keeping tag order (a stable sort: equal tags keep the
+/// order they were found in).
+fn replace(diags: &mut Vec<Tagged>, which: impl Fn(&Tagged) -> bool, fresh: impl IntoIterator<Item = Tagged>) {
+    diags.retain(|d| !which(d));
+    let before = diags.len();
+    diags.extend(fresh);
+    if diags.len() != before {
+        diags.sort_by_key(|d| d.0);
+    }
+}
+
+fn dep_digest(deps: &[u64], services: &FastMap<u64, u64>) -> u64 {
+    deps.iter().fold(0u64, |acc, d| {
+        let v = services.get(d).copied().unwrap_or(0x9e37_79b9_7f4a_7c15);
+        (acc.rotate_left(23) ^ v).wrapping_mul(0x2545_f491_4f6c_dd1d)
+    })
+}
+
+/// Every field of an Ingress that translation reads (keep in step with `translate`).
+fn digest_ingress(h: &mut impl Hasher, ing: &Ingress) {
+    let m = &ing.metadata;
+    m.name.hash(h);
+    m.namespace.hash(h);
+    m.creation_timestamp.as_ref().map(|t| t.0.as_second()).hash(h);
+    m.annotations.hash(h);
+    let Some(spec) = &ing.spec else {
+        h.write_u8(0);
+        return;
+    };
+    h.write_u8(1);
+    spec.ingress_class_name.hash(h);
+    digest_backend(h, spec.default_backend.as_ref());
+    spec.rules.as_ref().map(Vec::len).hash(h);
+    for rule in spec.rules.iter().flatten() {
+        rule.host.hash(h);
+        rule.http.as_ref().map(|x| x.paths.len()).hash(h);
+        for p in rule.http.iter().flat_map(|x| &x.paths) {
+            p.path.hash(h);
+            p.path_type.hash(h);
+            digest_backend(h, Some(&p.backend));
+        }
+    }
+    spec.tls.as_ref().map(Vec::len).hash(h);
+    for tls in spec.tls.iter().flatten() {
+        tls.hosts.hash(h);
+        tls.secret_name.hash(h);
+    }
+}
+
+fn digest_backend(h: &mut impl Hasher, b: Option<&IngressBackend>) {
+    let Some(b) = b else {
+        h.write_u8(0);
+        return;
+    };
+    h.write_u8(1);
+    b.resource.as_ref().map(|r| (&r.api_group, &r.kind, &r.name)).hash(h);
+    b.service
+        .as_ref()
+        .map(|s| (&s.name, s.port.as_ref().map(|p| (&p.name, p.number))))
+        .hash(h);
+}
+
+/// The fields of a Service that backends read.
+fn digest_service(h: &mut impl Hasher, s: &Service) {
+    h.write_u8(b's');
+    let spec = s.spec.as_ref();
+    spec.map(|s| &s.type_).hash(h);
+    for p in spec.and_then(|s| s.ports.as_deref()).unwrap_or_default() {
+        p.port.hash(h);
+        p.name.hash(h);
+    }
+}
+
+/// The fields of an EndpointSlice that backends read.
+fn digest_slice(h: &mut impl Hasher, s: &EndpointSlice) {
+    h.write_u8(b'e');
+    s.address_type.hash(h);
+    s.ports.as_ref().map(Vec::len).hash(h);
+    for p in s.ports.iter().flatten() {
+        (&p.name, &p.protocol, p.port).hash(h);
+    }
+    h.write_usize(s.endpoints.len());
+    for ep in &s.endpoints {
+        ep.conditions
+            .as_ref()
+            .map(|c| (c.ready, c.serving, c.terminating))
+            .hash(h);
+        ep.addresses.hash(h);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{json, Value};
+
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+        fn below(&mut self, n: usize) -> usize {
+            (self.next() % n as u64) as usize
+        }
+        fn chance(&mut self, percent: u64) -> bool {
+            self.next() % 100 < percent
+        }
+        fn pick<'a, T>(&mut self, xs: &'a [T]) -> &'a T {
+            &xs[self.below(xs.len())]
+        }
+    }
+
+    fn options() -> Options {
+        Options {
+            controller: crate::config::CONTROLLER_NAME.to_string(),
+            listener_sets: vec![
+                SetOptions {
+                    name: "external".into(),
+                    classes: vec!["portico".into()],
+                },
+                SetOptions {
+                    name: "internal".into(),
+                    classes: vec!["internal".into()],
+                },
+            ],
+            implicit_classes: vec![
+                ImplicitClass {
+                    name: "portico".into(),
+                    default: true,
+                },
+                ImplicitClass {
+                    name: "internal".into(),
+                    default: false,
+                },
+            ],
+        }
+    }
+
+    const NAMESPACES: [&str; 2] = ["a", "b"];
+    const HOSTS: [&str; 7] = [
+        "a.example",
+        "b.example",
+        "*.example",
+        "",
+        "Bad_Host",
+        "x.a.example.",
+        "B.Example",
+    ];
+
+    fn backend(rng: &mut Rng) -> Value {
+        if rng.chance(4) {
+            return json!({"resource": {"apiGroup": "x", "kind": "Bucket", "name": "b"}});
+        }
+        let port = match rng.below(5) {
+            0 => json!({"number": 81}),
+            1 => json!({}),
+            2 => json!({"number": 80}),
+            _ => json!({"name": "http"}),
+        };
+        json!({"service": {"name": format!("s{}", rng.below(5)), "port": port}})
+    }
+
+    fn ingress(rng: &mut Rng, ns: &str, name: &str) -> Ingress {
+        let mut annotations = serde_json::Map::new();
+        match rng.below(12) {
+            0 => {
+                annotations.insert("portico.dev/ssl-redirect".into(), "false".into());
+            }
+            1 => {
+                annotations.insert("portico.dev/force-ssl-redirect".into(), "true".into());
+            }
+            2 => {
+                annotations.insert("portico.dev/hsts-max-age".into(), "soon".into());
+            }
+            3 => {
+                annotations.insert("portico.dev/backend-protocol".into(), "HTTPS".into());
+                annotations.insert("portico.dev/proxy-ssl-verify".into(), "on".into());
+                annotations.insert("portico.dev/proxy-ssl-secret".into(), "ca".into());
+            }
+            4 => {
+                annotations.insert("kubernetes.io/ingress.class".into(), "internal".into());
+            }
+            _ => {}
+        }
+        let mut rules = Vec::new();
+        for _ in 0..rng.below(4) {
+            let mut paths = Vec::new();
+            for _ in 0..rng.below(4) {
+                let mut p = json!({
+                    "pathType": rng.pick(&["Prefix", "Exact", "ImplementationSpecific", "Regex"]),
+                    "backend": backend(rng),
+                });
+                let path = *rng.pick(&["/", "/x", "/x/", "/y", "", "/a b", "/x/z"]);
+                if !path.is_empty() {
+                    p["path"] = path.into();
+                }
+                paths.push(p);
+            }
+            let mut rule = json!({});
+            let host = *rng.pick(&HOSTS);
+            if !host.is_empty() {
+                rule["host"] = host.into();
+            }
+            if !rng.chance(10) {
+                rule["http"] = json!({ "paths": paths });
+            }
+            rules.push(rule);
+        }
+        let mut spec = json!({ "rules": rules });
+        if let Some(class) = *rng.pick(&[None, None, Some("portico"), Some("internal"), Some("other")]) {
+            spec["ingressClassName"] = class.into();
+        }
+        if rng.chance(20) {
+            spec["defaultBackend"] = backend(rng);
+        }
+        if rng.chance(25) {
+            let hosts: Vec<&str> = (0..rng.below(3)).map(|_| *rng.pick(&HOSTS[..3])).collect();
+            spec["tls"] = json!([{"hosts": hosts, "secretName": rng.pick(&["tls", ""])}]);
+        }
+        let mut meta = json!({"name": name, "namespace": ns, "annotations": annotations});
+        if rng.chance(70) {
+            meta["creationTimestamp"] = format!("2024-01-0{}T00:00:00Z", 1 + rng.below(3)).into();
+        }
+        let mut obj = json!({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "metadata": meta});
+        if !rng.chance(3) {
+            obj["spec"] = spec;
+        }
+        serde_json::from_value(obj).expect("ingress")
+    }
+
+    fn service(rng: &mut Rng, ns: &str, name: &str) -> Service {
+        let mut ports = Vec::new();
+        if rng.chance(80) {
+            ports.push(json!({"name": "http", "port": 80}));
+        }
+        if rng.chance(30) {
+            ports.push(json!({"port": 81}));
+        }
+        let mut spec = json!({ "ports": ports });
+        if rng.chance(5) {
+            spec["type"] = "ExternalName".into();
+        }
+        serde_json::from_value(json!({"metadata": {"name": name, "namespace": ns}, "spec": spec})).expect("service")
+    }
+
+    fn slice(rng: &mut Rng, ns: &str, svc: &str, n: usize) -> EndpointSlice {
+        let endpoints: Vec<Value> = (0..rng.below(3))
+            .map(|_| {
+                json!({
+                    "addresses": [format!("10.0.0.{}", rng.below(4))],
+                    "conditions": {"ready": rng.chance(70), "serving": rng.chance(50), "terminating": rng.chance(50)},
+                })
+            })
+            .collect();
+        serde_json::from_value(json!({
+            "metadata": {"name": format!("{svc}-{n}"), "namespace": ns,
+                         "labels": {"kubernetes.io/service-name": svc}},
+            "addressType": "IPv4",
+            "ports": [{"name": rng.pick(&["http", ""]), "port": 8080 + rng.below(2)}],
+            "endpoints": endpoints,
+        }))
+        .expect("slice")
+    }
+
+    fn class(rng: &mut Rng) -> IngressClass {
+        let name = *rng.pick(&["portico", "internal", "other", "spare"]);
+        let controller = if rng.chance(70) {
+            crate::config::CONTROLLER_NAME
+        } else {
+            "example.com/other"
+        };
+        let mut meta = json!({"name": name});
+        if rng.chance(40) {
+            meta["annotations"] = json!({"ingressclass.kubernetes.io/is-default-class": "true"});
+        }
+        serde_json::from_value(json!({"metadata": meta, "spec": {"controller": controller}})).expect("class")
+    }
+
+    fn ca_secret() -> k8s_openapi::api::core::v1::Secret {
+        serde_json::from_value(json!({
+            "metadata": {"name": "ca", "namespace": "a"},
+            "stringData": {"ca.crt": "not a certificate"},
+        }))
+        .expect("secret")
+    }
+
+    /// One random edit of the objects.
+    fn edit(rng: &mut Rng, s: &mut ClusterState, next_name: &mut usize) {
+        match rng.below(10) {
+            0..=2 if !s.ingresses.is_empty() => {
+                let i = rng.below(s.ingresses.len());
+                let m = &s.ingresses[i].metadata;
+                let (ns, name) = (m.namespace.clone().unwrap(), m.name.clone().unwrap());
+                let fresh = ingress(rng, &ns, &name);
+                // The whole object, or only its annotations, or only its spec.
+                match rng.below(3) {
+                    0 => s.ingresses[i] = fresh,
+                    1 => s.ingresses[i].metadata.annotations = fresh.metadata.annotations,
+                    _ => s.ingresses[i].spec = fresh.spec,
+                }
+            }
+            3 if !s.ingresses.is_empty() => {
+                let i = rng.below(s.ingresses.len());
+                s.ingresses.remove(i);
+            }
+            4 => {
+                *next_name += 1;
+                let ns = *rng.pick(&NAMESPACES);
+                s.ingresses.push(ingress(rng, ns, &format!("i{next_name}")));
+            }
+            5 => {
+                let (ns, name) = (*rng.pick(&NAMESPACES), format!("s{}", rng.below(5)));
+                s.services.retain(|x| {
+                    x.metadata.name.as_deref() != Some(name.as_str()) || x.metadata.namespace.as_deref() != Some(ns)
+                });
+                if rng.chance(80) {
+                    s.services.push(service(rng, ns, &name));
+                }
+            }
+            6 => {
+                let (ns, svc) = (*rng.pick(&NAMESPACES), format!("s{}", rng.below(5)));
+                let n = rng.below(2);
+                let slice_name = format!("{svc}-{n}");
+                s.endpoint_slices.retain(|x| {
+                    x.metadata.name.as_deref() != Some(slice_name.as_str())
+                        || x.metadata.namespace.as_deref() != Some(ns)
+                });
+                if rng.chance(80) {
+                    s.endpoint_slices.push(slice(rng, ns, &svc, n));
+                }
+            }
+            7 if rng.chance(30) => {
+                if s.ingress_classes.len() < 3 && rng.chance(50) {
+                    s.ingress_classes.push(class(rng));
+                } else if !s.ingress_classes.is_empty() {
+                    let i = rng.below(s.ingress_classes.len());
+                    s.ingress_classes.remove(i);
+                }
+            }
+            8 if rng.chance(30) => {
+                if s.secrets.is_empty() {
+                    s.secrets.push(ca_secret());
+                } else {
+                    s.secrets.clear();
+                }
+            }
+            _ if s.ingresses.len() > 1 => {
+                // The order of objects in the state does not matter.
+                let (i, j) = (rng.below(s.ingresses.len()), rng.below(s.ingresses.len()));
+                s.ingresses.swap(i, j);
+            }
+            _ => {}
+        }
+    }
+
+    /// After each random edit (Ingresses edited, added, removed, Services and slices changed, classes and
+    /// Secrets added and removed), the incremental translation equals a full translation of the same objects:
+    /// routes, host ownership, path claims, default backends, TLS redirects, diagnostics in order, owned list.
+    #[test]
+    fn equals_full_translation_after_random_edits() {
+        let opts = options();
+        for seed in 1..=12u64 {
+            let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ seed.wrapping_mul(0x1234_5678_9abc_def1));
+            let mut state = ClusterState::default();
+            let mut next_name = 0;
+            for _ in 0..12 {
+                next_name += 1;
+                let ns = *rng.pick(&NAMESPACES);
+                state.ingresses.push(ingress(&mut rng, ns, &format!("i{next_name}")));
+            }
+            for ns in NAMESPACES {
+                for k in 0..4 {
+                    let name = format!("s{k}");
+                    state.services.push(service(&mut rng, ns, &name));
+                    state.endpoint_slices.push(slice(&mut rng, ns, &name, 0));
+                }
+            }
+            let mut inc = Incremental::new(opts.clone());
+            let steps = 250;
+            for step in 0..steps {
+                let full = super::super::translate(&state, &opts);
+                let got = inc.translate(&state);
+                assert_eq!(got.describe(), full.describe(), "seed {seed} step {step}: {state:#?}");
+                assert_eq!(got, full, "seed {seed} step {step}");
+                for _ in 0..1 + rng.below(2) {
+                    edit(&mut rng, &mut state, &mut next_name);
+                }
+            }
+            // Most calls took the incremental path (the others: the first, and class changes).
+            let [all, incremental] = inc.passes();
+            assert!(incremental > steps * 3 / 4, "{all} full, {incremental} incremental");
+        }
+    }
+
+    /// A host none of whose inputs changed is handed out again (the same `Arc`); an edited one is new.
+    #[test]
+    fn unchanged_hosts_are_shared() {
+        let opts = options();
+        let mut rng = Rng(7);
+        let mut state = ClusterState::default();
+        for (i, host) in ["a.example", "b.example", "c.example"].iter().enumerate() {
+            let mut ing = ingress(&mut rng, "a", &format!("i{i}"));
+            ing.spec = serde_json::from_value(json!({"rules": [{"host": host, "http": {"paths": [
+                {"path": "/", "pathType": "Prefix", "backend": {"service": {"name": "s0", "port": {"number": 80}}}}]}}]}))
+            .unwrap();
+            ing.metadata.annotations = None;
+            state.ingresses.push(ing);
+        }
+        state.services.push(service(&mut rng, "a", "s0"));
+        let mut inc = Incremental::new(opts.clone());
+        let first = inc.translate(&state);
+        assert_eq!(first.sets[0].hosts.len(), 3, "{}", first.describe());
+        let spec = state.ingresses[1].spec.as_mut().unwrap();
+        spec.rules.as_mut().unwrap()[0].http.as_mut().unwrap().paths[0].path = Some("/v2".into());
+        let second = inc.translate(&state);
+        assert_eq!(second, super::super::translate(&state, &opts));
+        let shared: Vec<bool> = first.sets[0]
+            .hosts
+            .iter()
+            .zip(&second.sets[0].hosts)
+            .map(|(a, b)| Arc::ptr_eq(a, b))
+            .collect();
+        assert_eq!(shared, [true, false, true]);
+    }
+}
