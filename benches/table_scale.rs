@@ -214,6 +214,31 @@ fn write_atomically(path: &Path, text: &str) {
 }
 
 /// One plain HTTP/1.1 request on a fresh connection; returns the `x-backend` header of the reply.
+/// Makes `edits` edits that point `edit_host` alternately at backend "b" and "a" (`apply` gets the Service,
+/// `edit-b` or `edit-a`), each at a different phase against the poll timer, and times each until the new
+/// backend answers.
+fn time_edits(edits: usize, addr: SocketAddr, edit_host: &str, mut apply: impl FnMut(&str)) -> Vec<Duration> {
+    let mut samples = Vec::new();
+    let mut target = "b";
+    for e in 0..edits {
+        std::thread::sleep(Duration::from_millis(300 + (e as u64 * 37) % 100));
+        apply(if target == "b" { "edit-b" } else { "edit-a" });
+        let t = Instant::now();
+        loop {
+            if backend_of(addr, edit_host).as_deref() == Some(target) {
+                break;
+            }
+            if t.elapsed() > Duration::from_secs(30) {
+                panic!("edit {e} not seen after 30 s");
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        samples.push(t.elapsed());
+        target = if target == "b" { "a" } else { "b" };
+    }
+    samples
+}
+
 fn backend_of(addr: SocketAddr, host: &str) -> Option<String> {
     let mut s = std::net::TcpStream::connect(addr).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
@@ -332,26 +357,9 @@ fn change_to_serving(single: bool) {
     let addr = running.http_addrs[0][0];
     assert_eq!(backend_of(addr, edit_host).as_deref(), Some("a"), "initial route");
 
-    let mut samples = Vec::new();
-    let mut target = "b";
-    for e in 0..edits {
-        // vary the phase against the poll timer
-        std::thread::sleep(Duration::from_millis(300 + (e as u64 * 37) % 100));
-        let svc = if target == "b" { "edit-b" } else { "edit-a" };
-        write_atomically(&edited_file, &text_for(svc));
-        let t = Instant::now();
-        loop {
-            if backend_of(addr, edit_host).as_deref() == Some(target) {
-                break;
-            }
-            if t.elapsed() > Duration::from_secs(30) {
-                panic!("edit {e} not seen after 30 s");
-            }
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        samples.push(t.elapsed());
-        target = if target == "b" { "a" } else { "b" };
-    }
+    let samples = time_edits(edits, addr, edit_host, |svc| {
+        write_atomically(&edited_file, &text_for(svc))
+    });
     rt.block_on(running.shutdown());
     drop((a, b));
 
@@ -487,24 +495,7 @@ fn change_to_serving_cluster() {
     }
     let startup = started.elapsed();
 
-    let mut samples = Vec::new();
-    let mut target = "b";
-    for e in 0..edits {
-        std::thread::sleep(Duration::from_millis(300 + (e as u64 * 37) % 100));
-        upsert(&edited(if target == "b" { "edit-b" } else { "edit-a" }));
-        let t = Instant::now();
-        loop {
-            if backend_of(addr, edit_host).as_deref() == Some(target) {
-                break;
-            }
-            if t.elapsed() > Duration::from_secs(30) {
-                panic!("edit {e} not seen after 30 s");
-            }
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        samples.push(t.elapsed());
-        target = if target == "b" { "a" } else { "b" };
-    }
+    let samples = time_edits(edits, addr, edit_host, |svc| upsert(&edited(svc)));
     rt.block_on(running.shutdown());
     drop((a, b, server));
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;

@@ -56,6 +56,20 @@ struct FileEntry {
     docs: Vec<Doc>,
 }
 
+impl FileEntry {
+    /// Takes the objects out to be lent to the state, remembering how many of each kind there were.
+    fn lend_objects(&mut self) -> ClusterState {
+        let o = std::mem::take(&mut self.objects);
+        self.counts = [
+            o.ingresses.len(),
+            o.ingress_classes.len(),
+            o.services.len(),
+            o.endpoint_slices.len(),
+        ];
+        o
+    }
+}
+
 /// One document of a file: a digest of its text and how many objects of each kind it gave (Ingresses,
 /// IngressClasses, Services, EndpointSlices, Secrets), which locates them in the file's object lists.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -212,13 +226,7 @@ impl ManifestDir {
             let extra = self.extra_roots.iter().any(|r| p.starts_with(r));
             let entry = self.files.get_mut(p).expect("every listed file has an entry");
             diagnostics.extend(entry.diagnostics.iter().cloned());
-            let o = std::mem::take(&mut entry.objects);
-            entry.counts = [
-                o.ingresses.len(),
-                o.ingress_classes.len(),
-                o.services.len(),
-                o.endpoint_slices.len(),
-            ];
+            let o = entry.lend_objects();
             add_secrets(&mut state, extra, &o.secrets);
             entry.objects.secrets = o.secrets;
             state.ingresses.extend(o.ingresses);
@@ -263,13 +271,7 @@ impl ManifestDir {
             o.endpoint_slices = state.endpoint_slices.drain(start[3]..start[3] + e).collect();
             let shown = p.strip_prefix(&self.root).unwrap_or(p).display().to_string();
             let mut entry = refresh(p, &shown, Some(entry), &mut self.parsed);
-            let o = std::mem::take(&mut entry.objects);
-            entry.counts = [
-                o.ingresses.len(),
-                o.ingress_classes.len(),
-                o.services.len(),
-                o.endpoint_slices.len(),
-            ];
+            let o = entry.lend_objects();
             state.ingresses.splice(start[0]..start[0], o.ingresses);
             state.ingress_classes.splice(start[1]..start[1], o.ingress_classes);
             state.services.splice(start[2]..start[2], o.services);
