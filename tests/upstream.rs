@@ -361,18 +361,24 @@ async fn grpc_streams_and_trailers_through_an_h2c_backend() {
     gw.stop().await;
 }
 
-#[tokio::test]
-async fn max_connections_makes_excess_clients_wait() {
+/// An echo backend `b` behind a gateway whose one listener set has `extra` lines (YAML, indented by four).
+async fn echo_behind_set_with(extra: &str) -> (portico::echo::EchoServer, Gateway) {
     let b = echo("b").await;
     let config = ONE_SET.replace(
         "    http: [\"127.0.0.1:0\"]\n",
-        "    http: [\"127.0.0.1:0\"]\n    maxConnections: 2\n",
+        &format!("    http: [\"127.0.0.1:0\"]\n{extra}"),
     );
     let gw = Gateway::start_with(
         &config,
         &(service("default", "b", &[b.addr]) + &ingress("default", "i", "portico", &[("", "/", "Prefix", "b")])),
     )
     .await;
+    (b, gw)
+}
+
+#[tokio::test]
+async fn max_connections_makes_excess_clients_wait() {
+    let (_b, gw) = echo_behind_set_with("    maxConnections: 2\n").await;
     let addr = gw.addr(0);
     let req = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
     let mut held = Vec::new();
@@ -487,16 +493,7 @@ async fn active_checks_take_endpoints_out_and_back() {
 
 #[tokio::test]
 async fn slow_headers_are_cut_off() {
-    let b = echo("b").await;
-    let config = ONE_SET.replace(
-        "    http: [\"127.0.0.1:0\"]\n",
-        "    http: [\"127.0.0.1:0\"]\n    headerReadTimeout: 500ms\n",
-    );
-    let gw = Gateway::start_with(
-        &config,
-        &(service("default", "b", &[b.addr]) + &ingress("default", "i", "portico", &[("", "/", "Prefix", "b")])),
-    )
-    .await;
+    let (b, gw) = echo_behind_set_with("    headerReadTimeout: 500ms\n").await;
     let mut s = TcpStream::connect(gw.addr(0)).await.unwrap();
     let started = Instant::now();
     s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n").await.unwrap();
@@ -522,16 +519,7 @@ async fn slow_headers_are_cut_off() {
 
 #[tokio::test]
 async fn the_header_read_timeout_spares_idle_keep_alive_connections_but_not_silent_new_ones() {
-    let b = echo("b").await;
-    let config = ONE_SET.replace(
-        "    http: [\"127.0.0.1:0\"]\n",
-        "    http: [\"127.0.0.1:0\"]\n    headerReadTimeout: 300ms\n    keepAliveTimeout: 5s\n",
-    );
-    let gw = Gateway::start_with(
-        &config,
-        &(service("default", "b", &[b.addr]) + &ingress("default", "i", "portico", &[("", "/", "Prefix", "b")])),
-    )
-    .await;
+    let (_b, gw) = echo_behind_set_with("    headerReadTimeout: 300ms\n    keepAliveTimeout: 5s\n").await;
     async fn exchange(s: &mut TcpStream) -> String {
         s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
         let mut got = Vec::new();
