@@ -239,6 +239,15 @@ fn time_edits(edits: usize, addr: SocketAddr, edit_host: &str, mut apply: impl F
     samples
 }
 
+/// The default configuration with its listener and admin API on free loopback ports, no HTTPS.
+fn loopback_config() -> Config {
+    let mut config = Config::default();
+    config.listener_sets[0].http = vec![([127, 0, 0, 1], 0).into()];
+    config.listener_sets[0].https = vec![];
+    config.admin.address = ([127, 0, 0, 1], 0).into();
+    config
+}
+
 fn backend_of(addr: SocketAddr, host: &str) -> Option<String> {
     let mut s = std::net::TcpStream::connect(addr).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
@@ -339,10 +348,7 @@ fn change_to_serving(single: bool) {
         median(rebuild_t),
     );
 
-    let mut config = Config::default();
-    config.listener_sets[0].http = vec![([127, 0, 0, 1], 0).into()];
-    config.listener_sets[0].https = vec![];
-    config.admin.address = ([127, 0, 0, 1], 0).into();
+    let config = loopback_config();
     let started = Instant::now();
     let running = rt
         .block_on(app::start(
@@ -470,10 +476,7 @@ fn change_to_serving_cluster() {
     let edited = |svc: &str| with_class(&ingress_yaml("edited", edit_host, svc));
     upsert(&edited("edit-a"));
 
-    let mut config = Config::default();
-    config.listener_sets[0].http = vec![([127, 0, 0, 1], 0).into()];
-    config.listener_sets[0].https = vec![];
-    config.admin.address = ([127, 0, 0, 1], 0).into();
+    let config = loopback_config();
     let started = Instant::now();
     let running = rt
         .block_on(app::start(

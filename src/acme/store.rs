@@ -151,8 +151,8 @@ impl FileStore {
     }
 }
 
-/// The Secret manifest written for an issued certificate.
-pub fn tls_secret(secret: &ObjectRef, cert: &StoredCert) -> Secret {
+/// A `kubernetes.io/tls` Secret named `secret`, marked as managed by Portico, without its data.
+pub fn managed_tls_secret(secret: &ObjectRef) -> Secret {
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
     Secret {
         metadata: ObjectMeta {
@@ -162,6 +162,13 @@ pub fn tls_secret(secret: &ObjectRef, cert: &StoredCert) -> Secret {
             ..Default::default()
         },
         type_: Some(TLS_SECRET_TYPE.to_string()),
+        ..Default::default()
+    }
+}
+
+/// The Secret manifest written for an issued certificate.
+pub fn tls_secret(secret: &ObjectRef, cert: &StoredCert) -> Secret {
+    Secret {
         string_data: Some(
             [
                 ("tls.crt".to_string(), cert.cert_pem.clone()),
@@ -169,7 +176,7 @@ pub fn tls_secret(secret: &ObjectRef, cert: &StoredCert) -> Secret {
             ]
             .into(),
         ),
-        ..Default::default()
+        ..managed_tls_secret(secret)
     }
 }
 

@@ -30,7 +30,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::acme::challenge::ChallengeStore;
-use crate::acme::store::{CertStore, StoreError, StoreFuture, StoredCert, MANAGED_ANNOTATION};
+use crate::acme::store::{managed_tls_secret, CertStore, StoreError, StoreFuture, StoredCert, MANAGED_ANNOTATION};
 use crate::certs::{LoadedCert, TLS_SECRET_TYPE};
 use crate::model::ObjectRef;
 
@@ -78,15 +78,8 @@ impl KubeStore {
         .into();
         let Some(mut existing) = api.get_opt(&secret.name).await.map_err(Self::api_err(&path))? else {
             let new = Secret {
-                metadata: ObjectMeta {
-                    name: Some(secret.name.clone()),
-                    namespace: Some(secret.namespace.clone()),
-                    annotations: Some([(MANAGED_ANNOTATION.to_string(), "true".to_string())].into()),
-                    ..Default::default()
-                },
-                type_: Some(TLS_SECRET_TYPE.to_string()),
                 data: Some(data),
-                ..Default::default()
+                ..managed_tls_secret(secret)
             };
             return match api.create(&PostParams::default(), &new).await {
                 Ok(_) => Ok(()),
