@@ -398,6 +398,8 @@ impl Proxy {
                 None => return Err(ProxyError::Upstream(UpstreamError::Tls)),
             },
             _ if target.policy.upstream_h2c => Via::H2c,
+            // No body and no upgrade: the gateway's own client, in this task.
+            _ if upgrade.is_none() && body.is_end_stream() => Via::Http1Bodiless,
             _ => Via::Http1,
         };
         let h2 = target.policy.upstream_h2c || up_policy.as_ref().is_some_and(|p| p.h2());
@@ -450,15 +452,7 @@ impl Proxy {
         let bodiless = body.is_end_stream();
         // Another try needs the headers again (the request is consumed by sending it).
         let retry_headers = (bodiless && backend.endpoints.len() > 1).then(|| parts.headers.clone());
-        let idempotent = matches!(
-            parts.method,
-            http::Method::GET
-                | http::Method::HEAD
-                | http::Method::OPTIONS
-                | http::Method::TRACE
-                | http::Method::PUT
-                | http::Method::DELETE
-        );
+        let idempotent = crate::upstream::client::repeatable(&parts.method);
         let limit = target
             .policy
             .max_body_bytes
@@ -483,7 +477,7 @@ impl Proxy {
             // HTTP/1.1 goes out on the endpoint's own connections in origin form; h2c and TLS through their pooled
             // clients, which connect by the URI's authority.
             let uri = match via {
-                Via::Http1 => Uri::from(path_and_query.clone()),
+                Via::Http1 | Via::Http1Bodiless => Uri::from(path_and_query.clone()),
                 Via::H2c => upstream_uri(http::uri::Scheme::HTTP, endpoint, &path_and_query),
                 Via::Tls(_) => upstream_uri(http::uri::Scheme::HTTPS, endpoint, &path_and_query),
             };
@@ -503,7 +497,7 @@ impl Proxy {
                 .await;
             note.upstream_time = Some(sent_at.elapsed());
             let e = match sent {
-                Ok((mut resp, watch)) => {
+                Ok(mut resp) => {
                     backend.record(endpoint, !resp.status().is_server_error());
                     if resp.status() == http::StatusCode::SWITCHING_PROTOCOLS {
                         if let Some(down) = downstream_upgrade {
@@ -513,7 +507,7 @@ impl Proxy {
                             let (rparts, rbody) = resp.into_parts();
                             return Ok(Response::from_parts(
                                 rparts,
-                                Either::Left(ResponseBody::new(rbody, None, None, None)),
+                                Either::Left(ResponseBody::new(rbody, None, None)),
                             ));
                         }
                     }
@@ -531,7 +525,7 @@ impl Proxy {
                             }
                         }
                     }
-                    let rbody = ResponseBody::new(rbody, Some(in_flight), Some(read_timeout), watch);
+                    let rbody = ResponseBody::new(rbody, Some(in_flight), Some(read_timeout));
                     return Ok(Response::from_parts(rparts, Either::Left(rbody)));
                 }
                 Err(SendError::RequestBodyTimeout) => return Err(ProxyError::RequestTimeout),

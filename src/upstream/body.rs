@@ -133,22 +133,73 @@ impl Deadline {
     }
 }
 
+/// A response body as the upstream client received it.
+pub enum Received {
+    /// Through hyper's client; `watch`: the HTTP/1.1 connection's deadlines.
+    Hyper { body: Incoming, watch: Option<Arc<Watch>> },
+    /// Through the gateway's own HTTP/1.1 client, which keeps its read timeout itself.
+    Own(super::h1::Body),
+}
+
+impl Received {
+    pub fn hyper(body: Incoming) -> Self {
+        Received::Hyper { body, watch: None }
+    }
+}
+
+/// What a [`ResponseBody`] reads from.
+enum Inner {
+    Hyper(Incoming),
+    Own(super::h1::Body),
+}
+
+impl Inner {
+    fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self {
+            Inner::Hyper(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            Inner::Own(b) => Pin::new(b).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Inner::Hyper(b) => b.is_end_stream(),
+            Inner::Own(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Inner::Hyper(b) => b.size_hint(),
+            Inner::Own(b) => b.size_hint(),
+        }
+    }
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
 /// The backend's response body with the request's in-flight guard and a read timeout.
 pub struct ResponseBody {
-    inner: Option<Incoming>,
+    inner: Option<Inner>,
     guard: Option<InFlight>,
     deadline: Deadline,
 }
 
 impl ResponseBody {
-    /// `read_timeout`: longest wait between two frames (`None`: no limit). `watch`: the HTTP/1.1 connection's
-    /// deadlines, which then enforce it.
-    pub fn new(
-        inner: Incoming,
-        guard: Option<InFlight>,
-        read_timeout: Option<Duration>,
-        watch: Option<Arc<Watch>>,
-    ) -> Self {
+    /// `read_timeout`: longest wait between two frames (`None`: no limit). An HTTP/1.1 connection's deadlines
+    /// enforce it (hyper's client: its watch; the own client: itself), other bodies a timer of their own.
+    pub fn new(received: Received, guard: Option<InFlight>, read_timeout: Option<Duration>) -> Self {
+        let (inner, watch) = match received {
+            Received::Hyper { body, watch } => (Inner::Hyper(body), watch),
+            Received::Own(mut body) => {
+                body.set_read_timeout(read_timeout);
+                return Self {
+                    inner: Some(Inner::Own(body)),
+                    guard,
+                    deadline: Deadline::None,
+                };
+            }
+        };
         let deadline = match (read_timeout, watch) {
             (None, _) => Deadline::None,
             (Some(limit), Some(watch)) => Deadline::Conn {
@@ -186,7 +237,7 @@ impl Body for ResponseBody {
         let Some(inner) = this.inner.as_mut() else {
             return Poll::Ready(None);
         };
-        match Pin::new(&mut *inner).poll_frame(cx) {
+        match inner.poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 this.deadline.progress();
                 if frame.is_trailers() || inner.is_end_stream() {
@@ -197,11 +248,7 @@ impl Body for ResponseBody {
             Poll::Ready(Some(Err(e))) => {
                 let timed_out = this.deadline.expired();
                 this.finish();
-                Poll::Ready(Some(Err(if timed_out {
-                    ResponseBodyTimeout.into()
-                } else {
-                    e.into()
-                })))
+                Poll::Ready(Some(Err(if timed_out { ResponseBodyTimeout.into() } else { e })))
             }
             Poll::Ready(None) => {
                 this.finish();
@@ -216,13 +263,13 @@ impl Body for ResponseBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.as_ref().is_none_or(Body::is_end_stream)
+        self.inner.as_ref().is_none_or(Inner::is_end_stream)
     }
 
     fn size_hint(&self) -> SizeHint {
         self.inner
             .as_ref()
-            .map_or_else(|| SizeHint::with_exact(0), Body::size_hint)
+            .map_or_else(|| SizeHint::with_exact(0), Inner::size_hint)
     }
 }
 

@@ -22,12 +22,12 @@ use hyper_util::client::legacy::{Builder, Client};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 
-use super::body::{RequestBody, RequestBodyTimeout};
+use super::body::{Received, RequestBody, RequestBodyTimeout};
 use super::budget::RetryBudgetConfig;
 use super::policy::Policies;
 use super::pool::Pooled;
 use super::watch::Watch;
-use super::Endpoint;
+use super::{h1, Endpoint};
 use crate::config::UpstreamConfig;
 use crate::model::annotations::UpstreamTls;
 
@@ -81,7 +81,10 @@ pub enum SendError {
 /// Which pool a request goes through.
 #[derive(Clone, Copy)]
 pub enum Via<'a> {
+    /// HTTP/1.1 through hyper's client: requests with a body, upgrades.
     Http1,
+    /// HTTP/1.1 through the gateway's own client ([`super::h1`]): requests without a body that ask no upgrade.
+    Http1Bodiless,
     H2c,
     Tls(&'a TlsClient),
 }
@@ -187,32 +190,67 @@ impl UpstreamClient {
     /// Sends `req` to `endpoint` and waits for the response headers, up to `timeout` or the configured default.
     /// HTTP/1.1 takes the URI in origin form and goes out on one of the endpoint's pooled connections, or a new
     /// one; h2c and TLS take it in absolute form and go through their pooled clients. With the response comes,
-    /// for HTTP/1.1, the connection's [`Watch`], which keeps the body's read timeout.
+    /// for HTTP/1.1, what keeps the body's read timeout.
     pub fn send<'a>(
         &'a self,
         endpoint: &'a Endpoint,
         req: Request<UpstreamBody>,
         timeout: Option<Duration>,
         via: Via<'a>,
-    ) -> impl Future<Output = Result<(Response<Incoming>, Option<Arc<Watch>>), SendError>> + Send + 'a {
+    ) -> impl Future<Output = Result<Response<Received>, SendError>> + Send + 'a {
         let timeout = timeout.unwrap_or(self.response_header_timeout);
-        // Not an async fn: the HTTP/1.1 future is returned as it is, without a wrapper holding a second copy of
-        // the request.
+        // Not an async fn: the HTTP/1.1 futures are returned as they are, without a wrapper holding a second copy
+        // of the request.
         match via {
-            Via::Http1 => future::Either::Left(self.send_h1(endpoint, req, timeout)),
+            Via::Http1Bodiless => future::Either::Left(future::Either::Left(self.send_own(endpoint, req, timeout))),
+            Via::Http1 => future::Either::Left(future::Either::Right(self.send_h1(endpoint, req, timeout))),
             Via::H2c => future::Either::Right(Self::send_pooled(Box::pin(self.h2c.request(req)), timeout)),
             Via::Tls(c) => future::Either::Right(Self::send_pooled(Box::pin(c.request(req)), timeout)),
         }
+    }
+
+    /// A request without a body through the gateway's own client, on one of the endpoint's idle connections or a
+    /// new one. A reused connection that turns out closed before any of the response arrived (the backend closed
+    /// it while idle: the keep-alive race) is replaced by a new one once, for a method that may be repeated.
+    async fn send_own(
+        &self,
+        endpoint: &Endpoint,
+        req: Request<UpstreamBody>,
+        timeout: Duration,
+    ) -> Result<Response<Received>, SendError> {
+        let target = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
+        let (mut conn, mut reused) = match endpoint.idle.take(Instant::now(), self.idle_timeout) {
+            Some(conn) => (conn, true),
+            None => (Box::pin(self.connect_own(endpoint.addr)).await?, false),
+        };
+        loop {
+            match conn.exchange(req.method(), target, req.headers(), timeout).await {
+                Ok(head) => {
+                    let resp = head.into_response(conn, &endpoint.idle);
+                    return Ok(resp.map(Received::Own));
+                }
+                Err(h1::Failure::Timeout) => return Err(SendError::Upstream(UpstreamError::ResponseTimeout)),
+                Err(h1::Failure::Broken { received: false }) if reused && repeatable(req.method()) => {
+                    conn = Box::pin(self.connect_own(endpoint.addr)).await?;
+                    reused = false;
+                }
+                Err(_) => return Err(SendError::Upstream(UpstreamError::Reset)),
+            }
+        }
+    }
+
+    async fn connect_own(&self, addr: SocketAddr) -> Result<Box<h1::Conn>, SendError> {
+        Ok(h1::Conn::new(self.dial(addr).await?, self.watch_check))
     }
 
     /// h2c and TLS through hyper-util's pooled clients (their states are large and rarer than HTTP/1.1: boxed).
     async fn send_pooled(
         sent: Pin<Box<hyper_util::client::legacy::ResponseFuture>>,
         timeout: Duration,
-    ) -> Result<(Response<Incoming>, Option<Arc<Watch>>), SendError> {
+    ) -> Result<Response<Received>, SendError> {
         match tokio::time::timeout(timeout, sent).await {
             Err(_) => Err(SendError::Upstream(UpstreamError::ResponseTimeout)),
-            Ok(Ok(resp)) => Ok((resp, None)),
+            Ok(Ok(resp)) => Ok(resp.map(Received::hyper)),
             Ok(Err(e)) => Err(classify(&e)),
         }
     }
@@ -224,7 +262,7 @@ impl UpstreamClient {
         endpoint: &Endpoint,
         req: Request<UpstreamBody>,
         timeout: Duration,
-    ) -> Result<(Response<Incoming>, Option<Arc<Watch>>), SendError> {
+    ) -> Result<Response<Received>, SendError> {
         let now = tokio::time::Instant::now();
         let Some((mut pooled, watch)) = endpoint.conns.take(now.into_std(), self.idle_timeout) else {
             // Boxed, like the keep-alive race below: connecting is rare, and its state inline would be moved with
@@ -253,7 +291,7 @@ impl UpstreamClient {
         endpoint: &Endpoint,
         req: Request<UpstreamBody>,
         timeout: Duration,
-    ) -> Result<(Response<Incoming>, Option<Arc<Watch>>), SendError> {
+    ) -> Result<Response<Received>, SendError> {
         let (mut sender, watch) = self.connect(endpoint.addr).await?;
         watch.begin(tokio::time::Instant::now(), timeout);
         match sender.send_request(req).await {
@@ -269,20 +307,19 @@ impl UpstreamClient {
     /// Puts a connection back on its endpoint's list after its response headers, unless it was upgraded (an
     /// upgraded connection belongs to its tunnel, which has no read timeout). Any other goes back, to be reused
     /// once its body ends.
-    fn keep(
-        &self,
-        endpoint: &Endpoint,
-        (sender, watch): Pooled,
-        resp: Response<Incoming>,
-    ) -> (Response<Incoming>, Option<Arc<Watch>>) {
+    fn keep(&self, endpoint: &Endpoint, (sender, watch): Pooled, resp: Response<Incoming>) -> Response<Received> {
         if resp.status() == http::StatusCode::SWITCHING_PROTOCOLS {
-            return (resp, None);
+            return resp.map(Received::hyper);
         }
         endpoint.conns.put((sender, watch.clone()), Instant::now());
-        (resp, Some(watch))
+        resp.map(|body| Received::Hyper {
+            body,
+            watch: Some(watch),
+        })
     }
 
-    async fn connect(&self, addr: SocketAddr) -> Result<Pooled, SendError> {
+    /// A TCP connection to `addr`, within the connect timeout, without Nagle's delay.
+    async fn dial(&self, addr: SocketAddr) -> Result<TcpStream, SendError> {
         let fail = |e| Err(SendError::Upstream(e));
         let stream = match tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr)).await {
             Err(_) => return fail(UpstreamError::ConnectTimeout),
@@ -291,6 +328,11 @@ impl UpstreamClient {
             Ok(Ok(s)) => s,
         };
         let _ = stream.set_nodelay(true);
+        Ok(stream)
+    }
+
+    async fn connect(&self, addr: SocketAddr) -> Result<Pooled, SendError> {
+        let stream = self.dial(addr).await?;
         let (sender, conn) = self
             .h1
             .handshake(TokioIo::new(stream))
@@ -308,6 +350,20 @@ impl UpstreamClient {
         });
         Ok((sender, watch))
     }
+}
+
+/// Methods whose request may be sent again after a connection broke without an answer (RFC 9110 section 9.2.2,
+/// without a body here).
+pub fn repeatable(method: &http::Method) -> bool {
+    matches!(
+        *method,
+        http::Method::GET
+            | http::Method::HEAD
+            | http::Method::OPTIONS
+            | http::Method::TRACE
+            | http::Method::PUT
+            | http::Method::DELETE
+    )
 }
 
 /// Finds an error of type `T` in a chain of sources, looking inside `io::Error`s too (their `source` skips the

@@ -8,6 +8,7 @@
 pub mod body;
 pub mod budget;
 pub mod client;
+pub mod h1;
 pub mod health;
 pub mod policy;
 pub mod pool;
@@ -52,8 +53,10 @@ pub struct Endpoint {
     index: usize,
     /// `addr` as a URI authority, rendered once (requests upstream name it in their target).
     pub authority: http::uri::Authority,
-    /// Keep-alive HTTP/1.1 connections to this endpoint.
+    /// Keep-alive HTTP/1.1 connections to this endpoint, through hyper's client (requests with a body, upgrades).
     pub conns: pool::Conns,
+    /// Idle HTTP/1.1 connections of the gateway's own client (requests without a body).
+    pub idle: Arc<h1::Pool>,
     /// Requests in flight (least-request balancing).
     in_flight: AtomicU32,
     consecutive_failures: AtomicU32,
@@ -89,6 +92,7 @@ impl Endpoint {
             // Built from an `IpAddr` (no IPv6 zone), so it always parses.
             authority: http::uri::Authority::try_from(addr.to_string()).expect("a socket address is an authority"),
             conns: pool::Conns::default(),
+            idle: Arc::default(),
             in_flight: AtomicU32::new(0),
             consecutive_failures: AtomicU32::new(0),
             ejections: AtomicU32::new(0),

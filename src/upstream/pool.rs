@@ -99,6 +99,7 @@ mod tests {
     use tokio::net::TcpListener;
     use tokio::sync::Notify;
 
+    use super::super::body::ResponseBody;
     use super::super::client::UpstreamClient;
     use super::super::Endpoint;
     use crate::config::UpstreamConfig;
@@ -175,14 +176,14 @@ mod tests {
     }
 
     /// A GET on one of `ep`'s HTTP/1.1 connections.
-    async fn exchange(c: &UpstreamClient, ep: &Endpoint, path: &'static str) -> http::Response<hyper::body::Incoming> {
+    async fn exchange(c: &UpstreamClient, ep: &Endpoint, path: &'static str) -> http::Response<ResponseBody> {
         c.send(ep, get(path), None, crate::upstream::client::Via::Http1)
             .await
             .unwrap()
-            .0
+            .map(|b| ResponseBody::new(b, None, None))
     }
 
-    async fn body(resp: http::Response<hyper::body::Incoming>) -> Bytes {
+    async fn body(resp: http::Response<ResponseBody>) -> Bytes {
         resp.into_body().collect().await.unwrap().to_bytes()
     }
 

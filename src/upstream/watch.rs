@@ -32,6 +32,9 @@ pub struct Watch {
     rearm: AtomicBool,
     expired: AtomicBool,
     task: AtomicWaker,
+    /// Whoever waits on the connection when it is not the connection's task (the gateway's own HTTP/1.1 client,
+    /// [`super::h1`], reads the connection in the request's task): woken when a wait runs over.
+    waiter: AtomicWaker,
 }
 
 impl Watch {
@@ -46,6 +49,7 @@ impl Watch {
             rearm: AtomicBool::new(false),
             expired: AtomicBool::new(false),
             task: AtomicWaker::new(),
+            waiter: AtomicWaker::new(),
         }
     }
 
@@ -68,6 +72,12 @@ impl Watch {
     /// The wait is over (the headers or a frame arrived).
     pub fn end(&self) {
         self.waiting.store(0, Ordering::Release);
+    }
+
+    /// `waker` is to be woken when the current wait runs over (for a waiter that polls the connection itself).
+    /// Register before looking at [`Watch::expired`], so that an expiry in between is not missed.
+    pub fn register_waiter(&self, waker: &std::task::Waker) {
+        self.waiter.register(waker);
     }
 
     /// Whether the connection was closed because a wait on it ran over its limit.
@@ -119,6 +129,7 @@ impl Watch {
                 let deadline = waiting - 1 + self.limit.load(Ordering::Relaxed);
                 if self.since_base(now) >= deadline {
                     self.expired.store(true, Ordering::Release);
+                    self.waiter.wake();
                     return Poll::Ready(());
                 }
             }
