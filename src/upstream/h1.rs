@@ -39,8 +39,11 @@ use super::watch::Watch;
 const MAX_HEADERS: usize = 100;
 /// Longest response head (status line and fields), and longest chunk-size or trailer section.
 const MAX_HEAD: usize = 64 * 1024;
-/// Free space made in the read buffer before a read.
+/// Free space made in the read buffer before a read, at first and after small reads.
 const READ_SPACE: usize = 8 * 1024;
+/// Most free space made before a read: reads that fill the space double it up to this (large bodies then move in
+/// fewer, larger frames).
+const MAX_READ_SPACE: usize = 256 * 1024;
 /// Idle connections kept per endpoint; more are closed.
 const MAX_IDLE: usize = 256;
 
@@ -51,6 +54,8 @@ pub struct Conn {
     buf: BytesMut,
     /// The request head being written (kept to reuse its allocation).
     out: Vec<u8>,
+    /// Free space to make before the next read.
+    space: usize,
     watch: Arc<Watch>,
     /// Dropped with the connection, which ends the connection's watch task.
     _task: oneshot::Sender<()>,
@@ -105,6 +110,7 @@ impl Conn {
             io,
             buf: BytesMut::with_capacity(READ_SPACE),
             out: Vec::with_capacity(512),
+            space: READ_SPACE,
             watch,
             _task: task,
         })
@@ -216,12 +222,22 @@ impl Conn {
     /// Reads what the socket has into `buf`: the count (0: the backend closed), or an error (also when the
     /// connection's wait ran over: see [`Watch::expired`]).
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
-        if self.buf.capacity() - self.buf.len() < READ_SPACE / 2 {
-            self.buf.reserve(READ_SPACE);
+        if self.buf.capacity() - self.buf.len() < self.space / 2 {
+            self.buf.reserve(self.space);
         }
         loop {
+            let spare = self.buf.capacity() - self.buf.len();
             match self.io.try_read_buf(&mut self.buf) {
-                Ok(n) => return Poll::Ready(Ok(n)),
+                Ok(n) => {
+                    // Adaptive like hyper's read strategy: grow while reads fill the buffer, shrink back after a
+                    // small one.
+                    if n == spare {
+                        self.space = (self.space * 2).min(MAX_READ_SPACE);
+                    } else if n < self.space / 4 {
+                        self.space = READ_SPACE;
+                    }
+                    return Poll::Ready(Ok(n));
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     self.watch.register_waiter(cx.waker());
                     if self.watch.expired() {
