@@ -29,6 +29,7 @@ use std::time::{Duration, Instant};
 use bytes::{Buf, Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode, Version};
 use http_body::{Frame, SizeHint};
+use tokio::io::Interest;
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 
@@ -227,7 +228,25 @@ impl Conn {
         }
         loop {
             let spare = self.buf.capacity() - self.buf.len();
-            match self.io.try_read_buf(&mut self.buf) {
+            // A short read drained the socket: its readiness is cleared now (as tokio's own `poll_read` does),
+            // against the readiness seen before the read, so an event that came in between is kept. Without
+            // this the next read, or the idle check of `is_reusable`, would cost a system call that finds nothing.
+            let mut read = None;
+            let (io, buf) = (&self.io, &mut self.buf);
+            let result = io.try_io(Interest::READABLE, || {
+                let n = io.try_read_buf(buf)?;
+                read = Some(n);
+                if n > 0 && n < spare {
+                    Err(io::ErrorKind::WouldBlock.into())
+                } else {
+                    Ok(n)
+                }
+            });
+            let outcome = match read {
+                Some(n) => Ok(n),
+                None => result,
+            };
+            match outcome {
                 Ok(n) => {
                     // Adaptive like hyper's read strategy: grow while reads fill the buffer, shrink back after a
                     // small one.
