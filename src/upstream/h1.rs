@@ -294,8 +294,13 @@ impl Conn {
         let mut chunked = false;
         let mut other_coding = false;
         let mut close = http10;
-        for (span, h) in spans.iter_mut().zip(parsed.headers.iter()) {
+        // Fields kept for the response; the framing fields this client consumed (`Transfer-Encoding`, and
+        // `Connection`/`Keep-Alive` when they only say close or keep-alive) are left out: the proxy would strip
+        // them as hop-by-hop anyway.
+        let mut count = 0;
+        for h in parsed.headers.iter() {
             let name = h.name.as_bytes();
+            let mut keep = true;
             if name.eq_ignore_ascii_case(b"content-length") {
                 let n = parse_length(h.value).ok_or(Failure::Invalid)?;
                 if length.is_some_and(|l| l != n) {
@@ -311,24 +316,33 @@ impl Conn {
                         other_coding |= !chunked;
                     }
                 }
+                keep = false;
             } else if name.eq_ignore_ascii_case(b"connection") {
+                // Other tokens name hop-by-hop fields: then the field stays for the proxy's strip to read.
+                keep = false;
                 for token in h.value.split(|&b| b == b',') {
                     let token = token.trim_ascii();
                     if token.eq_ignore_ascii_case(b"close") {
                         close = true;
-                    } else if http10 && token.eq_ignore_ascii_case(b"keep-alive") {
-                        close = false;
+                    } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                        close &= !http10;
+                    } else if !token.is_empty() {
+                        keep = true;
                     }
                 }
+            } else if name.eq_ignore_ascii_case(b"keep-alive") {
+                keep = false;
             }
-            *span = (
-                (name.as_ptr() as usize - base) as u32,
-                name.len() as u32,
-                (h.value.as_ptr() as usize - base) as u32,
-                h.value.len() as u32,
-            );
+            if keep {
+                spans[count] = (
+                    (name.as_ptr() as usize - base) as u32,
+                    name.len() as u32,
+                    (h.value.as_ptr() as usize - base) as u32,
+                    h.value.len() as u32,
+                );
+                count += 1;
+            }
         }
-        let count = parsed.headers.len();
         let head = self.buf.split_to(len).freeze();
         if status.is_informational() {
             // 100 Continue, 103 Early Hints: skipped. 101 was not asked for (upgrades go through hyper's client).
@@ -945,6 +959,38 @@ mod tests {
         assert_eq!(fetch(&c, &ep, Method::GET, "/").await.unwrap().1, "ok");
         assert_eq!(conns.load(Ordering::SeqCst), 4);
         assert!(ep.idle.is_empty());
+    }
+
+    #[tokio::test]
+    async fn framing_fields_stay_out_of_the_response_and_named_hop_by_hop_fields_are_stripped() {
+        let (addr, conns, _) = origin(|_, head| {
+            Some(if head.contains("/named") {
+                vec![b"HTTP/1.1 200 OK\r\nconnection: keep-alive, x-private\r\nx-private: s\r\nx-keep: k\r\ncontent-length: 2\r\n\r\nok"]
+            } else {
+                vec![b"HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5\r\nTransfer-Encoding: chunked\r\nx-keep: k\r\n\r\n2\r\nok\r\n0\r\n\r\n"]
+            })
+        })
+        .await;
+        let ep = Endpoint::new(0, addr);
+        let c = client();
+        for path in ["/", "/named"] {
+            let resp = c
+                .send(&ep, request(Method::GET, path), None, Via::Http1Bodiless)
+                .await
+                .unwrap();
+            let (mut parts, body) = resp.into_parts();
+            crate::proxy::headers::strip_hop_by_hop(&mut parts.headers);
+            let names: Vec<&str> = parts.headers.keys().map(|n| n.as_str()).collect();
+            let expected: &[&str] = if path == "/" {
+                &["x-keep"]
+            } else {
+                &["x-keep", "content-length"]
+            };
+            assert_eq!(names, expected, "{path}");
+            let body = ResponseBody::new(body, None, None).collect().await.unwrap().to_bytes();
+            assert_eq!(body, "ok");
+        }
+        assert_eq!(conns.load(Ordering::SeqCst), 1);
     }
 
     #[tokio::test]
