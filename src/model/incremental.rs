@@ -699,6 +699,9 @@ impl Incremental {
     }
 
     fn refresh_owned(&mut self) {
+        if !self.opts.owned_list {
+            return;
+        }
         let mut owned: Vec<(ObjectRef, usize)> = self
             .slots
             .values()
@@ -1001,6 +1004,7 @@ mod tests {
                     default: false,
                 },
             ],
+            owned_list: true,
         }
     }
 
