@@ -29,7 +29,8 @@
 //! Ingress's namespace and name are shared `Arc<str>` (one namespace string for all its Ingresses); its hosts
 //! are indexes of its set's host groups; the few-element lists (Services named, hosts, group members) are kept
 //! inline while they hold one; diagnostics and TLS entries, which most Ingresses lack, sit behind one
-//! `Option<Box<_>>`. Host groups live in a `Vec` per set with a list of their indexes in host order.
+//! `Option<Box<_>>`. Host groups live in a `Vec` per set with a list of their indexes in host order; a served
+//! host's name is its model's.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::hash::{BuildHasher, Hash, Hasher};
@@ -186,17 +187,47 @@ struct SetIndex {
     default_backend: Option<DefaultBackendModel>,
 }
 
-/// A host: the Ingresses with a rule for it, and its model (none when no path of it is served).
+/// A host: the Ingresses with a rule for it, and its model (none when no path of it is served). Invariant:
+/// `own_host` is set exactly when `model` is not; the host is the model's otherwise (one string, not two).
 struct Group {
-    host: HostPattern,
+    own_host: Option<HostPattern>,
     members: Few<Slot>,
     model: Option<Arc<HostModel>>,
+}
+
+impl Group {
+    fn new(host: HostPattern) -> Self {
+        Group {
+            own_host: Some(host),
+            members: Few::Zero,
+            model: None,
+        }
+    }
+
+    fn host(&self) -> &HostPattern {
+        match (&self.model, &self.own_host) {
+            (Some(m), _) => &m.host,
+            (None, Some(h)) => h,
+            (None, None) => unreachable!("a group without a model keeps its host"),
+        }
+    }
+
+    /// Sets the model (of this group's host), keeping the invariant.
+    fn set_model(&mut self, model: Option<Arc<HostModel>>) {
+        if model.is_some() {
+            self.own_host = None;
+        } else if self.own_host.is_none() {
+            self.own_host = Some(self.host().clone());
+        }
+        self.model = model;
+    }
 }
 
 impl SetIndex {
     /// The position in `order` of the group of `host`, or where it would be.
     fn find(&self, host: &HostPattern) -> Result<usize, usize> {
-        self.order.binary_search_by(|g| self.groups[*g as usize].host.cmp(host))
+        self.order
+            .binary_search_by(|g| self.groups[*g as usize].host().cmp(host))
     }
 
     /// The group of `host`, created when missing.
@@ -204,11 +235,7 @@ impl SetIndex {
         match self.find(host) {
             Ok(at) => self.order[at],
             Err(at) => {
-                let g = Group {
-                    host: host.clone(),
-                    members: Few::Zero,
-                    model: None,
-                };
+                let g = Group::new(host.clone());
                 let slot = match self.free_groups.pop() {
                     Some(s) => {
                         self.groups[s as usize] = g;
@@ -227,14 +254,10 @@ impl SetIndex {
 
     /// Frees a group (it has no members).
     fn drop_group(&mut self, slot: Slot) {
-        if let Ok(at) = self.find(&self.groups[slot as usize].host) {
+        if let Ok(at) = self.find(self.groups[slot as usize].host()) {
             self.order.remove(at);
         }
-        self.groups[slot as usize] = Group {
-            host: HostPattern::Any,
-            members: Few::Zero,
-            model: None,
-        };
+        self.groups[slot as usize] = Group::new(HostPattern::Any);
         self.free_groups.push(slot);
     }
 }
@@ -421,13 +444,9 @@ impl Incremental {
             hosts.sort_by(|a, b| a.0.cmp(&b.0));
             for (host, slot, at) in hosts {
                 let g = match set.groups.last_mut() {
-                    Some(g) if g.host == host => g,
+                    Some(g) if *g.host() == host => g,
                     _ => {
-                        set.groups.push(Group {
-                            host,
-                            members: Few::Zero,
-                            model: None,
-                        });
+                        set.groups.push(Group::new(host));
                         set.groups.last_mut().expect("pushed")
                     }
                 };
@@ -442,8 +461,8 @@ impl Incremental {
             set.tls_hosts = tls_hosts(&tls);
             let mut models = SetBuilder::hosts(paths, &set.tls_hosts).into_iter().peekable();
             for g in &mut set.groups {
-                if models.peek().is_some_and(|m| m.host == g.host) {
-                    g.model = models.next().map(Arc::new);
+                if models.peek().is_some_and(|m| m.host == *g.host()) {
+                    g.set_model(models.next().map(Arc::new));
                 }
             }
             debug_assert!(models.next().is_none(), "every served host has a group");
@@ -579,7 +598,7 @@ impl Incremental {
         group
             .members
             .sort_by(|a, b| recs[*a as usize].age.cmp(&recs[*b as usize].age));
-        let host = group.host.clone();
+        let host = group.host().clone();
         let mut b = SetBuilder::default();
         t.only_host = Some(host.clone());
         for k in group.members.as_slice() {
@@ -595,10 +614,10 @@ impl Incremental {
         t.only_host = None;
         let (paths, _, _) = b.into_parts();
         let model = SetBuilder::hosts(paths, &set.tls_hosts).pop();
-        group.model = match (group.model.take(), model) {
-            (Some(old), Some(new)) if *old == new => Some(old),
-            (_, new) => new.map(Arc::new),
-        };
+        let same = matches!((&group.model, &model), (Some(old), Some(new)) if **old == *new);
+        if !same {
+            group.set_model(model.map(Arc::new));
+        }
     }
 
     // === indexes ===

@@ -674,6 +674,9 @@ impl<'a> Translator<'a> {
         let mut eps = if ready.is_empty() { terminating } else { ready };
         eps.sort();
         eps.dedup();
+        // Kept for as long as the translation is published: no room for growth (pushed one by one, a single
+        // endpoint sat in room for four).
+        eps.shrink_to_fit();
         Ok(eps)
     }
 }
