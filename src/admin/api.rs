@@ -34,8 +34,8 @@ fn backend(b: &BackendModel, down: &std::collections::HashMap<String, Vec<String
     json!({
         "down": down.get(&id).cloned().unwrap_or_default(),
         "id": id,
-        "namespace": b.namespace,
-        "service": b.service,
+        "namespace": &*b.namespace,
+        "service": &*b.service,
         "port": b.port.to_string(),
         "endpoints": b.endpoints.iter().map(|e| e.to_string()).collect::<Vec<_>>(),
     })

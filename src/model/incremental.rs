@@ -23,8 +23,16 @@
 //! on the first call, when the classes changed, when more than a quarter of the Ingresses changed or of the
 //! hosts are marked (past 64 and 16), and when two Ingresses share a namespace and name (then the full
 //! translation's result is returned as it is).
+//!
+//! Memory: at 10,000 Ingresses this state is kept for as long as the gateway runs, so it is compact. Records
+//! live in a `Vec` (a slot per Ingress, reused after removals) found through a small map of name digests; an
+//! Ingress's namespace and name are shared `Arc<str>` (one namespace string for all its Ingresses); its hosts
+//! are indexes of its set's host groups; the few-element lists (Services named, hosts, group members) are kept
+//! inline while they hold one; diagnostics and TLS entries, which most Ingresses lack, sit behind one
+//! `Option<Box<_>>`. Host groups live in a `Vec` per set with a list of their indexes in host order; a served
+//! host's name is its model's.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::Arc;
 
@@ -38,11 +46,15 @@ use super::translate::{
 };
 use super::*;
 
-/// An Ingress's identity: a 128-bit digest of its namespace and name.
-type Key = u128;
+/// An Ingress's identity: a 128-bit digest of its namespace and name (two halves, so the map's entries need no
+/// 16-byte alignment).
+type Key = (u64, u64);
+
+/// A record's index in `Incremental::recs`, and a group's in `SetIndex::groups`.
+type Slot = u32;
 
 /// Translation order: creation time, namespace, name (see `translate::age_key`).
-type Age = (Option<i64>, String, String);
+type Age = (Option<i64>, Arc<str>, Arc<str>);
 
 /// Translates like [`translate`](super::translate), reusing the previous call's work. See the module docs.
 pub struct Incremental {
@@ -52,10 +64,16 @@ pub struct Incremental {
     /// The classes of the last call; `None` before the first and after a fallback (everything is translated).
     classes: Option<Classes>,
     class_diags: Vec<Diagnostic>,
-    recs: FastMap<Key, Rec>,
+    /// Each Ingress's record slot.
+    slots: FastMap<Key, Slot>,
+    /// The records; a slot not in `slots` is free (listed in `free`) and holds a placeholder.
+    recs: Vec<Rec>,
+    free: Vec<Slot>,
+    /// One string per namespace, shared by the records.
+    namespaces: HashSet<Arc<str>>,
     sets: Vec<SetIndex>,
     /// The Ingresses that have diagnostics, oldest first.
-    with_diags: BTreeMap<Age, Key>,
+    with_diags: BTreeMap<Age, Slot>,
     owned: Arc<Vec<(ObjectRef, usize)>>,
     /// Calls that translated everything, and calls that translated what changed.
     passes: [u64; 2],
@@ -64,41 +82,184 @@ pub struct Incremental {
 /// What the last call saw of one Ingress.
 struct Rec {
     digest: u64,
-    /// The Services its backends name (digests of namespace and name) and a digest of their digests.
-    deps: Box<[u64]>,
+    /// A digest of the digests of the Services its backends name (`deps`: digests of namespace and name).
     dep_digest: u64,
+    deps: Few<u64>,
+    age: Age,
+    /// Its valid rule hosts, without repeats, as groups of its set.
+    hosts: Few<Slot>,
+    /// Its index in the last state.
+    idx: u32,
+    /// The round it was last seen in (low 32 bits).
+    seen: u32,
+    /// Its listener set.
+    set: Option<u8>,
     /// Reads Secrets (the upstream CA): translated on every call.
     volatile: bool,
-    set: Option<usize>,
-    /// Its valid rule hosts, without repeats.
-    hosts: Box<[HostPattern]>,
     has_default: bool,
-    age: Age,
-    /// Its index in the last state.
-    idx: usize,
-    seen: u64,
+    extra: Option<Box<Extra>>,
+}
+
+/// The rare parts of a record.
+#[derive(Default)]
+struct Extra {
     /// Its diagnostics, in tag order, not deduplicated.
     diags: Vec<Tagged>,
     /// Its `spec.tls` entries.
     tls: Vec<TlsModel>,
 }
 
+/// A short list kept inline while it has at most one element.
+#[derive(Clone, Default)]
+enum Few<T: Copy> {
+    #[default]
+    Zero,
+    One(T),
+    Many(Box<[T]>),
+}
+
+impl<T: Copy + PartialEq> Few<T> {
+    fn as_slice(&self) -> &[T] {
+        match self {
+            Few::Zero => &[],
+            Few::One(x) => std::slice::from_ref(x),
+            Few::Many(xs) => xs,
+        }
+    }
+
+    fn from_vec(mut v: Vec<T>) -> Self {
+        match v.len() {
+            0 => Few::Zero,
+            1 => Few::One(v[0]),
+            _ => {
+                v.shrink_to_fit();
+                Few::Many(v.into_boxed_slice())
+            }
+        }
+    }
+
+    fn push(&mut self, x: T) {
+        *self = match std::mem::take(self) {
+            Few::Zero => Few::One(x),
+            Few::One(a) => Few::Many(Box::new([a, x])),
+            Few::Many(xs) => {
+                let mut v = xs.into_vec();
+                v.push(x);
+                Few::Many(v.into_boxed_slice())
+            }
+        }
+    }
+
+    fn remove(&mut self, x: T) {
+        if self.as_slice().contains(&x) {
+            *self = Few::from_vec(self.as_slice().iter().copied().filter(|y| *y != x).collect());
+        }
+    }
+
+    fn set(&mut self, i: usize, x: T) {
+        match self {
+            Few::Zero => panic!("index {i} of an empty list"),
+            Few::One(a) => *a = x,
+            Few::Many(xs) => xs[i] = x,
+        }
+    }
+
+    fn sort_by(&mut self, f: impl FnMut(&T, &T) -> std::cmp::Ordering) {
+        if let Few::Many(xs) = self {
+            xs.sort_by(f);
+        }
+    }
+}
+
 #[derive(Default)]
 struct SetIndex {
-    hosts: BTreeMap<HostPattern, Group>,
+    /// The host groups; a group without members is removed when its host is translated again (its slot is
+    /// then free, listed in `free_groups`).
+    groups: Vec<Group>,
+    free_groups: Vec<Slot>,
+    /// The live groups in host order.
+    order: Vec<Slot>,
     /// The Ingresses with `spec.defaultBackend`, and those with TLS entries, oldest first.
-    defaults: BTreeMap<Age, Key>,
-    tls: BTreeMap<Age, Key>,
+    defaults: BTreeMap<Age, Slot>,
+    tls: BTreeMap<Age, Slot>,
     tls_hosts: Vec<HostPattern>,
     tls_models: Vec<TlsModel>,
     default_backend: Option<DefaultBackendModel>,
 }
 
-/// A host: the Ingresses with a rule for it, and its model (none when no path of it is served).
-#[derive(Default)]
+/// A host: the Ingresses with a rule for it, and its model (none when no path of it is served). Invariant:
+/// `own_host` is set exactly when `model` is not; the host is the model's otherwise (one string, not two).
 struct Group {
-    members: Vec<Key>,
+    own_host: Option<HostPattern>,
+    members: Few<Slot>,
     model: Option<Arc<HostModel>>,
+}
+
+impl Group {
+    fn new(host: HostPattern) -> Self {
+        Group {
+            own_host: Some(host),
+            members: Few::Zero,
+            model: None,
+        }
+    }
+
+    fn host(&self) -> &HostPattern {
+        match (&self.model, &self.own_host) {
+            (Some(m), _) => &m.host,
+            (None, Some(h)) => h,
+            (None, None) => unreachable!("a group without a model keeps its host"),
+        }
+    }
+
+    /// Sets the model (of this group's host), keeping the invariant.
+    fn set_model(&mut self, model: Option<Arc<HostModel>>) {
+        if model.is_some() {
+            self.own_host = None;
+        } else if self.own_host.is_none() {
+            self.own_host = Some(self.host().clone());
+        }
+        self.model = model;
+    }
+}
+
+impl SetIndex {
+    /// The position in `order` of the group of `host`, or where it would be.
+    fn find(&self, host: &HostPattern) -> Result<usize, usize> {
+        self.order
+            .binary_search_by(|g| self.groups[*g as usize].host().cmp(host))
+    }
+
+    /// The group of `host`, created when missing.
+    fn group(&mut self, host: &HostPattern) -> Slot {
+        match self.find(host) {
+            Ok(at) => self.order[at],
+            Err(at) => {
+                let g = Group::new(host.clone());
+                let slot = match self.free_groups.pop() {
+                    Some(s) => {
+                        self.groups[s as usize] = g;
+                        s
+                    }
+                    None => {
+                        self.groups.push(g);
+                        (self.groups.len() - 1) as Slot
+                    }
+                };
+                self.order.insert(at, slot);
+                slot
+            }
+        }
+    }
+
+    /// Frees a group (it has no members).
+    fn drop_group(&mut self, slot: Slot) {
+        if let Ok(at) = self.find(self.groups[slot as usize].host()) {
+            self.order.remove(at);
+        }
+        self.groups[slot as usize] = Group::new(HostPattern::Any);
+        self.free_groups.push(slot);
+    }
 }
 
 impl Incremental {
@@ -109,7 +270,10 @@ impl Incremental {
             round: 0,
             classes: None,
             class_diags: Vec::new(),
-            recs: FastMap::default(),
+            slots: FastMap::default(),
+            recs: Vec::new(),
+            free: Vec::new(),
+            namespaces: HashSet::new(),
             sets: Vec::new(),
             with_diags: BTreeMap::new(),
             owned: Arc::default(),
@@ -129,7 +293,7 @@ impl Incremental {
     /// The translation of `state`, equal to `translate(state, options)`.
     pub fn translate(&mut self, state: &ClusterState) -> Translation {
         self.round += 1;
-        let round = self.round;
+        let round = self.round as u32;
         let opts = self.opts.clone();
         let mut t = Translator::new(state, &opts, true);
         let classes = t.classes();
@@ -139,35 +303,37 @@ impl Incremental {
         }
         let services = self.service_digests(state);
 
-        // What changed: (key, index in the state; none when removed).
-        let mut changed: Vec<(Key, Option<usize>)> = Vec::new();
+        // What changed: (slot, index in the state; none when removed).
+        let mut changed: Vec<(Slot, Option<usize>)> = Vec::new();
         let mut seen = 0;
         let full = self.classes.is_none();
         for (i, ing) in state.ingresses.iter().enumerate() {
             let Some(name) = ing.metadata.name.as_deref() else {
                 continue;
             };
-            let key = self.key(namespace_of(&ing.metadata), name);
             seen += 1;
             if full {
                 continue;
             }
-            let digest = self.digest_ingress(ing);
-            if self.recs.get(&key).is_some_and(|r| r.seen == round) {
-                return self.fallback(state);
-            }
-            match self.recs.get_mut(&key) {
-                Some(r) => {
+            let key = self.key(namespace_of(&ing.metadata), name);
+            match self.slots.get(&key) {
+                Some(&slot) => {
+                    let digest = self.digest_ingress(ing);
+                    let r = &mut self.recs[slot as usize];
+                    if r.seen == round {
+                        return self.fallback(state);
+                    }
                     r.seen = round;
-                    r.idx = i;
-                    if r.digest != digest || r.volatile || dep_digest(&r.deps, &services) != r.dep_digest {
-                        changed.push((key, Some(i)));
+                    r.idx = i as u32;
+                    if r.digest != digest || r.volatile || dep_digest(r.deps.as_slice(), &services) != r.dep_digest {
+                        changed.push((slot, Some(i)));
                     }
                 }
                 None => {
                     // A placeholder, so that a second Ingress of the same name is noticed.
-                    self.recs.insert(key, Rec::placeholder(round));
-                    changed.push((key, Some(i)));
+                    let slot = self.alloc(Rec::placeholder(round));
+                    self.slots.insert(key, slot);
+                    changed.push((slot, Some(i)));
                 }
             }
         }
@@ -175,11 +341,17 @@ impl Incremental {
             self.classes = Some(classes);
             return self.translate_all(state, &mut t, &services);
         }
-        if self.recs.len() > seen {
-            for (k, r) in &self.recs {
-                if r.seen != round {
-                    changed.push((*k, None));
+        if self.slots.len() > seen {
+            let recs = &self.recs;
+            let mut gone: Vec<(Key, Slot)> = Vec::new();
+            for (k, s) in &self.slots {
+                if recs[*s as usize].seen != round {
+                    gone.push((*k, *s));
                 }
+            }
+            for (k, s) in gone {
+                self.slots.remove(&k);
+                changed.push((s, None));
             }
         }
         self.classes = Some(classes);
@@ -189,10 +361,31 @@ impl Incremental {
     /// The full translation, returned as it is; the next call translates everything again.
     fn fallback(&mut self, state: &ClusterState) -> Translation {
         self.classes = None;
-        self.recs.clear();
+        self.clear();
+        super::translate(state, &self.opts)
+    }
+
+    fn clear(&mut self) {
+        self.slots = FastMap::default();
+        self.recs = Vec::new();
+        self.free = Vec::new();
+        self.namespaces.clear();
         self.sets.clear();
         self.with_diags.clear();
-        super::translate(state, &self.opts)
+    }
+
+    /// A slot for a record.
+    fn alloc(&mut self, rec: Rec) -> Slot {
+        match self.free.pop() {
+            Some(s) => {
+                self.recs[s as usize] = rec;
+                s
+            }
+            None => {
+                self.recs.push(rec);
+                (self.recs.len() - 1) as Slot
+            }
+        }
     }
 
     // === everything ===
@@ -204,42 +397,75 @@ impl Incremental {
         services: &FastMap<u64, u64>,
     ) -> Translation {
         self.passes[0] += 1;
-        self.recs.clear();
-        self.with_diags.clear();
+        self.clear();
+        self.slots.reserve(state.ingresses.len());
+        self.recs.reserve_exact(state.ingresses.len());
         self.sets = self.opts.listener_sets.iter().map(|_| SetIndex::default()).collect();
         let classes = self.classes.take().expect("classes are set");
         let mut builders: Vec<SetBuilder> = self.opts.listener_sets.iter().map(|_| SetBuilder::default()).collect();
         let mut order: Vec<(usize, &Ingress)> = state.ingresses.iter().enumerate().collect();
         order.sort_by(|a, b| age_key(&a.1.metadata).cmp(&age_key(&b.1.metadata)));
+        // Per set: (host, record slot, the host's position among the record's hosts).
+        let mut hosts: Vec<Vec<(HostPattern, Slot, u32)>> = self.sets.iter().map(|_| Vec::new()).collect();
         for (idx, ing) in order {
             let Some(iref) = object_ref("Ingress", &ing.metadata) else {
                 continue;
             };
             let key = self.key(&iref.namespace, &iref.name);
-            if self.recs.contains_key(&key) {
+            if self.slots.contains_key(&key) {
                 return self.fallback(state);
             }
-            let mut rec = self.rec(ing, idx, classes.set_of(ing), services);
-            if let Some(s) = rec.set {
+            let set = classes.set_of(ing);
+            let (mut rec, rec_hosts) = self.rec(ing, idx, set, services);
+            let slot = self.recs.len() as Slot;
+            if let Some(s) = set {
                 let b = &mut builders[s];
                 let tls_before = b.tls.len();
                 t.ingress(ing, &iref, b);
-                rec.diags = take_tagged(t);
-                rec.tls = b.tls[tls_before..].to_vec();
-                self.index(key, &rec, None);
+                rec.set_extra(take_tagged(t), b.tls[tls_before..].to_vec());
+                rec.hosts = Few::from_vec(vec![0; rec_hosts.len()]);
+                hosts[s].extend(rec_hosts.into_iter().enumerate().map(|(i, h)| (h, slot, i as u32)));
+                let set = &mut self.sets[s];
+                if rec.has_default {
+                    set.defaults.insert(rec.age.clone(), slot);
+                }
+                if !rec.tls().is_empty() {
+                    set.tls.insert(rec.age.clone(), slot);
+                }
             }
-            if !rec.diags.is_empty() {
-                self.with_diags.insert(rec.age.clone(), key);
+            if !rec.diags().is_empty() {
+                self.with_diags.insert(rec.age.clone(), slot);
             }
-            self.recs.insert(key, rec);
+            self.recs.push(rec);
+            self.slots.insert(key, slot);
         }
-        for (set, b) in self.sets.iter_mut().zip(builders) {
+        for ((set, b), mut hosts) in self.sets.iter_mut().zip(builders).zip(hosts) {
+            // Groups in host order; members oldest first (the order records were made in).
+            hosts.sort_by(|a, b| a.0.cmp(&b.0));
+            for (host, slot, at) in hosts {
+                let g = match set.groups.last_mut() {
+                    Some(g) if *g.host() == host => g,
+                    _ => {
+                        set.groups.push(Group::new(host));
+                        set.groups.last_mut().expect("pushed")
+                    }
+                };
+                g.members.push(slot);
+                self.recs[slot as usize]
+                    .hosts
+                    .set(at as usize, (set.groups.len() - 1) as Slot);
+            }
+            set.groups.shrink_to_fit();
+            set.order = (0..set.groups.len() as Slot).collect();
             let (paths, default_backend, tls) = b.into_parts();
             set.tls_hosts = tls_hosts(&tls);
-            for h in SetBuilder::hosts(paths, &set.tls_hosts) {
-                let group = set.hosts.entry(h.host.clone()).or_default();
-                group.model = Some(Arc::new(h));
+            let mut models = SetBuilder::hosts(paths, &set.tls_hosts).into_iter().peekable();
+            for g in &mut set.groups {
+                if models.peek().is_some_and(|m| m.host == *g.host()) {
+                    g.set_model(models.next().map(Arc::new));
+                }
             }
+            debug_assert!(models.next().is_none(), "every served host has a group");
             set.tls_models = tls;
             set.default_backend = default_backend;
         }
@@ -255,69 +481,68 @@ impl Incremental {
         state: &ClusterState,
         t: &mut Translator<'_>,
         services: &FastMap<u64, u64>,
-        changed: Vec<(Key, Option<usize>)>,
+        changed: Vec<(Slot, Option<usize>)>,
     ) -> Translation {
         self.passes[1] += 1;
         let classes = self.classes.take().expect("classes are set");
         let n = self.sets.len();
         let mut dirty = Dirty {
-            hosts: vec![BTreeSet::new(); n],
+            groups: vec![BTreeSet::new(); n],
             defaults: vec![false; n],
             tls: vec![false; n],
         };
-        let mut touched: Vec<Key> = Vec::new();
+        let mut touched: Vec<Slot> = Vec::new();
         let mut owned_dirty = false;
 
-        for (key, idx) in changed {
-            let old = self.recs.remove(&key);
-            let old_set = old.as_ref().and_then(|o| o.set);
-            if let Some(old) = old {
-                if !old.diags.is_empty() {
-                    self.with_diags.remove(&old.age);
-                }
-                self.unindex(key, &old, &mut dirty);
+        for (slot, idx) in changed {
+            let old = std::mem::replace(&mut self.recs[slot as usize], Rec::placeholder(0));
+            let old_set = old.set;
+            if !old.diags().is_empty() {
+                self.with_diags.remove(&old.age);
             }
+            self.unindex(slot, &old, &mut dirty);
             let Some(idx) = idx else {
                 owned_dirty |= old_set.is_some();
+                self.free.push(slot);
                 continue;
             };
             let ing = &state.ingresses[idx];
-            let mut rec = self.rec(ing, idx, classes.set_of(ing), services);
+            let set = classes.set_of(ing);
+            let (mut rec, hosts) = self.rec(ing, idx, set, services);
             owned_dirty |= old_set != rec.set;
-            if let Some(s) = rec.set {
+            if set.is_some() {
                 // The Ingress's own part: spec, annotations, invalid rule hosts, TLS entries.
                 let iref = object_ref("Ingress", &ing.metadata).expect("named");
                 let mut b = SetBuilder::default();
                 t.ingress(ing, &iref, &mut b);
-                rec.diags = take_tagged(t)
+                let diags = take_tagged(t)
                     .into_iter()
                     .filter(|(tag, host, _)| matches!(tag.0, 0 | 3) || (tag.0 == 2 && host.is_none()))
                     .collect();
-                rec.tls = b.into_parts().2;
-                self.index(key, &rec, Some(&mut dirty));
-                let _ = s;
+                rec.set_extra(diags, b.into_parts().2);
+                self.index(slot, &mut rec, hosts, &mut dirty);
             }
-            touched.push(key);
-            self.recs.insert(key, rec);
+            touched.push(slot);
+            self.recs[slot as usize] = rec;
         }
 
-        let total_hosts: usize = self.sets.iter().map(|s| s.hosts.len()).sum();
+        let total_hosts: usize = self.sets.iter().map(|s| s.order.len()).sum();
         for s in 0..n {
             let set = &mut self.sets[s];
             if dirty.tls[s] {
                 set.tls_models = set
                     .tls
                     .values()
-                    .flat_map(|k| self.recs[k].tls.iter().cloned())
+                    .flat_map(|k| self.recs[*k as usize].tls().iter().cloned())
                     .collect();
                 let hosts = tls_hosts(&set.tls_models);
                 if hosts != set.tls_hosts {
                     set.tls_hosts = hosts;
-                    dirty.hosts[s].extend(set.hosts.keys().cloned());
+                    dirty.groups[s].extend(set.order.iter().copied());
                 }
             }
         }
-        let marked: usize = dirty.hosts.iter().map(BTreeSet::len).sum();
+        let marked: usize = dirty.groups.iter().map(BTreeSet::len).sum();
         if marked * 4 > total_hosts.max(64) {
             self.passes[1] -= 1;
             self.classes = Some(classes);
@@ -327,27 +552,30 @@ impl Incremental {
         for s in 0..n {
             if dirty.defaults[s] {
                 let mut b = SetBuilder::default();
-                let members: Vec<Key> = self.sets[s].defaults.values().copied().collect();
+                let members: Vec<Slot> = self.sets[s].defaults.values().copied().collect();
                 for k in members {
-                    let rec = self.recs.get_mut(&k).expect("indexed");
-                    let ing = &state.ingresses[rec.idx];
+                    let rec = &mut self.recs[k as usize];
+                    let ing = &state.ingresses[rec.idx as usize];
                     let iref = object_ref("Ingress", &ing.metadata).expect("named");
                     t.ingress(ing, &iref, &mut b);
                     let fresh = take_tagged(t).into_iter().filter(|d| d.0 .0 == 1);
-                    replace(&mut rec.diags, |d| d.0 .0 == 1, fresh);
+                    rec.replace_diags(|d| d.0 .0 == 1, fresh);
                     touched.push(k);
                 }
                 self.sets[s].default_backend = b.into_parts().1;
             }
-            for host in std::mem::take(&mut dirty.hosts[s]) {
-                self.host(state, t, s, host, &mut touched);
+            for g in std::mem::take(&mut dirty.groups[s]) {
+                self.host(state, t, s, g, &mut touched);
             }
         }
 
         for k in touched {
-            let Some(rec) = self.recs.get(&k) else { continue };
+            let rec = &self.recs[k as usize];
+            if rec.seen == 0 {
+                continue; // removed
+            }
             self.with_diags.remove(&rec.age);
-            if !rec.diags.is_empty() {
+            if !rec.diags().is_empty() {
                 self.with_diags.insert(rec.age.clone(), k);
             }
         }
@@ -358,51 +586,50 @@ impl Incremental {
         self.assemble()
     }
 
-    /// Translates one host again from the Ingresses with a rule for it.
-    fn host(
-        &mut self,
-        state: &ClusterState,
-        t: &mut Translator<'_>,
-        s: usize,
-        host: HostPattern,
-        touched: &mut Vec<Key>,
-    ) {
+    /// Translates one host (a group of set `s`) again from the Ingresses with a rule for it.
+    fn host(&mut self, state: &ClusterState, t: &mut Translator<'_>, s: usize, g: Slot, touched: &mut Vec<Slot>) {
         let set = &mut self.sets[s];
-        match set.hosts.get(&host) {
-            None => return,
-            Some(g) if g.members.is_empty() => {
-                set.hosts.remove(&host);
-                return;
-            }
-            Some(_) => {}
+        let group = &mut set.groups[g as usize];
+        if matches!(group.members, Few::Zero) {
+            set.drop_group(g);
+            return;
         }
-        let group = set.hosts.get_mut(&host).expect("present");
         let recs = &mut self.recs;
-        group.members.sort_by(|a, b| recs[a].age.cmp(&recs[b].age));
+        group
+            .members
+            .sort_by(|a, b| recs[*a as usize].age.cmp(&recs[*b as usize].age));
+        let host = group.host().clone();
         let mut b = SetBuilder::default();
         t.only_host = Some(host.clone());
-        for k in &group.members {
-            let rec = recs.get_mut(k).expect("indexed");
-            let ing = &state.ingresses[rec.idx];
+        for k in group.members.as_slice() {
+            let rec = &mut recs[*k as usize];
+            let ing = &state.ingresses[rec.idx as usize];
             let iref = object_ref("Ingress", &ing.metadata).expect("named");
             t.ingress(ing, &iref, &mut b);
             let mine = |d: &Tagged| d.0 .0 == 2 && d.1.as_ref() == Some(&host);
             let fresh: Vec<Tagged> = take_tagged(t).into_iter().filter(mine).collect();
-            replace(&mut rec.diags, mine, fresh);
+            rec.replace_diags(mine, fresh);
             touched.push(*k);
         }
         t.only_host = None;
         let (paths, _, _) = b.into_parts();
         let model = SetBuilder::hosts(paths, &set.tls_hosts).pop();
-        group.model = match (group.model.take(), model) {
-            (Some(old), Some(new)) if *old == new => Some(old),
-            (_, new) => new.map(Arc::new),
-        };
+        let same = matches!((&group.model, &model), (Some(old), Some(new)) if **old == *new);
+        if !same {
+            group.set_model(model.map(Arc::new));
+        }
     }
 
     // === indexes ===
 
-    fn rec(&self, ing: &Ingress, idx: usize, set: Option<usize>, services: &FastMap<u64, u64>) -> Rec {
+    /// A record of an Ingress (hosts not yet indexed: `hosts` is empty), and its valid rule hosts.
+    fn rec(
+        &mut self,
+        ing: &Ingress,
+        idx: usize,
+        set: Option<usize>,
+        services: &FastMap<u64, u64>,
+    ) -> (Rec, Vec<HostPattern>) {
         let ns = namespace_of(&ing.metadata);
         let spec = ing.spec.as_ref();
         let mut deps = Vec::new();
@@ -427,75 +654,85 @@ impl Incremental {
         }
         let volatile = annotations::IngressPolicy::from_meta(&ing.metadata).is_ok_and(|p| p.upstream_tls.is_some());
         let (ts, ns, name) = age_key(&ing.metadata);
-        Rec {
+        let ns = match self.namespaces.get(ns) {
+            Some(shared) => shared.clone(),
+            None => {
+                let shared: Arc<str> = ns.into();
+                self.namespaces.insert(shared.clone());
+                shared
+            }
+        };
+        let rec = Rec {
             digest: self.digest_ingress(ing),
             dep_digest: dep_digest(&deps, services),
-            deps: deps.into(),
+            deps: Few::from_vec(deps),
+            age: (ts, ns, name.into()),
+            hosts: Few::Zero,
+            idx: idx as u32,
+            seen: self.round as u32,
+            set: set.map(|s| u8::try_from(s).expect("at most 255 listener sets")),
             volatile,
-            set,
-            hosts: hosts.into(),
             has_default: spec.is_some_and(|s| s.default_backend.is_some()),
-            age: (ts, ns.to_string(), name.to_string()),
-            idx,
-            seen: self.round,
-            diags: Vec::new(),
-            tls: Vec::new(),
-        }
+            extra: None,
+        };
+        (rec, hosts)
     }
 
-    /// Adds an Ingress of a set to its hosts' groups and its set's participant lists.
-    fn index(&mut self, key: Key, rec: &Rec, mut dirty: Option<&mut Dirty>) {
-        let Some(s) = rec.set else { return };
+    /// Adds an Ingress of a set to its hosts' groups and its set's participant lists, marking them.
+    fn index(&mut self, slot: Slot, rec: &mut Rec, hosts: Vec<HostPattern>, dirty: &mut Dirty) {
+        let Some(s) = rec.set.map(usize::from) else { return };
         let set = &mut self.sets[s];
-        for h in rec.hosts.iter() {
-            set.hosts.entry(h.clone()).or_default().members.push(key);
-            if let Some(d) = dirty.as_deref_mut() {
-                d.hosts[s].insert(h.clone());
-            }
+        let mut ids = Vec::with_capacity(hosts.len());
+        for h in &hosts {
+            let g = set.group(h);
+            set.groups[g as usize].members.push(slot);
+            dirty.groups[s].insert(g);
+            ids.push(g);
         }
+        rec.hosts = Few::from_vec(ids);
         if rec.has_default {
-            set.defaults.insert(rec.age.clone(), key);
+            set.defaults.insert(rec.age.clone(), slot);
         }
-        if !rec.tls.is_empty() {
-            set.tls.insert(rec.age.clone(), key);
+        if !rec.tls().is_empty() {
+            set.tls.insert(rec.age.clone(), slot);
         }
-        if let Some(d) = dirty {
-            d.defaults[s] |= rec.has_default;
-            d.tls[s] |= !rec.tls.is_empty();
-        }
+        dirty.defaults[s] |= rec.has_default;
+        dirty.tls[s] |= !rec.tls().is_empty();
     }
 
-    fn unindex(&mut self, key: Key, rec: &Rec, dirty: &mut Dirty) {
-        let Some(s) = rec.set else { return };
+    fn unindex(&mut self, slot: Slot, rec: &Rec, dirty: &mut Dirty) {
+        let Some(s) = rec.set.map(usize::from) else { return };
         let set = &mut self.sets[s];
-        for h in rec.hosts.iter() {
-            if let Some(g) = set.hosts.get_mut(h) {
-                g.members.retain(|k| *k != key);
-            }
-            dirty.hosts[s].insert(h.clone());
+        for g in rec.hosts.as_slice() {
+            set.groups[*g as usize].members.remove(slot);
+            dirty.groups[s].insert(*g);
         }
         if rec.has_default {
             set.defaults.remove(&rec.age);
         }
-        if !rec.tls.is_empty() {
+        if !rec.tls().is_empty() {
             set.tls.remove(&rec.age);
         }
         dirty.defaults[s] |= rec.has_default;
-        dirty.tls[s] |= !rec.tls.is_empty();
+        dirty.tls[s] |= !rec.tls().is_empty();
     }
 
     fn refresh_owned(&mut self) {
+        if !self.opts.owned_list {
+            return;
+        }
         let mut owned: Vec<(ObjectRef, usize)> = self
-            .recs
+            .slots
             .values()
-            .filter_map(|r| {
+            .filter_map(|s| {
+                let r = &self.recs[*s as usize];
                 let set = r.set?;
                 let iref = ObjectRef {
                     kind: "Ingress",
-                    namespace: r.age.1.clone(),
-                    name: r.age.2.clone(),
+                    namespace: r.age.1.to_string(),
+                    name: r.age.2.to_string(),
                 };
-                Some((iref, set))
+                Some((iref, usize::from(set)))
             })
             .collect();
         owned.sort();
@@ -509,7 +746,7 @@ impl Incremental {
         let mut diagnostics = self.class_diags.clone();
         for k in self.with_diags.values() {
             let first = diagnostics.len();
-            for (_, _, d) in &self.recs[k].diags {
+            for (_, _, d) in self.recs[*k as usize].diags() {
                 if !diagnostics[first..].iter().any(|e| e.reason == d.reason) {
                     diagnostics.push(d.clone());
                 }
@@ -523,7 +760,11 @@ impl Incremental {
                 .zip(&self.sets)
                 .map(|(o, s)| SetModel {
                     name: o.name.clone(),
-                    hosts: s.hosts.values().filter_map(|g| g.model.clone()).collect(),
+                    hosts: s
+                        .order
+                        .iter()
+                        .filter_map(|g| s.groups[*g as usize].model.clone())
+                        .collect(),
                     default_backend: s.default_backend.clone(),
                     tls: s.tls_models.clone(),
                 })
@@ -543,7 +784,7 @@ impl Incremental {
             name.hash(&mut h);
             h.finish()
         };
-        (u128::from(half(0)) << 64) | u128::from(half(1))
+        (half(0), half(1))
     }
 
     fn service_key(&self, ns: &str, name: &str) -> u64 {
@@ -587,29 +828,54 @@ impl Incremental {
     }
 }
 
-/// What a change marked, per listener set: hosts to translate again, and whether the default backend and the
-/// TLS list must be recomputed.
+/// What a change marked, per listener set: host groups to translate again, and whether the default backend and
+/// the TLS list must be recomputed.
 struct Dirty {
-    hosts: Vec<BTreeSet<HostPattern>>,
+    groups: Vec<BTreeSet<Slot>>,
     defaults: Vec<bool>,
     tls: Vec<bool>,
 }
 
 impl Rec {
-    fn placeholder(round: u64) -> Self {
+    /// A free slot, or a new Ingress's before it is translated (seen in `round`; 0 for a free slot).
+    fn placeholder(round: u32) -> Self {
         Rec {
             digest: 0,
-            deps: Box::new([]),
             dep_digest: 0,
-            volatile: false,
-            set: None,
-            hosts: Box::new([]),
-            has_default: false,
-            age: (None, String::new(), String::new()),
+            deps: Few::Zero,
+            age: (None, Arc::from(""), Arc::from("")),
+            hosts: Few::Zero,
             idx: 0,
             seen: round,
-            diags: Vec::new(),
-            tls: Vec::new(),
+            set: None,
+            volatile: false,
+            has_default: false,
+            extra: None,
+        }
+    }
+
+    fn diags(&self) -> &[Tagged] {
+        self.extra.as_ref().map_or(&[], |e| &e.diags)
+    }
+
+    fn tls(&self) -> &[TlsModel] {
+        self.extra.as_ref().map_or(&[], |e| &e.tls)
+    }
+
+    fn set_extra(&mut self, diags: Vec<Tagged>, tls: Vec<TlsModel>) {
+        self.extra = (!diags.is_empty() || !tls.is_empty()).then(|| Box::new(Extra { diags, tls }));
+    }
+
+    /// Replaces the diagnostics `which` selects by `fresh` (see [`replace`]).
+    fn replace_diags(&mut self, which: impl Fn(&Tagged) -> bool, fresh: impl IntoIterator<Item = Tagged>) {
+        let mut fresh = fresh.into_iter().peekable();
+        if self.extra.is_none() && fresh.peek().is_none() {
+            return;
+        }
+        let extra = self.extra.get_or_insert_with(Default::default);
+        replace(&mut extra.diags, which, fresh);
+        if extra.diags.is_empty() && extra.tls.is_empty() {
+            self.extra = None;
         }
     }
 }
@@ -757,6 +1023,7 @@ mod tests {
                     default: false,
                 },
             ],
+            owned_list: true,
         }
     }
 

@@ -36,7 +36,9 @@ pub fn translate(state: &ClusterState, opts: &Options) -> Translation {
         let Some(set_idx) = classes.set_of(ing) else {
             continue;
         };
-        owned.push((iref.clone(), set_idx));
+        if opts.owned_list {
+            owned.push((iref.clone(), set_idx));
+        }
         t.ingress(ing, &iref, &mut sets[set_idx]);
     }
 
@@ -161,6 +163,8 @@ pub(super) struct Translator<'a> {
     service_index: Option<FastMap<(&'a str, &'a str), &'a Service>>,
     slice_index: Option<FastMap<(&'a str, &'a str), Vec<&'a EndpointSlice>>>,
     last_policy: Option<Arc<IngressPolicy>>,
+    /// One string per namespace, Service and port name met, shared by the backends (see [`BackendModel`]).
+    names: HashSet<Arc<str>>,
     /// Incremental translation: every diagnostic, not deduplicated, with where in its Ingress it was found, so
     /// that a translation of some hosts only can put each back in place (see `model::incremental`).
     pub(super) tagged: Option<Vec<Tagged>>,
@@ -253,6 +257,7 @@ impl<'a> Translator<'a> {
             service_index: None,
             slice_index: None,
             last_policy: None,
+            names: HashSet::new(),
             tagged: tagged.then(Vec::new),
             at: (0, 0, 0),
             at_host: None,
@@ -276,6 +281,18 @@ impl<'a> Translator<'a> {
         match &self.last_policy {
             Some(last) if **last == p => last.clone(),
             _ => self.last_policy.insert(Arc::new(p)).clone(),
+        }
+    }
+
+    /// `s` as a string shared with the backends translated before.
+    fn shared(&mut self, s: &str) -> Arc<str> {
+        match self.names.get(s) {
+            Some(shared) => shared.clone(),
+            None => {
+                let shared: Arc<str> = s.into();
+                self.names.insert(shared.clone());
+                shared
+            }
         }
     }
 
@@ -546,7 +563,7 @@ impl<'a> Translator<'a> {
         };
         let port = match svc.port.as_ref().map(|p| (p.number, p.name.as_deref())) {
             Some((Some(n), _)) => PortRef::Number(n),
-            Some((None, Some(name))) if !name.is_empty() => PortRef::Name(name.to_string()),
+            Some((None, Some(name))) if !name.is_empty() => PortRef::Name(self.shared(name)),
             _ => {
                 self.diag(
                     iref,
@@ -556,8 +573,8 @@ impl<'a> Translator<'a> {
             }
         };
         let mut model = BackendModel {
-            namespace: ns.to_string(),
-            service: svc.name.clone(),
+            namespace: self.shared(ns),
+            service: self.shared(&svc.name),
             port,
             endpoints: Vec::new(),
         };
@@ -610,7 +627,7 @@ impl<'a> Translator<'a> {
         let ports = spec.and_then(|s| s.ports.as_deref()).unwrap_or_default();
         let sp = ports.iter().find(|p| match port {
             PortRef::Number(n) => p.port == *n,
-            PortRef::Name(n) => p.name.as_deref() == Some(n.as_str()),
+            PortRef::Name(n) => p.name.as_deref() == Some(&**n),
         });
         let Some(sp) = sp else {
             return Err(format!("Service {ns}/{name} has no port {port}"));
@@ -657,6 +674,9 @@ impl<'a> Translator<'a> {
         let mut eps = if ready.is_empty() { terminating } else { ready };
         eps.sort();
         eps.dedup();
+        // Kept for as long as the translation is published: no room for growth (pushed one by one, a single
+        // endpoint sat in room for four).
+        eps.shrink_to_fit();
         Ok(eps)
     }
 }
