@@ -67,12 +67,14 @@ type BackendKey = (String, Balance, Option<ActiveCheck>);
 /// walk over every route of the previous snapshot. The publisher keeps one; [`Snapshot::build`] and
 /// [`Snapshot::rebuild`] use a fresh one.
 ///
-/// Invariant: the index holds (weakly) every backend of the snapshot of generation `indexed`; an entry whose
-/// backend is gone is skipped and pruned now and then. A build after a snapshot of another generation indexes
-/// that snapshot's backends first, as a fresh builder does.
+/// Invariant: the index holds (weakly) every backend of the snapshot of generation `indexed`, under a hash of
+/// its [`BackendKey`]; an entry whose backend is gone is skipped and pruned now and then, and a hash collision
+/// only costs a missed reuse (the backend's own key is compared). A build after a snapshot of another
+/// generation indexes that snapshot's backends first, as a fresh builder does.
 #[derive(Default)]
 pub struct Builder {
-    backends: FastMap<BackendKey, Weak<Backend>>,
+    backends: FastMap<u64, Weak<Backend>>,
+    hasher: std::hash::RandomState,
     /// The index's size after its last pruning: it is pruned again when it has doubled.
     pruned_len: usize,
     indexed: Option<u64>,
@@ -91,14 +93,17 @@ impl Builder {
         generation: u64,
         previous: Option<(&Snapshot, Option<&Translation>)>,
     ) -> Snapshot {
+        use std::hash::BuildHasher;
         self.built.clear();
+        let hasher = self.hasher.clone();
+        let hash = move |id: &str, balance: Balance, check: Option<&ActiveCheck>| hasher.hash_one((id, balance, check));
         match previous {
             None => self.backends.clear(),
             Some((prev, _)) if self.indexed != Some(prev.generation) => {
                 self.backends.clear();
                 for b in prev.sets.iter().flat_map(|s| s.backends()) {
-                    self.backends
-                        .insert((b.id.clone(), b.balance, b.check.clone()), Arc::downgrade(b));
+                    let h = hash(&b.id, b.balance, b.check.as_ref());
+                    self.backends.insert(h, Arc::downgrade(b));
                 }
             }
             Some(_) => {}
@@ -114,7 +119,12 @@ impl Builder {
                     built.push(b.clone());
                     return b.clone();
                 }
-                let b = match index.get(&key).and_then(Weak::upgrade) {
+                let h = hash(&key.0, key.1, key.2.as_ref());
+                let indexed = index
+                    .get(&h)
+                    .and_then(Weak::upgrade)
+                    .filter(|b| b.id == key.0 && b.balance == key.1 && b.check == key.2);
+                let b = match indexed {
                     Some(old) if old.same_as(&m.endpoints, p.balance, health, p.active_check.as_ref()) => old,
                     _ => {
                         let b = Arc::new(Backend::with_check(
@@ -124,7 +134,7 @@ impl Builder {
                             health,
                             p.active_check.clone(),
                         ));
-                        index.insert(key.clone(), Arc::downgrade(&b));
+                        index.insert(h, Arc::downgrade(&b));
                         b
                     }
                 };
