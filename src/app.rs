@@ -148,6 +148,8 @@ impl Compiler {
 pub struct Publisher {
     shared: Arc<Shared>,
     generation: u64,
+    /// Keeps an index of the backends it handed out, so a rebuild walks only the hosts that changed.
+    builder: crate::routing::Builder,
     checkers: crate::upstream::health::Checkers,
 }
 
@@ -156,6 +158,7 @@ impl Publisher {
         Self {
             shared,
             generation: 0,
+            builder: Default::default(),
             checkers: Default::default(),
         }
     }
@@ -174,18 +177,22 @@ impl Publisher {
         let prev = self.shared.snapshot.load_full();
         let tls = Some(c.tls.sets.clone());
         // Hosts whose model did not change keep their compiled routes.
-        let snap = match &last {
-            Some(last) => Snapshot::rebuild(&c.translation, tls, self.generation, &prev, &last.translation),
-            None => Snapshot::build(&c.translation, tls, self.generation, Some(&prev)),
-        };
-        drop(last);
+        let before = last.as_ref().map(|l| &l.translation);
+        let snap = self
+            .builder
+            .build(&c.translation, tls, self.generation, Some((&prev, before)));
         let t = &c.translation;
         let hosts: usize = snap.sets.iter().map(|s| s.host_count()).sum();
         let routes: usize = snap.sets.iter().map(|s| s.route_count()).sum();
-        self.checkers.ensure(snap.sets.iter().flat_map(|s| s.backends()));
-        self.shared.upstream_policies.publish(t);
+        // Backends of unchanged hosts were in the previous table and have their checkers.
+        self.checkers.ensure(self.builder.built_backends().iter());
+        // These look only at the hosts that changed since `before`.
+        self.shared.upstream_policies.publish(t, before);
         // Before the swap, so every route in the new table already has its counters.
-        self.shared.metrics.published(&c, self.generation, started.elapsed());
+        self.shared
+            .metrics
+            .published(&c, before, self.generation, started.elapsed());
+        drop(last);
         self.shared.snapshot.store(Arc::new(snap));
         self.shared.ready.store(true, Ordering::Release);
         for d in &t.diagnostics {

@@ -54,6 +54,9 @@ pub struct Metrics {
     set_names: Vec<String>,
     sets: Box<[SetMetrics]>,
     routes: ArcSwap<RouteCounters>,
+    /// Every backend id in `routes`, so a new pair shares its id with the Ingresses naming the same backend
+    /// (touched by the publisher only).
+    backend_ids: std::sync::Mutex<std::collections::HashSet<Arc<str>, foldhash::fast::RandomState>>,
     publishes: AtomicU64,
     last_build_micros: AtomicU64,
     generation: AtomicU64,
@@ -157,6 +160,7 @@ impl Metrics {
                 by_ingress,
                 defaults: vec![None; n],
             }),
+            backend_ids: Default::default(),
             publishes: AtomicU64::new(0),
             last_build_micros: AtomicU64::new(0),
             generation: AtomicU64::new(0),
@@ -251,10 +255,19 @@ impl Metrics {
         }
     }
 
-    /// Called by the publisher before the new routing snapshot is swapped in. Counters are never removed (their
-    /// totals stay in the exposition); the map is copied only when the table names a new (Ingress, backend) pair,
-    /// and then shallowly (each Ingress's inner map is shared until it changes).
-    pub fn published(&self, c: &Compiled, generation: u64, build: Duration) {
+    /// Called by the publisher before the new routing snapshot is swapped in, with the translation published
+    /// before (`None` at first). Counters are never removed (their totals stay in the exposition), so every pair
+    /// of the previous translation has its counters already and only the hosts that changed since
+    /// ([`crate::routing::changed_hosts`]) and the default backends are looked at. The map is copied only when
+    /// the table names a new (Ingress, backend) pair, and then shallowly (each Ingress's slice is shared until it
+    /// changes).
+    pub fn published(
+        &self,
+        c: &Compiled,
+        previous: Option<&crate::model::Translation>,
+        generation: u64,
+        build: Duration,
+    ) {
         let old = self.routes.load();
         let n = self.set_names.len();
         let mut pairs: Vec<(String, String)> = Vec::new();
@@ -274,10 +287,16 @@ impl Metrics {
         };
         let mut defaults: Vec<Option<Arc<str>>> = vec![None; n];
         for (i, set) in c.translation.sets.iter().enumerate() {
-            for h in &set.hosts {
+            let mut paths = |h: &crate::model::HostModel| {
                 for p in &h.paths {
                     note(&p.ingress.namespace, &p.ingress.name, &p.backend);
                 }
+            };
+            match previous.and_then(|t| t.sets.get(i)) {
+                Some(before) => crate::routing::changed_hosts(before, set)
+                    .filter_map(|(_, after)| after)
+                    .for_each(|h| paths(h)),
+                None => set.hosts.iter().for_each(|h| paths(h)),
             }
             if let Some(d) = &set.default_backend {
                 note(&d.ingress.namespace, &d.ingress.name, &d.backend);
@@ -294,20 +313,15 @@ impl Metrics {
         if !pairs.is_empty() || old.defaults != defaults {
             let mut by_ingress = old.by_ingress.clone();
             // Backend ids already known, to share rather than copy.
-            let mut services: FastMap<Arc<str>, ()> = FastMap::default();
-            for per in by_ingress.values() {
-                for (s, _) in per.iter() {
-                    services.entry(s.clone()).or_default();
-                }
-            }
+            let mut services = self.backend_ids.lock().unwrap_or_else(|e| e.into_inner());
             pairs.sort();
             pairs.dedup();
             for (ingress, service) in pairs {
-                let service: Arc<str> = match services.get_key_value(service.as_str()) {
-                    Some((s, _)) => s.clone(),
+                let service: Arc<str> = match services.get(service.as_str()) {
+                    Some(s) => s.clone(),
                     None => {
                         let s: Arc<str> = Arc::from(service);
-                        services.insert(s.clone(), ());
+                        services.insert(s.clone());
                         s
                     }
                 };
@@ -697,5 +711,86 @@ mod tests {
     fn label_values_are_escaped() {
         assert_eq!(esc("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
         assert_eq!(esc("plain"), "plain");
+    }
+
+    fn translation(hosts: &[(usize, usize)]) -> crate::model::Translation {
+        use crate::model::{BackendModel, HostModel, HostPattern, ObjectRef, PathKind, PathModel, PortRef, SetModel};
+        let hosts = hosts
+            .iter()
+            .map(|&(ingress, service)| {
+                Arc::new(HostModel {
+                    host: HostPattern::Exact(format!("h{ingress:03}.example")),
+                    paths: vec![PathModel {
+                        path: "/".into(),
+                        kind: PathKind::Prefix,
+                        backend: BackendModel {
+                            namespace: "ns".into(),
+                            service: format!("s{service}"),
+                            port: PortRef::Number(80),
+                            endpoints: vec![],
+                        },
+                        ingress: ObjectRef {
+                            kind: "Ingress",
+                            namespace: "ns".into(),
+                            name: format!("i{ingress}"),
+                        },
+                        https_redirect: false,
+                        policy: Default::default(),
+                    }],
+                })
+            })
+            .collect();
+        crate::model::Translation {
+            sets: vec![SetModel {
+                name: "a".into(),
+                hosts,
+                default_backend: None,
+                tls: vec![],
+            }],
+            ..Default::default()
+        }
+    }
+
+    fn compiled(translation: crate::model::Translation) -> Compiled {
+        Compiled {
+            translation,
+            tls: crate::certs::TlsBuild {
+                sets: vec![],
+                served: vec![],
+                diagnostics: vec![],
+                fingerprint: 0,
+            },
+        }
+    }
+
+    #[test]
+    fn publishes_after_edits_give_every_route_its_counter() {
+        let m = Metrics::new(&["a".to_string()]);
+        let mut last = translation(&(0..10).map(|i| (i, i)).collect::<Vec<_>>());
+        m.published(&compiled(last.clone()), None, 1, Duration::ZERO);
+        // Host 3 now names service 7, host 5 is gone, host 10 is new; the other hosts are the same `Arc`s, so only
+        // the changed ones are looked at.
+        let mut next = last.clone();
+        let edited = translation(&[(3, 7), (10, 10)]);
+        next.sets[0].hosts[3] = edited.sets[0].hosts[0].clone();
+        next.sets[0].hosts.remove(5);
+        next.sets[0].hosts.push(edited.sets[0].hosts[1].clone());
+        for (generation, t) in [(2, next.clone()), (3, translation(&[(1, 2), (2, 1)]))] {
+            m.published(&compiled(t.clone()), Some(&last), generation, Duration::ZERO);
+            let routes = m.routes.load();
+            for p in t.sets[0].hosts.iter().flat_map(|h| &h.paths) {
+                let ingress = format!("{}/{}", p.ingress.namespace, p.ingress.name);
+                let service = format!("{}/{}:{}", p.backend.namespace, p.backend.service, p.backend.port);
+                let per = routes.by_ingress.get(ingress.as_str()).expect("Ingress counted");
+                assert!(per.iter().any(|(s, _)| **s == *service), "{ingress} {service}");
+            }
+            last = t;
+        }
+        // Counters are never removed, and a backend id is shared by the Ingresses naming it.
+        let routes = m.routes.load();
+        let id = |i: &str, s: &str| routes.by_ingress[i].iter().find(|(x, _)| **x == *s).unwrap().0.clone();
+        assert!(Arc::ptr_eq(&id("ns/i3", "ns/s7:80"), &id("ns/i7", "ns/s7:80")));
+        assert!(Arc::ptr_eq(&id("ns/i2", "ns/s1:80"), &id("ns/i1", "ns/s1:80")));
+        assert!(routes.by_ingress.contains_key("ns/i5"));
     }
 }

@@ -14,7 +14,8 @@ use kube::api::PostParams;
 use kube::Api;
 use tokio::time::Instant;
 
-use crate::model::{ClusterState, Diagnostic, ObjectRef, Subject};
+use super::Objects;
+use crate::model::{Diagnostic, ObjectRef, Subject};
 
 pub struct EventSink {
     client: kube::Client,
@@ -38,7 +39,7 @@ impl EventSink {
     }
 
     /// Sends the Events not sent recently. Returns false when some are still waiting (rate limit or error).
-    pub async fn emit(&mut self, diagnostics: &[Diagnostic], state: &ClusterState) -> bool {
+    pub async fn emit(&mut self, diagnostics: &[Diagnostic], objects: &dyn Objects) -> bool {
         let dedupe = self.dedupe;
         self.sent.retain(|_, at| at.elapsed() < dedupe);
         let mut budget = self.burst;
@@ -54,7 +55,7 @@ impl EventSink {
                 break;
             }
             budget -= 1;
-            match self.send(obj, &d.reason, state).await {
+            match self.send(obj, &d.reason, objects).await {
                 Ok(()) => {
                     self.sent.insert(key, Instant::now());
                 }
@@ -67,8 +68,8 @@ impl EventSink {
         done
     }
 
-    async fn send(&self, obj: &ObjectRef, message: &str, state: &ClusterState) -> Result<(), kube::Error> {
-        let (api_version, uid) = identify(obj, state);
+    async fn send(&self, obj: &ObjectRef, message: &str, objects: &dyn Objects) -> Result<(), kube::Error> {
+        let (api_version, uid) = (api_version(obj.kind), objects.uid(obj));
         let namespace = if obj.namespace.is_empty() {
             "default".to_string()
         } else {
@@ -113,30 +114,11 @@ impl EventSink {
     }
 }
 
-/// The apiVersion of a kind Portico reads, and the object's uid when it is in `state`.
-fn identify(obj: &ObjectRef, state: &ClusterState) -> (&'static str, Option<String>) {
-    fn uid<'a>(mut metas: impl Iterator<Item = &'a ObjectMeta>, obj: &ObjectRef) -> Option<String> {
-        metas
-            .find(|m| {
-                m.name.as_deref() == Some(obj.name.as_str()) && m.namespace.as_deref().unwrap_or("") == obj.namespace
-            })
-            .and_then(|m| m.uid.clone())
-    }
-    match obj.kind {
-        "Ingress" => (
-            "networking.k8s.io/v1",
-            uid(state.ingresses.iter().map(|o| &o.metadata), obj),
-        ),
-        "IngressClass" => (
-            "networking.k8s.io/v1",
-            uid(state.ingress_classes.iter().map(|o| &o.metadata), obj),
-        ),
-        "Service" => ("v1", uid(state.services.iter().map(|o| &o.metadata), obj)),
-        "Secret" => ("v1", uid(state.secrets.iter().map(|o| &o.metadata), obj)),
-        "EndpointSlice" => (
-            "discovery.k8s.io/v1",
-            uid(state.endpoint_slices.iter().map(|o| &o.metadata), obj),
-        ),
-        _ => ("v1", None),
+/// The apiVersion of a kind Portico reads.
+fn api_version(kind: &str) -> &'static str {
+    match kind {
+        "Ingress" | "IngressClass" => "networking.k8s.io/v1",
+        "EndpointSlice" => "discovery.k8s.io/v1",
+        _ => "v1",
     }
 }

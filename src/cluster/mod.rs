@@ -4,9 +4,9 @@
 //!  watchers (IngressClass, Ingress, Service, EndpointSlice, TLS Secret) ──▶ reflector stores
 //!      │ change (debounce 50 ms, at most 500 ms)      every watcher synced? else wait for its InitDone
 //!      ▼
-//!  ClusterState from the stores ──▶ Compiler::compile (spawn_blocking) ──▶ Publisher::publish (data plane)
-//!      │
-//!      └──Round (owned Ingresses, diagnostics, state)──▶ leader only: Ingress status, Events
+//!  ClusterState, kept and updated from the stores ──▶ Compiler::compile (spawn_blocking) ──▶ Publisher::publish
+//!      │            (only the objects changed since)
+//!      └──Round (owned Ingresses, diagnostics)──▶ leader only: Ingress status, Events (objects read from the stores)
 //!  Lease (optional) ──leader: bool──┘
 //!      └──▶ ACME manager (orders only while leader; see [`acme`]) ◀── every compile: candidates
 //! ```
@@ -27,7 +27,6 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::{Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
-use kube::runtime::reflector::Store;
 use kube::runtime::watcher;
 use kube::Api;
 use tokio::sync::watch as channel;
@@ -80,25 +79,92 @@ impl Default for ClusterOptions {
 struct Round {
     owned: Arc<Vec<(ObjectRef, usize)>>,
     diagnostics: Vec<Diagnostic>,
-    state: Arc<ClusterState>,
+}
+
+/// The objects the leader's writers look up by name: the reflector stores as they are now (a `ClusterState`
+/// in tests).
+pub trait Objects: Send + Sync {
+    fn ingress(&self, namespace: &str, name: &str) -> Option<Arc<Ingress>>;
+    fn service(&self, namespace: &str, name: &str) -> Option<Arc<Service>>;
+    /// The uid of an object of a kind Portico reads.
+    fn uid(&self, r: &ObjectRef) -> Option<String>;
 }
 
 struct Stores {
-    classes: Vec<Store<IngressClass>>,
-    ingresses: Vec<Store<Ingress>>,
-    services: Vec<Store<Service>>,
-    slices: Vec<Store<EndpointSlice>>,
-    secrets: Vec<Store<Secret>>,
+    classes: watch::Kind<IngressClass>,
+    ingresses: watch::Kind<Ingress>,
+    services: watch::Kind<Service>,
+    slices: watch::Kind<EndpointSlice>,
+    secrets: watch::Kind<Secret>,
 }
 
 impl Stores {
-    fn state(&self) -> ClusterState {
-        ClusterState {
-            ingress_classes: watch::contents(&self.classes),
-            ingresses: watch::contents(&self.ingresses),
-            services: watch::contents(&self.services),
-            endpoint_slices: watch::contents(&self.slices),
-            secrets: watch::contents(&self.secrets),
+    /// Brings `state` up to date with the stores, cloning only what changed since the last sync (see
+    /// [`watch::Kind::sync`]); `state` must be what the previous sync left (or empty at first).
+    fn sync(&self, state: &mut ClusterState) {
+        self.classes.sync(&mut state.ingress_classes);
+        self.ingresses.sync(&mut state.ingresses);
+        self.services.sync(&mut state.services);
+        self.slices.sync(&mut state.endpoint_slices);
+        self.secrets.sync(&mut state.secrets);
+    }
+
+    /// The next sync clones every object again.
+    fn resync(&self) {
+        self.classes.resync();
+        self.ingresses.resync();
+        self.services.resync();
+        self.slices.resync();
+        self.secrets.resync();
+    }
+}
+
+impl Objects for Stores {
+    fn ingress(&self, namespace: &str, name: &str) -> Option<Arc<Ingress>> {
+        self.ingresses.get(Some(namespace), name)
+    }
+
+    fn service(&self, namespace: &str, name: &str) -> Option<Arc<Service>> {
+        self.services.get(Some(namespace), name)
+    }
+
+    fn uid(&self, r: &ObjectRef) -> Option<String> {
+        let ns = (!r.namespace.is_empty()).then_some(r.namespace.as_str());
+        let meta = |m: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta| m.uid.clone();
+        match r.kind {
+            "Ingress" => self.ingresses.get(ns, &r.name).and_then(|o| meta(&o.metadata)),
+            "IngressClass" => self.classes.get(None, &r.name).and_then(|o| meta(&o.metadata)),
+            "Service" => self.services.get(ns, &r.name).and_then(|o| meta(&o.metadata)),
+            "Secret" => self.secrets.get(ns, &r.name).and_then(|o| meta(&o.metadata)),
+            "EndpointSlice" => self.slices.get(ns, &r.name).and_then(|o| meta(&o.metadata)),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+impl Objects for ClusterState {
+    fn ingress(&self, namespace: &str, name: &str) -> Option<Arc<Ingress>> {
+        let found = self
+            .ingresses
+            .iter()
+            .find(|o| o.metadata.namespace.as_deref() == Some(namespace) && o.metadata.name.as_deref() == Some(name));
+        found.cloned().map(Arc::new)
+    }
+
+    fn service(&self, namespace: &str, name: &str) -> Option<Arc<Service>> {
+        let found = self
+            .services
+            .iter()
+            .find(|o| o.metadata.namespace.as_deref() == Some(namespace) && o.metadata.name.as_deref() == Some(name));
+        found.cloned().map(Arc::new)
+    }
+
+    fn uid(&self, r: &ObjectRef) -> Option<String> {
+        match r.kind {
+            "Ingress" => self.ingress(&r.namespace, &r.name)?.metadata.uid.clone(),
+            "Service" => self.service(&r.namespace, &r.name)?.metadata.uid.clone(),
+            _ => None,
         }
     }
 }
@@ -134,7 +200,7 @@ pub async fn run(
     shutdown: channel::Receiver<bool>,
 ) {
     let watches = watch::Watches::new();
-    let stores = start_watches(&client, &options, &publish, &watches, &shutdown);
+    let stores = Arc::new(start_watches(&client, &options, &publish, &watches, &shutdown));
 
     let leader_rx = leader_tx.subscribe();
     let (round_tx, round_rx) = channel::channel::<Option<Arc<Round>>>(None);
@@ -162,6 +228,7 @@ pub async fn run(
         client,
         &options,
         publish,
+        stores.clone(),
         round_rx,
         leader_rx,
         acme.clone(),
@@ -201,40 +268,63 @@ fn start_watches(
     };
     let any = watcher::Config::default;
     let mut stores = Stores {
-        classes: vec![watches.spawn("IngressClass".into(), Api::all(client.clone()), any(), shutdown.clone())],
-        ingresses: Vec::new(),
-        services: Vec::new(),
-        slices: Vec::new(),
-        secrets: Vec::new(),
+        classes: watch::Kind::new(),
+        ingresses: watch::Kind::new(),
+        services: watch::Kind::new(),
+        slices: watch::Kind::new(),
+        secrets: watch::Kind::new(),
     };
+    let classes = Api::all(client.clone());
+    watches.spawn(
+        &mut stores.classes,
+        "IngressClass".into(),
+        classes,
+        any(),
+        shutdown.clone(),
+    );
     for ns in &scopes {
         let ns = *ns;
-        stores
-            .ingresses
-            .push(watches.spawn(label("Ingress", ns), api(client, ns), any(), shutdown.clone()));
-        stores
-            .services
-            .push(watches.spawn(label("Service", ns), api(client, ns), any(), shutdown.clone()));
-        stores
-            .slices
-            .push(watches.spawn(label("EndpointSlice", ns), api(client, ns), any(), shutdown.clone()));
-        stores.secrets.push(watches.spawn(
+        let s = &mut stores;
+        watches.spawn(
+            &mut s.ingresses,
+            label("Ingress", ns),
+            api(client, ns),
+            any(),
+            shutdown.clone(),
+        );
+        watches.spawn(
+            &mut s.services,
+            label("Service", ns),
+            api(client, ns),
+            any(),
+            shutdown.clone(),
+        );
+        watches.spawn(
+            &mut s.slices,
+            label("EndpointSlice", ns),
+            api(client, ns),
+            any(),
+            shutdown.clone(),
+        );
+        watches.spawn(
+            &mut s.secrets,
             label("Secret", ns),
             api(client, ns),
             any().fields("type=kubernetes.io/tls"),
             shutdown.clone(),
-        ));
+        );
     }
     // A publish Service outside the watched namespaces is watched by name.
     for p in publish {
         if let Publish::Service { namespace, name } = p {
             if !options.namespaces.is_empty() && !options.namespaces.contains(namespace) {
-                stores.services.push(watches.spawn(
+                watches.spawn(
+                    &mut stores.services,
                     format!("Service {namespace}/{name}"),
                     Api::namespaced(client.clone(), namespace),
                     any().fields(&format!("metadata.name={name}")),
                     shutdown.clone(),
-                ));
+                );
             }
         }
     }
@@ -243,7 +333,7 @@ fn start_watches(
 
 #[allow(clippy::too_many_arguments)]
 async fn publish_loop(
-    stores: Stores,
+    stores: Arc<Stores>,
     watches: watch::Watches,
     options: &ClusterOptions,
     compiler: Arc<Compiler>,
@@ -253,7 +343,9 @@ async fn publish_loop(
     mut shutdown: channel::Receiver<bool>,
 ) {
     let mut changes = watches.subscribe();
-    let stores = Arc::new(stores);
+    // The objects as of the last compile, updated from the stores before each compile (moved into the blocking
+    // task and back; lost, so listed again, only if a compile panics).
+    let mut state = Some(ClusterState::default());
     loop {
         tokio::select! {
             r = changes.changed() => if r.is_err() { return },
@@ -279,22 +371,27 @@ async fn publish_loop(
         }
         let (compiler, stores) = (compiler.clone(), stores.clone());
         let now = crate::certs::unix_now();
+        let mut current = state.take().unwrap_or_else(|| {
+            // A compile panicked with the state: list everything again.
+            stores.resync();
+            ClusterState::default()
+        });
         let compiled = tokio::task::spawn_blocking(move || {
-            let state = Arc::new(stores.state());
-            let compiled = compiler.compile(&state, Vec::new(), now);
-            (state, compiled)
+            stores.sync(&mut current);
+            let compiled = compiler.compile(&current, Vec::new(), now);
+            (current, compiled)
         })
         .await;
         match compiled {
-            Ok((state, compiled)) => {
+            Ok((current, compiled)) => {
                 let round = Round {
                     owned: compiled.translation.owned.clone(),
                     diagnostics: compiled.translation.diagnostics.clone(),
-                    state,
                 };
                 if let Some(a) = &acme {
-                    a.feed(&compiled.translation, &round.state);
+                    a.feed(&compiled.translation, &current);
                 }
+                state = Some(current);
                 publisher.publish(compiled);
                 rounds.send_replace(Some(Arc::new(round)));
             }
@@ -305,10 +402,12 @@ async fn publish_loop(
 
 /// Status and Events, for the leader: runs after every compile, on gaining leadership, on retry, and when the
 /// ACME manager reports a changed set of invalid orders (those become Events on their Ingresses too).
+#[allow(clippy::too_many_arguments)]
 async fn leader_work(
     client: kube::Client,
     options: &ClusterOptions,
     publish: Vec<Publish>,
+    objects: Arc<Stores>,
     mut rounds: channel::Receiver<Option<Arc<Round>>>,
     mut leader: channel::Receiver<bool>,
     acme: Option<crate::acme::AcmeHandle>,
@@ -335,13 +434,13 @@ async fn leader_work(
             continue;
         };
         let is_leader = *leader.borrow_and_update();
-        let mut ok = status.reconcile(&round.owned, &round.state, &leader).await;
+        let mut ok = status.reconcile(&round.owned, &*objects, &leader).await;
         if is_leader && *leader.borrow() {
             let mut diagnostics = round.diagnostics.clone();
             if let Some(a) = &acme {
                 diagnostics.extend(a.status().diagnostics());
             }
-            ok &= events.emit(&diagnostics, &round.state).await;
+            ok &= events.emit(&diagnostics, &*objects).await;
         }
         retry = !ok;
     }

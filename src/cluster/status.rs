@@ -10,8 +10,9 @@ use kube::api::{Patch, PatchParams};
 use kube::Api;
 use serde_json::json;
 
+use super::Objects;
 use crate::config::Publish;
-use crate::model::{ClusterState, ObjectRef};
+use crate::model::ObjectRef;
 
 /// One `status.loadBalancer.ingress` entry: an IP or a hostname.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -33,7 +34,7 @@ impl Address {
 
 /// The addresses a listener set publishes, or `None` when it publishes nothing (or its Service has no address
 /// yet: an unknown address never overwrites a known one).
-pub fn set_addresses(publish: &Publish, state: &ClusterState) -> Option<Vec<Address>> {
+pub fn set_addresses(publish: &Publish, objects: &dyn Objects) -> Option<Vec<Address>> {
     match publish {
         Publish::None => None,
         Publish::Addresses(list) => Some(
@@ -51,10 +52,7 @@ pub fn set_addresses(publish: &Publish, state: &ClusterState) -> Option<Vec<Addr
                 .collect(),
         ),
         Publish::Service { namespace, name } => {
-            let svc = state.services.iter().find(|s| {
-                s.metadata.namespace.as_deref() == Some(namespace.as_str())
-                    && s.metadata.name.as_deref() == Some(name.as_str())
-            })?;
+            let svc = objects.service(namespace, name)?;
             let list: Vec<Address> = svc
                 .status
                 .as_ref()?
@@ -90,26 +88,6 @@ fn current(ing: &Ingress) -> Vec<Address> {
         .unwrap_or_default()
 }
 
-/// The Ingresses of a state by namespace and name, built once per reconcile round (a lookup per owned Ingress
-/// over the whole list was quadratic: half of cluster mode's CPU per change at 10,000 Ingresses).
-struct ByName<'a>(HashMap<(&'a str, &'a str), &'a Ingress>);
-
-impl<'a> ByName<'a> {
-    fn new(state: &'a ClusterState) -> Self {
-        Self(
-            state
-                .ingresses
-                .iter()
-                .filter_map(|i| Some(((i.metadata.namespace.as_deref()?, i.metadata.name.as_deref()?), i)))
-                .collect(),
-        )
-    }
-
-    fn get(&self, r: &ObjectRef) -> Option<&'a Ingress> {
-        self.0.get(&(r.namespace.as_str(), r.name.as_str())).copied()
-    }
-}
-
 /// Writes Ingress status. Keeps what it wrote until the watch shows it, so a round that runs before the
 /// Ingress's watch event arrives does not write the same thing twice.
 pub struct StatusWriter {
@@ -141,41 +119,42 @@ impl StatusWriter {
     pub async fn reconcile(
         &mut self,
         owned: &[(ObjectRef, usize)],
-        state: &ClusterState,
+        objects: &dyn Objects,
         leader: &tokio::sync::watch::Receiver<bool>,
     ) -> bool {
-        let by_name = ByName::new(state);
+        let ingress = |r: &ObjectRef| objects.ingress(&r.namespace, &r.name);
         let now: HashSet<ObjectRef> = owned.iter().map(|(r, _)| r.clone()).collect();
         for gone in self.owned_before.difference(&now) {
             self.to_clear.insert(gone.clone());
         }
-        self.to_clear.retain(|r| !now.contains(r) && by_name.get(r).is_some());
+        self.to_clear.retain(|r| !now.contains(r) && ingress(r).is_some());
         self.owned_before = now;
         let leading = || *leader.borrow();
         if !leading() {
             return true;
         }
-        let addresses: Vec<Option<Vec<Address>>> = self.publish.iter().map(|p| set_addresses(p, state)).collect();
+        let addresses: Vec<Option<Vec<Address>>> = self.publish.iter().map(|p| set_addresses(p, objects)).collect();
         let mut ok = true;
         for (r, set) in owned {
-            let (Some(Some(want)), Some(ing)) = (addresses.get(*set), by_name.get(r)) else {
+            let Some(Some(want)) = addresses.get(*set) else {
                 continue;
             };
+            let Some(ing) = ingress(r) else { continue };
             if !leading() {
                 return true;
             }
-            ok &= self.write(r, ing, want.clone()).await;
+            ok &= self.write(r, &ing, want.clone()).await;
         }
         for r in self.to_clear.clone() {
-            let Some(ing) = by_name.get(&r) else { continue };
+            let Some(ing) = ingress(&r) else { continue };
             if !leading() {
                 return true;
             }
-            if current(ing).is_empty() {
+            if current(&ing).is_empty() {
                 self.to_clear.remove(&r);
                 continue;
             }
-            if self.write(&r, ing, Vec::new()).await {
+            if self.write(&r, &ing, Vec::new()).await {
                 self.to_clear.remove(&r);
             } else {
                 ok = false;
@@ -223,6 +202,7 @@ impl StatusWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::ClusterState;
     use k8s_openapi::api::core::v1::{LoadBalancerIngress, LoadBalancerStatus, Service, ServiceStatus};
 
     #[test]

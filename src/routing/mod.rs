@@ -11,13 +11,13 @@
 
 mod policy;
 
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Weak};
 
 pub use policy::RoutePolicy;
 
 use crate::certs::SetTls;
-use crate::model::{FastMap, HostPattern, PathKind, SetModel, Translation};
+use crate::model::{FastMap, HostModel, HostPattern, PathKind, SetModel, Translation};
 use crate::upstream::{ActiveCheck, Backend, Balance, HealthPolicy};
 
 /// Everything the proxy needs, published at once: routes and the certificates they are served with.
@@ -39,12 +39,13 @@ impl Snapshot {
     /// identity and endpoints did not change are taken from `previous`, so their balancer state survives the
     /// swap.
     pub fn build(t: &Translation, tls: Option<Vec<SetTls>>, generation: u64, previous: Option<&Snapshot>) -> Self {
-        Self::build_with(t, tls, generation, previous.map(|p| (p, None)))
+        Builder::default().build(t, tls, generation, previous.map(|p| (p, None)))
     }
 
     /// [`Snapshot::build`] after a previous snapshot and the translation it was built from: a host whose model
     /// did not change keeps its compiled routes (shared, not rebuilt), so a change to one Ingress costs little
-    /// more than a comparison per host.
+    /// more than a comparison per host. (A [`Builder`] kept from one build to the next also skips indexing the
+    /// previous snapshot's backends.)
     pub fn rebuild(
         t: &Translation,
         tls: Option<Vec<SetTls>>,
@@ -52,49 +53,95 @@ impl Snapshot {
         previous: &Snapshot,
         previous_translation: &Translation,
     ) -> Self {
-        Self::build_with(t, tls, generation, Some((previous, Some(previous_translation))))
+        Builder::default().build(t, tls, generation, Some((previous, Some(previous_translation))))
     }
+}
 
-    fn build_with(
+// === impl Builder ===
+
+/// What identifies a backend across builds: its id, balancing and active check.
+type BackendKey = (String, Balance, Option<ActiveCheck>);
+
+/// Builds snapshot after snapshot, keeping between builds what makes a rebuild cost O(changed hosts): an index
+/// of the backends it handed out, so a changed host finds the backend an unchanged host already uses without a
+/// walk over every route of the previous snapshot. The publisher keeps one; [`Snapshot::build`] and
+/// [`Snapshot::rebuild`] use a fresh one.
+///
+/// Invariant: the index holds (weakly) every backend of the snapshot of generation `indexed`, under a hash of
+/// its [`BackendKey`]; an entry whose backend is gone is skipped and pruned now and then, and a hash collision
+/// only costs a missed reuse (the backend's own key is compared). A build after a snapshot of another
+/// generation indexes that snapshot's backends first, as a fresh builder does.
+#[derive(Default)]
+pub struct Builder {
+    backends: FastMap<u64, Weak<Backend>>,
+    hasher: std::hash::RandomState,
+    /// The index's size after its last pruning: it is pruned again when it has doubled.
+    pruned_len: usize,
+    indexed: Option<u64>,
+    /// The backends of the hosts the last build compiled and of the default backends (with repeats).
+    built: Vec<Arc<Backend>>,
+}
+
+impl Builder {
+    /// Builds a snapshot (see [`Snapshot::build`]). With `previous` and the translation it was built from,
+    /// unchanged hosts share their compiled routes with it (see [`Snapshot::rebuild`]), and the per-set host
+    /// maps are copied from it and edited where hosts changed.
+    pub fn build(
+        &mut self,
         t: &Translation,
         tls: Option<Vec<SetTls>>,
         generation: u64,
         previous: Option<(&Snapshot, Option<&Translation>)>,
-    ) -> Self {
-        type Key = (String, Balance, Option<ActiveCheck>);
-        // Built on the first backend that is not in a reused host.
-        let mut reuse: Option<FastMap<Key, &Arc<Backend>>> = None;
-        let health = HealthPolicy::default();
-        let mut interned: FastMap<Key, Arc<Backend>> = FastMap::default();
-        let mut backend = |m: &crate::model::BackendModel,
-                           p: &crate::model::annotations::IngressPolicy|
-         -> Arc<Backend> {
-            let key: Key = (m.id(), p.balance, p.active_check.clone());
-            if let Some(b) = interned.get(&key) {
-                return b.clone();
-            }
-            let reuse = reuse.get_or_insert_with(|| {
-                let mut map = FastMap::default();
-                for set in previous.iter().flat_map(|(prev, _)| &prev.sets) {
-                    for b in set.backends() {
-                        map.insert((b.id.clone(), b.balance, b.check.clone()), b);
-                    }
+    ) -> Snapshot {
+        use std::hash::BuildHasher;
+        self.built.clear();
+        let hasher = self.hasher.clone();
+        let hash = move |id: &str, balance: Balance, check: Option<&ActiveCheck>| hasher.hash_one((id, balance, check));
+        match previous {
+            None => self.backends.clear(),
+            Some((prev, _)) if self.indexed != Some(prev.generation) => {
+                self.backends.clear();
+                for b in prev.sets.iter().flat_map(|s| s.backends()) {
+                    let h = hash(&b.id, b.balance, b.check.as_ref());
+                    self.backends.insert(h, Arc::downgrade(b));
                 }
-                map
-            });
-            let b = match reuse.get(&key) {
-                Some(old) if old.same_as(&m.endpoints, p.balance, health, p.active_check.as_ref()) => Arc::clone(old),
-                _ => Arc::new(Backend::with_check(
-                    key.0.clone(),
-                    m.endpoints.clone(),
-                    p.balance,
-                    health,
-                    p.active_check.clone(),
-                )),
+            }
+            Some(_) => {}
+        }
+        let health = HealthPolicy::default();
+        // One backend per key within a build, whatever the index holds.
+        let mut interned: FastMap<BackendKey, Arc<Backend>> = FastMap::default();
+        let (index, built) = (&mut self.backends, &mut self.built);
+        let mut backend =
+            |m: &crate::model::BackendModel, p: &crate::model::annotations::IngressPolicy| -> Arc<Backend> {
+                let key: BackendKey = (m.id(), p.balance, p.active_check.clone());
+                if let Some(b) = interned.get(&key) {
+                    built.push(b.clone());
+                    return b.clone();
+                }
+                let h = hash(&key.0, key.1, key.2.as_ref());
+                let indexed = index
+                    .get(&h)
+                    .and_then(Weak::upgrade)
+                    .filter(|b| b.id == key.0 && b.balance == key.1 && b.check == key.2);
+                let b = match indexed {
+                    Some(old) if old.same_as(&m.endpoints, p.balance, health, p.active_check.as_ref()) => old,
+                    _ => {
+                        let b = Arc::new(Backend::with_check(
+                            key.0.clone(),
+                            m.endpoints.clone(),
+                            p.balance,
+                            health,
+                            p.active_check.clone(),
+                        ));
+                        index.insert(h, Arc::downgrade(&b));
+                        b
+                    }
+                };
+                interned.insert(key, b.clone());
+                built.push(b.clone());
+                b
             };
-            interned.insert(key, b.clone());
-            b
-        };
         let mut tls = tls.map(Vec::into_iter);
         let mut policies = Policies::default();
         let sets = t
@@ -108,18 +155,64 @@ impl Snapshot {
                 table
             })
             .collect();
-        Self { generation, sets }
+        if self.backends.len() > 2 * self.pruned_len + 64 {
+            self.backends.retain(|_, b| b.strong_count() > 0);
+            self.pruned_len = self.backends.len();
+        }
+        self.indexed = Some(generation);
+        Snapshot { generation, sets }
     }
+
+    /// The backends the last build looked up (with repeats): those of the hosts it compiled and the default
+    /// backends. Every backend of its snapshot that is not among them was in the previous snapshot.
+    pub fn built_backends(&self) -> &[Arc<Backend>] {
+        &self.built
+    }
+}
+
+/// A host whose model differs between two versions of a listener set: (before, after), `None` where absent.
+pub type HostChange<'a> = (Option<&'a Arc<HostModel>>, Option<&'a Arc<HostModel>>);
+
+/// The hosts whose model differs between two versions of a listener set's model, in host order. Both host
+/// lists are sorted by host (as translation makes them). A host handed out again as the same `Arc` is passed
+/// over without reading it, so after an incremental translation this costs a pointer comparison per host; a
+/// host equal by value counts as unchanged.
+pub fn changed_hosts<'a>(before: &'a SetModel, after: &'a SetModel) -> impl Iterator<Item = HostChange<'a>> {
+    let (mut olds, mut news) = (before.hosts.iter().peekable(), after.hosts.iter().peekable());
+    std::iter::from_fn(move || loop {
+        return match (olds.peek(), news.peek()) {
+            (Some(o), Some(n)) if Arc::ptr_eq(o, n) => {
+                olds.next();
+                news.next();
+                continue;
+            }
+            (Some(o), Some(n)) => match o.host.cmp(&n.host) {
+                std::cmp::Ordering::Less => Some((olds.next(), None)),
+                std::cmp::Ordering::Greater => Some((None, news.next())),
+                std::cmp::Ordering::Equal if o == n => {
+                    olds.next();
+                    news.next();
+                    continue;
+                }
+                std::cmp::Ordering::Equal => Some((olds.next(), news.next())),
+            },
+            (Some(_), None) => Some((olds.next(), None)),
+            (None, Some(_)) => Some((None, news.next())),
+            (None, None) => None,
+        };
+    })
 }
 
 /// One listener set's routes. Invariant: built once, never mutated.
 #[derive(Debug)]
 pub struct SetTable {
     pub name: String,
-    exact: HashMap<Box<str>, Arc<HostRoutes>>,
+    exact: HashSet<Keyed>,
     /// Keyed by the suffix after the first label: `*.example.com` is stored as `example.com`.
-    wildcard: HashMap<Box<str>, Arc<HostRoutes>>,
+    wildcard: HashSet<Keyed>,
     any: Option<Arc<HostRoutes>>,
+    /// Number of routes (kept up to date by a rebuild's edits).
+    routes: usize,
     default_backend: Option<DefaultRoute>,
     /// The set's certificates and TLS configuration.
     pub tls: Option<SetTls>,
@@ -187,10 +280,38 @@ struct Entry {
 /// Hosts with at most this many paths are matched by trying them in order, without a router.
 const FEW_PATHS: usize = 4;
 
+/// A host's routes as an element of a set's host map, found by [`HostRoutes::key`]: the map holds one pointer
+/// per host, so copying it for a rebuild costs one reference count per host.
+#[derive(Debug, Clone)]
+struct Keyed(Arc<HostRoutes>);
+
+impl std::borrow::Borrow<str> for Keyed {
+    fn borrow(&self) -> &str {
+        &self.0.key
+    }
+}
+
+impl std::hash::Hash for Keyed {
+    /// As the key itself hashes, as `Borrow` requires.
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.0.key.hash(state)
+    }
+}
+
+impl PartialEq for Keyed {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.key == other.0.key
+    }
+}
+
+impl Eq for Keyed {}
+
 /// A host's routes. Without a router (at most [`FEW_PATHS`]), `routes` is in precedence order: longest path
 /// first (a Prefix path counted without its trailing slash), Exact before Prefix on a tie.
 #[derive(Debug)]
 struct HostRoutes {
+    /// The exact host name, or a wildcard's suffix (empty for host-less rules): its key in the set's map.
+    key: Box<str>,
     router: Option<Box<matchit::Router<Entry>>>,
     routes: Vec<Route>,
 }
@@ -214,9 +335,18 @@ impl HostRoutes {
                 policy: policies.get(&p.policy),
             })
             .collect();
+        let key = match host {
+            HostPattern::Exact(name) => name.as_str().into(),
+            HostPattern::Wildcard(suffix) => suffix.as_str().into(),
+            HostPattern::Any => "".into(),
+        };
         if routes.len() <= FEW_PATHS {
             routes.sort_by_key(|r| std::cmp::Reverse((r.match_len(), r.kind == PathKind::Exact)));
-            return Self { router: None, routes };
+            return Self {
+                key,
+                router: None,
+                routes,
+            };
         }
         let mut keys: std::collections::BTreeMap<String, Entry> = std::collections::BTreeMap::new();
         for (idx, p) in paths.iter().enumerate() {
@@ -241,6 +371,7 @@ impl HostRoutes {
             }
         }
         Self {
+            key,
             router: Some(Box::new(router)),
             routes,
         }
@@ -282,16 +413,18 @@ impl SetTable {
     pub fn empty(name: String) -> Self {
         Self {
             name,
-            exact: HashMap::new(),
-            wildcard: HashMap::new(),
+            exact: HashSet::new(),
+            wildcard: HashSet::new(),
             any: None,
+            routes: 0,
             default_backend: None,
             tls: None,
         }
     }
 
-    /// Builds a set's table. With `before` (the set's previous model and table), hosts whose model is unchanged
-    /// share their routes with the previous table.
+    /// Builds a set's table. With `before` (the set's previous model and the table built from it), the table
+    /// starts as a copy of the previous one's host maps (a pointer per host) and only the hosts whose model
+    /// changed ([`changed_hosts`]) are compiled, replaced or removed.
     fn build(
         m: &SetModel,
         before: Option<(&SetModel, &SetTable)>,
@@ -299,32 +432,31 @@ impl SetTable {
         policies: &mut Policies,
     ) -> Self {
         let mut t = Self::empty(m.name.clone());
-        t.exact.reserve(
-            m.hosts
-                .iter()
-                .filter(|h| matches!(h.host, HostPattern::Exact(_)))
-                .count(),
-        );
-        // Both host lists are sorted: walk them side by side.
-        let mut old_hosts = before.map(|(old, _)| old.hosts.iter().peekable());
-        for h in &m.hosts {
-            let same = old_hosts.as_mut().and_then(|old| {
-                while old.next_if(|o| o.host < h.host).is_some() {}
-                old.next_if(|o| o.host == h.host).filter(|o| *o == h)
-            });
-            let reused = same
-                .and(before)
-                .and_then(|(_, table)| table.host_routes(&h.host))
-                .cloned();
-            let routes = reused.unwrap_or_else(|| Arc::new(HostRoutes::build(&h.host, &h.paths, backend, policies)));
-            match &h.host {
-                HostPattern::Exact(name) => {
-                    t.exact.insert(name.as_str().into(), routes);
+        let mut compile = |h: &HostModel| Arc::new(HostRoutes::build(&h.host, &h.paths, backend, policies));
+        match before {
+            None => {
+                t.exact.reserve(
+                    m.hosts
+                        .iter()
+                        .filter(|h| matches!(h.host, HostPattern::Exact(_)))
+                        .count(),
+                );
+                for h in &m.hosts {
+                    t.put(&h.host, compile(h));
                 }
-                HostPattern::Wildcard(suffix) => {
-                    t.wildcard.insert(suffix.as_str().into(), routes);
+            }
+            Some((old_model, old)) => {
+                t.exact = old.exact.clone();
+                t.wildcard = old.wildcard.clone();
+                t.any = old.any.clone();
+                t.routes = old.routes;
+                for (before, after) in changed_hosts(old_model, m) {
+                    match (before, after) {
+                        (_, Some(h)) => t.put(&h.host, compile(h)),
+                        (Some(h), None) => t.take(&h.host),
+                        (None, None) => {}
+                    }
                 }
-                HostPattern::Any => t.any = Some(routes),
             }
         }
         t.default_backend = m.default_backend.as_ref().map(|d| DefaultRoute {
@@ -334,10 +466,32 @@ impl SetTable {
         t
     }
 
+    /// Sets a host's routes, replacing any it had.
+    fn put(&mut self, host: &HostPattern, routes: Arc<HostRoutes>) {
+        self.routes += routes.routes.len();
+        let old = match host {
+            HostPattern::Exact(_) => self.exact.replace(Keyed(routes)).map(|k| k.0),
+            HostPattern::Wildcard(_) => self.wildcard.replace(Keyed(routes)).map(|k| k.0),
+            HostPattern::Any => self.any.replace(routes),
+        };
+        self.routes -= old.map_or(0, |o| o.routes.len());
+    }
+
+    /// Removes a host's routes.
+    fn take(&mut self, host: &HostPattern) {
+        let old = match host {
+            HostPattern::Exact(name) => self.exact.take(name.as_str()).map(|k| k.0),
+            HostPattern::Wildcard(suffix) => self.wildcard.take(suffix.as_str()).map(|k| k.0),
+            HostPattern::Any => self.any.take(),
+        };
+        self.routes -= old.map_or(0, |o| o.routes.len());
+    }
+
+    #[cfg(test)]
     fn host_routes(&self, host: &HostPattern) -> Option<&Arc<HostRoutes>> {
         match host {
-            HostPattern::Exact(name) => self.exact.get(name.as_str()),
-            HostPattern::Wildcard(suffix) => self.wildcard.get(suffix.as_str()),
+            HostPattern::Exact(name) => self.exact.get(name.as_str()).map(|k| &k.0),
+            HostPattern::Wildcard(suffix) => self.wildcard.get(suffix.as_str()).map(|k| &k.0),
             HostPattern::Any => self.any.as_ref(),
         }
     }
@@ -353,6 +507,7 @@ impl SetTable {
                 let (_, suffix) = host.split_once('.')?;
                 self.wildcard.get(suffix)
             })
+            .map(|k| &k.0)
             .or(self.any.as_ref());
         match routes.and_then(|r| r.lookup(path)) {
             Some(route) => Lookup::Route(route),
@@ -366,8 +521,9 @@ impl SetTable {
     /// Every backend in the table (with repeats).
     pub fn backends(&self) -> impl Iterator<Item = &Arc<Backend>> {
         self.exact
-            .values()
-            .chain(self.wildcard.values())
+            .iter()
+            .chain(self.wildcard.iter())
+            .map(|k| &k.0)
             .chain(self.any.iter())
             .flat_map(|h| h.routes.iter().map(|r| &r.backend))
             .chain(self.default_backend.iter().map(|d| &d.backend))
@@ -380,12 +536,7 @@ impl SetTable {
 
     /// Number of routes.
     pub fn route_count(&self) -> usize {
-        self.exact
-            .values()
-            .chain(self.wildcard.values())
-            .chain(self.any.iter())
-            .map(|h| h.routes.len())
-            .sum()
+        self.routes
     }
 }
 

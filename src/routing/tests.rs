@@ -371,3 +371,115 @@ fn rebuild_after_a_change_answers_like_a_fresh_build() {
     }
     assert!(shared > 300, "{shared}");
 }
+
+/// One random edit of a translation: a host's backend changed, a host dropped, hosts added, a host handed out
+/// again as an equal new `Arc`, or a Service's endpoints changed (every host naming it gets a new model).
+fn random_edit(t: &Translation, rng: &mut Rng) -> Translation {
+    let mut after = t.clone();
+    let hosts = &mut after.sets[0].hosts;
+    match (rng.below(5), hosts.len()) {
+        (0, n) if n > 0 => {
+            let h = Arc::make_mut(&mut hosts[rng.below(n as u64)]);
+            let p = rng.below(h.paths.len() as u64);
+            h.paths[p].backend = backend(&format!("b{}", rng.below(4)));
+        }
+        (1, n) if n > 0 => {
+            hosts.remove(rng.below(n as u64));
+        }
+        (2, n) if n > 0 => {
+            let i = rng.below(n as u64);
+            hosts[i] = Arc::new((*hosts[i]).clone());
+        }
+        (3, _) => {
+            let service = format!("b{}", rng.below(4));
+            let port = 1 + rng.below(3) as u16;
+            let eps: Vec<std::net::SocketAddr> = (0..port).map(|i| ([127, 0, 0, 1], 1000 + i).into()).collect();
+            for h in hosts.iter_mut() {
+                if h.paths.iter().any(|p| p.backend.service == service) {
+                    for p in &mut Arc::make_mut(h).paths {
+                        if p.backend.service == service {
+                            p.backend.endpoints = eps.clone();
+                        }
+                    }
+                }
+            }
+        }
+        _ => {
+            let extra = random_translation(rng).sets.remove(0).hosts;
+            for h in extra {
+                if !hosts.iter().any(|o| o.host == h.host) {
+                    hosts.push(h);
+                }
+            }
+            hosts.sort_by(|a, b| a.host.cmp(&b.host));
+        }
+    }
+    // A Service has the same endpoints on every path naming it (as translation makes it).
+    let mut eps: HashMap<String, Vec<std::net::SocketAddr>> = HashMap::new();
+    for h in &after.sets[0].hosts {
+        for p in &h.paths {
+            eps.entry(p.backend.service.clone())
+                .or_insert_with(|| p.backend.endpoints.clone());
+        }
+    }
+    for h in after.sets[0].hosts.iter_mut() {
+        if h.paths.iter().any(|p| p.backend.endpoints != eps[&p.backend.service]) {
+            for p in &mut Arc::make_mut(h).paths {
+                p.backend.endpoints = eps[&p.backend.service].clone();
+            }
+        }
+    }
+    after
+}
+
+#[test]
+fn a_kept_builder_rebuilds_like_fresh_builds_after_random_edits() {
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    for _ in 0..40 {
+        let mut builder = Builder::default();
+        let mut t = random_translation(&mut rng);
+        let mut snap = builder.build(&t, None, 1, None);
+        for generation in 2..40 {
+            let after = random_edit(&t, &mut rng);
+            let rebuilt = builder.build(&after, None, generation, Some((&snap, Some(&t))));
+            let fresh = Snapshot::build(&after, None, generation, None);
+            let (r, f) = (&rebuilt.sets[0], &fresh.sets[0]);
+            let seed = rng.next();
+            assert_eq!(
+                answers(r, &mut Rng(seed)),
+                answers(f, &mut Rng(seed)),
+                "after {after:?}"
+            );
+            assert_eq!((r.host_count(), r.route_count()), (f.host_count(), f.route_count()));
+            // One backend per id; the previous table's backend when its endpoints did not change; every backend
+            // that was not in the previous table is among those the build reports.
+            let old: HashMap<&str, &Arc<Backend>> = snap.sets[0].backends().map(|b| (b.id.as_str(), b)).collect();
+            let mut seen: HashMap<&str, &Arc<Backend>> = HashMap::new();
+            for b in r.backends() {
+                let first = seen.entry(b.id.as_str()).or_insert(b);
+                assert!(Arc::ptr_eq(first, b), "two backends for {}", b.id);
+                let before = old.get(b.id.as_str());
+                let same = before.is_some_and(|o| {
+                    o.endpoints
+                        .iter()
+                        .map(|e| e.addr)
+                        .eq(b.endpoints.iter().map(|e| e.addr))
+                });
+                assert_eq!(before.is_some_and(|o| Arc::ptr_eq(o, b)), same, "{}", b.id);
+                if !before.is_some_and(|o| Arc::ptr_eq(o, b)) {
+                    assert!(builder.built_backends().iter().any(|x| Arc::ptr_eq(x, b)), "{}", b.id);
+                }
+            }
+            // Unchanged hosts share their routes.
+            for h in &after.sets[0].hosts {
+                if t.sets[0].hosts.iter().any(|o| o == h) {
+                    assert!(Arc::ptr_eq(
+                        snap.sets[0].host_routes(&h.host).unwrap(),
+                        r.host_routes(&h.host).unwrap()
+                    ));
+                }
+            }
+            (t, snap) = (after, rebuilt);
+        }
+    }
+}

@@ -30,13 +30,21 @@ struct Spec {
 }
 
 impl Spec {
+    /// Whether an Ingress with these annotations has a policy: TLS to its backends or a body timeout.
+    fn needed(p: &IngressPolicy) -> bool {
+        matches!(p.backend_protocol, BackendProtocol::Https | BackendProtocol::Grpcs)
+            || p.request_body_timeout.is_some()
+    }
+
     fn of(p: &IngressPolicy, sole_host: Option<&str>) -> Option<Self> {
-        let tls = matches!(p.backend_protocol, BackendProtocol::Https | BackendProtocol::Grpcs);
+        if !Self::needed(p) {
+            return None;
+        }
         let upstream_host = match &p.upstream_host {
             Some(h) => crate::normalize::normalize_host(h).ok().map(|h| h.name.to_string()),
             None => sole_host.filter(|_| p.pass_host).map(str::to_string),
         };
-        (tls || p.request_body_timeout.is_some()).then(|| Spec {
+        Some(Spec {
             protocol: p.backend_protocol,
             tls: p.upstream_tls.clone(),
             upstream_host,
@@ -122,13 +130,39 @@ impl Policies {
     }
 
     /// Rebuilds the table from a translation, keeping the policies of Ingresses whose settings did not change.
-    pub fn publish(&self, t: &Translation) {
+    /// `previous` is the translation published before (`None` at first): when no host that changed since
+    /// ([`crate::routing::changed_hosts`], before and after) has an Ingress with a policy and the default
+    /// backends are the same, the table is left as it is. (An Ingress's policy depends on its annotations and its
+    /// rule hosts only: both change only with a host that has one of its paths.)
+    pub fn publish(&self, t: &Translation, previous: Option<&Translation>) {
+        if let Some(before) = previous {
+            let same_shape = before.sets.len() == t.sets.len()
+                && before
+                    .sets
+                    .iter()
+                    .zip(&t.sets)
+                    .all(|(b, a)| b.default_backend == a.default_backend);
+            let needs = |h: Option<&Arc<crate::model::HostModel>>| {
+                h.is_some_and(|h| h.paths.iter().any(|p| Spec::needed(&p.policy)))
+            };
+            if same_shape
+                && !before
+                    .sets
+                    .iter()
+                    .zip(&t.sets)
+                    .flat_map(|(b, a)| crate::routing::changed_hosts(b, a))
+                    .any(|(b, a)| needs(b) || needs(a))
+            {
+                return;
+            }
+        }
         let prev = self.table.load_full();
         // Each Ingress's rule hosts: `Some(host)` while it has exactly one, and that one exact.
         let mut hosts: HashMap<&ObjectRef, Option<&str>> = HashMap::new();
         for set in &t.sets {
             for host in &set.hosts {
-                for path in &host.paths {
+                // Only Ingresses with a policy need their hosts (an Ingress's paths share its annotations).
+                for path in host.paths.iter().filter(|p| Spec::needed(&p.policy)) {
                     let this = match &host.host {
                         HostPattern::Exact(h) => Some(h.as_str()),
                         _ => None,
@@ -185,5 +219,87 @@ impl Policies {
             Some(i) => table.by_ingress.get(i).cloned(),
             None => table.defaults.get(set).cloned().flatten(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{BackendModel, HostModel, PathKind, PathModel, PortRef, SetModel};
+
+    /// One set; host `hN.example` routes for Ingress `ns/iN`, with a 5 s body timeout where `timeout` says.
+    fn translation(hosts: &[(usize, bool)]) -> Translation {
+        let hosts = hosts
+            .iter()
+            .map(|&(i, timeout)| {
+                let policy = IngressPolicy {
+                    request_body_timeout: timeout.then(|| Duration::from_secs(5)),
+                    ..Default::default()
+                };
+                Arc::new(HostModel {
+                    host: HostPattern::Exact(format!("h{i}.example")),
+                    paths: vec![PathModel {
+                        path: "/".into(),
+                        kind: PathKind::Prefix,
+                        backend: BackendModel {
+                            namespace: "ns".into(),
+                            service: "s".into(),
+                            port: PortRef::Number(80),
+                            endpoints: vec![],
+                        },
+                        ingress: ObjectRef {
+                            kind: "Ingress",
+                            namespace: "ns".into(),
+                            name: format!("i{i}"),
+                        },
+                        https_redirect: false,
+                        policy: Arc::new(policy),
+                    }],
+                })
+            })
+            .collect();
+        Translation {
+            sets: vec![SetModel {
+                name: "a".into(),
+                hosts,
+                default_backend: None,
+                tls: vec![],
+            }],
+            ..Default::default()
+        }
+    }
+
+    fn with_policy(p: &Policies) -> Vec<String> {
+        let mut names: Vec<String> = p.table.load().by_ingress.keys().map(|k| k.to_string()).collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn publishing_after_edits_looks_at_the_changed_hosts() {
+        let p = Policies::new(&UpstreamConfig::default());
+        let t1 = translation(&[(1, false), (2, true), (3, false)]);
+        p.publish(&t1, None);
+        assert_eq!(with_policy(&p), ["ns/i2"]);
+        let kept = p.lookup(0, Some("ns/i2")).unwrap();
+        // Host 3 gains a timeout (a new `Arc`); hosts 1 and 2 are the same `Arc`s.
+        let mut t2 = t1.clone();
+        t2.sets[0].hosts[2] = translation(&[(3, true)]).sets[0].hosts[0].clone();
+        p.publish(&t2, Some(&t1));
+        assert_eq!(with_policy(&p), ["ns/i2", "ns/i3"]);
+        assert!(
+            Arc::ptr_eq(&kept, &p.lookup(0, Some("ns/i2")).unwrap()),
+            "an unchanged policy is kept"
+        );
+        // Host 1 changes without a policy: nothing to do.
+        let mut t3 = t2.clone();
+        t3.sets[0].hosts[0] = translation(&[(1, false)]).sets[0].hosts[0].clone();
+        let table = p.table.load_full();
+        p.publish(&t3, Some(&t2));
+        assert!(Arc::ptr_eq(&table, &p.table.load_full()));
+        // Host 2 loses its timeout, host 3 is removed.
+        let t4 = translation(&[(1, false), (2, false)]);
+        p.publish(&t4, Some(&t3));
+        assert!(with_policy(&p).is_empty());
     }
 }
