@@ -725,7 +725,7 @@ mod tests {
                         kind: PathKind::Prefix,
                         backend: BackendModel {
                             namespace: "ns".into(),
-                            service: format!("s{service}"),
+                            service: format!("s{service}").into(),
                             port: PortRef::Number(80),
                             endpoints: vec![],
                         },

@@ -391,7 +391,7 @@ fn random_edit(t: &Translation, rng: &mut Rng) -> Translation {
             hosts[i] = Arc::new((*hosts[i]).clone());
         }
         (3, _) => {
-            let service = format!("b{}", rng.below(4));
+            let service: Arc<str> = format!("b{}", rng.below(4)).into();
             let port = 1 + rng.below(3) as u16;
             let eps: Vec<std::net::SocketAddr> = (0..port).map(|i| ([127, 0, 0, 1], 1000 + i).into()).collect();
             for h in hosts.iter_mut() {
@@ -415,7 +415,7 @@ fn random_edit(t: &Translation, rng: &mut Rng) -> Translation {
         }
     }
     // A Service has the same endpoints on every path naming it (as translation makes it).
-    let mut eps: HashMap<String, Vec<std::net::SocketAddr>> = HashMap::new();
+    let mut eps: HashMap<Arc<str>, Vec<std::net::SocketAddr>> = HashMap::new();
     for h in &after.sets[0].hosts {
         for p in &h.paths {
             eps.entry(p.backend.service.clone())
