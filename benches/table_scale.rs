@@ -384,16 +384,7 @@ fn change_to_serving(single: bool) {
         "## Change to serving at {n} Ingresses ({layout}; poll interval {} ms, {edits} edits)\n",
         poll.as_millis()
     );
-    println!(
-        "edit -> new backend serving, ms: {}",
-        sorted.iter().map(|v| format!("{v:.0}")).collect::<Vec<_>>().join(", ")
-    );
-    println!(
-        "min {:.0} / median {:.0} / max {:.0} ms\n",
-        sorted[0],
-        sorted[sorted.len() / 2],
-        sorted[sorted.len() - 1]
-    );
+    print_edit_times(&sorted);
     println!("| part | ms | where it comes from |");
     println!("|---|---|---|");
     println!(
@@ -508,6 +499,20 @@ fn change_to_serving_cluster() {
     let mut sorted: Vec<f64> = samples.iter().map(|d| ms(*d)).collect();
     sorted.sort_by(|x, y| x.partial_cmp(y).expect("finite"));
     println!("## Change to serving at {n} Ingresses (cluster mode, fake API server; debounce 50 ms, {edits} edits)\n");
+    print_edit_times(&sorted);
+    println!(
+        "(gateway start with {n} Ingresses, first table serving: {:.0} ms)\n",
+        ms(startup)
+    );
+}
+
+/// An Ingress of class `portico` (cluster mode has no implicit default class).
+fn with_class(ingress: &str) -> String {
+    ingress.replace("spec:\n", "spec:\n  ingressClassName: portico\n")
+}
+
+/// The edit-to-serving times (sorted, ms): each, then min / median / max.
+fn print_edit_times(sorted: &[f64]) {
     println!(
         "edit -> new backend serving, ms: {}",
         sorted.iter().map(|v| format!("{v:.0}")).collect::<Vec<_>>().join(", ")
@@ -518,13 +523,4 @@ fn change_to_serving_cluster() {
         sorted[sorted.len() / 2],
         sorted[sorted.len() - 1]
     );
-    println!(
-        "(gateway start with {n} Ingresses, first table serving: {:.0} ms)\n",
-        ms(startup)
-    );
-}
-
-/// An Ingress of class `portico` (cluster mode has no implicit default class).
-fn with_class(ingress: &str) -> String {
-    ingress.replace("spec:\n", "spec:\n  ingressClassName: portico\n")
 }
