@@ -476,8 +476,13 @@ impl Body {
     /// Ends the body: the connection goes back to its pool when it may, else it is closed.
     fn finish(&mut self, reuse: bool) {
         self.stop_waiting();
-        if let Some(conn) = self.conn.take() {
+        if let Some(mut conn) = self.conn.take() {
             if let (true, Some(pool)) = (reuse && conn.buf.is_empty(), self.pool.take()) {
+                // A buffer grown by a large body is not kept by an idle connection.
+                if conn.buf.capacity() > 4 * READ_SPACE {
+                    conn.buf = BytesMut::new();
+                }
+                conn.space = READ_SPACE;
                 pool.put(conn, Instant::now());
             }
         }
@@ -991,6 +996,27 @@ mod tests {
             assert_eq!(body, "ok");
         }
         assert_eq!(conns.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_large_body_grows_the_reads_and_the_idle_connection_gives_the_buffer_back() {
+        static BODY: [u8; 600_000] = [b'x'; 600_000];
+        let (addr, conns, _) =
+            origin(|_, _| Some(vec![b"HTTP/1.1 200 OK\r\ncontent-length: 600000\r\n\r\n", &BODY])).await;
+        let ep = Endpoint::new(0, addr);
+        let c = client();
+        for _ in 0..2 {
+            let (status, body, _) = fetch(&c, &ep, Method::GET, "/").await.unwrap();
+            assert_eq!((status, body.len()), (200, 600_000));
+            assert!(body.iter().all(|&b| b == b'x'));
+        }
+        assert_eq!(conns.load(Ordering::SeqCst), 1);
+        let idle = ep
+            .idle
+            .take(std::time::Instant::now(), Duration::from_secs(60))
+            .unwrap();
+        assert!(idle.buf.capacity() <= 4 * super::READ_SPACE, "{}", idle.buf.capacity());
+        assert_eq!(idle.space, super::READ_SPACE);
     }
 
     #[tokio::test]
