@@ -270,15 +270,7 @@ fn change_to_serving(single: bool) {
         .build()
         .expect("runtime");
     let dir = tempfile::tempdir().expect("tempdir");
-    let (a, b) = rt.block_on(async {
-        let a = EchoServer::start("a", ([127, 0, 0, 1], 0).into())
-            .await
-            .expect("echo a");
-        let b = EchoServer::start("b", ([127, 0, 0, 1], 0).into())
-            .await
-            .expect("echo b");
-        (a, b)
-    });
+    let (a, b) = rt.block_on(two_echoes());
     // bulk: n-1 Ingresses, each with its own Service + EndpointSlice (endpoints: backend a)
     let mut bulk = String::new();
     for i in 0..n - 1 {
@@ -441,12 +433,7 @@ fn change_to_serving_cluster() {
         let server = portico_fake_apiserver::FakeApiServer::start()
             .await
             .expect("fake API server");
-        let a = EchoServer::start("a", ([127, 0, 0, 1], 0).into())
-            .await
-            .expect("echo a");
-        let b = EchoServer::start("b", ([127, 0, 0, 1], 0).into())
-            .await
-            .expect("echo b");
+        let (a, b) = two_echoes().await;
         (server, a, b)
     });
     let upsert = |text: &str| {
@@ -523,4 +510,15 @@ fn print_edit_times(sorted: &[f64]) {
         sorted[sorted.len() / 2],
         sorted[sorted.len() - 1]
     );
+}
+
+/// The two loopback backends an edit switches between: `a` before, `b` after.
+async fn two_echoes() -> (EchoServer, EchoServer) {
+    let a = EchoServer::start("a", ([127, 0, 0, 1], 0).into())
+        .await
+        .expect("echo a");
+    let b = EchoServer::start("b", ([127, 0, 0, 1], 0).into())
+        .await
+        .expect("echo b");
+    (a, b)
 }

@@ -34,4 +34,6 @@ pub mod normalize;
 pub mod proxy;
 pub mod routing;
 pub mod source;
+#[cfg(test)]
+mod test_rng;
 pub mod upstream;

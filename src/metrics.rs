@@ -714,7 +714,7 @@ mod tests {
     }
 
     fn translation(hosts: &[(usize, usize)]) -> crate::model::Translation {
-        use crate::model::{BackendModel, HostModel, HostPattern, ObjectRef, PathKind, PathModel, PortRef, SetModel};
+        use crate::model::{BackendModel, HostModel, HostPattern, ObjectRef, PathKind, PathModel, PortRef};
         let hosts = hosts
             .iter()
             .map(|&(ingress, service)| {
@@ -740,15 +740,7 @@ mod tests {
                 })
             })
             .collect();
-        crate::model::Translation {
-            sets: vec![SetModel {
-                name: "a".into(),
-                hosts,
-                default_backend: None,
-                tls: vec![],
-            }],
-            ..Default::default()
-        }
+        crate::model::Translation::one_set("a", hosts)
     }
 
     fn compiled(translation: crate::model::Translation) -> Compiled {

@@ -103,6 +103,20 @@ pub struct Translation {
 }
 
 impl Translation {
+    /// A translation of one listener set named `name` holding `hosts` (tests build tables from it).
+    #[cfg(test)]
+    pub(crate) fn one_set(name: &str, hosts: Vec<std::sync::Arc<HostModel>>) -> Translation {
+        Translation {
+            sets: vec![SetModel {
+                name: name.into(),
+                hosts,
+                default_backend: None,
+                tls: vec![],
+            }],
+            ..Default::default()
+        }
+    }
+
     /// A stable, human-readable rendering: one line per route, then one per diagnostic. Used by `portico check`
     /// and by the fixture tests.
     pub fn describe(&self) -> String {

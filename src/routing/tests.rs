@@ -206,26 +206,15 @@ fn reference(paths: &[(String, PathKind)], req: &str) -> Option<usize> {
     best.map(|b| b.2)
 }
 
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> usize {
-        (self.next() % n) as usize
-    }
-}
+use crate::test_rng::Rng;
 
-fn random_path(rng: &mut Rng, max_depth: u64) -> String {
+fn random_path(rng: &mut Rng, max_depth: usize) -> String {
     const SEGS: [&str; 6] = ["a", "b", "ab", "aa", "ba", "a.b"];
     let depth = rng.below(max_depth + 1);
     let mut p = String::new();
     for _ in 0..depth {
         p.push('/');
-        p.push_str(SEGS[rng.below(SEGS.len() as u64)]);
+        p.push_str(SEGS[rng.below(SEGS.len())]);
     }
     if p.is_empty() || rng.below(4) == 0 {
         p.push('/');
@@ -301,15 +290,7 @@ fn random_translation(rng: &mut Rng) -> Translation {
         hosts.push(Arc::new(HostModel { host, paths }));
     }
     hosts.sort_by(|a, b| a.host.cmp(&b.host));
-    Translation {
-        sets: vec![SetModel {
-            name: "s".into(),
-            hosts,
-            default_backend: None,
-            tls: vec![],
-        }],
-        ..Default::default()
-    }
+    Translation::one_set("s", hosts)
 }
 
 /// What a table answers, as (host, path) -> (backend, route path, redirect) over a fixed set of requests.
@@ -337,9 +318,9 @@ fn rebuild_after_a_change_answers_like_a_fresh_build() {
         // Change one host, drop one, or add one; the rest stays equal.
         let hosts = &mut after.sets[0].hosts;
         match (rng.below(3), hosts.len()) {
-            (0, n) if n > 0 => Arc::make_mut(&mut hosts[rng.below(n as u64)]).paths[0].backend = backend("changed"),
+            (0, n) if n > 0 => Arc::make_mut(&mut hosts[rng.below(n)]).paths[0].backend = backend("changed"),
             (1, n) if n > 0 => {
-                hosts.remove(rng.below(n as u64));
+                hosts.remove(rng.below(n));
             }
             _ => {
                 let extra = random_translation(&mut rng).sets.remove(0).hosts;
@@ -379,15 +360,15 @@ fn random_edit(t: &Translation, rng: &mut Rng) -> Translation {
     let hosts = &mut after.sets[0].hosts;
     match (rng.below(5), hosts.len()) {
         (0, n) if n > 0 => {
-            let h = Arc::make_mut(&mut hosts[rng.below(n as u64)]);
-            let p = rng.below(h.paths.len() as u64);
+            let h = Arc::make_mut(&mut hosts[rng.below(n)]);
+            let p = rng.below(h.paths.len());
             h.paths[p].backend = backend(&format!("b{}", rng.below(4)));
         }
         (1, n) if n > 0 => {
-            hosts.remove(rng.below(n as u64));
+            hosts.remove(rng.below(n));
         }
         (2, n) if n > 0 => {
-            let i = rng.below(n as u64);
+            let i = rng.below(n);
             hosts[i] = Arc::new((*hosts[i]).clone());
         }
         (3, _) => {

@@ -225,7 +225,7 @@ impl Policies {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{BackendModel, HostModel, PathKind, PathModel, PortRef, SetModel};
+    use crate::model::{BackendModel, HostModel, PathKind, PathModel, PortRef};
 
     /// One set; host `hN.example` routes for Ingress `ns/iN`, with a 5 s body timeout where `timeout` says.
     fn translation(hosts: &[(usize, bool)]) -> Translation {
@@ -258,15 +258,7 @@ mod tests {
                 })
             })
             .collect();
-        Translation {
-            sets: vec![SetModel {
-                name: "a".into(),
-                hosts,
-                default_backend: None,
-                tls: vec![],
-            }],
-            ..Default::default()
-        }
+        Translation::one_set("a", hosts)
     }
 
     fn with_policy(p: &Policies) -> Vec<String> {
