@@ -3,6 +3,7 @@
 //! its body streamed both ways. Failures map to statuses in [`error`].
 
 pub mod error;
+mod h1;
 pub mod headers;
 pub mod memory;
 pub mod proxy_protocol;
@@ -32,6 +33,29 @@ use error::ProxyError;
 
 /// The response body: streamed from upstream, or a small body the gateway wrote itself.
 pub type ProxyBody = Either<ResponseBody, Full<Bytes>>;
+
+/// A request's body as the server connection received it: streamed by hyper's server, or none (the gateway's own
+/// HTTP/1.1 server takes only requests without one).
+pub enum ClientBody {
+    Hyper(Incoming),
+    Empty,
+}
+
+impl ClientBody {
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ClientBody::Hyper(b) => b.is_end_stream(),
+            ClientBody::Empty => true,
+        }
+    }
+
+    fn exact_len(&self) -> Option<u64> {
+        match self {
+            ClientBody::Hyper(b) => b.size_hint().exact(),
+            ClientBody::Empty => Some(0),
+        }
+    }
+}
 
 /// Tries per request (each on a different endpoint), within the backend's retry budget. Only requests without a
 /// body are tried again: a streamed body cannot be sent twice.
@@ -210,7 +234,7 @@ impl Proxy {
         self.snapshot.load().sets.get(set)?.tls.clone()
     }
 
-    pub async fn handle(&self, conn: &ConnInfo, req: Request<Incoming>) -> Response<ProxyBody> {
+    pub async fn handle(&self, conn: &ConnInfo, req: Request<ClientBody>) -> Response<ProxyBody> {
         let started = std::time::Instant::now();
         // Taken before `forward` consumes the request, only when this request will be logged.
         let logged = self.access_log.as_ref().filter(|l| l.sampled()).map(|_| {
@@ -220,7 +244,7 @@ impl Proxy {
                 req.method().clone(),
                 host.to_string(),
                 req.uri().path().to_string(),
-                req.body().size_hint().exact().or_else(|| content_length(req.headers())),
+                req.body().exact_len().or_else(|| content_length(req.headers())),
             )
         });
         let mut note = Note::default();
@@ -283,7 +307,7 @@ impl Proxy {
     async fn forward(
         &self,
         conn: &ConnInfo,
-        req: Request<Incoming>,
+        req: Request<ClientBody>,
         note: &mut Note,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let set_opts = self.sets.get(conn.set).unwrap_or(&DEFAULT_SET_OPTIONS);
@@ -461,10 +485,9 @@ impl Proxy {
             .as_ref()
             .and_then(|p| p.request_body_timeout)
             .unwrap_or(set_opts.body_read_timeout);
-        let mut body: UpstreamBody = if bodiless {
-            Either::Right(Empty::new())
-        } else {
-            Either::Left(RequestBody::new(body, limit, body_timeout))
+        let mut body: UpstreamBody = match body {
+            ClientBody::Hyper(body) if !bodiless => Either::Left(RequestBody::new(body, limit, body_timeout)),
+            _ => Either::Right(Empty::new()),
         };
         let read_timeout = target.policy.upstream_timeout.unwrap_or(self.client.read_timeout());
         let budget = self.client.retry_budget();

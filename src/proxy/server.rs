@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Buf, Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
 
 use hyper::server::conn::{http1, http2};
@@ -25,9 +25,10 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
+use super::h1::{self, Ended};
 use super::headers::HopCache;
 use super::proxy_protocol::{read_header, ProxyHeader};
-use super::{ConnInfo, Proxy, ProxyBody, TlsConn};
+use super::{ClientBody, ConnInfo, Proxy, ProxyBody, TlsConn};
 use crate::cidr::Cidr;
 
 /// How long a client may take to finish the TLS handshake.
@@ -75,8 +76,8 @@ const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// Reads a connection's first bytes until they are, or cannot be, HTTP/2's connection preface. Returns what was
 /// read (it is handed to the HTTP codec first) and whether it is HTTP/2. One read for an HTTP/1.x request, which
 /// usually arrives whole.
-async fn sniff<S: AsyncRead + Unpin>(stream: &mut S) -> std::io::Result<(Vec<u8>, bool)> {
-    let mut buf = Vec::with_capacity(1024);
+async fn sniff<S: AsyncRead + Unpin>(stream: &mut S) -> std::io::Result<(BytesMut, bool)> {
+    let mut buf = BytesMut::with_capacity(1024);
     loop {
         if stream.read_buf(&mut buf).await? == 0 {
             return Err(std::io::ErrorKind::UnexpectedEof.into());
@@ -286,8 +287,8 @@ async fn serve_conn<S>(
     let timer = tokio::time::sleep(limits.first_check());
     let mut timer = std::pin::pin!(timer);
     let (prefix, h2) = match version {
-        Version::H1 => (Vec::new(), false),
-        Version::H2 => (Vec::new(), true),
+        Version::H1 => (BytesMut::new(), false),
+        Version::H2 => (BytesMut::new(), true),
         Version::Sniff => tokio::select! {
             r = sniff(&mut stream) => match r {
                 Ok(sniffed) => sniffed,
@@ -303,20 +304,33 @@ async fn serve_conn<S>(
             _ = shutdown.wait_for(|s| *s) => return,
         },
     };
-    let info = Arc::new(info);
     let activity = Arc::new(Activity::new());
-    if h2 {
+    // HTTP/1.1 is served by the gateway's own codec until a request needs hyper's.
+    let prefix = if h2 {
         activity.http2();
-    }
+        prefix
+    } else {
+        let conn = h1::Conn {
+            proxy: &proxy,
+            info: &info,
+            activity: &activity,
+            limits: &limits,
+        };
+        match h1::serve(&mut stream, prefix, conn, timer.as_mut(), &mut shutdown).await {
+            Ended::Closed => return,
+            Ended::HandOver(rest) => rest,
+        }
+    };
+    let info = Arc::new(info);
     let svc = {
         let activity = activity.clone();
-        service_fn(move |req| {
+        service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
             let (proxy, info) = (proxy.clone(), info.clone());
             let guard = Activity::start(&activity);
             // Boxed: hyper keeps the service future inside the connection's future, so inline its full size would
             // be copied into every spawned connection task and moved with it.
             Box::pin(async move {
-                let resp = proxy.handle(&info, req).await;
+                let resp = proxy.handle(&info, req.map(ClientBody::Hyper)).await;
                 Ok::<_, Infallible>(resp.map(|inner| Tracked { inner, _guard: guard }))
             })
         })
@@ -325,7 +339,6 @@ async fn serve_conn<S>(
         inner: stream,
         activity: activity.clone(),
         prefix,
-        consumed: 0,
     });
     // The connection until it ends; on shutdown or the keep-alive timeout it is shut down gracefully, a request
     // head that is too slow ends it at once.
@@ -372,7 +385,7 @@ async fn serve_conn<S>(
 }
 
 /// A connection's two deadlines.
-struct Limits {
+pub(super) struct Limits {
     keep_alive: Duration,
     header_read: Duration,
 }
@@ -386,7 +399,7 @@ impl Limits {
 
 /// What the connection's timer found.
 #[derive(Debug, PartialEq, Eq)]
-enum Check {
+pub(super) enum Check {
     /// An HTTP/1.1 request head has been arriving for longer than the header-read timeout.
     HeadTooSlow,
     /// No request for the keep-alive timeout.
@@ -400,8 +413,7 @@ enum Check {
 struct Watched<S> {
     inner: S,
     activity: Arc<Activity>,
-    prefix: Vec<u8>,
-    consumed: usize,
+    prefix: BytesMut,
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
@@ -410,14 +422,13 @@ impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
         cx: &mut Context<'_>,
         buf: &mut tokio::io::ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
-        if self.consumed < self.prefix.len() {
+        if !self.prefix.is_empty() {
             let this = &mut *self;
-            let n = buf.remaining().min(this.prefix.len() - this.consumed);
-            buf.put_slice(&this.prefix[this.consumed..this.consumed + n]);
-            this.consumed += n;
-            if this.consumed == this.prefix.len() {
-                this.prefix = Vec::new();
-                this.consumed = 0;
+            let n = buf.remaining().min(this.prefix.len());
+            buf.put_slice(&this.prefix[..n]);
+            this.prefix.advance(n);
+            if this.prefix.is_empty() {
+                this.prefix = BytesMut::new();
             }
             return Poll::Ready(Ok(()));
         }
@@ -461,7 +472,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
 /// The requests of one connection that have not finished (their response body is not done), since when there
 /// have been none, and since when a request head has been arriving.
 #[derive(Debug)]
-struct Activity {
+pub(super) struct Activity {
     active: AtomicU32,
     base: tokio::time::Instant,
     /// Milliseconds after `base` when the last request finished.
@@ -485,9 +496,21 @@ impl Activity {
     }
 
     fn start(this: &Arc<Self>) -> ActiveGuard {
-        this.head_since_ms.store(0, Ordering::Relaxed);
-        this.active.fetch_add(1, Ordering::Relaxed);
+        std::mem::forget(this.begin());
         ActiveGuard(this.clone())
+    }
+
+    /// A request is in flight until the returned guard drops.
+    pub(super) fn begin(&self) -> Active<'_> {
+        self.head_since_ms.store(0, Ordering::Relaxed);
+        self.active.fetch_add(1, Ordering::Relaxed);
+        Active(self)
+    }
+
+    fn end(&self) {
+        self.idle_since_ms
+            .store(self.base.elapsed().as_millis() as u64, Ordering::Relaxed);
+        self.active.fetch_sub(1, Ordering::Release);
     }
 
     fn http2(&self) {
@@ -496,7 +519,7 @@ impl Activity {
     }
 
     /// Bytes were read: with no request in flight, they are the start of the next request's head.
-    fn bytes_arrived(&self) {
+    pub(super) fn bytes_arrived(&self) {
         if self.active.load(Ordering::Relaxed) == 0
             && self.head_since_ms.load(Ordering::Relaxed) == 0
             && !self.h2.load(Ordering::Relaxed)
@@ -513,7 +536,7 @@ impl Activity {
     /// What is due at `now`. Nothing is re-armed per request: when the timer fires it finds the earliest live
     /// deadline; a head that started after the last look is caught because the timer never sleeps longer than
     /// the header-read timeout.
-    fn check(&self, now: tokio::time::Instant, limits: &Limits) -> Check {
+    pub(super) fn check(&self, now: tokio::time::Instant, limits: &Limits) -> Check {
         if self.active.load(Ordering::Acquire) > 0 {
             return Check::Later(now + limits.first_check());
         }
@@ -540,10 +563,16 @@ struct ActiveGuard(Arc<Activity>);
 
 impl Drop for ActiveGuard {
     fn drop(&mut self) {
-        let a = &self.0;
-        a.idle_since_ms
-            .store(a.base.elapsed().as_millis() as u64, Ordering::Relaxed);
-        a.active.fetch_sub(1, Ordering::Release);
+        self.0.end();
+    }
+}
+
+/// A request in flight on a connection served by the gateway's own HTTP/1.1 codec.
+pub(super) struct Active<'a>(&'a Activity);
+
+impl Drop for Active<'_> {
+    fn drop(&mut self) {
+        self.0.end();
     }
 }
 
@@ -585,7 +614,7 @@ mod tests {
         client.write_all(b"PUT / HTTP/1.1\r\nhost: a\r\n\r\n").await.unwrap();
         let (read, h2) = sniff(&mut server).await.unwrap();
         assert!(!h2);
-        assert_eq!(read, b"PUT / HTTP/1.1\r\nhost: a\r\n\r\n");
+        assert_eq!(&read[..], b"PUT / HTTP/1.1\r\nhost: a\r\n\r\n");
         // The preface arriving in pieces: read until it is whole.
         let (mut client, mut server) = tokio::io::duplex(4096);
         let writer = tokio::spawn(async move {
@@ -597,7 +626,7 @@ mod tests {
         });
         let (read, h2) = sniff(&mut server).await.unwrap();
         assert!(h2);
-        assert_eq!(read, H2_PREFACE);
+        assert_eq!(&read[..], H2_PREFACE);
         drop(writer.await.unwrap());
         // A peer that closes first is an error, not a request.
         let (client, mut server) = tokio::io::duplex(64);
@@ -611,8 +640,7 @@ mod tests {
         let mut io = Watched {
             inner: server,
             activity: Arc::new(Activity::new()),
-            prefix: b"GET / HT".to_vec(),
-            consumed: 0,
+            prefix: BytesMut::from(&b"GET / HT"[..]),
         };
         client.write_all(b"TP/1.1\r\n\r\n").await.unwrap();
         drop(client);
