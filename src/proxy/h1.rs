@@ -41,13 +41,19 @@ use super::{ClientBody, ConnInfo, Proxy, ProxyBody};
 const MAX_HEADERS: usize = 100;
 /// A head still incomplete at this size goes to hyper, which decides (its own limit is larger).
 const MAX_HEAD: usize = 64 * 1024;
+/// Fields the proxy adds to a request on its way upstream (`X-Forwarded-*`, `X-Real-IP`).
+const FORWARDING_FIELDS: usize = 5;
 /// Room made for each read when less than a quarter of it is left.
 const READ_SPACE: usize = 4096;
 /// Body frames up to this size are copied behind what is buffered for one write; larger ones are written as they
 /// are.
 const COALESCE: usize = 16 * 1024;
-/// A response buffer grown past this is not kept by the connection.
-const KEEP_OUT: usize = 64 * 1024;
+/// A response buffer grown past this (by bodies copied into it) is not kept by the connection.
+const KEEP_OUT: usize = 4 * 1024;
+/// Room for a typical response head, made once per connection (not grown a few bytes at a time).
+const HEAD_SPACE: usize = 512;
+/// Buffered output written before more of a body is copied behind it.
+const MAX_OUT: usize = 64 * 1024;
 
 /// How [`serve`] ended.
 pub(super) enum Ended {
@@ -91,11 +97,12 @@ where
         }
     });
     let mut out = Vec::new();
+    let mut spans = Vec::new();
     let mut closing = false;
     loop {
         let incoming = loop {
             if !buf.is_empty() {
-                match parse(&mut buf) {
+                match parse(&mut buf, &mut spans) {
                     Ok(Some(r)) => break r,
                     Ok(None) if buf.len() < MAX_HEAD => {}
                     Ok(None) | Err(ForHyper) => return Ended::HandOver(buf),
@@ -148,6 +155,7 @@ where
         let keep_alive = !close && !closing;
         let (parts, body) = response.into_parts();
         out.clear();
+        out.reserve(HEAD_SPACE);
         let framing = encode_head(&mut out, &parts, &body, head_request, keep_alive);
         drop(parts);
         if !write_body(io, &mut out, &mut buf, body, framing, trailers).await {
@@ -184,8 +192,8 @@ struct Incoming {
 struct ForHyper;
 
 /// A complete request head at the start of `buf`, taken out of it when this parser serves it; `None`: not
-/// complete yet.
-fn parse(buf: &mut BytesMut) -> Result<Option<Incoming>, ForHyper> {
+/// complete yet. `spans`: the connection's scratch space for where the fields are.
+fn parse(buf: &mut BytesMut, spans: &mut Vec<(Span, Span)>) -> Result<Option<Incoming>, ForHyper> {
     let mut fields = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
     let mut parsed = httparse::Request::new(&mut []);
     let len = match httparse::ParserConfig::default().parse_request_with_uninit_headers(&mut parsed, buf, &mut fields) {
@@ -206,10 +214,10 @@ fn parse(buf: &mut BytesMut) -> Result<Option<Incoming>, ForHyper> {
     let base = buf.as_ptr() as usize;
     let span = |s: &[u8]| (s.as_ptr() as usize - base, s.len());
     let target = span(target.as_bytes());
-    let mut spans = [((0, 0), (0, 0)); MAX_HEADERS];
+    spans.clear();
+    spans.reserve(parsed.headers.len());
     let (mut close, mut trailers) = (false, false);
-    let count = parsed.headers.len();
-    for (h, slot) in parsed.headers.iter().zip(spans.iter_mut()) {
+    for h in parsed.headers.iter() {
         let name = h.name.as_bytes();
         if name.eq_ignore_ascii_case(b"content-length") {
             if h.value != b"0" {
@@ -234,10 +242,10 @@ fn parse(buf: &mut BytesMut) -> Result<Option<Incoming>, ForHyper> {
         {
             return Err(ForHyper);
         }
-        *slot = (span(name), span(h.value));
+        spans.push((span(name), span(h.value)));
     }
     let head = buf.split_to(len).freeze();
-    match build(&head, method, target, &spans[..count]) {
+    match build(&head, method, target, spans) {
         Some(request) => Ok(Some(Incoming {
             request,
             close,
@@ -258,7 +266,8 @@ type Span = (usize, usize);
 
 fn build(head: &Bytes, method: Method, (ts, tl): Span, fields: &[(Span, Span)]) -> Option<Request<ClientBody>> {
     let uri = Uri::from_maybe_shared(head.slice(ts..ts + tl)).ok()?;
-    let mut headers = HeaderMap::with_capacity(fields.len());
+    // Room for the forwarding fields the proxy adds, so they do not grow the map.
+    let mut headers = HeaderMap::with_capacity(fields.len() + FORWARDING_FIELDS);
     for &((ns, nl), (vs, vl)) in fields {
         let name = HeaderName::from_bytes(&head[ns..ns + nl]).ok()?;
         let value = HeaderValue::from_maybe_shared(head.slice(vs..vs + vl)).ok()?;
@@ -484,7 +493,7 @@ async fn write_body<S: AsyncRead + AsyncWrite + Unpin>(
                 out.extend_from_slice(b"\r\n");
             }
         }
-        if data.len() <= COALESCE && out.len() + data.len() <= KEEP_OUT {
+        if data.len() <= COALESCE && out.len() + data.len() <= MAX_OUT {
             out.extend_from_slice(&data);
         } else {
             if io.write_all(out).await.is_err() || io.write_all(&data).await.is_err() {

@@ -57,6 +57,8 @@ pub struct Conn {
     out: Vec<u8>,
     /// Free space to make before the next read.
     space: usize,
+    /// Where a response head's kept fields are in `buf` (kept to reuse its allocation).
+    spans: Vec<(u32, u32, u32, u32)>,
     watch: Arc<Watch>,
     /// Dropped with the connection, which ends the connection's watch task.
     _task: oneshot::Sender<()>,
@@ -112,6 +114,7 @@ impl Conn {
             buf: BytesMut::with_capacity(READ_SPACE),
             out: Vec::with_capacity(512),
             space: READ_SPACE,
+            spans: Vec::new(),
             watch,
             _task: task,
         })
@@ -289,7 +292,8 @@ impl Conn {
         let http10 = parsed.version == Some(0);
         // Where each field is in the buffer: the values are then slices of it, not copies.
         let base = self.buf.as_ptr() as usize;
-        let mut spans = [(0u32, 0u32, 0u32, 0u32); MAX_HEADERS];
+        self.spans.clear();
+        self.spans.reserve(parsed.headers.len());
         let mut length = None;
         let mut chunked = false;
         let mut other_coding = false;
@@ -297,7 +301,6 @@ impl Conn {
         // Fields kept for the response; the framing fields this client consumed (`Transfer-Encoding`, and
         // `Connection`/`Keep-Alive` when they only say close or keep-alive) are left out: the proxy would strip
         // them as hop-by-hop anyway.
-        let mut count = 0;
         for h in parsed.headers.iter() {
             let name = h.name.as_bytes();
             let mut keep = true;
@@ -334,13 +337,12 @@ impl Conn {
                 keep = false;
             }
             if keep {
-                spans[count] = (
+                self.spans.push((
                     (name.as_ptr() as usize - base) as u32,
                     name.len() as u32,
                     (h.value.as_ptr() as usize - base) as u32,
                     h.value.len() as u32,
-                );
-                count += 1;
+                ));
             }
         }
         let head = self.buf.split_to(len).freeze();
@@ -352,8 +354,8 @@ impl Conn {
                 Ok(Some(Head::interim(status)))
             };
         }
-        let mut headers = HeaderMap::with_capacity(count);
-        for &(ns, nl, vs, vl) in &spans[..count] {
+        let mut headers = HeaderMap::with_capacity(self.spans.len());
+        for &(ns, nl, vs, vl) in &self.spans {
             let (ns, nl, vs, vl) = (ns as usize, nl as usize, vs as usize, vl as usize);
             let name = HeaderName::from_bytes(&head[ns..ns + nl]).map_err(|_| Failure::Invalid)?;
             let value = HeaderValue::from_maybe_shared(head.slice(vs..vs + vl)).map_err(|_| Failure::Invalid)?;
