@@ -303,3 +303,28 @@ async fn a_body_shorter_than_its_length_ends_the_connection() {
     );
     gw.stop().await;
 }
+
+#[tokio::test]
+async fn a_partial_head_pipelined_behind_a_request_is_due_within_the_header_read_timeout() {
+    let b = echo("b").await;
+    let config = ONE_SET.replace(
+        "    http: [\"127.0.0.1:0\"]\n",
+        "    http: [\"127.0.0.1:0\"]\n    headerReadTimeout: 300ms\n    keepAliveTimeout: 30s\n",
+    );
+    let m =
+        service("default", "b", &[b.addr]) + &ingress("default", "b", "portico", &[("h.example", "/", "Prefix", "b")]);
+    let gw = Gateway::start_with(&config, &m).await;
+    let mut s = TcpStream::connect(gw.addr(0)).await.unwrap();
+    // A whole request and, in the same write, the start of a second head that never completes.
+    s.write_all(b"GET /a HTTP/1.1\r\nHost: h.example\r\n\r\nGET /b HTTP/1.1\r\nHost: h.exa")
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    assert_eq!(uri_of(&response(&mut s, &mut buf, false).await), "/a");
+    let answered = std::time::Instant::now();
+    // Closed by the header-read timeout, long before the keep-alive timeout.
+    assert!(closed(&mut s, &buf).await, "the connection stayed open");
+    assert!(answered.elapsed() < Duration::from_secs(3), "{:?}", answered.elapsed());
+    assert_eq!(b.count(), 1);
+    gw.stop().await;
+}

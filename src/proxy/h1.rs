@@ -104,7 +104,9 @@ where
             if !buf.is_empty() {
                 match parse(&mut buf, &mut spans) {
                     Ok(Some(r)) => break r,
-                    Ok(None) if buf.len() < MAX_HEAD => {}
+                    // Part of a head, maybe read while the last request was in flight: its time counts from now
+                    // at the latest.
+                    Ok(None) if buf.len() < MAX_HEAD => activity.bytes_arrived(),
                     Ok(None) | Err(ForHyper) => return Ended::HandOver(buf),
                 }
             }
