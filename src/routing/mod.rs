@@ -326,7 +326,7 @@ struct HostRoutes {
     /// The key when it cannot be read from the first route (a host without routes); see [`HostRoutes::key`].
     own_key: Option<Box<str>>,
     router: Option<Box<matchit::Router<Entry>>>,
-    routes: Vec<Route>,
+    routes: Box<[Route]>,
 }
 
 impl HostRoutes {
@@ -354,7 +354,7 @@ impl HostRoutes {
             return Self {
                 own_key: key,
                 router: None,
-                routes,
+                routes: routes.into_boxed_slice(),
             };
         }
         let mut keys: std::collections::BTreeMap<String, Entry> = std::collections::BTreeMap::new();
@@ -382,7 +382,7 @@ impl HostRoutes {
         Self {
             own_key: key,
             router: Some(Box::new(router)),
-            routes,
+            routes: routes.into_boxed_slice(),
         }
     }
 
