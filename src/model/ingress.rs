@@ -136,7 +136,7 @@ impl Ingress {
                 creation_timestamp: m.creation_timestamp.clone(),
                 annotations: m.annotations.clone().map(Box::new),
             },
-            spec: o.spec.clone().map(|s| IngressSpec::from_k8s(s, strings)),
+            spec: o.spec.as_ref().map(|s| IngressSpec::from_k8s_ref(s, strings)),
         }
     }
 
@@ -210,6 +210,39 @@ impl IngressSpec {
                 .map(|b| Box::new(IngressBackend::from_k8s(b, strings))),
             rules,
             tls,
+        }
+    }
+
+    /// [`IngressSpec::from_k8s`] of a borrowed spec (no intermediate copy of the whole spec).
+    pub fn from_k8s_ref(s: &k8s::IngressSpec, strings: &mut Strings) -> Self {
+        let rules = s.rules.as_ref().map(|rules| {
+            rules
+                .iter()
+                .map(|r| IngressRule {
+                    host: r.host.as_deref().map(Box::from),
+                    http: r.http.as_ref().map(|h| HttpRule {
+                        paths: h
+                            .paths
+                            .iter()
+                            .map(|p| IngressPath {
+                                path: p.path.as_deref().map(|s| strings.get(s)),
+                                path_type: strings.get(&p.path_type),
+                                backend: IngressBackend::from_k8s(p.backend.clone(), strings),
+                            })
+                            .collect::<Box<[_]>>()
+                            .into_vec(),
+                    }),
+                })
+                .collect::<Box<[_]>>()
+        });
+        Self {
+            ingress_class_name: s.ingress_class_name.as_deref().map(|s| strings.get(s)),
+            default_backend: s
+                .default_backend
+                .clone()
+                .map(|b| Box::new(IngressBackend::from_k8s(b, strings))),
+            rules,
+            tls: s.tls.as_deref().map(Box::from),
         }
     }
 
