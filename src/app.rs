@@ -191,7 +191,7 @@ impl Publisher {
         // Before the swap, so every route in the new table already has its counters.
         self.shared
             .metrics
-            .published(&c, before, self.generation, started.elapsed());
+            .published(&c, &snap, before, self.generation, started.elapsed());
         drop(last);
         self.shared.snapshot.store(Arc::new(snap));
         self.shared.ready.store(true, Ordering::Release);

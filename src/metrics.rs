@@ -255,58 +255,57 @@ impl Metrics {
         }
     }
 
-    /// Called by the publisher before the new routing snapshot is swapped in, with the translation published
-    /// before (`None` at first). Counters are never removed (their totals stay in the exposition), so every pair
-    /// of the previous translation has its counters already and only the hosts that changed since
-    /// ([`crate::routing::changed_hosts`]) and the default backends are looked at. The map is copied only when
-    /// the table names a new (Ingress, backend) pair, and then shallowly (each Ingress's slice is shared until it
-    /// changes).
+    /// Called by the publisher before the new routing snapshot `snap` (built from `c`) is swapped in, with the
+    /// translation published before (`None` at first). Counters are never removed (their totals stay in the
+    /// exposition), so every pair of the previous translation has its counters already and only the hosts that
+    /// changed since ([`crate::routing::changed_hosts`]) and the default backends are looked at. The map is
+    /// copied only when the table names a new (Ingress, backend) pair, and then shallowly (each Ingress's slice
+    /// is shared until it changes). A new Ingress's key is its routes' `namespace/name` string (shared, not
+    /// copied).
     pub fn published(
         &self,
         c: &Compiled,
+        snap: &crate::routing::Snapshot,
         previous: Option<&crate::model::Translation>,
         generation: u64,
         build: Duration,
     ) {
         let old = self.routes.load();
         let n = self.set_names.len();
-        let mut pairs: Vec<(String, String)> = Vec::new();
-        let (mut ingress_key, mut service_key) = (String::new(), String::new());
-        let mut note = |ns: &str, name: &str, b: &crate::model::BackendModel| {
-            ingress_key.clear();
-            service_key.clear();
-            let _ = write!(ingress_key, "{ns}/{name}");
-            let _ = write!(service_key, "{}/{}:{}", b.namespace, b.service, b.port);
+        let mut pairs: Vec<(Arc<str>, String)> = Vec::new();
+        let mut note = |ingress: &Arc<str>, service: &str| {
             let known = old
                 .by_ingress
-                .get(ingress_key.as_str())
-                .is_some_and(|m| m.iter().any(|(s, _)| **s == *service_key));
+                .get(&**ingress)
+                .is_some_and(|m| m.iter().any(|(s, _)| **s == *service));
             if !known {
-                pairs.push((ingress_key.clone(), service_key.clone()));
+                pairs.push((ingress.clone(), service.to_string()));
             }
         };
         let mut defaults: Vec<Option<Arc<str>>> = vec![None; n];
         for (i, set) in c.translation.sets.iter().enumerate() {
-            let mut paths = |h: &crate::model::HostModel| {
-                for p in &h.paths {
-                    note(&p.ingress.namespace, &p.ingress.name, &p.backend);
+            let table = snap.sets.get(i);
+            let mut routes = |h: &crate::model::HostModel| {
+                for r in table.map_or(&[][..], |t| t.routes_of(&h.host)) {
+                    note(&r.ingress, &r.backend.id);
                 }
             };
             match previous.and_then(|t| t.sets.get(i)) {
                 Some(before) => crate::routing::changed_hosts(before, set)
                     .filter_map(|(_, after)| after)
-                    .for_each(|h| paths(h)),
-                None => set.hosts.iter().for_each(|h| paths(h)),
+                    .for_each(|h| routes(h)),
+                None => set.hosts.iter().for_each(|h| routes(h)),
             }
             if let Some(d) = &set.default_backend {
-                note(&d.ingress.namespace, &d.ingress.name, &d.backend);
+                let ing = format!("{}/{}", d.ingress.namespace, d.ingress.name);
+                // Reuse the old label value when it is the same Ingress.
+                let ing = match old.defaults.get(i) {
+                    Some(Some(prev)) if **prev == *ing => prev.clone(),
+                    _ => Arc::from(ing),
+                };
+                note(&ing, &d.backend.id());
                 if let Some(slot) = defaults.get_mut(i) {
-                    let ing = format!("{}/{}", d.ingress.namespace, d.ingress.name);
-                    // Reuse the old label value when it is the same Ingress.
-                    *slot = match old.defaults.get(i) {
-                        Some(Some(prev)) if **prev == *ing => Some(prev.clone()),
-                        _ => Some(Arc::from(ing)),
-                    };
+                    *slot = Some(ing);
                 }
             }
         }
@@ -325,7 +324,7 @@ impl Metrics {
                         s
                     }
                 };
-                let entry = by_ingress.entry(Arc::from(ingress)).or_insert_with(|| Arc::new([]));
+                let entry = by_ingress.entry(ingress).or_insert_with(|| Arc::new([]));
                 if !entry.iter().any(|(s, _)| *s == service) {
                     let grown: Vec<(Arc<str>, RouteCounter)> =
                         entry.iter().cloned().chain([(service, route_counter(n))]).collect();
@@ -759,7 +758,8 @@ mod tests {
     fn publishes_after_edits_give_every_route_its_counter() {
         let m = Metrics::new(&["a".to_string()]);
         let mut last = translation(&(0..10).map(|i| (i, i)).collect::<Vec<_>>());
-        m.published(&compiled(last.clone()), None, 1, Duration::ZERO);
+        let snap = |t: &crate::model::Translation| crate::routing::Snapshot::build(t, None, 1, None);
+        m.published(&compiled(last.clone()), &snap(&last), None, 1, Duration::ZERO);
         // Host 3 now names service 7, host 5 is gone, host 10 is new; the other hosts are the same `Arc`s, so only
         // the changed ones are looked at.
         let mut next = last.clone();
@@ -768,7 +768,7 @@ mod tests {
         next.sets[0].hosts.remove(5);
         next.sets[0].hosts.push(edited.sets[0].hosts[1].clone());
         for (generation, t) in [(2, next.clone()), (3, translation(&[(1, 2), (2, 1)]))] {
-            m.published(&compiled(t.clone()), Some(&last), generation, Duration::ZERO);
+            m.published(&compiled(t.clone()), &snap(&t), Some(&last), generation, Duration::ZERO);
             let routes = m.routes.load();
             for p in t.sets[0].hosts.iter().flat_map(|h| &h.paths) {
                 let ingress = format!("{}/{}", p.ingress.namespace, p.ingress.name);

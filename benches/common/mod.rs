@@ -2,7 +2,7 @@
 #![allow(dead_code)] // each bench target uses a different part
 
 use portico::config::Config;
-use portico::model::{ClusterState, Options};
+use portico::model::{ClusterState, Ingress, Options, Strings};
 use serde_json::json;
 
 /// The host name of Ingress `i`.
@@ -14,6 +14,8 @@ pub fn host(i: usize) -> String {
 /// EndpointSlice of one ready endpoint (addresses cycle through 10.x.y.z so no two backends are equal).
 pub fn cluster_state(n: usize) -> ClusterState {
     let mut s = ClusterState::default();
+    // Shared as a source shares them.
+    let mut strings = Strings::default();
     for i in 0..n {
         let name = format!("svc-{i:05}");
         s.services.push(
@@ -36,7 +38,7 @@ pub fn cluster_state(n: usize) -> ClusterState {
             }))
             .expect("endpoint slice"),
         );
-        s.ingresses.push(
+        s.ingresses.push(Ingress::from_k8s(
             serde_json::from_value(json!({
                 "apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
                 "metadata": {"name": format!("ing-{i:05}"), "namespace": "bench"},
@@ -46,7 +48,8 @@ pub fn cluster_state(n: usize) -> ClusterState {
                 ]}}]}
             }))
             .expect("ingress"),
-        );
+            &mut strings,
+        ));
     }
     s
 }

@@ -135,8 +135,8 @@ pub fn candidates(t: &Translation, state: &ClusterState, acme_sets: &[bool]) -> 
 
 fn opted_out(state: &ClusterState, ingress: &ObjectRef) -> bool {
     state.ingresses.iter().any(|i| {
-        i.metadata.name.as_deref() == Some(ingress.name.as_str())
-            && i.metadata.namespace.as_deref().unwrap_or("default") == ingress.namespace
+        i.metadata.name.as_deref() == Some(&*ingress.name)
+            && i.metadata.namespace.as_deref().unwrap_or("default") == &*ingress.namespace
             && i.metadata
                 .annotations
                 .as_ref()

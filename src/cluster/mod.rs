@@ -96,6 +96,8 @@ struct Stores {
     services: watch::Kind<Service>,
     slices: watch::Kind<EndpointSlice>,
     secrets: watch::Kind<Secret>,
+    /// The strings the kept Ingresses share (see [`crate::model::Strings`]).
+    strings: std::sync::Mutex<crate::model::Strings>,
 }
 
 impl Stores {
@@ -103,7 +105,14 @@ impl Stores {
     /// [`watch::Kind::sync`]); `state` must be what the previous sync left (or empty at first).
     fn sync(&self, state: &mut ClusterState) {
         self.classes.sync(&mut state.ingress_classes);
-        self.ingresses.sync(&mut state.ingresses);
+        let mut strings = self.strings.lock().unwrap_or_else(|e| e.into_inner());
+        self.ingresses.sync_into(
+            &mut state.ingresses,
+            |i| (i.metadata.namespace.as_deref(), i.metadata.name.as_deref()),
+            |o| crate::model::Ingress::from_k8s_ref(o, &mut strings),
+        );
+        strings.prune();
+        drop(strings);
         self.services.sync(&mut state.services);
         self.slices.sync(&mut state.endpoint_slices);
         self.secrets.sync(&mut state.secrets);
@@ -149,7 +158,7 @@ impl Objects for ClusterState {
             .ingresses
             .iter()
             .find(|o| o.metadata.namespace.as_deref() == Some(namespace) && o.metadata.name.as_deref() == Some(name));
-        found.cloned().map(Arc::new)
+        found.map(|o| Arc::new(o.to_k8s()))
     }
 
     fn service(&self, namespace: &str, name: &str) -> Option<Arc<Service>> {
@@ -273,6 +282,7 @@ fn start_watches(
         services: watch::Kind::new(),
         slices: watch::Kind::new(),
         secrets: watch::Kind::new(),
+        strings: Default::default(),
     };
     let classes = Api::all(client.clone());
     watches.spawn(

@@ -180,6 +180,17 @@ where
     /// every object is cloned again. A change recorded while this runs is seen by the next sync (the object is
     /// read after its key is taken, so reading it again is harmless).
     pub fn sync(&self, objects: &mut Vec<K>) {
+        self.sync_into(objects, order, |o| o.clone());
+    }
+
+    /// [`Kind::sync`] into a list of what `convert` makes of each object (cluster mode keeps Ingresses in the
+    /// compact form of [`crate::model::ingress`]); `key` gives a kept value's namespace and name.
+    pub fn sync_into<T>(
+        &self,
+        objects: &mut Vec<T>,
+        key: impl Fn(&T) -> (Option<&str>, Option<&str>),
+        mut convert: impl FnMut(&K) -> T,
+    ) {
         let changed = std::mem::replace(
             &mut *self.changed.lock().unwrap_or_else(|e| e.into_inner()),
             Changed {
@@ -188,14 +199,21 @@ where
             },
         );
         if changed.all {
-            *objects = contents(&self.stores);
+            let mut all: Vec<T> = self
+                .stores
+                .iter()
+                .flat_map(|s| s.state())
+                .map(|o| convert(&o))
+                .collect();
+            all.sort_by(|a, b| key(a).cmp(&key(b)));
+            *objects = all;
             return;
         }
         for (ns, name) in changed.keys {
-            let at = objects.binary_search_by(|o| order(o).cmp(&(ns.as_deref(), Some(name.as_str()))));
+            let at = objects.binary_search_by(|o| key(o).cmp(&(ns.as_deref(), Some(name.as_str()))));
             match (at, self.get(ns.as_deref(), &name)) {
-                (Ok(i), Some(o)) => objects[i] = (*o).clone(),
-                (Err(i), Some(o)) => objects.insert(i, (*o).clone()),
+                (Ok(i), Some(o)) => objects[i] = convert(&o),
+                (Err(i), Some(o)) => objects.insert(i, convert(&o)),
                 (Ok(i), None) => {
                     objects.remove(i);
                 }
@@ -215,13 +233,14 @@ where
     }
 }
 
-/// The order of [`contents`]: by namespace, then name.
+/// The order of [`Kind::sync`]: by namespace, then name.
 fn order<K: Resource>(o: &K) -> (Option<&str>, Option<&str>) {
     (o.meta().namespace.as_deref(), o.meta().name.as_deref())
 }
 
 /// The stores' contents, cloned, sorted by namespace and name.
-pub fn contents<K>(stores: &[Store<K>]) -> Vec<K>
+#[cfg(test)]
+fn contents<K>(stores: &[Store<K>]) -> Vec<K>
 where
     K: Resource + Clone + 'static,
     K::DynamicType: Eq + Hash + Clone,

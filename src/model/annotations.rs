@@ -2,7 +2,7 @@
 //! reason (never a half-applied policy). Portico's own names live under `portico.dev/`; ingress-nginx's names
 //! are accepted for the same features where they mean the same thing.
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use super::ingress::IngressMeta;
 
 pub const SSL_REDIRECT: [&str; 2] = ["portico.dev/ssl-redirect", "nginx.ingress.kubernetes.io/ssl-redirect"];
 pub const FORCE_SSL_REDIRECT: [&str; 2] = [
@@ -212,7 +212,7 @@ impl Default for IngressPolicy {
 }
 
 /// A timeout annotation: bare seconds (ingress-nginx's form) or a duration like `500ms` or `2m`.
-fn timeout_any(meta: &ObjectMeta, keys: &[&str]) -> Result<Option<std::time::Duration>, String> {
+fn timeout_any(meta: &IngressMeta, keys: &[&str]) -> Result<Option<std::time::Duration>, String> {
     let Some(v) = string_any(meta, keys)? else {
         return Ok(None);
     };
@@ -225,7 +225,7 @@ fn timeout_any(meta: &ObjectMeta, keys: &[&str]) -> Result<Option<std::time::Dur
         .ok_or_else(|| format!("annotation {}: {v:?} is not a duration like 30 or 30s", keys[0]))
 }
 
-fn parse_backend_protocol(meta: &ObjectMeta) -> Result<BackendProtocol, String> {
+fn parse_backend_protocol(meta: &IngressMeta) -> Result<BackendProtocol, String> {
     Ok(
         match string_any(meta, &BACKEND_PROTOCOL)?
             .map(|v| v.to_ascii_uppercase())
@@ -247,7 +247,7 @@ fn parse_backend_protocol(meta: &ObjectMeta) -> Result<BackendProtocol, String> 
 
 /// The `proxy-ssl-*` annotations. The CA Secret must be in the Ingress's own namespace (`name`, or
 /// `namespace/name` naming that namespace); its contents are read by translation.
-fn parse_upstream_tls(meta: &ObjectMeta, protocol: BackendProtocol) -> Result<Option<UpstreamTls>, String> {
+fn parse_upstream_tls(meta: &IngressMeta, protocol: BackendProtocol) -> Result<Option<UpstreamTls>, String> {
     let verify = match string_any(meta, &PROXY_SSL_VERIFY)? {
         None | Some("off" | "false") => false,
         Some("on" | "true") => true,
@@ -351,7 +351,7 @@ impl UpstreamTls {
 }
 
 fn duration_annotation(
-    meta: &ObjectMeta,
+    meta: &IngressMeta,
     key: &str,
     default: std::time::Duration,
 ) -> Result<std::time::Duration, String> {
@@ -363,7 +363,7 @@ fn duration_annotation(
     }
 }
 
-fn count_annotation(meta: &ObjectMeta, key: &str, default: u32) -> Result<u32, String> {
+fn count_annotation(meta: &IngressMeta, key: &str, default: u32) -> Result<u32, String> {
     match get(meta, key) {
         None => Ok(default),
         Some(v) => v
@@ -374,7 +374,7 @@ fn count_annotation(meta: &ObjectMeta, key: &str, default: u32) -> Result<u32, S
     }
 }
 
-fn parse_active_check(meta: &ObjectMeta) -> Result<Option<ActiveCheck>, String> {
+fn parse_active_check(meta: &IngressMeta) -> Result<Option<ActiveCheck>, String> {
     let kind = get(meta, HEALTH_CHECK);
     let http_path = match kind {
         None => {
@@ -424,7 +424,7 @@ fn parse_size(key: &str, v: &str) -> Result<Option<u64>, String> {
     Ok((n > 0).then(|| n.saturating_mul(mult)))
 }
 
-fn parse_balance(meta: &ObjectMeta) -> Result<Balance, String> {
+fn parse_balance(meta: &IngressMeta) -> Result<Balance, String> {
     let mut choices: Vec<(Balance, String)> = Vec::new();
     if let Some(v) = get(meta, LOAD_BALANCE) {
         let b = match v {
@@ -477,7 +477,7 @@ fn parse_balance(meta: &ObjectMeta) -> Result<Balance, String> {
 }
 
 /// The first of several equivalent string annotations that is set; two set to different values is an error.
-fn string_any<'a>(meta: &'a ObjectMeta, keys: &[&str]) -> Result<Option<&'a str>, String> {
+fn string_any<'a>(meta: &'a IngressMeta, keys: &[&str]) -> Result<Option<&'a str>, String> {
     let mut found: Option<(&str, &str)> = None;
     for k in keys {
         if let Some(v) = get(meta, k) {
@@ -512,7 +512,7 @@ fn header_value(key: &str, value: &str) -> Result<String, String> {
 }
 
 /// `Name: value` per line.
-fn header_lines(meta: &ObjectMeta, key: &str) -> Result<Vec<(String, String)>, String> {
+fn header_lines(meta: &IngressMeta, key: &str) -> Result<Vec<(String, String)>, String> {
     let Some(text) = get(meta, key) else {
         return Ok(Vec::new());
     };
@@ -529,7 +529,7 @@ fn header_lines(meta: &ObjectMeta, key: &str) -> Result<Vec<(String, String)>, S
 }
 
 /// A comma-separated list of header names.
-fn header_list(meta: &ObjectMeta, key: &str) -> Result<Vec<String>, String> {
+fn header_list(meta: &IngressMeta, key: &str) -> Result<Vec<String>, String> {
     let Some(text) = get(meta, key) else {
         return Ok(Vec::new());
     };
@@ -540,11 +540,11 @@ fn header_list(meta: &ObjectMeta, key: &str) -> Result<Vec<String>, String> {
         .collect()
 }
 
-fn get<'a>(meta: &'a ObjectMeta, key: &str) -> Option<&'a str> {
+fn get<'a>(meta: &'a IngressMeta, key: &str) -> Option<&'a str> {
     meta.annotations.as_ref()?.get(key).map(|s| s.trim())
 }
 
-fn boolean(meta: &ObjectMeta, key: &str) -> Result<Option<bool>, String> {
+fn boolean(meta: &IngressMeta, key: &str) -> Result<Option<bool>, String> {
     match get(meta, key) {
         None => Ok(None),
         Some("true") => Ok(Some(true)),
@@ -554,7 +554,7 @@ fn boolean(meta: &ObjectMeta, key: &str) -> Result<Option<bool>, String> {
 }
 
 /// The first of several equivalent annotations that is set; two set to different values is an error.
-fn boolean_any(meta: &ObjectMeta, keys: &[&str]) -> Result<Option<bool>, String> {
+fn boolean_any(meta: &IngressMeta, keys: &[&str]) -> Result<Option<bool>, String> {
     let mut found: Option<(bool, &str)> = None;
     for k in keys {
         if let Some(v) = boolean(meta, k)? {
@@ -622,7 +622,7 @@ impl IngressPolicy {
         }
     }
 
-    pub fn from_meta(meta: &ObjectMeta) -> Result<Self, String> {
+    pub fn from_meta(meta: &IngressMeta) -> Result<Self, String> {
         let d = Self::default();
         let ssl_redirect = boolean_any(meta, &SSL_REDIRECT)?.unwrap_or(d.ssl_redirect);
         let force_ssl_redirect = boolean_any(meta, &FORCE_SSL_REDIRECT)?.unwrap_or(d.force_ssl_redirect);
@@ -720,9 +720,11 @@ impl IngressPolicy {
 mod tests {
     use super::*;
 
-    fn meta(pairs: &[(&str, &str)]) -> ObjectMeta {
-        ObjectMeta {
-            annotations: Some(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()),
+    fn meta(pairs: &[(&str, &str)]) -> IngressMeta {
+        IngressMeta {
+            annotations: Some(Box::new(
+                pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            )),
             ..Default::default()
         }
     }
@@ -730,7 +732,7 @@ mod tests {
     #[test]
     fn defaults_and_values() {
         assert_eq!(
-            IngressPolicy::from_meta(&ObjectMeta::default()).unwrap(),
+            IngressPolicy::from_meta(&IngressMeta::default()).unwrap(),
             IngressPolicy::default()
         );
         let p = IngressPolicy::from_meta(&meta(&[

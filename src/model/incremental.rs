@@ -36,9 +36,9 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::Arc;
 
+use super::ingress::IngressBackend;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use k8s_openapi::api::networking::v1::{Ingress, IngressBackend};
 
 use super::translate::{
     age_key, namespace_of, object_ref, rule_host, tls_hosts, Classes, SetBuilder, Tagged, Translator,
@@ -640,7 +640,7 @@ impl Incremental {
         };
         let mut hosts: Vec<HostPattern> = Vec::new();
         if let Some(spec) = spec {
-            spec.default_backend.iter().for_each(&mut dep);
+            spec.default_backend.as_deref().into_iter().for_each(&mut dep);
             for rule in spec.rules.iter().flatten() {
                 if let Ok(h) = rule_host(rule.host.as_deref()) {
                     if !hosts.contains(&h) {
@@ -666,7 +666,8 @@ impl Incremental {
             digest: self.digest_ingress(ing),
             dep_digest: dep_digest(&deps, services),
             deps: Few::from_vec(deps),
-            age: (ts, ns, name.into()),
+            // The Ingress's own name string, not a copy.
+            age: (ts, ns, ing.metadata.name.clone().unwrap_or_else(|| name.into())),
             hosts: Few::Zero,
             idx: idx as u32,
             seen: self.round as u32,
@@ -915,8 +916,8 @@ fn digest_ingress(h: &mut impl Hasher, ing: &Ingress) {
     };
     h.write_u8(1);
     spec.ingress_class_name.hash(h);
-    digest_backend(h, spec.default_backend.as_ref());
-    spec.rules.as_ref().map(Vec::len).hash(h);
+    digest_backend(h, spec.default_backend.as_deref());
+    spec.rules.as_ref().map(|r| r.len()).hash(h);
     for rule in spec.rules.iter().flatten() {
         rule.host.hash(h);
         rule.http.as_ref().map(|x| x.paths.len()).hash(h);
@@ -926,7 +927,7 @@ fn digest_ingress(h: &mut impl Hasher, ing: &Ingress) {
             digest_backend(h, Some(&p.backend));
         }
     }
-    spec.tls.as_ref().map(Vec::len).hash(h);
+    spec.tls.as_ref().map(|t| t.len()).hash(h);
     for tls in spec.tls.iter().flatten() {
         tls.hosts.hash(h);
         tls.secret_name.hash(h);
@@ -1098,7 +1099,9 @@ mod tests {
         if !rng.chance(3) {
             obj["spec"] = spec;
         }
-        serde_json::from_value(obj).expect("ingress")
+        serde_json::from_value::<k8s_openapi::api::networking::v1::Ingress>(obj)
+            .expect("ingress")
+            .into()
     }
 
     fn service(rng: &mut Rng, ns: &str, name: &str) -> Service {
@@ -1273,9 +1276,10 @@ mod tests {
         let mut state = ClusterState::default();
         for (i, host) in ["a.example", "b.example", "c.example"].iter().enumerate() {
             let mut ing = ingress(&mut rng, "a", &format!("i{i}"));
-            ing.spec = serde_json::from_value(json!({"rules": [{"host": host, "http": {"paths": [
+            let spec: k8s_openapi::api::networking::v1::IngressSpec = serde_json::from_value(json!({"rules": [{"host": host, "http": {"paths": [
                 {"path": "/", "pathType": "Prefix", "backend": {"service": {"name": "s0", "port": {"number": 80}}}}]}}]}))
             .unwrap();
+            ing.spec = Some(spec.into());
             ing.metadata.annotations = None;
             state.ingresses.push(ing);
         }

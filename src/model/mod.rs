@@ -7,6 +7,7 @@
 
 pub mod annotations;
 mod incremental;
+pub mod ingress;
 mod translate;
 
 use std::fmt;
@@ -14,13 +15,15 @@ use std::net::SocketAddr;
 
 use k8s_openapi::api::core::v1::{Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
+use k8s_openapi::api::networking::v1::IngressClass;
 
 pub use incremental::Incremental;
+pub use ingress::{Ingress, Strings};
 pub use translate::translate;
 pub(crate) use translate::FastMap;
 
-/// Every object translation looks at. Order does not matter: translation sorts what it needs.
+/// Every object translation looks at. Order does not matter: translation sorts what it needs. Ingresses are
+/// kept in the compact form of [`ingress`] (there are many); the other kinds as Kubernetes objects.
 #[derive(Debug, Clone, Default)]
 pub struct ClusterState {
     pub ingresses: Vec<Ingress>,

@@ -7,12 +7,13 @@ use std::net::{IpAddr, SocketAddr};
 
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use k8s_openapi::api::networking::v1::{Ingress, IngressBackend, IngressClass};
+use k8s_openapi::api::networking::v1::IngressClass;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use std::sync::Arc;
 
 use super::annotations::IngressPolicy;
+use super::ingress::{IngressBackend, IngressMeta};
 use super::*;
 use crate::normalize::validate_ingress_path;
 
@@ -101,28 +102,54 @@ impl Hasher for FxHasher {
 
 /// Oldest first: creation time, then namespace/name. Objects without a timestamp (hand-written manifests) sort
 /// as the oldest, by name.
-pub(super) fn age_key(m: &ObjectMeta) -> (Option<i64>, &str, &str) {
+pub(super) fn age_key(m: &IngressMeta) -> (Option<i64>, &str, &str) {
     (
         m.creation_timestamp.as_ref().map(|t| t.0.as_second()),
-        m.namespace.as_deref().unwrap_or("default"),
+        namespace_of(m),
         m.name.as_deref().unwrap_or(""),
     )
 }
 
-pub(super) fn namespace_of(m: &ObjectMeta) -> &str {
-    m.namespace.as_deref().unwrap_or("default")
+/// The metadata translation reads of any object: a Kubernetes object's, or a kept Ingress's.
+pub(super) trait Meta {
+    fn namespace(&self) -> Option<&str>;
+    fn annotations(&self) -> Option<&BTreeMap<String, String>>;
 }
 
-pub(super) fn object_ref(kind: &'static str, m: &ObjectMeta) -> Option<ObjectRef> {
+impl Meta for ObjectMeta {
+    fn namespace(&self) -> Option<&str> {
+        self.namespace.as_deref()
+    }
+
+    fn annotations(&self) -> Option<&BTreeMap<String, String>> {
+        self.annotations.as_ref()
+    }
+}
+
+impl Meta for IngressMeta {
+    fn namespace(&self) -> Option<&str> {
+        self.namespace.as_deref()
+    }
+
+    fn annotations(&self) -> Option<&BTreeMap<String, String>> {
+        self.annotations.as_deref()
+    }
+}
+
+pub(super) fn namespace_of(m: &impl Meta) -> &str {
+    m.namespace().unwrap_or("default")
+}
+
+pub(super) fn object_ref(kind: &'static str, m: &IngressMeta) -> Option<ObjectRef> {
     Some(ObjectRef {
         kind,
         namespace: namespace_of(m).to_string(),
-        name: m.name.clone()?,
+        name: m.name.as_deref()?.to_string(),
     })
 }
 
-fn annotation<'a>(m: &'a ObjectMeta, key: &str) -> Option<&'a str> {
-    m.annotations.as_ref()?.get(key).map(String::as_str)
+fn annotation<'a>(m: &'a impl Meta, key: &str) -> Option<&'a str> {
+    m.annotations()?.get(key).map(String::as_str)
 }
 
 // === classes ===
@@ -339,8 +366,8 @@ impl<'a> Translator<'a> {
                     None => {
                         let r = ObjectRef {
                             kind: "IngressClass",
-                            namespace: String::new(),
-                            name: name.to_string(),
+                            namespace: "".into(),
+                            name: name.into(),
                         };
                         self.diag(
                             &r,
@@ -461,7 +488,7 @@ impl<'a> Translator<'a> {
             for (pi, p) in http.paths.iter().enumerate() {
                 // Formatted only into a diagnostic.
                 let at = PathAt { rule: ri, path: pi };
-                let kind = match p.path_type.as_str() {
+                let kind = match &*p.path_type {
                     "Exact" => PathKind::Exact,
                     "Prefix" | "ImplementationSpecific" => PathKind::Prefix,
                     other => {
@@ -471,7 +498,7 @@ impl<'a> Translator<'a> {
                 };
                 let raw = match p.path.as_deref() {
                     Some(path) if !path.is_empty() => path,
-                    _ if p.path_type == "ImplementationSpecific" => "/",
+                    _ if &*p.path_type == "ImplementationSpecific" => "/",
                     _ => {
                         self.diag(
                             iref,
@@ -535,8 +562,8 @@ impl<'a> Translator<'a> {
                 hosts,
                 secret: ObjectRef {
                     kind: "Secret",
-                    namespace: ns.to_string(),
-                    name: secret.to_string(),
+                    namespace: iref.namespace.clone(),
+                    name: secret.into(),
                 },
                 ingress: iref.clone(),
             });

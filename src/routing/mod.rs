@@ -222,10 +222,11 @@ pub struct SetTable {
 #[derive(Debug)]
 pub struct Route {
     pub host: HostPattern,
-    pub path: Box<str>,
+    /// Shared with the other routes of the build that have the same path.
+    pub path: Arc<str>,
     pub kind: PathKind,
     pub backend: Arc<Backend>,
-    /// `namespace/name` of the Ingress that defined it.
+    /// `namespace/name` of the Ingress that defined it (shared by its routes of one build).
     pub ingress: Arc<str>,
     /// Plain-HTTP requests are redirected to HTTPS with 308.
     pub https_redirect: bool,
@@ -249,11 +250,15 @@ pub enum Lookup<'a> {
     NotFound,
 }
 
-/// Compiles each Ingress's policy once per build (Ingresses share one `Arc<IngressPolicy>` across their paths).
+/// Compiles each Ingress's policy once per build (Ingresses share one `Arc<IngressPolicy>` across their paths),
+/// and shares the routes' path and Ingress strings within a build (every host's `/` is one string).
 #[derive(Default)]
 struct Policies {
     compiled: HashMap<*const crate::model::annotations::IngressPolicy, Arc<RoutePolicy>>,
     passthrough: Option<Arc<RoutePolicy>>,
+    strings: crate::model::Strings,
+    /// Scratch for an Ingress's `namespace/name`.
+    scratch: String,
 }
 
 impl Policies {
@@ -268,6 +273,14 @@ impl Policies {
             .entry(Arc::as_ptr(p))
             .or_insert_with(|| Arc::new(RoutePolicy::compile(p)))
             .clone()
+    }
+
+    /// The shared `namespace/name` of an Ingress.
+    fn ingress(&mut self, r: &crate::model::ObjectRef) -> Arc<str> {
+        use std::fmt::Write;
+        self.scratch.clear();
+        let _ = write!(self.scratch, "{}/{}", r.namespace, r.name);
+        self.strings.get(&self.scratch)
     }
 }
 
@@ -287,20 +300,20 @@ struct Keyed(Arc<HostRoutes>);
 
 impl std::borrow::Borrow<str> for Keyed {
     fn borrow(&self) -> &str {
-        &self.0.key
+        self.0.key()
     }
 }
 
 impl std::hash::Hash for Keyed {
     /// As the key itself hashes, as `Borrow` requires.
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        self.0.key.hash(state)
+        self.0.key().hash(state)
     }
 }
 
 impl PartialEq for Keyed {
     fn eq(&self, other: &Self) -> bool {
-        self.0.key == other.0.key
+        self.0.key() == other.0.key()
     }
 }
 
@@ -310,10 +323,10 @@ impl Eq for Keyed {}
 /// first (a Prefix path counted without its trailing slash), Exact before Prefix on a tie.
 #[derive(Debug)]
 struct HostRoutes {
-    /// The exact host name, or a wildcard's suffix (empty for host-less rules): its key in the set's map.
-    key: Box<str>,
+    /// The key when it cannot be read from the first route (a host without routes); see [`HostRoutes::key`].
+    own_key: Option<Box<str>>,
     router: Option<Box<matchit::Router<Entry>>>,
-    routes: Vec<Route>,
+    routes: Box<[Route]>,
 }
 
 impl HostRoutes {
@@ -327,25 +340,21 @@ impl HostRoutes {
             .iter()
             .map(|p| Route {
                 host: host.clone(),
-                path: p.path.as_str().into(),
+                path: policies.strings.get(&p.path),
                 kind: p.kind,
                 backend: backend(&p.backend, &p.policy),
-                ingress: format!("{}/{}", p.ingress.namespace, p.ingress.name).into(),
+                ingress: policies.ingress(&p.ingress),
                 https_redirect: p.https_redirect,
                 policy: policies.get(&p.policy),
             })
             .collect();
-        let key = match host {
-            HostPattern::Exact(name) => name.as_str().into(),
-            HostPattern::Wildcard(suffix) => suffix.as_str().into(),
-            HostPattern::Any => "".into(),
-        };
+        let key = routes.is_empty().then(|| pattern_key(host).into());
         if routes.len() <= FEW_PATHS {
             routes.sort_by_key(|r| std::cmp::Reverse((r.match_len(), r.kind == PathKind::Exact)));
             return Self {
-                key,
+                own_key: key,
                 router: None,
-                routes,
+                routes: routes.into_boxed_slice(),
             };
         }
         let mut keys: std::collections::BTreeMap<String, Entry> = std::collections::BTreeMap::new();
@@ -371,9 +380,19 @@ impl HostRoutes {
             }
         }
         Self {
-            key,
+            own_key: key,
             router: Some(Box::new(router)),
-            routes,
+            routes: routes.into_boxed_slice(),
+        }
+    }
+
+    /// The exact host name, or a wildcard's suffix (empty for host-less rules): its key in the set's map. Read
+    /// from the first route's host (every route has the host's pattern), so it costs no string of its own.
+    fn key(&self) -> &str {
+        match (&self.own_key, self.routes.first()) {
+            (Some(key), _) => key,
+            (None, Some(r)) => pattern_key(&r.host),
+            (None, None) => "",
         }
     }
 
@@ -384,6 +403,15 @@ impl HostRoutes {
         let m = router.at(path).ok()?;
         let idx = m.value.exact.or(m.value.prefix)?;
         Some(&self.routes[idx])
+    }
+}
+
+/// A host pattern's key in a set's host map.
+fn pattern_key(host: &HostPattern) -> &str {
+    match host {
+        HostPattern::Exact(name) => name,
+        HostPattern::Wildcard(suffix) => suffix,
+        HostPattern::Any => "",
     }
 }
 
@@ -485,6 +513,17 @@ impl SetTable {
             HostPattern::Any => self.any.take(),
         };
         self.routes -= old.map_or(0, |o| o.routes.len());
+    }
+
+    /// The routes of a host (as its model names it), in precedence order when it has a few; empty when the
+    /// set has no such host.
+    pub fn routes_of(&self, host: &HostPattern) -> &[Route] {
+        let found = match host {
+            HostPattern::Exact(name) => self.exact.get(name.as_str()).map(|k| &k.0),
+            HostPattern::Wildcard(suffix) => self.wildcard.get(suffix.as_str()).map(|k| &k.0),
+            HostPattern::Any => self.any.as_ref(),
+        };
+        found.map_or(&[], |h| &h.routes)
     }
 
     #[cfg(test)]

@@ -19,7 +19,7 @@ use serde::Deserialize;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
-use crate::model::{ClusterState, Diagnostic, Subject};
+use crate::model::{ClusterState, Diagnostic, Ingress, Strings, Subject};
 
 /// A manifest directory and what each file in it last contributed.
 ///
@@ -34,8 +34,16 @@ pub struct ManifestDir {
     files: HashMap<PathBuf, FileEntry>,
     order: Vec<PathBuf>,
     state: Arc<ClusterState>,
+    parse: Parse,
+}
+
+/// What parsing keeps between files and loads.
+#[derive(Default)]
+struct Parse {
     /// Documents parsed so far (those whose objects were moved over from the last version are not counted).
     parsed: u64,
+    /// The strings the kept Ingresses share (see [`Strings`]); pruned after each load.
+    strings: Strings,
 }
 
 /// What one file contributes, and how to tell whether it changed since.
@@ -120,7 +128,7 @@ impl ManifestDir {
             files: HashMap::new(),
             order: Vec::new(),
             state: Arc::default(),
-            parsed: 0,
+            parse: Parse::default(),
         }
     }
 
@@ -138,7 +146,7 @@ impl ManifestDir {
     /// How many YAML documents the loads so far parsed (a document whose text did not change is not parsed
     /// again; a file that must be parsed whole counts as none).
     pub fn documents_parsed(&self) -> u64 {
-        self.parsed
+        self.parse.parsed
     }
 
     /// A cheap fingerprint of the directory (names, sizes, modification times) to notice changes.
@@ -210,7 +218,7 @@ impl ManifestDir {
         let mut next = HashMap::with_capacity(files.len());
         for file in &files {
             let shown = file.strip_prefix(&self.root).unwrap_or(file).display().to_string();
-            let entry = refresh(file, &shown, self.files.remove(file), &mut self.parsed);
+            let entry = refresh(file, &shown, self.files.remove(file), &mut self.parse);
             next.insert(file.clone(), entry);
         }
         self.files = next;
@@ -236,6 +244,7 @@ impl ManifestDir {
         }
         self.order = files;
         self.state = Arc::new(state);
+        self.parse.strings.prune();
         Ok((self.state.clone(), diagnostics))
     }
 
@@ -270,7 +279,7 @@ impl ManifestDir {
             o.services = state.services.drain(start[2]..start[2] + s).collect();
             o.endpoint_slices = state.endpoint_slices.drain(start[3]..start[3] + e).collect();
             let shown = p.strip_prefix(&self.root).unwrap_or(p).display().to_string();
-            let mut entry = refresh(p, &shown, Some(entry), &mut self.parsed);
+            let mut entry = refresh(p, &shown, Some(entry), &mut self.parse);
             let o = entry.lend_objects();
             state.ingresses.splice(start[0]..start[0], o.ingresses);
             state.ingress_classes.splice(start[1]..start[1], o.ingress_classes);
@@ -288,6 +297,7 @@ impl ManifestDir {
             add_secrets(&mut state, extra, &entry.objects.secrets);
         }
         self.state = Arc::new(state);
+        self.parse.strings.prune();
         (self.state.clone(), diagnostics)
     }
 
@@ -341,7 +351,7 @@ fn unchanged(stamp: Option<Stamp>, old: &FileEntry) -> bool {
 
 /// The new entry of `file`: `old` as it is when the file did not change, else the file read (and parsed when its
 /// content differs). A broken version keeps the objects of `old`.
-fn refresh(file: &Path, shown: &str, old: Option<FileEntry>, parsed: &mut u64) -> FileEntry {
+fn refresh(file: &Path, shown: &str, old: Option<FileEntry>, cx: &mut Parse) -> FileEntry {
     let stamp = std::fs::metadata(file).ok().map(|m| Stamp::of(&m));
     let old = match old {
         Some(old) if unchanged(stamp, &old) => return old,
@@ -358,9 +368,9 @@ fn refresh(file: &Path, shown: &str, old: Option<FileEntry>, parsed: &mut u64) -
                 Some(old) if old.content == content => {
                     return FileEntry { stamp, read_at, ..old };
                 }
-                _ => match parse_by_document(&text, old.as_mut(), parsed) {
+                _ => match parse_by_document(&text, old.as_mut(), cx) {
                     Some((objects, docs)) => (content, (objects, Vec::new()), docs),
-                    None => (content, parse_documents(&text, shown), Vec::new()),
+                    None => (content, parse_documents(&text, shown, &mut cx.strings), Vec::new()),
                 },
             }
         }
@@ -426,7 +436,7 @@ fn split_documents(text: &str) -> Option<Vec<&str>> {
 /// `old` instead of parsing them again. `None` (with `old` untouched) when the text does not split simply, or a
 /// document has an error or is not read as one document: the caller parses the whole text then, so
 /// diagnostics name documents and positions exactly as before.
-fn parse_by_document(text: &str, old: Option<&mut FileEntry>, parsed: &mut u64) -> Option<(ClusterState, Vec<Doc>)> {
+fn parse_by_document(text: &str, old: Option<&mut FileEntry>, cx: &mut Parse) -> Option<(ClusterState, Vec<Doc>)> {
     let chunks = split_documents(text)?;
     let digest = |chunk: &str| {
         let mut h = std::collections::hash_map::DefaultHasher::new();
@@ -451,7 +461,7 @@ fn parse_by_document(text: &str, old: Option<&mut FileEntry>, parsed: &mut u64) 
         let mut docs = Vec::with_capacity(chunks.len());
         for (n, chunk) in chunks.iter().enumerate() {
             let before = counts_of(&out);
-            let seen = parse_chunk(chunk, &mut out, parsed)?;
+            let seen = parse_chunk(chunk, &mut out, cx)?;
             if seen > 1 || (seen == 0 && n > 0) {
                 return None;
             }
@@ -482,7 +492,7 @@ fn parse_by_document(text: &str, old: Option<&mut FileEntry>, parsed: &mut u64) 
             continue;
         }
         let mut objects = ClusterState::default();
-        let seen = parse_chunk(chunk, &mut objects, parsed)?;
+        let seen = parse_chunk(chunk, &mut objects, cx)?;
         // The text before the first marker holds at most one document; every other chunk exactly one.
         if seen > 1 || (seen == 0 && n > 0) {
             return None;
@@ -528,13 +538,13 @@ fn parse_by_document(text: &str, old: Option<&mut FileEntry>, parsed: &mut u64) 
 }
 
 /// Parses one document's text into `out`; the number of documents found, `None` on any error.
-fn parse_chunk(chunk: &str, out: &mut ClusterState, parsed: &mut u64) -> Option<usize> {
+fn parse_chunk(chunk: &str, out: &mut ClusterState, cx: &mut Parse) -> Option<usize> {
     let mut seen = 0;
-    *parsed += 1;
+    cx.parsed += 1;
     for doc in serde_yaml::Deserializer::from_str(chunk) {
         seen += 1;
         let value = serde_yaml::Value::deserialize(doc).ok()?;
-        parse_value(value, out).ok()?;
+        parse_value(value, out, &mut cx.strings).ok()?;
     }
     Some(seen)
 }
@@ -557,11 +567,11 @@ fn move_range<T: Default>(from: &mut [T], start: usize, n: usize, to: &mut Vec<T
 /// Parses one multi-document YAML text (named `file` in diagnostics) into a state. Used by `portico check`-like
 /// tools and tests that hold manifests in memory.
 pub fn state_from_yaml(text: &str, file: &str) -> (ClusterState, Vec<Diagnostic>) {
-    parse_documents(text, file)
+    parse_documents(text, file, &mut Strings::default())
 }
 
 /// Parses a multi-document YAML text into objects and per-document diagnostics.
-fn parse_documents(text: &str, file: &str) -> (ClusterState, Vec<Diagnostic>) {
+fn parse_documents(text: &str, file: &str, strings: &mut Strings) -> (ClusterState, Vec<Diagnostic>) {
     let mut objects = ClusterState::default();
     let mut errors = Vec::new();
     for (index, doc) in serde_yaml::Deserializer::from_str(text).enumerate() {
@@ -580,7 +590,7 @@ fn parse_documents(text: &str, file: &str) -> (ClusterState, Vec<Diagnostic>) {
                 break;
             }
         };
-        if let Err(reason) = parse_value(value, &mut objects) {
+        if let Err(reason) = parse_value(value, &mut objects, strings) {
             errors.push(err(reason));
         }
     }
@@ -591,7 +601,7 @@ fn parse_documents(text: &str, file: &str) -> (ClusterState, Vec<Diagnostic>) {
     (objects, errors)
 }
 
-fn parse_value(mut value: serde_yaml::Value, out: &mut ClusterState) -> Result<(), String> {
+fn parse_value(mut value: serde_yaml::Value, out: &mut ClusterState, strings: &mut Strings) -> Result<(), String> {
     if value.is_null() {
         return Ok(());
     }
@@ -622,7 +632,13 @@ fn parse_value(mut value: serde_yaml::Value, out: &mut ClusterState) -> Result<(
         Ok(())
     }
     match (api, kind) {
-        ("networking.k8s.io/v1", "Ingress") => typed(value, kind, &mut out.ingresses),
+        ("networking.k8s.io/v1", "Ingress") => {
+            let mut one = Vec::with_capacity(1);
+            typed::<k8s_openapi::api::networking::v1::Ingress>(value, kind, &mut one)?;
+            out.ingresses
+                .extend(one.into_iter().map(|o| Ingress::from_k8s(o, strings)));
+            Ok(())
+        }
         ("networking.k8s.io/v1", "IngressClass") => typed(value, kind, &mut out.ingress_classes),
         ("v1", "Service") => typed(value, kind, &mut out.services),
         ("discovery.k8s.io/v1", "EndpointSlice") => typed(value, kind, &mut out.endpoint_slices),
@@ -633,7 +649,7 @@ fn parse_value(mut value: serde_yaml::Value, out: &mut ClusterState) -> Result<(
                 _ => Vec::new(),
             };
             for item in items {
-                parse_value(item, out)?;
+                parse_value(item, out, strings)?;
             }
             Ok(())
         }
@@ -676,7 +692,7 @@ kind: List
 items:
 - {apiVersion: v1, kind: Secret, metadata: {name: s}, type: kubernetes.io/tls}
 ";
-        let (objs, errs) = parse_documents(text, "x.yaml");
+        let (objs, errs) = state_from_yaml(text, "x.yaml");
         assert_eq!((objs.services.len(), objs.secrets.len()), (1, 1), "{objs:?}");
         let msgs: Vec<String> = errs.iter().map(|d| d.to_string()).collect();
         assert_eq!(msgs.len(), 3, "{msgs:?}");
