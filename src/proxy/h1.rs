@@ -45,9 +45,9 @@ const MAX_HEAD: usize = 64 * 1024;
 const FORWARDING_FIELDS: usize = 5;
 /// Room made for each read when less than a quarter of it is left.
 const READ_SPACE: usize = 4096;
-/// Body frames up to this size are copied behind what is buffered for one write; larger ones are written as they
-/// are.
-const COALESCE: usize = 16 * 1024;
+/// Body frames up to this size are copied behind what is buffered, for one write; larger ones go out with it in one
+/// vectored write, not copied.
+const COALESCE: usize = 4 * 1024;
 /// A response buffer grown past this (by bodies copied into it) is not kept by the connection.
 const KEEP_OUT: usize = 4 * 1024;
 /// Room for a typical response head, made once per connection (not grown a few bytes at a time).
@@ -177,7 +177,7 @@ where
 /// what is left to its front instead of allocating.
 fn reserve(buf: &mut BytesMut) {
     if buf.capacity() - buf.len() < READ_SPACE / 4 {
-        buf.reserve(READ_SPACE);
+        crate::upstream::h1::make_room(buf, READ_SPACE);
     }
 }
 
@@ -498,7 +498,7 @@ async fn write_body<S: AsyncRead + AsyncWrite + Unpin>(
         if data.len() <= COALESCE && out.len() + data.len() <= MAX_OUT {
             out.extend_from_slice(&data);
         } else {
-            if io.write_all(out).await.is_err() || io.write_all(&data).await.is_err() {
+            if write_both(io, out, &data).await.is_err() {
                 return false;
             }
             out.clear();
@@ -521,6 +521,25 @@ async fn write_body<S: AsyncRead + AsyncWrite + Unpin>(
         _ => {}
     }
     finish(io, out).await
+}
+
+/// `first` then `second`, in vectored writes (one system call when the socket takes both).
+async fn write_both<S: AsyncWrite + Unpin>(io: &mut S, mut first: &[u8], mut second: &[u8]) -> std::io::Result<()> {
+    while !first.is_empty() {
+        let n = io
+            .write_vectored(&[std::io::IoSlice::new(first), std::io::IoSlice::new(second)])
+            .await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        if n < first.len() {
+            first = &first[n..];
+        } else {
+            second = &second[n - first.len()..];
+            first = &[];
+        }
+    }
+    io.write_all(second).await
 }
 
 async fn finish<S: AsyncWrite + Unpin>(io: &mut S, out: &mut Vec<u8>) -> bool {

@@ -227,7 +227,7 @@ impl Conn {
     /// connection's wait ran over: see [`Watch::expired`]).
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
         if self.buf.capacity() - self.buf.len() < self.space / 2 {
-            self.buf.reserve(self.space);
+            make_room(&mut self.buf, self.space);
         }
         loop {
             let spare = self.buf.capacity() - self.buf.len();
@@ -382,6 +382,19 @@ impl Conn {
             keep_alive: !close,
         }))
     }
+}
+
+/// At least `space` free bytes after what `buf` holds. The buffer's own storage is reused when it is no longer
+/// shared and large enough (what was consumed is reclaimed); otherwise only the unconsumed bytes move to new
+/// storage. `BytesMut::reserve` would instead grow a unique buffer with `realloc`, copying the consumed bytes too:
+/// most of a large body's bytes, once per growth.
+pub(crate) fn make_room(buf: &mut BytesMut, space: usize) {
+    if buf.try_reclaim(space) {
+        return;
+    }
+    let mut fresh = BytesMut::with_capacity(buf.len() + space);
+    fresh.extend_from_slice(buf);
+    *buf = fresh;
 }
 
 fn parse_length(v: &[u8]) -> Option<u64> {
