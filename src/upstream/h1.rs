@@ -797,7 +797,7 @@ mod tests {
     use std::sync::Arc;
     use std::time::Duration;
 
-    use bytes::Bytes;
+    use bytes::{Bytes, BytesMut};
     use http::{Method, Request};
     use http_body_util::{BodyExt, Either, Empty};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -898,6 +898,30 @@ mod tests {
             .map_err(|_| SendError::Upstream(UpstreamError::Reset))?;
         let trailers = collected.trailers().cloned();
         Ok((status, collected.to_bytes(), trailers))
+    }
+
+    #[test]
+    fn make_room_moves_only_unconsumed_bytes_and_reuses_storage_it_owns_alone() {
+        let mut buf = BytesMut::with_capacity(1024);
+        buf.extend_from_slice(&[7u8; 1000]);
+        // A frame still held elsewhere: the 40 unconsumed bytes go to new storage, the frame keeps its own.
+        let frame = buf.split_to(960).freeze();
+        super::make_room(&mut buf, 4096);
+        assert_eq!(&buf[..], &[7u8; 40][..]);
+        assert!(buf.capacity() - buf.len() >= 4096);
+        assert_eq!(frame.len(), 960);
+        drop(frame);
+        // Sole owner again, with everything consumed: the storage is reused, not reallocated.
+        let _ = buf.split_to(40);
+        let before = buf.as_ptr() as usize;
+        let capacity = buf.capacity();
+        super::make_room(&mut buf, capacity + 4);
+        assert_eq!(
+            buf.capacity(),
+            capacity + 40,
+            "grew instead of reclaiming the consumed bytes"
+        );
+        assert_eq!(buf.as_ptr() as usize, before - 40);
     }
 
     #[tokio::test]
