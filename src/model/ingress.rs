@@ -181,39 +181,17 @@ impl IngressMeta {
 }
 
 impl IngressSpec {
-    pub fn from_k8s(s: k8s::IngressSpec, strings: &mut Strings) -> Self {
-        let rules = s.rules.map(|rules| {
-            rules
-                .into_iter()
-                .map(|r| IngressRule {
-                    host: r.host.map(String::into_boxed_str),
-                    http: r.http.map(|h| HttpRule {
-                        paths: h
-                            .paths
-                            .into_iter()
-                            .map(|p| IngressPath {
-                                path: p.path.as_deref().map(|s| strings.get(s)),
-                                path_type: strings.get(&p.path_type),
-                                backend: IngressBackend::from_k8s(p.backend, strings),
-                            })
-                            .collect::<Box<[_]>>()
-                            .into_vec(),
-                    }),
-                })
-                .collect::<Box<[_]>>()
-        });
-        let tls = s.tls.map(Vec::into_boxed_slice);
+    /// The spec's fields in their compact form. Only the TLS entries are moved; the rest is read from the spec,
+    /// as cluster mode reads a stored object's ([`IngressSpec::from_k8s_ref`]).
+    pub fn from_k8s(mut s: k8s::IngressSpec, strings: &mut Strings) -> Self {
+        let tls = s.tls.take().map(Vec::into_boxed_slice);
         Self {
-            ingress_class_name: s.ingress_class_name.as_deref().map(|s| strings.get(s)),
-            default_backend: s
-                .default_backend
-                .map(|b| Box::new(IngressBackend::from_k8s(b, strings))),
-            rules,
             tls,
+            ..Self::from_k8s_ref(&s, strings)
         }
     }
 
-    /// [`IngressSpec::from_k8s`] of a borrowed spec (no intermediate copy of the whole spec).
+    /// The compact form of a borrowed spec (no intermediate copy of the whole spec).
     pub fn from_k8s_ref(s: &k8s::IngressSpec, strings: &mut Strings) -> Self {
         let rules = s.rules.as_ref().map(|rules| {
             rules
