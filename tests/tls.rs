@@ -374,3 +374,57 @@ async fn access_log_records_tls_version_and_sni() {
     assert_eq!(json["path"], "/logged");
     running.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_large_body_streamed_in_pieces_arrives_whole_over_tls() {
+    // 256 KiB in four pieces with pauses between: each piece leaves the gateway through TLS in vectored writes
+    // of its own (frames over 4 KiB are not copied behind the head), with waits for the backend in between.
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                let mut head = [0u8; 4096];
+                let _ = s.read(&mut head).await;
+                let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 262144\r\n\r\n").await;
+                for piece in b'a'..=b'd' {
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    let _ = s.write_all(&[piece; 65536]).await;
+                }
+            });
+        }
+    });
+    let ca = TestCa::new();
+    let cert = issue(&ca, &["big.test"], unix_now() + 30 * DAY);
+    let m = service("default", "big", &[addr])
+        + &tls_secret("big-tls", &cert.0, &cert.1)
+        + r#"---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {name: big, namespace: default}
+spec:
+  tls: [{hosts: [big.test], secretName: big-tls}]
+  rules: [{host: big.test, http: {paths: [{path: /, pathType: Prefix, backend: {service: {name: big, port: {number: 80}}}}]}}]
+"#;
+    let gw = Gateway::start_with(TLS_SET, &m).await;
+    let https = gw.running().https_addrs[0][0];
+    let tls = connect(ca.client_config(&[b"http/1.1"]), https, "big.test")
+        .await
+        .unwrap();
+    let r = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        get1(&mut h1(tls).await, "big.test", "/"),
+    )
+    .await
+    .expect("the body did not arrive");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body.len(), 262_144);
+    for (i, piece) in (b'a'..=b'd').enumerate() {
+        assert!(
+            r.body[i * 65536..(i + 1) * 65536].iter().all(|&b| b == piece),
+            "piece {i} damaged"
+        );
+    }
+    gw.stop().await;
+}

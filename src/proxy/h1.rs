@@ -432,10 +432,14 @@ async fn write_body<S: AsyncRead + AsyncWrite + Unpin>(
             Poll::Ready(frame) => frame,
             Poll::Pending => {
                 if !out.is_empty() {
-                    if io.write_all(out).await.is_err() || io.flush().await.is_err() {
+                    if io.write_all(out).await.is_err() {
                         return false;
                     }
                     out.clear();
+                }
+                // Also what a TLS stream still holds from a vectored write of a large frame.
+                if io.flush().await.is_err() {
+                    return false;
                 }
                 loop {
                     tokio::select! {
