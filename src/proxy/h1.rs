@@ -173,8 +173,8 @@ where
     }
 }
 
-/// Room for the next read. Once the heads read before are gone, the buffer is unique again and `reserve` moves
-/// what is left to its front instead of allocating.
+/// Room for the next read. Once the heads read before are gone, the buffer is unique again and its storage is
+/// reclaimed instead of allocating (see `make_room`).
 fn reserve(buf: &mut BytesMut) {
     if buf.capacity() - buf.len() < READ_SPACE / 4 {
         crate::upstream::h1::make_room(buf, READ_SPACE);

@@ -496,15 +496,20 @@ impl Activity {
     }
 
     fn start(this: &Arc<Self>) -> ActiveGuard {
-        std::mem::forget(this.begin());
+        this.enter();
         ActiveGuard(this.clone())
     }
 
     /// A request is in flight until the returned guard drops.
     pub(super) fn begin(&self) -> Active<'_> {
+        self.enter();
+        Active(self)
+    }
+
+    /// A request started: no head is arriving any more, one more in flight (undone by [`Activity::end`]).
+    fn enter(&self) {
         self.head_since_ms.store(0, Ordering::Relaxed);
         self.active.fetch_add(1, Ordering::Relaxed);
-        Active(self)
     }
 
     fn end(&self) {
