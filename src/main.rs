@@ -251,11 +251,17 @@ fn check(manifests: &PathBuf, config_path: Option<&PathBuf>) -> ExitCode {
     let compiled = compiler.compile(&state, std::mem::take(&mut diags), portico::certs::unix_now());
     print!("{}", compiled.describe());
     let t = &compiled.translation;
-    if t.diagnostics.is_empty() {
-        println!("ok: no object rejected");
+    let errors = t.errors();
+    let warnings = t.diagnostics.len() - errors;
+    let also = match warnings {
+        0 => String::new(),
+        n => format!(" ({n} warning(s))"),
+    };
+    if errors == 0 {
+        println!("ok: no object rejected{also}");
         ExitCode::SUCCESS
     } else {
-        println!("{} problem(s) found", t.diagnostics.len());
+        println!("{errors} problem(s) found{also}");
         ExitCode::from(1)
     }
 }

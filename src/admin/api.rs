@@ -154,6 +154,10 @@ pub fn diagnostics(admin: &Admin) -> Value {
             json!({
                 "subject": d.subject.to_string(),
                 "reason": d.reason,
+                "severity": match d.severity {
+                    crate::model::Severity::Error => "error",
+                    crate::model::Severity::Warning => "warning",
+                },
                 "message": d.to_string(),
             })
         })

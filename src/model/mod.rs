@@ -128,9 +128,20 @@ impl Translation {
         out
     }
 
+    /// The errors among the diagnostics: what was rejected.
+    pub fn errors(&self) -> usize {
+        self.diagnostics.iter().filter(|d| d.is_error()).count()
+    }
+
     /// The diagnostics part of [`Translation::describe`].
     pub fn describe_diagnostics(&self) -> String {
-        self.diagnostics.iter().map(|d| format!("diagnostic: {d}\n")).collect()
+        self.diagnostics
+            .iter()
+            .map(|d| match d.severity {
+                Severity::Error => format!("diagnostic: {d}\n"),
+                Severity::Warning => format!("warning: {d}\n"),
+            })
+            .collect()
     }
 
     /// The routes part of [`Translation::describe`].
@@ -347,11 +358,22 @@ impl fmt::Display for Subject {
     }
 }
 
-/// Something that was rejected (and so disabled) with the reason.
+/// How bad a diagnostic is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub enum Severity {
+    /// Something was rejected, and so disabled (an object, a rule, a path, a reference).
+    #[default]
+    Error,
+    /// Served as asked, but something the author wrote has no effect (a listed no-op annotation).
+    Warning,
+}
+
+/// Something that was rejected (and so disabled) with the reason, or a warning about something served.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Diagnostic {
     pub subject: Subject,
     pub reason: String,
+    pub severity: Severity,
 }
 
 impl Diagnostic {
@@ -359,7 +381,20 @@ impl Diagnostic {
         Self {
             subject: Subject::Object(object),
             reason: reason.into(),
+            severity: Severity::Error,
         }
+    }
+
+    /// A warning about `object`, which is still served.
+    pub fn warning(object: ObjectRef, reason: impl Into<String>) -> Self {
+        Self {
+            severity: Severity::Warning,
+            ..Self::object(object, reason)
+        }
+    }
+
+    pub fn is_error(&self) -> bool {
+        self.severity == Severity::Error
     }
 }
 

@@ -324,19 +324,27 @@ impl<'a> Translator<'a> {
     }
 
     fn diag(&mut self, object: &ObjectRef, reason: String) {
+        self.push_diag(Diagnostic::object(object.clone(), reason));
+    }
+
+    /// A warning about something that is still served.
+    fn warn(&mut self, object: &ObjectRef, reason: String) {
+        self.push_diag(Diagnostic::warning(object.clone(), reason));
+    }
+
+    fn push_diag(&mut self, d: Diagnostic) {
+        let Subject::Object(object) = &d.subject else {
+            unreachable!("translation reports on objects")
+        };
         if let Some(tagged) = &mut self.tagged {
             if object.kind == "Ingress" {
-                tagged.push((
-                    self.at,
-                    self.at_host.clone(),
-                    Diagnostic::object(object.clone(), reason),
-                ));
+                tagged.push((self.at, self.at_host.clone(), d));
                 self.at.2 += 1;
                 return;
             }
         }
-        if self.emitted.insert((object.clone(), reason.clone())) {
-            self.diagnostics.push(Diagnostic::object(object.clone(), reason));
+        if self.emitted.insert((object.clone(), d.reason.clone())) {
+            self.diagnostics.push(d);
         }
     }
 
@@ -420,6 +428,20 @@ impl<'a> Translator<'a> {
             return;
         };
         let ns = iref.namespace.as_str();
+        // Fail closed: an unsupported or unknown annotation disables the Ingress before any value is read.
+        match annotations::check_keys(&ing.metadata) {
+            Ok(warnings) => {
+                for w in warnings {
+                    self.warn(iref, w);
+                }
+            }
+            Err(errors) => {
+                for e in errors {
+                    self.diag(iref, format!("{e}; Ingress not served"));
+                }
+                return;
+            }
+        }
         let policy = match IngressPolicy::from_meta(&ing.metadata).and_then(|mut p| {
             // The upstream CA Secret is read here, like TLS Secrets are by name: pure, from the same snapshot.
             if let Some(tls) = &mut p.upstream_tls {

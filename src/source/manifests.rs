@@ -19,7 +19,7 @@ use serde::Deserialize;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
-use crate::model::{ClusterState, Diagnostic, Ingress, Strings, Subject};
+use crate::model::{ClusterState, Diagnostic, Ingress, Severity, Strings, Subject};
 
 /// A manifest directory and what each file in it last contributed.
 ///
@@ -381,6 +381,7 @@ fn refresh(file: &Path, shown: &str, old: Option<FileEntry>, cx: &mut Parse) -> 
                 vec![Diagnostic {
                     subject: Subject::File(shown.to_string()),
                     reason: format!("cannot read: {e}"),
+                    severity: Severity::Error,
                 }],
             ),
             Vec::new(),
@@ -391,6 +392,7 @@ fn refresh(file: &Path, shown: &str, old: Option<FileEntry>, cx: &mut Parse) -> 
             diagnostics.push(Diagnostic {
                 subject: Subject::File(shown.to_string()),
                 reason: "keeping the objects of the last good version of this file".into(),
+                severity: Severity::Error,
             });
             (old.objects, old.docs)
         }
@@ -581,6 +583,7 @@ fn parse_documents(text: &str, file: &str, strings: &mut Strings) -> (ClusterSta
                 index,
             },
             reason,
+            severity: Severity::Error,
         };
         let value = match serde_yaml::Value::deserialize(doc) {
             Ok(v) => v,
