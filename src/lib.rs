@@ -29,6 +29,7 @@ pub mod cluster;
 pub mod config;
 pub mod echo;
 pub mod metrics;
+pub mod migrate;
 pub mod model;
 pub mod normalize;
 pub mod proxy;
