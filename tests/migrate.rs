@@ -33,7 +33,7 @@ fn report_on_the_example_directory() {
         "Ingress shop/shop (class nginx): not served by this configuration (no listener set serves class nginx)",
         "classes no listener set serves: nginx: 5",
         "  UNSUPPORTED: nginx.ingress.kubernetes.io/auth-url: authentication is not implemented yet",
-        "summary: 5 Ingress(es): 2 ready, 3 would be disabled by unsupported annotations, 0 with other problems",
+        "summary: 5 Ingress(es): 3 ready, 2 would be disabled by unsupported annotations, 0 with other problems",
         "verdict: NOT READY",
     ] {
         assert!(out.contains(want), "missing {want:?} in\n{out}");

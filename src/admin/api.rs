@@ -221,6 +221,10 @@ pub fn explain(admin: &Admin, query: &str) -> Resp {
             let path_why = match r.kind {
                 crate::model::PathKind::Exact => format!("path equals the Exact path {}", r.path),
                 crate::model::PathKind::Prefix => format!("{} is the longest Prefix path matching", r.path),
+                crate::model::PathKind::Regex => format!(
+                    "the host's paths are regexes (use-regex or rewrite-target), tried longest first; {} matched first",
+                    r.path
+                ),
             };
             json!({
                 "match": host_kind(&r.host),

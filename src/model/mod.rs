@@ -234,6 +234,10 @@ pub enum PathKind {
     Exact,
     /// Prefix and ImplementationSpecific.
     Prefix,
+    /// A regular expression, matched case-insensitively from the start of the path (ingress-nginx's
+    /// `use-regex`/`rewrite-target`; see `annotations::rewrite`). A host with one has only these, in precedence
+    /// order: longest first, the first match winning.
+    Regex,
 }
 
 impl fmt::Display for PathKind {
@@ -241,6 +245,7 @@ impl fmt::Display for PathKind {
         f.write_str(match self {
             PathKind::Exact => "Exact",
             PathKind::Prefix => "Prefix",
+            PathKind::Regex => "Regex",
         })
     }
 }

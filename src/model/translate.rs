@@ -231,6 +231,21 @@ pub(super) fn tls_hosts<'t>(tls: impl IntoIterator<Item = &'t TlsModel>) -> Vec<
         .collect()
 }
 
+/// A host with a regex path matches as ingress-nginx makes it: every path a regex (the others as literal text,
+/// so `/a.b` stays `/a.b`), tried longest first (by the path as written; ties keep the order of their keys), the
+/// first match winning. A literal path equal to an earlier one is dropped (it could never match).
+fn to_regex_host(paths: &mut Vec<PathModel>) {
+    paths.sort_by_key(|p| std::cmp::Reverse(p.path.len()));
+    let mut seen: HashSet<String> = HashSet::new();
+    paths.retain_mut(|p| {
+        if p.kind != PathKind::Regex {
+            p.path = regex::escape(&p.path);
+            p.kind = PathKind::Regex;
+        }
+        seen.insert(p.path.clone())
+    });
+}
+
 impl SetBuilder {
     /// The model of each host with paths, in order, `https_redirect` set against `tls_hosts`.
     pub(super) fn hosts(
@@ -245,6 +260,11 @@ impl SetBuilder {
             match hosts.last_mut() {
                 Some(h) if h.host == host => h.paths.push(p),
                 _ => hosts.push(HostModel { host, paths: vec![p] }),
+            }
+        }
+        for h in &mut hosts {
+            if h.paths.iter().any(|p| p.kind == PathKind::Regex) {
+                to_regex_host(&mut h.paths);
             }
         }
         hosts
@@ -511,6 +531,8 @@ impl<'a> Translator<'a> {
                 // Formatted only into a diagnostic.
                 let at = PathAt { rule: ri, path: pi };
                 let kind = match &*p.path_type {
+                    // ingress-nginx: regex on the Ingress makes every path type a regex.
+                    "Exact" | "Prefix" | "ImplementationSpecific" if policy.rewrite.regex => PathKind::Regex,
                     "Exact" => PathKind::Exact,
                     "Prefix" | "ImplementationSpecific" => PathKind::Prefix,
                     other => {
@@ -529,7 +551,14 @@ impl<'a> Translator<'a> {
                         continue;
                     }
                 };
-                if let Err(reason) = validate_ingress_path(raw) {
+                let checked = match kind {
+                    PathKind::Regex if !raw.starts_with('/') => Err(format!("path {raw:?} does not start with /")),
+                    PathKind::Regex => annotations::rewrite::compile_path(raw)
+                        .map(drop)
+                        .map_err(|e| format!("path {raw:?} {e}")),
+                    _ => validate_ingress_path(raw),
+                };
+                if let Err(reason) = checked {
                     self.diag(iref, format!("{at}: {reason}; path ignored"));
                     continue;
                 }

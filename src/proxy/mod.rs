@@ -177,6 +177,8 @@ struct Target {
     backend: Arc<crate::upstream::Backend>,
     https_redirect: bool,
     policy: Arc<RoutePolicy>,
+    /// The path `rewrite-target` made of the request's (not yet normalised).
+    rewritten: Option<String>,
 }
 
 static DEFAULT_SET_OPTIONS: SetOptions = SetOptions {
@@ -369,12 +371,14 @@ impl Proxy {
                         backend: r.backend.clone(),
                         https_redirect: r.https_redirect,
                         policy: r.policy.clone(),
+                        rewritten: r.rewrite(&path),
                     }
                 }
                 Lookup::Default(d) => Target {
                     backend: d.backend.clone(),
                     https_redirect: false,
                     policy: d.policy.clone(),
+                    rewritten: None,
                 },
                 Lookup::NotFound => return Err(ProxyError::NoRoute),
             }
@@ -391,6 +395,17 @@ impl Proxy {
                 &path,
                 parts.uri.query(),
             ));
+        }
+        // The Ingress's own redirects: every request (permanent/temporal-redirect), or `/` only (app-root).
+        if let Some((location, status)) = &target.policy.redirect {
+            return Ok(redirect(*status, location.clone()));
+        }
+        if let Some(root) = target.policy.app_root.as_deref().filter(|_| path == "/") {
+            let scheme = if conn.tls.is_some() { "https" } else { "http" };
+            let host = host_value.as_ref().and_then(|v| v.to_str().ok()).unwrap_or(&host.name);
+            let location = HeaderValue::from_str(&format!("{scheme}://{host}{root}"))
+                .map_err(|_| ProxyError::BadRequest("malformed host"))?;
+            return Ok(redirect(http::StatusCode::FOUND, location));
         }
         let too_big = |len: u64| target.policy.max_body_bytes.is_some_and(|max| len > max);
         if content_length(&parts.headers).is_some_and(too_big) {
@@ -463,6 +478,10 @@ impl Proxy {
         // The target upstream: the client's own path-and-query when normalisation left it as it was (a refcount),
         // else the normalised path with the query.
         let path_and_query = match (&path, parts.uri.path_and_query()) {
+            _ if target.rewritten.is_some() => {
+                let rewritten = target.rewritten.as_deref().unwrap_or_default();
+                rewritten_target(rewritten, parts.uri.query())?
+            }
             (std::borrow::Cow::Borrowed(_), Some(pq)) => pq.clone(),
             _ => {
                 let joined = match parts.uri.query() {
@@ -642,6 +661,40 @@ fn content_length(h: &http::HeaderMap) -> Option<u64> {
 }
 
 /// 308 to the same host, path and query over HTTPS (the port only when it is not 443).
+/// A redirect answered by the gateway itself.
+fn redirect(status: http::StatusCode, location: HeaderValue) -> Response<ProxyBody> {
+    let mut resp = Response::new(Either::Right(Full::new(Bytes::from(format!("{status}\n")))));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(header::LOCATION, location);
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    resp
+}
+
+/// The upstream target of a rewritten path: its path part normalised and checked like a request's (so a capture
+/// cannot climb out of the root or smuggle an encoded slash), its query (from a `?` in the rewrite target)
+/// followed by the request's, unless the target ended with `?` (nginx's rule).
+fn rewritten_target(rewritten: &str, query: Option<&str>) -> Result<PathAndQuery, ProxyError> {
+    let (path, own_query) = match rewritten.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (rewritten, None),
+    };
+    let path = normalize_path(path).map_err(|e| ProxyError::BadRequest(path_reason(e)))?;
+    let query = match (own_query, query) {
+        (Some(""), _) => None,
+        (Some(own), Some(q)) => Some(format!("{own}&{q}")),
+        (Some(own), None) => Some(own.to_string()),
+        (None, q) => q.map(str::to_string),
+    };
+    let joined = match query {
+        Some(q) => format!("{path}?{q}"),
+        None => path.into_owned(),
+    };
+    PathAndQuery::try_from(joined).map_err(|_| ProxyError::BadRequest("invalid rewritten request target"))
+}
+
 fn redirect_to_https(host: &str, port: Option<u16>, path: &str, query: Option<&str>) -> Response<ProxyBody> {
     let mut location = String::with_capacity(16 + host.len() + path.len() + query.map_or(0, str::len));
     location.push_str("https://");

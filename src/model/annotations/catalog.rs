@@ -118,7 +118,7 @@ pub static TABLE: &[Entry] = &[
     e("nginx.ingress.kubernetes.io/affinity-canary-behavior", NoOp, G::Affinity, "only matters with canaries, which are not served yet"),
     e("nginx.ingress.kubernetes.io/affinity-mode", NoOp, G::Affinity, "Portico's affinity cookie names an endpoint and keeps it while that endpoint is ready (ingress-nginx's `persistent`); `balanced` only differs after a scale-up"),
     e("nginx.ingress.kubernetes.io/allowlist-source-range", Impl, G::Access, "= portico.dev/allow-source-ranges"),
-    e("nginx.ingress.kubernetes.io/app-root", Unsup, G::Routing, PLANNED_ROUTING),
+    e("nginx.ingress.kubernetes.io/app-root", Impl, G::Routing, "= portico.dev/app-root"),
     e("nginx.ingress.kubernetes.io/auth-always-set-cookie", Unsup, G::Access, AUTH),
     e("nginx.ingress.kubernetes.io/auth-cache-duration", Unsup, G::Access, AUTH),
     e("nginx.ingress.kubernetes.io/auth-cache-key", Unsup, G::Access, AUTH),
@@ -205,8 +205,8 @@ pub static TABLE: &[Entry] = &[
     e("nginx.ingress.kubernetes.io/opentelemetry-operation-name", NoOp, G::Observability, "see enable-opentelemetry"),
     e("nginx.ingress.kubernetes.io/opentelemetry-trust-incoming-span", NoOp, G::Observability, "see enable-opentelemetry"),
     e("nginx.ingress.kubernetes.io/opentracing-trust-incoming-span", NoOp, G::Observability, "see enable-opentracing"),
-    e("nginx.ingress.kubernetes.io/permanent-redirect", Unsup, G::Routing, PLANNED_ROUTING),
-    e("nginx.ingress.kubernetes.io/permanent-redirect-code", Unsup, G::Routing, PLANNED_ROUTING),
+    e("nginx.ingress.kubernetes.io/permanent-redirect", Impl, G::Routing, "= portico.dev/permanent-redirect"),
+    e("nginx.ingress.kubernetes.io/permanent-redirect-code", Impl, G::Routing, "= portico.dev/permanent-redirect-code"),
     e("nginx.ingress.kubernetes.io/preserve-trailing-slash", NoOp, G::Tls, "Portico's HTTPS redirects always keep the path exactly as sent"),
     e("nginx.ingress.kubernetes.io/proxy-body-size", Impl, G::Timeouts, "= portico.dev/proxy-body-size"),
     e("nginx.ingress.kubernetes.io/proxy-buffer-size", NoOp, G::Buffering, "Portico streams responses; buffers are sized by the gateway"),
@@ -232,7 +232,7 @@ pub static TABLE: &[Entry] = &[
     e("nginx.ingress.kubernetes.io/proxy-ssl-server-name", NoOp, G::Upstream, "Portico sends SNI whenever it has a name (proxy-ssl-name, or upstream-vhost)"),
     e("nginx.ingress.kubernetes.io/proxy-ssl-verify", Impl, G::Upstream, "= portico.dev/proxy-ssl-verify"),
     e("nginx.ingress.kubernetes.io/proxy-ssl-verify-depth", Unsup, G::Upstream, "rustls has no chain-depth limit; remove it"),
-    e("nginx.ingress.kubernetes.io/rewrite-target", Unsup, G::Routing, PLANNED_ROUTING),
+    e("nginx.ingress.kubernetes.io/rewrite-target", Impl, G::Routing, "= portico.dev/rewrite-target"),
     e("nginx.ingress.kubernetes.io/satisfy", Unsup, G::Access, "combines auth with allowlists; authentication is not implemented yet"),
     e("nginx.ingress.kubernetes.io/secure-backends", Unsup, G::Upstream, "removed from ingress-nginx; use backend-protocol: HTTPS"),
     e("nginx.ingress.kubernetes.io/server-alias", Unsup, G::Routing, PLANNED_ROUTING),
@@ -252,17 +252,20 @@ pub static TABLE: &[Entry] = &[
     e("nginx.ingress.kubernetes.io/ssl-prefer-server-ciphers", NoOp, G::Tls, "rustls always prefers the server's order"),
     e("nginx.ingress.kubernetes.io/ssl-redirect", Impl, G::Tls, "= portico.dev/ssl-redirect"),
     e("nginx.ingress.kubernetes.io/stream-snippet", Unsup, G::Snippets, "snippets are templated configuration; Portico has none"),
+    e("nginx.ingress.kubernetes.io/temporal-redirect", Impl, G::Routing, "= portico.dev/temporal-redirect"),
+    e("nginx.ingress.kubernetes.io/temporal-redirect-code", Impl, G::Routing, "= portico.dev/temporal-redirect-code"),
     e("nginx.ingress.kubernetes.io/upstream-hash-by", Impl, G::Upstream, "`$remote_addr` = portico.dev/load-balance: source-hash (other keys are rejected)"),
     e("nginx.ingress.kubernetes.io/upstream-hash-by-subset", Unsup, G::Upstream, "not supported; use upstream-hash-by alone"),
     e("nginx.ingress.kubernetes.io/upstream-hash-by-subset-size", Unsup, G::Upstream, "not supported; use upstream-hash-by alone"),
     e("nginx.ingress.kubernetes.io/upstream-vhost", Impl, G::Headers, "= portico.dev/upstream-host"),
-    e("nginx.ingress.kubernetes.io/use-regex", Unsup, G::Routing, PLANNED_ROUTING),
+    e("nginx.ingress.kubernetes.io/use-regex", Impl, G::Routing, "= portico.dev/use-regex"),
     e("nginx.ingress.kubernetes.io/whitelist-source-range", Impl, G::Access, "= portico.dev/allow-source-ranges"),
     e("nginx.ingress.kubernetes.io/x-forwarded-prefix", Impl, G::Headers, "= portico.dev/x-forwarded-prefix"),
     // --- portico.dev/ ---
     e("portico.dev/acme", Impl, G::Tls, "`false` keeps ACME away from this Ingress's spec.tls entries"),
     e("portico.dev/affinity-cookie-name", Impl, G::Affinity, "the affinity cookie's name"),
     e("portico.dev/allow-source-ranges", Impl, G::Access, "403 for clients outside these networks"),
+    e("portico.dev/app-root", Impl, G::Routing, "a request for exactly / gets 302 to this path"),
     e("portico.dev/backend-protocol", Impl, G::Upstream, "HTTP, H2C, GRPC, HTTPS or GRPCS to the backends"),
     e("portico.dev/force-ssl-redirect", Impl, G::Tls, "redirect to HTTPS even without spec.tls here"),
     e("portico.dev/health-check", Impl, G::Health, "active checks: http or tcp"),
@@ -276,6 +279,8 @@ pub static TABLE: &[Entry] = &[
     e("portico.dev/hsts-preload", Impl, G::Tls, "HSTS preload"),
     e("portico.dev/load-balance", Impl, G::Upstream, "round-robin, least-request, source-hash or cookie"),
     e("portico.dev/pass-host", Impl, G::Headers, "`false` sends the endpoint's address as Host"),
+    e("portico.dev/permanent-redirect", Impl, G::Routing, "answer every request with a redirect to this URL (301)"),
+    e("portico.dev/permanent-redirect-code", Impl, G::Routing, "the permanent redirect's status (300-303, 307, 308)"),
     e("portico.dev/proxy-body-size", Impl, G::Timeouts, "the largest request body (413 above)"),
     e("portico.dev/proxy-ssl-name", Impl, G::Upstream, "the SNI sent to and verified of HTTPS backends"),
     e("portico.dev/proxy-ssl-secret", Impl, G::Upstream, "the CA Secret for HTTPS backends"),
@@ -286,9 +291,13 @@ pub static TABLE: &[Entry] = &[
     e("portico.dev/request-headers-set", Impl, G::Headers, "set request headers"),
     e("portico.dev/response-headers-remove", Impl, G::Headers, "remove response headers"),
     e("portico.dev/response-headers-set", Impl, G::Headers, "set response headers"),
+    e("portico.dev/rewrite-target", Impl, G::Routing, "the path sent upstream, $1..$9 being the path's capture groups; makes the paths regexes"),
     e("portico.dev/ssl-redirect", Impl, G::Tls, "308 from plain HTTP to HTTPS for TLS hosts"),
+    e("portico.dev/temporal-redirect", Impl, G::Routing, "answer every request with a redirect to this URL (302)"),
+    e("portico.dev/temporal-redirect-code", Impl, G::Routing, "the temporal redirect's status (300-303, 307, 308)"),
     e("portico.dev/upstream-host", Impl, G::Headers, "the Host sent upstream"),
     e("portico.dev/upstream-timeout", Impl, G::Timeouts, "time to the response head and between body reads"),
+    e("portico.dev/use-regex", Impl, G::Routing, "the paths are case-insensitive regexes anchored at the start (and so are the host's other paths)"),
     e("portico.dev/x-forwarded-prefix", Impl, G::Headers, "X-Forwarded-Prefix sent upstream"),
 ];
 
@@ -514,7 +523,11 @@ mod tests {
             Support::Implemented
         );
         assert_eq!(edit_distance("kitten", "sitting"), 3);
-        assert_eq!(suggest("portico.dev/rewrite-target"), None);
+        assert_eq!(
+            suggest("portico.dev/canary-weight"),
+            None,
+            "nginx's name is not implemented"
+        );
         assert_eq!(suggest("portico.dev/upstream-vhost"), Some("portico.dev/upstream-host"));
         assert_eq!(
             suggest("portico.dev/session-cookie-name"),

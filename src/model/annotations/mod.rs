@@ -6,6 +6,7 @@
 //! an unsupported or unknown one disables the Ingress, a listed no-op is a warning.
 
 pub mod catalog;
+pub mod rewrite;
 
 use super::ingress::IngressMeta;
 
@@ -157,6 +158,8 @@ pub struct IngressPolicy {
     pub backend_protocol: BackendProtocol,
     /// Active health checks of this Ingress's backends (off when `None`).
     pub active_check: Option<ActiveCheck>,
+    /// Regex paths, the rewrite target, app-root and redirects.
+    pub rewrite: rewrite::Rewrites,
 }
 
 /// An active health check, as HAProxy's `check inter 5s fall 3 rise 2` with `option httpchk GET /path`.
@@ -233,6 +236,7 @@ impl Default for IngressPolicy {
             upstream_tls: None,
             backend_protocol: BackendProtocol::Http1,
             active_check: None,
+            rewrite: rewrite::Rewrites::default(),
         }
     }
 }
@@ -646,6 +650,7 @@ impl IngressPolicy {
             let list: Vec<String> = a.iter().map(|c| c.to_string()).collect();
             let _ = write!(out, " [allow {}]", list.join(","));
         }
+        self.rewrite.describe_into(out);
     }
 
     pub fn from_meta(meta: &IngressMeta) -> Result<Self, String> {
@@ -743,6 +748,7 @@ impl IngressPolicy {
             upstream_tls: parse_upstream_tls(meta, backend_protocol)?,
             upstream_timeout: timeout_any(meta, &UPSTREAM_TIMEOUT)?,
             request_body_timeout: timeout_any(meta, &REQUEST_BODY_TIMEOUT)?,
+            rewrite: rewrite::Rewrites::from_meta(meta)?,
         })
     }
 }
@@ -794,6 +800,13 @@ mod tests {
             &PROXY_SSL_VERIFY,
             &PROXY_SSL_SECRET,
             &PROXY_SSL_NAME,
+            &rewrite::USE_REGEX,
+            &rewrite::REWRITE_TARGET,
+            &rewrite::APP_ROOT,
+            &rewrite::PERMANENT_REDIRECT,
+            &rewrite::PERMANENT_REDIRECT_CODE,
+            &rewrite::TEMPORAL_REDIRECT,
+            &rewrite::TEMPORAL_REDIRECT_CODE,
         ]
         .concat();
         parsed.sort_unstable();
