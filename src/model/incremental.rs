@@ -990,10 +990,12 @@ mod tests {
                 SetOptions {
                     name: "external".into(),
                     classes: vec!["portico".into()],
+                    adopted: vec!["adopted".into()],
                 },
                 SetOptions {
                     name: "internal".into(),
                     classes: vec!["internal".into()],
+                    adopted: Vec::new(),
                 },
             ],
             implicit_classes: vec![
@@ -1081,7 +1083,14 @@ mod tests {
             rules.push(rule);
         }
         let mut spec = json!({ "rules": rules });
-        if let Some(class) = *rng.pick(&[None, None, Some("portico"), Some("internal"), Some("other")]) {
+        if let Some(class) = *rng.pick(&[
+            None,
+            None,
+            Some("portico"),
+            Some("internal"),
+            Some("other"),
+            Some("adopted"),
+        ]) {
             spec["ingressClassName"] = class.into();
         }
         if rng.chance(20) {
@@ -1139,7 +1148,7 @@ mod tests {
     }
 
     fn class(rng: &mut Rng) -> IngressClass {
-        let name = *rng.pick(&["portico", "internal", "other", "spare"]);
+        let name = *rng.pick(&["portico", "internal", "other", "spare", "adopted"]);
         let controller = if rng.chance(70) {
             crate::config::CONTROLLER_NAME
         } else {

@@ -51,7 +51,10 @@ pub struct Options {
 #[derive(Debug, Clone)]
 pub struct SetOptions {
     pub name: String,
+    /// Classes that are ours when their `IngressClass` names [`Options::controller`].
     pub classes: Vec<String>,
+    /// Classes that are ours by name alone: whatever their `IngressClass`'s controller, with or without one.
+    pub adopted: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -86,6 +89,7 @@ impl Options {
                 .map(|s| SetOptions {
                     name: s.name.clone(),
                     classes: s.ingress_classes.clone(),
+                    adopted: s.adopt_classes.clone(),
                 })
                 .collect(),
             implicit_classes,

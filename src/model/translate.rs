@@ -156,9 +156,9 @@ fn annotation<'a>(m: &'a impl Meta, key: &str) -> Option<&'a str> {
 
 #[derive(PartialEq)]
 pub(super) struct Classes {
-    /// Our class name -> listener set index.
+    /// Our class name (own or adopted) -> listener set index.
     ours: HashMap<String, usize>,
-    /// The cluster's default class, when it is ours.
+    /// The cluster's default class, when it is ours (own or adopted).
     default: Option<String>,
 }
 
@@ -378,6 +378,18 @@ impl<'a> Translator<'a> {
                 .iter()
                 .position(|s| s.classes.iter().any(|c| c == name))
         };
+        // Adopted classes are ours by name alone: with or without an IngressClass, whatever its controller.
+        let is_adopted = |name: &str| {
+            self.opts
+                .listener_sets
+                .iter()
+                .any(|s| s.adopted.iter().any(|c| c == name))
+        };
+        for (idx, set) in self.opts.listener_sets.iter().enumerate() {
+            for name in &set.adopted {
+                ours.insert(name.clone(), idx);
+            }
+        }
 
         // The default class, as the admission plugin picks it: newest, then by name.
         let mut default: Option<(Option<i64>, &str, bool)> = None;
@@ -385,8 +397,11 @@ impl<'a> Translator<'a> {
             let Some(name) = class.metadata.name.as_deref() else {
                 continue;
             };
-            let is_ours = class.spec.as_ref().and_then(|s| s.controller.as_deref()) == Some(&self.opts.controller);
-            if is_ours {
+            let adopted = is_adopted(name);
+            let our_controller =
+                class.spec.as_ref().and_then(|s| s.controller.as_deref()) == Some(&self.opts.controller);
+            let is_ours = adopted || our_controller;
+            if our_controller && !adopted {
                 match set_of_class(name) {
                     Some(idx) => {
                         ours.insert(name.to_string(), idx);
