@@ -72,6 +72,10 @@ enum Command {
         /// Read only this namespace (repeatable). Default: all namespaces.
         #[arg(long = "namespace")]
         namespaces: Vec<String>,
+        /// Report as if the first listener set adopted this class (repeatable), e.g. `--adopt nginx`: what
+        /// `adoptClasses` would serve after the switch.
+        #[arg(long = "adopt", value_name = "CLASS")]
+        adopt: Vec<String>,
     },
 }
 
@@ -121,7 +125,8 @@ fn main() -> ExitCode {
             config,
             kubeconfig,
             namespaces,
-        } => migrate(manifests, config.as_ref(), kubeconfig, &namespaces),
+            adopt,
+        } => migrate(manifests, config.as_ref(), kubeconfig, &namespaces, &adopt),
         Command::Run {
             manifests,
             config,
@@ -216,11 +221,19 @@ fn migrate(
     config_path: Option<&PathBuf>,
     kubeconfig: Option<PathBuf>,
     namespaces: &[String],
+    adopt: &[String],
 ) -> ExitCode {
-    let config = match load_config(config_path) {
+    let mut config = match load_config(config_path) {
         Ok(c) => c,
         Err(code) => return code,
     };
+    for class in adopt {
+        if config.set_for_class(class).is_none() {
+            if let Some(first) = config.listener_sets.first_mut() {
+                first.adopt_classes.push(class.clone());
+            }
+        }
+    }
     let (state, diags, file_mode) = match manifests {
         Some(dir) => match portico::source::manifests::ManifestDir::new(&dir).load() {
             Ok((state, diags)) => (state, diags, true),

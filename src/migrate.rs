@@ -142,7 +142,7 @@ impl Report {
             let list: Vec<String> = unserved.iter().map(|(c, n)| format!("{c}: {n}")).collect();
             let _ = writeln!(
                 out,
-                "classes no listener set serves: {} (list them in a listener set's ingressClasses, or serve them by name)",
+                "classes no listener set serves: {} (serve one by name with a listener set's adoptClasses; `--adopt CLASS` reports as if)",
                 list.join(", ")
             );
         }

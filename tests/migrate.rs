@@ -98,6 +98,11 @@ kind: Service
 metadata: {name: web, namespace: team}
 spec: {ports: [{port: 80}]}
 ---
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: other}
+spec: {ports: [{port: 80}]}
+---
 apiVersion: networking.k8s.io/v1
 kind: Ingress
 metadata:
@@ -163,6 +168,23 @@ spec:
         assert!(out.contains(want), "missing {want:?} in\n{out}");
     }
     assert_eq!(server.history().len(), changes_before, "migrate wrote to the cluster");
+
+    // As if Portico adopted class nginx (whose IngressClass names ingress-nginx's controller).
+    let (code, out) = run(vec![
+        "--kubeconfig".into(),
+        kubeconfig.clone().into(),
+        "--config".into(),
+        config.clone().into(),
+        "--adopt".into(),
+        "nginx".into(),
+    ])
+    .await
+    .unwrap();
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("Ingress other/old (class nginx): served on listener set external\n  verdict: ready\n"),
+        "{out}"
+    );
 
     // One namespace only.
     let (code, out) = run(vec![
