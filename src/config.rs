@@ -65,6 +65,9 @@ pub struct ListenerSetConfig {
     /// Classes this set serves by name whatever their `IngressClass`'s controller, and whether or not the object
     /// exists (taking over from another controller, e.g. ingress-nginx's `nginx`).
     pub adopt_classes: Vec<String>,
+    /// Let Ingresses of several namespaces serve paths of one host (ingress-nginx's behaviour). Off: a host
+    /// belongs to the namespace of its oldest Ingress, and other namespaces cannot add paths to it.
+    pub share_hosts_across_namespaces: bool,
     pub http: Vec<SocketAddr>,
     pub https: Vec<SocketAddr>,
     pub publish: Publish,
@@ -201,6 +204,7 @@ impl Default for Config {
                 name: "default".into(),
                 ingress_classes: vec!["portico".into()],
                 adopt_classes: Vec::new(),
+                share_hosts_across_namespaces: false,
                 http: vec![SocketAddr::from(([0, 0, 0, 0], 8080))],
                 https: vec![SocketAddr::from(([0, 0, 0, 0], 8443))],
                 publish: Publish::None,
@@ -278,6 +282,8 @@ struct RawListenerSet {
     ingress_classes: Vec<String>,
     #[serde(default)]
     adopt_classes: Vec<String>,
+    #[serde(default)]
+    share_hosts_across_namespaces: bool,
     #[serde(default)]
     http: Vec<String>,
     #[serde(default)]
@@ -579,6 +585,7 @@ impl RawConfig {
                         name: set.name,
                         ingress_classes: set.ingress_classes,
                         adopt_classes: set.adopt_classes,
+                        share_hosts_across_namespaces: set.share_hosts_across_namespaces,
                         http,
                         https,
                         publish,

@@ -55,6 +55,8 @@ pub struct SetOptions {
     pub classes: Vec<String>,
     /// Classes that are ours by name alone: whatever their `IngressClass`'s controller, with or without one.
     pub adopted: Vec<String>,
+    /// Ingresses of several namespaces may serve paths of one host (`shareHostsAcrossNamespaces`).
+    pub share_hosts: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -90,6 +92,7 @@ impl Options {
                     name: s.name.clone(),
                     classes: s.ingress_classes.clone(),
                     adopted: s.adopt_classes.clone(),
+                    share_hosts: s.share_hosts_across_namespaces,
                 })
                 .collect(),
             implicit_classes,

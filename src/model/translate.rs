@@ -25,7 +25,7 @@ pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 pub fn translate(state: &ClusterState, opts: &Options) -> Translation {
     let mut t = Translator::new(state, opts, false);
     let classes = t.classes();
-    let mut sets: Vec<SetBuilder> = opts.listener_sets.iter().map(|_| SetBuilder::default()).collect();
+    let mut sets: Vec<SetBuilder> = opts.listener_sets.iter().map(SetBuilder::for_set).collect();
     let mut owned = Vec::new();
 
     let mut ingresses: Vec<&Ingress> = state.ingresses.iter().collect();
@@ -214,8 +214,9 @@ pub(super) type Tagged = (Tag, Option<HostPattern>, Diagnostic);
 pub(super) struct SetBuilder {
     /// (host, path, kind) -> path model and the policy of its Ingress. The first (oldest) claim wins.
     paths: BTreeMap<(HostPattern, String, PathKind), (PathModel, Arc<IngressPolicy>)>,
-    /// host -> namespace that owns it.
+    /// host -> namespace that owns it (unused when the set shares hosts across namespaces).
     host_owner: FastMap<HostPattern, String>,
+    share_hosts: bool,
     pub(super) default_backend: Option<DefaultBackendModel>,
     pub(super) tls: Vec<TlsModel>,
 }
@@ -247,6 +248,14 @@ fn to_regex_host(paths: &mut Vec<PathModel>) {
 }
 
 impl SetBuilder {
+    /// An empty builder for a set with these options.
+    pub(super) fn for_set(o: &SetOptions) -> Self {
+        Self {
+            share_hosts: o.share_hosts,
+            ..Self::default()
+        }
+    }
+
     /// The model of each host with paths, in order, `https_redirect` set against `tls_hosts`.
     pub(super) fn hosts(
         paths: BTreeMap<(HostPattern, String, PathKind), (PathModel, Arc<IngressPolicy>)>,
@@ -529,6 +538,9 @@ impl<'a> Translator<'a> {
                 self.at_host = Some(host.clone());
             }
             match set.host_owner.get(&host) {
+                // ingress-nginx's behaviour, opted into per set: paths of one host from several namespaces, the
+                // same path still going to the oldest Ingress.
+                _ if set.share_hosts => {}
                 Some(owner) if owner != ns => {
                     let reason = format!(
                         "spec.rules[{ri}]: host {host} is already served for namespace {owner}; another namespace cannot take it over; rule ignored"

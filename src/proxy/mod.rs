@@ -694,7 +694,6 @@ fn content_length(h: &http::HeaderMap) -> Option<u64> {
     h.get(header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
 }
 
-/// 308 to the same host, path and query over HTTPS (the port only when it is not 443).
 /// A redirect answered by the gateway itself.
 fn redirect(status: http::StatusCode, location: HeaderValue) -> Response<ProxyBody> {
     let mut resp = Response::new(Either::Right(Full::new(Bytes::from(format!("{status}\n")))));
@@ -729,6 +728,7 @@ fn rewritten_target(rewritten: &str, query: Option<&str>) -> Result<PathAndQuery
     PathAndQuery::try_from(joined).map_err(|_| ProxyError::BadRequest("invalid rewritten request target"))
 }
 
+/// 308 to the same host, path and query over HTTPS (the port only when it is not 443).
 fn redirect_to_https(host: &str, port: Option<u16>, path: &str, query: Option<&str>) -> Response<ProxyBody> {
     let mut location = String::with_capacity(16 + host.len() + path.len() + query.map_or(0, str::len));
     location.push_str("https://");

@@ -70,7 +70,7 @@ EXPECTED_LEASE_RULES = {("Role", "coordination.k8s.io", "leases", v) for v in ("
 # The config keys the binary knows today (unknown keys are a startup error).
 CONFIG_TOP_KEYS = {"listenerSets", "admin", "upstream"}
 LISTENER_SET_KEYS = {"name", "ingressClasses", "http", "https", "httpsRedirectPort"}
-OPTIONAL_LISTENER_SET_KEYS = {"acme", "publish", "adoptClasses"}
+OPTIONAL_LISTENER_SET_KEYS = {"acme", "publish", "adoptClasses", "shareHostsAcrossNamespaces"}
 ACME_KEYS = {"directory", "email"}
 ADMIN_KEYS = {"address"}
 UPSTREAM_KEYS = {"connectTimeout", "responseHeaderTimeout", "idleTimeout"}
@@ -404,6 +404,9 @@ def test_config_has_only_known_keys(scenario):
         assert ls.get("adoptClasses", []) == values["adoptClasses"], ls
         if "adoptClasses" in ls:
             assert ls["adoptClasses"] and all(isinstance(c, str) for c in ls["adoptClasses"])
+        assert ls.get("shareHostsAcrossNamespaces", False) == values["shareHostsAcrossNamespaces"], ls
+        if "shareHostsAcrossNamespaces" in ls:
+            assert ls["shareHostsAcrossNamespaces"] is True, "rendered only when on"
     assert set(config["admin"]) == ADMIN_KEYS
     port_of(config["admin"]["address"])
     assert set(config["upstream"]) == UPSTREAM_KEYS
@@ -499,6 +502,7 @@ def test_adopted_classes_and_status_off_for_a_side_by_side_migration():
     assert "publish" not in ext, "ingress-nginx still writes status: Portico must not"
     assert internal["publish"] == {"service": f"{NAMESPACE}/{RELEASE}-portico-internal"}
     assert "adoptClasses" not in internal
+    assert ext["shareHostsAcrossNamespaces"] is True and "shareHostsAcrossNamespaces" not in internal
     # Adopted classes are someone else's objects: the chart creates no IngressClass for them.
     assert sorted(o["metadata"]["name"] for o in objects if o["kind"] == "IngressClass") == [
         "portico-external", "portico-internal"]

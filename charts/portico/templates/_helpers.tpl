@@ -102,6 +102,7 @@ toYaml, so it is always valid YAML and carries only the keys the binary knows.
 {{- $set := dict "name" $name "ingressClasses" (list $ls.ingressClass.name) "http" (list (include "portico.bind" (list $root $ls.ports.http))) "https" (list (include "portico.bind" (list $root $ls.ports.https))) "httpsRedirectPort" $redirectPort }}
 {{- if $ls.publish.enabled }}{{- $_ := set $set "publish" $publish }}{{- end }}
 {{- with $ls.adoptClasses }}{{- $_ := set $set "adoptClasses" . }}{{- end }}
+{{- if $ls.shareHostsAcrossNamespaces }}{{- $_ := set $set "shareHostsAcrossNamespaces" true }}{{- end }}
 {{- if and $root.Values.acme.enabled (has $name $root.Values.acme.listenerSets) }}
 {{- $acme := dict "directory" $root.Values.acme.directory }}
 {{- if $root.Values.acme.email }}{{- $_ := set $acme "email" $root.Values.acme.email }}{{- end }}
