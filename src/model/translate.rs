@@ -200,6 +200,8 @@ pub(super) struct Translator<'a> {
     at_host: Option<HostPattern>,
     /// Translate only the rules of this host (no default backend, no TLS entries).
     pub(super) only_host: Option<HostPattern>,
+    /// The Ingress being translated sends to its Services' ClusterIPs (`service-upstream`).
+    service_upstream: bool,
 }
 
 /// Where a diagnostic arises in its Ingress, in the order translation finds them: (stage, index, sequence).
@@ -318,6 +320,7 @@ impl<'a> Translator<'a> {
             at: (0, 0, 0),
             at_host: None,
             only_host: None,
+            service_upstream: false,
         }
     }
 
@@ -499,6 +502,7 @@ impl<'a> Translator<'a> {
                 return;
             }
         };
+        self.service_upstream = policy.retry.service_upstream;
 
         if let Some(db) = spec.default_backend.as_ref().filter(|_| self.only_host.is_none()) {
             self.stage(1, 0);
@@ -683,7 +687,12 @@ impl<'a> Translator<'a> {
             port,
             endpoints: Vec::new(),
         };
-        match self.endpoints(ns, &svc.name, &model.port) {
+        let endpoints = if self.service_upstream {
+            self.cluster_ip(ns, &svc.name, &model.port)
+        } else {
+            self.endpoints(ns, &svc.name, &model.port)
+        };
+        match endpoints {
             Ok(eps) => model.endpoints = eps,
             Err(reason) => self.diag(iref, format!("{at}: {reason}; requests get 503")),
         }
@@ -713,6 +722,36 @@ impl<'a> Translator<'a> {
             }
             idx
         });
+    }
+
+    /// `service-upstream`: the Service's ClusterIP and port, as the one endpoint (kube-proxy balances).
+    fn cluster_ip(&mut self, ns: &str, name: &str, port: &PortRef) -> Result<Vec<SocketAddr>, String> {
+        self.build_indexes();
+        let Some(services) = &self.service_index else {
+            unreachable!("built above");
+        };
+        let Some(service) = services.get(&(ns, name)).copied() else {
+            return Err(format!("Service {ns}/{name} not found"));
+        };
+        let spec = service.spec.as_ref();
+        let sp = spec
+            .and_then(|s| s.ports.as_deref())
+            .unwrap_or_default()
+            .iter()
+            .find(|p| match port {
+                PortRef::Number(n) => p.port == *n,
+                PortRef::Name(n) => p.name.as_deref() == Some(&**n),
+            });
+        let Some(sp) = sp else {
+            return Err(format!("Service {ns}/{name} has no port {port}"));
+        };
+        let ip = spec
+            .and_then(|s| s.cluster_ip.as_deref())
+            .filter(|ip| !ip.is_empty() && *ip != "None")
+            .and_then(|ip| ip.parse::<IpAddr>().ok())
+            .ok_or_else(|| format!("Service {ns}/{name} has no ClusterIP (headless?), which service-upstream needs"))?;
+        let port = u16::try_from(sp.port).map_err(|_| format!("Service {ns}/{name} has an invalid port"))?;
+        Ok(vec![SocketAddr::new(ip, port)])
     }
 
     fn endpoints(&mut self, ns: &str, name: &str, port: &PortRef) -> Result<Vec<SocketAddr>, String> {

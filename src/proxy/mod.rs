@@ -57,10 +57,6 @@ impl ClientBody {
     }
 }
 
-/// Tries per request (each on a different endpoint), within the backend's retry budget. Only requests without a
-/// body are tried again: a streamed body cannot be sent twice.
-const MAX_TRIES: usize = 3;
-
 /// Facts about the connection a request arrived on.
 #[derive(Debug, Clone)]
 pub struct ConnInfo {
@@ -334,6 +330,35 @@ impl Proxy {
         resp
     }
 
+    /// The endpoint for another try after `why` on `endpoint`: another usable one, within the backend's retry
+    /// budget (both refusals are logged at debug).
+    fn next_endpoint<'b>(
+        &self,
+        backend: &'b crate::upstream::Backend,
+        endpoint: &crate::upstream::Endpoint,
+        budget: &crate::upstream::budget::RetryBudgetConfig,
+        why: impl std::fmt::Display,
+    ) -> Option<&'b crate::upstream::Endpoint> {
+        let Some(next) = backend.pick_other(endpoint.addr) else {
+            tracing::debug!(backend = %backend.id, endpoint = %endpoint.addr, error = %why, "no other endpoint to retry on");
+            return None;
+        };
+        if let Err(spent) = backend.retry_budget.try_retry(budget) {
+            tracing::debug!(
+                backend = %backend.id,
+                endpoint = %endpoint.addr,
+                error = %why,
+                requests = spent.requests,
+                retries = spent.retries,
+                allowed = spent.allowed,
+                "retry budget spent; not retrying"
+            );
+            return None;
+        }
+        tracing::debug!(backend = %backend.id, endpoint = %endpoint.addr, next = %next.addr, error = %why, "retrying on another endpoint");
+        Some(next)
+    }
+
     async fn forward(
         &self,
         conn: &ConnInfo,
@@ -547,6 +572,11 @@ impl Proxy {
         backend.retry_budget.record_request(budget);
         let mut headers_now = parts.headers;
         let mut tries = 0;
+        // The Ingress's retry settings (proxy-next-upstream*; Portico's defaults without them).
+        let next_upstream = target.policy.next_upstream;
+        let max_tries = usize::from(target.policy.tries.max(1));
+        let first_try = std::time::Instant::now();
+        let may_repeat = idempotent || next_upstream.non_idempotent;
         loop {
             tries += 1;
             target.policy.apply_request(&mut headers_now, endpoint.addr);
@@ -564,15 +594,42 @@ impl Proxy {
             // The request is built in the call: a local holding it would keep its space in this future's state.
             let sent = self
                 .client
-                .send(
+                .send_with(
                     endpoint,
                     upstream_request(body, parts.method.clone(), uri, version, headers_now),
                     target.policy.upstream_timeout,
+                    target.policy.connect_timeout,
                     via,
                 )
                 .await;
             note.upstream_time = Some(sent_at.elapsed());
+            // Whether another try is allowed at all: a bodiless request (its headers kept), tries and time left.
+            let another = |tries: usize| {
+                retry_headers.is_some()
+                    && tries < max_tries
+                    && target.policy.retry_window.is_none_or(|w| first_try.elapsed() < w)
+            };
             let e = match sent {
+                // proxy-next-upstream http_NNN: that answer is dropped and another endpoint asked.
+                Ok(resp) if next_upstream.retries_status(resp.status().as_u16()) && may_repeat && another(tries) => {
+                    match self.next_endpoint(&backend, endpoint, budget, resp.status()) {
+                        Some(next) => {
+                            backend.record(endpoint, !resp.status().is_server_error());
+                            drop(resp);
+                            drop(in_flight);
+                            endpoint = next;
+                            note.upstream = Some(endpoint.addr);
+                            self.metrics.retry(conn.set);
+                            headers_now = retry_headers.clone().unwrap_or_default();
+                            body = Either::Right(Empty::new());
+                            continue;
+                        }
+                        None => Ok(resp),
+                    }
+                }
+                other => other,
+            };
+            let e = match e {
                 Ok(mut resp) => {
                     backend.record(endpoint, !resp.status().is_server_error());
                     if resp.status() == http::StatusCode::SWITCHING_PROTOCOLS {
@@ -595,8 +652,16 @@ impl Proxy {
                     }
                     if let Some(name) = target.policy.affinity_cookie.as_deref() {
                         let value = endpoint.cookie_value();
-                        if affinity.as_deref() != Some(value.as_str()) {
-                            if let Ok(v) = HeaderValue::from_str(&format!("{name}={value}; Path=/; HttpOnly")) {
+                        // A retried request keeps its cookie unless change-on-failure says otherwise.
+                        let keep = tries > 1 && affinity.is_some() && !target.policy.affinity_change_on_failure;
+                        if affinity.as_deref() != Some(value.as_str()) && !keep {
+                            let mut cookie = format!("{name}={value}{}", target.policy.affinity_attributes);
+                            if let Some(secs) = target.policy.affinity_expires {
+                                let at = std::time::SystemTime::now() + std::time::Duration::from_secs(secs);
+                                cookie.push_str("; Expires=");
+                                cookie.push_str(&httpdate::fmt_http_date(at));
+                            }
+                            if let Ok(v) = HeaderValue::from_str(&cookie) {
                                 rparts.headers.append(header::SET_COOKIE, v);
                             }
                         }
@@ -613,30 +678,19 @@ impl Proxy {
             // Another endpoint, when nothing was sent (any method) or the request may be repeated (idempotent),
             // and only for requests without a body. The response has not started, so the client sees nothing of
             // the failed try.
-            let retryable = matches!(
-                e,
-                UpstreamError::Connect | UpstreamError::ConnectTimeout | UpstreamError::Reset
-            ) && (e.nothing_sent() || idempotent);
-            let Some(h) = retry_headers.as_ref().filter(|_| retryable && tries < MAX_TRIES) else {
+            let retryable = match e {
+                UpstreamError::Connect => next_upstream.error,
+                UpstreamError::ConnectTimeout => next_upstream.timeout,
+                UpstreamError::Reset => next_upstream.error && may_repeat,
+                UpstreamError::ResponseTimeout => next_upstream.header_timeout && may_repeat,
+                UpstreamError::Tls => false,
+            };
+            let Some(h) = retry_headers.as_ref().filter(|_| retryable && another(tries)) else {
                 return Err(e.into());
             };
-            let Some(next) = backend.pick_other(endpoint.addr) else {
-                tracing::debug!(backend = %backend.id, endpoint = %endpoint.addr, error = %e, "no other endpoint to retry on");
+            let Some(next) = self.next_endpoint(&backend, endpoint, budget, e) else {
                 return Err(e.into());
             };
-            if let Err(spent) = backend.retry_budget.try_retry(budget) {
-                tracing::debug!(
-                    backend = %backend.id,
-                    endpoint = %endpoint.addr,
-                    error = %e,
-                    requests = spent.requests,
-                    retries = spent.retries,
-                    allowed = spent.allowed,
-                    "retry budget spent; not retrying"
-                );
-                return Err(e.into());
-            }
-            tracing::debug!(backend = %backend.id, endpoint = %endpoint.addr, next = %next.addr, error = %e, attempt = tries, "retrying on another endpoint");
             endpoint = next;
             note.upstream = Some(endpoint.addr);
             self.metrics.retry(conn.set);

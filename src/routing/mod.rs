@@ -110,12 +110,14 @@ impl Builder {
         }
         let health = HealthPolicy::default();
         // One backend per key within a build, whatever the index holds.
-        let mut interned: FastMap<BackendKey, Arc<Backend>> = FastMap::default();
+        // Keyed also by service-upstream: the same Service port by its endpoints and by its ClusterIP are two.
+        let mut interned: FastMap<(BackendKey, bool), Arc<Backend>> = FastMap::default();
         let (index, built) = (&mut self.backends, &mut self.built);
         let mut backend =
             |m: &crate::model::BackendModel, p: &crate::model::annotations::IngressPolicy| -> Arc<Backend> {
                 let key: BackendKey = (m.id(), p.balance, p.active_check.clone());
-                if let Some(b) = interned.get(&key) {
+                let via_cluster_ip = p.retry.service_upstream;
+                if let Some(b) = interned.get(&(key.clone(), via_cluster_ip)) {
                     built.push(b.clone());
                     return b.clone();
                 }
@@ -138,7 +140,7 @@ impl Builder {
                         b
                     }
                 };
-                interned.insert(key, b.clone());
+                interned.insert((key, via_cluster_ip), b.clone());
                 built.push(b.clone());
                 b
             };

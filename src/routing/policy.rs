@@ -8,7 +8,7 @@ use http::header::{HeaderMap, HeaderName, HeaderValue, HOST};
 use crate::cidr::Cidr;
 use crate::model::annotations::IngressPolicy;
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct RoutePolicy {
     pub hsts: Option<HeaderValue>,
     upstream_host: Option<HeaderValue>,
@@ -31,6 +31,17 @@ pub struct RoutePolicy {
     pub app_root: Option<Box<str>>,
     /// `permanent-redirect` / `temporal-redirect`: every request is answered with this Location and status.
     pub redirect: Option<(HeaderValue, http::StatusCode)>,
+    /// `proxy-connect-timeout`, instead of the configured one.
+    pub connect_timeout: Option<std::time::Duration>,
+    /// When to try another endpoint, how often and for how long (`proxy-next-upstream*`).
+    pub next_upstream: crate::model::annotations::retry::NextUpstream,
+    pub tries: u8,
+    pub retry_window: Option<std::time::Duration>,
+    /// The affinity cookie's attributes after `NAME=VALUE` (all but `Expires`), its `Expires` in seconds from the
+    /// response, and whether a retried request gets a new cookie.
+    pub affinity_attributes: Box<str>,
+    pub affinity_expires: Option<u64>,
+    pub affinity_change_on_failure: bool,
 }
 
 fn pairs(list: &[(String, String)]) -> Vec<(HeaderName, HeaderValue)> {
@@ -49,6 +60,13 @@ fn names(list: &[String]) -> Vec<HeaderName> {
     list.iter()
         .filter_map(|n| HeaderName::from_bytes(n.as_bytes()).ok())
         .collect()
+}
+
+impl Default for RoutePolicy {
+    /// The policy of an Ingress without annotations.
+    fn default() -> Self {
+        Self::passthrough()
+    }
 }
 
 impl RoutePolicy {
@@ -83,15 +101,19 @@ impl RoutePolicy {
                     http::StatusCode::from_u16(*code).ok()?,
                 ))
             }),
+            connect_timeout: p.retry.connect_timeout,
+            next_upstream: p.retry.next_upstream,
+            tries: p.retry.tries,
+            retry_window: p.retry.retry_window,
+            affinity_attributes: p.cookie.suffix().into(),
+            affinity_expires: p.cookie.expires,
+            affinity_change_on_failure: p.cookie.change_on_failure,
         }
     }
 
     /// The policy of an Ingress without annotations.
     pub fn passthrough() -> Self {
-        Self {
-            pass_host: true,
-            ..Default::default()
-        }
+        Self::compile(&IngressPolicy::default())
     }
 
     /// The affinity cookie's value in a request's `Cookie` headers.

@@ -198,12 +198,29 @@ impl UpstreamClient {
         timeout: Option<Duration>,
         via: Via<'a>,
     ) -> impl Future<Output = Result<Response<Received>, SendError>> + Send + 'a {
+        self.send_with(endpoint, req, timeout, None, via)
+    }
+
+    /// [`Client::send`] with a connect timeout replacing the configured one (an Ingress's
+    /// `proxy-connect-timeout`) for HTTP/1.1; h2c and TLS backends connect through their pooled clients, within
+    /// the configured timeout.
+    pub fn send_with<'a>(
+        &'a self,
+        endpoint: &'a Endpoint,
+        req: Request<UpstreamBody>,
+        timeout: Option<Duration>,
+        connect: Option<Duration>,
+        via: Via<'a>,
+    ) -> impl Future<Output = Result<Response<Received>, SendError>> + Send + 'a {
         let timeout = timeout.unwrap_or(self.response_header_timeout);
+        let connect = connect.unwrap_or(self.connect_timeout);
         // Not an async fn: the HTTP/1.1 futures are returned as they are, without a wrapper holding a second copy
         // of the request.
         match via {
-            Via::Http1Bodiless => future::Either::Left(future::Either::Left(self.send_own(endpoint, req, timeout))),
-            Via::Http1 => future::Either::Left(future::Either::Right(self.send_h1(endpoint, req, timeout))),
+            Via::Http1Bodiless => {
+                future::Either::Left(future::Either::Left(self.send_own(endpoint, req, timeout, connect)))
+            }
+            Via::Http1 => future::Either::Left(future::Either::Right(self.send_h1(endpoint, req, timeout, connect))),
             Via::H2c => future::Either::Right(Self::send_pooled(Box::pin(self.h2c.request(req)), timeout)),
             Via::Tls(c) => future::Either::Right(Self::send_pooled(Box::pin(c.request(req)), timeout)),
         }
@@ -217,11 +234,12 @@ impl UpstreamClient {
         endpoint: &Endpoint,
         req: Request<UpstreamBody>,
         timeout: Duration,
+        connect: Duration,
     ) -> Result<Response<Received>, SendError> {
         let target = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
         let (mut conn, mut reused) = match endpoint.idle.take(Instant::now(), self.idle_timeout) {
             Some(conn) => (conn, true),
-            None => (Box::pin(self.connect_own(endpoint.addr)).await?, false),
+            None => (Box::pin(self.connect_own(endpoint.addr, connect)).await?, false),
         };
         loop {
             match conn.exchange(req.method(), target, req.headers(), timeout).await {
@@ -231,7 +249,7 @@ impl UpstreamClient {
                 }
                 Err(h1::Failure::Timeout) => return Err(SendError::Upstream(UpstreamError::ResponseTimeout)),
                 Err(h1::Failure::Broken { received: false }) if reused && repeatable(req.method()) => {
-                    conn = Box::pin(self.connect_own(endpoint.addr)).await?;
+                    conn = Box::pin(self.connect_own(endpoint.addr, connect)).await?;
                     reused = false;
                 }
                 Err(_) => return Err(SendError::Upstream(UpstreamError::Reset)),
@@ -239,8 +257,8 @@ impl UpstreamClient {
         }
     }
 
-    async fn connect_own(&self, addr: SocketAddr) -> Result<Box<h1::Conn>, SendError> {
-        Ok(h1::Conn::new(self.dial(addr).await?, self.watch_check))
+    async fn connect_own(&self, addr: SocketAddr, connect: Duration) -> Result<Box<h1::Conn>, SendError> {
+        Ok(h1::Conn::new(self.dial(addr, connect).await?, self.watch_check))
     }
 
     /// h2c and TLS through hyper-util's pooled clients (their states are large and rarer than HTTP/1.1: boxed).
@@ -262,12 +280,13 @@ impl UpstreamClient {
         endpoint: &Endpoint,
         req: Request<UpstreamBody>,
         timeout: Duration,
+        connect: Duration,
     ) -> Result<Response<Received>, SendError> {
         let now = tokio::time::Instant::now();
         let Some((mut pooled, watch)) = endpoint.conns.take(now.into_std(), self.idle_timeout) else {
             // Boxed, like the keep-alive race below: connecting is rare, and its state inline would be moved with
             // every request.
-            return Box::pin(self.send_h1_new(endpoint, req, timeout)).await;
+            return Box::pin(self.send_h1_new(endpoint, req, timeout, connect)).await;
         };
         watch.begin(now, timeout);
         match pooled.try_send_request(req).await {
@@ -279,7 +298,7 @@ impl UpstreamClient {
             // The keep-alive race: the backend closed this idle connection before any of the request was written.
             // Nothing reached it, so the request goes out once more on a new connection.
             Err(mut e) => match e.take_message() {
-                Some(req) => Box::pin(self.send_h1_new(endpoint, req, timeout)).await,
+                Some(req) => Box::pin(self.send_h1_new(endpoint, req, timeout, connect)).await,
                 None => Err(classify_hyper(e.error())),
             },
         }
@@ -291,8 +310,9 @@ impl UpstreamClient {
         endpoint: &Endpoint,
         req: Request<UpstreamBody>,
         timeout: Duration,
+        connect: Duration,
     ) -> Result<Response<Received>, SendError> {
-        let (mut sender, watch) = self.connect(endpoint.addr).await?;
+        let (mut sender, watch) = self.connect(endpoint.addr, connect).await?;
         watch.begin(tokio::time::Instant::now(), timeout);
         match sender.send_request(req).await {
             Ok(resp) => {
@@ -319,9 +339,9 @@ impl UpstreamClient {
     }
 
     /// A TCP connection to `addr`, within the connect timeout, without Nagle's delay.
-    async fn dial(&self, addr: SocketAddr) -> Result<TcpStream, SendError> {
+    async fn dial(&self, addr: SocketAddr, connect: Duration) -> Result<TcpStream, SendError> {
         let fail = |e| Err(SendError::Upstream(e));
-        let stream = match tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr)).await {
+        let stream = match tokio::time::timeout(connect, TcpStream::connect(addr)).await {
             Err(_) => return fail(UpstreamError::ConnectTimeout),
             Ok(Err(e)) if e.kind() == std::io::ErrorKind::TimedOut => return fail(UpstreamError::ConnectTimeout),
             Ok(Err(_)) => return fail(UpstreamError::Connect),
@@ -331,8 +351,8 @@ impl UpstreamClient {
         Ok(stream)
     }
 
-    async fn connect(&self, addr: SocketAddr) -> Result<Pooled, SendError> {
-        let stream = self.dial(addr).await?;
+    async fn connect(&self, addr: SocketAddr, connect: Duration) -> Result<Pooled, SendError> {
+        let stream = self.dial(addr, connect).await?;
         let (sender, conn) = self
             .h1
             .handshake(TokioIo::new(stream))

@@ -5,7 +5,9 @@
 //! Before any value is read, [`check_keys`] classifies every key under the two prefixes with [`catalog`]:
 //! an unsupported or unknown one disables the Ingress, a listed no-op is a warning.
 
+pub mod affinity;
 pub mod catalog;
+pub mod retry;
 pub mod rewrite;
 
 use super::ingress::IngressMeta;
@@ -160,6 +162,10 @@ pub struct IngressPolicy {
     pub active_check: Option<ActiveCheck>,
     /// Regex paths, the rewrite target, app-root and redirects.
     pub rewrite: rewrite::Rewrites,
+    /// Connect timeout, retries to the next endpoint, service-upstream.
+    pub retry: retry::Retry,
+    /// The affinity cookie's attributes (with `Balance::Cookie`).
+    pub cookie: affinity::CookieAttributes,
 }
 
 /// An active health check, as HAProxy's `check inter 5s fall 3 rise 2` with `option httpchk GET /path`.
@@ -237,6 +243,8 @@ impl Default for IngressPolicy {
             backend_protocol: BackendProtocol::Http1,
             active_check: None,
             rewrite: rewrite::Rewrites::default(),
+            retry: retry::Retry::default(),
+            cookie: affinity::CookieAttributes::default(),
         }
     }
 }
@@ -651,6 +659,10 @@ impl IngressPolicy {
             let _ = write!(out, " [allow {}]", list.join(","));
         }
         self.rewrite.describe_into(out);
+        self.retry.describe_into(out);
+        if self.cookie != affinity::CookieAttributes::default() {
+            let _ = write!(out, " [cookie{}]", self.cookie.suffix());
+        }
     }
 
     pub fn from_meta(meta: &IngressMeta) -> Result<Self, String> {
@@ -708,6 +720,7 @@ impl IngressPolicy {
             }
         };
         let backend_protocol = parse_backend_protocol(meta)?;
+        let balance = parse_balance(meta)?;
         if let Some(v) = get(meta, ACME) {
             if !v.eq_ignore_ascii_case("true") && !v.eq_ignore_ascii_case("false") {
                 return Err(format!("annotation {ACME}: {v:?} is not \"true\" or \"false\""));
@@ -726,7 +739,7 @@ impl IngressPolicy {
             response_set: header_lines(meta, RESPONSE_HEADERS_SET)?,
             response_remove: header_list(meta, RESPONSE_HEADERS_REMOVE)?,
             allow_source_ranges,
-            balance: parse_balance(meta)?,
+            balance,
             affinity_cookie: match string_any(meta, &AFFINITY_COOKIE_NAME)? {
                 None => DEFAULT_AFFINITY_COOKIE.to_string(),
                 Some(n) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') => {
@@ -749,6 +762,8 @@ impl IngressPolicy {
             upstream_timeout: timeout_any(meta, &UPSTREAM_TIMEOUT)?,
             request_body_timeout: timeout_any(meta, &REQUEST_BODY_TIMEOUT)?,
             rewrite: rewrite::Rewrites::from_meta(meta)?,
+            retry: retry::Retry::from_meta(meta)?,
+            cookie: affinity::CookieAttributes::from_meta(meta, balance == Balance::Cookie)?,
         })
     }
 }
@@ -807,6 +822,18 @@ mod tests {
             &rewrite::PERMANENT_REDIRECT_CODE,
             &rewrite::TEMPORAL_REDIRECT,
             &rewrite::TEMPORAL_REDIRECT_CODE,
+            &retry::CONNECT_TIMEOUT,
+            &retry::NEXT_UPSTREAM,
+            &retry::NEXT_UPSTREAM_TRIES,
+            &retry::NEXT_UPSTREAM_TIMEOUT,
+            &retry::SERVICE_UPSTREAM,
+            &affinity::PATH,
+            &affinity::DOMAIN,
+            &affinity::SAMESITE,
+            &affinity::SECURE,
+            &affinity::MAX_AGE,
+            &affinity::EXPIRES,
+            &affinity::CHANGE_ON_FAILURE,
         ]
         .concat();
         parsed.sort_unstable();
