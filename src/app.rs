@@ -2,8 +2,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -14,202 +13,13 @@ use tokio::task::JoinSet;
 use tracing::Instrument;
 
 use crate::acme::challenge::ChallengeStore;
-use crate::certs::{build_tls, DefaultSource, LoadedCert, TlsBuild};
-use crate::config::{Config, DefaultCertificate};
-use crate::model::{self, ClusterState, Diagnostic, ObjectRef, Options, Translation};
+use crate::config::Config;
 use crate::proxy::server::Transport;
 use crate::proxy::Proxy;
+use crate::publish::{Compiler, Publisher, Shared};
 use crate::routing::Snapshot;
 use crate::source::manifests::ManifestDir;
 use crate::upstream::client::UpstreamClient;
-
-/// State shared by the data plane, the admin listener and the publisher.
-pub struct Shared {
-    pub snapshot: Arc<ArcSwap<Snapshot>>,
-    /// Counters and gauges, rendered at the admin listener's `/metrics`.
-    pub metrics: Arc<crate::metrics::Metrics>,
-    ready: AtomicBool,
-    /// The last published compilation (read by the admin API and tests; never on the request path).
-    last: Mutex<Option<Arc<Compiled>>>,
-    /// The ACME manager, when a listener set has `acme` (its counters are shown at `/metrics`).
-    pub acme: std::sync::OnceLock<crate::acme::AcmeHandle>,
-    /// Per-Ingress upstream settings (TLS to backends, body timeouts), published with each table.
-    pub upstream_policies: Arc<crate::upstream::policy::Policies>,
-}
-
-impl Shared {
-    pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Acquire)
-    }
-
-    pub fn last_translation(&self) -> Option<Arc<Translation>> {
-        self.last_compiled().map(|c| Arc::new(c.translation.clone()))
-    }
-
-    pub fn last_compiled(&self) -> Option<Arc<Compiled>> {
-        self.last.lock().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-}
-
-/// The pure stages of a publish: translation, then certificates. Every diagnostic ends up in `translation`.
-pub struct Compiled {
-    pub translation: Translation,
-    pub tls: TlsBuild,
-}
-
-impl Compiled {
-    /// What `portico check` prints: routes, the certificate each TLS host is served with, then diagnostics.
-    pub fn describe(&self) -> String {
-        let mut out = self.translation.describe_routes();
-        for (set, served) in self.translation.sets.iter().zip(&self.tls.served) {
-            out.push_str(&format!("certificates of listener set {}:\n", set.name));
-            for (host, info) in served {
-                let host = if host == "*default*" {
-                    "(default)"
-                } else {
-                    host.as_str()
-                };
-                out.push_str(&format!(
-                    "  {host}: subject {}, names [{}], not after {}, {}\n",
-                    info.subject,
-                    info.names().join(", "),
-                    crate::certs::format_unix(info.not_after),
-                    info.source
-                ));
-            }
-        }
-        out.push_str(&self.translation.describe_diagnostics());
-        out
-    }
-}
-
-/// Runs translation and the certificate stage with what the configuration fixed at startup. Translation is
-/// incremental: each compile translates again only what changed since the previous one (same result as a full
-/// translation, see `model::Incremental`).
-pub struct Compiler {
-    translator: Mutex<model::Incremental>,
-    defaults: Vec<DefaultSource>,
-    sessions: Arc<dyn rustls::server::StoresServerSessions>,
-}
-
-impl Compiler {
-    /// Reads default-certificate files (the only I/O) and makes one self-signed certificate for sets without one.
-    pub fn new(config: &Config, file_mode: bool) -> anyhow::Result<Self> {
-        let self_signed = LoadedCert::self_signed(&["portico.invalid".to_string()]);
-        let mut defaults = Vec::new();
-        for set in &config.listener_sets {
-            defaults.push(match &set.default_certificate {
-                None => DefaultSource::Loaded(self_signed.clone()),
-                Some(DefaultCertificate::Files { cert, key }) => {
-                    let c = std::fs::read(cert).with_context(|| format!("reading {}", cert.display()))?;
-                    let k = std::fs::read(key).with_context(|| format!("reading {}", key.display()))?;
-                    DefaultSource::Loaded(
-                        LoadedCert::from_pem(&c, &k, format!("file {}", cert.display()))
-                            .with_context(|| format!("listener set {}: default certificate", set.name))?,
-                    )
-                }
-                Some(DefaultCertificate::Secret { namespace, name }) => DefaultSource::Secret {
-                    secret: ObjectRef {
-                        kind: "Secret",
-                        namespace: namespace.clone(),
-                        name: name.clone(),
-                    },
-                    fallback: self_signed.clone(),
-                },
-            });
-        }
-        Ok(Self {
-            translator: Mutex::new(model::Incremental::new(Options::from_config(config, file_mode))),
-            defaults,
-            sessions: rustls::server::ServerSessionMemoryCache::new(4096),
-        })
-    }
-
-    pub fn compile(&self, state: &ClusterState, mut source_diagnostics: Vec<Diagnostic>, now: i64) -> Compiled {
-        let mut translation = {
-            let mut translator = self.translator.lock().unwrap_or_else(|poisoned| {
-                // A translation panicked half-way: its indexes cannot be trusted, start over.
-                self.translator.clear_poison();
-                let mut t = poisoned.into_inner();
-                *t = model::Incremental::new(t.options().clone());
-                t
-            });
-            translator.translate(state)
-        };
-        let mut tls = build_tls(&translation, &state.secrets, &self.defaults, now, &self.sessions);
-        source_diagnostics.append(&mut translation.diagnostics);
-        source_diagnostics.append(&mut tls.diagnostics);
-        translation.diagnostics = source_diagnostics;
-        Compiled { translation, tls }
-    }
-}
-
-/// Turns compilations into published snapshots. Skips publishing when nothing changed.
-pub struct Publisher {
-    shared: Arc<Shared>,
-    generation: u64,
-    /// Keeps an index of the backends it handed out, so a rebuild walks only the hosts that changed.
-    builder: crate::routing::Builder,
-    checkers: crate::upstream::health::Checkers,
-}
-
-impl Publisher {
-    pub fn new(shared: Arc<Shared>) -> Self {
-        Self {
-            shared,
-            generation: 0,
-            builder: Default::default(),
-            checkers: Default::default(),
-        }
-    }
-
-    /// Publishes a compilation. Returns whether a new table went out.
-    pub fn publish(&mut self, c: Compiled) -> bool {
-        let last = self.shared.last_compiled();
-        if let Some(prev) = &last {
-            if prev.translation == c.translation && prev.tls.fingerprint == c.tls.fingerprint && self.generation > 0 {
-                tracing::debug!("objects changed but the routing model and certificates did not; not publishing");
-                return false;
-            }
-        }
-        let started = Instant::now();
-        self.generation += 1;
-        let prev = self.shared.snapshot.load_full();
-        let tls = Some(c.tls.sets.clone());
-        // Hosts whose model did not change keep their compiled routes.
-        let before = last.as_ref().map(|l| &l.translation);
-        let snap = self
-            .builder
-            .build(&c.translation, tls, self.generation, Some((&prev, before)));
-        let t = &c.translation;
-        let hosts: usize = snap.sets.iter().map(|s| s.host_count()).sum();
-        let routes: usize = snap.sets.iter().map(|s| s.route_count()).sum();
-        // Backends of unchanged hosts were in the previous table and have their checkers.
-        self.checkers.ensure(self.builder.built_backends().iter());
-        // These look only at the hosts that changed since `before`.
-        self.shared.upstream_policies.publish(t, before);
-        // Before the swap, so every route in the new table already has its counters.
-        self.shared
-            .metrics
-            .published(&c, &snap, before, self.generation, started.elapsed());
-        drop(last);
-        self.shared.snapshot.store(Arc::new(snap));
-        self.shared.ready.store(true, Ordering::Release);
-        for d in &t.diagnostics {
-            tracing::warn!(subject = %d.subject, reason = %d.reason, "rejected");
-        }
-        tracing::info!(
-            generation = self.generation,
-            hosts,
-            routes,
-            diagnostics = t.diagnostics.len(),
-            build_us = started.elapsed().as_micros() as u64,
-            "routing table published"
-        );
-        *self.shared.last.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(c));
-        true
-    }
-}
 
 /// Where the objects come from.
 #[allow(clippy::large_enum_variant)] // built once at startup
@@ -281,14 +91,11 @@ pub async fn start(config: Config, source: Source) -> anyhow::Result<Running> {
 /// [`start`] with a state directory, ACME settings and an access log.
 pub async fn start_with(config: Config, source: Source, extras: Extras) -> anyhow::Result<Running> {
     let set_names: Vec<String> = config.listener_sets.iter().map(|s| s.name.clone()).collect();
-    let shared = Arc::new(Shared {
-        snapshot: Arc::new(ArcSwap::from_pointee(Snapshot::empty(&set_names))),
-        metrics: Arc::new(crate::metrics::Metrics::new(&set_names)),
-        ready: AtomicBool::new(false),
-        last: Mutex::new(None),
-        acme: std::sync::OnceLock::new(),
-        upstream_policies: Arc::new(crate::upstream::policy::Policies::new(&config.upstream)),
-    });
+    let shared = Arc::new(Shared::new(
+        Arc::new(ArcSwap::from_pointee(Snapshot::empty(&set_names))),
+        Arc::new(crate::metrics::Metrics::new(&set_names)),
+        Arc::new(crate::upstream::policy::Policies::new(&config.upstream)),
+    ));
 
     // Bind first, so a taken port fails startup before anything is published.
     let mut listeners = Vec::new();
@@ -319,9 +126,14 @@ pub async fn start_with(config: Config, source: Source, extras: Extras) -> anyho
     let mut publisher = Publisher::new(shared.clone());
     let challenges = ChallengeStore::new();
     let mut acme = match &source {
-        Source::Manifests { .. } => {
-            crate::acme::manager::spawn_for(&config, &extras, &challenges, shutdown_rx.clone(), &mut tasks)?
-        }
+        Source::Manifests { .. } => crate::acme::manager::spawn_for(
+            &config,
+            extras.state_dir.as_deref(),
+            &extras.acme,
+            &challenges,
+            shutdown_rx.clone(),
+            &mut tasks,
+        )?,
         Source::Kube { .. } => None, // started with the cluster source below
     };
     if let Some(a) = &acme {

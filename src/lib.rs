@@ -32,6 +32,7 @@ pub mod metrics;
 pub mod model;
 pub mod normalize;
 pub mod proxy;
+pub mod publish;
 pub mod routing;
 pub mod source;
 #[cfg(test)]

@@ -241,7 +241,7 @@ fn check(manifests: &PathBuf, config_path: Option<&PathBuf>) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let compiler = match portico::app::Compiler::new(&config, true) {
+    let compiler = match portico::publish::Compiler::new(&config, true) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("portico: {e:#}");

@@ -33,9 +33,9 @@ use tokio::sync::watch as channel;
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use crate::app::{Compiler, Publisher};
 use crate::config::Publish;
 use crate::model::{ClusterState, Diagnostic, ObjectRef};
+use crate::publish::{Compiler, Publisher};
 
 pub use leader::LeaseConfig;
 
