@@ -32,7 +32,7 @@ use portico::config::Config;
 use portico::echo::EchoServer;
 use portico::model::{translate, Incremental};
 use portico::routing::{Builder, Lookup, Snapshot};
-use portico::source::manifests::ManifestDir;
+use portico::source::file::ManifestDir;
 
 const CHILD_ENV: &str = "PORTICO_TABLE_SCALE_CHILD";
 

@@ -233,7 +233,7 @@ fn check(manifests: &PathBuf, config_path: Option<&PathBuf>) -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
-    let mut dir = portico::source::manifests::ManifestDir::new(manifests);
+    let mut dir = portico::source::file::ManifestDir::new(manifests);
     let (state, mut diags) = match dir.load() {
         Ok(x) => x,
         Err(e) => {

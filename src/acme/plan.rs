@@ -215,7 +215,7 @@ mod tests {
     use super::*;
     use crate::certs::testing::{key, TestCa};
     use crate::model::{translate, Options};
-    use crate::source::manifests::state_from_yaml;
+    use crate::source::file::state_from_yaml;
 
     const DAY: i64 = 86_400;
 

@@ -267,8 +267,7 @@ mod tests {
         store.store(&r, &c).await.unwrap();
         assert_eq!(store.load(&r).await.unwrap(), Some(c));
         let path = dir.path().join("secrets/shop/web-tls.yaml");
-        let (state, diags) =
-            crate::source::manifests::state_from_yaml(&std::fs::read_to_string(&path).unwrap(), "x.yaml");
+        let (state, diags) = crate::source::file::state_from_yaml(&std::fs::read_to_string(&path).unwrap(), "x.yaml");
         assert!(diags.is_empty(), "{diags:?}");
         assert_eq!(state.secrets[0].type_.as_deref(), Some(TLS_SECRET_TYPE));
         #[cfg(unix)]
