@@ -467,7 +467,7 @@ fn change_to_serving_cluster() {
                     let _runtime = rt.enter();
                     server.client()
                 },
-                options: portico::cluster::ClusterOptions::default(),
+                options: portico::source::kube::ClusterOptions::default(),
             },
         ))
         .expect("start gateway");

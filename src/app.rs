@@ -19,6 +19,7 @@ use crate::proxy::Proxy;
 use crate::publish::{Compiler, Publisher, Shared};
 use crate::routing::Snapshot;
 use crate::source::file::ManifestDir;
+use crate::source::kube::{ClusterOptions, KubeSource};
 use crate::upstream::client::UpstreamClient;
 
 /// Where the objects come from.
@@ -30,7 +31,7 @@ pub enum Source {
     /// published in the background once every watch has listed; [`Shared::is_ready`] turns true then.
     Kube {
         client: kube::Client,
-        options: crate::cluster::ClusterOptions,
+        options: ClusterOptions,
     },
 }
 
@@ -154,10 +155,10 @@ pub async fn start_with(config: Config, source: Source, extras: Extras) -> anyho
         Source::Kube { client, options } => {
             let compiler = Arc::new(Compiler::new(&config, false)?);
             let publish = config.listener_sets.iter().map(|s| s.publish.clone()).collect();
-            let (leader_tx, leader_rx) = crate::cluster::leader_channel(&options);
-            let namespace = crate::cluster::own_namespace(&client, &options);
+            let (leader_tx, leader_rx) = crate::status::leader::channel(options.leader_election.as_ref());
+            let namespace = options.own_namespace(&client);
             let (settings, rx) = (&extras.acme, shutdown_rx.clone());
-            acme = crate::cluster::acme::spawn(
+            acme = crate::acme::kube::spawn(
                 &config,
                 settings,
                 &client,
@@ -172,7 +173,7 @@ pub async fn start_with(config: Config, source: Source, extras: Extras) -> anyho
             }
             let (a, rx) = (acme.clone(), shutdown_rx.clone());
             tasks.spawn(
-                crate::cluster::run(client, options, publish, compiler, publisher, leader_tx, a, rx)
+                run_cluster(client, options, publish, compiler, publisher, leader_tx, a, rx)
                     .instrument(tracing::info_span!("cluster")),
             );
         }
@@ -243,4 +244,33 @@ pub async fn start_with(config: Config, source: Source, extras: Extras) -> anyho
         tasks,
         drain_delay: config.shutdown.drain_delay,
     })
+}
+
+/// Cluster mode until `shutdown`: the kube source publishes; the leader (every replica without election) writes
+/// status and Events. `publish` is each listener set's address source, in configuration order. `leader_tx` is
+/// from [`crate::status::leader::channel`]; `acme` is fed the candidates of every compile.
+#[allow(clippy::too_many_arguments)]
+async fn run_cluster(
+    client: kube::Client,
+    options: ClusterOptions,
+    publish: Vec<crate::config::Publish>,
+    compiler: Arc<Compiler>,
+    publisher: Publisher,
+    leader_tx: watch::Sender<bool>,
+    acme: Option<crate::acme::AcmeHandle>,
+    shutdown: watch::Receiver<bool>,
+) {
+    let source = KubeSource::start(&client, &options, &publish, &shutdown);
+    let leader_rx = leader_tx.subscribe();
+    let (round_tx, round_rx) = watch::channel(None);
+    let (c, identity, rx) = (client.clone(), options.identity.clone(), shutdown.clone());
+    let election = crate::status::leader::elect(c, options.leader_election.clone(), identity, leader_tx, rx);
+    let (objects, a, rx) = (source.objects(), acme.clone(), shutdown.clone());
+    let settings = options.status_settings();
+    let writers = crate::status::run(client, settings, publish, objects, round_rx, leader_rx, a, rx)
+        .instrument(tracing::info_span!("status"));
+    let publishing = source
+        .run(&options, compiler, publisher, round_tx, acme, shutdown)
+        .instrument(tracing::info_span!("publish"));
+    tokio::join!(election, writers, publishing);
 }

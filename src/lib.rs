@@ -25,7 +25,6 @@ pub mod admin;
 pub mod app;
 pub mod certs;
 pub mod cidr;
-pub mod cluster;
 pub mod config;
 pub mod echo;
 pub mod metrics;
@@ -35,6 +34,7 @@ pub mod proxy;
 pub mod publish;
 pub mod routing;
 pub mod source;
+pub mod status;
 #[cfg(test)]
 mod test_rng;
 pub mod upstream;

@@ -206,9 +206,9 @@ async fn kube_source(args: ClusterArgs) -> anyhow::Result<portico::app::Source> 
                 .filter(|h| !h.is_empty())
         })
         .unwrap_or_else(|| "portico".to_string());
-    let options = portico::cluster::ClusterOptions {
+    let options = portico::source::kube::ClusterOptions {
         namespaces: args.namespaces,
-        leader_election: args.leader_elect.then(|| portico::cluster::LeaseConfig {
+        leader_election: args.leader_elect.then(|| portico::source::kube::LeaseConfig {
             name: args.lease_name,
             namespace: args.lease_namespace,
             ..Default::default()

@@ -1,7 +1,7 @@
 //! Where issued certificates and ACME account keys live, and how HTTP-01 tokens reach every replica.
 //! [`CertStore`] is the seam: file mode writes `kubernetes.io/tls` Secret manifests under the state directory
 //! ([`FileStore`]); cluster mode writes Secrets and a challenge ConfigMap through the API
-//! (`crate::cluster::acme::KubeStore`).
+//! ([`KubeStore`](super::kube::KubeStore)).
 //!
 //! ```text
 //! STATE/
