@@ -30,6 +30,7 @@ pub mod echo;
 pub mod metrics;
 pub mod model;
 pub mod normalize;
+pub mod pem;
 pub mod proxy;
 pub mod publish;
 pub mod routing;
@@ -37,4 +38,5 @@ pub mod source;
 pub mod status;
 #[cfg(test)]
 mod test_rng;
+pub mod units;
 pub mod upstream;

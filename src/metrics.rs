@@ -259,7 +259,7 @@ impl Metrics {
     /// Called by the publisher before the new routing snapshot `snap` (built from `translation` and `tls`) is
     /// swapped in, with the translation published before (`None` at first). Counters are never removed (their totals stay in the
     /// exposition), so every pair of the previous translation has its counters already and only the hosts that
-    /// changed since ([`crate::routing::changed_hosts`]) and the default backends are looked at. The map is
+    /// changed since ([`crate::model::changed_hosts`]) and the default backends are looked at. The map is
     /// copied only when the table names a new (Ingress, backend) pair, and then shallowly (each Ingress's slice
     /// is shared until it changes). A new Ingress's key is its routes' `namespace/name` string (shared, not
     /// copied).
@@ -293,7 +293,7 @@ impl Metrics {
                 }
             };
             match previous.and_then(|t| t.sets.get(i)) {
-                Some(before) => crate::routing::changed_hosts(before, set)
+                Some(before) => crate::model::changed_hosts(before, set)
                     .filter_map(|(_, after)| after)
                     .for_each(|h| routes(h)),
                 None => set.hosts.iter().for_each(|h| routes(h)),

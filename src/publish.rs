@@ -21,7 +21,7 @@ use arc_swap::ArcSwap;
 
 use crate::certs::{build_tls, DefaultSource, LoadedCert, TlsBuild};
 use crate::config::{Config, DefaultCertificate};
-use crate::model::{self, ClusterState, Diagnostic, ObjectRef, Options, Translation};
+use crate::model::{self, ClusterState, Diagnostic, ImplicitClass, ObjectRef, Options, SetOptions, Translation};
 use crate::routing::Snapshot;
 
 /// State shared by the data plane, the admin listener and the publisher.
@@ -97,6 +97,43 @@ impl Compiled {
         }
         out.push_str(&self.translation.describe_diagnostics());
         out
+    }
+}
+
+// === impl Options ===
+
+/// Here rather than in `model`, so that translation does not depend on the configuration's types.
+impl Options {
+    /// Options from a configuration. `file_mode` makes every configured class implicit, the first class of the
+    /// first listener set being the default.
+    pub fn from_config(config: &Config, file_mode: bool) -> Self {
+        let implicit_classes = if file_mode {
+            config
+                .listener_sets
+                .iter()
+                .flat_map(|s| s.ingress_classes.iter())
+                .enumerate()
+                .map(|(i, c)| ImplicitClass {
+                    name: c.clone(),
+                    default: i == 0,
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        Self {
+            controller: crate::config::CONTROLLER_NAME.to_string(),
+            listener_sets: config
+                .listener_sets
+                .iter()
+                .map(|s| SetOptions {
+                    name: s.name.clone(),
+                    classes: s.ingress_classes.clone(),
+                })
+                .collect(),
+            implicit_classes,
+            owned_list: !file_mode,
+        }
     }
 }
 

@@ -11,10 +11,11 @@ use std::time::{Duration, Instant, SystemTime};
 use instant_acme::{Account, CertificateIdentifier};
 use tokio::sync::watch;
 
+use super::ari::RenewalWindow;
 use super::ari::{self, Ari};
 use super::challenge::ChallengeStore;
 use super::client::{self, AcmeError, Polling};
-use super::plan::{self, Candidate, RenewalWindow};
+use super::plan::{self, Candidate};
 use super::store::{CertStore, StoredCert};
 use crate::certs::{CertInfo, LoadedCert};
 use crate::config::AcmeConfig;
