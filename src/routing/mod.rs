@@ -17,8 +17,9 @@ use std::sync::{Arc, Weak};
 pub use policy::RoutePolicy;
 
 use crate::certs::SetTls;
+use crate::model::annotations::{ActiveCheck, Balance};
 use crate::model::{changed_hosts, FastMap, HostModel, HostPattern, PathKind, SetModel, Translation};
-use crate::upstream::{ActiveCheck, Backend, Balance, HealthPolicy};
+use crate::upstream::{Backend, HealthPolicy};
 
 /// Everything the proxy needs, published at once: routes and the certificates they are served with.
 #[derive(Debug)]
