@@ -647,7 +647,7 @@ pub fn render_backends(snapshot: &crate::routing::Snapshot) -> String {
         "1 while an endpoint is ejected by passive health.",
     );
     for b in &backends {
-        for e in b.endpoints.iter() {
+        for e in &b.endpoints {
             let _ = writeln!(
                 out,
                 "portico_endpoint_ejected{{backend=\"{}\",endpoint=\"{}\"}} {}",
@@ -664,7 +664,7 @@ pub fn render_backends(snapshot: &crate::routing::Snapshot) -> String {
         "Active health check state of an endpoint (1 up, 0 down), for backends with checks.",
     );
     for b in backends.iter().filter(|b| b.check.is_some()) {
-        for e in b.endpoints.iter() {
+        for e in &b.endpoints {
             let _ = writeln!(
                 out,
                 "portico_endpoint_check_up{{backend=\"{}\",endpoint=\"{}\"}} {}",

@@ -446,9 +446,9 @@ impl SetTable {
                 }
             }
             Some((old_model, old)) => {
-                t.exact = old.exact.clone();
-                t.wildcard = old.wildcard.clone();
-                t.any = old.any.clone();
+                t.exact.clone_from(&old.exact);
+                t.wildcard.clone_from(&old.wildcard);
+                t.any.clone_from(&old.any);
                 t.routes = old.routes;
                 for (before, after) in changed_hosts(old_model, m) {
                     match (before, after) {
