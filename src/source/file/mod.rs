@@ -9,10 +9,10 @@
 //!                                          Compiler::compile ──▶ Publisher::publish (crate::publish)
 //! ```
 //!
-//! - [`scan`]: which files the directory holds, and their fingerprint.
-//! - [`store`]: the per-file store ([`ManifestDir`]): what each file contributed, loads that re-read only changes.
-//! - [`parse`]: YAML documents into objects and per-document diagnostics ([`state_from_yaml`]).
-//! - [`poll`]: the first load and the polling loop that publishes every change.
+//! - `scan.rs`: which files the directory holds, and their fingerprint.
+//! - `store.rs`: the per-file store ([`ManifestDir`]): what each file contributed, loads that re-read only changes.
+//! - `parse.rs`: YAML documents into objects and per-document diagnostics ([`state_from_yaml`]).
+//! - `poll.rs`: the first load and the polling loop that publishes every change.
 
 mod parse;
 mod poll;

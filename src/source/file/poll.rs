@@ -12,7 +12,7 @@ use crate::acme::AcmeHandle;
 use crate::publish::{Compiler, Publisher};
 
 /// Loads and publishes the directory once (an unreadable directory is an error: startup fails), then returns the
-/// loop that polls it every `poll_interval` (at most; see [`next_poll_interval`]) until `shutdown`. `acme` is fed
+/// loop that polls it every `poll_interval` (at most: checks run more often while they are cheap) until `shutdown`. `acme` is fed
 /// every compilation.
 pub fn start(
     mut manifests: ManifestDir,
