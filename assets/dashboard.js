@@ -92,7 +92,9 @@ function renderDiagnostics(data) {
   const root = document.getElementById("diagnostics");
   root.replaceChildren(data.diagnostics.length
     ? el("div", { class: "card" }, table(["Subject", "Reason"],
-        data.diagnostics.map((d) => [el("code", {}, d.subject), el("span", { class: "bad diagnostic" }, d.reason)])))
+        data.diagnostics.map((d) => [el("code", {}, d.subject),
+          el("span", { class: (d.severity === "warning" ? "warn" : "bad") + " diagnostic" },
+            (d.severity === "warning" ? "warning: " : "") + d.reason)])))
     : el("p", { class: "ok" }, "no object rejected"));
 }
 

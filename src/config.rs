@@ -12,6 +12,7 @@
 //!     publish: { addresses: ["192.168.1.240"] }
 //!   - name: internal
 //!     ingressClasses: [portico-internal]
+//!     adoptClasses: [nginx]              # Ingresses of class nginx, whatever its controller
 //!     http: ["10.0.0.5:8080"]
 //! admin: { address: "127.0.0.1:9000" }
 //! upstream: { connectTimeout: 5s, responseHeaderTimeout: 60s, readTimeout: 60s }
@@ -32,7 +33,7 @@ pub use crate::units::parse_duration;
 pub const CONTROLLER_NAME: &str = "portico.dev/ingress-controller";
 
 /// The whole, validated configuration. Invariant: listener set names and class names are unique, and every
-/// class belongs to exactly one listener set.
+/// class, own or adopted, belongs to exactly one listener set.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     pub listener_sets: Vec<ListenerSetConfig>,
@@ -61,7 +62,14 @@ impl Default for ShutdownConfig {
 #[derive(Debug, Clone, PartialEq)]
 pub struct ListenerSetConfig {
     pub name: String,
+    /// Classes that are ours when their `IngressClass` names our controller (`CONTROLLER_NAME`).
     pub ingress_classes: Vec<String>,
+    /// Classes this set serves by name whatever their `IngressClass`'s controller, and whether or not the object
+    /// exists (taking over from another controller, e.g. ingress-nginx's `nginx`).
+    pub adopt_classes: Vec<String>,
+    /// Let Ingresses of several namespaces serve paths of one host (ingress-nginx's behaviour). Off: a host
+    /// belongs to the namespace of its oldest Ingress, and other namespaces cannot add paths to it.
+    pub share_hosts_across_namespaces: bool,
     pub http: Vec<SocketAddr>,
     pub https: Vec<SocketAddr>,
     pub publish: Publish,
@@ -218,6 +226,8 @@ impl Default for Config {
             listener_sets: vec![ListenerSetConfig {
                 name: "default".into(),
                 ingress_classes: vec!["portico".into()],
+                adopt_classes: Vec::new(),
+                share_hosts_across_namespaces: false,
                 http: vec![SocketAddr::from(([0, 0, 0, 0], 8080))],
                 https: vec![SocketAddr::from(([0, 0, 0, 0], 8443))],
                 publish: Publish::None,
@@ -255,11 +265,11 @@ impl Config {
         raw.validate()
     }
 
-    /// The listener set that serves `class`, by index.
+    /// The listener set that serves `class` (its own or adopted), by index.
     pub fn set_for_class(&self, class: &str) -> Option<usize> {
         self.listener_sets
             .iter()
-            .position(|s| s.ingress_classes.iter().any(|c| c == class))
+            .position(|s| s.ingress_classes.iter().chain(&s.adopt_classes).any(|c| c == class))
     }
 }
 
@@ -291,7 +301,12 @@ struct RawShutdown {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct RawListenerSet {
     name: String,
+    #[serde(default)]
     ingress_classes: Vec<String>,
+    #[serde(default)]
+    adopt_classes: Vec<String>,
+    #[serde(default)]
+    share_hosts_across_namespaces: bool,
     #[serde(default)]
     http: Vec<String>,
     #[serde(default)]
@@ -403,6 +418,13 @@ fn parse_addr(what: &str, s: &str) -> Result<SocketAddr, ConfigError> {
     })
 }
 
+/// A Kubernetes object name (DNS subdomain): lowercase alphanumerics, `-` and `.`, starting and ending with
+/// an alphanumeric, at most 253 characters. IngressClass names are such names.
+fn is_class_name(s: &str) -> bool {
+    let alnum = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit();
+    s.len() <= 253 && s.starts_with(alnum) && s.ends_with(alnum) && s.chars().all(|c| alnum(c) || c == '-' || c == '.')
+}
+
 /// Splits `namespace/name`.
 fn split_ref(s: &str) -> Option<(String, String)> {
     match s.split_once('/') {
@@ -443,13 +465,21 @@ impl RawConfig {
                     if !names.insert(set.name.clone()) {
                         return Err(invalid(format!("{ctx}: duplicate listener set name")));
                     }
-                    if set.ingress_classes.is_empty() {
-                        return Err(invalid(format!("{ctx}: ingressClasses must name at least one class")));
+                    if set.ingress_classes.is_empty() && set.adopt_classes.is_empty() {
+                        return Err(invalid(format!(
+                            "{ctx}: ingressClasses (or adoptClasses) must name at least one class"
+                        )));
                     }
-                    for class in &set.ingress_classes {
+                    if let Some(bad) = set.adopt_classes.iter().find(|c| !is_class_name(c)) {
+                        return Err(invalid(format!(
+                            "{ctx}.adoptClasses: {bad:?} is not an IngressClass name (lowercase letters, digits, '-' and '.', at most 253)"
+                        )));
+                    }
+                    let own = set.ingress_classes.iter().map(|c| ("ingressClasses", c));
+                    for (key, class) in own.chain(set.adopt_classes.iter().map(|c| ("adoptClasses", c))) {
                         if !classes.insert(class.clone()) {
                             return Err(invalid(format!(
-                                "{ctx}: class {class:?} already belongs to another listener set"
+                                "{ctx}.{key}: class {class:?} is listed twice; a class belongs to one listener set, in its ingressClasses or its adoptClasses"
                             )));
                         }
                     }
@@ -562,6 +592,8 @@ impl RawConfig {
                     out.push(ListenerSetConfig {
                         name: set.name,
                         ingress_classes: set.ingress_classes,
+                        adopt_classes: set.adopt_classes,
+                        share_hosts_across_namespaces: set.share_hosts_across_namespaces,
                         http,
                         https,
                         publish,
@@ -753,6 +785,73 @@ shutdown: { drainDelay: 5s, gracePeriod: 40s }
     }
 
     #[test]
+    fn adopted_classes() {
+        let c = Config::from_yaml(
+            r#"
+listenerSets:
+  - name: external
+    ingressClasses: [portico-external]
+    adoptClasses: [nginx, nginx-public.example.com]
+    http: ["127.0.0.1:8080"]
+  - name: migrated
+    adoptClasses: [traefik]
+    http: ["127.0.0.1:8081"]
+"#,
+        )
+        .unwrap();
+        assert_eq!(c.listener_sets[0].adopt_classes, ["nginx", "nginx-public.example.com"]);
+        assert!(c.listener_sets[1].ingress_classes.is_empty());
+        assert_eq!(c.set_for_class("portico-external"), Some(0));
+        assert_eq!(c.set_for_class("nginx"), Some(0));
+        assert_eq!(c.set_for_class("traefik"), Some(1));
+        assert_eq!(c.set_for_class("other"), None);
+        assert!(Config::default().listener_sets[0].adopt_classes.is_empty());
+
+        let set = |extra: &str| format!("{{name: a, ingressClasses: [x], http: [\"0.0.0.0:1\"]{extra}}}");
+        for (yaml, needle) in [
+            // A class belongs to one set: not twice in a set, not in two sets, not both own and adopted.
+            (
+                format!("listenerSets: [{}]", set(", adoptClasses: [nginx, nginx]")),
+                "listenerSets[a].adoptClasses: class \"nginx\" is listed twice",
+            ),
+            (
+                format!("listenerSets: [{}]", set(", adoptClasses: [x]")),
+                "listenerSets[a].adoptClasses: class \"x\" is listed twice",
+            ),
+            (
+                format!(
+                    "listenerSets: [{}, {{name: b, ingressClasses: [nginx], http: [\"0.0.0.0:2\"]}}]",
+                    set(", adoptClasses: [nginx]")
+                ),
+                "listenerSets[b].ingressClasses: class \"nginx\" is listed twice",
+            ),
+            (
+                format!("listenerSets: [{}]", set(", adoptClasses: [Nginx]")),
+                "listenerSets[a].adoptClasses: \"Nginx\" is not an IngressClass name",
+            ),
+            (
+                format!("listenerSets: [{}]", set(", adoptClasses: [\"\"]")),
+                "is not an IngressClass name",
+            ),
+            (
+                format!("listenerSets: [{}]", set(", adoptClasses: nginx")),
+                "adoptClasses",
+            ),
+            (
+                format!("listenerSets: [{}]", set(", adoptClass: [nginx]")),
+                "unknown field `adoptClass`",
+            ),
+            (
+                "listenerSets: [{name: a, adoptClasses: [], http: [\"0.0.0.0:1\"]}]".to_string(),
+                "must name at least one class",
+            ),
+        ] {
+            let e = Config::from_yaml(&yaml).unwrap_err().to_string();
+            assert!(e.contains(needle), "{yaml}: {e}");
+        }
+    }
+
+    #[test]
     fn unknown_key_is_an_error_naming_it() {
         let e = Config::from_yaml("listenerSets: [{name: a, ingressClasses: [x], http: [\"0.0.0.0:1\"], bogus: 1}]")
             .unwrap_err()
@@ -771,7 +870,7 @@ shutdown: { drainDelay: 5s, gracePeriod: 40s }
             ),
             (
                 "listenerSets: [{name: a, ingressClasses: [x], http: [\"0.0.0.0:1\"]}, {name: b, ingressClasses: [x], http: [\"0.0.0.0:2\"]}]",
-                "already belongs",
+                "listed twice",
             ),
             ("listenerSets: [{name: a, ingressClasses: [x]}]", "at least one http"),
             ("upstream: {connectTimeout: 5 parsecs}", "duration"),

@@ -22,7 +22,8 @@
 //!   Prometheus counters. [`accesslog`]: JSON access log. [`config`]: the YAML config.
 //! - Leaves shared by the layers above: [`units`] (durations), [`pem`] (CA bundles), [`cidr`], [`normalize`]
 //!   (path and host normalisation for translation and the proxy).
-//! - [`app`]: wiring only (nothing imports it). [`echo`]: an example backend for the quickstart and the tests.
+//! - [`migrate`]: `portico migrate`'s report. [`app`]: wiring only (nothing imports it). [`echo`]: an example
+//!   backend for the quickstart and the tests.
 //!
 //! The table for a request is chosen by the listener that accepted its connection, never by Host or SNI. Import
 //! direction (pure `model`/`routing`, no cycles between these modules) is checked by `tests/architecture.rs`;
@@ -37,6 +38,7 @@ pub mod cidr;
 pub mod config;
 pub mod echo;
 pub mod metrics;
+pub mod migrate;
 pub mod model;
 pub mod normalize;
 pub mod pem;

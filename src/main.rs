@@ -1,4 +1,5 @@
-//! The `portico` binary: `portico run` serves, `portico check` validates.
+//! The `portico` binary: `portico run` serves, `portico check` validates, `portico migrate` reports what would
+//! become of a set of Ingresses (read-only).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -55,6 +56,27 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Report, read-only, what Portico would make of a directory of manifests or of a live cluster's Ingresses:
+    /// per Ingress its class, each ingress-nginx or Portico annotation as implemented, no-op or unsupported, and
+    /// other problems; then a verdict. Exit 0 when nothing would be disabled, 1 when something would, 2 when the
+    /// input is unusable.
+    Migrate {
+        /// Directory of Kubernetes YAML manifests. Without it: a live cluster, listed once (nothing is written).
+        #[arg(long)]
+        manifests: Option<PathBuf>,
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Kubeconfig file. Default: in-cluster service account, else $KUBECONFIG or ~/.kube/config.
+        #[arg(long)]
+        kubeconfig: Option<PathBuf>,
+        /// Read only this namespace (repeatable). Default: all namespaces.
+        #[arg(long = "namespace")]
+        namespaces: Vec<String>,
+        /// Report as if the first listener set adopted this class (repeatable), e.g. `--adopt nginx`: what
+        /// `adoptClasses` would serve after the switch.
+        #[arg(long = "adopt", value_name = "CLASS")]
+        adopt: Vec<String>,
+    },
 }
 
 /// Cluster mode (`portico run` without `--manifests`).
@@ -98,6 +120,13 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Check { manifests, config } => check(&manifests, config.as_ref()),
+        Command::Migrate {
+            manifests,
+            config,
+            kubeconfig,
+            namespaces,
+            adopt,
+        } => migrate(manifests, config.as_ref(), kubeconfig, &namespaces, &adopt),
         Command::Run {
             manifests,
             config,
@@ -187,15 +216,75 @@ async fn run(
     ExitCode::SUCCESS
 }
 
-async fn kube_source(args: ClusterArgs) -> anyhow::Result<portico::app::Source> {
-    let config = match &args.kubeconfig {
+fn migrate(
+    manifests: Option<PathBuf>,
+    config_path: Option<&PathBuf>,
+    kubeconfig: Option<PathBuf>,
+    namespaces: &[String],
+    adopt: &[String],
+) -> ExitCode {
+    let mut config = match load_config(config_path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    for class in adopt {
+        if config.set_for_class(class).is_none() {
+            if let Some(first) = config.listener_sets.first_mut() {
+                first.adopt_classes.push(class.clone());
+            }
+        }
+    }
+    let (state, diags, file_mode) = match manifests {
+        Some(dir) => match portico::source::file::ManifestDir::new(&dir).load() {
+            Ok((state, diags)) => (state, diags, true),
+            Err(e) => {
+                eprintln!("portico: {e}");
+                return ExitCode::from(2);
+            }
+        },
+        None => {
+            let read = async {
+                let client = kube_client(kubeconfig.as_ref()).await?;
+                anyhow::Ok(portico::migrate::read_cluster(client, namespaces).await?)
+            };
+            let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("portico: cannot start the runtime: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            match rt.block_on(read) {
+                Ok(state) => (std::sync::Arc::new(state), Vec::new(), false),
+                Err(e) => {
+                    eprintln!("portico: cannot read the cluster: {e:#}");
+                    return ExitCode::from(2);
+                }
+            }
+        }
+    };
+    let report = portico::migrate::report(&state, &config, file_mode, diags);
+    print!("{}", report.render());
+    if report.ready() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
+async fn kube_client(kubeconfig: Option<&PathBuf>) -> anyhow::Result<kube::Client> {
+    let config = match kubeconfig {
         Some(path) => {
             let kc = kube::config::Kubeconfig::read_from(path)?;
             kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?
         }
         None => kube::Config::infer().await?,
     };
-    let client = kube::Client::try_from(config)?;
+    Ok(kube::Client::try_from(config)?)
+}
+
+async fn kube_source(args: ClusterArgs) -> anyhow::Result<portico::app::Source> {
+    let client = kube_client(args.kubeconfig.as_ref()).await?;
     let identity = args
         .identity
         .or_else(|| std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()))
@@ -251,11 +340,17 @@ fn check(manifests: &PathBuf, config_path: Option<&PathBuf>) -> ExitCode {
     let compiled = compiler.compile(&state, std::mem::take(&mut diags), portico::certs::unix_now());
     print!("{}", compiled.describe());
     let t = &compiled.translation;
-    if t.diagnostics.is_empty() {
-        println!("ok: no object rejected");
+    let errors = t.errors();
+    let warnings = t.diagnostics.len() - errors;
+    let also = match warnings {
+        0 => String::new(),
+        n => format!(" ({n} warning(s))"),
+    };
+    if errors == 0 {
+        println!("ok: no object rejected{also}");
         ExitCode::SUCCESS
     } else {
-        println!("{} problem(s) found", t.diagnostics.len());
+        println!("{errors} problem(s) found{also}");
         ExitCode::from(1)
     }
 }

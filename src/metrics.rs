@@ -342,8 +342,7 @@ impl Metrics {
             }
         }
         self.certs.store(Arc::new(certs));
-        self.rejected
-            .store(translation.diagnostics.len() as u64, Ordering::Relaxed);
+        self.rejected.store(translation.errors() as u64, Ordering::Relaxed);
         self.generation.store(generation, Ordering::Relaxed);
         self.last_build_micros
             .store(build.as_micros() as u64, Ordering::Relaxed);

@@ -129,6 +129,8 @@ impl Options {
                 .map(|s| SetOptions {
                     name: s.name.clone(),
                     classes: s.ingress_classes.clone(),
+                    adopted: s.adopt_classes.clone(),
+                    share_hosts: s.share_hosts_across_namespaces,
                 })
                 .collect(),
             implicit_classes,

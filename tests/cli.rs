@@ -111,3 +111,62 @@ fn unusable_input_exits_2() {
         assert!(stderr.contains("unknown field `colour`"), "{cmd}: {stderr}");
     }
 }
+
+#[test]
+fn adopted_classes_are_served_and_a_class_listed_twice_exits_2() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("app.yaml"),
+        r#"
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {name: shop, namespace: web}
+spec:
+  ingressClassName: nginx
+  rules: [{host: shop.example, http: {paths: [{path: /, pathType: Prefix, backend: {service: {name: shop, port: {number: 80}}}}]}}]
+"#,
+    )
+    .unwrap();
+    let cfg = dir.path().join("config.yaml");
+    let check = |config: &str| {
+        std::fs::write(&cfg, config).unwrap();
+        portico()
+            .arg("check")
+            .arg("--manifests")
+            .arg(dir.path())
+            .arg("--config")
+            .arg(&cfg)
+            .output()
+            .unwrap()
+    };
+    let set = "listenerSets:\n  - name: a\n    ingressClasses: [portico]\n    http: [\"127.0.0.1:0\"]\n";
+    // Without adoptClasses the Ingress of class nginx is someone else's.
+    let out = check(set);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!stdout.contains("shop.example"), "{stdout}");
+    let out = check(&format!("{set}    adoptClasses: [nginx]\n"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("shop.example/ Prefix -> web/shop:80 [] (Ingress web/shop)"),
+        "{stdout}"
+    );
+    for (config, needle) in [
+        (
+            format!("{set}    adoptClasses: [portico]\n"),
+            "listenerSets[a].adoptClasses: class \"portico\" is listed twice",
+        ),
+        (
+            format!("{set}    adoptClasses: [\"NGINX\"]\n"),
+            "listenerSets[a].adoptClasses: \"NGINX\" is not an IngressClass name",
+        ),
+        (
+            format!("{set}    adoptClases: [nginx]\n"),
+            "unknown field `adoptClases`",
+        ),
+    ] {
+        let out = check(&config);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{config}: {stderr}");
+        assert!(stderr.contains(needle), "{config}: {stderr}");
+    }
+}

@@ -544,6 +544,103 @@ async fn status_per_listener_set_written_once_and_cleared() {
     .await;
 }
 
+// === adopted classes ===
+
+const ADOPTING: &str = r#"
+listenerSets:
+  - name: public
+    ingressClasses: [portico]
+    adoptClasses: [nginx]
+    http: ["127.0.0.1:0"]
+    publish: {addresses: ["192.0.2.10"]}
+  - name: quiet
+    adoptClasses: [legacy]
+    http: ["127.0.0.1:0"]
+admin: { address: "127.0.0.1:0" }
+"#;
+
+/// A status someone else (ingress-nginx, say) wrote on Ingress `name`.
+fn foreign_status(server: &FakeApiServer, name: &str, ip: &str) {
+    let mut ing = server
+        .get_object("networking.k8s.io/v1", "Ingress", "default", name)
+        .unwrap();
+    ing["status"] = json!({"loadBalancer": {"ingress": [{"ip": ip}]}});
+    server.upsert(ing).unwrap();
+}
+
+#[tokio::test]
+async fn adopted_classes_are_served_whatever_their_controller_and_get_status() {
+    bounded(async {
+        let server = FakeApiServer::start().await.unwrap();
+        let a = echo("a").await;
+        let rule = |host: &'static str| [(host, "/", "Prefix", "a")];
+        let mut m = service("default", "a", &[a.addr])
+            + r#"---
+apiVersion: networking.k8s.io/v1
+kind: IngressClass
+metadata:
+  name: nginx
+  annotations: {ingressclass.kubernetes.io/is-default-class: "true"}
+spec: {controller: k8s.io/ingress-nginx}
+"#;
+        m += &ingress("default", "named", "nginx", &rule("named.example"));
+        m += &ingress("default", "annotated", "nginx", &rule("annotated.example")).replace(
+            "metadata: {name: annotated, namespace: default}\nspec:\n  ingressClassName: nginx\n",
+            "metadata: {name: annotated, namespace: default, annotations: {kubernetes.io/ingress.class: nginx}}\nspec:\n",
+        );
+        m += &ingress("default", "classless", "none", &rule("classless.example")).replace("  ingressClassName: none\n", "");
+        m += &ingress("default", "other", "traefik", &rule("other.example"));
+        // No IngressClass `legacy` exists: adopted by name all the same, on a set that publishes no status.
+        m += &ingress("default", "quiet", "legacy", &rule("quiet.example"));
+        apply(&server, &m);
+        assert!(m.contains("annotations: {kubernetes.io/ingress.class: nginx}") && !m.contains("ingressClassName: none"));
+        foreign_status(&server, "other", "198.51.100.1");
+        foreign_status(&server, "quiet", "198.51.100.2");
+
+        let gw = started(&server, ADOPTING, opts("one")).await;
+        let (public, quiet) = (gw.http_addrs[0][0], gw.http_addrs[1][0]);
+        for host in ["named.example", "annotated.example", "classless.example"] {
+            routes_to(public, host, (200, Some("a")), SEC5).await;
+            assert_eq!(backend_of(quiet, host, "/").await, (404, None), "{host} on the other set");
+        }
+        assert_eq!(backend_of(public, "other.example", "/").await, (404, None));
+        assert_eq!(backend_of(quiet, "quiet.example", "/").await, (200, Some("a".into())));
+        assert_eq!(backend_of(public, "quiet.example", "/").await, (404, None));
+
+        // Status: written for the adopted Ingresses of the publishing set, as for our own classes; a set without
+        // `publish` leaves the other controller's status alone, and a class not adopted is never touched.
+        let want = json!([{"ip": "192.0.2.10"}]);
+        until("status of adopted Ingresses", SEC5, || {
+            let done = ["named", "annotated", "classless"]
+                .iter()
+                .all(|n| lb_status(&server, n) == want);
+            async move { done }
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(lb_status(&server, "quiet"), json!([{"ip": "198.51.100.2"}]));
+        assert_eq!(status_patches(&server, "quiet"), 0);
+        assert_eq!(lb_status(&server, "other"), json!([{"ip": "198.51.100.1"}]));
+        assert_eq!(status_patches(&server, "other"), 0);
+
+        // The IngressClass goes (ingress-nginx uninstalled): Ingresses naming it stay ours, but without a
+        // default class the class-less one is not, and the status written on it is cleared.
+        server.delete_typed::<IngressClass>("", "nginx").unwrap();
+        routes_to(public, "classless.example", (404, None), SEC5).await;
+        until("class-less status cleared", SEC5, || {
+            let done = lb_status(&server, "classless").as_array().is_none_or(|l| l.is_empty());
+            async move { done }
+        })
+        .await;
+        for host in ["named.example", "annotated.example"] {
+            assert_eq!(backend_of(public, host, "/").await, (200, Some("a".into())), "{host}");
+        }
+        assert_eq!(lb_status(&server, "named"), want);
+        gw.shutdown().await;
+    })
+    .await;
+}
+
 // === leader election ===
 
 fn leader_config(address: &str) -> String {

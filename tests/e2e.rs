@@ -532,3 +532,42 @@ admin: { address: "127.0.0.1:0" }
     assert_eq!(get(public, "t.example", "/").await.status, 308);
     gw.stop().await;
 }
+
+/// `shareHostsAcrossNamespaces`: one host, `/` from one namespace and `/api` from another, both served (as
+/// ingress-nginx does); without the option the second namespace's rule is not served.
+#[tokio::test]
+async fn a_host_shared_across_namespaces_when_the_set_allows_it() {
+    let (web, api) = (echo("web").await, echo("api").await);
+    let mut m = service("frontend", "web", &[web.addr]);
+    m += &service("backend", "api", &[api.addr]);
+    m += &ingress("frontend", "web", "portico", &[("shop.example", "/", "Prefix", "web")]);
+    m += &ingress(
+        "backend",
+        "api",
+        "portico",
+        &[("shop.example", "/api", "Prefix", "api")],
+    );
+    let shared = ONE_SET.replace(
+        "    ingressClasses: [portico]\n",
+        "    ingressClasses: [portico]\n    shareHostsAcrossNamespaces: true\n",
+    );
+    let gw = Gateway::start_with(&shared, &m).await;
+    let a = gw.addr(0);
+    assert_eq!(
+        get(a, "shop.example", "/api/orders").await.backend().as_deref(),
+        Some("api")
+    );
+    assert_eq!(get(a, "shop.example", "/cart").await.backend().as_deref(), Some("web"));
+    gw.stop().await;
+
+    // The default: the host is the namespace of its oldest Ingress (without timestamps: backend/api, by name);
+    // the other namespace's rule is not served.
+    let gw = Gateway::start(&m).await;
+    let a = gw.addr(0);
+    assert_eq!(
+        get(a, "shop.example", "/api/orders").await.backend().as_deref(),
+        Some("api")
+    );
+    assert_eq!(get(a, "shop.example", "/cart").await.status, 404);
+    gw.stop().await;
+}

@@ -124,5 +124,23 @@ async fn readme_curl_lines_answer_as_documented() {
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["x-backend"], "shop-web");
     assert_eq!(resp.headers()["strict-transport-security"], "max-age=300");
+
+    // `curl -sk -H 'Host: secure.local' https://127.0.0.1:8443/`: by IP, so no SNI; routed by Host.
+    let tcp = tokio::net::TcpStream::connect(https).await.unwrap();
+    let stream = tokio_rustls::TlsConnector::from(portico::certs::testing::accept_any_client(true))
+        .connect(rustls_pki_types::ServerName::IpAddress(https.ip().into()), tcp)
+        .await
+        .unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let req = http::Request::get("/")
+        .header("host", "secure.local")
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let resp = sender.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["x-backend"], "shop-web");
     running.shutdown().await;
 }

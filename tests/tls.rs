@@ -1,6 +1,7 @@
 //! TLS end to end: certificates from Secrets chosen by SNI, HTTP/1.1 and HTTP/2 over TLS, 421 for a Host the
-//! connection's certificate does not cover, certificate replacement without touching open connections, and the
-//! plain-HTTP to HTTPS redirect. Clients verify hostnames against a test CA.
+//! certificate of a connection with SNI does not cover, routing by Host on connections without SNI, certificate
+//! replacement without touching open connections, and the plain-HTTP to HTTPS redirect. Clients verify hostnames
+//! against a test CA.
 
 mod support;
 
@@ -248,6 +249,79 @@ async fn http2_over_tls_with_alpn_and_421_on_a_reused_connection() {
         get1(&mut c, "a.example.test", "/").await.backend().as_deref(),
         Some("a")
     );
+    s.gw.stop().await;
+}
+
+/// A client that sends no SNI (as curl does for `https://IP/`), accepts any certificate and offers `alpn`.
+fn no_sni_client(alpn: &[&[u8]]) -> Arc<ClientConfig> {
+    let mut config = Arc::unwrap_or_clone(accept_any_client(false));
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Arc::new(config)
+}
+
+#[tokio::test]
+async fn without_sni_the_host_routes_over_http1_and_http2() {
+    let s = setup().await;
+    let http = s.gw.addr(0);
+    // `curl -k -H 'Host: a.example.test' https://127.0.0.1/`: rustls sends no SNI for an IP address, whether SNI is
+    // enabled or not; the gateway presents its default certificate and routes by Host.
+    for (client, name) in [
+        (Arc::unwrap_or_clone(accept_any_client(true)), "127.0.0.1"),
+        (Arc::unwrap_or_clone(accept_any_client(false)), "a.example.test"),
+    ] {
+        let mut client = client;
+        client.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let tls = connect(Arc::new(client), s.https(), name).await.unwrap();
+        assert_eq!(presented_names(&tls), ["portico.invalid"], "{name}");
+        let mut c = h1(tls).await;
+        let r = get1(&mut c, "a.example.test", "/one").await;
+        assert_eq!((r.status, r.backend().as_deref()), (200, Some("a")), "{}", r.text());
+        assert_eq!(r.headers["strict-transport-security"], "max-age=600");
+        // The same connection serves every host by its Host header: wildcard, no TLS at all, opted out of redirects.
+        for host in ["b.example.test", "plain.test", "optout.example.test"] {
+            let r = get1(&mut c, host, "/").await;
+            assert_eq!(
+                (r.status, r.backend().as_deref()),
+                (200, Some("w")),
+                "{host}: {}",
+                r.text()
+            );
+        }
+        // A host with no route answers as it does over plain HTTP (404 here: no default backend).
+        assert_eq!(get1(&mut c, "nowhere.test", "/").await.status, 404);
+        assert_eq!(get(http, "nowhere.test", "/").await.status, 404);
+    }
+    let seen = s.a.requests();
+    assert_eq!(seen[0].headers["x-forwarded-proto"], "https");
+    assert_eq!(seen[0].headers["host"], "a.example.test");
+
+    // HTTP/2 (ALPN h2): one connection without SNI, several hosts.
+    let tls = connect(no_sni_client(&[b"h2"]), s.https(), "127.0.0.1").await.unwrap();
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let mut c = h2(tls).await;
+    let r = get2(&mut c, "a.example.test", "/").await;
+    assert_eq!((r.status, r.backend().as_deref()), (200, Some("a")), "{}", r.text());
+    let r = get2(&mut c, "b.example.test", "/").await;
+    assert_eq!((r.status, r.backend().as_deref()), (200, Some("w")), "{}", r.text());
+    assert_eq!(get2(&mut c, "nowhere.test", "/").await.status, 404);
+    assert_eq!(
+        get2(&mut c, "a.example.test", "/again").await.backend().as_deref(),
+        Some("a")
+    );
+
+    // With SNI the rule is unchanged: the Host must be one the connection's certificate stands for.
+    let before = (s.a.count(), s.w.count());
+    let tls = connect(s.ca.client_config(&[b"h2"]), s.https(), "a.example.test")
+        .await
+        .unwrap();
+    let mut c = h2(tls).await;
+    assert_eq!(get2(&mut c, "a.example.test", "/").await.status, 200);
+    assert_eq!(get2(&mut c, "b.example.test", "/").await.status, 421);
+    let tls = connect(accept_any_client(true), s.https(), "unknown.test")
+        .await
+        .unwrap();
+    assert_eq!(get1(&mut h1(tls).await, "a.example.test", "/").await.status, 421);
+    assert_eq!((s.a.count(), s.w.count()), (before.0 + 1, before.1));
     s.gw.stop().await;
 }
 

@@ -2,6 +2,7 @@
 //! `NAME.expected` (the routes and diagnostics as `portico check` prints them). One case per rule of
 //! `docs/ingress-semantics.md`. A first line `# implicit-classes` translates as file mode does (configured
 //! classes exist without IngressClass objects); otherwise only IngressClass objects count, as in a cluster.
+//! The configuration is [`CONFIG`] unless a `NAME.config.yaml` beside the case replaces it.
 //! Set PORTICO_BLESS=1 to write missing or changed `.expected` files, then review them.
 
 use std::path::Path;
@@ -23,7 +24,11 @@ listenerSets:
 fn run_case(yaml: &Path) -> Result<(), String> {
     let text = std::fs::read_to_string(yaml).unwrap();
     let name = yaml.file_name().unwrap().to_string_lossy().to_string();
-    let config = Config::from_yaml(CONFIG).unwrap();
+    let own_config = yaml.with_extension("config.yaml");
+    let config = match std::fs::read_to_string(&own_config) {
+        Ok(text) => Config::from_yaml(&text).unwrap_or_else(|e| panic!("{}: {e}", own_config.display())),
+        Err(_) => Config::from_yaml(CONFIG).unwrap(),
+    };
     let opts = Options::from_config(&config, text.starts_with("# implicit-classes"));
     let (state, mut diags) = state_from_yaml(&text, &name);
     let mut t = translate(&state, &opts);
@@ -61,6 +66,7 @@ fn translation_fixtures() {
         .unwrap()
         .map(|e| e.unwrap().path())
         .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .filter(|p| !p.to_string_lossy().ends_with(".config.yaml"))
         .collect();
     cases.sort();
     assert!(cases.len() >= 8, "fixtures missing in {}", dir.display());

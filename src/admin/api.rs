@@ -154,6 +154,10 @@ pub fn diagnostics(admin: &Admin) -> Value {
             json!({
                 "subject": d.subject.to_string(),
                 "reason": d.reason,
+                "severity": match d.severity {
+                    crate::model::Severity::Error => "error",
+                    crate::model::Severity::Warning => "warning",
+                },
                 "message": d.to_string(),
             })
         })
@@ -217,6 +221,10 @@ pub fn explain(admin: &Admin, query: &str) -> Resp {
             let path_why = match r.kind {
                 crate::model::PathKind::Exact => format!("path equals the Exact path {}", r.path),
                 crate::model::PathKind::Prefix => format!("{} is the longest Prefix path matching", r.path),
+                crate::model::PathKind::Regex => format!(
+                    "the host's paths are regexes (use-regex or rewrite-target), tried longest first; {} matched first",
+                    r.path
+                ),
             };
             json!({
                 "match": host_kind(&r.host),

@@ -11,8 +11,9 @@
 //! ```
 //!
 //! - [`LoadedCert`] keeps the rustls [`CertifiedKey`](rustls::sign::CertifiedKey) and a [`CertInfo`] summary;
-//!   cloning it is two `Arc` clones, so a connection can keep the one it presented and answer
-//!   421 Misdirected Request with [`LoadedCert::covers`] for each request's Host.
+//!   cloning it is two `Arc` clones, so a connection can keep the one it presented and, when its client sent
+//!   SNI, answer 421 Misdirected Request with [`LoadedCert::covers`] for each request's Host (a connection
+//!   without SNI is routed by Host; see `TlsConn::may_serve` in `proxy`).
 //! - [`CertSnapshot`] is immutable; replacing it in the `ArcSwap` changes the certificate on the next
 //!   handshake and leaves open connections alone.
 //! - Nothing here reads the clock except [`LoadedCert::self_signed`]; checks take `now` in unix seconds.

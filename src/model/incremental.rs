@@ -402,7 +402,7 @@ impl Incremental {
         self.recs.reserve_exact(state.ingresses.len());
         self.sets = self.opts.listener_sets.iter().map(|_| SetIndex::default()).collect();
         let classes = self.classes.take().expect("classes are set");
-        let mut builders: Vec<SetBuilder> = self.opts.listener_sets.iter().map(|_| SetBuilder::default()).collect();
+        let mut builders: Vec<SetBuilder> = self.opts.listener_sets.iter().map(SetBuilder::for_set).collect();
         let mut order: Vec<(usize, &Ingress)> = state.ingresses.iter().enumerate().collect();
         order.sort_by(|a, b| age_key(&a.1.metadata).cmp(&age_key(&b.1.metadata)));
         // Per set: (host, record slot, the host's position among the record's hosts).
@@ -599,7 +599,7 @@ impl Incremental {
             .members
             .sort_by(|a, b| recs[*a as usize].age.cmp(&recs[*b as usize].age));
         let host = group.host().clone();
-        let mut b = SetBuilder::default();
+        let mut b = SetBuilder::for_set(&self.opts.listener_sets[s]);
         t.only_host = Some(host.clone());
         for k in group.members.as_slice() {
             let rec = &mut recs[*k as usize];
@@ -990,10 +990,14 @@ mod tests {
                 SetOptions {
                     name: "external".into(),
                     classes: vec!["portico".into()],
+                    adopted: vec!["adopted".into()],
+                    share_hosts: false,
                 },
                 SetOptions {
                     name: "internal".into(),
                     classes: vec!["internal".into()],
+                    adopted: Vec::new(),
+                    share_hosts: true,
                 },
             ],
             implicit_classes: vec![
@@ -1081,7 +1085,14 @@ mod tests {
             rules.push(rule);
         }
         let mut spec = json!({ "rules": rules });
-        if let Some(class) = *rng.pick(&[None, None, Some("portico"), Some("internal"), Some("other")]) {
+        if let Some(class) = *rng.pick(&[
+            None,
+            None,
+            Some("portico"),
+            Some("internal"),
+            Some("other"),
+            Some("adopted"),
+        ]) {
             spec["ingressClassName"] = class.into();
         }
         if rng.chance(20) {
@@ -1139,7 +1150,7 @@ mod tests {
     }
 
     fn class(rng: &mut Rng) -> IngressClass {
-        let name = *rng.pick(&["portico", "internal", "other", "spare"]);
+        let name = *rng.pick(&["portico", "internal", "other", "spare", "adopted"]);
         let controller = if rng.chance(70) {
             crate::config::CONTROLLER_NAME
         } else {

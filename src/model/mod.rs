@@ -53,7 +53,12 @@ pub struct Options {
 #[derive(Debug, Clone)]
 pub struct SetOptions {
     pub name: String,
+    /// Classes that are ours when their `IngressClass` names [`Options::controller`].
     pub classes: Vec<String>,
+    /// Classes that are ours by name alone: whatever their `IngressClass`'s controller, with or without one.
+    pub adopted: Vec<String>,
+    /// Ingresses of several namespaces may serve paths of one host (`shareHostsAcrossNamespaces`).
+    pub share_hosts: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -96,9 +101,20 @@ impl Translation {
         out
     }
 
+    /// The errors among the diagnostics: what was rejected.
+    pub fn errors(&self) -> usize {
+        self.diagnostics.iter().filter(|d| d.is_error()).count()
+    }
+
     /// The diagnostics part of [`Translation::describe`].
     pub fn describe_diagnostics(&self) -> String {
-        self.diagnostics.iter().map(|d| format!("diagnostic: {d}\n")).collect()
+        self.diagnostics
+            .iter()
+            .map(|d| match d.severity {
+                Severity::Error => format!("diagnostic: {d}\n"),
+                Severity::Warning => format!("warning: {d}\n"),
+            })
+            .collect()
     }
 
     /// The routes part of [`Translation::describe`].
@@ -191,6 +207,10 @@ pub enum PathKind {
     Exact,
     /// Prefix and ImplementationSpecific.
     Prefix,
+    /// A regular expression, matched case-insensitively from the start of the path (ingress-nginx's
+    /// `use-regex`/`rewrite-target`; see `annotations::rewrite`). A host with one has only these, in precedence
+    /// order: longest first, the first match winning.
+    Regex,
 }
 
 impl fmt::Display for PathKind {
@@ -198,6 +218,7 @@ impl fmt::Display for PathKind {
         f.write_str(match self {
             PathKind::Exact => "Exact",
             PathKind::Prefix => "Prefix",
+            PathKind::Regex => "Regex",
         })
     }
 }
@@ -315,11 +336,22 @@ impl fmt::Display for Subject {
     }
 }
 
-/// Something that was rejected (and so disabled) with the reason.
+/// How bad a diagnostic is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub enum Severity {
+    /// Something was rejected, and so disabled (an object, a rule, a path, a reference).
+    #[default]
+    Error,
+    /// Served as asked, but something the author wrote has no effect (a listed no-op annotation).
+    Warning,
+}
+
+/// Something that was rejected (and so disabled) with the reason, or a warning about something served.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Diagnostic {
     pub subject: Subject,
     pub reason: String,
+    pub severity: Severity,
 }
 
 impl Diagnostic {
@@ -327,7 +359,20 @@ impl Diagnostic {
         Self {
             subject: Subject::Object(object),
             reason: reason.into(),
+            severity: Severity::Error,
         }
+    }
+
+    /// A warning about `object`, which is still served.
+    pub fn warning(object: ObjectRef, reason: impl Into<String>) -> Self {
+        Self {
+            severity: Severity::Warning,
+            ..Self::object(object, reason)
+        }
+    }
+
+    pub fn is_error(&self) -> bool {
+        self.severity == Severity::Error
     }
 }
 

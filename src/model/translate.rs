@@ -25,7 +25,7 @@ pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 pub fn translate(state: &ClusterState, opts: &Options) -> Translation {
     let mut t = Translator::new(state, opts, false);
     let classes = t.classes();
-    let mut sets: Vec<SetBuilder> = opts.listener_sets.iter().map(|_| SetBuilder::default()).collect();
+    let mut sets: Vec<SetBuilder> = opts.listener_sets.iter().map(SetBuilder::for_set).collect();
     let mut owned = Vec::new();
 
     let mut ingresses: Vec<&Ingress> = state.ingresses.iter().collect();
@@ -156,9 +156,9 @@ fn annotation<'a>(m: &'a impl Meta, key: &str) -> Option<&'a str> {
 
 #[derive(PartialEq)]
 pub(super) struct Classes {
-    /// Our class name -> listener set index.
+    /// Our class name (own or adopted) -> listener set index.
     ours: HashMap<String, usize>,
-    /// The cluster's default class, when it is ours.
+    /// The cluster's default class, when it is ours (own or adopted).
     default: Option<String>,
 }
 
@@ -214,8 +214,9 @@ pub(super) type Tagged = (Tag, Option<HostPattern>, Diagnostic);
 pub(super) struct SetBuilder {
     /// (host, path, kind) -> path model and the policy of its Ingress. The first (oldest) claim wins.
     paths: BTreeMap<(HostPattern, String, PathKind), (PathModel, Arc<IngressPolicy>)>,
-    /// host -> namespace that owns it.
+    /// host -> namespace that owns it (unused when the set shares hosts across namespaces).
     host_owner: FastMap<HostPattern, String>,
+    share_hosts: bool,
     pub(super) default_backend: Option<DefaultBackendModel>,
     pub(super) tls: Vec<TlsModel>,
 }
@@ -231,7 +232,30 @@ pub(super) fn tls_hosts<'t>(tls: impl IntoIterator<Item = &'t TlsModel>) -> Vec<
         .collect()
 }
 
+/// A host with a regex path matches as ingress-nginx makes it: every path a regex (the others as literal text,
+/// so `/a.b` stays `/a.b`), tried longest first (by the path as written; ties keep the order of their keys), the
+/// first match winning. A literal path equal to an earlier one is dropped (it could never match).
+fn to_regex_host(paths: &mut Vec<PathModel>) {
+    paths.sort_by_key(|p| std::cmp::Reverse(p.path.len()));
+    let mut seen: HashSet<String> = HashSet::new();
+    paths.retain_mut(|p| {
+        if p.kind != PathKind::Regex {
+            p.path = regex::escape(&p.path);
+            p.kind = PathKind::Regex;
+        }
+        seen.insert(p.path.clone())
+    });
+}
+
 impl SetBuilder {
+    /// An empty builder for a set with these options.
+    pub(super) fn for_set(o: &SetOptions) -> Self {
+        Self {
+            share_hosts: o.share_hosts,
+            ..Self::default()
+        }
+    }
+
     /// The model of each host with paths, in order, `https_redirect` set against `tls_hosts`.
     pub(super) fn hosts(
         paths: BTreeMap<(HostPattern, String, PathKind), (PathModel, Arc<IngressPolicy>)>,
@@ -245,6 +269,11 @@ impl SetBuilder {
             match hosts.last_mut() {
                 Some(h) if h.host == host => h.paths.push(p),
                 _ => hosts.push(HostModel { host, paths: vec![p] }),
+            }
+        }
+        for h in &mut hosts {
+            if h.paths.iter().any(|p| p.kind == PathKind::Regex) {
+                to_regex_host(&mut h.paths);
             }
         }
         hosts
@@ -324,19 +353,27 @@ impl<'a> Translator<'a> {
     }
 
     fn diag(&mut self, object: &ObjectRef, reason: String) {
+        self.push_diag(Diagnostic::object(object.clone(), reason));
+    }
+
+    /// A warning about something that is still served.
+    fn warn(&mut self, object: &ObjectRef, reason: String) {
+        self.push_diag(Diagnostic::warning(object.clone(), reason));
+    }
+
+    fn push_diag(&mut self, d: Diagnostic) {
+        let Subject::Object(object) = &d.subject else {
+            unreachable!("translation reports on objects")
+        };
         if let Some(tagged) = &mut self.tagged {
             if object.kind == "Ingress" {
-                tagged.push((
-                    self.at,
-                    self.at_host.clone(),
-                    Diagnostic::object(object.clone(), reason),
-                ));
+                tagged.push((self.at, self.at_host.clone(), d));
                 self.at.2 += 1;
                 return;
             }
         }
-        if self.emitted.insert((object.clone(), reason.clone())) {
-            self.diagnostics.push(Diagnostic::object(object.clone(), reason));
+        if self.emitted.insert((object.clone(), d.reason.clone())) {
+            self.diagnostics.push(d);
         }
     }
 
@@ -350,6 +387,18 @@ impl<'a> Translator<'a> {
                 .iter()
                 .position(|s| s.classes.iter().any(|c| c == name))
         };
+        // Adopted classes are ours by name alone: with or without an IngressClass, whatever its controller.
+        let is_adopted = |name: &str| {
+            self.opts
+                .listener_sets
+                .iter()
+                .any(|s| s.adopted.iter().any(|c| c == name))
+        };
+        for (idx, set) in self.opts.listener_sets.iter().enumerate() {
+            for name in &set.adopted {
+                ours.insert(name.clone(), idx);
+            }
+        }
 
         // The default class, as the admission plugin picks it: newest, then by name.
         let mut default: Option<(Option<i64>, &str, bool)> = None;
@@ -357,8 +406,11 @@ impl<'a> Translator<'a> {
             let Some(name) = class.metadata.name.as_deref() else {
                 continue;
             };
-            let is_ours = class.spec.as_ref().and_then(|s| s.controller.as_deref()) == Some(&self.opts.controller);
-            if is_ours {
+            let adopted = is_adopted(name);
+            let our_controller =
+                class.spec.as_ref().and_then(|s| s.controller.as_deref()) == Some(&self.opts.controller);
+            let is_ours = adopted || our_controller;
+            if our_controller && !adopted {
                 match set_of_class(name) {
                     Some(idx) => {
                         ours.insert(name.to_string(), idx);
@@ -420,6 +472,20 @@ impl<'a> Translator<'a> {
             return;
         };
         let ns = iref.namespace.as_str();
+        // Fail closed: an unsupported or unknown annotation disables the Ingress before any value is read.
+        match annotations::check_keys(&ing.metadata) {
+            Ok(warnings) => {
+                for w in warnings {
+                    self.warn(iref, w);
+                }
+            }
+            Err(errors) => {
+                for e in errors {
+                    self.diag(iref, format!("{e}; Ingress not served"));
+                }
+                return;
+            }
+        }
         let policy = match IngressPolicy::from_meta(&ing.metadata).and_then(|mut p| {
             // The upstream CA Secret is read here, like TLS Secrets are by name: pure, from the same snapshot.
             if let Some(tls) = &mut p.upstream_tls {
@@ -472,6 +538,9 @@ impl<'a> Translator<'a> {
                 self.at_host = Some(host.clone());
             }
             match set.host_owner.get(&host) {
+                // ingress-nginx's behaviour, opted into per set: paths of one host from several namespaces, the
+                // same path still going to the oldest Ingress.
+                _ if set.share_hosts => {}
                 Some(owner) if owner != ns => {
                     let reason = format!(
                         "spec.rules[{ri}]: host {host} is already served for namespace {owner}; another namespace cannot take it over; rule ignored"
@@ -489,6 +558,8 @@ impl<'a> Translator<'a> {
                 // Formatted only into a diagnostic.
                 let at = PathAt { rule: ri, path: pi };
                 let kind = match &*p.path_type {
+                    // ingress-nginx: regex on the Ingress makes every path type a regex.
+                    "Exact" | "Prefix" | "ImplementationSpecific" if policy.rewrite.regex => PathKind::Regex,
                     "Exact" => PathKind::Exact,
                     "Prefix" | "ImplementationSpecific" => PathKind::Prefix,
                     other => {
@@ -507,7 +578,14 @@ impl<'a> Translator<'a> {
                         continue;
                     }
                 };
-                if let Err(reason) = validate_ingress_path(raw) {
+                let checked = match kind {
+                    PathKind::Regex if !raw.starts_with('/') => Err(format!("path {raw:?} does not start with /")),
+                    PathKind::Regex => annotations::rewrite::compile_path(raw)
+                        .map(drop)
+                        .map_err(|e| format!("path {raw:?} {e}")),
+                    _ => validate_ingress_path(raw),
+                };
+                if let Err(reason) = checked {
                     self.diag(iref, format!("{at}: {reason}; path ignored"));
                     continue;
                 }

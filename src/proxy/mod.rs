@@ -120,11 +120,39 @@ impl std::fmt::Debug for TlsConn {
     }
 }
 
+// === impl TlsConn ===
+
 impl TlsConn {
-    /// Whether a request for `host` may be answered on this connection: the certificate covers it, or it is the
-    /// certificate a new connection for that host would get anyway (the default, for hosts without one).
+    /// Whether a request for `host` may be answered on this connection, decided before routing.
+    ///
+    /// - The client sent SNI: the presented certificate must stand for `host`. It covers `host` by name, or it is
+    ///   the certificate a new connection for `host` would get anyway (the default, for hosts without one).
+    ///   Otherwise 421: the client named another host in its handshake (domain fronting), or reuses an HTTP/2
+    ///   connection for a host this certificate does not cover.
+    /// - No SNI (clients that connect by IP address; rustls also treats an IP address sent as SNI as none): the
+    ///   handshake named no host, so there is nothing for `Host` to contradict, and the request is routed by
+    ///   `Host` as ingress-nginx, HAProxy and Traefik do. What the route needs from TLS is checked once the route
+    ///   is known, by [`TlsConn::meets_route_tls`].
+    ///
+    /// Cost: a branch on `sni`, which the connection already holds; with SNI, the coverage check as before.
     fn may_serve(&self, host: &str) -> bool {
+        if self.sni.is_none() {
+            return true;
+        }
         self.presented.covers(host) || Arc::ptr_eq(&self.certs.resolve_cert(Some(host)).key, &self.presented.key)
+    }
+
+    /// Whether this connection's handshake gave the route what it requires of TLS.
+    ///
+    /// Portico has no per-route TLS policy yet (client certificates, a minimum TLS version), so every route is
+    /// met today and this compiles to nothing. When [`RoutePolicy`] gains such a policy, compare it here with
+    /// what this handshake negotiated (`version`, the client's certificate) and answer 421 when it falls short:
+    /// a request can reach a route without that route's handshake (a connection without SNI, or HTTP/2 reuse
+    /// across a wildcard certificate), and the client must then open a connection of its own for the host.
+    #[inline]
+    fn meets_route_tls(&self, policy: &RoutePolicy) -> bool {
+        let _ = policy;
+        true
     }
 }
 
@@ -177,6 +205,8 @@ struct Target {
     backend: Arc<crate::upstream::Backend>,
     https_redirect: bool,
     policy: Arc<RoutePolicy>,
+    /// The path `rewrite-target` made of the request's (not yet normalised).
+    rewritten: Option<String>,
 }
 
 static DEFAULT_SET_OPTIONS: SetOptions = SetOptions {
@@ -350,6 +380,7 @@ impl Proxy {
                 return Err(ProxyError::BadRequest("request target and Host disagree"));
             }
         }
+        // TLS: with SNI, the certificate must stand for the host (421 otherwise); without SNI, Host routes.
         if let Some(tls) = &conn.tls {
             if !tls.may_serve(&host.name) {
                 return Err(ProxyError::Misdirected);
@@ -369,16 +400,23 @@ impl Proxy {
                         backend: r.backend.clone(),
                         https_redirect: r.https_redirect,
                         policy: r.policy.clone(),
+                        rewritten: r.rewrite(&path),
                     }
                 }
                 Lookup::Default(d) => Target {
                     backend: d.backend.clone(),
                     https_redirect: false,
                     policy: d.policy.clone(),
+                    rewritten: None,
                 },
                 Lookup::NotFound => return Err(ProxyError::NoRoute),
             }
         };
+        if let Some(tls) = &conn.tls {
+            if !tls.meets_route_tls(&target.policy) {
+                return Err(ProxyError::Misdirected);
+            }
+        }
         note.default_backend = note.ingress.is_none();
         note.backend = Some(target.backend.clone());
         if !target.policy.allows(client) {
@@ -391,6 +429,17 @@ impl Proxy {
                 &path,
                 parts.uri.query(),
             ));
+        }
+        // The Ingress's own redirects: every request (permanent/temporal-redirect), or `/` only (app-root).
+        if let Some((location, status)) = &target.policy.redirect {
+            return Ok(redirect(*status, location.clone()));
+        }
+        if let Some(root) = target.policy.app_root.as_deref().filter(|_| path == "/") {
+            let scheme = if conn.tls.is_some() { "https" } else { "http" };
+            let host = host_value.as_ref().and_then(|v| v.to_str().ok()).unwrap_or(&host.name);
+            let location = HeaderValue::from_str(&format!("{scheme}://{host}{root}"))
+                .map_err(|_| ProxyError::BadRequest("malformed host"))?;
+            return Ok(redirect(http::StatusCode::FOUND, location));
         }
         let too_big = |len: u64| target.policy.max_body_bytes.is_some_and(|max| len > max);
         if content_length(&parts.headers).is_some_and(too_big) {
@@ -463,6 +512,10 @@ impl Proxy {
         // The target upstream: the client's own path-and-query when normalisation left it as it was (a refcount),
         // else the normalised path with the query.
         let path_and_query = match (&path, parts.uri.path_and_query()) {
+            _ if target.rewritten.is_some() => {
+                let rewritten = target.rewritten.as_deref().unwrap_or_default();
+                rewritten_target(rewritten, parts.uri.query())?
+            }
             (std::borrow::Cow::Borrowed(_), Some(pq)) => pq.clone(),
             _ => {
                 let joined = match parts.uri.query() {
@@ -641,6 +694,40 @@ fn content_length(h: &http::HeaderMap) -> Option<u64> {
     h.get(header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
 }
 
+/// A redirect answered by the gateway itself.
+fn redirect(status: http::StatusCode, location: HeaderValue) -> Response<ProxyBody> {
+    let mut resp = Response::new(Either::Right(Full::new(Bytes::from(format!("{status}\n")))));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(header::LOCATION, location);
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    resp
+}
+
+/// The upstream target of a rewritten path: its path part normalised and checked like a request's (so a capture
+/// cannot climb out of the root or smuggle an encoded slash), its query (from a `?` in the rewrite target)
+/// followed by the request's, unless the target ended with `?` (nginx's rule).
+fn rewritten_target(rewritten: &str, query: Option<&str>) -> Result<PathAndQuery, ProxyError> {
+    let (path, own_query) = match rewritten.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (rewritten, None),
+    };
+    let path = normalize_path(path).map_err(|e| ProxyError::BadRequest(path_reason(e)))?;
+    let query = match (own_query, query) {
+        (Some(""), _) => None,
+        (Some(own), Some(q)) => Some(format!("{own}&{q}")),
+        (Some(own), None) => Some(own.to_string()),
+        (None, q) => q.map(str::to_string),
+    };
+    let joined = match query {
+        Some(q) => format!("{path}?{q}"),
+        None => path.into_owned(),
+    };
+    PathAndQuery::try_from(joined).map_err(|_| ProxyError::BadRequest("invalid rewritten request target"))
+}
+
 /// 308 to the same host, path and query over HTTPS (the port only when it is not 443).
 fn redirect_to_https(host: &str, port: Option<u16>, path: &str, query: Option<&str>) -> Response<ProxyBody> {
     let mut location = String::with_capacity(16 + host.len() + path.len() + query.map_or(0, str::len));
@@ -725,5 +812,62 @@ fn path_reason(e: crate::normalize::PathError) -> &'static str {
         Backslash => "backslash in path",
         ControlChar => "control character in path",
         AboveRoot => "path climbs above the root",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::certs::testing::TestCa;
+
+    /// `a.test` has its own certificate, `*.w.test` a wildcard one, everything else the default.
+    fn certs(ca: &TestCa) -> Arc<CertSnapshot> {
+        Arc::new(CertSnapshot::new(
+            ca.leaf(&["portico.invalid"], "default"),
+            [
+                ("a.test".to_owned(), ca.leaf(&["a.test"], "a")),
+                ("*.w.test".to_owned(), ca.leaf(&["*.w.test"], "w")),
+            ],
+        ))
+    }
+
+    /// The connection a handshake with `sni` would leave.
+    fn conn(certs: &Arc<CertSnapshot>, sni: Option<&str>) -> TlsConn {
+        TlsConn {
+            presented: certs.resolve_cert(sni).clone(),
+            certs: certs.clone(),
+            version: "TLSv1.3",
+            sni: sni.map(Arc::from),
+        }
+    }
+
+    #[test]
+    fn with_sni_only_hosts_the_certificate_stands_for() {
+        let ca = TestCa::new();
+        let certs = certs(&ca);
+        let a = conn(&certs, Some("a.test"));
+        assert!(a.may_serve("a.test"));
+        // Domain fronting / HTTP/2 reuse: another host with its own certificate, or one with none.
+        assert!(!a.may_serve("x.w.test"));
+        assert!(!a.may_serve("plain.test"));
+        let w = conn(&certs, Some("x.w.test"));
+        assert!(w.may_serve("y.w.test"), "the wildcard certificate covers it by name");
+        assert!(!w.may_serve("a.test"));
+        // Unknown SNI got the default, which a new connection for a host without a certificate gets too.
+        let unknown = conn(&certs, Some("unknown.test"));
+        assert!(unknown.may_serve("plain.test"));
+        assert!(!unknown.may_serve("a.test") && !unknown.may_serve("x.w.test"));
+    }
+
+    #[test]
+    fn without_sni_host_routes() {
+        // Changed 2026-12-05: a connection without SNI used to get 421 for hosts with their own certificate.
+        let ca = TestCa::new();
+        let certs = certs(&ca);
+        let none = conn(&certs, None);
+        for host in ["a.test", "x.w.test", "plain.test", ""] {
+            assert!(none.may_serve(host), "{host}");
+        }
+        assert!(none.meets_route_tls(&RoutePolicy::default()));
     }
 }

@@ -204,6 +204,8 @@ pub struct Route {
     pub https_redirect: bool,
     /// HSTS, header rewrites and allowlist of the Ingress.
     pub policy: Arc<RoutePolicy>,
+    /// The compiled path of a [`PathKind::Regex`] route (boxed: most routes have none).
+    regex: Option<Box<regex::Regex>>,
 }
 
 /// A listener set's default backend and the policy of the Ingress that set it.
@@ -310,17 +312,39 @@ impl HostRoutes {
     ) -> Self {
         let mut routes: Vec<Route> = paths
             .iter()
-            .map(|p| Route {
-                host: host.clone(),
-                path: policies.strings.get(&p.path),
-                kind: p.kind,
-                backend: backend(&p.backend, &p.policy),
-                ingress: policies.ingress(&p.ingress),
-                https_redirect: p.https_redirect,
-                policy: policies.get(&p.policy),
+            .filter_map(|p| {
+                let regex = match p.kind {
+                    // Compiled at translation already; one that fails here is left out, not served wrongly.
+                    PathKind::Regex => match crate::model::annotations::rewrite::compile_path(&p.path) {
+                        Ok(re) => Some(Box::new(re)),
+                        Err(e) => {
+                            tracing::warn!(host = %host, path = %p.path, error = %e, "regex path left out");
+                            return None;
+                        }
+                    },
+                    _ => None,
+                };
+                Some(Route {
+                    host: host.clone(),
+                    path: policies.strings.get(&p.path),
+                    kind: p.kind,
+                    backend: backend(&p.backend, &p.policy),
+                    ingress: policies.ingress(&p.ingress),
+                    https_redirect: p.https_redirect,
+                    policy: policies.get(&p.policy),
+                    regex,
+                })
             })
             .collect();
         let key = routes.is_empty().then(|| pattern_key(host).into());
+        if routes.iter().any(|r| r.regex.is_some()) {
+            // A regex host (translation made every path a regex, in precedence order): the first match wins.
+            return Self {
+                own_key: key,
+                router: None,
+                routes: routes.into_boxed_slice(),
+            };
+        }
         if routes.len() <= FEW_PATHS {
             routes.sort_by_key(|r| std::cmp::Reverse((r.match_len(), r.kind == PathKind::Exact)));
             return Self {
@@ -341,6 +365,7 @@ impl HostRoutes {
                     }
                     keys.entry(format!("{base}/{{*rest}}")).or_default().prefix = Some(idx);
                 }
+                PathKind::Regex => unreachable!("regex hosts have no router"),
             }
         }
         let mut router = matchit::Router::new();
@@ -393,7 +418,16 @@ impl Route {
         match self.kind {
             PathKind::Exact => self.path.len(),
             PathKind::Prefix => self.path.trim_end_matches('/').len(),
+            PathKind::Regex => self.path.len(),
         }
+    }
+
+    /// The path sent upstream for a request path this route matched: `rewrite-target` expanded with the route's
+    /// captures; `None` when the route does not rewrite. Not yet normalised (the caller checks it).
+    pub fn rewrite(&self, path: &str) -> Option<String> {
+        let target = self.policy.rewrite_target.as_deref()?;
+        let re = self.regex.as_deref()?;
+        Some(crate::model::annotations::rewrite::expand(target, re, path))
     }
 
     /// Whether a normalised request path matches this route's path by itself (precedence aside).
@@ -405,6 +439,7 @@ impl Route {
                 path.strip_prefix(base)
                     .is_some_and(|rest| rest.is_empty() || rest.starts_with('/') || base.is_empty())
             }
+            PathKind::Regex => self.regex.as_ref().is_some_and(|re| re.is_match(path)),
         }
     }
 }

@@ -25,6 +25,12 @@ pub struct RoutePolicy {
     pub upstream_timeout: Option<std::time::Duration>,
     /// Speak HTTP/2 without TLS to the backend (h2c, gRPC).
     pub upstream_h2c: bool,
+    /// `rewrite-target`: the path sent upstream, expanded with the route's captures (see `Route::rewrite`).
+    pub rewrite_target: Option<Box<str>>,
+    /// `app-root`: a request for `/` is redirected (302) to this path.
+    pub app_root: Option<Box<str>>,
+    /// `permanent-redirect` / `temporal-redirect`: every request is answered with this Location and status.
+    pub redirect: Option<(HeaderValue, http::StatusCode)>,
 }
 
 fn pairs(list: &[(String, String)]) -> Vec<(HeaderName, HeaderValue)> {
@@ -70,6 +76,14 @@ impl RoutePolicy {
             max_body_bytes: p.max_body_bytes,
             upstream_timeout: p.upstream_timeout,
             upstream_h2c: p.backend_protocol == crate::model::annotations::BackendProtocol::H2c,
+            rewrite_target: p.rewrite.target.as_deref().map(Into::into),
+            app_root: p.rewrite.app_root.as_deref().map(Into::into),
+            redirect: p.rewrite.redirect.as_ref().and_then(|(url, code)| {
+                Some((
+                    HeaderValue::from_str(url).ok()?,
+                    http::StatusCode::from_u16(*code).ok()?,
+                ))
+            }),
         }
     }
 

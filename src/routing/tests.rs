@@ -198,6 +198,7 @@ fn reference(paths: &[(String, PathKind)], req: &str) -> Option<usize> {
                 let m = base.is_empty() || req == base || (req.starts_with(base) && req.as_bytes()[base.len()] == b'/');
                 (base.len(), m, 0)
             }
+            PathKind::Regex => unreachable!("the randomized comparison covers Exact and Prefix"),
         };
         if matches && best.is_none_or(|(l, r, _)| (len, rank) > (l, r)) {
             best = Some((len, rank, i));

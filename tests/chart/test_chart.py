@@ -69,8 +69,8 @@ EXPECTED_LEASE_RULES = {("Role", "coordination.k8s.io", "leases", v) for v in ("
 
 # The config keys the binary knows today (unknown keys are a startup error).
 CONFIG_TOP_KEYS = {"listenerSets", "admin", "upstream"}
-LISTENER_SET_KEYS = {"name", "ingressClasses", "http", "https", "publish", "httpsRedirectPort"}
-OPTIONAL_LISTENER_SET_KEYS = {"acme"}
+LISTENER_SET_KEYS = {"name", "ingressClasses", "http", "https", "httpsRedirectPort"}
+OPTIONAL_LISTENER_SET_KEYS = {"acme", "publish", "adoptClasses", "shareHostsAcrossNamespaces"}
 ACME_KEYS = {"directory", "email"}
 ADMIN_KEYS = {"address"}
 UPSTREAM_KEYS = {"connectTimeout", "responseHeaderTimeout", "idleTimeout"}
@@ -392,12 +392,21 @@ def test_config_has_only_known_keys(scenario):
         assert ls["ingressClasses"] and all(isinstance(c, str) for c in ls["ingressClasses"])
         for bind in ls["http"] + ls["https"]:
             assert 1024 < port_of(bind) < 65536
-        assert len(ls["publish"]) == 1 and set(ls["publish"]) <= {"service", "addresses"}, ls["publish"]
-        if "service" in ls["publish"]:
-            ns, _, name = ls["publish"]["service"].partition("/")
-            assert ns and name and "/" not in name
-        else:
-            assert ls["publish"]["addresses"]
+        values = merged_values(scenario)["listenerSets"][ls["name"]]
+        assert ("publish" in ls) == values["publish"]["enabled"], ls
+        if "publish" in ls:
+            assert len(ls["publish"]) == 1 and set(ls["publish"]) <= {"service", "addresses"}, ls["publish"]
+            if "service" in ls["publish"]:
+                ns, _, name = ls["publish"]["service"].partition("/")
+                assert ns and name and "/" not in name
+            else:
+                assert ls["publish"]["addresses"]
+        assert ls.get("adoptClasses", []) == values["adoptClasses"], ls
+        if "adoptClasses" in ls:
+            assert ls["adoptClasses"] and all(isinstance(c, str) for c in ls["adoptClasses"])
+        assert ls.get("shareHostsAcrossNamespaces", False) == values["shareHostsAcrossNamespaces"], ls
+        if "shareHostsAcrossNamespaces" in ls:
+            assert ls["shareHostsAcrossNamespaces"] is True, "rendered only when on"
     assert set(config["admin"]) == ADMIN_KEYS
     port_of(config["admin"]["address"])
     assert set(config["upstream"]) == UPSTREAM_KEYS
@@ -475,13 +484,33 @@ def test_ingress_classes_match_the_config(scenario):
     assert len(defaults) <= 1
 
 
-def test_default_class_is_external_and_toggleable():
+def test_no_default_class_unless_asked():
     def default_classes(objs):
         return [o["metadata"]["name"] for o in objs if o["kind"] == "IngressClass"
                 and (o["metadata"].get("annotations") or {}).get("ingressclass.kubernetes.io/is-default-class")]
-    assert default_classes(objects_of("default")) == ["portico-external"]
-    off = parse_manifests(render_raw({"listenerSets": {"external": {"ingressClass": {"default": False}}}}))
-    assert default_classes(off) == []
+    assert default_classes(objects_of("default")) == []
+    on = parse_manifests(render_raw({"listenerSets": {"external": {"ingressClass": {"default": True}}}}))
+    assert default_classes(on) == ["portico-external"]
+    assert default_classes(objects_of("custom")) == ["private"]
+
+
+def test_adopted_classes_and_status_off_for_a_side_by_side_migration():
+    objects = objects_of("migrate-from-ingress-nginx")
+    config = config_of(objects)
+    ext, internal = listener_set(config, "external"), listener_set(config, "internal")
+    assert ext["adoptClasses"] == ["nginx"] and ext["ingressClasses"] == ["portico-external"]
+    assert "publish" not in ext, "ingress-nginx still writes status: Portico must not"
+    assert internal["publish"] == {"service": f"{NAMESPACE}/{RELEASE}-portico-internal"}
+    assert "adoptClasses" not in internal
+    assert ext["shareHostsAcrossNamespaces"] is True and "shareHostsAcrossNamespaces" not in internal
+    # Adopted classes are someone else's objects: the chart creates no IngressClass for them.
+    assert sorted(o["metadata"]["name"] for o in objects if o["kind"] == "IngressClass") == [
+        "portico-external", "portico-internal"]
+    assert all("adoptClasses" not in ls and "publish" in ls for ls in config_of(objects_of("default"))["listenerSets"])
+    notes = _rendered("migrate-from-ingress-nginx")[1]
+    assert "external also serves, whatever their controller: nginx" in notes
+    assert "external writes no Ingress status" in notes and "internal writes no" not in notes
+    assert "whatever their controller" not in _rendered("default")[1]
 
 
 @pytest.mark.parametrize("scenario", SCENARIOS)
@@ -504,7 +533,7 @@ def test_services_target_their_own_listener_set_ports(scenario):
         theirs = listener_set(config, other)
         assert not set(ports.values()) & ({port_of(b) for b in theirs["http"] + theirs["https"]} | {admin_port})
         assert svc["spec"]["selector"].items() <= pod_labels.items()
-        if "service" in ls["publish"]:
+        if "service" in ls.get("publish", {}):
             assert ls["publish"]["service"] == f"{NAMESPACE}/{svc['metadata']['name']}"
 
 
@@ -663,6 +692,9 @@ def test_rbac_can_be_disabled():
         ({"metallb": {"ipAddressPool": {"enabled": True}}}, "/metallb/ipAddressPool/addresses"),
         ({"replicaCount": 2}, "replicaCount"),
         ({"upstream": {"readTimeout": "5s"}}, "readTimeout"),
+        ({"listenerSets": {"external": {"adoptClasses": ["Nginx"]}}}, "/listenerSets/external/adoptClasses/0"),
+        ({"listenerSets": {"internal": {"adoptClasses": "nginx"}}}, "/listenerSets/internal/adoptClasses"),
+        ({"listenerSets": {"external": {"publish": {"enabled": "no"}}}}, "/listenerSets/external/publish/enabled"),
     ],
 )
 def test_values_schema_rejects_bad_values_when_rendering(bad, where):
@@ -677,7 +709,11 @@ def test_values_schema_rejects_bad_values_when_rendering(bad, where):
         ({"listenerSets": {"internal": {"ports": {"http": 8080}}}}, "must all differ"),
         ({"admin": {"port": 8443}}, "must all differ"),
         ({"listenerSets": {"internal": {"ingressClass": {"name": "portico-external"}}}}, "must differ"),
-        ({"listenerSets": {"internal": {"ingressClass": {"default": True}}}}, "only one IngressClass"),
+        ({"listenerSets": {"external": {"ingressClass": {"default": True}}, "internal": {"ingressClass": {"default": True}}}},
+         "only one IngressClass"),
+        ({"listenerSets": {"external": {"adoptClasses": ["portico-internal"]}}}, "a class name may appear once"),
+        ({"listenerSets": {"external": {"adoptClasses": ["nginx"]}, "internal": {"adoptClasses": ["nginx"]}}},
+         "a class name may appear once"),
         ({"metallb": {"l2Advertisement": {"enabled": True}}}, "l2Advertisement needs"),
     ],
 )

@@ -99,7 +99,10 @@ toYaml, so it is always valid YAML and carries only the keys the binary knows.
 {{- /* Clients reach HTTPS on the Service's port 443, or on the container port itself with hostNetwork. */}}
 {{- $redirectPort := 443 }}
 {{- if $root.Values.controller.hostNetwork }}{{- $redirectPort = int $ls.ports.https }}{{- end }}
-{{- $set := dict "name" $name "ingressClasses" (list $ls.ingressClass.name) "http" (list (include "portico.bind" (list $root $ls.ports.http))) "https" (list (include "portico.bind" (list $root $ls.ports.https))) "publish" $publish "httpsRedirectPort" $redirectPort }}
+{{- $set := dict "name" $name "ingressClasses" (list $ls.ingressClass.name) "http" (list (include "portico.bind" (list $root $ls.ports.http))) "https" (list (include "portico.bind" (list $root $ls.ports.https))) "httpsRedirectPort" $redirectPort }}
+{{- if $ls.publish.enabled }}{{- $_ := set $set "publish" $publish }}{{- end }}
+{{- with $ls.adoptClasses }}{{- $_ := set $set "adoptClasses" . }}{{- end }}
+{{- if $ls.shareHostsAcrossNamespaces }}{{- $_ := set $set "shareHostsAcrossNamespaces" true }}{{- end }}
 {{- if and $root.Values.acme.enabled (has $name $root.Values.acme.listenerSets) }}
 {{- $acme := dict "directory" $root.Values.acme.directory }}
 {{- if $root.Values.acme.email }}{{- $_ := set $acme "email" $root.Values.acme.email }}{{- end }}
@@ -122,6 +125,10 @@ toYaml, so it is always valid YAML and carries only the keys the binary knows.
 {{- end }}
 {{- if eq $ext.ingressClass.name $int.ingressClass.name }}
 {{- fail "listenerSets.external.ingressClass.name and listenerSets.internal.ingressClass.name must differ" }}
+{{- end }}
+{{- $classes := concat (list $ext.ingressClass.name $int.ingressClass.name) $ext.adoptClasses $int.adoptClasses }}
+{{- if ne (len $classes) (len (uniq $classes)) }}
+{{- fail (printf "a class name may appear once across listenerSets.*.ingressClass.name and listenerSets.*.adoptClasses, got %v" $classes) }}
 {{- end }}
 {{- if and $ext.ingressClass.default $int.ingressClass.default }}
 {{- fail "only one IngressClass can be the cluster default: set one of listenerSets.*.ingressClass.default to false" }}

@@ -6,7 +6,7 @@ use serde::Deserialize;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
-use crate::model::{ClusterState, Diagnostic, Ingress, Strings, Subject};
+use crate::model::{ClusterState, Diagnostic, Ingress, Severity, Strings, Subject};
 
 /// What parsing keeps between files and loads.
 #[derive(Default)]
@@ -81,6 +81,7 @@ pub(super) fn parse_documents(text: &str, file: &str, strings: &mut Strings) -> 
                 index,
             },
             reason,
+            severity: Severity::Error,
         };
         let value = match serde_yaml::Value::deserialize(doc) {
             Ok(v) => v,

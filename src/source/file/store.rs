@@ -14,7 +14,7 @@ use std::time::{Duration, SystemTime};
 
 use super::parse::{counts_of, parse_chunk, parse_documents, split_documents, Parse};
 use super::scan::{fingerprint, yaml_files, ManifestError, Stamp};
-use crate::model::{ClusterState, Diagnostic, Subject};
+use crate::model::{ClusterState, Diagnostic, Severity, Subject};
 
 /// A manifest directory and what each file in it last contributed.
 ///
@@ -290,6 +290,7 @@ fn refresh(file: &Path, shown: &str, old: Option<FileEntry>, cx: &mut Parse) -> 
                 vec![Diagnostic {
                     subject: Subject::File(shown.to_string()),
                     reason: format!("cannot read: {e}"),
+                    severity: Severity::Error,
                 }],
             ),
             Vec::new(),
@@ -300,6 +301,7 @@ fn refresh(file: &Path, shown: &str, old: Option<FileEntry>, cx: &mut Parse) -> 
             diagnostics.push(Diagnostic {
                 subject: Subject::File(shown.to_string()),
                 reason: "keeping the objects of the last good version of this file".into(),
+                severity: Severity::Error,
             });
             (old.objects, old.docs)
         }

@@ -1,8 +1,33 @@
 //! Typed Ingress annotations. Each is parsed and checked here; a bad value disables the whole Ingress with a
 //! reason (never a half-applied policy). Portico's own names live under `portico.dev/`; ingress-nginx's names
 //! are accepted for the same features where they mean the same thing.
+//!
+//! Before any value is read, [`check_keys`] classifies every key under the two prefixes with [`catalog`]:
+//! an unsupported or unknown one disables the Ingress, a listed no-op is a warning.
+
+pub mod catalog;
+pub mod rewrite;
 
 use super::ingress::IngressMeta;
+
+/// What the catalog says of an Ingress's annotation keys: `Err` with one reason per unsupported or unknown key
+/// (the Ingress is not served), else the warnings for the no-ops it carries.
+pub fn check_keys(meta: &IngressMeta) -> Result<Vec<String>, Vec<String>> {
+    let mut warnings = Vec::new();
+    let mut errors = Vec::new();
+    for f in catalog::classify(meta.annotations.as_deref()) {
+        match f.support() {
+            catalog::Support::Implemented => {}
+            catalog::Support::NoOp => warnings.push(f.message()),
+            catalog::Support::Unsupported => errors.push(f.message()),
+        }
+    }
+    if errors.is_empty() {
+        Ok(warnings)
+    } else {
+        Err(errors)
+    }
+}
 
 pub const SSL_REDIRECT: [&str; 2] = ["portico.dev/ssl-redirect", "nginx.ingress.kubernetes.io/ssl-redirect"];
 pub const FORCE_SSL_REDIRECT: [&str; 2] = [
@@ -49,6 +74,8 @@ pub const UPSTREAM_TIMEOUT: [&str; 2] = [
     "nginx.ingress.kubernetes.io/proxy-read-timeout",
 ];
 pub const DEFAULT_AFFINITY_COOKIE: &str = "PORTICO_AFFINITY";
+/// `"false"` keeps ACME away from the Ingress's `spec.tls` (read by the ACME planner; checked here).
+pub const ACME: &str = "portico.dev/acme";
 pub const HEALTH_CHECK: &str = "portico.dev/health-check";
 pub const HEALTH_CHECK_PATH: &str = "portico.dev/health-check-path";
 pub const HEALTH_CHECK_INTERVAL: &str = "portico.dev/health-check-interval";
@@ -131,6 +158,8 @@ pub struct IngressPolicy {
     pub backend_protocol: BackendProtocol,
     /// Active health checks of this Ingress's backends (off when `None`).
     pub active_check: Option<ActiveCheck>,
+    /// Regex paths, the rewrite target, app-root and redirects.
+    pub rewrite: rewrite::Rewrites,
 }
 
 /// An active health check, as HAProxy's `check inter 5s fall 3 rise 2` with `option httpchk GET /path`.
@@ -207,6 +236,7 @@ impl Default for IngressPolicy {
             upstream_tls: None,
             backend_protocol: BackendProtocol::Http1,
             active_check: None,
+            rewrite: rewrite::Rewrites::default(),
         }
     }
 }
@@ -620,6 +650,7 @@ impl IngressPolicy {
             let list: Vec<String> = a.iter().map(|c| c.to_string()).collect();
             let _ = write!(out, " [allow {}]", list.join(","));
         }
+        self.rewrite.describe_into(out);
     }
 
     pub fn from_meta(meta: &IngressMeta) -> Result<Self, String> {
@@ -677,6 +708,11 @@ impl IngressPolicy {
             }
         };
         let backend_protocol = parse_backend_protocol(meta)?;
+        if let Some(v) = get(meta, ACME) {
+            if !v.eq_ignore_ascii_case("true") && !v.eq_ignore_ascii_case("false") {
+                return Err(format!("annotation {ACME}: {v:?} is not \"true\" or \"false\""));
+            }
+        }
         Ok(Self {
             ssl_redirect,
             force_ssl_redirect,
@@ -712,6 +748,7 @@ impl IngressPolicy {
             upstream_tls: parse_upstream_tls(meta, backend_protocol)?,
             upstream_timeout: timeout_any(meta, &UPSTREAM_TIMEOUT)?,
             request_body_timeout: timeout_any(meta, &REQUEST_BODY_TIMEOUT)?,
+            rewrite: rewrite::Rewrites::from_meta(meta)?,
         })
     }
 }
@@ -727,6 +764,83 @@ mod tests {
             )),
             ..Default::default()
         }
+    }
+
+    /// Every key a parser here reads, and nothing else, is `implemented` in the catalog.
+    #[test]
+    fn catalog_lists_exactly_the_parsed_keys() {
+        let mut parsed: Vec<&str> = [
+            &SSL_REDIRECT[..],
+            &FORCE_SSL_REDIRECT,
+            &[HSTS_MAX_AGE, HSTS_INCLUDE_SUBDOMAINS, HSTS_PRELOAD, PASS_HOST, ACME],
+            &UPSTREAM_HOST,
+            &FORWARDED_PREFIX,
+            &[
+                REQUEST_HEADERS_SET,
+                REQUEST_HEADERS_ADD,
+                REQUEST_HEADERS_REMOVE,
+                RESPONSE_HEADERS_SET,
+                RESPONSE_HEADERS_REMOVE,
+            ],
+            &ALLOW_SOURCE_RANGES,
+            &[LOAD_BALANCE, NGINX_LOAD_BALANCE, NGINX_UPSTREAM_HASH_BY, NGINX_AFFINITY],
+            &AFFINITY_COOKIE_NAME,
+            &BODY_SIZE,
+            &UPSTREAM_TIMEOUT,
+            &[
+                HEALTH_CHECK,
+                HEALTH_CHECK_PATH,
+                HEALTH_CHECK_INTERVAL,
+                HEALTH_CHECK_TIMEOUT,
+                HEALTH_CHECK_FALL,
+                HEALTH_CHECK_RISE,
+            ],
+            &BACKEND_PROTOCOL,
+            &REQUEST_BODY_TIMEOUT,
+            &PROXY_SSL_VERIFY,
+            &PROXY_SSL_SECRET,
+            &PROXY_SSL_NAME,
+            &rewrite::USE_REGEX,
+            &rewrite::REWRITE_TARGET,
+            &rewrite::APP_ROOT,
+            &rewrite::PERMANENT_REDIRECT,
+            &rewrite::PERMANENT_REDIRECT_CODE,
+            &rewrite::TEMPORAL_REDIRECT,
+            &rewrite::TEMPORAL_REDIRECT_CODE,
+        ]
+        .concat();
+        parsed.sort_unstable();
+        let implemented: Vec<&str> = catalog::TABLE
+            .iter()
+            .filter(|e| e.support == catalog::Support::Implemented)
+            .map(|e| e.key)
+            .collect();
+        assert_eq!(parsed, implemented);
+        assert_eq!(ACME, crate::acme::plan::OPT_OUT_ANNOTATION);
+    }
+
+    #[test]
+    fn unknown_and_unsupported_keys_fail_closed() {
+        assert_eq!(check_keys(&IngressMeta::default()), Ok(vec![]));
+        let m = meta(&[
+            ("nginx.ingress.kubernetes.io/proxy-buffering", "off"),
+            ("nginx.ingress.kubernetes.io/ssl-redirect", "false"),
+        ]);
+        let w = check_keys(&m).unwrap();
+        assert_eq!(w.len(), 1);
+        assert!(w[0].contains("proxy-buffering has no effect"), "{w:?}");
+        let m = meta(&[
+            ("nginx.ingress.kubernetes.io/auth-type", "basic"),
+            ("nginx.ingress.kubernetes.io/limit-rps", "5"),
+            ("portico.dev/ssl-redirct", "false"),
+            ("nginx.ingress.kubernetes.io/proxy-buffering", "off"),
+        ]);
+        let e = check_keys(&m).unwrap_err();
+        assert_eq!(e.len(), 3, "{e:?}");
+        assert!(e[0].starts_with("annotation nginx.ingress.kubernetes.io/auth-type is not supported"));
+        assert!(e[2].contains("did you mean portico.dev/ssl-redirect"));
+        let e = IngressPolicy::from_meta(&meta(&[("portico.dev/acme", "flase")])).unwrap_err();
+        assert!(e.contains("portico.dev/acme"), "{e}");
     }
 
     #[test]

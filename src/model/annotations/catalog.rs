@@ -1,0 +1,538 @@
+//! Every annotation under Portico's two prefixes, classified in one table: implemented, accepted as a harmless
+//! no-op (served, with a warning), or unsupported (the Ingress is not served, with a reason saying what to use
+//! instead). A key under either prefix that is not in the table is unsupported too, so a misspelt
+//! `portico.dev/ssl-redirct` disables its Ingress instead of being ignored.
+//!
+//! The table is the source of the classified list in `docs/annotations.md` (`render_markdown`; a test checks
+//! the two agree) and of `portico migrate`'s report. Nothing that grants or restricts access (auth, client
+//! certificates, allow/deny lists, rate limits, WAF rules, snippets) may be a no-op: a test checks that too.
+
+use std::collections::BTreeMap;
+
+pub const PORTICO: &str = "portico.dev/";
+pub const NGINX: &str = "nginx.ingress.kubernetes.io/";
+
+/// What Portico does with an annotation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Support {
+    /// Parsed, checked and applied (a bad value disables the Ingress).
+    Implemented,
+    /// Accepted and ignored, with a warning: leaving it out changes nothing that is served or who may reach it.
+    NoOp,
+    /// The Ingress is not served while it carries the annotation.
+    Unsupported,
+}
+
+impl Support {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Support::Implemented => "implemented",
+            Support::NoOp => "no-op",
+            Support::Unsupported => "unsupported",
+        }
+    }
+}
+
+/// One annotation key and what becomes of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Entry {
+    /// The whole key, prefix included.
+    pub key: &'static str,
+    pub support: Support,
+    /// The feature group (a heading in the docs and the report).
+    pub group: Group,
+    /// Implemented: what it does (or the Portico name it equals). No-op: why leaving it out is harmless.
+    /// Unsupported: what to use instead.
+    pub note: &'static str,
+}
+
+/// Feature groups, in the order the docs list them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Group {
+    Tls,
+    Headers,
+    Routing,
+    Upstream,
+    Affinity,
+    Timeouts,
+    Health,
+    Access,
+    Snippets,
+    Buffering,
+    Observability,
+}
+
+impl Group {
+    pub fn title(self) -> &'static str {
+        match self {
+            Group::Tls => "TLS, HTTPS redirects and certificates",
+            Group::Headers => "Headers and Host",
+            Group::Routing => "Rewrites, regex paths, redirects, aliases and canaries",
+            Group::Upstream => "Backends and balancing",
+            Group::Affinity => "Session affinity",
+            Group::Timeouts => "Timeouts, retries and body size",
+            Group::Health => "Health checks",
+            Group::Access => "Access control (never a no-op)",
+            Group::Snippets => "Snippets and templated configuration (never supported)",
+            Group::Buffering => "Buffering",
+            Group::Observability => "Logs, tracing and metrics",
+        }
+    }
+
+    /// Whether the group's annotations grant or restrict access: these are never no-ops.
+    pub fn controls_access(self) -> bool {
+        matches!(self, Group::Access | Group::Snippets)
+    }
+}
+
+use Group as G;
+use Support::{Implemented as Impl, NoOp, Unsupported as Unsup};
+
+const fn e(key: &'static str, support: Support, group: Group, note: &'static str) -> Entry {
+    Entry {
+        key,
+        support,
+        group,
+        note,
+    }
+}
+
+const PLANNED_ROUTING: &str =
+    "not implemented yet; serving without it would send requests to the wrong path or backend";
+const AUTH: &str = "authentication is not implemented yet; rather than serve the app unauthenticated, the Ingress is not served (meanwhile: portico.dev/allow-source-ranges, or authentication in the application)";
+const MTLS: &str =
+    "client certificates are not implemented yet; rather than serve the app without them, the Ingress is not served";
+const LIMIT: &str =
+    "rate and connection limits are not implemented yet; remove it only if the backend can take the traffic unlimited";
+const CANARY: &str =
+    "canaries are not implemented yet; the canary Ingress is not served and the main Ingress keeps all traffic";
+const CORS: &str =
+    "CORS is not implemented yet; let the application answer CORS and its preflight itself, then remove it";
+
+/// The table. Sorted by key (a test checks), one entry per key.
+#[rustfmt::skip]
+pub static TABLE: &[Entry] = &[
+    // --- nginx.ingress.kubernetes.io/ ---
+    e("nginx.ingress.kubernetes.io/add-base-url", Unsup, G::Routing, "removed from ingress-nginx in 0.22; remove it"),
+    e("nginx.ingress.kubernetes.io/affinity", Impl, G::Affinity, "`cookie` = portico.dev/load-balance: cookie"),
+    e("nginx.ingress.kubernetes.io/affinity-canary-behavior", NoOp, G::Affinity, "only matters with canaries, which are not served yet"),
+    e("nginx.ingress.kubernetes.io/affinity-mode", NoOp, G::Affinity, "Portico's affinity cookie names an endpoint and keeps it while that endpoint is ready (ingress-nginx's `persistent`); `balanced` only differs after a scale-up"),
+    e("nginx.ingress.kubernetes.io/allowlist-source-range", Impl, G::Access, "= portico.dev/allow-source-ranges"),
+    e("nginx.ingress.kubernetes.io/app-root", Impl, G::Routing, "= portico.dev/app-root"),
+    e("nginx.ingress.kubernetes.io/auth-always-set-cookie", Unsup, G::Access, AUTH),
+    e("nginx.ingress.kubernetes.io/auth-cache-duration", Unsup, G::Access, AUTH),
+    e("nginx.ingress.kubernetes.io/auth-cache-key", Unsup, G::Access, AUTH),
+    e("nginx.ingress.kubernetes.io/auth-keepalive", Unsup, G::Access, AUTH),
+    e("nginx.ingress.kubernetes.io/auth-keepalive-requests", Unsup, G::Access, AUTH),
+    e("nginx.ingress.kubernetes.io/auth-keepalive-share-vars", Unsup, G::Access, AUTH),
+    e("nginx.ingress.kubernetes.io/auth-keepalive-timeout", Unsup, G::Access, AUTH),
+    e("nginx.ingress.kubernetes.io/auth-method", Unsup, G::Access, AUTH),
+    e("nginx.ingress.kubernetes.io/auth-proxy-set-headers", Unsup, G::Access, AUTH),
+    e("nginx.ingress.kubernetes.io/auth-realm", Unsup, G::Access, AUTH),
+    e("nginx.ingress.kubernetes.io/auth-request-redirect", Unsup, G::Access, AUTH),
+    e("nginx.ingress.kubernetes.io/auth-response-headers", Unsup, G::Access, AUTH),
+    e("nginx.ingress.kubernetes.io/auth-secret", Unsup, G::Access, AUTH),
+    e("nginx.ingress.kubernetes.io/auth-secret-type", Unsup, G::Access, AUTH),
+    e("nginx.ingress.kubernetes.io/auth-signin", Unsup, G::Access, AUTH),
+    e("nginx.ingress.kubernetes.io/auth-signin-redirect-param", Unsup, G::Access, AUTH),
+    e("nginx.ingress.kubernetes.io/auth-snippet", Unsup, G::Snippets, "snippets are templated configuration; Portico has none"),
+    e("nginx.ingress.kubernetes.io/auth-tls-error-page", Unsup, G::Access, MTLS),
+    e("nginx.ingress.kubernetes.io/auth-tls-match-cn", Unsup, G::Access, MTLS),
+    e("nginx.ingress.kubernetes.io/auth-tls-pass-certificate-to-upstream", Unsup, G::Access, MTLS),
+    e("nginx.ingress.kubernetes.io/auth-tls-secret", Unsup, G::Access, MTLS),
+    e("nginx.ingress.kubernetes.io/auth-tls-verify-client", Unsup, G::Access, MTLS),
+    e("nginx.ingress.kubernetes.io/auth-tls-verify-depth", Unsup, G::Access, MTLS),
+    e("nginx.ingress.kubernetes.io/auth-type", Unsup, G::Access, AUTH),
+    e("nginx.ingress.kubernetes.io/auth-url", Unsup, G::Access, AUTH),
+    e("nginx.ingress.kubernetes.io/backend-protocol", Impl, G::Upstream, "= portico.dev/backend-protocol (`AJP` and `FCGI` are rejected)"),
+    e("nginx.ingress.kubernetes.io/base-url-scheme", Unsup, G::Routing, "removed from ingress-nginx in 0.22; remove it"),
+    e("nginx.ingress.kubernetes.io/canary", Unsup, G::Routing, CANARY),
+    e("nginx.ingress.kubernetes.io/canary-by-cookie", Unsup, G::Routing, CANARY),
+    e("nginx.ingress.kubernetes.io/canary-by-header", Unsup, G::Routing, CANARY),
+    e("nginx.ingress.kubernetes.io/canary-by-header-pattern", Unsup, G::Routing, CANARY),
+    e("nginx.ingress.kubernetes.io/canary-by-header-value", Unsup, G::Routing, CANARY),
+    e("nginx.ingress.kubernetes.io/canary-weight", Unsup, G::Routing, CANARY),
+    e("nginx.ingress.kubernetes.io/canary-weight-total", Unsup, G::Routing, CANARY),
+    e("nginx.ingress.kubernetes.io/client-body-buffer-size", NoOp, G::Buffering, "Portico streams request bodies and never spools them to disk"),
+    e("nginx.ingress.kubernetes.io/configuration-snippet", Unsup, G::Snippets, "snippets are templated configuration; use portico.dev/request-headers-* and response-headers-* for header edits"),
+    e("nginx.ingress.kubernetes.io/connection-proxy-header", NoOp, G::Headers, "Portico manages the Connection header of backend requests itself (pooled keep-alive)"),
+    e("nginx.ingress.kubernetes.io/cors-allow-credentials", Unsup, G::Access, CORS),
+    e("nginx.ingress.kubernetes.io/cors-allow-headers", Unsup, G::Access, CORS),
+    e("nginx.ingress.kubernetes.io/cors-allow-methods", Unsup, G::Access, CORS),
+    e("nginx.ingress.kubernetes.io/cors-allow-origin", Unsup, G::Access, CORS),
+    e("nginx.ingress.kubernetes.io/cors-expose-headers", Unsup, G::Access, CORS),
+    e("nginx.ingress.kubernetes.io/cors-max-age", Unsup, G::Access, CORS),
+    e("nginx.ingress.kubernetes.io/custom-headers", Unsup, G::Headers, "a ConfigMap reference; list the headers in portico.dev/response-headers-set instead"),
+    e("nginx.ingress.kubernetes.io/custom-http-errors", Unsup, G::Routing, "custom error pages are not implemented yet"),
+    e("nginx.ingress.kubernetes.io/default-backend", Unsup, G::Routing, "not implemented yet (it goes with custom-http-errors); for a catch-all backend use spec.defaultBackend"),
+    e("nginx.ingress.kubernetes.io/denylist-source-range", Unsup, G::Access, "not implemented yet; use an allowlist (portico.dev/allow-source-ranges) meanwhile"),
+    e("nginx.ingress.kubernetes.io/disable-proxy-intercept-errors", Unsup, G::Routing, "not implemented yet (it goes with custom-http-errors)"),
+    e("nginx.ingress.kubernetes.io/enable-access-log", NoOp, G::Observability, "Portico's access log is set per process (--access-log, --access-log-sample)"),
+    e("nginx.ingress.kubernetes.io/enable-cors", Unsup, G::Access, CORS),
+    e("nginx.ingress.kubernetes.io/enable-global-auth", Unsup, G::Access, "Portico has no global external auth; remove it"),
+    e("nginx.ingress.kubernetes.io/enable-influxdb", NoOp, G::Observability, "Portico exports Prometheus metrics on the admin address"),
+    e("nginx.ingress.kubernetes.io/enable-modsecurity", Unsup, G::Access, "Portico has no WAF; put one in front or remove it knowingly"),
+    e("nginx.ingress.kubernetes.io/enable-opentelemetry", NoOp, G::Observability, "Portico does not trace yet; requests are served the same"),
+    e("nginx.ingress.kubernetes.io/enable-opentracing", NoOp, G::Observability, "Portico does not trace yet; requests are served the same"),
+    e("nginx.ingress.kubernetes.io/enable-owasp-core-rules", Unsup, G::Access, "Portico has no WAF; put one in front or remove it knowingly"),
+    e("nginx.ingress.kubernetes.io/enable-rewrite-log", NoOp, G::Observability, "a debug log of nginx's rewrite module"),
+    e("nginx.ingress.kubernetes.io/force-ssl-redirect", Impl, G::Tls, "= portico.dev/force-ssl-redirect"),
+    e("nginx.ingress.kubernetes.io/from-to-www-redirect", Unsup, G::Routing, PLANNED_ROUTING),
+    e("nginx.ingress.kubernetes.io/global-rate-limit", Unsup, G::Access, "removed from ingress-nginx in 1.6; rate limits are not implemented yet"),
+    e("nginx.ingress.kubernetes.io/global-rate-limit-ignored-cidrs", Unsup, G::Access, "removed from ingress-nginx in 1.6"),
+    e("nginx.ingress.kubernetes.io/global-rate-limit-key", Unsup, G::Access, "removed from ingress-nginx in 1.6"),
+    e("nginx.ingress.kubernetes.io/global-rate-limit-window", Unsup, G::Access, "removed from ingress-nginx in 1.6"),
+    e("nginx.ingress.kubernetes.io/grpc-backend", Unsup, G::Upstream, "removed from ingress-nginx; use backend-protocol: GRPC"),
+    e("nginx.ingress.kubernetes.io/http2-push-preload", NoOp, G::Buffering, "browsers no longer accept HTTP/2 server push"),
+    e("nginx.ingress.kubernetes.io/influxdb-host", NoOp, G::Observability, "see enable-influxdb"),
+    e("nginx.ingress.kubernetes.io/influxdb-measurement", NoOp, G::Observability, "see enable-influxdb"),
+    e("nginx.ingress.kubernetes.io/influxdb-port", NoOp, G::Observability, "see enable-influxdb"),
+    e("nginx.ingress.kubernetes.io/influxdb-server-name", NoOp, G::Observability, "see enable-influxdb"),
+    e("nginx.ingress.kubernetes.io/limit-allowlist", Unsup, G::Access, LIMIT),
+    e("nginx.ingress.kubernetes.io/limit-burst-multiplier", Unsup, G::Access, LIMIT),
+    e("nginx.ingress.kubernetes.io/limit-connections", Unsup, G::Access, LIMIT),
+    e("nginx.ingress.kubernetes.io/limit-rate", Unsup, G::Access, LIMIT),
+    e("nginx.ingress.kubernetes.io/limit-rate-after", Unsup, G::Access, LIMIT),
+    e("nginx.ingress.kubernetes.io/limit-rpm", Unsup, G::Access, LIMIT),
+    e("nginx.ingress.kubernetes.io/limit-rps", Unsup, G::Access, LIMIT),
+    e("nginx.ingress.kubernetes.io/limit-whitelist", Unsup, G::Access, LIMIT),
+    e("nginx.ingress.kubernetes.io/load-balance", Impl, G::Upstream, "`round_robin`; `ewma` and `least_conn` = least-request"),
+    e("nginx.ingress.kubernetes.io/mirror-host", Unsup, G::Routing, "request mirroring is not implemented yet"),
+    e("nginx.ingress.kubernetes.io/mirror-request-body", Unsup, G::Routing, "request mirroring is not implemented yet"),
+    e("nginx.ingress.kubernetes.io/mirror-target", Unsup, G::Routing, "request mirroring is not implemented yet"),
+    e("nginx.ingress.kubernetes.io/modsecurity-snippet", Unsup, G::Snippets, "snippets are templated configuration; Portico has none"),
+    e("nginx.ingress.kubernetes.io/modsecurity-transaction-id", Unsup, G::Access, "Portico has no WAF; put one in front or remove it knowingly"),
+    e("nginx.ingress.kubernetes.io/opentelemetry-operation-name", NoOp, G::Observability, "see enable-opentelemetry"),
+    e("nginx.ingress.kubernetes.io/opentelemetry-trust-incoming-span", NoOp, G::Observability, "see enable-opentelemetry"),
+    e("nginx.ingress.kubernetes.io/opentracing-trust-incoming-span", NoOp, G::Observability, "see enable-opentracing"),
+    e("nginx.ingress.kubernetes.io/permanent-redirect", Impl, G::Routing, "= portico.dev/permanent-redirect"),
+    e("nginx.ingress.kubernetes.io/permanent-redirect-code", Impl, G::Routing, "= portico.dev/permanent-redirect-code"),
+    e("nginx.ingress.kubernetes.io/preserve-trailing-slash", NoOp, G::Tls, "Portico's HTTPS redirects always keep the path exactly as sent"),
+    e("nginx.ingress.kubernetes.io/proxy-body-size", Impl, G::Timeouts, "= portico.dev/proxy-body-size"),
+    e("nginx.ingress.kubernetes.io/proxy-buffer-size", NoOp, G::Buffering, "Portico streams responses; buffers are sized by the gateway"),
+    e("nginx.ingress.kubernetes.io/proxy-buffering", NoOp, G::Buffering, "Portico streams responses; there is no response buffer to turn on or off"),
+    e("nginx.ingress.kubernetes.io/proxy-buffers-number", NoOp, G::Buffering, "Portico streams responses; buffers are sized by the gateway"),
+    e("nginx.ingress.kubernetes.io/proxy-connect-timeout", Unsup, G::Timeouts, "not implemented yet; until then set upstream.connectTimeout in the configuration and remove it"),
+    e("nginx.ingress.kubernetes.io/proxy-cookie-domain", Unsup, G::Headers, "rewriting Set-Cookie is not supported; fix the domain in the application"),
+    e("nginx.ingress.kubernetes.io/proxy-cookie-path", Unsup, G::Headers, "rewriting Set-Cookie is not supported; fix the path in the application"),
+    e("nginx.ingress.kubernetes.io/proxy-http-version", NoOp, G::Upstream, "Portico speaks HTTP/1.1 to HTTP backends (backend-protocol selects HTTP/2)"),
+    e("nginx.ingress.kubernetes.io/proxy-max-temp-file-size", NoOp, G::Buffering, "Portico never spools responses to disk"),
+    e("nginx.ingress.kubernetes.io/proxy-next-upstream", Unsup, G::Timeouts, "not implemented yet; Portico's built-in retries are documented under \"Upstream health and retries\""),
+    e("nginx.ingress.kubernetes.io/proxy-next-upstream-timeout", Unsup, G::Timeouts, "not implemented yet"),
+    e("nginx.ingress.kubernetes.io/proxy-next-upstream-tries", Unsup, G::Timeouts, "not implemented yet"),
+    e("nginx.ingress.kubernetes.io/proxy-read-timeout", Impl, G::Timeouts, "= portico.dev/upstream-timeout (seconds)"),
+    e("nginx.ingress.kubernetes.io/proxy-redirect-from", Unsup, G::Headers, "rewriting Location is not supported; set the application's external URL"),
+    e("nginx.ingress.kubernetes.io/proxy-redirect-to", Unsup, G::Headers, "rewriting Location is not supported; set the application's external URL"),
+    e("nginx.ingress.kubernetes.io/proxy-request-buffering", NoOp, G::Buffering, "Portico streams request bodies to the backend as they arrive"),
+    e("nginx.ingress.kubernetes.io/proxy-send-timeout", Impl, G::Timeouts, "= portico.dev/request-body-timeout (seconds)"),
+    e("nginx.ingress.kubernetes.io/proxy-ssl-ciphers", Unsup, G::Upstream, "Portico (rustls) offers only TLS 1.2/1.3 AEAD cipher suites and cannot restrict them per Ingress; remove it"),
+    e("nginx.ingress.kubernetes.io/proxy-ssl-name", Impl, G::Upstream, "= portico.dev/proxy-ssl-name"),
+    e("nginx.ingress.kubernetes.io/proxy-ssl-protocols", Unsup, G::Upstream, "Portico (rustls) offers TLS 1.2 and 1.3 and cannot restrict them per Ingress; remove it"),
+    e("nginx.ingress.kubernetes.io/proxy-ssl-secret", Impl, G::Upstream, "= portico.dev/proxy-ssl-secret"),
+    e("nginx.ingress.kubernetes.io/proxy-ssl-server-name", NoOp, G::Upstream, "Portico sends SNI whenever it has a name (proxy-ssl-name, or upstream-vhost)"),
+    e("nginx.ingress.kubernetes.io/proxy-ssl-verify", Impl, G::Upstream, "= portico.dev/proxy-ssl-verify"),
+    e("nginx.ingress.kubernetes.io/proxy-ssl-verify-depth", Unsup, G::Upstream, "rustls has no chain-depth limit; remove it"),
+    e("nginx.ingress.kubernetes.io/rewrite-target", Impl, G::Routing, "= portico.dev/rewrite-target"),
+    e("nginx.ingress.kubernetes.io/satisfy", Unsup, G::Access, "combines auth with allowlists; authentication is not implemented yet"),
+    e("nginx.ingress.kubernetes.io/secure-backends", Unsup, G::Upstream, "removed from ingress-nginx; use backend-protocol: HTTPS"),
+    e("nginx.ingress.kubernetes.io/server-alias", Unsup, G::Routing, PLANNED_ROUTING),
+    e("nginx.ingress.kubernetes.io/server-snippet", Unsup, G::Snippets, "snippets are templated configuration; Portico has none"),
+    e("nginx.ingress.kubernetes.io/service-upstream", Unsup, G::Upstream, "not implemented yet; until then traffic goes to the endpoints"),
+    e("nginx.ingress.kubernetes.io/session-cookie-change-on-failure", Unsup, G::Affinity, "not implemented yet"),
+    e("nginx.ingress.kubernetes.io/session-cookie-conditional-samesite-none", Unsup, G::Affinity, "not implemented yet"),
+    e("nginx.ingress.kubernetes.io/session-cookie-domain", Unsup, G::Affinity, "not implemented yet"),
+    e("nginx.ingress.kubernetes.io/session-cookie-expires", Unsup, G::Affinity, "not implemented yet"),
+    e("nginx.ingress.kubernetes.io/session-cookie-max-age", Unsup, G::Affinity, "not implemented yet"),
+    e("nginx.ingress.kubernetes.io/session-cookie-name", Impl, G::Affinity, "= portico.dev/affinity-cookie-name"),
+    e("nginx.ingress.kubernetes.io/session-cookie-path", Unsup, G::Affinity, "not implemented yet; Portico's cookie has Path=/"),
+    e("nginx.ingress.kubernetes.io/session-cookie-samesite", Unsup, G::Affinity, "not implemented yet"),
+    e("nginx.ingress.kubernetes.io/session-cookie-secure", Unsup, G::Affinity, "not implemented yet"),
+    e("nginx.ingress.kubernetes.io/ssl-ciphers", Unsup, G::Tls, "Portico (rustls) offers only TLS 1.2/1.3 AEAD cipher suites and cannot restrict them per Ingress; remove it"),
+    e("nginx.ingress.kubernetes.io/ssl-passthrough", Unsup, G::Tls, "TLS passthrough is not implemented yet"),
+    e("nginx.ingress.kubernetes.io/ssl-prefer-server-ciphers", NoOp, G::Tls, "rustls always prefers the server's order"),
+    e("nginx.ingress.kubernetes.io/ssl-redirect", Impl, G::Tls, "= portico.dev/ssl-redirect"),
+    e("nginx.ingress.kubernetes.io/stream-snippet", Unsup, G::Snippets, "snippets are templated configuration; Portico has none"),
+    e("nginx.ingress.kubernetes.io/temporal-redirect", Impl, G::Routing, "= portico.dev/temporal-redirect"),
+    e("nginx.ingress.kubernetes.io/temporal-redirect-code", Impl, G::Routing, "= portico.dev/temporal-redirect-code"),
+    e("nginx.ingress.kubernetes.io/upstream-hash-by", Impl, G::Upstream, "`$remote_addr` = portico.dev/load-balance: source-hash (other keys are rejected)"),
+    e("nginx.ingress.kubernetes.io/upstream-hash-by-subset", Unsup, G::Upstream, "not supported; use upstream-hash-by alone"),
+    e("nginx.ingress.kubernetes.io/upstream-hash-by-subset-size", Unsup, G::Upstream, "not supported; use upstream-hash-by alone"),
+    e("nginx.ingress.kubernetes.io/upstream-vhost", Impl, G::Headers, "= portico.dev/upstream-host"),
+    e("nginx.ingress.kubernetes.io/use-regex", Impl, G::Routing, "= portico.dev/use-regex"),
+    e("nginx.ingress.kubernetes.io/whitelist-source-range", Impl, G::Access, "= portico.dev/allow-source-ranges"),
+    e("nginx.ingress.kubernetes.io/x-forwarded-prefix", Impl, G::Headers, "= portico.dev/x-forwarded-prefix"),
+    // --- portico.dev/ ---
+    e("portico.dev/acme", Impl, G::Tls, "`false` keeps ACME away from this Ingress's spec.tls entries"),
+    e("portico.dev/affinity-cookie-name", Impl, G::Affinity, "the affinity cookie's name"),
+    e("portico.dev/allow-source-ranges", Impl, G::Access, "403 for clients outside these networks"),
+    e("portico.dev/app-root", Impl, G::Routing, "a request for exactly / gets 302 to this path"),
+    e("portico.dev/backend-protocol", Impl, G::Upstream, "HTTP, H2C, GRPC, HTTPS or GRPCS to the backends"),
+    e("portico.dev/force-ssl-redirect", Impl, G::Tls, "redirect to HTTPS even without spec.tls here"),
+    e("portico.dev/health-check", Impl, G::Health, "active checks: http or tcp"),
+    e("portico.dev/health-check-fall", Impl, G::Health, "failed checks before down"),
+    e("portico.dev/health-check-interval", Impl, G::Health, "time between checks"),
+    e("portico.dev/health-check-path", Impl, G::Health, "the path an http check requests"),
+    e("portico.dev/health-check-rise", Impl, G::Health, "good checks before up"),
+    e("portico.dev/health-check-timeout", Impl, G::Health, "time a check may take"),
+    e("portico.dev/hsts-include-subdomains", Impl, G::Tls, "HSTS includeSubDomains"),
+    e("portico.dev/hsts-max-age", Impl, G::Tls, "Strict-Transport-Security max-age"),
+    e("portico.dev/hsts-preload", Impl, G::Tls, "HSTS preload"),
+    e("portico.dev/load-balance", Impl, G::Upstream, "round-robin, least-request, source-hash or cookie"),
+    e("portico.dev/pass-host", Impl, G::Headers, "`false` sends the endpoint's address as Host"),
+    e("portico.dev/permanent-redirect", Impl, G::Routing, "answer every request with a redirect to this URL (301)"),
+    e("portico.dev/permanent-redirect-code", Impl, G::Routing, "the permanent redirect's status (300-303, 307, 308)"),
+    e("portico.dev/proxy-body-size", Impl, G::Timeouts, "the largest request body (413 above)"),
+    e("portico.dev/proxy-ssl-name", Impl, G::Upstream, "the SNI sent to and verified of HTTPS backends"),
+    e("portico.dev/proxy-ssl-secret", Impl, G::Upstream, "the CA Secret for HTTPS backends"),
+    e("portico.dev/proxy-ssl-verify", Impl, G::Upstream, "verify HTTPS backends' certificates"),
+    e("portico.dev/request-body-timeout", Impl, G::Timeouts, "the longest pause in a request body"),
+    e("portico.dev/request-headers-add", Impl, G::Headers, "append request headers"),
+    e("portico.dev/request-headers-remove", Impl, G::Headers, "remove request headers"),
+    e("portico.dev/request-headers-set", Impl, G::Headers, "set request headers"),
+    e("portico.dev/response-headers-remove", Impl, G::Headers, "remove response headers"),
+    e("portico.dev/response-headers-set", Impl, G::Headers, "set response headers"),
+    e("portico.dev/rewrite-target", Impl, G::Routing, "the path sent upstream, $1..$9 being the path's capture groups; makes the paths regexes"),
+    e("portico.dev/ssl-redirect", Impl, G::Tls, "308 from plain HTTP to HTTPS for TLS hosts"),
+    e("portico.dev/temporal-redirect", Impl, G::Routing, "answer every request with a redirect to this URL (302)"),
+    e("portico.dev/temporal-redirect-code", Impl, G::Routing, "the temporal redirect's status (300-303, 307, 308)"),
+    e("portico.dev/upstream-host", Impl, G::Headers, "the Host sent upstream"),
+    e("portico.dev/upstream-timeout", Impl, G::Timeouts, "time to the response head and between body reads"),
+    e("portico.dev/use-regex", Impl, G::Routing, "the paths are case-insensitive regexes anchored at the start (and so are the host's other paths)"),
+    e("portico.dev/x-forwarded-prefix", Impl, G::Headers, "X-Forwarded-Prefix sent upstream"),
+];
+
+/// The entry for `key`, if the table has one.
+pub fn lookup(key: &str) -> Option<&'static Entry> {
+    TABLE.binary_search_by(|e| e.key.cmp(key)).ok().map(|i| &TABLE[i])
+}
+
+/// Whether `key` is under one of the two prefixes the table covers.
+pub fn is_covered(key: &str) -> bool {
+    key.starts_with(PORTICO) || key.starts_with(NGINX)
+}
+
+/// What became of one annotation of an Ingress.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finding<'a> {
+    pub key: &'a str,
+    /// `None`: under our prefixes but not in the table (unknown).
+    pub entry: Option<&'static Entry>,
+}
+
+impl Finding<'_> {
+    /// How the annotation counts: an unknown key is unsupported.
+    pub fn support(&self) -> Support {
+        self.entry.map_or(Support::Unsupported, |e| e.support)
+    }
+
+    /// The diagnostic text: for a no-op, why it is harmless; for an unsupported or unknown key, what to do.
+    pub fn message(&self) -> String {
+        match self.entry {
+            Some(e) => match e.support {
+                Support::Implemented => format!("annotation {}: {}", e.key, e.note),
+                Support::NoOp => format!("annotation {} has no effect in Portico and is ignored: {}", e.key, e.note),
+                Support::Unsupported => format!("annotation {} is not supported: {}", e.key, e.note),
+            },
+            None => match suggest(self.key) {
+                Some(s) => format!("unknown annotation {}: did you mean {s}?", self.key),
+                None => format!(
+                    "unknown annotation {}: Portico does not know it (docs/annotations.md lists every annotation); remove or rename it",
+                    self.key
+                ),
+            },
+        }
+    }
+}
+
+/// The annotations of `annotations` under our prefixes, each with its entry, in key order.
+pub fn classify(annotations: Option<&BTreeMap<String, String>>) -> Vec<Finding<'_>> {
+    annotations
+        .into_iter()
+        .flat_map(|m| m.keys())
+        .filter(|k| is_covered(k))
+        .map(|k| Finding {
+            key: k,
+            entry: lookup(k),
+        })
+        .collect()
+}
+
+/// The known key of the same prefix closest to `key` (at most two edits), for "did you mean".
+fn suggest(key: &str) -> Option<&'static str> {
+    let prefix = if key.starts_with(PORTICO) { PORTICO } else { NGINX };
+    let name = key.strip_prefix(prefix)?;
+    TABLE
+        .iter()
+        .filter_map(|e| e.key.strip_prefix(prefix).map(|n| (e.key, n)))
+        .map(|(full, n)| (edit_distance(name, n), full))
+        .filter(|(d, _)| *d <= 2)
+        .min()
+        .map(|(_, k)| k)
+        .or_else(|| {
+            // The same name under the other prefix (`portico.dev/rewrite-target` for nginx's).
+            let other = if prefix == PORTICO { NGINX } else { PORTICO };
+            TABLE
+                .iter()
+                .find(|e| e.key.strip_prefix(other) == Some(name) && e.support == Support::Implemented)
+                .map(|e| e.key)
+        })
+}
+
+/// Levenshtein distance over bytes (annotation names are short ASCII).
+fn edit_distance(a: &str, b: &str) -> usize {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    let mut cur = vec![0; b.len() + 1];
+    for (i, ca) in a.iter().enumerate() {
+        cur[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let sub = prev[j] + usize::from(ca != cb);
+            cur[j + 1] = sub.min(prev[j + 1] + 1).min(cur[j] + 1);
+        }
+        std::mem::swap(&mut prev, &mut cur);
+    }
+    prev[b.len()]
+}
+
+/// The classified list as Markdown, grouped, for `docs/annotations.md` between the generated-section markers.
+pub fn render_markdown() -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let mut groups: Vec<Group> = TABLE.iter().map(|e| e.group).collect();
+    groups.sort();
+    groups.dedup();
+    for g in groups {
+        let _ = writeln!(out, "\n### {}\n", g.title());
+        out.push_str("| annotation | status | note |\n|---|---|---|\n");
+        for e in TABLE.iter().filter(|e| e.group == g) {
+            let _ = writeln!(out, "| `{}` | {} | {} |", e.key, e.support.as_str(), e.note);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_is_sorted_unique_and_prefixed() {
+        for w in TABLE.windows(2) {
+            assert!(w[0].key < w[1].key, "{} must sort before {}", w[0].key, w[1].key);
+        }
+        for e in TABLE {
+            assert!(is_covered(e.key), "{}", e.key);
+            assert!(!e.note.is_empty(), "{} has no note", e.key);
+        }
+    }
+
+    #[test]
+    fn nothing_that_controls_access_is_a_no_op() {
+        for e in TABLE {
+            if e.group.controls_access() {
+                assert_ne!(e.support, Support::NoOp, "{} controls access", e.key);
+            }
+            // The names themselves, in case an entry lands in the wrong group.
+            let name = e.key.rsplit('/').next().unwrap();
+            if [
+                "auth",
+                "limit",
+                "source-range",
+                "snippet",
+                "satisfy",
+                "modsecurity",
+                "cors",
+                "owasp",
+            ]
+            .iter()
+            .any(|w| name.contains(w))
+            {
+                assert_ne!(e.support, Support::NoOp, "{} controls access", e.key);
+                assert!(e.group.controls_access(), "{} belongs in the access group", e.key);
+            }
+        }
+    }
+
+    /// docs/annotations.md carries `render_markdown()` between its markers, and every full key its hand-written
+    /// part names is implemented. `PORTICO_BLESS=1` rewrites the generated part.
+    #[test]
+    fn docs_agree_with_the_table() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/annotations.md");
+        let doc = std::fs::read_to_string(path).unwrap();
+        let begin = doc.find("<!-- BEGIN catalog").expect("BEGIN catalog marker");
+        let body_start = begin + doc[begin..].find("-->").unwrap() + 3;
+        let end = doc.find("<!-- END catalog -->").expect("END catalog marker");
+        let want = render_markdown();
+        let have = doc[body_start..end].trim_end_matches('\n');
+        if have != want.trim_end_matches('\n') {
+            if std::env::var_os("PORTICO_BLESS").is_some() {
+                let new = format!("{}{}\n{}", &doc[..body_start], want, &doc[end..]);
+                std::fs::write(path, new).unwrap();
+            } else {
+                panic!("docs/annotations.md's classified list is out of date: run PORTICO_BLESS=1 cargo test --lib catalog");
+            }
+        }
+        let rows = doc[..begin].lines().filter(|l| l.starts_with('|'));
+        for word in rows.flat_map(|l| l.split('`')) {
+            let key = word.split_whitespace().next().unwrap_or("").trim_end_matches(':');
+            if is_covered(key) && !key.ends_with('*') {
+                let e = lookup(key).unwrap_or_else(|| panic!("docs/annotations.md names {key}, which the table lacks"));
+                assert_eq!(
+                    e.support,
+                    Support::Implemented,
+                    "docs/annotations.md documents {key} as working"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn unknown_keys_and_suggestions() {
+        let m: BTreeMap<String, String> = [
+            ("portico.dev/ssl-redirct", "false"),
+            ("nginx.ingress.kubernetes.io/auth-url", "http://auth"),
+            ("nginx.ingress.kubernetes.io/proxy-buffering", "on"),
+            ("kubernetes.io/ingress.class", "nginx"),
+            ("nginx.ingress.kubernetes.io/ssl-redirect", "true"),
+            ("portico.dev/completely-new", "x"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let found = classify(Some(&m));
+        let by_key = |k: &str| found.iter().find(|f| f.key == k).unwrap();
+        assert_eq!(found.len(), 5, "the legacy class annotation is not ours to classify");
+        assert_eq!(by_key("portico.dev/ssl-redirct").support(), Support::Unsupported);
+        assert_eq!(
+            by_key("portico.dev/ssl-redirct").message(),
+            "unknown annotation portico.dev/ssl-redirct: did you mean portico.dev/ssl-redirect?"
+        );
+        assert!(by_key("portico.dev/completely-new")
+            .message()
+            .contains("remove or rename it"));
+        assert_eq!(
+            by_key("nginx.ingress.kubernetes.io/auth-url").support(),
+            Support::Unsupported
+        );
+        assert_eq!(
+            by_key("nginx.ingress.kubernetes.io/proxy-buffering").support(),
+            Support::NoOp
+        );
+        assert_eq!(
+            by_key("nginx.ingress.kubernetes.io/ssl-redirect").support(),
+            Support::Implemented
+        );
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+        assert_eq!(
+            suggest("portico.dev/canary-weight"),
+            None,
+            "nginx's name is not implemented"
+        );
+        assert_eq!(suggest("portico.dev/upstream-vhost"), Some("portico.dev/upstream-host"));
+        assert_eq!(
+            suggest("portico.dev/session-cookie-name"),
+            Some("nginx.ingress.kubernetes.io/session-cookie-name"),
+            "the same name under the other prefix"
+        );
+    }
+}
