@@ -32,7 +32,7 @@ use portico::config::Config;
 use portico::echo::EchoServer;
 use portico::model::{translate, Incremental};
 use portico::routing::{Builder, Lookup, Snapshot};
-use portico::source::manifests::ManifestDir;
+use portico::source::file::ManifestDir;
 
 const CHILD_ENV: &str = "PORTICO_TABLE_SCALE_CHILD";
 
@@ -230,9 +230,7 @@ fn time_edits(edits: usize, addr: SocketAddr, edit_host: &str, mut apply: impl F
             if backend_of(addr, edit_host).as_deref() == Some(target) {
                 break;
             }
-            if t.elapsed() > Duration::from_secs(30) {
-                panic!("edit {e} not seen after 30 s");
-            }
+            assert!(t.elapsed() <= Duration::from_secs(30), "edit {e} not seen after 30 s");
             std::thread::sleep(Duration::from_millis(1));
         }
         samples.push(t.elapsed());
@@ -467,7 +465,7 @@ fn change_to_serving_cluster() {
                     let _runtime = rt.enter();
                     server.client()
                 },
-                options: portico::cluster::ClusterOptions::default(),
+                options: portico::source::kube::ClusterOptions::default(),
             },
         ))
         .expect("start gateway");

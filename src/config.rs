@@ -26,6 +26,8 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::cidr::Cidr;
+/// Moved to [`crate::units`]; kept here so callers of `config::parse_duration` compile.
+pub use crate::units::parse_duration;
 
 /// The `spec.controller` value that marks an `IngressClass` as ours.
 pub const CONTROLLER_NAME: &str = "portico.dev/ingress-controller";
@@ -170,7 +172,7 @@ pub struct UpstreamConfig {
     /// override it with `upstream-timeout` / ingress-nginx's `proxy-read-timeout`.
     pub read_timeout: Duration,
     /// Retries per backend: a share of its requests over a sliding window, with a floor.
-    pub retry_budget: crate::upstream::budget::RetryBudgetConfig,
+    pub retry_budget: RetryBudgetConfig,
 }
 
 impl Default for UpstreamConfig {
@@ -181,6 +183,27 @@ impl Default for UpstreamConfig {
             idle_timeout: Duration::from_secs(90),
             read_timeout: Duration::from_secs(60),
             retry_budget: Default::default(),
+        }
+    }
+}
+
+/// How much retrying a backend may do. Part of the upstream configuration (used by `upstream::budget`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryBudgetConfig {
+    /// Retries allowed as a percentage of requests in the window.
+    pub percent: u32,
+    /// Retries allowed per second of the window regardless of traffic (the floor).
+    pub min_per_second: u32,
+    /// The sliding window's length.
+    pub window: Duration,
+}
+
+impl Default for RetryBudgetConfig {
+    fn default() -> Self {
+        Self {
+            percent: 20,
+            min_per_second: 3,
+            window: Duration::from_secs(10),
         }
     }
 }
@@ -410,21 +433,6 @@ fn split_ref(s: &str) -> Option<(String, String)> {
     }
 }
 
-/// Parses `250ms`, `5s`, `2m`, `1h`.
-pub fn parse_duration(s: &str) -> Option<Duration> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit())?;
-    let (num, unit) = s.split_at(split);
-    let n: u64 = num.parse().ok()?;
-    match unit {
-        "ms" => Some(Duration::from_millis(n)),
-        "s" => Some(Duration::from_secs(n)),
-        "m" => Some(Duration::from_secs(n.checked_mul(60)?)),
-        "h" => Some(Duration::from_secs(n.checked_mul(3600)?)),
-        _ => None,
-    }
-}
-
 fn duration_field(what: &str, v: Option<String>, default: Duration) -> Result<Duration, ConfigError> {
     match v {
         None => Ok(default),
@@ -646,7 +654,7 @@ impl RawConfig {
                             if percent > 100 {
                                 return Err(invalid("upstream.retryBudget.percent: at most 100"));
                             }
-                            crate::upstream::budget::RetryBudgetConfig {
+                            RetryBudgetConfig {
                                 percent,
                                 min_per_second: r.min_per_second.unwrap_or(db.min_per_second),
                                 window: duration_field("upstream.retryBudget.window", r.window, db.window)?,

@@ -1,23 +1,33 @@
 //! Portico: a Kubernetes ingress gateway.
 //!
 //! ```text
-//!  source ──ClusterState──▶ model::translate ──Translation──▶ routing::Snapshot::build ──Arc<Snapshot>──▶ ArcSwap
-//!  (manifest dir | kube)     pure, no I/O        (+diagnostics)   pure                                    │ one load
-//!                                                                                                         ▼ per request
-//!                                                                  proxy (listeners → normalise → lookup → upstream)
+//!  source ──ClusterState──▶ publish::Compiler ──Compiled──▶ publish::Publisher ──Arc<Snapshot>──▶ ArcSwap
+//!  source::file (poll)       model::translate   (+diagnostics)  routing::Builder                    │ one load
+//!  source::kube (watch)      + certs::build_tls                 unchanged: not published            ▼ per request
+//!       │ Round (cluster mode)                                                 proxy (listeners → normalise →
+//!       ▼                                                                             lookup → upstream)
+//!  status (leader: Ingress status, Events)       acme (fed every compile)     admin (reads publish::Shared)
 //! ```
 //!
-//! - [`source`]: file mode's manifest directory. [`cluster`]: cluster mode (watches, status, leader election,
-//!   Events). Either way, whole snapshots only.
+//! - [`source`]: where objects come from: [`source::file`] (manifest directory: scan, per-file store, parse,
+//!   poll loop) and [`source::kube`] (watchers, stores, the publish loop). Either way, whole snapshots only.
 //! - [`model`]: the pure translation of objects into a per-listener-set routing model plus diagnostics.
+//! - [`publish`]: the pipeline's one writer: compile (translation, certificates), build the table, swap it in.
 //! - [`routing`]: the immutable table (exact hosts, wildcard suffixes, host-less rules, matchit per host).
 //! - [`proxy`]: listeners, request checks and normalisation, forwarding, the one error-to-status table.
-//! - [`upstream`]: backends (endpoints, balancing) and the pooled upstream client.
-//! - [`normalize`]: path and host normalisation shared by translation and the proxy.
-//! - [`acme`]: ACME certificates and HTTP-01 challenges. [`certs`]: certificates for TLS. [`admin`]: health, metrics, the JSON API and the dashboard. [`metrics`]: Prometheus counters. [`accesslog`]: JSON access log. [`app`]: wiring. [`config`]: the YAML config.
-//! - [`echo`]: an example backend used by the quickstart and the tests.
+//! - [`upstream`]: backends (endpoints, balancing, health) and the pooled upstream client.
+//! - [`status`]: what the leader writes back (Ingress status, Events) and leader election.
+//! - [`acme`]: ACME certificates and HTTP-01 challenges (file store, or Secrets in [`acme::kube`]).
+//! - [`certs`]: certificates for TLS. [`admin`]: health, metrics, the JSON API and the dashboard. [`metrics`]:
+//!   Prometheus counters. [`accesslog`]: JSON access log. [`config`]: the YAML config.
+//! - Leaves shared by the layers above: [`units`] (durations), [`pem`] (CA bundles), [`cidr`], [`normalize`]
+//!   (path and host normalisation for translation and the proxy).
+//! - [`migrate`]: `portico migrate`'s report. [`app`]: wiring only (nothing imports it). [`echo`]: an example
+//!   backend for the quickstart and the tests.
 //!
-//! The table for a request is chosen by the listener that accepted its connection, never by Host or SNI.
+//! The table for a request is chosen by the listener that accepted its connection, never by Host or SNI. Import
+//! direction (pure `model`/`routing`, no cycles between these modules) is checked by `tests/architecture.rs`;
+//! `docs/architecture.md` has the file for each stage and where to add things.
 
 pub mod accesslog;
 pub mod acme;
@@ -25,16 +35,19 @@ pub mod admin;
 pub mod app;
 pub mod certs;
 pub mod cidr;
-pub mod cluster;
 pub mod config;
 pub mod echo;
 pub mod metrics;
 pub mod migrate;
 pub mod model;
 pub mod normalize;
+pub mod pem;
 pub mod proxy;
+pub mod publish;
 pub mod routing;
 pub mod source;
+pub mod status;
 #[cfg(test)]
 mod test_rng;
+pub mod units;
 pub mod upstream;

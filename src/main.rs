@@ -235,7 +235,7 @@ fn migrate(
         }
     }
     let (state, diags, file_mode) = match manifests {
-        Some(dir) => match portico::source::manifests::ManifestDir::new(&dir).load() {
+        Some(dir) => match portico::source::file::ManifestDir::new(&dir).load() {
             Ok((state, diags)) => (state, diags, true),
             Err(e) => {
                 eprintln!("portico: {e}");
@@ -295,9 +295,9 @@ async fn kube_source(args: ClusterArgs) -> anyhow::Result<portico::app::Source> 
                 .filter(|h| !h.is_empty())
         })
         .unwrap_or_else(|| "portico".to_string());
-    let options = portico::cluster::ClusterOptions {
+    let options = portico::source::kube::ClusterOptions {
         namespaces: args.namespaces,
-        leader_election: args.leader_elect.then(|| portico::cluster::LeaseConfig {
+        leader_election: args.leader_elect.then(|| portico::source::kube::LeaseConfig {
             name: args.lease_name,
             namespace: args.lease_namespace,
             ..Default::default()
@@ -322,7 +322,7 @@ fn check(manifests: &PathBuf, config_path: Option<&PathBuf>) -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
-    let mut dir = portico::source::manifests::ManifestDir::new(manifests);
+    let mut dir = portico::source::file::ManifestDir::new(manifests);
     let (state, mut diags) = match dir.load() {
         Ok(x) => x,
         Err(e) => {
@@ -330,7 +330,7 @@ fn check(manifests: &PathBuf, config_path: Option<&PathBuf>) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let compiler = match portico::app::Compiler::new(&config, true) {
+    let compiler = match portico::publish::Compiler::new(&config, true) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("portico: {e:#}");

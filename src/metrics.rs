@@ -18,7 +18,8 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 
-use crate::app::Compiled;
+use crate::certs::TlsBuild;
+use crate::model::Translation;
 
 /// Upper bounds (seconds) of the request duration histogram.
 pub const DURATION_BUCKETS: [f64; 12] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0];
@@ -49,7 +50,7 @@ impl UpstreamErrorKind {
     }
 }
 
-/// All of the gateway's metrics. One per process (per [`crate::app::start`]).
+/// All of the gateway's metrics. One per started gateway.
 pub struct Metrics {
     set_names: Vec<String>,
     sets: Box<[SetMetrics]>,
@@ -255,18 +256,19 @@ impl Metrics {
         }
     }
 
-    /// Called by the publisher before the new routing snapshot `snap` (built from `c`) is swapped in, with the
-    /// translation published before (`None` at first). Counters are never removed (their totals stay in the
+    /// Called by the publisher before the new routing snapshot `snap` (built from `translation` and `tls`) is
+    /// swapped in, with the translation published before (`None` at first). Counters are never removed (their totals stay in the
     /// exposition), so every pair of the previous translation has its counters already and only the hosts that
-    /// changed since ([`crate::routing::changed_hosts`]) and the default backends are looked at. The map is
+    /// changed since ([`crate::model::changed_hosts`]) and the default backends are looked at. The map is
     /// copied only when the table names a new (Ingress, backend) pair, and then shallowly (each Ingress's slice
     /// is shared until it changes). A new Ingress's key is its routes' `namespace/name` string (shared, not
     /// copied).
     pub fn published(
         &self,
-        c: &Compiled,
+        translation: &Translation,
+        tls: &TlsBuild,
         snap: &crate::routing::Snapshot,
-        previous: Option<&crate::model::Translation>,
+        previous: Option<&Translation>,
         generation: u64,
         build: Duration,
     ) {
@@ -283,7 +285,7 @@ impl Metrics {
             }
         };
         let mut defaults: Vec<Option<Arc<str>>> = vec![None; n];
-        for (i, set) in c.translation.sets.iter().enumerate() {
+        for (i, set) in translation.sets.iter().enumerate() {
             let table = snap.sets.get(i);
             let mut routes = |h: &crate::model::HostModel| {
                 for r in table.map_or(&[][..], |t| t.routes_of(&h.host)) {
@@ -291,7 +293,7 @@ impl Metrics {
                 }
             };
             match previous.and_then(|t| t.sets.get(i)) {
-                Some(before) => crate::routing::changed_hosts(before, set)
+                Some(before) => crate::model::changed_hosts(before, set)
                     .filter_map(|(_, after)| after)
                     .for_each(|h| routes(h)),
                 None => set.hosts.iter().for_each(|h| routes(h)),
@@ -334,13 +336,13 @@ impl Metrics {
             self.routes.store(Arc::new(RouteCounters { by_ingress, defaults }));
         }
         let mut certs = Vec::new();
-        for (set, served) in c.tls.served.iter().enumerate() {
+        for (set, served) in tls.served.iter().enumerate() {
             for (host, info) in served {
                 certs.push((set, host.clone(), info.not_after));
             }
         }
         self.certs.store(Arc::new(certs));
-        self.rejected.store(c.translation.errors() as u64, Ordering::Relaxed);
+        self.rejected.store(translation.errors() as u64, Ordering::Relaxed);
         self.generation.store(generation, Ordering::Relaxed);
         self.last_build_micros
             .store(build.as_micros() as u64, Ordering::Relaxed);
@@ -644,7 +646,7 @@ pub fn render_backends(snapshot: &crate::routing::Snapshot) -> String {
         "1 while an endpoint is ejected by passive health.",
     );
     for b in &backends {
-        for e in b.endpoints.iter() {
+        for e in &b.endpoints {
             let _ = writeln!(
                 out,
                 "portico_endpoint_ejected{{backend=\"{}\",endpoint=\"{}\"}} {}",
@@ -661,7 +663,7 @@ pub fn render_backends(snapshot: &crate::routing::Snapshot) -> String {
         "Active health check state of an endpoint (1 up, 0 down), for backends with checks.",
     );
     for b in backends.iter().filter(|b| b.check.is_some()) {
-        for e in b.endpoints.iter() {
+        for e in &b.endpoints {
             let _ = writeln!(
                 out,
                 "portico_endpoint_check_up{{backend=\"{}\",endpoint=\"{}\"}} {}",
@@ -741,15 +743,12 @@ mod tests {
         crate::model::Translation::one_set("a", hosts)
     }
 
-    fn compiled(translation: crate::model::Translation) -> Compiled {
-        Compiled {
-            translation,
-            tls: crate::certs::TlsBuild {
-                sets: vec![],
-                served: vec![],
-                diagnostics: vec![],
-                fingerprint: 0,
-            },
+    fn no_tls() -> TlsBuild {
+        TlsBuild {
+            sets: vec![],
+            served: vec![],
+            diagnostics: vec![],
+            fingerprint: 0,
         }
     }
 
@@ -758,7 +757,7 @@ mod tests {
         let m = Metrics::new(&["a".to_string()]);
         let mut last = translation(&(0..10).map(|i| (i, i)).collect::<Vec<_>>());
         let snap = |t: &crate::model::Translation| crate::routing::Snapshot::build(t, None, 1, None);
-        m.published(&compiled(last.clone()), &snap(&last), None, 1, Duration::ZERO);
+        m.published(&last, &no_tls(), &snap(&last), None, 1, Duration::ZERO);
         // Host 3 now names service 7, host 5 is gone, host 10 is new; the other hosts are the same `Arc`s, so only
         // the changed ones are looked at.
         let mut next = last.clone();
@@ -767,7 +766,7 @@ mod tests {
         next.sets[0].hosts.remove(5);
         next.sets[0].hosts.push(edited.sets[0].hosts[1].clone());
         for (generation, t) in [(2, next.clone()), (3, translation(&[(1, 2), (2, 1)]))] {
-            m.published(&compiled(t.clone()), &snap(&t), Some(&last), generation, Duration::ZERO);
+            m.published(&t, &no_tls(), &snap(&t), Some(&last), generation, Duration::ZERO);
             let routes = m.routes.load();
             for p in t.sets[0].hosts.iter().flat_map(|h| &h.paths) {
                 let ingress = format!("{}/{}", p.ingress.namespace, p.ingress.name);

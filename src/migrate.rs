@@ -336,7 +336,7 @@ metadata:
 spec:
   rules: [{host: old.example, http: {paths: [{path: /, pathType: Prefix, backend: {service: {name: web, port: {number: 80}}}}]}}]
 "#;
-        let (state, diags) = crate::source::manifests::state_from_yaml(yaml, "in.yaml");
+        let (state, diags) = crate::source::file::state_from_yaml(yaml, "in.yaml");
         let config = Config::from_yaml(CONFIG).unwrap();
         let r = report(&state, &config, true, diags);
         assert!(!r.ready());

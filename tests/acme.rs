@@ -179,7 +179,7 @@ async fn issue_end_to_end(env: &[(&str, &str)]) -> (Setup, Pebble, CertificateDe
     assert!(status.failing.is_empty(), "{status:?}");
     // The stored Secret holds the served certificate, privately.
     let text = std::fs::read_to_string(s.secret_file()).unwrap();
-    let (state, d) = portico::source::manifests::state_from_yaml(&text, "secret");
+    let (state, d) = portico::source::file::state_from_yaml(&text, "secret");
     assert!(d.is_empty(), "{d:?}");
     let stored = portico::certs::LoadedCert::from_tls_secret(&state.secrets[0]).unwrap();
     assert_eq!(stored.info.serial, serial);
@@ -385,7 +385,7 @@ async fn renews_before_expiry_without_breaking_open_connections() {
 
     // Move to the last fifth of the certificate's lifetime.
     let info = portico::certs::LoadedCert::from_tls_secret(
-        &portico::source::manifests::state_from_yaml(&std::fs::read_to_string(s.secret_file()).unwrap(), "s")
+        &portico::source::file::state_from_yaml(&std::fs::read_to_string(s.secret_file()).unwrap(), "s")
             .0
             .secrets[0],
     )
@@ -523,7 +523,7 @@ impl TestClock {
         }
         if let Some((file, serial)) = &*self.while_serial.lock().unwrap() {
             let stored = std::fs::read_to_string(file).ok().and_then(|text| {
-                let state = portico::source::manifests::state_from_yaml(&text, "s").0;
+                let state = portico::source::file::state_from_yaml(&text, "s").0;
                 let l = portico::certs::LoadedCert::from_tls_secret(state.secrets.first()?).ok()?;
                 Some(l.info.serial.clone())
             });
@@ -538,7 +538,7 @@ impl TestClock {
 /// The stored certificate: its summary and its leaf's DER.
 fn stored_leaf(s: &Setup) -> (Arc<portico::certs::CertInfo>, CertificateDer<'static>) {
     let text = std::fs::read_to_string(s.secret_file()).unwrap();
-    let state = portico::source::manifests::state_from_yaml(&text, "s").0;
+    let state = portico::source::file::state_from_yaml(&text, "s").0;
     let l = portico::certs::LoadedCert::from_tls_secret(&state.secrets[0]).unwrap();
     (l.info.clone(), l.chain()[0].clone())
 }

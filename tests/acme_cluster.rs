@@ -19,15 +19,15 @@ use acme_pebble::{served_serial, wait_served, Pebble};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use portico::acme::challenge::ChallengeStore;
+use portico::acme::kube::{KubeStore, ACCOUNT_SECRET, CHALLENGE_CONFIGMAP};
 use portico::acme::store::MANAGED_ANNOTATION;
 use portico::acme::{CertStore, Settings, StoreError, StoredCert};
 use portico::app::{Extras, Running, Source};
 use portico::certs::testing::{key, TestCa, DAY};
 use portico::certs::{unix_now, LoadedCert};
-use portico::cluster::acme::{KubeStore, ACCOUNT_SECRET, CHALLENGE_CONFIGMAP};
-use portico::cluster::{ClusterOptions, LeaseConfig};
 use portico::config::Config;
 use portico::model::ObjectRef;
+use portico::source::kube::{ClusterOptions, LeaseConfig};
 use portico_fake_apiserver::FakeApiServer;
 use serde::Deserialize;
 use support::{echo, free_port, service};
@@ -225,7 +225,7 @@ async fn kube_store_writes_only_where_portico_may() {
     let client = server.client();
     let challenges = ChallengeStore::new();
     let (_stop_tx, stop) = tokio::sync::watch::channel(false);
-    tokio::spawn(portico::cluster::acme::watch_challenges(
+    tokio::spawn(portico::acme::kube::watch_challenges(
         client.clone(),
         OWN_NS.into(),
         challenges.clone(),

@@ -9,7 +9,7 @@ use std::path::Path;
 
 use portico::config::Config;
 use portico::model::{translate, Options};
-use portico::source::manifests::state_from_yaml;
+use portico::source::file::state_from_yaml;
 
 const CONFIG: &str = r#"
 listenerSets:

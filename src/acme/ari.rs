@@ -20,7 +20,25 @@ use rustls_pki_types::Der;
 use x509_parser::extensions::ParsedExtension;
 use x509_parser::prelude::FromDer;
 
-use super::plan::RenewalWindow;
+/// The renewal window the CA suggests for a certificate (RFC 9773 §4.2), unix seconds, `start < end`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RenewalWindow {
+    pub start: i64,
+    pub end: i64,
+}
+
+impl RenewalWindow {
+    /// `None` when `end` is not after `start`: RFC 9773 §4.2 says to treat such an answer as no answer.
+    pub fn new(start: i64, end: i64) -> Option<RenewalWindow> {
+        (start < end).then_some(RenewalWindow { start, end })
+    }
+
+    /// The instant `r` (in `[0, 1)`, uniformly random) of the way through the window.
+    pub fn at(&self, r: f64) -> i64 {
+        let r = r.clamp(0.0, 1.0);
+        self.start + ((self.end - self.start) as f64 * r) as i64
+    }
+}
 
 /// The ARI identifier of a certificate (RFC 9773 §4.1): the `keyIdentifier` of its Authority Key Identifier
 /// extension and its DER-encoded serial number (the value octets, as they appear in the certificate), each

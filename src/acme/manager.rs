@@ -11,10 +11,11 @@ use std::time::{Duration, Instant, SystemTime};
 use instant_acme::{Account, CertificateIdentifier};
 use tokio::sync::watch;
 
+use super::ari::RenewalWindow;
 use super::ari::{self, Ari};
 use super::challenge::ChallengeStore;
 use super::client::{self, AcmeError, Polling};
-use super::plan::{self, Candidate, RenewalWindow};
+use super::plan::{self, Candidate};
 use super::store::{CertStore, StoredCert};
 use crate::certs::{CertInfo, LoadedCert};
 use crate::config::AcmeConfig;
@@ -620,7 +621,8 @@ pub fn backoff(s: &Settings, failures: u32) -> Duration {
 /// (then tokens are still answered but nothing is ordered; `portico run` refuses that combination).
 pub fn spawn_for(
     config: &crate::config::Config,
-    extras: &crate::app::Extras,
+    state_dir: Option<&std::path::Path>,
+    settings: &Settings,
     challenges: &ChallengeStore,
     shutdown: watch::Receiver<bool>,
     tasks: &mut tokio::task::JoinSet<()>,
@@ -630,12 +632,12 @@ pub fn spawn_for(
     if sets.iter().all(|s| s.is_none()) {
         return Ok(None);
     }
-    let Some(state_dir) = &extras.state_dir else {
+    let Some(state_dir) = state_dir else {
         tracing::warn!("a listener set has acme configured but there is no state directory: not ordering certificates");
         return Ok(None);
     };
     let store = Arc::new(super::FileStore::new(state_dir));
-    let (handle, task) = manager(sets, store, challenges.clone(), extras.acme.clone(), shutdown);
+    let (handle, task) = manager(sets, store, challenges.clone(), settings.clone(), shutdown);
     tasks.spawn(task.instrument(tracing::info_span!("acme")));
     Ok(Some(handle))
 }

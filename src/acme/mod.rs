@@ -19,12 +19,14 @@
 //! - [`client`]: one account and one order with the CA.
 //! - [`manager`]: the task: ordering, backoff, renewal, status.
 //! - [`store`]: the [`CertStore`] trait and the file-mode [`FileStore`].
+//! - [`kube`]: cluster mode's [`CertStore`] (Secrets and a challenge ConfigMap through the API) and its wiring.
 //!
 //! A failure never touches the stored certificate: a new one is stored only after it loaded and was checked
 //! against every host. See `docs/acme.md`.
 pub mod ari;
 pub mod challenge;
 pub mod client;
+pub mod kube;
 pub mod manager;
 pub mod plan;
 pub mod store;

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use instant_acme::CertificateIdentifier;
 
+use super::ari::RenewalWindow;
 use crate::certs::{CertInfo, LoadedCert};
 use crate::model::{ClusterState, Diagnostic, ObjectRef, Translation};
 
@@ -47,26 +48,6 @@ impl Need {
     /// The certificate is valid for the hosts; the order only renews it.
     pub fn is_renewal(&self) -> bool {
         matches!(self, Need::Renewal | Need::Window)
-    }
-}
-
-/// The renewal window the CA suggests for a certificate (RFC 9773 §4.2), unix seconds, `start < end`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RenewalWindow {
-    pub start: i64,
-    pub end: i64,
-}
-
-impl RenewalWindow {
-    /// `None` when `end` is not after `start`: RFC 9773 §4.2 says to treat such an answer as no answer.
-    pub fn new(start: i64, end: i64) -> Option<RenewalWindow> {
-        (start < end).then_some(RenewalWindow { start, end })
-    }
-
-    /// The instant `r` (in `[0, 1)`, uniformly random) of the way through the window.
-    pub fn at(&self, r: f64) -> i64 {
-        let r = r.clamp(0.0, 1.0);
-        self.start + ((self.end - self.start) as f64 * r) as i64
     }
 }
 
@@ -215,7 +196,7 @@ mod tests {
     use super::*;
     use crate::certs::testing::{key, TestCa};
     use crate::model::{translate, Options};
-    use crate::source::manifests::state_from_yaml;
+    use crate::source::file::state_from_yaml;
 
     const DAY: i64 = 86_400;
 

@@ -1,7 +1,7 @@
 //! Where issued certificates and ACME account keys live, and how HTTP-01 tokens reach every replica.
 //! [`CertStore`] is the seam: file mode writes `kubernetes.io/tls` Secret manifests under the state directory
 //! ([`FileStore`]); cluster mode writes Secrets and a challenge ConfigMap through the API
-//! (`crate::cluster::acme::KubeStore`).
+//! ([`KubeStore`](super::kube::KubeStore)).
 //!
 //! ```text
 //! STATE/
@@ -267,8 +267,7 @@ mod tests {
         store.store(&r, &c).await.unwrap();
         assert_eq!(store.load(&r).await.unwrap(), Some(c));
         let path = dir.path().join("secrets/shop/web-tls.yaml");
-        let (state, diags) =
-            crate::source::manifests::state_from_yaml(&std::fs::read_to_string(&path).unwrap(), "x.yaml");
+        let (state, diags) = crate::source::file::state_from_yaml(&std::fs::read_to_string(&path).unwrap(), "x.yaml");
         assert!(diags.is_empty(), "{diags:?}");
         assert_eq!(state.secrets[0].type_.as_deref(), Some(TLS_SECRET_TYPE));
         #[cfg(unix)]

@@ -1,4 +1,4 @@
-//! The admin JSON API, built from the last published compilation ([`crate::app::Compiled`]) and, for
+//! The admin JSON API, built from the last published compilation ([`crate::publish::Compiled`]) and, for
 //! `/api/explain`, the live routing snapshot (the same lookup the proxy does).
 
 use http::StatusCode;

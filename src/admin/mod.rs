@@ -23,7 +23,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::app::Shared;
+use crate::publish::Shared;
 
 const DASHBOARD_HTML: &str = include_str!("../../assets/dashboard.html");
 const DASHBOARD_JS: &str = include_str!("../../assets/dashboard.js");

@@ -6,6 +6,7 @@
 //! clock, deterministic order: the same input always gives the same output.
 
 pub mod annotations;
+mod changes;
 mod incremental;
 pub mod ingress;
 mod translate;
@@ -17,6 +18,7 @@ use k8s_openapi::api::core::v1::{Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::IngressClass;
 
+pub use changes::{changed_hosts, HostChange};
 pub use incremental::Incremental;
 pub use ingress::{Ingress, Strings};
 pub use translate::translate;
@@ -63,42 +65,6 @@ pub struct SetOptions {
 pub struct ImplicitClass {
     pub name: String,
     pub default: bool,
-}
-
-impl Options {
-    /// Options from a configuration. `file_mode` makes every configured class implicit, the first class of the
-    /// first listener set being the default.
-    pub fn from_config(config: &crate::config::Config, file_mode: bool) -> Self {
-        let implicit_classes = if file_mode {
-            config
-                .listener_sets
-                .iter()
-                .flat_map(|s| s.ingress_classes.iter())
-                .enumerate()
-                .map(|(i, c)| ImplicitClass {
-                    name: c.clone(),
-                    default: i == 0,
-                })
-                .collect()
-        } else {
-            Vec::new()
-        };
-        Self {
-            controller: crate::config::CONTROLLER_NAME.to_string(),
-            listener_sets: config
-                .listener_sets
-                .iter()
-                .map(|s| SetOptions {
-                    name: s.name.clone(),
-                    classes: s.ingress_classes.clone(),
-                    adopted: s.adopt_classes.clone(),
-                    share_hosts: s.share_hosts_across_namespaces,
-                })
-                .collect(),
-            implicit_classes,
-            owned_list: !file_mode,
-        }
-    }
 }
 
 /// The result of translation: one model per listener set (same order as [`Options::listener_sets`]).

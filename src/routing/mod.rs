@@ -17,8 +17,9 @@ use std::sync::{Arc, Weak};
 pub use policy::RoutePolicy;
 
 use crate::certs::SetTls;
-use crate::model::{FastMap, HostModel, HostPattern, PathKind, SetModel, Translation};
-use crate::upstream::{ActiveCheck, Backend, Balance, HealthPolicy};
+use crate::model::annotations::{ActiveCheck, Balance};
+use crate::model::{changed_hosts, FastMap, HostModel, HostPattern, PathKind, SetModel, Translation};
+use crate::upstream::{Backend, HealthPolicy};
 
 /// Everything the proxy needs, published at once: routes and the certificates they are served with.
 #[derive(Debug)]
@@ -170,39 +171,6 @@ impl Builder {
     pub fn built_backends(&self) -> &[Arc<Backend>] {
         &self.built
     }
-}
-
-/// A host whose model differs between two versions of a listener set: (before, after), `None` where absent.
-pub type HostChange<'a> = (Option<&'a Arc<HostModel>>, Option<&'a Arc<HostModel>>);
-
-/// The hosts whose model differs between two versions of a listener set's model, in host order. Both host
-/// lists are sorted by host (as translation makes them). A host handed out again as the same `Arc` is passed
-/// over without reading it, so after an incremental translation this costs a pointer comparison per host; a
-/// host equal by value counts as unchanged.
-pub fn changed_hosts<'a>(before: &'a SetModel, after: &'a SetModel) -> impl Iterator<Item = HostChange<'a>> {
-    let (mut olds, mut news) = (before.hosts.iter().peekable(), after.hosts.iter().peekable());
-    std::iter::from_fn(move || loop {
-        return match (olds.peek(), news.peek()) {
-            (Some(o), Some(n)) if Arc::ptr_eq(o, n) => {
-                olds.next();
-                news.next();
-                continue;
-            }
-            (Some(o), Some(n)) => match o.host.cmp(&n.host) {
-                std::cmp::Ordering::Less => Some((olds.next(), None)),
-                std::cmp::Ordering::Greater => Some((None, news.next())),
-                std::cmp::Ordering::Equal if o == n => {
-                    olds.next();
-                    news.next();
-                    continue;
-                }
-                std::cmp::Ordering::Equal => Some((olds.next(), news.next())),
-            },
-            (Some(_), None) => Some((olds.next(), None)),
-            (None, Some(_)) => Some((None, news.next())),
-            (None, None) => None,
-        };
-    })
 }
 
 /// Hosts by name, hashed with foldhash seeded per process: the keys come from the configuration and requests only
@@ -493,7 +461,7 @@ impl SetTable {
 
     /// Builds a set's table. With `before` (the set's previous model and the table built from it), the table
     /// starts as a copy of the previous one's host maps (a pointer per host) and only the hosts whose model
-    /// changed ([`changed_hosts`]) are compiled, replaced or removed.
+    /// changed ([`changed_hosts`](crate::model::changed_hosts)) are compiled, replaced or removed.
     fn build(
         m: &SetModel,
         before: Option<(&SetModel, &SetTable)>,
@@ -515,9 +483,9 @@ impl SetTable {
                 }
             }
             Some((old_model, old)) => {
-                t.exact = old.exact.clone();
-                t.wildcard = old.wildcard.clone();
-                t.any = old.any.clone();
+                t.exact.clone_from(&old.exact);
+                t.wildcard.clone_from(&old.wildcard);
+                t.any.clone_from(&old.any);
                 t.routes = old.routes;
                 for (before, after) in changed_hosts(old_model, m) {
                     match (before, after) {

@@ -89,7 +89,8 @@ impl RoutePolicy {
             response_set: pairs(&p.response_set),
             response_remove: names(&p.response_remove),
             allow: p.allow_source_ranges.as_ref().map(|a| a.clone().into_boxed_slice()),
-            affinity_cookie: (p.balance == crate::upstream::Balance::Cookie).then(|| p.affinity_cookie.as_str().into()),
+            affinity_cookie: (p.balance == crate::model::annotations::Balance::Cookie)
+                .then(|| p.affinity_cookie.as_str().into()),
             max_body_bytes: p.max_body_bytes,
             upstream_timeout: p.upstream_timeout,
             upstream_h2c: p.backend_protocol == crate::model::annotations::BackendProtocol::H2c,

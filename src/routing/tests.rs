@@ -404,7 +404,7 @@ fn random_edit(t: &Translation, rng: &mut Rng) -> Translation {
                 .or_insert_with(|| p.backend.endpoints.clone());
         }
     }
-    for h in after.sets[0].hosts.iter_mut() {
+    for h in &mut after.sets[0].hosts {
         if h.paths.iter().any(|p| p.backend.endpoints != eps[&p.backend.service]) {
             for p in &mut Arc::make_mut(h).paths {
                 p.backend.endpoints = eps[&p.backend.service].clone();

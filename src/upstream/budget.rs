@@ -7,30 +7,10 @@
 //! (a reset can lose an increment), which a budget tolerates.
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::time::Duration;
 
 const BUCKETS: usize = 10;
 
-/// How much retrying a backend may do. Part of the upstream configuration.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RetryBudgetConfig {
-    /// Retries allowed as a percentage of requests in the window.
-    pub percent: u32,
-    /// Retries allowed per second of the window regardless of traffic (the floor).
-    pub min_per_second: u32,
-    /// The sliding window's length.
-    pub window: Duration,
-}
-
-impl Default for RetryBudgetConfig {
-    fn default() -> Self {
-        Self {
-            percent: 20,
-            min_per_second: 3,
-            window: Duration::from_secs(10),
-        }
-    }
-}
+pub use crate::config::RetryBudgetConfig;
 
 #[derive(Debug, Default)]
 struct Bucket {
@@ -118,6 +98,7 @@ impl RetryBudget {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     const CFG: RetryBudgetConfig = RetryBudgetConfig {
         percent: 20,

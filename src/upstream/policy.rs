@@ -131,7 +131,7 @@ impl Policies {
 
     /// Rebuilds the table from a translation, keeping the policies of Ingresses whose settings did not change.
     /// `previous` is the translation published before (`None` at first): when no host that changed since
-    /// ([`crate::routing::changed_hosts`], before and after) has an Ingress with a policy and the default
+    /// ([`crate::model::changed_hosts`], before and after) has an Ingress with a policy and the default
     /// backends are the same, the table is left as it is. (An Ingress's policy depends on its annotations and its
     /// rule hosts only: both change only with a host that has one of its paths.)
     pub fn publish(&self, t: &Translation, previous: Option<&Translation>) {
@@ -150,7 +150,7 @@ impl Policies {
                     .sets
                     .iter()
                     .zip(&t.sets)
-                    .flat_map(|(b, a)| crate::routing::changed_hosts(b, a))
+                    .flat_map(|(b, a)| crate::model::changed_hosts(b, a))
                     .any(|(b, a)| needs(b) || needs(a))
             {
                 return;

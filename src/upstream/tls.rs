@@ -8,24 +8,10 @@ use std::sync::Arc;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
-use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 
-/// The CA certificates in a PEM bundle; an error when there is none or one does not parse.
-pub fn parse_ca_bundle(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, String> {
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(pem)
-        .collect::<Result<_, _>>()
-        .map_err(|e| format!("ca.crt is not PEM: {e}"))?;
-    if certs.is_empty() {
-        return Err("ca.crt holds no certificate".into());
-    }
-    let mut roots = RootCertStore::empty();
-    let (_, bad) = roots.add_parsable_certificates(certs.iter().cloned());
-    if bad > 0 {
-        return Err(format!("ca.crt: {bad} certificate(s) are not usable trust anchors"));
-    }
-    Ok(certs)
-}
+/// Moved to [`crate::pem`]; kept here so callers of `upstream::tls::parse_ca_bundle` compile.
+pub use crate::pem::parse_ca_bundle;
 
 fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())

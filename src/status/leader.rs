@@ -16,6 +16,7 @@ use kube::api::PostParams;
 use kube::Api;
 use tokio::sync::watch;
 use tokio::time::Instant;
+use tracing::Instrument;
 
 /// Where the Lease lives and how it is timed.
 #[derive(Debug, Clone)]
@@ -37,6 +38,37 @@ impl Default for LeaseConfig {
             namespace: None,
             lease_duration: Duration::from_secs(15),
             renew_interval: Duration::from_secs(5),
+        }
+    }
+}
+
+/// The leadership channel [`elect`] drives, at its initial value: without election (`config` is `None`) the sole
+/// replica leads. Create it before the election starts so other leader-only work (the ACME manager, the status
+/// writers) can follow it.
+pub fn channel(config: Option<&LeaseConfig>) -> (watch::Sender<bool>, watch::Receiver<bool>) {
+    watch::channel(config.is_none())
+}
+
+/// Runs the election with `config` until `shutdown` (see [`run`]); without one, holds `leader` (true) open until
+/// `shutdown`, so that the writers following it keep running.
+pub async fn elect(
+    client: kube::Client,
+    config: Option<LeaseConfig>,
+    identity: String,
+    leader: watch::Sender<bool>,
+    shutdown: watch::Receiver<bool>,
+) {
+    match config {
+        Some(config) => {
+            run(client, config, identity, leader, shutdown)
+                .instrument(tracing::info_span!("leader"))
+                .await
+        }
+        // The sole replica leads until shutdown; the sender stays alive so the writers keep running.
+        None => {
+            let mut shutdown = shutdown;
+            let _ = shutdown.wait_for(|s| *s).await;
+            drop(leader);
         }
     }
 }

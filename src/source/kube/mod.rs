@@ -1,24 +1,20 @@
-//! Cluster mode: objects from the Kubernetes API instead of a manifest directory.
+//! Cluster mode's source: objects from the Kubernetes API instead of a manifest directory.
 //!
 //! ```text
-//!  watchers (IngressClass, Ingress, Service, EndpointSlice, TLS Secret) ──▶ reflector stores
+//!  watchers (IngressClass, Ingress, Service, EndpointSlice, TLS Secret) ──▶ reflector stores (watch.rs)
 //!      │ change (debounce 50 ms, at most 500 ms)      every watcher synced? else wait for its InitDone
 //!      ▼
 //!  ClusterState, kept and updated from the stores ──▶ Compiler::compile (spawn_blocking) ──▶ Publisher::publish
 //!      │            (only the objects changed since)
-//!      └──Round (owned Ingresses, diagnostics)──▶ leader only: Ingress status, Events (objects read from the stores)
-//!  Lease (optional) ──leader: bool──┘
-//!      └──▶ ACME manager (orders only while leader; see [`acme`]) ◀── every compile: candidates
+//!      ├──Round (owned Ingresses, diagnostics)──▶ crate::status (leader only: Ingress status, Events)
+//!      └──candidates──▶ ACME manager
 //! ```
 //!
 //! The first table goes out once every watcher has listed; later changes publish whole snapshots. A dropped
 //! watch resumes where it was; a relist (a 410, a restart) keeps the previous objects until it completes, and
-//! nothing is published while any watcher is relisting. Every replica serves traffic; only the leader writes.
+//! nothing is published while any watcher is relisting. The leader's writers read the same stores
+//! ([`KubeSource::objects`]).
 
-pub mod acme;
-pub mod events;
-pub mod leader;
-pub mod status;
 pub mod watch;
 
 use std::sync::Arc;
@@ -31,13 +27,13 @@ use kube::runtime::watcher;
 use kube::Api;
 use tokio::sync::watch as channel;
 use tokio::time::Instant;
-use tracing::Instrument;
 
-use crate::app::{Compiler, Publisher};
 use crate::config::Publish;
-use crate::model::{ClusterState, Diagnostic, ObjectRef};
+use crate::model::{ClusterState, ObjectRef};
+use crate::publish::{Compiler, Publisher};
+use crate::status::{Objects, Round};
 
-pub use leader::LeaseConfig;
+pub use crate::status::leader::LeaseConfig;
 
 /// How cluster mode runs (from the command line; all but `identity` have defaults).
 #[derive(Debug, Clone)]
@@ -75,19 +71,25 @@ impl Default for ClusterOptions {
     }
 }
 
-/// What one compile tells the leader's writers.
-struct Round {
-    owned: Arc<Vec<(ObjectRef, usize)>>,
-    diagnostics: Vec<Diagnostic>,
-}
+impl ClusterOptions {
+    /// Portico's own namespace (the Lease's, else the client's default, i.e. the pod's): where the ACME account
+    /// Secret and the challenge ConfigMap live.
+    pub fn own_namespace(&self, client: &kube::Client) -> String {
+        self.leader_election
+            .as_ref()
+            .and_then(|l| l.namespace.clone())
+            .unwrap_or_else(|| client.default_namespace().to_string())
+    }
 
-/// The objects the leader's writers look up by name: the reflector stores as they are now (a `ClusterState`
-/// in tests).
-pub trait Objects: Send + Sync {
-    fn ingress(&self, namespace: &str, name: &str) -> Option<Arc<Ingress>>;
-    fn service(&self, namespace: &str, name: &str) -> Option<Arc<Service>>;
-    /// The uid of an object of a kind Portico reads.
-    fn uid(&self, r: &ObjectRef) -> Option<String>;
+    /// What the leader's writers take from these options.
+    pub fn status_settings(&self) -> crate::status::Settings {
+        crate::status::Settings {
+            identity: self.identity.clone(),
+            event_dedupe: self.event_dedupe,
+            event_burst: self.event_burst,
+            retry: self.retry,
+        }
+    }
 }
 
 struct Stores {
@@ -151,102 +153,55 @@ impl Objects for Stores {
     }
 }
 
-#[cfg(test)]
-impl Objects for ClusterState {
-    fn ingress(&self, namespace: &str, name: &str) -> Option<Arc<Ingress>> {
-        let found = self
-            .ingresses
-            .iter()
-            .find(|o| o.metadata.namespace.as_deref() == Some(namespace) && o.metadata.name.as_deref() == Some(name));
-        found.map(|o| Arc::new(o.to_k8s()))
-    }
-
-    fn service(&self, namespace: &str, name: &str) -> Option<Arc<Service>> {
-        let found = self
-            .services
-            .iter()
-            .find(|o| o.metadata.namespace.as_deref() == Some(namespace) && o.metadata.name.as_deref() == Some(name));
-        found.cloned().map(Arc::new)
-    }
-
-    fn uid(&self, r: &ObjectRef) -> Option<String> {
-        match r.kind {
-            "Ingress" => self.ingress(&r.namespace, &r.name)?.metadata.uid.clone(),
-            "Service" => self.service(&r.namespace, &r.name)?.metadata.uid.clone(),
-            _ => None,
-        }
-    }
+/// The running watchers: their stores, and whether each has listed.
+pub struct KubeSource {
+    stores: Arc<Stores>,
+    watches: watch::Watches,
 }
 
-/// The leadership channel [`run`] drives: its initial value (the sole replica leads without election).
-/// Create it before [`run`] so other leader-only work (the ACME manager) can follow it.
-pub fn leader_channel(options: &ClusterOptions) -> (channel::Sender<bool>, channel::Receiver<bool>) {
-    channel::channel(options.leader_election.is_none())
-}
+impl KubeSource {
+    /// Starts the watchers (a task each, ending with `shutdown`): every kind Portico reads, in each of
+    /// `options.namespaces` (all when empty), and each publish Service outside them by name. `publish` is each
+    /// listener set's address source, in configuration order.
+    pub fn start(
+        client: &kube::Client,
+        options: &ClusterOptions,
+        publish: &[Publish],
+        shutdown: &channel::Receiver<bool>,
+    ) -> Self {
+        let watches = watch::Watches::new();
+        let stores = Arc::new(start_watches(client, options, publish, &watches, shutdown));
+        Self { stores, watches }
+    }
 
-/// Portico's own namespace (the Lease's, else the client's default, i.e. the pod's): where the ACME account
-/// Secret and the challenge ConfigMap live.
-pub fn own_namespace(client: &kube::Client, options: &ClusterOptions) -> String {
-    options
-        .leader_election
-        .as_ref()
-        .and_then(|l| l.namespace.clone())
-        .unwrap_or_else(|| client.default_namespace().to_string())
-}
+    /// The objects as the stores hold them now (for the leader's writers).
+    pub fn objects(&self) -> Arc<dyn Objects> {
+        self.stores.clone()
+    }
 
-/// Runs cluster mode until `shutdown`: watches, publishes, and (when leader) writes status and Events.
-/// `publish` is each listener set's address source, in configuration order. `leader_tx` is from
-/// [`leader_channel`]; `acme` is fed the candidates of every compile.
-#[allow(clippy::too_many_arguments)]
-pub async fn run(
-    client: kube::Client,
-    options: ClusterOptions,
-    publish: Vec<Publish>,
-    compiler: Arc<Compiler>,
-    publisher: Publisher,
-    leader_tx: channel::Sender<bool>,
-    acme: Option<crate::acme::AcmeHandle>,
-    shutdown: channel::Receiver<bool>,
-) {
-    let watches = watch::Watches::new();
-    let stores = Arc::new(start_watches(&client, &options, &publish, &watches, &shutdown));
-
-    let leader_rx = leader_tx.subscribe();
-    let (round_tx, round_rx) = channel::channel::<Option<Arc<Round>>>(None);
-
-    let election = {
-        let (client, identity, shutdown) = (client.clone(), options.identity.clone(), shutdown.clone());
-        let config = options.leader_election.clone();
-        async move {
-            match config {
-                Some(config) => {
-                    leader::run(client, config, identity, leader_tx, shutdown)
-                        .instrument(tracing::info_span!("leader"))
-                        .await
-                }
-                // The sole replica leads until shutdown; the sender stays alive so the writers keep running.
-                None => {
-                    let mut shutdown = shutdown;
-                    let _ = shutdown.wait_for(|s| *s).await;
-                    drop(leader_tx);
-                }
-            }
-        }
-    };
-    let writers = leader_work(
-        client,
-        &options,
-        publish,
-        stores.clone(),
-        round_rx,
-        leader_rx,
-        acme.clone(),
-        shutdown.clone(),
-    )
-    .instrument(tracing::info_span!("status"));
-    let publishing = publish_loop(stores, watches, &options, compiler, publisher, round_tx, acme, shutdown)
-        .instrument(tracing::info_span!("publish"));
-    tokio::join!(election, writers, publishing);
+    /// Compiles and publishes after every change (debounced, see [`ClusterOptions`]) once every watcher has
+    /// listed, until `shutdown`; after each compile, sends a [`Round`] on `rounds` and feeds `acme`.
+    pub async fn run(
+        self,
+        options: &ClusterOptions,
+        compiler: Arc<Compiler>,
+        publisher: Publisher,
+        rounds: channel::Sender<Option<Arc<Round>>>,
+        acme: Option<crate::acme::AcmeHandle>,
+        shutdown: channel::Receiver<bool>,
+    ) {
+        publish_loop(
+            self.stores,
+            self.watches,
+            options,
+            compiler,
+            publisher,
+            rounds,
+            acme,
+            shutdown,
+        )
+        .await
+    }
 }
 
 fn start_watches(
@@ -407,59 +362,5 @@ async fn publish_loop(
             }
             Err(e) => tracing::error!(error = %e, "translation panicked; keeping the last table"),
         }
-    }
-}
-
-/// Status and Events, for the leader: runs after every compile, on gaining leadership, on retry, and when the
-/// ACME manager reports a changed set of invalid orders (those become Events on their Ingresses too).
-#[allow(clippy::too_many_arguments)]
-async fn leader_work(
-    client: kube::Client,
-    options: &ClusterOptions,
-    publish: Vec<Publish>,
-    objects: Arc<Stores>,
-    mut rounds: channel::Receiver<Option<Arc<Round>>>,
-    mut leader: channel::Receiver<bool>,
-    acme: Option<crate::acme::AcmeHandle>,
-    mut shutdown: channel::Receiver<bool>,
-) {
-    let mut acme_reports = acme.as_ref().map(|a| a.subscribe());
-    let mut status = status::StatusWriter::new(client.clone(), publish);
-    let mut events = events::EventSink::new(
-        client,
-        options.identity.clone(),
-        options.event_dedupe,
-        options.event_burst,
-    );
-    let mut retry = false;
-    loop {
-        tokio::select! {
-            r = rounds.changed() => if r.is_err() { return },
-            r = leader.changed() => if r.is_err() { return },
-            _ = tokio::time::sleep(options.retry), if retry => {}
-            r = changed(&mut acme_reports) => if r.is_err() { acme_reports = None },
-            _ = shutdown.wait_for(|s| *s) => return,
-        }
-        let Some(round) = rounds.borrow_and_update().clone() else {
-            continue;
-        };
-        let is_leader = *leader.borrow_and_update();
-        let mut ok = status.reconcile(&round.owned, &*objects, &leader).await;
-        if is_leader && *leader.borrow() {
-            let mut diagnostics = round.diagnostics.clone();
-            if let Some(a) = &acme {
-                diagnostics.extend(a.status().diagnostics());
-            }
-            ok &= events.emit(&diagnostics, &*objects).await;
-        }
-        retry = !ok;
-    }
-}
-
-/// The next change of an optional watch channel; never resolves without one.
-async fn changed(rx: &mut Option<channel::Receiver<u64>>) -> Result<(), channel::error::RecvError> {
-    match rx {
-        Some(rx) => rx.changed().await,
-        None => std::future::pending().await,
     }
 }

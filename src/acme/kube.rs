@@ -146,7 +146,7 @@ impl KubeStore {
             match api.create(&PostParams::default(), &create()).await {
                 Ok(_) => return Ok(()),
                 // Created meanwhile: patch it.
-                Err(kube::Error::Api(s)) if s.code == 409 => continue,
+                Err(kube::Error::Api(s)) if s.code == 409 => {}
                 Err(e) => return Err(Self::api_err(path)(e)),
             }
         }

@@ -1,9 +1,6 @@
-//! File mode: a directory of Kubernetes YAML read as a [`ClusterState`].
-//!
-//! Every `*.yaml`/`*.yml` below the directory is read (hidden entries, such as the `..data` folders of a mounted
-//! ConfigMap, are skipped), each document parsed by its `apiVersion` and `kind`. Kinds Portico does not use are
-//! skipped quietly. A document that cannot be read is a diagnostic naming the file and the document's index; the
-//! file then keeps contributing its last good version, so a broken edit loses nothing.
+//! The per-file store: what each file of the manifest directory last contributed, and the [`ClusterState`]
+//! assembled from it. A file that cannot be read or parsed keeps contributing its last good version, so a broken
+//! edit loses nothing.
 //!
 //! Parsing dominates a reload, so a load parses only the files whose content changed and keeps every other
 //! file's objects where they are: one copy of each object, moved (never cloned) between the per-file store and
@@ -15,11 +12,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use serde::Deserialize;
-
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-
-use crate::model::{ClusterState, Diagnostic, Ingress, Severity, Strings, Subject};
+use super::parse::{counts_of, parse_chunk, parse_documents, split_documents, Parse};
+use super::scan::{fingerprint, yaml_files, ManifestError, Stamp};
+use crate::model::{ClusterState, Diagnostic, Severity, Subject};
 
 /// A manifest directory and what each file in it last contributed.
 ///
@@ -35,15 +30,6 @@ pub struct ManifestDir {
     order: Vec<PathBuf>,
     state: Arc<ClusterState>,
     parse: Parse,
-}
-
-/// What parsing keeps between files and loads.
-#[derive(Default)]
-struct Parse {
-    /// Documents parsed so far (those whose objects were moved over from the last version are not counted).
-    parsed: u64,
-    /// The strings the kept Ingresses share (see [`Strings`]); pruned after each load.
-    strings: Strings,
 }
 
 /// What one file contributes, and how to tell whether it changed since.
@@ -86,39 +72,10 @@ struct Doc {
     counts: [u32; 5],
 }
 
-/// The metadata that changes when a file's content does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-struct Stamp {
-    len: u64,
-    modified: Option<SystemTime>,
-    /// Inode and change time: a file replaced by a rename, or rewritten with the same size and a restored
-    /// modification time, still differs.
-    inode: u64,
-    changed: (i64, i64),
-}
-
-impl Stamp {
-    fn of(m: &std::fs::Metadata) -> Self {
-        use std::os::unix::fs::MetadataExt;
-        Self {
-            len: m.len(),
-            modified: m.modified().ok(),
-            inode: m.ino(),
-            changed: (m.ctime(), m.ctime_nsec()),
-        }
-    }
-}
-
 /// A file modified less than this long before it was read may be modified again within the same timestamp
 /// granule (coarse kernel clocks, filesystems with whole-second times), so its stamp alone does not prove it
 /// unchanged: such a file is read again (and parsed only if its content differs).
 const RACY: Duration = Duration::from_secs(2);
-
-#[derive(Debug, thiserror::Error)]
-pub enum ManifestError {
-    #[error("cannot read manifest directory {path}: {source}")]
-    Dir { path: String, source: std::io::Error },
-}
 
 impl ManifestDir {
     pub fn new(root: impl Into<PathBuf>) -> Self {
@@ -151,59 +108,11 @@ impl ManifestDir {
 
     /// A cheap fingerprint of the directory (names, sizes, modification times) to notice changes.
     pub fn fingerprint(&self) -> Result<u64, ManifestError> {
-        let files = self.files()?;
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        for f in files {
-            f.hash(&mut h);
-            std::fs::metadata(&f).ok().map(|m| Stamp::of(&m)).hash(&mut h);
-        }
-        Ok(h.finish())
+        Ok(fingerprint(&self.files()?))
     }
 
     fn files(&self) -> Result<Vec<PathBuf>, ManifestError> {
-        let mut out = Self::files_under(&self.root, true)?;
-        for extra in &self.extra_roots {
-            out.extend(Self::files_under(extra, false)?);
-        }
-        Ok(out)
-    }
-
-    fn files_under(root: &Path, required: bool) -> Result<Vec<PathBuf>, ManifestError> {
-        let mut out = Vec::new();
-        let mut stack = vec![root.to_path_buf()];
-        let mut first = true;
-        while let Some(dir) = stack.pop() {
-            let entries = match std::fs::read_dir(&dir) {
-                Ok(e) => e,
-                Err(source) if first && required => {
-                    return Err(ManifestError::Dir {
-                        path: dir.display().to_string(),
-                        source,
-                    })
-                }
-                Err(_) => continue,
-            };
-            first = false;
-            for entry in entries.flatten() {
-                let name = entry.file_name();
-                if name.to_string_lossy().starts_with('.') {
-                    continue;
-                }
-                let path = entry.path();
-                // Follow symlinks (mounted ConfigMaps link their files).
-                match std::fs::metadata(&path) {
-                    Ok(m) if m.is_dir() => stack.push(path),
-                    Ok(m) if m.is_file() => {
-                        if matches!(path.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")) {
-                            out.push(path);
-                        }
-                    }
-                    _ => {}
-                }
-            }
-        }
-        out.sort();
-        Ok(out)
+        yaml_files(&self.root, &self.extra_roots)
     }
 
     /// Reads the directory. Files that fail keep their last good objects; every failure is a diagnostic. Only
@@ -409,31 +318,6 @@ fn refresh(file: &Path, shown: &str, old: Option<FileEntry>, cx: &mut Parse) -> 
     }
 }
 
-/// Splits a multi-document YAML text at its document markers (`---` at the start of a line): the text before the
-/// first marker, then each marker with its document. `None` for what this simple split may not read as the
-/// stream parser does (directives, document end markers): such a text is parsed whole.
-fn split_documents(text: &str) -> Option<Vec<&str>> {
-    let mut chunks = Vec::new();
-    let mut start = 0;
-    let mut at = 0;
-    for line in text.split_inclusive('\n') {
-        let marker = |m: &str| {
-            line.strip_prefix(m)
-                .is_some_and(|rest| rest.is_empty() || rest.starts_with(|c: char| c.is_ascii_whitespace()))
-        };
-        if line.starts_with('%') || marker("...") {
-            return None;
-        }
-        if marker("---") {
-            chunks.push(&text[start..at]);
-            start = at;
-        }
-        at += line.len();
-    }
-    chunks.push(&text[start..]);
-    Some(chunks)
-}
-
 /// Parses a file's text document by document, moving the objects of documents whose text did not change out of
 /// `old` instead of parsing them again. `None` (with `old` untouched) when the text does not split simply, or a
 /// document has an error or is not read as one document: the caller parses the whole text then, so
@@ -539,176 +423,14 @@ fn parse_by_document(text: &str, old: Option<&mut FileEntry>, cx: &mut Parse) ->
     Some((out, docs))
 }
 
-/// Parses one document's text into `out`; the number of documents found, `None` on any error.
-fn parse_chunk(chunk: &str, out: &mut ClusterState, cx: &mut Parse) -> Option<usize> {
-    let mut seen = 0;
-    cx.parsed += 1;
-    for doc in serde_yaml::Deserializer::from_str(chunk) {
-        seen += 1;
-        let value = serde_yaml::Value::deserialize(doc).ok()?;
-        parse_value(value, out, &mut cx.strings).ok()?;
-    }
-    Some(seen)
-}
-
-fn counts_of(s: &ClusterState) -> [usize; 5] {
-    [
-        s.ingresses.len(),
-        s.ingress_classes.len(),
-        s.services.len(),
-        s.endpoint_slices.len(),
-        s.secrets.len(),
-    ]
-}
-
 /// Moves `n` objects from `start` in `from` (leaving defaults) to the end of `to`.
 fn move_range<T: Default>(from: &mut [T], start: usize, n: usize, to: &mut Vec<T>) {
     to.extend(from[start..start + n].iter_mut().map(std::mem::take));
 }
 
-/// Parses one multi-document YAML text (named `file` in diagnostics) into a state. Used by `portico check`-like
-/// tools and tests that hold manifests in memory.
-pub fn state_from_yaml(text: &str, file: &str) -> (ClusterState, Vec<Diagnostic>) {
-    parse_documents(text, file, &mut Strings::default())
-}
-
-/// Parses a multi-document YAML text into objects and per-document diagnostics.
-fn parse_documents(text: &str, file: &str, strings: &mut Strings) -> (ClusterState, Vec<Diagnostic>) {
-    let mut objects = ClusterState::default();
-    let mut errors = Vec::new();
-    for (index, doc) in serde_yaml::Deserializer::from_str(text).enumerate() {
-        let err = |reason: String| Diagnostic {
-            subject: Subject::Document {
-                file: file.to_string(),
-                index,
-            },
-            reason,
-            severity: Severity::Error,
-        };
-        let value = match serde_yaml::Value::deserialize(doc) {
-            Ok(v) => v,
-            Err(e) => {
-                errors.push(err(format!("invalid YAML: {e}")));
-                // A syntax error ends the stream: later documents cannot be located reliably.
-                break;
-            }
-        };
-        if let Err(reason) = parse_value(value, &mut objects, strings) {
-            errors.push(err(reason));
-        }
-    }
-    // Kept until the file changes: no growth slack.
-    objects.ingresses.shrink_to_fit();
-    objects.services.shrink_to_fit();
-    objects.endpoint_slices.shrink_to_fit();
-    (objects, errors)
-}
-
-fn parse_value(mut value: serde_yaml::Value, out: &mut ClusterState, strings: &mut Strings) -> Result<(), String> {
-    if value.is_null() {
-        return Ok(());
-    }
-    if !value.is_mapping() {
-        return Err("not a Kubernetes object: a document must be a mapping".into());
-    }
-    // Read apiVersion and kind in place: deserializing them from a copy of the whole document cost as much as
-    // the typed parse itself.
-    let field = |key: &str| match value.get(key) {
-        None | Some(serde_yaml::Value::Null) => Ok(None),
-        Some(serde_yaml::Value::String(s)) => Ok(Some(s.clone())),
-        Some(_) => Err(format!("not a Kubernetes object: {key} must be a string")),
-    };
-    let (api, kind) = (field("apiVersion")?, field("kind")?);
-    let (Some(api), Some(kind)) = (api.as_deref(), kind.as_deref()) else {
-        return Err("not a Kubernetes object: apiVersion and kind are required".into());
-    };
-    fn typed<T: serde::de::DeserializeOwned + k8s_openapi::Metadata<Ty = ObjectMeta>>(
-        v: serde_yaml::Value,
-        kind: &str,
-        out: &mut Vec<T>,
-    ) -> Result<(), String> {
-        let obj: T = serde_yaml::from_value(v).map_err(|e| format!("invalid {kind}: {e}"))?;
-        if obj.metadata().name.is_none() {
-            return Err(format!("{kind} has no metadata.name"));
-        }
-        out.push(obj);
-        Ok(())
-    }
-    match (api, kind) {
-        ("networking.k8s.io/v1", "Ingress") => {
-            let mut one = Vec::with_capacity(1);
-            typed::<k8s_openapi::api::networking::v1::Ingress>(value, kind, &mut one)?;
-            out.ingresses
-                .extend(one.into_iter().map(|o| Ingress::from_k8s(o, strings)));
-            Ok(())
-        }
-        ("networking.k8s.io/v1", "IngressClass") => typed(value, kind, &mut out.ingress_classes),
-        ("v1", "Service") => typed(value, kind, &mut out.services),
-        ("discovery.k8s.io/v1", "EndpointSlice") => typed(value, kind, &mut out.endpoint_slices),
-        ("v1", "Secret") => typed(value, kind, &mut out.secrets),
-        ("v1", "List") => {
-            let items = match value.get_mut("items") {
-                Some(serde_yaml::Value::Sequence(items)) => std::mem::take(items),
-                _ => Vec::new(),
-            };
-            for item in items {
-                parse_value(item, out, strings)?;
-            }
-            Ok(())
-        }
-        (_, "Ingress" | "IngressClass" | "EndpointSlice") => Err(format!(
-            "{kind} apiVersion {api:?} is not supported (use networking.k8s.io/v1 or discovery.k8s.io/v1)"
-        )),
-        _ => Ok(()),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn documents_and_errors() {
-        let text = "\
-apiVersion: v1
-kind: Service
-metadata: {name: a}
----
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: ignored}
----
----
-apiVersion: networking.k8s.io/v1
-kind: Ingress
-metadata: {name: bad}
-spec: {rules: 7}
----
-kind: Service
----
-apiVersion: networking.k8s.io/v1beta1
-kind: Ingress
-metadata: {name: old}
----
-apiVersion: v1
-kind: List
-items:
-- {apiVersion: v1, kind: Secret, metadata: {name: s}, type: kubernetes.io/tls}
-";
-        let (objs, errs) = state_from_yaml(text, "x.yaml");
-        assert_eq!((objs.services.len(), objs.secrets.len()), (1, 1), "{objs:?}");
-        let msgs: Vec<String> = errs.iter().map(|d| d.to_string()).collect();
-        assert_eq!(msgs.len(), 3, "{msgs:?}");
-        assert!(msgs[0].starts_with("x.yaml document 3: invalid Ingress"), "{msgs:?}");
-        assert!(
-            msgs[1].starts_with("x.yaml document 4: not a Kubernetes object"),
-            "{msgs:?}"
-        );
-        assert!(
-            msgs[2].contains("document 5") && msgs[2].contains("not supported"),
-            "{msgs:?}"
-        );
-    }
 
     #[test]
     fn broken_file_keeps_its_last_good_objects() {

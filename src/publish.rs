@@ -1,0 +1,277 @@
+//! The pipeline's one writer: a source's snapshot of objects in, one routing [`Snapshot`] swapped in out.
+//!
+//! ```text
+//!  source (file poll | kube watch) ──ClusterState──▶ Compiler::compile ──Compiled──▶ Publisher::publish
+//!                                    translation (incremental),      unchanged? stop │ routing::Builder::build
+//!                                    then certificates (certs)                       │ health checkers, upstream
+//!                                                                                    │ policies, metrics
+//!                                                                                    ▼
+//!                                                      Shared::snapshot (ArcSwap) ◀── store, then ready
+//! ```
+//!
+//! Sources call [`Compiler::compile`] (pure but for the clock they pass in) and hand the result to their
+//! [`Publisher`]; nothing else writes the snapshot. The admin listener and the ACME manager read [`Shared`].
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use anyhow::Context;
+use arc_swap::ArcSwap;
+
+use crate::certs::{build_tls, DefaultSource, LoadedCert, TlsBuild};
+use crate::config::{Config, DefaultCertificate};
+use crate::model::{self, ClusterState, Diagnostic, ImplicitClass, ObjectRef, Options, SetOptions, Translation};
+use crate::routing::Snapshot;
+
+/// State shared by the data plane, the admin listener and the publisher.
+pub struct Shared {
+    pub snapshot: Arc<ArcSwap<Snapshot>>,
+    /// Counters and gauges, rendered at the admin listener's `/metrics`.
+    pub metrics: Arc<crate::metrics::Metrics>,
+    ready: AtomicBool,
+    /// The last published compilation (read by the admin API and tests; never on the request path).
+    last: Mutex<Option<Arc<Compiled>>>,
+    /// The ACME manager, when a listener set has `acme` (its counters are shown at `/metrics`).
+    pub acme: std::sync::OnceLock<crate::acme::AcmeHandle>,
+    /// Per-Ingress upstream settings (TLS to backends, body timeouts), published with each table.
+    pub upstream_policies: Arc<crate::upstream::policy::Policies>,
+}
+
+impl Shared {
+    /// Nothing published yet: `snapshot` holds an empty table per listener set and [`Shared::is_ready`] is false.
+    pub fn new(
+        snapshot: Arc<ArcSwap<Snapshot>>,
+        metrics: Arc<crate::metrics::Metrics>,
+        upstream_policies: Arc<crate::upstream::policy::Policies>,
+    ) -> Self {
+        Self {
+            snapshot,
+            metrics,
+            ready: AtomicBool::new(false),
+            last: Mutex::new(None),
+            acme: std::sync::OnceLock::new(),
+            upstream_policies,
+        }
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    pub fn last_translation(&self) -> Option<Arc<Translation>> {
+        self.last_compiled().map(|c| Arc::new(c.translation.clone()))
+    }
+
+    pub fn last_compiled(&self) -> Option<Arc<Compiled>> {
+        self.last.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+/// The pure stages of a publish: translation, then certificates. Every diagnostic ends up in `translation`.
+pub struct Compiled {
+    pub translation: Translation,
+    pub tls: TlsBuild,
+}
+
+impl Compiled {
+    /// What `portico check` prints: routes, the certificate each TLS host is served with, then diagnostics.
+    pub fn describe(&self) -> String {
+        let mut out = self.translation.describe_routes();
+        for (set, served) in self.translation.sets.iter().zip(&self.tls.served) {
+            out.push_str(&format!("certificates of listener set {}:\n", set.name));
+            for (host, info) in served {
+                let host = if host == "*default*" {
+                    "(default)"
+                } else {
+                    host.as_str()
+                };
+                out.push_str(&format!(
+                    "  {host}: subject {}, names [{}], not after {}, {}\n",
+                    info.subject,
+                    info.names().join(", "),
+                    crate::certs::format_unix(info.not_after),
+                    info.source
+                ));
+            }
+        }
+        out.push_str(&self.translation.describe_diagnostics());
+        out
+    }
+}
+
+// === impl Options ===
+
+/// Here rather than in `model`, so that translation does not depend on the configuration's types.
+impl Options {
+    /// Options from a configuration. `file_mode` makes every configured class implicit, the first class of the
+    /// first listener set being the default.
+    pub fn from_config(config: &Config, file_mode: bool) -> Self {
+        let implicit_classes = if file_mode {
+            config
+                .listener_sets
+                .iter()
+                .flat_map(|s| s.ingress_classes.iter())
+                .enumerate()
+                .map(|(i, c)| ImplicitClass {
+                    name: c.clone(),
+                    default: i == 0,
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        Self {
+            controller: crate::config::CONTROLLER_NAME.to_string(),
+            listener_sets: config
+                .listener_sets
+                .iter()
+                .map(|s| SetOptions {
+                    name: s.name.clone(),
+                    classes: s.ingress_classes.clone(),
+                    adopted: s.adopt_classes.clone(),
+                    share_hosts: s.share_hosts_across_namespaces,
+                })
+                .collect(),
+            implicit_classes,
+            owned_list: !file_mode,
+        }
+    }
+}
+
+// === impl Compiler ===
+
+/// Runs translation and the certificate stage with what the configuration fixed at startup. Translation is
+/// incremental: each compile translates again only what changed since the previous one (same result as a full
+/// translation, see `model::Incremental`).
+pub struct Compiler {
+    translator: Mutex<model::Incremental>,
+    defaults: Vec<DefaultSource>,
+    sessions: Arc<dyn rustls::server::StoresServerSessions>,
+}
+
+impl Compiler {
+    /// Reads default-certificate files (the only I/O) and makes one self-signed certificate for sets without one.
+    pub fn new(config: &Config, file_mode: bool) -> anyhow::Result<Self> {
+        let self_signed = LoadedCert::self_signed(&["portico.invalid".to_string()]);
+        let mut defaults = Vec::new();
+        for set in &config.listener_sets {
+            defaults.push(match &set.default_certificate {
+                None => DefaultSource::Loaded(self_signed.clone()),
+                Some(DefaultCertificate::Files { cert, key }) => {
+                    let c = std::fs::read(cert).with_context(|| format!("reading {}", cert.display()))?;
+                    let k = std::fs::read(key).with_context(|| format!("reading {}", key.display()))?;
+                    DefaultSource::Loaded(
+                        LoadedCert::from_pem(&c, &k, format!("file {}", cert.display()))
+                            .with_context(|| format!("listener set {}: default certificate", set.name))?,
+                    )
+                }
+                Some(DefaultCertificate::Secret { namespace, name }) => DefaultSource::Secret {
+                    secret: ObjectRef {
+                        kind: "Secret",
+                        namespace: namespace.clone(),
+                        name: name.clone(),
+                    },
+                    fallback: self_signed.clone(),
+                },
+            });
+        }
+        Ok(Self {
+            translator: Mutex::new(model::Incremental::new(Options::from_config(config, file_mode))),
+            defaults,
+            sessions: rustls::server::ServerSessionMemoryCache::new(4096),
+        })
+    }
+
+    pub fn compile(&self, state: &ClusterState, mut source_diagnostics: Vec<Diagnostic>, now: i64) -> Compiled {
+        let mut translation = {
+            let mut translator = self.translator.lock().unwrap_or_else(|poisoned| {
+                // A translation panicked half-way: its indexes cannot be trusted, start over.
+                self.translator.clear_poison();
+                let mut t = poisoned.into_inner();
+                *t = model::Incremental::new(t.options().clone());
+                t
+            });
+            translator.translate(state)
+        };
+        let mut tls = build_tls(&translation, &state.secrets, &self.defaults, now, &self.sessions);
+        source_diagnostics.append(&mut translation.diagnostics);
+        source_diagnostics.append(&mut tls.diagnostics);
+        translation.diagnostics = source_diagnostics;
+        Compiled { translation, tls }
+    }
+}
+
+// === impl Publisher ===
+
+/// Turns compilations into published snapshots. Skips publishing when nothing changed.
+pub struct Publisher {
+    shared: Arc<Shared>,
+    generation: u64,
+    /// Keeps an index of the backends it handed out, so a rebuild walks only the hosts that changed.
+    builder: crate::routing::Builder,
+    checkers: crate::upstream::health::Checkers,
+}
+
+impl Publisher {
+    pub fn new(shared: Arc<Shared>) -> Self {
+        Self {
+            shared,
+            generation: 0,
+            builder: Default::default(),
+            checkers: Default::default(),
+        }
+    }
+
+    /// Publishes a compilation. Returns whether a new table went out.
+    pub fn publish(&mut self, c: Compiled) -> bool {
+        let last = self.shared.last_compiled();
+        if let Some(prev) = &last {
+            if prev.translation == c.translation && prev.tls.fingerprint == c.tls.fingerprint && self.generation > 0 {
+                tracing::debug!("objects changed but the routing model and certificates did not; not publishing");
+                return false;
+            }
+        }
+        let started = Instant::now();
+        self.generation += 1;
+        let prev = self.shared.snapshot.load_full();
+        let tls = Some(c.tls.sets.clone());
+        // Hosts whose model did not change keep their compiled routes.
+        let before = last.as_ref().map(|l| &l.translation);
+        let snap = self
+            .builder
+            .build(&c.translation, tls, self.generation, Some((&prev, before)));
+        let t = &c.translation;
+        let hosts: usize = snap.sets.iter().map(|s| s.host_count()).sum();
+        let routes: usize = snap.sets.iter().map(|s| s.route_count()).sum();
+        // Backends of unchanged hosts were in the previous table and have their checkers.
+        self.checkers.ensure(self.builder.built_backends().iter());
+        // These look only at the hosts that changed since `before`.
+        self.shared.upstream_policies.publish(t, before);
+        // Before the swap, so every route in the new table already has its counters.
+        self.shared.metrics.published(
+            &c.translation,
+            &c.tls,
+            &snap,
+            before,
+            self.generation,
+            started.elapsed(),
+        );
+        drop(last);
+        self.shared.snapshot.store(Arc::new(snap));
+        self.shared.ready.store(true, Ordering::Release);
+        for d in &t.diagnostics {
+            tracing::warn!(subject = %d.subject, reason = %d.reason, "rejected");
+        }
+        tracing::info!(
+            generation = self.generation,
+            hosts,
+            routes,
+            diagnostics = t.diagnostics.len(),
+            build_us = started.elapsed().as_micros() as u64,
+            "routing table published"
+        );
+        *self.shared.last.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(c));
+        true
+    }
+}

@@ -1,0 +1,210 @@
+//! Parsing YAML documents into objects: each document read by its `apiVersion` and `kind`; kinds Portico does not
+//! use are skipped quietly; a document that cannot be read is a diagnostic naming the file and the document's
+//! index.
+
+use serde::Deserialize;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+use crate::model::{ClusterState, Diagnostic, Ingress, Severity, Strings, Subject};
+
+/// What parsing keeps between files and loads.
+#[derive(Default)]
+pub(super) struct Parse {
+    /// Documents parsed so far (those whose objects were moved over from the last version are not counted).
+    pub(super) parsed: u64,
+    /// The strings the kept Ingresses share (see [`Strings`]); pruned after each load.
+    pub(super) strings: Strings,
+}
+
+/// Splits a multi-document YAML text at its document markers (`---` at the start of a line): the text before the
+/// first marker, then each marker with its document. `None` for what this simple split may not read as the
+/// stream parser does (directives, document end markers): such a text is parsed whole.
+pub(super) fn split_documents(text: &str) -> Option<Vec<&str>> {
+    let mut chunks = Vec::new();
+    let mut start = 0;
+    let mut at = 0;
+    for line in text.split_inclusive('\n') {
+        let marker = |m: &str| {
+            line.strip_prefix(m)
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with(|c: char| c.is_ascii_whitespace()))
+        };
+        if line.starts_with('%') || marker("...") {
+            return None;
+        }
+        if marker("---") {
+            chunks.push(&text[start..at]);
+            start = at;
+        }
+        at += line.len();
+    }
+    chunks.push(&text[start..]);
+    Some(chunks)
+}
+
+/// Parses one document's text into `out`; the number of documents found, `None` on any error.
+pub(super) fn parse_chunk(chunk: &str, out: &mut ClusterState, cx: &mut Parse) -> Option<usize> {
+    let mut seen = 0;
+    cx.parsed += 1;
+    for doc in serde_yaml::Deserializer::from_str(chunk) {
+        seen += 1;
+        let value = serde_yaml::Value::deserialize(doc).ok()?;
+        parse_value(value, out, &mut cx.strings).ok()?;
+    }
+    Some(seen)
+}
+
+pub(super) fn counts_of(s: &ClusterState) -> [usize; 5] {
+    [
+        s.ingresses.len(),
+        s.ingress_classes.len(),
+        s.services.len(),
+        s.endpoint_slices.len(),
+        s.secrets.len(),
+    ]
+}
+
+/// Parses one multi-document YAML text (named `file` in diagnostics) into a state. Used by `portico check`-like
+/// tools and tests that hold manifests in memory.
+pub fn state_from_yaml(text: &str, file: &str) -> (ClusterState, Vec<Diagnostic>) {
+    parse_documents(text, file, &mut Strings::default())
+}
+
+/// Parses a multi-document YAML text into objects and per-document diagnostics.
+pub(super) fn parse_documents(text: &str, file: &str, strings: &mut Strings) -> (ClusterState, Vec<Diagnostic>) {
+    let mut objects = ClusterState::default();
+    let mut errors = Vec::new();
+    for (index, doc) in serde_yaml::Deserializer::from_str(text).enumerate() {
+        let err = |reason: String| Diagnostic {
+            subject: Subject::Document {
+                file: file.to_string(),
+                index,
+            },
+            reason,
+            severity: Severity::Error,
+        };
+        let value = match serde_yaml::Value::deserialize(doc) {
+            Ok(v) => v,
+            Err(e) => {
+                errors.push(err(format!("invalid YAML: {e}")));
+                // A syntax error ends the stream: later documents cannot be located reliably.
+                break;
+            }
+        };
+        if let Err(reason) = parse_value(value, &mut objects, strings) {
+            errors.push(err(reason));
+        }
+    }
+    // Kept until the file changes: no growth slack.
+    objects.ingresses.shrink_to_fit();
+    objects.services.shrink_to_fit();
+    objects.endpoint_slices.shrink_to_fit();
+    (objects, errors)
+}
+
+fn parse_value(mut value: serde_yaml::Value, out: &mut ClusterState, strings: &mut Strings) -> Result<(), String> {
+    if value.is_null() {
+        return Ok(());
+    }
+    if !value.is_mapping() {
+        return Err("not a Kubernetes object: a document must be a mapping".into());
+    }
+    // Read apiVersion and kind in place: deserializing them from a copy of the whole document cost as much as
+    // the typed parse itself.
+    let field = |key: &str| match value.get(key) {
+        None | Some(serde_yaml::Value::Null) => Ok(None),
+        Some(serde_yaml::Value::String(s)) => Ok(Some(s.clone())),
+        Some(_) => Err(format!("not a Kubernetes object: {key} must be a string")),
+    };
+    let (api, kind) = (field("apiVersion")?, field("kind")?);
+    let (Some(api), Some(kind)) = (api.as_deref(), kind.as_deref()) else {
+        return Err("not a Kubernetes object: apiVersion and kind are required".into());
+    };
+    fn typed<T: serde::de::DeserializeOwned + k8s_openapi::Metadata<Ty = ObjectMeta>>(
+        v: serde_yaml::Value,
+        kind: &str,
+        out: &mut Vec<T>,
+    ) -> Result<(), String> {
+        let obj: T = serde_yaml::from_value(v).map_err(|e| format!("invalid {kind}: {e}"))?;
+        if obj.metadata().name.is_none() {
+            return Err(format!("{kind} has no metadata.name"));
+        }
+        out.push(obj);
+        Ok(())
+    }
+    match (api, kind) {
+        ("networking.k8s.io/v1", "Ingress") => {
+            let mut one = Vec::with_capacity(1);
+            typed::<k8s_openapi::api::networking::v1::Ingress>(value, kind, &mut one)?;
+            out.ingresses
+                .extend(one.into_iter().map(|o| Ingress::from_k8s(o, strings)));
+            Ok(())
+        }
+        ("networking.k8s.io/v1", "IngressClass") => typed(value, kind, &mut out.ingress_classes),
+        ("v1", "Service") => typed(value, kind, &mut out.services),
+        ("discovery.k8s.io/v1", "EndpointSlice") => typed(value, kind, &mut out.endpoint_slices),
+        ("v1", "Secret") => typed(value, kind, &mut out.secrets),
+        ("v1", "List") => {
+            let items = match value.get_mut("items") {
+                Some(serde_yaml::Value::Sequence(items)) => std::mem::take(items),
+                _ => Vec::new(),
+            };
+            for item in items {
+                parse_value(item, out, strings)?;
+            }
+            Ok(())
+        }
+        (_, "Ingress" | "IngressClass" | "EndpointSlice") => Err(format!(
+            "{kind} apiVersion {api:?} is not supported (use networking.k8s.io/v1 or discovery.k8s.io/v1)"
+        )),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn documents_and_errors() {
+        let text = "\
+apiVersion: v1
+kind: Service
+metadata: {name: a}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: ignored}
+---
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {name: bad}
+spec: {rules: 7}
+---
+kind: Service
+---
+apiVersion: networking.k8s.io/v1beta1
+kind: Ingress
+metadata: {name: old}
+---
+apiVersion: v1
+kind: List
+items:
+- {apiVersion: v1, kind: Secret, metadata: {name: s}, type: kubernetes.io/tls}
+";
+        let (objs, errs) = state_from_yaml(text, "x.yaml");
+        assert_eq!((objs.services.len(), objs.secrets.len()), (1, 1), "{objs:?}");
+        let msgs: Vec<String> = errs.iter().map(|d| d.to_string()).collect();
+        assert_eq!(msgs.len(), 3, "{msgs:?}");
+        assert!(msgs[0].starts_with("x.yaml document 3: invalid Ingress"), "{msgs:?}");
+        assert!(
+            msgs[1].starts_with("x.yaml document 4: not a Kubernetes object"),
+            "{msgs:?}"
+        );
+        assert!(
+            msgs[2].contains("document 5") && msgs[2].contains("not supported"),
+            "{msgs:?}"
+        );
+    }
+}

@@ -1,0 +1,132 @@
+//! What the leader writes back to the cluster, and who the leader is: Ingress status ([`ingress`]), Events for
+//! diagnostics ([`events`]), and leader election with a Lease ([`leader`]).
+//!
+//! ```text
+//!  kube source ──Round (owned Ingresses, diagnostics), after every compile──▶ run: leader only
+//!                                                                             │ ingress::StatusWriter (status
+//!  leader::elect (Lease, optional) ──leader: bool──────────────────────────▶ │ subresource), events::EventSink
+//!      └──▶ ACME manager (orders only while leader)                          ▼ (objects read from the stores)
+//! ```
+//!
+//! Every replica serves traffic; only the leader writes. Nothing here is on the request path or feeds the
+//! routing table.
+
+pub mod events;
+pub mod ingress;
+pub mod leader;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::networking::v1::Ingress;
+use tokio::sync::watch as channel;
+
+use crate::config::Publish;
+use crate::model::{Diagnostic, ObjectRef};
+
+/// What one compile tells the leader's writers: the Ingresses that are ours (with their listener set's index)
+/// and every diagnostic. The kube source sends one after every compile, published or not (a publish Service's
+/// new address changes status without changing the routing model).
+pub struct Round {
+    pub owned: Arc<Vec<(ObjectRef, usize)>>,
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+/// The objects the leader's writers look up by name: the reflector stores as they are now (a `ClusterState`
+/// in tests).
+pub trait Objects: Send + Sync {
+    fn ingress(&self, namespace: &str, name: &str) -> Option<Arc<Ingress>>;
+    fn service(&self, namespace: &str, name: &str) -> Option<Arc<Service>>;
+    /// The uid of an object of a kind Portico reads.
+    fn uid(&self, r: &ObjectRef) -> Option<String>;
+}
+
+/// How the leader's writers run (from [`ClusterOptions`](crate::source::kube::ClusterOptions)).
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// This replica's name (the Events' reporting instance).
+    pub identity: String,
+    /// The same Event (object and message) is not sent again within this.
+    pub event_dedupe: Duration,
+    /// At most this many Events per round.
+    pub event_burst: usize,
+    /// Retry interval for failed status or Event writes.
+    pub retry: Duration,
+}
+
+/// Status and Events, for the leader: runs after every compile, on gaining leadership, on retry, and when the
+/// ACME manager reports a changed set of invalid orders (those become Events on their Ingresses too).
+#[allow(clippy::too_many_arguments)]
+pub async fn run(
+    client: kube::Client,
+    settings: Settings,
+    publish: Vec<Publish>,
+    objects: Arc<dyn Objects>,
+    mut rounds: channel::Receiver<Option<Arc<Round>>>,
+    mut leader: channel::Receiver<bool>,
+    acme: Option<crate::acme::AcmeHandle>,
+    mut shutdown: channel::Receiver<bool>,
+) {
+    let mut acme_reports = acme.as_ref().map(|a| a.subscribe());
+    let mut status = ingress::StatusWriter::new(client.clone(), publish);
+    let mut events = events::EventSink::new(client, settings.identity, settings.event_dedupe, settings.event_burst);
+    let mut retry = false;
+    loop {
+        tokio::select! {
+            r = rounds.changed() => if r.is_err() { return },
+            r = leader.changed() => if r.is_err() { return },
+            _ = tokio::time::sleep(settings.retry), if retry => {}
+            r = changed(&mut acme_reports) => if r.is_err() { acme_reports = None },
+            _ = shutdown.wait_for(|s| *s) => return,
+        }
+        let Some(round) = rounds.borrow_and_update().clone() else {
+            continue;
+        };
+        let is_leader = *leader.borrow_and_update();
+        let mut ok = status.reconcile(&round.owned, &*objects, &leader).await;
+        if is_leader && *leader.borrow() {
+            let mut diagnostics = round.diagnostics.clone();
+            if let Some(a) = &acme {
+                diagnostics.extend(a.status().diagnostics());
+            }
+            ok &= events.emit(&diagnostics, &*objects).await;
+        }
+        retry = !ok;
+    }
+}
+
+/// The next change of an optional watch channel; never resolves without one.
+async fn changed(rx: &mut Option<channel::Receiver<u64>>) -> Result<(), channel::error::RecvError> {
+    match rx {
+        Some(rx) => rx.changed().await,
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+impl Objects for crate::model::ClusterState {
+    fn ingress(&self, namespace: &str, name: &str) -> Option<Arc<Ingress>> {
+        let found = self
+            .ingresses
+            .iter()
+            .find(|o| o.metadata.namespace.as_deref() == Some(namespace) && o.metadata.name.as_deref() == Some(name));
+        found.map(|o| Arc::new(o.to_k8s()))
+    }
+
+    fn service(&self, namespace: &str, name: &str) -> Option<Arc<Service>> {
+        let found = self
+            .services
+            .iter()
+            .find(|o| o.metadata.namespace.as_deref() == Some(namespace) && o.metadata.name.as_deref() == Some(name));
+        found.cloned().map(Arc::new)
+    }
+
+    fn uid(&self, r: &ObjectRef) -> Option<String> {
+        match r.kind {
+            "Ingress" => self.ingress(&r.namespace, &r.name)?.metadata.uid.clone(),
+            "Service" => self.service(&r.namespace, &r.name)?.metadata.uid.clone(),
+            _ => None,
+        }
+    }
+}
