@@ -734,6 +734,7 @@ mod tests {
                         },
                         https_redirect: false,
                         policy: Default::default(),
+                        canary: None,
                     }],
                 })
             })

@@ -5,6 +5,7 @@
 //! Before any value is read, [`check_keys`] classifies every key under the two prefixes with [`catalog`]:
 //! an unsupported or unknown one disables the Ingress, a listed no-op is a warning.
 
+pub mod canary;
 pub mod catalog;
 pub mod rewrite;
 
@@ -160,6 +161,8 @@ pub struct IngressPolicy {
     pub active_check: Option<ActiveCheck>,
     /// Regex paths, the rewrite target, app-root and redirects.
     pub rewrite: rewrite::Rewrites,
+    /// The selection rules of a canary Ingress (`None`: not a canary).
+    pub canary: Option<canary::Canary>,
 }
 
 /// An active health check, as HAProxy's `check inter 5s fall 3 rise 2` with `option httpchk GET /path`.
@@ -237,6 +240,7 @@ impl Default for IngressPolicy {
             backend_protocol: BackendProtocol::Http1,
             active_check: None,
             rewrite: rewrite::Rewrites::default(),
+            canary: None,
         }
     }
 }
@@ -729,9 +733,7 @@ impl IngressPolicy {
             balance: parse_balance(meta)?,
             affinity_cookie: match string_any(meta, &AFFINITY_COOKIE_NAME)? {
                 None => DEFAULT_AFFINITY_COOKIE.to_string(),
-                Some(n) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') => {
-                    n.to_string()
-                }
+                Some(n) if canary::is_cookie_name(n) => n.to_string(),
                 Some(n) => {
                     return Err(format!(
                         "annotation {}: {n:?} is not a cookie name",
@@ -749,6 +751,7 @@ impl IngressPolicy {
             upstream_timeout: timeout_any(meta, &UPSTREAM_TIMEOUT)?,
             request_body_timeout: timeout_any(meta, &REQUEST_BODY_TIMEOUT)?,
             rewrite: rewrite::Rewrites::from_meta(meta)?,
+            canary: canary::Canary::from_meta(meta)?,
         })
     }
 }
@@ -807,6 +810,14 @@ mod tests {
             &rewrite::PERMANENT_REDIRECT_CODE,
             &rewrite::TEMPORAL_REDIRECT,
             &rewrite::TEMPORAL_REDIRECT_CODE,
+            &canary::CANARY,
+            &canary::BY_HEADER,
+            &canary::BY_HEADER_VALUE,
+            &canary::BY_HEADER_PATTERN,
+            &canary::BY_COOKIE,
+            &canary::WEIGHT,
+            &canary::WEIGHT_TOTAL,
+            &canary::AFFINITY_BEHAVIOR,
         ]
         .concat();
         parsed.sort_unstable();
