@@ -51,6 +51,16 @@ fn names(list: &[String]) -> Vec<HeaderName> {
         .collect()
 }
 
+/// The value of the cookie `name` in a request's `Cookie` headers (the first, when it is there twice).
+pub fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|c| c.trim().strip_prefix(name)?.strip_prefix('='))
+}
+
 impl RoutePolicy {
     pub fn compile(p: &IngressPolicy) -> Self {
         let mut request_set = pairs(&p.request_set);
@@ -92,17 +102,6 @@ impl RoutePolicy {
             pass_host: true,
             ..Default::default()
         }
-    }
-
-    /// The affinity cookie's value in a request's `Cookie` headers.
-    pub fn affinity_from<'h>(&self, headers: &'h HeaderMap) -> Option<&'h str> {
-        let name = self.affinity_cookie.as_deref()?;
-        headers
-            .get_all(http::header::COOKIE)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(';'))
-            .find_map(|c| c.trim().strip_prefix(name)?.strip_prefix('='))
     }
 
     /// Whether the client may use this route.
