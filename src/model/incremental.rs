@@ -9,7 +9,10 @@
 //!   and its slices, and per Ingress a digest of those it names;
 //! - Secrets, only through the upstream-CA annotation: such an Ingress is translated every time;
 //! - the other Ingresses of its listener set, through shared hosts (who owns a host, who claimed a path first),
-//!   the set's default backend (the oldest wins) and the set's TLS hosts (which paths redirect to HTTPS).
+//!   the set's default backend (the oldest wins) and the set's TLS hosts (which paths redirect to HTTPS);
+//! - a canary Ingress's paths, through the hosts it shares with its main Ingress: a canary is a member of its
+//!   rules' host groups, and translating a host attaches that host's canary paths (`model::canary`), their
+//!   diagnostics tagged stage 4 with the host.
 //!
 //! A change marks hosts: those of the changed Ingresses, before and after. Each marked host is translated again
 //! from the Ingresses that have a rule for it, oldest first, on a fresh builder: the steps the full translation
