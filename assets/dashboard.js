@@ -35,6 +35,13 @@ function backendCell(b) {
   return el("div", {}, el("code", {}, b.id), el("div", { class: "mono muted" }, eps));
 }
 
+// A route's canary: its Ingress and rules, then its backend.
+function canaryCell(c) {
+  return el("div", { class: "canary" },
+    el("span", { class: "tag" }, "canary"), " ", el("span", { class: "mono" }, c.ingress + " · " + c.rules),
+    backendCell(c.backend));
+}
+
 function renderSets(data) {
   const root = document.getElementById("sets");
   root.replaceChildren(...data.sets.map((s) => {
@@ -48,7 +55,7 @@ function renderSets(data) {
         rows.push([
           el("code", {}, h.host),
           el("span", {}, el("code", {}, p.path), " ", el("span", { class: "tag" }, p.kind)),
-          backendCell(p.backend),
+          el("div", {}, backendCell(p.backend), p.canary ? canaryCell(p.canary) : null),
           el("span", { class: "mono" }, p.ingress),
           p.https_redirect ? "→ https" : "",
         ]);

@@ -1,7 +1,8 @@
 //! Micro-benchmarks of the request path's pure parts: `cargo bench --bench hot_paths`.
 //!
 //! Route lookup (1 host vs 10,000 hosts, requests spread over all of them), translation of 1,000 Ingresses,
-//! the upstream header edits (hop-by-hop strip + X-Forwarded-*), and path / host normalisation.
+//! the upstream header edits (hop-by-hop strip + X-Forwarded-*), path / host normalisation, and choosing a
+//! route's canary.
 
 mod common;
 
@@ -150,5 +151,73 @@ fn normalisation(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, lookup, translation, headers, normalisation);
+/// A main Ingress on `shop.example` and `plain.example`, and a canary on shop's `/` with header, cookie and weight
+/// rules: the route `host` matches.
+fn canary_table() -> Snapshot {
+    let yaml = r#"# implicit-classes
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: default}
+spec: {ports: [{port: 80}]}
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {name: shop, namespace: default}
+spec:
+  rules:
+    - {host: shop.example, http: {paths: [{path: /, pathType: Prefix, backend: {service: {name: web, port: {number: 80}}}}]}}
+    - {host: plain.example, http: {paths: [{path: /, pathType: Prefix, backend: {service: {name: web, port: {number: 80}}}}]}}
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: shop-canary
+  namespace: default
+  annotations:
+    nginx.ingress.kubernetes.io/canary: "true"
+    nginx.ingress.kubernetes.io/canary-by-header: X-Canary
+    nginx.ingress.kubernetes.io/canary-by-cookie: canary
+    nginx.ingress.kubernetes.io/canary-weight: "20"
+spec:
+  rules:
+    - {host: shop.example, http: {paths: [{path: /, pathType: Prefix, backend: {service: {name: web, port: {number: 80}}}}]}}
+"#;
+    let (state, _) = portico::source::manifests::state_from_yaml(yaml, "bench");
+    let t = translate(&state, &common::options());
+    assert!(t.describe().contains("[canary "), "{}", t.describe());
+    Snapshot::build(&t, None, 1, None)
+}
+
+/// Choosing between a route's backend and its canary (`Route::canary_for`): a route without one, and a canary
+/// decided by its header, its cookie, or the weight.
+fn canary(c: &mut Criterion) {
+    let mut g = c.benchmark_group("canary");
+    let snap = canary_table();
+    let route = |host: &str| match snap.sets[0].lookup(host, "/") {
+        Lookup::Route(r) => r,
+        _ => panic!("no route for {host}"),
+    };
+    let (plain, shop) = (route("plain.example"), route("shop.example"));
+    let base = request_headers();
+    let mut by_header = base.clone();
+    by_header.insert("x-canary", HeaderValue::from_static("always"));
+    let mut by_cookie = base.clone();
+    by_cookie.insert(
+        "cookie",
+        HeaderValue::from_static("session=0123456789abcdef; canary=always"),
+    );
+    g.bench_function("no_canary", |b| {
+        b.iter(|| black_box(plain).canary_for(black_box(&base)).is_some())
+    });
+    for (name, h) in [
+        ("by_header", &by_header),
+        ("by_cookie", &by_cookie),
+        ("by_weight", &base),
+    ] {
+        g.bench_function(name, |b| b.iter(|| black_box(shop).canary_for(black_box(h)).is_some()));
+    }
+    g.finish();
+}
+
+criterion_group!(benches, lookup, translation, headers, normalisation, canary);
 criterion_main!(benches);

@@ -76,6 +76,8 @@ pub struct Entry {
     pub upstream: Option<SocketAddr>,
     pub ingress: Option<Arc<str>>,
     pub service: Option<Arc<crate::upstream::Backend>>,
+    /// The canary Ingress, when its backend served (`service` is then the canary's).
+    pub canary: Option<Arc<str>>,
     pub tls: bool,
     pub tls_version: Option<&'static str>,
     pub sni: Option<Arc<str>>,
@@ -169,6 +171,8 @@ struct Line<'a> {
     upstream: Option<String>,
     ingress: Option<&'a str>,
     service: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    canary: Option<&'a str>,
     tls: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     tls_version: Option<&'static str>,
@@ -192,6 +196,7 @@ impl<'a> Line<'a> {
             upstream: e.upstream.map(|u| u.to_string()),
             ingress: e.ingress.as_deref(),
             service: e.service.as_ref().map(|b| b.id.as_str()),
+            canary: e.canary.as_deref(),
             tls: e.tls,
             tls_version: e.tls_version,
             sni: e.sni.as_deref(),

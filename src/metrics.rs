@@ -290,6 +290,10 @@ impl Metrics {
             let mut routes = |h: &crate::model::HostModel| {
                 for r in table.map_or(&[][..], |t| t.routes_of(&h.host)) {
                     note(&r.ingress, &r.backend.id);
+                    // A request the canary serves counts under the route's Ingress and the canary's Service.
+                    if let Some(c) = &r.canary {
+                        note(&r.ingress, &c.backend.id);
+                    }
                 }
             };
             match previous.and_then(|t| t.sets.get(i)) {
@@ -736,6 +740,7 @@ mod tests {
                         },
                         https_redirect: false,
                         policy: Default::default(),
+                        canary: None,
                     }],
                 })
             })

@@ -106,6 +106,8 @@ fn manifests(shop: SocketAddr, blog: SocketAddr, tools: SocketAddr) -> String {
         "portico",
         &[("*.blog.example.com", "/posts", "Prefix", "ghost")],
     );
+    // A canary on the blog's route: shown under the route's backend.
+    m += "---\napiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: ghost-canary\n  namespace: blog\n  annotations: {nginx.ingress.kubernetes.io/canary: \"true\", nginx.ingress.kubernetes.io/canary-weight: \"10\"}\nspec:\n  ingressClassName: portico\n  rules: [{host: \"*.blog.example.com\", http: {paths: [{path: /posts, pathType: Prefix, backend: {service: {name: ghost, port: {number: 80}}}}]}}]\n";
     m += &ingress(
         "ops",
         "grafana",
@@ -147,6 +149,7 @@ async fn dashboard_renders_sets_routes_backends_and_diagnostics() {
         shop.addr.to_string(),
         tools.addr.to_string(),
         "Ingress ops/dangling".to_string(),
+        "blog/ghost-canary · weight=10".to_string(),
         "gone-service not found".to_string(),
         "generation 1".to_string(),
     ];

@@ -41,6 +41,13 @@ fn backend(b: &BackendModel, down: &std::collections::HashMap<String, Vec<String
     })
 }
 
+/// A route's canary: its Ingress, backend and rules (`portico check`'s form).
+fn canary(c: &crate::model::CanaryModel, down: &std::collections::HashMap<String, Vec<String>>) -> Value {
+    let mut rules = String::new();
+    c.rules().describe_into(&mut rules);
+    json!({ "ingress": object(&c.ingress), "backend": backend(&c.backend, down), "rules": rules })
+}
+
 fn host_kind(h: &HostPattern) -> &'static str {
     match h {
         HostPattern::Exact(_) => "exact",
@@ -75,6 +82,7 @@ pub fn routes(admin: &Admin) -> Value {
                                     "ingress": object(&p.ingress),
                                     "backend": backend(&p.backend, &down),
                                     "https_redirect": p.https_redirect,
+                                    "canary": p.canary.as_ref().map(|c| canary(c, &down)),
                                 })).collect::<Vec<_>>(),
                             })
                         })
@@ -226,6 +234,21 @@ pub fn explain(admin: &Admin, query: &str) -> Resp {
                     r.path
                 ),
             };
+            let canary = r.canary.as_ref().map(|c| {
+                json!({
+                    "ingress": &*c.ingress,
+                    "backend": { "id": c.backend.id, "endpoints": endpoints(&c.backend) },
+                    "rules": c.rules.describe(),
+                })
+            });
+            let canary_why = match &r.canary {
+                Some(c) => format!(
+                    "; the canary Ingress {} takes a request by its rules ({}), the route's policy applying either way",
+                    c.ingress,
+                    c.rules.describe()
+                ),
+                None => String::new(),
+            };
             json!({
                 "match": host_kind(&r.host),
                 "route": {
@@ -236,7 +259,8 @@ pub fn explain(admin: &Admin, query: &str) -> Resp {
                     "https_redirect": r.https_redirect,
                 },
                 "backend": { "id": r.backend.id, "endpoints": endpoints(&r.backend) },
-                "reason": format!("{why}; {path_why}"),
+                "canary": canary,
+                "reason": format!("{why}; {path_why}{canary_why}"),
             })
         }
         Lookup::Default(d) => {

@@ -9,7 +9,10 @@
 //!   and its slices, and per Ingress a digest of those it names;
 //! - Secrets, only through the upstream-CA annotation: such an Ingress is translated every time;
 //! - the other Ingresses of its listener set, through shared hosts (who owns a host, who claimed a path first),
-//!   the set's default backend (the oldest wins) and the set's TLS hosts (which paths redirect to HTTPS).
+//!   the set's default backend (the oldest wins) and the set's TLS hosts (which paths redirect to HTTPS);
+//! - a canary Ingress's paths, through the hosts it shares with its main Ingress: a canary is a member of its
+//!   rules' host groups, and translating a host attaches that host's canary paths (`model::canary`), their
+//!   diagnostics tagged stage 4 with the host.
 //!
 //! A change marks hosts: those of the changed Ingresses, before and after. Each marked host is translated again
 //! from the Ingresses that have a rule for it, oldest first, on a fresh builder: the steps the full translation
@@ -439,6 +442,12 @@ impl Incremental {
             self.recs.push(rec);
             self.slots.insert(key, slot);
         }
+        for b in &mut builders {
+            t.attach_canaries(b);
+        }
+        for d in take_tagged(t) {
+            self.add_canary_diag(d, None);
+        }
         for ((set, b), mut hosts) in self.sets.iter_mut().zip(builders).zip(hosts) {
             // Groups in host order; members oldest first (the order records were made in).
             hosts.sort_by(|a, b| a.0.cmp(&b.0));
@@ -606,17 +615,54 @@ impl Incremental {
             let ing = &state.ingresses[rec.idx as usize];
             let iref = object_ref("Ingress", &ing.metadata).expect("named");
             t.ingress(ing, &iref, &mut b);
-            let mine = |d: &Tagged| d.0 .0 == 2 && d.1.as_ref() == Some(&host);
+            // The host's rules, and the attaching of its canary paths (stage 4, added below).
+            let mine = |d: &Tagged| matches!(d.0 .0, 2 | 4) && d.1.as_ref() == Some(&host);
             let fresh: Vec<Tagged> = take_tagged(t).into_iter().filter(mine).collect();
             rec.replace_diags(mine, fresh);
             touched.push(*k);
         }
         t.only_host = None;
+        t.attach_canaries(&mut b);
+        let attached = take_tagged(t);
+        if !attached.is_empty() {
+            let members = group.members.clone();
+            for d in attached {
+                self.add_canary_diag(d, Some(members.as_slice()));
+            }
+        }
+        let set = &mut self.sets[s];
+        let group = &mut set.groups[g as usize];
         let (paths, _, _) = b.into_parts();
         let model = SetBuilder::hosts(paths, &set.tls_hosts).pop();
         let same = matches!((&group.model, &model), (Some(old), Some(new)) if **old == *new);
         if !same {
             group.set_model(model.map(Arc::new));
+        }
+    }
+
+    /// Adds a diagnostic of attaching a canary's path to its Ingress's record: one of `members` (a host's
+    /// group), or any record when `None` (everything is being translated).
+    fn add_canary_diag(&mut self, d: Tagged, members: Option<&[Slot]>) {
+        let Subject::Object(o) = &d.2.subject else {
+            return;
+        };
+        let slot = match members {
+            Some(m) => m.iter().copied().find(|k| {
+                let age = &self.recs[*k as usize].age;
+                *age.1 == *o.namespace && *age.2 == *o.name
+            }),
+            None => self.slots.get(&self.key(&o.namespace, &o.name)).copied(),
+        };
+        let Some(slot) = slot else {
+            debug_assert!(false, "a canary diagnostic of an Ingress not translated: {}", d.2);
+            return;
+        };
+        let rec = &mut self.recs[slot as usize];
+        rec.replace_diags(|_| false, [d]);
+        // Translating everything: the record is listed by the caller's loop already when it had diagnostics; a
+        // host: `touched` relists it.
+        if members.is_none() {
+            self.with_diags.insert(rec.age.clone(), slot);
         }
     }
 
@@ -1040,7 +1086,7 @@ mod tests {
 
     fn ingress(rng: &mut Rng, ns: &str, name: &str) -> Ingress {
         let mut annotations = serde_json::Map::new();
-        match rng.below(12) {
+        match rng.below(18) {
             0 => {
                 annotations.insert("portico.dev/ssl-redirect".into(), "false".into());
             }
@@ -1057,6 +1103,33 @@ mod tests {
             }
             4 => {
                 annotations.insert("kubernetes.io/ingress.class".into(), "internal".into());
+            }
+            // Canaries: attached to the main routes of their hosts, with bad values and refused annotations.
+            5..=9 => {
+                annotations.insert("nginx.ingress.kubernetes.io/canary".into(), "true".into());
+                match rng.below(6) {
+                    0 => {
+                        annotations.insert(
+                            "nginx.ingress.kubernetes.io/canary-weight".into(),
+                            rng.pick(&["0", "20", "100", "150", "x"]).to_string().into(),
+                        );
+                    }
+                    1 => {
+                        annotations.insert("portico.dev/canary-by-header".into(), "x-canary".into());
+                        annotations.insert(
+                            "portico.dev/canary-by-header-pattern".into(),
+                            rng.pick(&["^b", "(bad"]).to_string().into(),
+                        );
+                    }
+                    2 => {
+                        annotations.insert("portico.dev/allow-source-ranges".into(), "10.0.0.0/8".into());
+                    }
+                    3 => {
+                        annotations.insert("portico.dev/load-balance".into(), "cookie".into());
+                        annotations.insert("portico.dev/ssl-redirect".into(), "false".into());
+                    }
+                    _ => {}
+                }
             }
             _ => {}
         }
@@ -1243,9 +1316,20 @@ mod tests {
     /// After each random edit (Ingresses edited, added, removed, Services and slices changed, classes and
     /// Secrets added and removed), the incremental translation equals a full translation of the same objects:
     /// routes, host ownership, path claims, default backends, TLS redirects, diagnostics in order, owned list.
+    /// What the generator's canaries must come to at some step: attached, without a main route, second on a
+    /// route, in another namespace than the main route, refused for an access annotation.
+    const CANARY_CASES: [&str; 5] = [
+        " [canary ",
+        "canary: no main Ingress serves",
+        "already has the canary",
+        "of another namespace; a canary must be",
+        "on a canary Ingress would not apply",
+    ];
+
     #[test]
     fn equals_full_translation_after_random_edits() {
         let opts = options();
+        let mut canary_cases = [0usize; CANARY_CASES.len()];
         for seed in 1..=12u64 {
             let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ seed.wrapping_mul(0x1234_5678_9abc_def1));
             let mut state = ClusterState::default();
@@ -1267,7 +1351,11 @@ mod tests {
             for step in 0..steps {
                 let full = super::super::translate(&state, &opts);
                 let got = inc.translate(&state);
-                assert_eq!(got.describe(), full.describe(), "seed {seed} step {step}: {state:#?}");
+                let text = full.describe();
+                for (i, needle) in CANARY_CASES.iter().enumerate() {
+                    canary_cases[i] += usize::from(text.contains(needle));
+                }
+                assert_eq!(got.describe(), text, "seed {seed} step {step}: {state:#?}");
                 assert_eq!(got, full, "seed {seed} step {step}");
                 for _ in 0..1 + rng.below(2) {
                     edit(&mut rng, &mut state, &mut next_name);
@@ -1276,6 +1364,9 @@ mod tests {
             // Most calls took the incremental path (the others: the first, and class changes).
             let [all, incremental] = inc.passes();
             assert!(incremental > steps * 3 / 4, "{all} full, {incremental} incremental");
+        }
+        for (n, case) in canary_cases.iter().zip(CANARY_CASES) {
+            assert!(*n > 10, "the generator made {case:?} only {n} times");
         }
     }
 

@@ -6,6 +6,7 @@
 //! clock, deterministic order: the same input always gives the same output.
 
 pub mod annotations;
+mod canary;
 mod changes;
 mod incremental;
 pub mod ingress;
@@ -137,6 +138,9 @@ impl Translation {
                         out.push_str(" [https-redirect]");
                     }
                     p.policy.describe_into(&mut out);
+                    if let Some(c) = &p.canary {
+                        c.describe_into(&mut out);
+                    }
                     out.push('\n');
                 }
             }
@@ -235,6 +239,42 @@ pub struct PathModel {
     pub https_redirect: bool,
     /// The Ingress's annotations: HSTS, header rewrites, allowlist.
     pub policy: std::sync::Arc<annotations::IngressPolicy>,
+    /// The canary attached to this route, if any (boxed: most routes have none).
+    pub canary: Option<Box<CanaryModel>>,
+}
+
+/// A canary attached to a main route: another Ingress's backend for the same host, path and path type, chosen per
+/// request by the canary's rules. The main route's policy (allowlist, redirects, header edits, rewrite) applies
+/// whichever backend serves: a canary changes only the backend.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CanaryModel {
+    pub backend: BackendModel,
+    /// The canary Ingress.
+    pub ingress: ObjectRef,
+    /// The canary Ingress's annotations: its rules (`policy.canary`, always set) and how its backend balances and
+    /// is checked (`balance`, `affinity_cookie`, `active_check`).
+    pub policy: std::sync::Arc<annotations::IngressPolicy>,
+}
+
+impl CanaryModel {
+    /// The canary's selection rules.
+    pub fn rules(&self) -> &annotations::canary::Canary {
+        self.policy
+            .canary
+            .as_ref()
+            .expect("a canary's policy carries its rules")
+    }
+
+    /// Appends ` [canary BACKEND (INGRESS) RULES]` for `portico check` and fixtures.
+    pub fn describe_into(&self, out: &mut String) {
+        use fmt::Write;
+        let _ = write!(out, " [canary {} ({}) ", self.backend, self.ingress);
+        self.rules().describe_into(out);
+        if self.policy.balance != annotations::Balance::RoundRobin {
+            let _ = write!(out, " balance {:?}", self.policy.balance);
+        }
+        out.push(']');
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -30,7 +30,7 @@ pub fn translate(state: &ClusterState, opts: &Options) -> Translation {
 
     let mut ingresses: Vec<&Ingress> = state.ingresses.iter().collect();
     ingresses.sort_by(|a, b| age_key(&a.metadata).cmp(&age_key(&b.metadata)));
-    for ing in ingresses {
+    for ing in ingresses.iter().copied() {
         let Some(iref) = object_ref("Ingress", &ing.metadata) else {
             continue;
         };
@@ -41,6 +41,14 @@ pub fn translate(state: &ClusterState, opts: &Options) -> Translation {
             owned.push((iref.clone(), set_idx));
         }
         t.ingress(ing, &iref, &mut sets[set_idx]);
+    }
+    // Canaries attach once every main route is known; their diagnostics go back among their Ingress's.
+    let before = t.diagnostics.len();
+    for set in &mut sets {
+        t.attach_canaries(set);
+    }
+    if t.diagnostics.len() > before {
+        super::canary::order_by_age(&mut t.diagnostics, &ingresses);
     }
 
     let sets = opts
@@ -195,9 +203,9 @@ pub(super) struct Translator<'a> {
     /// Incremental translation: every diagnostic, not deduplicated, with where in its Ingress it was found, so
     /// that a translation of some hosts only can put each back in place (see `model::incremental`).
     pub(super) tagged: Option<Vec<Tagged>>,
-    at: Tag,
+    pub(super) at: Tag,
     /// The host of the rule being translated (`None` outside rules and for a rule whose host is invalid).
-    at_host: Option<HostPattern>,
+    pub(super) at_host: Option<HostPattern>,
     /// Translate only the rules of this host (no default backend, no TLS entries).
     pub(super) only_host: Option<HostPattern>,
     /// The Ingress being translated sends to its Services' ClusterIPs (`service-upstream`).
@@ -206,7 +214,7 @@ pub(super) struct Translator<'a> {
 
 /// Where a diagnostic arises in its Ingress, in the order translation finds them: (stage, index, sequence).
 /// Stage 0: the Ingress as a whole (spec, annotations); 1: `spec.defaultBackend`; 2: `spec.rules[index]`;
-/// 3: `spec.tls[index]`.
+/// 3: `spec.tls[index]`; 4: attaching a canary's path `spec.rules[index].http.paths[sequence]`.
 pub(super) type Tag = (u8, u32, u32);
 
 /// A diagnostic of an incremental pass: where it arose, the rule's host for stage 2, the diagnostic.
@@ -215,12 +223,14 @@ pub(super) type Tagged = (Tag, Option<HostPattern>, Diagnostic);
 #[derive(Default)]
 pub(super) struct SetBuilder {
     /// (host, path, kind) -> path model and the policy of its Ingress. The first (oldest) claim wins.
-    paths: BTreeMap<(HostPattern, String, PathKind), (PathModel, Arc<IngressPolicy>)>,
+    pub(super) paths: BTreeMap<(HostPattern, String, PathKind), (PathModel, Arc<IngressPolicy>)>,
     /// host -> namespace that owns it (unused when the set shares hosts across namespaces).
     host_owner: FastMap<HostPattern, String>,
     share_hosts: bool,
     pub(super) default_backend: Option<DefaultBackendModel>,
     pub(super) tls: Vec<TlsModel>,
+    /// Canary paths waiting to attach to the main routes (`Translator::attach_canaries`), oldest Ingress first.
+    pub(super) canaries: Vec<super::canary::CanaryClaim>,
 }
 
 /// The hosts listed in `spec.tls` entries, as patterns (to tell which rule hosts redirect to HTTPS).
@@ -355,12 +365,12 @@ impl<'a> Translator<'a> {
         }
     }
 
-    fn diag(&mut self, object: &ObjectRef, reason: String) {
+    pub(super) fn diag(&mut self, object: &ObjectRef, reason: String) {
         self.push_diag(Diagnostic::object(object.clone(), reason));
     }
 
     /// A warning about something that is still served.
-    fn warn(&mut self, object: &ObjectRef, reason: String) {
+    pub(super) fn warn(&mut self, object: &ObjectRef, reason: String) {
         self.push_diag(Diagnostic::warning(object.clone(), reason));
     }
 
@@ -503,10 +513,15 @@ impl<'a> Translator<'a> {
             }
         };
         self.service_upstream = policy.retry.service_upstream;
+        let canary = policy.canary.is_some();
+        if !self.canary_annotations(iref, &ing.metadata, canary) {
+            return;
+        }
 
         if let Some(db) = spec.default_backend.as_ref().filter(|_| self.only_host.is_none()) {
             self.stage(1, 0);
             match &set.default_backend {
+                _ if canary => self.diag(iref, super::canary::DEFAULT_BACKEND_IGNORED.into()),
                 Some(existing) => {
                     let reason = format!(
                         "spec.defaultBackend ignored: the listener set's default backend is already set by the older {}",
@@ -541,10 +556,12 @@ impl<'a> Translator<'a> {
             if self.tagged.is_some() {
                 self.at_host = Some(host.clone());
             }
+            // A canary owns no host: its paths attach to the main Ingress's, in the same namespace.
             match set.host_owner.get(&host) {
                 // ingress-nginx's behaviour, opted into per set: paths of one host from several namespaces, the
                 // same path still going to the oldest Ingress.
                 _ if set.share_hosts => {}
+                _ if canary => {}
                 Some(owner) if owner != ns => {
                     let reason = format!(
                         "spec.rules[{ri}]: host {host} is already served for namespace {owner}; another namespace cannot take it over; rule ignored"
@@ -561,6 +578,10 @@ impl<'a> Translator<'a> {
             for (pi, p) in http.paths.iter().enumerate() {
                 // Formatted only into a diagnostic.
                 let at = PathAt { rule: ri, path: pi };
+                if canary {
+                    self.canary_path(iref, &host, p, at, &policy, set);
+                    continue;
+                }
                 let kind = match &*p.path_type {
                     // ingress-nginx: regex on the Ingress makes every path type a regex.
                     "Exact" | "Prefix" | "ImplementationSpecific" if policy.rewrite.regex => PathKind::Regex,
@@ -621,6 +642,7 @@ impl<'a> Translator<'a> {
                         ingress: iref.clone(),
                         https_redirect: false,
                         policy: policy.clone(),
+                        canary: None,
                     },
                     policy.clone(),
                 ));
@@ -630,6 +652,10 @@ impl<'a> Translator<'a> {
         let all_tls = self.only_host.is_none();
         for (ti, tls) in spec.tls.iter().flatten().filter(|_| all_tls).enumerate() {
             self.stage(3, ti);
+            if canary {
+                self.warn(iref, super::canary::TLS_IGNORED.into());
+                break;
+            }
             let Some(secret) = tls.secret_name.as_deref().filter(|s| !s.is_empty()) else {
                 continue;
             };
@@ -655,7 +681,7 @@ impl<'a> Translator<'a> {
     /// Resolves a backend in the Ingress's own namespace. `None` when the reference cannot be served at all (a
     /// resource backend, no service); a missing Service or port gives a backend without endpoints (503) and a
     /// diagnostic.
-    fn backend(
+    pub(super) fn backend(
         &mut self,
         iref: &ObjectRef,
         ns: &str,
@@ -826,9 +852,9 @@ impl<'a> Translator<'a> {
 }
 
 /// Where a path sits in its Ingress, as diagnostics name it: `spec.rules[1].http.paths[0]`.
-struct PathAt {
-    rule: usize,
-    path: usize,
+pub(super) struct PathAt {
+    pub(super) rule: usize,
+    pub(super) path: usize,
 }
 
 impl fmt::Display for PathAt {

@@ -166,6 +166,8 @@ pub struct Proxy {
 #[derive(Default)]
 struct Note {
     ingress: Option<Arc<str>>,
+    /// The canary Ingress, when its backend served the request.
+    canary: Option<Arc<str>>,
     backend: Option<Arc<crate::upstream::Backend>>,
     default_backend: bool,
     upstream: Option<SocketAddr>,
@@ -203,6 +205,8 @@ struct Target {
     policy: Arc<RoutePolicy>,
     /// The path `rewrite-target` made of the request's (not yet normalised).
     rewritten: Option<String>,
+    /// The canary's rules, when its backend serves the request (its affinity cookie replaces the route's).
+    canary: Option<Arc<crate::routing::CanaryRules>>,
 }
 
 static DEFAULT_SET_OPTIONS: SetOptions = SetOptions {
@@ -322,6 +326,7 @@ impl Proxy {
                         .flatten()
                 }),
                 service: note.backend,
+                canary: note.canary,
                 tls: conn.tls.is_some(),
                 tls_version: conn.tls.as_ref().map(|t| t.version),
                 sni: conn.tls.as_ref().and_then(|t| t.sni.clone()),
@@ -421,11 +426,15 @@ impl Proxy {
             match set.lookup(&host.name, &path) {
                 Lookup::Route(r) => {
                     note.ingress = Some(r.ingress.clone());
+                    // A canary changes the backend only: the route's policy applies to its requests too.
+                    let canary = r.canary_for(&parts.headers);
+                    note.canary = canary.map(|c| c.ingress.clone());
                     Target {
-                        backend: r.backend.clone(),
+                        backend: canary.map_or(&r.backend, |c| &c.backend).clone(),
                         https_redirect: r.https_redirect,
                         policy: r.policy.clone(),
                         rewritten: r.rewrite(&path),
+                        canary: canary.map(|c| c.rules.clone()),
                     }
                 }
                 Lookup::Default(d) => Target {
@@ -433,6 +442,7 @@ impl Proxy {
                     https_redirect: false,
                     policy: d.policy.clone(),
                     rewritten: None,
+                    canary: None,
                 },
                 Lookup::NotFound => return Err(ProxyError::NoRoute),
             }
@@ -471,7 +481,14 @@ impl Proxy {
             return Err(ProxyError::PayloadTooLarge);
         }
         let backend = target.backend.clone();
-        let affinity = target.policy.affinity_from(&parts.headers).map(str::to_owned);
+        // The affinity cookie of the side that serves: the canary Ingress's own when the canary does.
+        let affinity_name = match &target.canary {
+            Some(c) => c.affinity_cookie.as_deref(),
+            None => target.policy.affinity_cookie.as_deref(),
+        };
+        let affinity = affinity_name
+            .and_then(|n| crate::routing::cookie(&parts.headers, n))
+            .map(str::to_owned);
         let cx = PickContext {
             client: Some(client),
             cookie: affinity.as_deref(),
@@ -650,7 +667,7 @@ impl Proxy {
                     if let (Some(hsts), Some(_)) = (&target.policy.hsts, &conn.tls) {
                         rparts.headers.insert(header::STRICT_TRANSPORT_SECURITY, hsts.clone());
                     }
-                    if let Some(name) = target.policy.affinity_cookie.as_deref() {
+                    if let Some(name) = affinity_name {
                         let value = endpoint.cookie_value();
                         // A retried request keeps its cookie unless change-on-failure says otherwise.
                         let keep = tries > 1 && affinity.is_some() && !target.policy.affinity_change_on_failure;

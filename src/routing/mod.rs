@@ -9,12 +9,14 @@
 //! to it, so the Exact route wins ties as the semantics require. Both are checked against a brute-force matcher
 //! in the tests.
 
+mod canary;
 mod policy;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Weak};
 
-pub use policy::RoutePolicy;
+pub use canary::{CanaryRoute, CanaryRules};
+pub use policy::{cookie, RoutePolicy};
 
 use crate::certs::SetTls;
 use crate::model::annotations::{ActiveCheck, Balance};
@@ -208,6 +210,8 @@ pub struct Route {
     pub policy: Arc<RoutePolicy>,
     /// The compiled path of a [`PathKind::Regex`] route (boxed: most routes have none).
     regex: Option<Box<regex::Regex>>,
+    /// The canary Ingress's backend, chosen per request by its rules (boxed: most routes have none).
+    pub canary: Option<Box<CanaryRoute>>,
 }
 
 /// A listener set's default backend and the policy of the Ingress that set it.
@@ -232,6 +236,8 @@ pub enum Lookup<'a> {
 struct Policies {
     compiled: HashMap<*const crate::model::annotations::IngressPolicy, Arc<RoutePolicy>>,
     passthrough: Option<Arc<RoutePolicy>>,
+    /// Canary rules by the canary Ingress's policy.
+    canaries: HashMap<*const crate::model::annotations::IngressPolicy, Arc<CanaryRules>>,
     strings: crate::model::Strings,
     /// Scratch for an Ingress's `namespace/name`.
     scratch: String,
@@ -248,6 +254,13 @@ impl Policies {
         self.compiled
             .entry(Arc::as_ptr(p))
             .or_insert_with(|| Arc::new(RoutePolicy::compile(p)))
+            .clone()
+    }
+
+    fn canary(&mut self, p: &Arc<crate::model::annotations::IngressPolicy>) -> Arc<CanaryRules> {
+        self.canaries
+            .entry(Arc::as_ptr(p))
+            .or_insert_with(|| Arc::new(CanaryRules::compile(p)))
             .clone()
     }
 
@@ -335,6 +348,13 @@ impl HostRoutes {
                     https_redirect: p.https_redirect,
                     policy: policies.get(&p.policy),
                     regex,
+                    canary: p.canary.as_ref().map(|c| {
+                        Box::new(CanaryRoute {
+                            backend: backend(&c.backend, &c.policy),
+                            ingress: policies.ingress(&c.ingress),
+                            rules: policies.canary(&c.policy),
+                        })
+                    }),
                 })
             })
             .collect();
@@ -573,7 +593,8 @@ impl SetTable {
             .chain(self.wildcard.iter())
             .map(|k| &k.0)
             .chain(self.any.iter())
-            .flat_map(|h| h.routes.iter().map(|r| &r.backend))
+            .flat_map(|h| h.routes.iter())
+            .flat_map(|r| std::iter::once(&r.backend).chain(r.canary.iter().map(|c| &c.backend)))
             .chain(self.default_backend.iter().map(|d| &d.backend))
     }
 

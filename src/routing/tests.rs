@@ -41,6 +41,7 @@ fn set_with(hosts: &[(HostPattern, &[(&str, PathKind)])], default: bool) -> SetT
                         ingress: ing(),
                         https_redirect: false,
                         policy: Default::default(),
+                        canary: None,
                     }
                 })
                 .collect(),
@@ -168,6 +169,7 @@ fn unchanged_backends_are_reused_across_builds() {
                     ingress: ing(),
                     https_redirect: false,
                     policy: Default::default(),
+                    canary: None,
                 }],
             })],
             default_backend: None,
@@ -280,6 +282,7 @@ fn random_translation(rng: &mut Rng) -> Translation {
                 ingress: ing(),
                 https_redirect: rng.below(8) == 0,
                 policy: Default::default(),
+                canary: None,
             });
         }
         paths.sort_by(|a, b| (&a.path, a.kind).cmp(&(&b.path, b.kind)));

@@ -204,6 +204,13 @@ impl Backend {
             && self.endpoints.iter().zip(endpoints).all(|(e, a)| e.addr == *a)
     }
 
+    /// Whether an affinity cookie's value names one of this backend's endpoints (parsed, not rendered per
+    /// endpoint: no allocation).
+    pub fn names_endpoint(&self, cookie: &str) -> bool {
+        cookie.len() == 16
+            && u64::from_str_radix(cookie, 16).is_ok_and(|key| self.endpoints.iter().any(|e| e.key == key))
+    }
+
     pub fn addrs(&self) -> impl Iterator<Item = SocketAddr> + '_ {
         self.endpoints.iter().map(|e| e.addr)
     }

@@ -254,6 +254,7 @@ mod tests {
                         },
                         https_redirect: false,
                         policy: Arc::new(policy),
+                        canary: None,
                     }],
                 })
             })

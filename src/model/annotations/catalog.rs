@@ -104,8 +104,6 @@ const MTLS: &str =
     "client certificates are not implemented yet; rather than serve the app without them, the Ingress is not served";
 const LIMIT: &str =
     "rate and connection limits are not implemented yet; remove it only if the backend can take the traffic unlimited";
-const CANARY: &str =
-    "canaries are not implemented yet; the canary Ingress is not served and the main Ingress keeps all traffic";
 const CORS: &str =
     "CORS is not implemented yet; let the application answer CORS and its preflight itself, then remove it";
 
@@ -115,7 +113,7 @@ pub static TABLE: &[Entry] = &[
     // --- nginx.ingress.kubernetes.io/ ---
     e("nginx.ingress.kubernetes.io/add-base-url", Unsup, G::Routing, "removed from ingress-nginx in 0.22; remove it"),
     e("nginx.ingress.kubernetes.io/affinity", Impl, G::Affinity, "`cookie` = portico.dev/load-balance: cookie"),
-    e("nginx.ingress.kubernetes.io/affinity-canary-behavior", NoOp, G::Affinity, "only matters with canaries, which are not served yet"),
+    e("nginx.ingress.kubernetes.io/affinity-canary-behavior", Impl, G::Affinity, "= portico.dev/affinity-canary-behavior"),
     e("nginx.ingress.kubernetes.io/affinity-mode", NoOp, G::Affinity, "Portico's affinity cookie names an endpoint and keeps it while that endpoint is ready (ingress-nginx's `persistent`); `balanced` only differs after a scale-up"),
     e("nginx.ingress.kubernetes.io/allowlist-source-range", Impl, G::Access, "= portico.dev/allow-source-ranges"),
     e("nginx.ingress.kubernetes.io/app-root", Impl, G::Routing, "= portico.dev/app-root"),
@@ -146,13 +144,13 @@ pub static TABLE: &[Entry] = &[
     e("nginx.ingress.kubernetes.io/auth-url", Unsup, G::Access, AUTH),
     e("nginx.ingress.kubernetes.io/backend-protocol", Impl, G::Upstream, "= portico.dev/backend-protocol (`AJP` and `FCGI` are rejected)"),
     e("nginx.ingress.kubernetes.io/base-url-scheme", Unsup, G::Routing, "removed from ingress-nginx in 0.22; remove it"),
-    e("nginx.ingress.kubernetes.io/canary", Unsup, G::Routing, CANARY),
-    e("nginx.ingress.kubernetes.io/canary-by-cookie", Unsup, G::Routing, CANARY),
-    e("nginx.ingress.kubernetes.io/canary-by-header", Unsup, G::Routing, CANARY),
-    e("nginx.ingress.kubernetes.io/canary-by-header-pattern", Unsup, G::Routing, CANARY),
-    e("nginx.ingress.kubernetes.io/canary-by-header-value", Unsup, G::Routing, CANARY),
-    e("nginx.ingress.kubernetes.io/canary-weight", Unsup, G::Routing, CANARY),
-    e("nginx.ingress.kubernetes.io/canary-weight-total", Unsup, G::Routing, CANARY),
+    e("nginx.ingress.kubernetes.io/canary", Impl, G::Routing, "= portico.dev/canary"),
+    e("nginx.ingress.kubernetes.io/canary-by-cookie", Impl, G::Routing, "= portico.dev/canary-by-cookie"),
+    e("nginx.ingress.kubernetes.io/canary-by-header", Impl, G::Routing, "= portico.dev/canary-by-header"),
+    e("nginx.ingress.kubernetes.io/canary-by-header-pattern", Impl, G::Routing, "= portico.dev/canary-by-header-pattern"),
+    e("nginx.ingress.kubernetes.io/canary-by-header-value", Impl, G::Routing, "= portico.dev/canary-by-header-value"),
+    e("nginx.ingress.kubernetes.io/canary-weight", Impl, G::Routing, "= portico.dev/canary-weight"),
+    e("nginx.ingress.kubernetes.io/canary-weight-total", Impl, G::Routing, "= portico.dev/canary-weight-total"),
     e("nginx.ingress.kubernetes.io/client-body-buffer-size", NoOp, G::Buffering, "Portico streams request bodies and never spools them to disk"),
     e("nginx.ingress.kubernetes.io/configuration-snippet", Unsup, G::Snippets, "snippets are templated configuration; use portico.dev/request-headers-* and response-headers-* for header edits"),
     e("nginx.ingress.kubernetes.io/connection-proxy-header", NoOp, G::Headers, "Portico manages the Connection header of backend requests itself (pooled keep-alive)"),
@@ -263,6 +261,7 @@ pub static TABLE: &[Entry] = &[
     e("nginx.ingress.kubernetes.io/x-forwarded-prefix", Impl, G::Headers, "= portico.dev/x-forwarded-prefix"),
     // --- portico.dev/ ---
     e("portico.dev/acme", Impl, G::Tls, "`false` keeps ACME away from this Ingress's spec.tls entries"),
+    e("portico.dev/affinity-canary-behavior", Impl, G::Affinity, "on a canary: `sticky` (default) keeps a request carrying an affinity cookie on the side that set it; `legacy` lets the weight decide every time"),
     e("portico.dev/affinity-cookie-change-on-failure", Impl, G::Affinity, "`true`: re-issue the cookie when the request was retried on another endpoint"),
     e("portico.dev/affinity-cookie-domain", Impl, G::Affinity, "the cookie's Domain"),
     e("portico.dev/affinity-cookie-expires", Impl, G::Affinity, "the cookie's Expires, seconds from the response"),
@@ -274,6 +273,13 @@ pub static TABLE: &[Entry] = &[
     e("portico.dev/allow-source-ranges", Impl, G::Access, "403 for clients outside these networks"),
     e("portico.dev/app-root", Impl, G::Routing, "a request for exactly / gets 302 to this path"),
     e("portico.dev/backend-protocol", Impl, G::Upstream, "HTTP, H2C, GRPC, HTTPS or GRPCS to the backends"),
+    e("portico.dev/canary", Impl, G::Routing, "`true`: the Ingress's paths become the alternative backend of the main Ingress's same paths"),
+    e("portico.dev/canary-by-cookie", Impl, G::Routing, "a cookie: `always` sends to the canary, `never` to the main backend"),
+    e("portico.dev/canary-by-header", Impl, G::Routing, "a header: `always` sends to the canary, `never` to the main backend"),
+    e("portico.dev/canary-by-header-pattern", Impl, G::Routing, "a regex the canary-by-header value must match to send to the canary"),
+    e("portico.dev/canary-by-header-value", Impl, G::Routing, "the canary-by-header value that sends to the canary"),
+    e("portico.dev/canary-weight", Impl, G::Routing, "requests out of canary-weight-total sent to the canary at random"),
+    e("portico.dev/canary-weight-total", Impl, G::Routing, "the total canary-weight counts out of (default 100)"),
     e("portico.dev/connect-timeout", Impl, G::Timeouts, "time to connect to an endpoint (HTTP/1.1 and HTTPS backends)"),
     e("portico.dev/force-ssl-redirect", Impl, G::Tls, "redirect to HTTPS even without spec.tls here"),
     e("portico.dev/health-check", Impl, G::Health, "active checks: http or tcp"),
@@ -536,7 +542,7 @@ mod tests {
         );
         assert_eq!(edit_distance("kitten", "sitting"), 3);
         assert_eq!(
-            suggest("portico.dev/canary-weight"),
+            suggest("portico.dev/mirror-target"),
             None,
             "nginx's name is not implemented"
         );

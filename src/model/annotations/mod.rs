@@ -6,6 +6,7 @@
 //! an unsupported or unknown one disables the Ingress, a listed no-op is a warning.
 
 pub mod affinity;
+pub mod canary;
 pub mod catalog;
 pub mod retry;
 pub mod rewrite;
@@ -166,6 +167,8 @@ pub struct IngressPolicy {
     pub retry: retry::Retry,
     /// The affinity cookie's attributes (with `Balance::Cookie`).
     pub cookie: affinity::CookieAttributes,
+    /// The selection rules of a canary Ingress (`None`: not a canary).
+    pub canary: Option<canary::Canary>,
 }
 
 /// An active health check, as HAProxy's `check inter 5s fall 3 rise 2` with `option httpchk GET /path`.
@@ -245,6 +248,7 @@ impl Default for IngressPolicy {
             rewrite: rewrite::Rewrites::default(),
             retry: retry::Retry::default(),
             cookie: affinity::CookieAttributes::default(),
+            canary: None,
         }
     }
 }
@@ -257,7 +261,7 @@ fn timeout_any(meta: &IngressMeta, keys: &[&str]) -> Result<Option<std::time::Du
     v.parse::<u64>()
         .ok()
         .map(std::time::Duration::from_secs)
-        .or_else(|| crate::config::parse_duration(v))
+        .or_else(|| crate::units::parse_duration(v))
         .filter(|d| !d.is_zero())
         .map(Some)
         .ok_or_else(|| format!("annotation {}: {v:?} is not a duration like 30 or 30s", keys[0]))
@@ -382,7 +386,7 @@ impl UpstreamTls {
             .map(|s| s.as_bytes().to_vec())
             .or_else(|| secret.data.as_ref().and_then(|m| m.get("ca.crt")).map(|b| b.0.clone()))
             .ok_or_else(|| format!("CA Secret {namespace}/{name} has no ca.crt"))?;
-        crate::upstream::tls::parse_ca_bundle(&pem).map_err(|e| format!("CA Secret {namespace}/{name}: {e}"))?;
+        crate::pem::parse_ca_bundle(&pem).map_err(|e| format!("CA Secret {namespace}/{name}: {e}"))?;
         self.ca_pem = Some(pem);
         Ok(())
     }
@@ -395,7 +399,7 @@ fn duration_annotation(
 ) -> Result<std::time::Duration, String> {
     match get(meta, key) {
         None => Ok(default),
-        Some(v) => crate::config::parse_duration(v)
+        Some(v) => crate::units::parse_duration(v)
             .filter(|d| !d.is_zero())
             .ok_or_else(|| format!("annotation {key}: {v:?} is not a duration like 5s or 500ms")),
     }
@@ -742,9 +746,7 @@ impl IngressPolicy {
             balance,
             affinity_cookie: match string_any(meta, &AFFINITY_COOKIE_NAME)? {
                 None => DEFAULT_AFFINITY_COOKIE.to_string(),
-                Some(n) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') => {
-                    n.to_string()
-                }
+                Some(n) if canary::is_cookie_name(n) => n.to_string(),
                 Some(n) => {
                     return Err(format!(
                         "annotation {}: {n:?} is not a cookie name",
@@ -764,6 +766,7 @@ impl IngressPolicy {
             rewrite: rewrite::Rewrites::from_meta(meta)?,
             retry: retry::Retry::from_meta(meta)?,
             cookie: affinity::CookieAttributes::from_meta(meta, balance == Balance::Cookie)?,
+            canary: canary::Canary::from_meta(meta)?,
         })
     }
 }
@@ -834,6 +837,14 @@ mod tests {
             &affinity::MAX_AGE,
             &affinity::EXPIRES,
             &affinity::CHANGE_ON_FAILURE,
+            &canary::CANARY,
+            &canary::BY_HEADER,
+            &canary::BY_HEADER_VALUE,
+            &canary::BY_HEADER_PATTERN,
+            &canary::BY_COOKIE,
+            &canary::WEIGHT,
+            &canary::WEIGHT_TOTAL,
+            &canary::AFFINITY_BEHAVIOR,
         ]
         .concat();
         parsed.sort_unstable();
