@@ -182,7 +182,7 @@ spec:
   rules:
     - {host: shop.example, http: {paths: [{path: /, pathType: Prefix, backend: {service: {name: web, port: {number: 80}}}}]}}
 "#;
-    let (state, _) = portico::source::manifests::state_from_yaml(yaml, "bench");
+    let (state, _) = portico::source::file::state_from_yaml(yaml, "bench");
     let t = translate(&state, &common::options());
     assert!(t.describe().contains("[canary "), "{}", t.describe());
     Snapshot::build(&t, None, 1, None)
