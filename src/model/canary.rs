@@ -67,22 +67,10 @@ impl Translator<'_> {
         set: &mut SetBuilder,
     ) {
         // The path as written picks the main route; the canary's own use-regex or rewrite-target do not apply.
-        let kind = match &*p.path_type {
-            "Exact" => PathKind::Exact,
-            "Prefix" | "ImplementationSpecific" => PathKind::Prefix,
-            other => {
-                self.diag(iref, format!("{at}: unknown pathType {other:?}; path ignored"));
-                return;
-            }
-        };
-        let raw = match p.path.as_deref() {
-            Some(path) if !path.is_empty() => path,
-            _ if &*p.path_type == "ImplementationSpecific" => "/",
-            _ => {
-                self.diag(
-                    iref,
-                    format!("{at}: path is required for pathType {}; path ignored", p.path_type),
-                );
+        let (kind, raw) = match super::translate::path_kind(p, false) {
+            Ok(x) => x,
+            Err(reason) => {
+                self.diag(iref, format!("{at}: {reason}; path ignored"));
                 return;
             }
         };

@@ -244,6 +244,23 @@ pub(super) fn tls_hosts<'t>(tls: impl IntoIterator<Item = &'t TlsModel>) -> Vec<
         .collect()
 }
 
+/// A path's kind and its path as written (`/` for an `ImplementationSpecific` path left empty). `regex`: the
+/// Ingress's paths are regexes (ingress-nginx's use-regex or rewrite-target makes every path type one).
+pub(super) fn path_kind(p: &super::ingress::IngressPath, regex: bool) -> Result<(PathKind, &str), String> {
+    let kind = match &*p.path_type {
+        "Exact" | "Prefix" | "ImplementationSpecific" if regex => PathKind::Regex,
+        "Exact" => PathKind::Exact,
+        "Prefix" | "ImplementationSpecific" => PathKind::Prefix,
+        other => return Err(format!("unknown pathType {other:?}")),
+    };
+    let raw = match p.path.as_deref() {
+        Some(path) if !path.is_empty() => path,
+        _ if &*p.path_type == "ImplementationSpecific" => "/",
+        _ => return Err(format!("path is required for pathType {}", p.path_type)),
+    };
+    Ok((kind, raw))
+}
+
 /// A host with a regex path matches as ingress-nginx makes it: every path a regex (the others as literal text,
 /// so `/a.b` stays `/a.b`), tried longest first (by the path as written; ties keep the order of their keys), the
 /// first match winning. A literal path equal to an earlier one is dropped (it could never match).
@@ -582,24 +599,10 @@ impl<'a> Translator<'a> {
                     self.canary_path(iref, &host, p, at, &policy, set);
                     continue;
                 }
-                let kind = match &*p.path_type {
-                    // ingress-nginx: regex on the Ingress makes every path type a regex.
-                    "Exact" | "Prefix" | "ImplementationSpecific" if policy.rewrite.regex => PathKind::Regex,
-                    "Exact" => PathKind::Exact,
-                    "Prefix" | "ImplementationSpecific" => PathKind::Prefix,
-                    other => {
-                        self.diag(iref, format!("{at}: unknown pathType {other:?}; path ignored"));
-                        continue;
-                    }
-                };
-                let raw = match p.path.as_deref() {
-                    Some(path) if !path.is_empty() => path,
-                    _ if &*p.path_type == "ImplementationSpecific" => "/",
-                    _ => {
-                        self.diag(
-                            iref,
-                            format!("{at}: path is required for pathType {}; path ignored", p.path_type),
-                        );
+                let (kind, raw) = match path_kind(p, policy.rewrite.regex) {
+                    Ok(x) => x,
+                    Err(reason) => {
+                        self.diag(iref, format!("{at}: {reason}; path ignored"));
                         continue;
                     }
                 };

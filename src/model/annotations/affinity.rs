@@ -150,14 +150,7 @@ fn cookie_safe(v: &str) -> bool {
 mod tests {
     use super::*;
 
-    fn meta(pairs: &[(&str, &str)]) -> IngressMeta {
-        IngressMeta {
-            annotations: Some(Box::new(
-                pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
-            )),
-            ..Default::default()
-        }
-    }
+    use super::super::test_meta as meta;
 
     #[test]
     fn attributes_render_and_fail_closed() {

@@ -324,14 +324,7 @@ fn verification_asked(meta: &IngressMeta) -> bool {
 mod tests {
     use super::*;
 
-    fn meta(pairs: &[(&str, &str)]) -> IngressMeta {
-        IngressMeta {
-            annotations: Some(Box::new(
-                pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
-            )),
-            ..Default::default()
-        }
-    }
+    use super::super::test_meta as meta;
 
     #[test]
     fn parses_and_rejects() {

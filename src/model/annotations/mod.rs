@@ -771,18 +771,22 @@ impl IngressPolicy {
     }
 }
 
+/// Metadata holding these annotations (the annotation groups' tests).
+#[cfg(test)]
+pub(crate) fn test_meta(pairs: &[(&str, &str)]) -> IngressMeta {
+    IngressMeta {
+        annotations: Some(Box::new(
+            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        )),
+        ..Default::default()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn meta(pairs: &[(&str, &str)]) -> IngressMeta {
-        IngressMeta {
-            annotations: Some(Box::new(
-                pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
-            )),
-            ..Default::default()
-        }
-    }
+    use super::test_meta as meta;
 
     /// Every key a parser here reads, and nothing else, is `implemented` in the catalog.
     #[test]

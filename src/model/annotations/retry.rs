@@ -231,14 +231,7 @@ impl Retry {
 mod tests {
     use super::*;
 
-    fn meta(pairs: &[(&str, &str)]) -> IngressMeta {
-        IngressMeta {
-            annotations: Some(Box::new(
-                pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
-            )),
-            ..Default::default()
-        }
-    }
+    use super::super::test_meta as meta;
 
     #[test]
     fn parses_nginx_values() {

@@ -211,14 +211,7 @@ pub fn expand(target: &str, re: &regex::Regex, path: &str) -> String {
 mod tests {
     use super::*;
 
-    fn meta(pairs: &[(&str, &str)]) -> IngressMeta {
-        IngressMeta {
-            annotations: Some(Box::new(
-                pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
-            )),
-            ..Default::default()
-        }
-    }
+    use super::super::test_meta as meta;
 
     #[test]
     fn parses_and_rejects() {
