@@ -191,3 +191,69 @@ async fn app_root_and_redirects() {
     assert_eq!(web.count(), 1, "only the app-root's non-root request was proxied");
     gw.stop().await;
 }
+
+/// `server-alias` serves the Ingress's paths under other names; `from-to-www-redirect` answers the www twin with
+/// 308 to the same path, query and port on the rule's host. A name with rules of its own keeps them.
+#[tokio::test]
+async fn server_alias_and_www_redirect() {
+    let (web, other) = (echo("web").await, echo("other").await);
+    let mut m = service("default", "web", &[web.addr]);
+    m += &service("default", "other", &[other.addr]);
+    m += &annotated_ingress(
+        "default",
+        "app",
+        "app.example",
+        "web",
+        &[
+            (
+                "nginx.ingress.kubernetes.io/server-alias",
+                "app.example.net, *.apps.example, taken.example",
+            ),
+            ("nginx.ingress.kubernetes.io/from-to-www-redirect", "true"),
+        ],
+    );
+    m += &annotated_ingress("default", "taken", "taken.example", "other", &[]);
+    m += &annotated_ingress(
+        "default",
+        "shop",
+        "www.shop.example",
+        "web",
+        &[("portico.dev/from-to-www-redirect", "true")],
+    );
+    let gw = Gateway::start(&m).await;
+    let a = gw.addr(0);
+    let location = |r: &Reply| r.headers["location"].to_str().unwrap().to_string();
+
+    for host in ["app.example", "app.example.net", "x.apps.example", "APP.example.NET"] {
+        let r = get(a, host, "/p?q=1").await;
+        assert_eq!(
+            (r.backend().as_deref(), uri(&r).as_str()),
+            (Some("web"), "/p?q=1"),
+            "{host}"
+        );
+    }
+    // The alias's own rules win: taken.example stays the other Ingress's.
+    assert_eq!(get(a, "taken.example", "/").await.backend().as_deref(), Some("other"));
+    // An unrelated name is still not served.
+    assert_eq!(
+        get(a, "apps.example", "/").await.status,
+        404,
+        "*.apps.example is not apps.example"
+    );
+
+    // www twin -> the rule's host, path, query and port kept; and the other way round.
+    let r = get(a, "www.app.example", "/a/b?c=d").await;
+    assert_eq!((r.status, location(&r).as_str()), (308, "http://app.example/a/b?c=d"));
+    let r = get(a, "www.app.example:8080", "/").await;
+    assert_eq!((r.status, location(&r).as_str()), (308, "http://app.example:8080/"));
+    let r = get(a, "shop.example", "/cart").await;
+    assert_eq!((r.status, location(&r).as_str()), (308, "http://www.shop.example/cart"));
+    assert_eq!(
+        get(a, "www.shop.example", "/cart").await.backend().as_deref(),
+        Some("web")
+    );
+    // A redirect is not a route to the backend: only the five served requests above reached it.
+    assert_eq!(web.count(), 5);
+    assert_eq!(other.count(), 1);
+    gw.stop().await;
+}

@@ -410,6 +410,8 @@ impl Incremental {
         order.sort_by(|a, b| age_key(&a.1.metadata).cmp(&age_key(&b.1.metadata)));
         // Per set: (host, record slot, the host's position among the record's hosts).
         let mut hosts: Vec<Vec<(HostPattern, Slot, u32)>> = self.sets.iter().map(|_| Vec::new()).collect();
+        // Ingresses with alias annotations: (record slot, index, set), for the second pass.
+        let mut aliased: Vec<(Slot, usize, usize)> = Vec::new();
         for (idx, ing) in order {
             let Some(iref) = object_ref("Ingress", &ing.metadata) else {
                 continue;
@@ -426,6 +428,9 @@ impl Incremental {
                 let tls_before = b.tls.len();
                 t.ingress(ing, &iref, b);
                 rec.set_extra(take_tagged(t), b.tls[tls_before..].to_vec());
+                if annotations::alias::asked(&ing.metadata) {
+                    aliased.push((slot, idx, s));
+                }
                 rec.hosts = Few::from_vec(vec![0; rec_hosts.len()]);
                 hosts[s].extend(rec_hosts.into_iter().enumerate().map(|(i, h)| (h, slot, i as u32)));
                 let set = &mut self.sets[s];
@@ -447,6 +452,18 @@ impl Incremental {
         }
         for d in take_tagged(t) {
             self.add_canary_diag(d, None);
+        }
+        // Other names, once every own rule is claimed; their diagnostics go to their Ingress's record.
+        for (slot, idx, s) in aliased {
+            let ing = &state.ingresses[idx];
+            let iref = object_ref("Ingress", &ing.metadata).expect("named");
+            t.aliases(ing, &iref, &mut builders[s]);
+            let fresh = take_tagged(t);
+            if !fresh.is_empty() {
+                let rec = &mut self.recs[slot as usize];
+                rec.replace_diags(|_| false, fresh);
+                self.with_diags.insert(rec.age.clone(), slot);
+            }
         }
         for ((set, b), mut hosts) in self.sets.iter_mut().zip(builders).zip(hosts) {
             // Groups in host order; members oldest first (the order records were made in).
@@ -624,12 +641,26 @@ impl Incremental {
         t.only_host = None;
         t.attach_canaries(&mut b);
         let attached = take_tagged(t);
+        let members = group.members.clone();
         if !attached.is_empty() {
-            let members = group.members.clone();
             for d in attached {
                 self.add_canary_diag(d, Some(members.as_slice()));
             }
         }
+        // The members' other names that are this host (the second pass, `model::alias`).
+        t.only_host = Some(host.clone());
+        for k in members.as_slice() {
+            let rec = &mut self.recs[*k as usize];
+            let ing = &state.ingresses[rec.idx as usize];
+            if !annotations::alias::asked(&ing.metadata) {
+                continue;
+            }
+            let iref = object_ref("Ingress", &ing.metadata).expect("named");
+            t.aliases(ing, &iref, &mut b);
+            let named = |d: &Tagged| d.0 .0 == 5 && d.1.as_ref() == Some(&host);
+            rec.replace_diags(named, take_tagged(t));
+        }
+        t.only_host = None;
         let set = &mut self.sets[s];
         let group = &mut set.groups[g as usize];
         let (paths, _, _) = b.into_parts();
@@ -695,6 +726,12 @@ impl Incremental {
                 }
                 for p in rule.http.iter().flat_map(|h| &h.paths) {
                     dep(&p.backend);
+                }
+            }
+            // The Ingress is a member of its other names' hosts too (see `model::alias`).
+            for h in super::alias::names(ing) {
+                if !hosts.contains(&h) {
+                    hosts.push(h);
                 }
             }
         }
@@ -1061,7 +1098,7 @@ mod tests {
     }
 
     const NAMESPACES: [&str; 2] = ["a", "b"];
-    const HOSTS: [&str; 7] = [
+    const HOSTS: [&str; 8] = [
         "a.example",
         "b.example",
         "*.example",
@@ -1069,6 +1106,7 @@ mod tests {
         "Bad_Host",
         "x.a.example.",
         "B.Example",
+        "www.a.example",
     ];
 
     fn backend(rng: &mut Rng) -> Value {
@@ -1130,6 +1168,24 @@ mod tests {
                     }
                     _ => {}
                 }
+            }
+            // Other names: aliases and www twins, taking and losing names against rules and each other.
+            10 | 11 => {
+                annotations.insert(
+                    "nginx.ingress.kubernetes.io/server-alias".into(),
+                    rng.pick(&[
+                        "b.example",
+                        "a.example, *.example",
+                        "www.a.example",
+                        "x.a.example",
+                        "bad host",
+                    ])
+                    .to_string()
+                    .into(),
+                );
+            }
+            12 | 13 => {
+                annotations.insert("portico.dev/from-to-www-redirect".into(), "true".into());
             }
             _ => {}
         }

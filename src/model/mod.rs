@@ -5,6 +5,7 @@
 //! paths and backends to serve, plus a [`Diagnostic`] for everything that was rejected and why. No I/O, no
 //! clock, deterministic order: the same input always gives the same output.
 
+mod alias;
 pub mod annotations;
 mod canary;
 mod changes;

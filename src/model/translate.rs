@@ -47,6 +47,16 @@ pub fn translate(state: &ClusterState, opts: &Options) -> Translation {
     for set in &mut sets {
         t.attach_canaries(set);
     }
+    // Other names once every set's own rules are claimed (see `model::alias`).
+    for ing in ingresses
+        .iter()
+        .copied()
+        .filter(|i| annotations::alias::asked(&i.metadata))
+    {
+        if let (Some(iref), Some(set_idx)) = (object_ref("Ingress", &ing.metadata), classes.set_of(ing)) {
+            t.aliases(ing, &iref, &mut sets[set_idx]);
+        }
+    }
     if t.diagnostics.len() > before {
         super::canary::order_by_age(&mut t.diagnostics, &ingresses);
     }
@@ -188,7 +198,7 @@ impl Classes {
 // === the translator ===
 
 pub(super) struct Translator<'a> {
-    state: &'a ClusterState,
+    pub(super) state: &'a ClusterState,
     opts: &'a Options,
     diagnostics: Vec<Diagnostic>,
     emitted: FastSet<(ObjectRef, String)>,
@@ -209,12 +219,13 @@ pub(super) struct Translator<'a> {
     /// Translate only the rules of this host (no default backend, no TLS entries).
     pub(super) only_host: Option<HostPattern>,
     /// The Ingress being translated sends to its Services' ClusterIPs (`service-upstream`).
-    service_upstream: bool,
+    pub(super) service_upstream: bool,
 }
 
 /// Where a diagnostic arises in its Ingress, in the order translation finds them: (stage, index, sequence).
 /// Stage 0: the Ingress as a whole (spec, annotations); 1: `spec.defaultBackend`; 2: `spec.rules[index]`;
-/// 3: `spec.tls[index]`; 4: attaching a canary's path `spec.rules[index].http.paths[sequence]`.
+/// 3: `spec.tls[index]`; 4: attaching a canary's path `spec.rules[index].http.paths[sequence]`; 5: the
+/// Ingress's `index`th other name (`model::alias`).
 pub(super) type Tag = (u8, u32, u32);
 
 /// A diagnostic of an incremental pass: where it arose, the rule's host for stage 2, the diagnostic.
@@ -225,8 +236,10 @@ pub(super) struct SetBuilder {
     /// (host, path, kind) -> path model and the policy of its Ingress. The first (oldest) claim wins.
     pub(super) paths: BTreeMap<(HostPattern, String, PathKind), (PathModel, Arc<IngressPolicy>)>,
     /// host -> namespace that owns it (unused when the set shares hosts across namespaces).
-    host_owner: FastMap<HostPattern, String>,
-    share_hosts: bool,
+    pub(super) host_owner: FastMap<HostPattern, String>,
+    pub(super) share_hosts: bool,
+    /// Other names (`server-alias`, `www` twins) -> the Ingress that took them (see `model::alias`).
+    pub(super) alias_owner: FastMap<HostPattern, ObjectRef>,
     pub(super) default_backend: Option<DefaultBackendModel>,
     pub(super) tls: Vec<TlsModel>,
     /// Canary paths waiting to attach to the main routes (`Translator::attach_canaries`), oldest Ingress first.
@@ -363,7 +376,7 @@ impl<'a> Translator<'a> {
 
     /// One `Arc` for equal policies met in a row (most Ingresses have none at all), rather than one per Ingress:
     /// the translation is kept for as long as it is published.
-    fn share_policy(&mut self, p: IngressPolicy) -> Arc<IngressPolicy> {
+    pub(super) fn share_policy(&mut self, p: IngressPolicy) -> Arc<IngressPolicy> {
         match &self.last_policy {
             Some(last) if **last == p => last.clone(),
             _ => self.last_policy.insert(Arc::new(p)).clone(),
@@ -531,7 +544,7 @@ impl<'a> Translator<'a> {
         };
         self.service_upstream = policy.retry.service_upstream;
         let canary = policy.canary.is_some();
-        if !self.canary_annotations(iref, &ing.metadata, canary) {
+        if !self.canary_annotations(iref, &ing.metadata, canary) || !self.check_aliases(iref, spec, &policy) {
             return;
         }
 
@@ -591,64 +604,8 @@ impl<'a> Translator<'a> {
                     set.host_owner.insert(host.clone(), ns.to_string());
                 }
             }
-            let Some(http) = &rule.http else { continue };
-            for (pi, p) in http.paths.iter().enumerate() {
-                // Formatted only into a diagnostic.
-                let at = PathAt { rule: ri, path: pi };
-                if canary {
-                    self.canary_path(iref, &host, p, at, &policy, set);
-                    continue;
-                }
-                let (kind, raw) = match path_kind(p, policy.rewrite.regex) {
-                    Ok(x) => x,
-                    Err(reason) => {
-                        self.diag(iref, format!("{at}: {reason}; path ignored"));
-                        continue;
-                    }
-                };
-                let checked = match kind {
-                    PathKind::Regex if !raw.starts_with('/') => Err(format!("path {raw:?} does not start with /")),
-                    PathKind::Regex => annotations::rewrite::compile_path(raw)
-                        .map(drop)
-                        .map_err(|e| format!("path {raw:?} {e}")),
-                    _ => validate_ingress_path(raw),
-                };
-                if let Err(reason) = checked {
-                    self.diag(iref, format!("{at}: {reason}; path ignored"));
-                    continue;
-                }
-                let path = match kind {
-                    PathKind::Prefix if raw.len() > 1 => raw.trim_end_matches('/').to_string(),
-                    _ => raw.to_string(),
-                };
-                let slot = match set.paths.entry((host.clone(), path, kind)) {
-                    std::collections::btree_map::Entry::Occupied(o) => {
-                        let reason = format!(
-                            "{at}: {host}{} ({kind}) is already claimed by the older {}; path ignored",
-                            o.key().1,
-                            o.get().0.ingress
-                        );
-                        self.diag(iref, reason);
-                        continue;
-                    }
-                    std::collections::btree_map::Entry::Vacant(v) => v,
-                };
-                let Some(backend) = self.backend(iref, ns, &p.backend, &at) else {
-                    continue;
-                };
-                slot.insert((
-                    PathModel {
-                        // Taken from the key in `finish`.
-                        path: String::new(),
-                        kind,
-                        backend,
-                        ingress: iref.clone(),
-                        https_redirect: false,
-                        policy: policy.clone(),
-                        canary: None,
-                    },
-                    policy.clone(),
-                ));
+            if let Some(http) = &rule.http {
+                self.rule_paths(iref, &host, ri, http, &policy, None, set);
             }
         }
 
@@ -678,6 +635,87 @@ impl<'a> Translator<'a> {
                 },
                 ingress: iref.clone(),
             });
+        }
+    }
+
+    /// The paths of a rule, claimed on `host`: the rule's own host, or (`alias_of` that host) one of the Ingress's
+    /// other names (see `model::alias`).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn rule_paths(
+        &mut self,
+        iref: &ObjectRef,
+        host: &HostPattern,
+        ri: usize,
+        http: &super::ingress::HttpRule,
+        policy: &Arc<IngressPolicy>,
+        alias_of: Option<&HostPattern>,
+        set: &mut SetBuilder,
+    ) {
+        let canary = policy.canary.is_some();
+        for (pi, p) in http.paths.iter().enumerate() {
+            // Formatted only into a diagnostic.
+            let at = PathAt { rule: ri, path: pi };
+            if canary {
+                self.canary_path(iref, host, p, at, policy, set);
+                continue;
+            }
+            let (kind, raw) = match path_kind(p, policy.rewrite.regex) {
+                Ok(x) => x,
+                Err(reason) => {
+                    self.diag(iref, format!("{at}: {reason}; path ignored"));
+                    continue;
+                }
+            };
+            let checked = match kind {
+                PathKind::Regex if !raw.starts_with('/') => Err(format!("path {raw:?} does not start with /")),
+                PathKind::Regex => annotations::rewrite::compile_path(raw)
+                    .map(drop)
+                    .map_err(|e| format!("path {raw:?} {e}")),
+                _ => validate_ingress_path(raw),
+            };
+            if let Err(reason) = checked {
+                self.diag(iref, format!("{at}: {reason}; path ignored"));
+                continue;
+            }
+            let path = match kind {
+                PathKind::Prefix if raw.len() > 1 => raw.trim_end_matches('/').to_string(),
+                _ => raw.to_string(),
+            };
+            let slot = match set.paths.entry((host.clone(), path, kind)) {
+                std::collections::btree_map::Entry::Occupied(o) => {
+                    let reason = match alias_of {
+                        None => format!(
+                            "{at}: {host}{} ({kind}) is already claimed by the older {}; path ignored",
+                            o.key().1,
+                            o.get().0.ingress
+                        ),
+                        Some(own) => format!(
+                            "{at}: alias {host} of {own}: {host}{} ({kind}) is already claimed by the older {}; path not served under the alias",
+                            o.key().1,
+                            o.get().0.ingress
+                        ),
+                    };
+                    self.diag(iref, reason);
+                    continue;
+                }
+                std::collections::btree_map::Entry::Vacant(v) => v,
+            };
+            let Some(backend) = self.backend(iref, &iref.namespace, &p.backend, &at) else {
+                continue;
+            };
+            slot.insert((
+                PathModel {
+                    // Taken from the key in `finish`.
+                    path: String::new(),
+                    kind,
+                    backend,
+                    ingress: iref.clone(),
+                    https_redirect: false,
+                    policy: policy.clone(),
+                    canary: None,
+                },
+                policy.clone(),
+            ));
         }
     }
 

@@ -469,6 +469,10 @@ impl Proxy {
         if let Some((location, status)) = &target.policy.redirect {
             return Ok(redirect(*status, location.clone()));
         }
+        if let Some(to) = target.policy.host_redirect.as_deref() {
+            let location = host_redirect(conn.tls.is_some(), to, host.port, &path, parts.uri.query())?;
+            return Ok(redirect(http::StatusCode::PERMANENT_REDIRECT, location));
+        }
         if let Some(root) = target.policy.app_root.as_deref().filter(|_| path == "/") {
             let scheme = if conn.tls.is_some() { "https" } else { "http" };
             let host = host_value.as_ref().and_then(|v| v.to_str().ok()).unwrap_or(&host.name);
@@ -775,6 +779,30 @@ fn redirect(status: http::StatusCode, location: HeaderValue) -> Response<ProxyBo
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     resp
+}
+
+/// `SCHEME://HOST[:PORT]PATH[?QUERY]` for `from-to-www-redirect`: the request's scheme, port and target on the
+/// other name.
+fn host_redirect(
+    tls: bool,
+    to: &str,
+    port: Option<u16>,
+    path: &str,
+    query: Option<&str>,
+) -> Result<HeaderValue, ProxyError> {
+    use std::fmt::Write;
+    let mut location = String::with_capacity(16 + to.len() + path.len() + query.map_or(0, str::len));
+    location.push_str(if tls { "https://" } else { "http://" });
+    location.push_str(to);
+    if let Some(p) = port {
+        let _ = write!(location, ":{p}");
+    }
+    location.push_str(path);
+    if let Some(q) = query {
+        location.push('?');
+        location.push_str(q);
+    }
+    HeaderValue::from_str(&location).map_err(|_| ProxyError::BadRequest("malformed request target"))
 }
 
 /// The upstream target of a rewritten path: its path part normalised and checked like a request's (so a capture

@@ -31,6 +31,9 @@ pub struct RoutePolicy {
     pub app_root: Option<Box<str>>,
     /// `permanent-redirect` / `temporal-redirect`: every request is answered with this Location and status.
     pub redirect: Option<(HeaderValue, http::StatusCode)>,
+    /// `from-to-www-redirect`'s twin: every request is answered with 308 to this host (same scheme, port, path
+    /// and query).
+    pub host_redirect: Option<Box<str>>,
     /// `proxy-connect-timeout`, instead of the configured one.
     pub connect_timeout: Option<std::time::Duration>,
     /// When to try another endpoint, how often and for how long (`proxy-next-upstream*`).
@@ -127,6 +130,7 @@ impl RoutePolicy {
                     http::StatusCode::from_u16(*code).ok()?,
                 ))
             }),
+            host_redirect: p.rewrite.host_redirect.as_deref().map(Into::into),
             connect_timeout: p.retry.connect_timeout,
             next_upstream: p.retry.next_upstream,
             tries: p.retry.tries,

@@ -97,8 +97,6 @@ const fn e(key: &'static str, support: Support, group: Group, note: &'static str
     }
 }
 
-const PLANNED_ROUTING: &str =
-    "not implemented yet; serving without it would send requests to the wrong path or backend";
 const AUTH: &str = "authentication is not implemented yet; rather than serve the app unauthenticated, the Ingress is not served (meanwhile: portico.dev/allow-source-ranges, or authentication in the application)";
 const MTLS: &str =
     "client certificates are not implemented yet; rather than serve the app without them, the Ingress is not served";
@@ -175,7 +173,7 @@ pub static TABLE: &[Entry] = &[
     e("nginx.ingress.kubernetes.io/enable-owasp-core-rules", Unsup, G::Access, "Portico has no WAF; put one in front or remove it knowingly"),
     e("nginx.ingress.kubernetes.io/enable-rewrite-log", NoOp, G::Observability, "a debug log of nginx's rewrite module"),
     e("nginx.ingress.kubernetes.io/force-ssl-redirect", Impl, G::Tls, "= portico.dev/force-ssl-redirect"),
-    e("nginx.ingress.kubernetes.io/from-to-www-redirect", Unsup, G::Routing, PLANNED_ROUTING),
+    e("nginx.ingress.kubernetes.io/from-to-www-redirect", Impl, G::Routing, "= portico.dev/from-to-www-redirect"),
     e("nginx.ingress.kubernetes.io/global-rate-limit", Unsup, G::Access, "removed from ingress-nginx in 1.6; rate limits are not implemented yet"),
     e("nginx.ingress.kubernetes.io/global-rate-limit-ignored-cidrs", Unsup, G::Access, "removed from ingress-nginx in 1.6"),
     e("nginx.ingress.kubernetes.io/global-rate-limit-key", Unsup, G::Access, "removed from ingress-nginx in 1.6"),
@@ -233,7 +231,7 @@ pub static TABLE: &[Entry] = &[
     e("nginx.ingress.kubernetes.io/rewrite-target", Impl, G::Routing, "= portico.dev/rewrite-target"),
     e("nginx.ingress.kubernetes.io/satisfy", Unsup, G::Access, "combines auth with allowlists; authentication is not implemented yet"),
     e("nginx.ingress.kubernetes.io/secure-backends", Unsup, G::Upstream, "removed from ingress-nginx; use backend-protocol: HTTPS"),
-    e("nginx.ingress.kubernetes.io/server-alias", Unsup, G::Routing, PLANNED_ROUTING),
+    e("nginx.ingress.kubernetes.io/server-alias", Impl, G::Routing, "= portico.dev/server-alias"),
     e("nginx.ingress.kubernetes.io/server-snippet", Unsup, G::Snippets, "snippets are templated configuration; Portico has none"),
     e("nginx.ingress.kubernetes.io/service-upstream", Impl, G::Upstream, "= portico.dev/service-upstream"),
     e("nginx.ingress.kubernetes.io/session-cookie-change-on-failure", Impl, G::Affinity, "= portico.dev/affinity-cookie-change-on-failure"),
@@ -282,6 +280,7 @@ pub static TABLE: &[Entry] = &[
     e("portico.dev/canary-weight-total", Impl, G::Routing, "the total canary-weight counts out of (default 100)"),
     e("portico.dev/connect-timeout", Impl, G::Timeouts, "time to connect to an endpoint (HTTP/1.1 and HTTPS backends)"),
     e("portico.dev/force-ssl-redirect", Impl, G::Tls, "redirect to HTTPS even without spec.tls here"),
+    e("portico.dev/from-to-www-redirect", Impl, G::Routing, "`true`: www.HOST and HOST redirect (308) to the rule's host, path and query kept"),
     e("portico.dev/health-check", Impl, G::Health, "active checks: http or tcp"),
     e("portico.dev/health-check-fall", Impl, G::Health, "failed checks before down"),
     e("portico.dev/health-check-interval", Impl, G::Health, "time between checks"),
@@ -309,6 +308,7 @@ pub static TABLE: &[Entry] = &[
     e("portico.dev/response-headers-remove", Impl, G::Headers, "remove response headers"),
     e("portico.dev/response-headers-set", Impl, G::Headers, "set response headers"),
     e("portico.dev/rewrite-target", Impl, G::Routing, "the path sent upstream, $1..$9 being the path's capture groups; makes the paths regexes"),
+    e("portico.dev/server-alias", Impl, G::Routing, "more names (comma-separated) serving the paths of the Ingress's one host"),
     e("portico.dev/service-upstream", Impl, G::Upstream, "`true`: send to the Service's ClusterIP instead of its endpoints"),
     e("portico.dev/ssl-redirect", Impl, G::Tls, "308 from plain HTTP to HTTPS for TLS hosts"),
     e("portico.dev/temporal-redirect", Impl, G::Routing, "answer every request with a redirect to this URL (302)"),

@@ -6,6 +6,7 @@
 //! an unsupported or unknown one disables the Ingress, a listed no-op is a warning.
 
 pub mod affinity;
+pub mod alias;
 pub mod canary;
 pub mod catalog;
 pub mod retry;
@@ -169,6 +170,8 @@ pub struct IngressPolicy {
     pub cookie: affinity::CookieAttributes,
     /// The selection rules of a canary Ingress (`None`: not a canary).
     pub canary: Option<canary::Canary>,
+    /// Other names of the Ingress's host (`server-alias`, `from-to-www-redirect`).
+    pub alias: alias::Aliases,
 }
 
 /// An active health check, as HAProxy's `check inter 5s fall 3 rise 2` with `option httpchk GET /path`.
@@ -247,6 +250,7 @@ impl Default for IngressPolicy {
             active_check: None,
             rewrite: rewrite::Rewrites::default(),
             retry: retry::Retry::default(),
+            alias: alias::Aliases::default(),
             cookie: affinity::CookieAttributes::default(),
             canary: None,
         }
@@ -663,6 +667,7 @@ impl IngressPolicy {
             let _ = write!(out, " [allow {}]", list.join(","));
         }
         self.rewrite.describe_into(out);
+        self.alias.describe_into(out);
         self.retry.describe_into(out);
         if self.cookie != affinity::CookieAttributes::default() {
             let _ = write!(out, " [cookie{}]", self.cookie.suffix());
@@ -767,6 +772,7 @@ impl IngressPolicy {
             retry: retry::Retry::from_meta(meta)?,
             cookie: affinity::CookieAttributes::from_meta(meta, balance == Balance::Cookie)?,
             canary: canary::Canary::from_meta(meta)?,
+            alias: alias::Aliases::from_meta(meta)?,
         })
     }
 }
@@ -829,6 +835,8 @@ mod tests {
             &rewrite::PERMANENT_REDIRECT_CODE,
             &rewrite::TEMPORAL_REDIRECT,
             &rewrite::TEMPORAL_REDIRECT_CODE,
+            &alias::SERVER_ALIAS,
+            &alias::FROM_TO_WWW,
             &retry::CONNECT_TIMEOUT,
             &retry::NEXT_UPSTREAM,
             &retry::NEXT_UPSTREAM_TRIES,

@@ -56,6 +56,9 @@ pub struct Rewrites {
     pub app_root: Option<String>,
     /// Every request is redirected here with this status.
     pub redirect: Option<(String, u16)>,
+    /// Every request is redirected (308) to the same scheme, port, path and query on this host. Set by
+    /// translation on the `www` twin of a host with `from-to-www-redirect` (see `alias`), never by an annotation.
+    pub host_redirect: Option<String>,
 }
 
 impl Rewrites {
@@ -96,6 +99,7 @@ impl Rewrites {
             target,
             app_root,
             redirect,
+            host_redirect: None,
         })
     }
 
@@ -110,6 +114,9 @@ impl Rewrites {
         }
         if let Some((url, code)) = &self.redirect {
             let _ = write!(out, " [redirect {code} {url}]");
+        }
+        if let Some(h) = &self.host_redirect {
+            let _ = write!(out, " [redirect 308 to host {h}]");
         }
     }
 }
