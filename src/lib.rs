@@ -20,7 +20,8 @@
 //! - [`acme`]: ACME certificates and HTTP-01 challenges (file store, or Secrets in [`acme::kube`]).
 //! - [`certs`]: certificates for TLS. [`admin`]: health, metrics, the JSON API and the dashboard. [`metrics`]:
 //!   Prometheus counters. [`accesslog`]: JSON access log. [`config`]: the YAML config.
-//! - Leaves shared by the layers above: [`units`] (durations), [`pem`] (CA bundles), [`cidr`], [`normalize`]
+//! - Leaves shared by the layers above: [`units`] (durations), [`pem`] (CA bundles), [`cidr`], [`kube_retry`]
+//!   (how API watches retry), [`normalize`]
 //!   (path and host normalisation for translation and the proxy).
 //! - [`migrate`]: `portico migrate`'s report. [`app`]: wiring only (nothing imports it). [`echo`]: an example
 //!   backend for the quickstart and the tests.
@@ -37,6 +38,7 @@ pub mod certs;
 pub mod cidr;
 pub mod config;
 pub mod echo;
+pub mod kube_retry;
 pub mod metrics;
 pub mod migrate;
 pub mod model;

@@ -125,8 +125,9 @@ async fn initial_sync_then_serve() {
                 + &service("default", "a", &[a.addr])
                 + &ingress("default", "web", "portico", &[("a.example", "/", "Prefix", "a")])),
         );
-        // The first lists fail: nothing may be published until every watcher has listed.
-        server.fail_next(4, 403);
+        // The first lists fail (a few times per watcher, retried within a second or two): nothing may be
+        // published until every watcher has listed.
+        server.fail_next(16, 403);
         let gw = start(&server, ONE_SET, opts("one")).await;
         for _ in 0..20 {
             assert!(!gw.shared.is_ready(), "published before every watcher listed");
@@ -410,6 +411,71 @@ async fn dropped_watches_and_relists_never_fail_a_request() {
             .filter(|r| r.method == "GET" && !r.is_watch() && r.path.ends_with("/ingresses"))
             .count();
         assert!(lists >= 2, "ingresses listed {lists} times");
+        gw.shutdown().await;
+    })
+    .await;
+}
+
+/// The API server stops for 20 s and comes back restarted, its history compacted (every watch gets 410, as from
+/// an API server whose etcd compacted meanwhile): the last table serves throughout, and a change made while it
+/// was away and one made after it returned are served within seconds (kube's default backoff took 25-75 s).
+#[tokio::test]
+async fn watches_recover_within_seconds_after_an_api_server_outage() {
+    bounded(async {
+        let mut server = FakeApiServer::start().await.unwrap();
+        let api_addr = server.addr();
+        let (a, b) = (echo("a").await, echo("b").await);
+        apply(
+            &server,
+            &(class("portico")
+                + &service("default", "a", &[a.addr])
+                + &service("default", "b", &[b.addr])
+                + &ingress("default", "web", "portico", &[("a.example", "/", "Prefix", "a")])),
+        );
+        let gw = started(&server, ONE_SET, opts("one")).await;
+        let addr = gw.http_addrs[0][0];
+        assert!(server.wait_for_watches(5, SEC5).await, "five watches open");
+        let kinds = [
+            ("networking.k8s.io/v1", "IngressClass"),
+            ("networking.k8s.io/v1", "Ingress"),
+            ("v1", "Service"),
+            ("discovery.k8s.io/v1", "EndpointSlice"),
+        ];
+        let saved: Vec<serde_json::Value> = kinds.iter().flat_map(|(v, k)| server.list_objects(v, k)).collect();
+        let old_version = server.resource_version();
+
+        server.shutdown();
+        tokio::time::sleep(Duration::from_secs(20)).await;
+        assert_eq!(backend_of(addr, "a.example", "/").await, (200, Some("a".into())));
+
+        // Back on the same address with the same objects, one more made meanwhile, and no history the watches
+        // could resume from.
+        let server = FakeApiServer::bind(api_addr, Default::default()).await.unwrap();
+        for o in saved {
+            server.upsert(o).unwrap();
+        }
+        apply(
+            &server,
+            &ingress("default", "during", "portico", &[("during.example", "/", "Prefix", "b")]),
+        );
+        while server.resource_version() <= old_version {
+            server.compact_history();
+        }
+        server.compact_history();
+        let back = tokio::time::Instant::now();
+        routes_to(addr, "during.example", (200, Some("b")), Duration::from_secs(20)).await;
+        let during = back.elapsed();
+        let changed = tokio::time::Instant::now();
+        apply(
+            &server,
+            &ingress("default", "after", "portico", &[("after.example", "/", "Prefix", "b")]),
+        );
+        routes_to(addr, "after.example", (200, Some("b")), Duration::from_secs(20)).await;
+        let after = changed.elapsed();
+        eprintln!("after a 20 s outage: the change made meanwhile served {during:?} after the API server returned, the next {after:?} after it was made");
+        assert!(during < SEC5, "change made during the outage served {during:?} after the return");
+        assert!(after < SEC5, "change made after the return served after {after:?}");
+        assert_eq!(backend_of(addr, "a.example", "/").await, (200, Some("a".into())));
         gw.shutdown().await;
     })
     .await;

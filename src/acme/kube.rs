@@ -24,7 +24,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::ByteString;
 use kube::api::{Patch, PatchParams, PostParams};
-use kube::runtime::{watcher, WatchStreamExt};
+use kube::runtime::watcher;
 use kube::Api;
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -306,7 +306,8 @@ pub async fn watch_challenges(
 ) {
     let api: Api<ConfigMap> = Api::namespaced(client, &namespace);
     let config = watcher::Config::default().fields(&format!("metadata.name={CHALLENGE_CONFIGMAP}"));
-    let mut stream = watcher(api, config).default_backoff().boxed();
+    let mut stream = watcher(api, config).boxed();
+    let mut delay = crate::kube_retry::RetryDelay::new();
     let mut listed_any = false;
     let tokens = |cm: &ConfigMap| -> std::collections::HashMap<String, String> {
         cm.data.clone().unwrap_or_default().into_iter().collect()
@@ -317,6 +318,9 @@ pub async fn watch_challenges(
             _ = shutdown.wait_for(|s| *s) => return,
         };
         let Some(ev) = ev else { return };
+        if ev.is_ok() {
+            delay.reset();
+        }
         match ev {
             Ok(watcher::Event::Init) => listed_any = false,
             Ok(watcher::Event::InitApply(cm)) | Ok(watcher::Event::Apply(cm)) => {
@@ -330,7 +334,15 @@ pub async fn watch_challenges(
                 }
             }
             Ok(watcher::Event::Delete(_)) => challenges.replace_all(Default::default()),
-            Err(e) => tracing::warn!(error = %e, configmap = CHALLENGE_CONFIGMAP, "challenge watch failed; retrying"),
+            Err(e) => {
+                let wait = delay.after(&e);
+                let error = crate::kube_retry::describe_watch(&e);
+                tracing::warn!(%error, configmap = CHALLENGE_CONFIGMAP, "challenge watch failed; retrying");
+                tokio::select! {
+                    () = tokio::time::sleep(wait) => {}
+                    _ = shutdown.wait_for(|s| *s) => return,
+                }
+            }
         }
     }
 }

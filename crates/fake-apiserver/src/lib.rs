@@ -136,7 +136,7 @@ impl FakeApiServer {
         std::fs::write(path, self.kubeconfig_yaml())
     }
 
-    /// Stop accepting connections and close all open watches.
+    /// Stop accepting connections and close every open connection and watch (as a stopping API server does).
     pub fn shutdown(&mut self) {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());

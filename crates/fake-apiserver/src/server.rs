@@ -117,24 +117,33 @@ fn text_response(code: u16, text: &'static str) -> Resp {
 
 /// Accept connections until `shutdown` fires.
 pub(crate) async fn serve(listener: TcpListener, shared: Arc<Shared>, mut shutdown: oneshot::Receiver<()>) {
+    // Closed on shutdown: every open connection ends with it, as when a real API server stops.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     loop {
         tokio::select! {
             _ = &mut shutdown => break,
             accepted = listener.accept() => {
                 let Ok((stream, _)) = accepted else { continue };
                 let shared = shared.clone();
+                let mut stop = stop_rx.clone();
                 tokio::spawn(async move {
                     let svc = service_fn(move |req| {
                         let shared = shared.clone();
                         async move { Ok::<_, Infallible>(handle(shared, req).await) }
                     });
-                    if let Err(e) = http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await {
-                        tracing::debug!("fake-apiserver connection ended: {e}");
+                    let conn = http1::Builder::new().serve_connection(TokioIo::new(stream), svc);
+                    tokio::select! {
+                        r = conn => if let Err(e) = r {
+                            tracing::debug!("fake-apiserver connection ended: {e}");
+                        },
+                        _ = stop.wait_for(|s| *s) => {}
                     }
                 });
             }
         }
     }
+    drop(listener);
+    let _ = stop_tx.send(true);
     shared.lock().drop_watches();
 }
 

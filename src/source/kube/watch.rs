@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 
 use futures::StreamExt;
 use kube::runtime::reflector::{self, ObjectRef, Store};
-use kube::runtime::{watcher, WatchStreamExt};
+use kube::runtime::watcher;
 use kube::{Api, Resource};
 use serde::de::DeserializeOwned;
 use tokio::sync::watch;
@@ -74,7 +74,8 @@ impl Watches {
         let span = tracing::info_span!("watch", kind = %label);
         tokio::spawn(
             async move {
-                let mut stream = watcher(api, config).default_backoff().boxed();
+                let mut stream = watcher(api, config).boxed();
+                let mut delay = crate::kube_retry::RetryDelay::new();
                 loop {
                     let ev = tokio::select! {
                         ev = stream.next() => ev,
@@ -83,6 +84,7 @@ impl Watches {
                     let Some(ev) = ev else { return };
                     match ev {
                         Ok(ev) => {
+                            delay.reset();
                             writer.apply_watcher_event(&ev);
                             // Recorded after the store changed and before the publisher is told.
                             note(&changed, &ev);
@@ -100,8 +102,16 @@ impl Watches {
                             }
                             changes.send_modify(|n| *n += 1);
                         }
-                        // The backoff delays the retry; the store keeps its contents meanwhile.
-                        Err(e) => tracing::warn!(error = %e, "watch failed; retrying"),
+                        // The store keeps its contents meanwhile (see `kube_retry` for the delays).
+                        Err(e) => {
+                            let wait = delay.after(&e);
+                            let error = crate::kube_retry::describe_watch(&e);
+                            tracing::warn!(%error, retry_in_ms = wait.as_millis() as u64, "watch failed; retrying");
+                            tokio::select! {
+                                () = tokio::time::sleep(wait) => {}
+                                _ = shutdown.wait_for(|s| *s) => return,
+                            }
+                        }
                     }
                 }
             }
