@@ -67,13 +67,19 @@ EXPECTED_ACME_RULES = (
 # Leader election (planned --leader-elect): a namespaced Role, only when leader election is on.
 EXPECTED_LEASE_RULES = {("Role", "coordination.k8s.io", "leases", v) for v in ("get", "create", "update")}
 
-# The config keys the binary knows today (unknown keys are a startup error).
-CONFIG_TOP_KEYS = {"listenerSets", "admin", "upstream"}
-LISTENER_SET_KEYS = {"name", "ingressClasses", "http", "https", "httpsRedirectPort"}
-OPTIONAL_LISTENER_SET_KEYS = {"acme", "publish", "adoptClasses", "shareHostsAcrossNamespaces"}
-ACME_KEYS = {"directory", "email"}
+# The config keys the binary knows today (src/config.rs; unknown keys are a startup error).
+CONFIG_TOP_KEYS = {"listenerSets", "admin", "upstream", "shutdown"}
+LISTENER_SET_KEYS = {"name"}
+OPTIONAL_LISTENER_SET_KEYS = {
+    "ingressClasses", "http", "https", "httpsRedirectPort", "acme", "publish", "adoptClasses",
+    "shareHostsAcrossNamespaces", "defaultCertificate", "proxyProtocol", "trustedProxies", "allowSourceRanges",
+    "maxConnections", "headerReadTimeout", "keepAliveTimeout", "bodyReadTimeout",
+}
+ACME_KEYS = {"directory", "email", "externalAccountBinding", "caRoot"}
 ADMIN_KEYS = {"address"}
 UPSTREAM_KEYS = {"connectTimeout", "responseHeaderTimeout", "idleTimeout"}
+OPTIONAL_UPSTREAM_KEYS = {"readTimeout", "retryBudget"}
+SHUTDOWN_KEYS = {"drainDelay", "gracePeriod"}
 DURATION = re.compile(r"^0*[1-9][0-9]*(ms|s|m|h)$")
 
 SCENARIOS = ["default"] + sorted(p.stem for p in VALUES_DIR.glob("*.yaml"))
@@ -124,6 +130,38 @@ def _merged(scenario: str) -> str:
 
 def merged_values(scenario: str) -> dict:
     return json.loads(_merged(scenario))
+
+
+def deep_merge(base: dict, over: dict) -> dict:
+    """listenerSetDefaults under a set, as the chart merges them: present keys win, dicts merge, lists replace."""
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = deep_merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def sets_of(values: dict) -> dict[str, dict]:
+    """The enabled listener sets with listenerSetDefaults filled in, by name."""
+    out = {}
+    for name, own in sorted(values["listenerSets"].items()):
+        if isinstance(own, dict):
+            ls = deep_merge(values["listenerSetDefaults"], own)
+            if ls["enabled"]:
+                out[name] = ls
+    return out
+
+
+def class_of(name: str, ls: dict) -> str | None:
+    if not ls["ingressClass"]["enabled"]:
+        return None
+    return ls["ingressClass"].get("name") or f"portico-{name}"
+
+
+def set_values(scenario: str) -> dict[str, dict]:
+    return sets_of(merged_values(scenario))
 
 
 def only(objects: list[dict], kind: str, name: str | None = None) -> dict:
@@ -383,16 +421,18 @@ def test_pod_disruption_budget(scenario):
 def test_config_has_only_known_keys(scenario):
     config = config_of(objects_of(scenario))
     assert set(config) == CONFIG_TOP_KEYS
-    assert [s["name"] for s in config["listenerSets"]] == ["external", "internal"]
+    assert [s["name"] for s in config["listenerSets"]] == list(set_values(scenario))
     for ls in config["listenerSets"]:
         assert LISTENER_SET_KEYS <= set(ls) <= LISTENER_SET_KEYS | OPTIONAL_LISTENER_SET_KEYS, ls
+        assert ls.get("http") or ls.get("https"), ls
+        assert ls.get("ingressClasses") or ls.get("adoptClasses"), ls
         if "acme" in ls:
             assert set(ls["acme"]) <= ACME_KEYS and "directory" in ls["acme"], ls["acme"]
         assert re.fullmatch(r"[A-Za-z0-9-]+", ls["name"])
-        assert ls["ingressClasses"] and all(isinstance(c, str) for c in ls["ingressClasses"])
-        for bind in ls["http"] + ls["https"]:
+        assert all(isinstance(c, str) for c in ls.get("ingressClasses", []))
+        for bind in ls.get("http", []) + ls.get("https", []):
             assert 1024 < port_of(bind) < 65536
-        values = merged_values(scenario)["listenerSets"][ls["name"]]
+        values = set_values(scenario)[ls["name"]]
         assert ("publish" in ls) == values["publish"]["enabled"], ls
         if "publish" in ls:
             assert len(ls["publish"]) == 1 and set(ls["publish"]) <= {"service", "addresses"}, ls["publish"]
@@ -409,9 +449,13 @@ def test_config_has_only_known_keys(scenario):
             assert ls["shareHostsAcrossNamespaces"] is True, "rendered only when on"
     assert set(config["admin"]) == ADMIN_KEYS
     port_of(config["admin"]["address"])
-    assert set(config["upstream"]) == UPSTREAM_KEYS
-    for value in config["upstream"].values():
-        assert isinstance(value, str) and DURATION.match(value), value
+    assert UPSTREAM_KEYS <= set(config["upstream"]) <= UPSTREAM_KEYS | OPTIONAL_UPSTREAM_KEYS
+    for key, value in config["upstream"].items():
+        if key != "retryBudget":
+            assert isinstance(value, str) and DURATION.match(value), value
+    assert set(config["shutdown"]) == SHUTDOWN_KEYS
+    assert DURATION.match(config["shutdown"]["gracePeriod"])
+    assert re.fullmatch(r"[0-9]+(ms|s|m|h)", config["shutdown"]["drainDelay"])
 
 
 def test_config_default_values_match_the_contract():
@@ -427,6 +471,8 @@ def test_config_default_values_match_the_contract():
         ],
         "admin": {"address": "0.0.0.0:9000"},
         "upstream": {"connectTimeout": "5s", "responseHeaderTimeout": "60s", "idleTimeout": "90s"},
+        # The drain is the preStop sleep (shutdown.drainDelay 10s); the binary must not wait again.
+        "shutdown": {"drainDelay": "0s", "gracePeriod": "25s"},
     }
 
 
@@ -465,14 +511,16 @@ def test_acme_values_render_into_the_listed_sets_config():
 def test_ingress_classes_match_the_config(scenario):
     objects = objects_of(scenario)
     config = config_of(objects)
-    values = merged_values(scenario)
     classes = {o["metadata"]["name"]: o for o in objects if o["kind"] == "IngressClass"}
-    config_classes = [c for ls in config["listenerSets"] for c in ls["ingressClasses"]]
+    config_classes = [c for ls in config["listenerSets"] for c in ls.get("ingressClasses", [])]
     assert sorted(config_classes) == sorted(classes)
-    for name in ("external", "internal"):
-        wanted = values["listenerSets"][name]["ingressClass"]
-        assert listener_set(config, name)["ingressClasses"] == [wanted["name"]]
-        ic = classes[wanted["name"]]
+    for name, ls in set_values(scenario).items():
+        wanted = ls["ingressClass"]
+        own = class_of(name, ls)
+        assert listener_set(config, name).get("ingressClasses", []) == ([own] if own else [])
+        if not own:
+            continue
+        ic = classes[own]
         assert ic["spec"] == {"controller": CONTROLLER}
         annotations = ic["metadata"].get("annotations") or {}
         if wanted["default"]:
@@ -521,17 +569,23 @@ def test_services_target_their_own_listener_set_ports(scenario):
     container_ports = {p["containerPort"] for p in c["ports"]}
     pod_labels = workload(objects)["spec"]["template"]["metadata"]["labels"]
     admin_port = port_of(config["admin"]["address"])
-    for name, other in (("external", "internal"), ("internal", "external")):
+    values = set_values(scenario)
+    for name, wanted in values.items():
         svc = [o for o in objects if o["kind"] == "Service"
                and o["metadata"]["labels"].get("app.kubernetes.io/component") == name]
+        if not wanted["service"]["enabled"]:
+            assert svc == []
+            continue
         assert len(svc) == 1
         svc = svc[0]
         ls = listener_set(config, name)
         ports = {p["port"]: p["targetPort"] for p in svc["spec"]["ports"]}
-        assert ports == {80: port_of(ls["http"][0]), 443: port_of(ls["https"][0])}
+        expected = {80: port_of(b) for b in ls.get("http", [])[:1]} | {443: port_of(b) for b in ls.get("https", [])[:1]}
+        assert ports == expected
         assert set(ports.values()) <= container_ports
-        theirs = listener_set(config, other)
-        assert not set(ports.values()) & ({port_of(b) for b in theirs["http"] + theirs["https"]} | {admin_port})
+        for other in (o for o in config["listenerSets"] if o["name"] != name):
+            theirs = {port_of(b) for b in other.get("http", []) + other.get("https", [])}
+            assert not set(ports.values()) & (theirs | {admin_port})
         assert svc["spec"]["selector"].items() <= pod_labels.items()
         if "service" in ls.get("publish", {}):
             assert ls["publish"]["service"] == f"{NAMESPACE}/{svc['metadata']['name']}"
@@ -540,9 +594,11 @@ def test_services_target_their_own_listener_set_ports(scenario):
 @pytest.mark.parametrize("scenario", SCENARIOS)
 def test_service_settings_follow_values(scenario):
     objects = objects_of(scenario)
-    values = merged_values(scenario)
-    for name in ("external", "internal"):
-        want = values["listenerSets"][name]["service"]
+    prefix = merged_values(scenario)["metallb"]["annotationPrefix"]
+    for name, ls in set_values(scenario).items():
+        want = ls["service"]
+        if not want["enabled"]:
+            continue
         svc = next(o for o in objects if o["kind"] == "Service"
                    and o["metadata"]["labels"].get("app.kubernetes.io/component") == name)
         spec = svc["spec"]
@@ -555,9 +611,10 @@ def test_service_settings_follow_values(scenario):
         else:
             assert "loadBalancerIP" not in spec and "loadBalancerSourceRanges" not in spec
         if want["metallbLoadBalancerIPs"]:
-            assert annotations["metallb.universe.tf/loadBalancerIPs"] == ",".join(want["metallbLoadBalancerIPs"])
+            assert annotations[f"{prefix}/loadBalancerIPs"] == ",".join(want["metallbLoadBalancerIPs"])
         else:
-            assert "metallb.universe.tf/loadBalancerIPs" not in annotations
+            assert f"{prefix}/loadBalancerIPs" not in annotations
+        assert not [a for a in annotations if a.startswith("metallb.universe.tf/")] or prefix == "metallb.universe.tf"
         assert want["annotations"].items() <= annotations.items()
 
 
@@ -566,8 +623,8 @@ def test_metallb_fixed_ips_and_pool():
     ext = only(objects, "Service", f"{RELEASE}-portico-external")
     internal = only(objects, "Service", f"{RELEASE}-portico-internal")
     assert ext["spec"]["loadBalancerIP"] == "192.168.1.240"
-    assert ext["metadata"]["annotations"]["metallb.universe.tf/loadBalancerIPs"] == "192.168.1.240"
-    assert internal["metadata"]["annotations"]["metallb.universe.tf/loadBalancerIPs"] == "192.168.1.241"
+    assert ext["metadata"]["annotations"]["metallb.io/loadBalancerIPs"] == "192.168.1.240"
+    assert internal["metadata"]["annotations"]["metallb.io/loadBalancerIPs"] == "192.168.1.241"
     assert internal["spec"]["externalTrafficPolicy"] == "Cluster"
     assert internal["spec"]["loadBalancerSourceRanges"] == ["10.0.0.0/8", "192.168.0.0/16"]
     pool = only(objects, "IPAddressPool")
@@ -578,7 +635,7 @@ def test_metallb_fixed_ips_and_pool():
         ipaddress.ip_network(cidr)
     # every fixed VIP lies inside the pool the chart creates
     vips = [ipaddress.ip_address(a) for s in (ext, internal)
-            for a in s["metadata"]["annotations"]["metallb.universe.tf/loadBalancerIPs"].split(",")]
+            for a in s["metadata"]["annotations"]["metallb.io/loadBalancerIPs"].split(",")]
     assert all(any(v in ipaddress.ip_network(c) for c in pool["spec"]["addresses"]) for v in vips)
     l2 = only(objects, "L2Advertisement")
     assert l2["apiVersion"] == "metallb.io/v1beta1"
@@ -589,7 +646,7 @@ def test_metallb_fixed_ips_and_pool():
 def test_metallb_pool_without_fixed_ips_selects_the_pool():
     objects = parse_manifests(render_raw({"metallb": {"ipAddressPool": {"enabled": True, "addresses": ["10.1.0.0/30"]}}}))
     for svc in (o for o in objects if o["kind"] == "Service"):
-        assert svc["metadata"]["annotations"]["metallb.universe.tf/address-pool"] == f"{RELEASE}-portico"
+        assert svc["metadata"]["annotations"]["metallb.io/address-pool"] == f"{RELEASE}-portico"
     assert only(objects, "IPAddressPool")["metadata"]["name"] == f"{RELEASE}-portico"
     assert not [o for o in objects if o["kind"] == "L2Advertisement"]
 
@@ -691,7 +748,7 @@ def test_rbac_can_be_disabled():
         ({"acme": {"directory": "http://insecure.example.com/dir"}}, "/acme/directory"),
         ({"metallb": {"ipAddressPool": {"enabled": True}}}, "/metallb/ipAddressPool/addresses"),
         ({"replicaCount": 2}, "replicaCount"),
-        ({"upstream": {"readTimeout": "5s"}}, "readTimeout"),
+        ({"upstream": {"writeTimeout": "5s"}}, "writeTimeout"),
         ({"listenerSets": {"external": {"adoptClasses": ["Nginx"]}}}, "/listenerSets/external/adoptClasses/0"),
         ({"listenerSets": {"internal": {"adoptClasses": "nginx"}}}, "/listenerSets/internal/adoptClasses"),
         ({"listenerSets": {"external": {"publish": {"enabled": "no"}}}}, "/listenerSets/external/publish/enabled"),
@@ -708,7 +765,7 @@ def test_values_schema_rejects_bad_values_when_rendering(bad, where):
     [
         ({"listenerSets": {"internal": {"ports": {"http": 8080}}}}, "must all differ"),
         ({"admin": {"port": 8443}}, "must all differ"),
-        ({"listenerSets": {"internal": {"ingressClass": {"name": "portico-external"}}}}, "must differ"),
+        ({"listenerSets": {"internal": {"ingressClass": {"name": "portico-external"}}}}, "a class name may appear once"),
         ({"listenerSets": {"external": {"ingressClass": {"default": True}}, "internal": {"ingressClass": {"default": True}}}},
          "only one IngressClass"),
         ({"listenerSets": {"external": {"adoptClasses": ["portico-internal"]}}}, "a class name may appear once"),
