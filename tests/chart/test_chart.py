@@ -1380,6 +1380,7 @@ def test_values_schema_rejects_bad_new_values(bad, where):
          "has no plain-HTTP port"),
         ({"acme": {"externalAccountBinding": {"keyId": "kid"}}}, "keyId and hmacKey go together"),
         ({"config": {"listenerSets": []}}, "config.listenerSets"),
+        ({"metrics": {"prometheusRule": {"enabled": True}}}, "enable metrics.serviceMonitor, or set metrics.prometheusRule.selector"),
         ({"controller": {"terminationGracePeriodSeconds": 30}}, "must cover shutdown.drainDelay + shutdown.gracePeriod (35s)"),
         ({"autoscaling": {"enabled": True}, "controller": {"kind": "DaemonSet"}}, "autoscaling needs controller.kind: Deployment"),
         ({"autoscaling": {"enabled": True, "minReplicas": 5, "maxReplicas": 3}}, "maxReplicas must be at least"),

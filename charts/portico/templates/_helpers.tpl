@@ -328,6 +328,11 @@ config merges.
 {{- if and .Values.autoscaling.enabled (lt (int .Values.autoscaling.maxReplicas) (int .Values.autoscaling.minReplicas)) }}
 {{- fail "autoscaling.maxReplicas must be at least autoscaling.minReplicas" }}
 {{- end }}
+{{- with .Values.metrics }}
+{{- if and .prometheusRule.enabled (not .serviceMonitor.enabled) (not .prometheusRule.selector) }}
+{{- fail "metrics.prometheusRule selects the ServiceMonitor's job: enable metrics.serviceMonitor, or set metrics.prometheusRule.selector to match how you scrape Portico" }}
+{{- end }}
+{{- end }}
 {{- if and .Values.metallb.l2Advertisement.enabled (not .Values.metallb.ipAddressPool.enabled) (not .Values.metallb.ipAddressPool.name) }}
 {{- fail "metallb.l2Advertisement needs metallb.ipAddressPool.enabled, or metallb.ipAddressPool.name naming an existing pool" }}
 {{- end }}
