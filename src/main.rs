@@ -15,6 +15,12 @@ struct Cli {
     command: Command,
 }
 
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
 /// Parsed once at startup: the size difference between variants does not matter.
 #[derive(Subcommand)]
 #[allow(clippy::large_enum_variant)]
@@ -47,6 +53,10 @@ enum Command {
         /// Cluster mode does not use it: certificates and the account are Secrets written through the API.
         #[arg(long, value_name = "DIR")]
         state_dir: Option<PathBuf>,
+        /// The application log's format on stderr: `text` (colours only when stderr is a terminal) or `json`
+        /// (one object per line, for Loki, Elasticsearch and `kubectl logs | jq`). Level: `RUST_LOG`.
+        #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+        log_format: LogFormat,
     },
     /// Load and translate without serving; print the routes and every diagnostic.
     /// Exit 0 when clean, 1 when an object was rejected, 2 when the input is unusable.
@@ -136,6 +146,7 @@ fn main() -> ExitCode {
             access_log,
             access_log_sample,
             state_dir,
+            log_format,
         } => {
             let config = match load_config(config.as_ref()) {
                 Ok(c) => c,
@@ -146,7 +157,7 @@ fn main() -> ExitCode {
                 eprintln!("portico: a listener set has acme configured: --state-dir DIR is required with --manifests");
                 return ExitCode::from(2);
             }
-            init_tracing();
+            init_tracing(log_format);
             let mut rt = tokio::runtime::Builder::new_multi_thread();
             if let Some(n) = workers.filter(|n| *n > 0) {
                 rt.worker_threads(n);
@@ -171,13 +182,20 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_tracing() {
+/// The application log goes to stderr, the access log (JSON) to stdout or its file: the two never interleave in one
+/// stream, and colour codes are written only to a terminal.
+fn init_tracing(format: LogFormat) {
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_target(false)
-        .init();
+        .with_writer(std::io::stderr)
+        .with_target(false);
+    match format {
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).init(),
+    }
 }
 
 async fn run(

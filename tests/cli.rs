@@ -170,3 +170,86 @@ spec:
         assert!(stderr.contains(needle), "{config}: {stderr}");
     }
 }
+
+/// Runs the quickstart manifests on free loopback ports until the admin port answers, then SIGTERM; returns what
+/// the process wrote to stdout and stderr.
+fn run_briefly(extra: &[&str]) -> (String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let port = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    };
+    let (http, admin) = (port(), port());
+    let cfg = dir.path().join("config.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "listenerSets: [{{name: default, ingressClasses: [portico], http: [\"127.0.0.1:{http}\"]}}]\nadmin: {{address: \"127.0.0.1:{admin}\"}}\n"
+        ),
+    )
+    .unwrap();
+    let (out, err) = (dir.path().join("out"), dir.path().join("err"));
+    let mut child = portico()
+        .args(["run", "--manifests"])
+        .arg(quickstart_dir())
+        .arg("--config")
+        .arg(&cfg)
+        .args(extra)
+        .stdout(std::fs::File::create(&out).unwrap())
+        .stderr(std::fs::File::create(&err).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", admin)).is_err() {
+        assert!(std::time::Instant::now() < deadline, "portico did not start");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // One request, for an access log line.
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", http)).unwrap();
+    std::io::Write::write_all(
+        &mut s,
+        b"GET / HTTP/1.1\r\nHost: nothing.example\r\nConnection: close\r\n\r\n",
+    )
+    .unwrap();
+    let _ = std::io::Read::read_to_end(&mut s, &mut Vec::new());
+    let term = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(term.success());
+    assert!(child.wait().unwrap().success());
+    (
+        std::fs::read_to_string(out).unwrap(),
+        std::fs::read_to_string(err).unwrap(),
+    )
+}
+
+#[test]
+fn app_logs_go_to_stderr_as_text_without_colour_or_as_json() {
+    let (out, err) = run_briefly(&[]);
+    assert!(err.contains("INFO"), "text log on stderr: {err}");
+    assert!(
+        !err.contains('\x1b'),
+        "no colour codes when stderr is not a terminal: {err:?}"
+    );
+    // stdout holds only the access log: JSON lines.
+    assert!(!out.trim().is_empty(), "the access log line");
+    for line in out.lines() {
+        serde_json::from_str::<serde_json::Value>(line).unwrap_or_else(|e| panic!("{line:?}: {e}"));
+    }
+
+    let (_, err) = run_briefly(&["--log-format", "json"]);
+    let lines: Vec<serde_json::Value> = err
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l:?}: {e}")))
+        .collect();
+    assert!(lines.len() >= 2, "{err}");
+    assert!(
+        lines.iter().all(|l| l["level"].is_string() && l["message"].is_string()),
+        "{err}"
+    );
+}
