@@ -656,12 +656,15 @@ spec: {controller: k8s.io/ingress-nginx}
         );
         m += &ingress("default", "classless", "none", &rule("classless.example")).replace("  ingressClassName: none\n", "");
         m += &ingress("default", "other", "traefik", &rule("other.example"));
+        // Moved to another class while no replica ran: it still carries our address.
+        m += &ingress("default", "moved", "traefik", &rule("moved.example"));
         // No IngressClass `legacy` exists: adopted by name all the same, on a set that publishes no status.
         m += &ingress("default", "quiet", "legacy", &rule("quiet.example"));
         apply(&server, &m);
         assert!(m.contains("annotations: {kubernetes.io/ingress.class: nginx}") && !m.contains("ingressClassName: none"));
         foreign_status(&server, "other", "198.51.100.1");
         foreign_status(&server, "quiet", "198.51.100.2");
+        foreign_status(&server, "moved", "192.0.2.10");
 
         let gw = started(&server, ADOPTING, opts("one")).await;
         let (public, quiet) = (gw.http_addrs[0][0], gw.http_addrs[1][0]);
@@ -688,6 +691,12 @@ spec: {controller: k8s.io/ingress-nginx}
         assert_eq!(status_patches(&server, "quiet"), 0);
         assert_eq!(lb_status(&server, "other"), json!([{"ip": "198.51.100.1"}]));
         assert_eq!(status_patches(&server, "other"), 0);
+        // Our address left behind on an Ingress that is no longer ours: cleared when leadership is gained.
+        until("stale status cleared", SEC5, || {
+            let done = lb_status(&server, "moved").as_array().is_none_or(|l| l.is_empty());
+            async move { done }
+        })
+        .await;
 
         // The IngressClass goes (ingress-nginx uninstalled): Ingresses naming it stay ours, but without a
         // default class the class-less one is not, and the status written on it is cleared.

@@ -1,6 +1,11 @@
 //! Ingress status: every Ingress that is ours gets its listener set's addresses in
 //! `status.loadBalancer.ingress`, written through the status subresource only when it differs from what is
 //! there. An Ingress that stops being ours (its class changed) gets the field cleared. Only the leader writes.
+//!
+//! What a replica saw stop being ours is known only while it runs: an Ingress moved to another class while no
+//! replica ran (or while another replica led) would keep our address. So on gaining leadership the writer also
+//! clears every Ingress that is not ours and whose status is exactly one of our listener sets' addresses (another
+//! controller publishes its own).
 
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
@@ -99,6 +104,8 @@ pub struct StatusWriter {
     to_clear: HashSet<ObjectRef>,
     /// What was written, with the resourceVersion the store had then.
     written: HashMap<ObjectRef, (Vec<Address>, Option<String>)>,
+    /// Status left behind was looked for since leadership was gained.
+    swept: bool,
 }
 
 impl StatusWriter {
@@ -110,6 +117,7 @@ impl StatusWriter {
             owned_before: HashSet::new(),
             to_clear: HashSet::new(),
             written: HashMap::new(),
+            swept: false,
         }
     }
 
@@ -131,9 +139,28 @@ impl StatusWriter {
         self.owned_before = now;
         let leading = || *leader.borrow();
         if !leading() {
+            self.swept = false;
             return true;
         }
         let addresses: Vec<Option<Vec<Address>>> = self.publish.iter().map(|p| set_addresses(p, objects)).collect();
+        if !self.swept {
+            self.swept = true;
+            for ing in objects.ingresses() {
+                let (Some(namespace), Some(name)) = (&ing.metadata.namespace, &ing.metadata.name) else {
+                    continue;
+                };
+                let r = ObjectRef {
+                    kind: "Ingress",
+                    namespace: namespace.clone(),
+                    name: name.clone(),
+                };
+                let have = current(&ing);
+                if !have.is_empty() && !self.owned_before.contains(&r) && addresses.iter().flatten().any(|a| *a == have)
+                {
+                    self.to_clear.insert(r);
+                }
+            }
+        }
         let mut ok = true;
         for (r, set) in owned {
             let Some(Some(want)) = addresses.get(*set) else {

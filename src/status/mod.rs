@@ -38,6 +38,8 @@ pub struct Round {
 pub trait Objects: Send + Sync {
     fn ingress(&self, namespace: &str, name: &str) -> Option<Arc<Ingress>>;
     fn service(&self, namespace: &str, name: &str) -> Option<Arc<Service>>;
+    /// Every Ingress (read when leadership is gained, to clear status left behind).
+    fn ingresses(&self) -> Vec<Arc<Ingress>>;
     /// The uid of an object of a kind Portico reads.
     fn uid(&self, r: &ObjectRef) -> Option<String>;
 }
@@ -120,6 +122,10 @@ impl Objects for crate::model::ClusterState {
             .iter()
             .find(|o| o.metadata.namespace.as_deref() == Some(namespace) && o.metadata.name.as_deref() == Some(name));
         found.cloned().map(Arc::new)
+    }
+
+    fn ingresses(&self) -> Vec<Arc<Ingress>> {
+        self.ingresses.iter().map(|o| Arc::new(o.to_k8s())).collect()
     }
 
     fn uid(&self, r: &ObjectRef) -> Option<String> {

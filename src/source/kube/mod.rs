@@ -139,6 +139,10 @@ impl Objects for Stores {
         self.services.get(Some(namespace), name)
     }
 
+    fn ingresses(&self) -> Vec<Arc<Ingress>> {
+        self.ingresses.all()
+    }
+
     fn uid(&self, r: &ObjectRef) -> Option<String> {
         let ns = (!r.namespace.is_empty()).then_some(r.namespace.as_str());
         let meta = |m: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta| m.uid.clone();

@@ -176,6 +176,11 @@ where
         self.changed.lock().unwrap_or_else(|e| e.into_inner()).all = true;
     }
 
+    /// Every object, as the stores have it now.
+    pub fn all(&self) -> Vec<Arc<K>> {
+        self.stores.iter().flat_map(Store::state).collect()
+    }
+
     /// The object with this namespace and name, as the stores have it now.
     pub fn get(&self, namespace: Option<&str>, name: &str) -> Option<Arc<K>> {
         let mut r = ObjectRef::new(name);
