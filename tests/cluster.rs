@@ -882,7 +882,7 @@ async fn invalid_ingress_gets_one_event() {
         .await;
         let ev = &events_about("bad")[0];
         assert_eq!(ev.type_.as_deref(), Some("Warning"));
-        assert_eq!(ev.reason.as_deref(), Some("Rejected"));
+        assert_eq!(ev.reason.as_deref(), Some("InvalidRule"));
         let regarding = ev.regarding.as_ref().unwrap();
         assert_eq!(regarding.kind.as_deref(), Some("Ingress"));
         assert_eq!(regarding.namespace.as_deref(), Some("default"));
@@ -900,6 +900,31 @@ async fn invalid_ingress_gets_one_event() {
         }
         assert_eq!(events_about("bad").len(), 1);
         assert!(events_about("good").is_empty());
+        gw.shutdown().await;
+
+        // Another replica (or this one restarted) reports the same problem: the same Event, not a new one.
+        let gw = started(&server, ONE_SET, opts("two")).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let evs = events_about("bad");
+        assert_eq!(evs.len(), 1, "{evs:?}");
+        assert!(evs[0].series.is_none(), "within the dedupe window: not even counted");
+        gw.shutdown().await;
+        // Past the dedupe window: counted in the Event's series.
+        let gw = started(
+            &server,
+            ONE_SET,
+            ClusterOptions {
+                event_dedupe: Duration::ZERO,
+                ..opts("three")
+            },
+        )
+        .await;
+        until("series counted", SEC5, || {
+            let evs = events_about("bad");
+            let counted = evs.len() == 1 && evs[0].series.as_ref().is_some_and(|s| s.count >= 2);
+            async move { counted }
+        })
+        .await;
         gw.shutdown().await;
     })
     .await;

@@ -55,7 +55,7 @@ EXPECTED_CLUSTER_RULES = (
     | {("ClusterRole", "discovery.k8s.io", "endpointslices", v) for v in _READ}
     | {("ClusterRole", "networking.k8s.io", "ingresses/status", v) for v in ("patch", "update")}
     | {("ClusterRole", "", "events", v) for v in ("create", "patch")}
-    | {("ClusterRole", "events.k8s.io", "events", v) for v in ("create", "patch")}
+    | {("ClusterRole", "events.k8s.io", "events", v) for v in ("create", "get", "patch")}
 )
 # ACME writes certificate Secrets in the Ingresses' namespaces: cluster-wide create/update (never delete or
 # patch), only with acme.enabled. In the release namespace: the challenge ConfigMap (watched by every replica,
