@@ -42,6 +42,8 @@ pub struct Running {
     /// Bound HTTPS addresses, per listener set.
     pub https_addrs: Vec<Vec<SocketAddr>>,
     pub admin_addr: SocketAddr,
+    /// The admin API and dashboard's own address, when `admin.apiAddress` is set.
+    pub api_addr: Option<SocketAddr>,
     pub shared: Arc<Shared>,
     /// HTTP-01 tokens answered by the plain listeners of ACME-enabled sets.
     pub challenges: crate::acme::challenge::ChallengeStore,
@@ -121,6 +123,15 @@ pub async fn start_with(config: Config, source: Source, extras: Extras) -> anyho
         .await
         .with_context(|| format!("admin: cannot bind {}", config.admin.address))?;
     let admin_addr = admin.local_addr()?;
+    let api = match config.admin.api_address {
+        Some(a) => Some(
+            TcpListener::bind(a)
+                .await
+                .with_context(|| format!("admin: cannot bind apiAddress {a}"))?,
+        ),
+        None => None,
+    };
+    let api_addr = api.as_ref().map(TcpListener::local_addr).transpose()?;
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let mut tasks = JoinSet::new();
@@ -224,14 +235,22 @@ pub async fn start_with(config: Config, source: Source, extras: Extras) -> anyho
         );
     }
     tracing::info!(addr = %admin_addr, "serving admin");
-    tasks.spawn(
-        crate::admin::serve(
-            admin,
-            crate::admin::Admin::new(shared.clone(), &set_names, &http_addrs, &https_addrs),
-            shutdown_rx.clone(),
-        )
-        .instrument(tracing::info_span!("admin")),
-    );
+    let admin_state = crate::admin::Admin::new(shared.clone(), &set_names, &http_addrs, &https_addrs);
+    if let (Some(l), Some(addr)) = (api, api_addr) {
+        tracing::info!(%addr, "serving the admin API and dashboard");
+        let api_state = crate::admin::Admin {
+            shared: shared.clone(),
+            sets: admin_state.sets.clone(),
+            api: true,
+        };
+        tasks
+            .spawn(crate::admin::serve(l, api_state, shutdown_rx.clone()).instrument(tracing::info_span!("admin-api")));
+    }
+    let admin_state = crate::admin::Admin {
+        api: api_addr.is_none(),
+        ..admin_state
+    };
+    tasks.spawn(crate::admin::serve(admin, admin_state, shutdown_rx.clone()).instrument(tracing::info_span!("admin")));
 
     Ok(Running {
         challenges,
@@ -239,6 +258,7 @@ pub async fn start_with(config: Config, source: Source, extras: Extras) -> anyho
         http_addrs,
         https_addrs,
         admin_addr,
+        api_addr,
         shared,
         shutdown: shutdown_tx,
         tasks,

@@ -160,6 +160,9 @@ pub enum Publish {
 #[derive(Debug, Clone, PartialEq)]
 pub struct AdminConfig {
     pub address: SocketAddr,
+    /// When set, the JSON API and the dashboard are served here only, and `address` serves health and metrics
+    /// only (e.g. metrics on the pod network, the dashboard on 127.0.0.1 for `kubectl port-forward`).
+    pub api_address: Option<SocketAddr>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -244,6 +247,7 @@ impl Default for Config {
             }],
             admin: AdminConfig {
                 address: SocketAddr::from(([127, 0, 0, 1], 9000)),
+                api_address: None,
             },
             upstream: UpstreamConfig::default(),
             shutdown: ShutdownConfig::default(),
@@ -378,6 +382,8 @@ struct RawPublish {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct RawAdmin {
     address: String,
+    #[serde(default)]
+    api_address: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -631,6 +637,11 @@ impl RawConfig {
             None => defaults.admin,
             Some(a) => AdminConfig {
                 address: parse_addr("admin.address", &a.address)?,
+                api_address: a
+                    .api_address
+                    .as_deref()
+                    .map(|x| parse_addr("admin.apiAddress", x))
+                    .transpose()?,
             },
         };
         let upstream = match self.upstream {

@@ -792,3 +792,45 @@ fn the_parser_rejects_malformed_expositions() {
         assert!(std::panic::catch_unwind(|| parse(bad)).is_err(), "accepted: {bad:?}");
     }
 }
+
+/// `admin.apiAddress`: the API and dashboard move to their own listener (e.g. loopback, for `kubectl
+/// port-forward`); the admin address keeps health and metrics only.
+#[tokio::test]
+async fn the_api_and_dashboard_can_have_their_own_address() {
+    let config = r#"
+listenerSets:
+  - name: public
+    ingressClasses: [portico]
+    http: ["127.0.0.1:0"]
+admin: { address: "127.0.0.1:0", apiAddress: "127.0.0.1:0" }
+"#;
+    let gw = Gateway::start_with(config, "").await;
+    let (admin, api) = (
+        gw.running().admin_addr,
+        gw.running().api_addr.expect("apiAddress bound"),
+    );
+    assert_ne!(admin, api);
+    for path in ["/healthz", "/readyz", "/metrics"] {
+        assert_eq!(
+            get(admin, "admin", path).await.status,
+            200,
+            "{path} on the admin address"
+        );
+    }
+    for path in [
+        "/",
+        "/index.html",
+        "/dashboard.js",
+        "/api/routes",
+        "/api/diagnostics",
+        "/api/explain?host=a",
+    ] {
+        let r = get(admin, "admin", path).await;
+        assert_eq!(r.status, 404, "{path} is not on the admin address");
+        assert!(r.text().contains("apiAddress"), "{}", r.text());
+    }
+    for path in ["/", "/dashboard.js", "/api/routes", "/api/diagnostics", "/metrics"] {
+        assert_eq!(get(api, "admin", path).await.status, 200, "{path} on apiAddress");
+    }
+    gw.stop().await;
+}

@@ -33,6 +33,8 @@ const DASHBOARD_CSS: &str = include_str!("../../assets/dashboard.css");
 pub struct Admin {
     pub shared: Arc<Shared>,
     pub sets: Vec<SetAddrs>,
+    /// This listener serves the JSON API and the dashboard (else health and metrics only).
+    pub api: bool,
 }
 
 /// A listener set's name and bound addresses.
@@ -54,7 +56,11 @@ impl Admin {
                 https: https.get(i).cloned().unwrap_or_default(),
             })
             .collect();
-        Self { shared, sets }
+        Self {
+            shared,
+            sets,
+            api: true,
+        }
     }
 }
 
@@ -103,6 +109,17 @@ fn route(admin: &Admin, req: &Request<Incoming>) -> Resp {
                     .map(|a| crate::metrics::render_acme(&a.status()))
                     .unwrap_or_default(),
         ),
+        path if !admin.api
+            && (path.starts_with("/api/")
+                || path == "/"
+                || path.starts_with("/dashboard")
+                || path == "/index.html") =>
+        {
+            text(
+                StatusCode::NOT_FOUND,
+                "not found: the API and dashboard are on admin.apiAddress\n",
+            )
+        }
         "/api/routes" => json(StatusCode::OK, &api::routes(admin)),
         "/api/certificates" => json(StatusCode::OK, &api::certificates(admin)),
         "/api/diagnostics" => json(StatusCode::OK, &api::diagnostics(admin)),

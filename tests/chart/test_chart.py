@@ -79,6 +79,7 @@ OPTIONAL_LISTENER_SET_KEYS = {
 }
 ACME_KEYS = {"directory", "email", "externalAccountBinding", "caRoot"}
 ADMIN_KEYS = {"address"}
+OPTIONAL_ADMIN_KEYS = {"apiAddress"}
 UPSTREAM_KEYS = {"connectTimeout", "responseHeaderTimeout", "idleTimeout"}
 OPTIONAL_UPSTREAM_KEYS = {"readTimeout", "retryBudget"}
 SHUTDOWN_KEYS = {"drainDelay", "gracePeriod"}
@@ -465,8 +466,12 @@ def test_config_has_only_known_keys(scenario):
         assert ls.get("shareHostsAcrossNamespaces", False) == values["shareHostsAcrossNamespaces"], ls
         if "shareHostsAcrossNamespaces" in ls:
             assert ls["shareHostsAcrossNamespaces"] is True, "rendered only when on"
-    assert set(config["admin"]) == ADMIN_KEYS
+    assert ADMIN_KEYS <= set(config["admin"]) <= ADMIN_KEYS | OPTIONAL_ADMIN_KEYS
     port_of(config["admin"]["address"])
+    # The API and dashboard: on the pod's loopback unless exposed on the admin port.
+    if "apiAddress" in config["admin"]:
+        assert config["admin"]["apiAddress"].startswith("127.0.0.1:"), config["admin"]
+        assert port_of(config["admin"]["apiAddress"]) != port_of(config["admin"]["address"])
     assert UPSTREAM_KEYS <= set(config["upstream"]) <= UPSTREAM_KEYS | OPTIONAL_UPSTREAM_KEYS
     for key, value in config["upstream"].items():
         if key != "retryBudget":
@@ -487,11 +492,22 @@ def test_config_default_values_match_the_contract():
              "https": ["0.0.0.0:8444"], "publish": {"service": f"{NAMESPACE}/{RELEASE}-portico-internal"},
              "httpsRedirectPort": 443},
         ],
-        "admin": {"address": "0.0.0.0:9000"},
+        "admin": {"address": "0.0.0.0:9000", "apiAddress": "127.0.0.1:9001"},
         "upstream": {"connectTimeout": "5s", "responseHeaderTimeout": "60s", "idleTimeout": "90s"},
         # The drain is the preStop sleep (shutdown.drainDelay 10s); the binary must not wait again.
         "shutdown": {"drainDelay": "0s", "gracePeriod": "25s"},
     }
+
+
+def test_admin_api_on_loopback_unless_exposed():
+    config = config_of(render({}))
+    assert config["admin"] == {"address": "0.0.0.0:9000", "apiAddress": "127.0.0.1:9001"}
+    config = config_of(render({"admin": {"api": {"port": 9500}}}))
+    assert config["admin"]["apiAddress"] == "127.0.0.1:9500"
+    exposed = render({"admin": {"api": {"expose": True}}})
+    assert config_of(exposed)["admin"] == {"address": "0.0.0.0:9000"}
+    # The loopback port is never a container port: nothing outside the pod may reach it.
+    assert {p["containerPort"] for p in container(render({}))["ports"]} == {8080, 8443, 8081, 8444, 9000}
 
 
 def test_config_ipv6_and_publish_addresses():
@@ -783,6 +799,7 @@ def test_values_schema_rejects_bad_values_when_rendering(bad, where):
     [
         ({"listenerSets": {"internal": {"ports": {"http": 8080}}}}, "must all differ"),
         ({"admin": {"port": 8443}}, "must all differ"),
+        ({"admin": {"api": {"port": 9000}}}, "must all differ"),
         ({"listenerSets": {"internal": {"ingressClass": {"name": "portico-external"}}}}, "a class name may appear once"),
         ({"listenerSets": {"external": {"ingressClass": {"default": True}}, "internal": {"ingressClass": {"default": True}}}},
          "only one IngressClass"),

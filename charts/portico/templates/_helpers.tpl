@@ -232,7 +232,9 @@ config merges.
 {{- $drain := .Values.shutdown.drainDelay }}
 {{- if .Values.shutdown.preStopSleep }}{{ $drain = "0s" }}{{ end }}
 {{- $shutdown := dict "drainDelay" $drain "gracePeriod" .Values.shutdown.gracePeriod }}
-{{- $cfg := dict "listenerSets" $sets "admin" (dict "address" (include "portico.bind" (list $root .Values.admin.port))) "upstream" $upstream "shutdown" $shutdown }}
+{{- $admin := dict "address" (include "portico.bind" (list $root .Values.admin.port)) }}
+{{- if not .Values.admin.api.expose }}{{- $_ := set $admin "apiAddress" (printf "127.0.0.1:%d" (int .Values.admin.api.port)) }}{{- end }}
+{{- $cfg := dict "listenerSets" $sets "admin" $admin "upstream" $upstream "shutdown" $shutdown }}
 {{- $cfg = include "portico.deepMerge" (list $cfg (.Values.config | default dict)) | fromJson }}
 {{- toYaml $cfg }}
 {{- end }}
@@ -245,6 +247,7 @@ config merges.
 {{- fail "listenerSets: at least one listener set must be enabled" }}
 {{- end }}
 {{- $ports := list (int .Values.admin.port) }}
+{{- if not .Values.admin.api.expose }}{{- $ports = append $ports (int .Values.admin.api.port) }}{{- end }}
 {{- $portNames := list }}
 {{- $classes := list }}
 {{- $defaults := list }}
@@ -288,7 +291,7 @@ config merges.
 {{- end }}
 {{- end }}
 {{- if ne (len $ports) (len (uniq $ports)) }}
-{{- fail (printf "listenerSets.*.ports and admin.port must all differ, got %v" $ports) }}
+{{- fail (printf "listenerSets.*.ports, admin.port and admin.api.port must all differ, got %v" $ports) }}
 {{- end }}
 {{- if ne (len $portNames) (len (uniq $portNames)) }}
 {{- fail (printf "container port name prefixes must differ, got %v: set listenerSets.<name>.portNamePrefix" $portNames) }}
