@@ -9,6 +9,7 @@
 //! ```
 
 pub mod api;
+mod process;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -107,7 +108,12 @@ fn route(admin: &Admin, req: &Request<Incoming>) -> Resp {
                     .acme
                     .get()
                     .map(|a| crate::metrics::render_acme(&a.status()))
-                    .unwrap_or_default(),
+                    .unwrap_or_default()
+                + &{
+                    let mut p = String::new();
+                    process::render(&mut p);
+                    p
+                },
         ),
         path if !admin.api
             && (path.starts_with("/api/")
