@@ -81,6 +81,29 @@ pub const BUILTIN_RESOURCES: &[ResourceDef] = &[
     ),
     res!("discovery.k8s.io", "v1", "endpointslices", "EndpointSlice", true, false),
     res!("coordination.k8s.io", "v1", "leases", "Lease", true, false),
+    res!("", "v1", "namespaces", "Namespace", false, true),
+    // Gateway API, standard channel (v1.6): every kind served as v1, with its status subresource.
+    res!(
+        "gateway.networking.k8s.io",
+        "v1",
+        "gatewayclasses",
+        "GatewayClass",
+        false,
+        true
+    ),
+    res!("gateway.networking.k8s.io", "v1", "gateways", "Gateway", true, true),
+    res!("gateway.networking.k8s.io", "v1", "httproutes", "HTTPRoute", true, true),
+    res!("gateway.networking.k8s.io", "v1", "grpcroutes", "GRPCRoute", true, true),
+    res!(
+        "gateway.networking.k8s.io",
+        "v1",
+        "referencegrants",
+        "ReferenceGrant",
+        true,
+        false
+    ),
+    res!("gateway.networking.k8s.io", "v1", "tlsroutes", "TLSRoute", true, true),
+    res!("gateway.networking.k8s.io", "v1", "tcproutes", "TCPRoute", true, true),
 ];
 
 /// Find a resource by group, version and plural (URL form).
@@ -104,6 +127,25 @@ pub fn find_by_kind<'a>(table: &'a [ResourceDef], api_version: &str, kind: &str)
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn gateway_api_kinds_are_served_with_status() {
+        for kind in [
+            "GatewayClass",
+            "Gateway",
+            "HTTPRoute",
+            "GRPCRoute",
+            "TLSRoute",
+            "TCPRoute",
+        ] {
+            let r = find_by_kind(BUILTIN_RESOURCES, "gateway.networking.k8s.io/v1", kind).unwrap();
+            assert!(r.has_status, "{kind}");
+            assert_eq!(r.namespaced, kind != "GatewayClass", "{kind}");
+        }
+        let g = find_by_kind(BUILTIN_RESOURCES, "gateway.networking.k8s.io/v1", "ReferenceGrant").unwrap();
+        assert!(g.namespaced);
+        assert!(!find_by_kind(BUILTIN_RESOURCES, "v1", "Namespace").unwrap().namespaced);
+    }
 
     #[test]
     fn lookups() {
