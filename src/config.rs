@@ -456,7 +456,6 @@ impl RawConfig {
         let defaults = Config::default();
         let listener_sets = match self.listener_sets {
             None => defaults.listener_sets,
-            Some(sets) if sets.is_empty() => return Err(invalid("listenerSets: at least one listener set is needed")),
             Some(sets) => {
                 let mut names = HashSet::new();
                 let mut classes = HashSet::new();
@@ -870,10 +869,16 @@ listenerSets:
         assert!(e.contains("bogus"), "{e}");
     }
 
+    /// No listener set: valid (only Gateways are served, which bind their own listeners).
+    #[test]
+    fn no_listener_set_is_valid() {
+        let c = Config::from_yaml("listenerSets: []\nadmin: { address: \"127.0.0.1:0\" }\n").unwrap();
+        assert!(c.listener_sets.is_empty());
+    }
+
     #[test]
     fn invalid_values_are_errors() {
         for (yaml, needle) in [
-            ("listenerSets: []", "at least one"),
             ("listenerSets: [{name: a, ingressClasses: [x], http: [\"nope\"]}]", "not an address"),
             (
                 "listenerSets: [{name: a, ingressClasses: [x], http: [\"0.0.0.0:1\"]}, {name: a, ingressClasses: [y], http: [\"0.0.0.0:2\"]}]",

@@ -253,3 +253,49 @@ fn app_logs_go_to_stderr_as_text_without_colour_or_as_json() {
         "{err}"
     );
 }
+
+/// `listenerSets: []`: the gateway starts with no listener set (Gateways bring their own) and is ready once the
+/// first (empty) table is published.
+#[test]
+fn runs_with_no_listener_set() {
+    let dir = tempfile::tempdir().unwrap();
+    let admin = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let cfg = dir.path().join("config.yaml");
+    std::fs::write(
+        &cfg,
+        format!("listenerSets: []\nadmin: {{address: \"127.0.0.1:{admin}\"}}\n"),
+    )
+    .unwrap();
+    let mut child = portico()
+        .args(["run", "--manifests"])
+        .arg(quickstart_dir())
+        .arg("--config")
+        .arg(&cfg)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let ready = loop {
+        if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", admin)) {
+            std::io::Write::write_all(&mut s, b"GET /readyz HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").unwrap();
+            let mut out = String::new();
+            let _ = std::io::Read::read_to_string(&mut s, &mut out);
+            if out.starts_with("HTTP/1.1 200") {
+                break true;
+            }
+        }
+        if std::time::Instant::now() > deadline {
+            break false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+    let status = child.wait().unwrap();
+    assert!(ready, "/readyz never answered 200");
+    assert!(status.success());
+}
