@@ -289,6 +289,8 @@ pub async fn read_cluster(client: kube::Client, namespaces: &[String]) -> Result
             &ListParams::default().fields("type=kubernetes.io/tls"),
         )
         .await?,
+        // The migration report is about Ingresses.
+        gateway: Default::default(),
     })
 }
 

@@ -9,6 +9,7 @@ mod alias;
 pub mod annotations;
 mod canary;
 mod changes;
+pub mod gateway;
 mod incremental;
 pub mod ingress;
 mod translate;
@@ -35,6 +36,8 @@ pub struct ClusterState {
     pub services: Vec<Service>,
     pub endpoint_slices: Vec<EndpointSlice>,
     pub secrets: Vec<Secret>,
+    /// Gateway API objects (and Namespaces), few next to Ingresses: kept together.
+    pub gateway: gateway::GatewayObjects,
 }
 
 /// What translation needs from the configuration.

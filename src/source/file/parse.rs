@@ -144,6 +144,8 @@ fn parse_value(mut value: serde_yaml::Value, out: &mut ClusterState, strings: &m
         ("v1", "Service") => typed(value, kind, &mut out.services),
         ("discovery.k8s.io/v1", "EndpointSlice") => typed(value, kind, &mut out.endpoint_slices),
         ("v1", "Secret") => typed(value, kind, &mut out.secrets),
+        ("v1", "Namespace") => typed(value, kind, &mut out.gateway.namespaces),
+        ("gateway.networking.k8s.io/v1" | "gateway.networking.k8s.io/v1beta1", _) => gateway_object(value, kind, &mut out.gateway),
         ("v1", "List") => {
             let items = match value.get_mut("items") {
                 Some(serde_yaml::Value::Sequence(items)) => std::mem::take(items),
@@ -157,6 +159,36 @@ fn parse_value(mut value: serde_yaml::Value, out: &mut ClusterState, strings: &m
         (_, "Ingress" | "IngressClass" | "EndpointSlice") => Err(format!(
             "{kind} apiVersion {api:?} is not supported (use networking.k8s.io/v1 or discovery.k8s.io/v1)"
         )),
+        _ => Ok(()),
+    }
+}
+
+/// A Gateway API object of a kind Portico reads (others, such as TLSRoute before layer 4, are skipped quietly).
+fn gateway_object(v: serde_yaml::Value, kind: &str, out: &mut crate::model::gateway::GatewayObjects) -> Result<(), String> {
+    fn one<T: serde::de::DeserializeOwned>(
+        v: serde_yaml::Value,
+        kind: &str,
+        name: impl Fn(&T) -> bool,
+        out: &mut Vec<T>,
+    ) -> Result<(), String> {
+        let obj: T = serde_yaml::from_value(v).map_err(|e| format!("invalid {kind}: {e}"))?;
+        if !name(&obj) {
+            return Err(format!("{kind} has no metadata.name"));
+        }
+        out.push(obj);
+        Ok(())
+    }
+    match kind {
+        "GatewayClass" => one(v, kind, |o: &crate::model::gateway::GatewayClass| o.metadata.name.is_some(), &mut out.gateway_classes),
+        "Gateway" => one(v, kind, |o: &crate::model::gateway::Gateway| o.metadata.name.is_some(), &mut out.gateways),
+        "HTTPRoute" => one(v, kind, |o: &crate::model::gateway::HttpRoute| o.metadata.name.is_some(), &mut out.http_routes),
+        "GRPCRoute" => one(v, kind, |o: &crate::model::gateway::GrpcRoute| o.metadata.name.is_some(), &mut out.grpc_routes),
+        "ReferenceGrant" => one(
+            v,
+            kind,
+            |o: &crate::model::gateway::ReferenceGrant| o.metadata.name.is_some(),
+            &mut out.reference_grants,
+        ),
         _ => Ok(()),
     }
 }

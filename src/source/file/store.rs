@@ -146,6 +146,8 @@ impl ManifestDir {
             let o = entry.lend_objects();
             add_secrets(&mut state, extra, &o.secrets);
             entry.objects.secrets = o.secrets;
+            state.gateway.extend(&o.gateway);
+            entry.objects.gateway = o.gateway;
             state.ingresses.extend(o.ingresses);
             state.ingress_classes.extend(o.ingress_classes);
             state.services.extend(o.services);
@@ -195,15 +197,18 @@ impl ManifestDir {
             state.services.splice(start[2]..start[2], o.services);
             state.endpoint_slices.splice(start[3]..start[3], o.endpoint_slices);
             entry.objects.secrets = o.secrets;
+            entry.objects.gateway = o.gateway;
             self.files.insert(p.clone(), entry);
         }
         let mut diagnostics = Vec::new();
         state.secrets.clear();
+        state.gateway = Default::default();
         for p in &self.order {
             let entry = &self.files[p];
             diagnostics.extend(entry.diagnostics.iter().cloned());
             let extra = self.extra_roots.iter().any(|r| p.starts_with(r));
             add_secrets(&mut state, extra, &entry.objects.secrets);
+            state.gateway.extend(&entry.objects.gateway);
         }
         self.state = Arc::new(state);
         self.parse.strings.prune();
@@ -329,6 +334,11 @@ fn parse_by_document(text: &str, old: Option<&mut FileEntry>, cx: &mut Parse) ->
         chunk.hash(&mut h);
         h.finish()
     };
+    // Gateway API objects stay with their file and are not counted per document: a file holding any is parsed
+    // whole (they are few).
+    if old.as_deref().is_some_and(|o| !o.objects.gateway.is_empty()) {
+        return None;
+    }
     // The old documents by digest (in file order, for repeated documents), with where each one's objects start.
     let mut reusable: HashMap<u64, std::collections::VecDeque<(usize, [usize; 5])>> = HashMap::new();
     if let Some(old) = old.as_deref() {
@@ -380,7 +390,7 @@ fn parse_by_document(text: &str, old: Option<&mut FileEntry>, cx: &mut Parse) ->
         let mut objects = ClusterState::default();
         let seen = parse_chunk(chunk, &mut objects, cx)?;
         // The text before the first marker holds at most one document; every other chunk exactly one.
-        if seen > 1 || (seen == 0 && n > 0) {
+        if seen > 1 || (seen == 0 && n > 0) || !objects.gateway.is_empty() {
             return None;
         }
         let counts = counts_of(&objects).map(|c| c as u32);
@@ -457,6 +467,33 @@ mod tests {
         let (s, _) = m.load().unwrap();
         assert!(s.services.is_empty());
         assert!(ManifestDir::new(dir.path().join("nope")).load().is_err());
+    }
+
+    /// Gateway API objects and Namespaces load with their file, follow its edits (in place or not) and go with it.
+    #[test]
+    fn gateway_objects_follow_their_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let gw = "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: gw, namespace: a}\nspec: {gatewayClassName: portico, listeners: [{name: http, port: 80, protocol: HTTP}]}\n";
+        let route = |n: &str| format!("---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: {n}, namespace: a}}\nspec: {{parentRefs: [{{name: gw}}]}}\n");
+        let svc = "---\napiVersion: v1\nkind: Service\nmetadata: {name: s, namespace: a}\n";
+        let f = dir.path().join("gw.yaml");
+        std::fs::write(&f, format!("{gw}{}{svc}---\napiVersion: v1\nkind: Namespace\nmetadata: {{name: a, labels: {{team: x}}}}\n", route("r1"))).unwrap();
+        std::fs::write(dir.path().join("other.yaml"), route("r0")).unwrap();
+        let mut m = ManifestDir::new(dir.path());
+        let (s, d) = m.load().unwrap();
+        assert!(d.is_empty(), "{d:?}");
+        let g = &s.gateway;
+        assert_eq!((g.gateways.len(), g.http_routes.len(), g.namespaces.len(), s.services.len()), (1, 2, 1, 1));
+        // An edit of one document: the file is read again whole, nothing lost or doubled.
+        std::fs::write(&f, format!("{gw}{}{}{svc}", route("r1"), route("r2"))).unwrap();
+        let (s, _) = m.load().unwrap();
+        let mut names: Vec<_> = s.gateway.http_routes.iter().filter_map(|r| r.metadata.name.clone()).collect();
+        names.sort();
+        assert_eq!(names, ["r0", "r1", "r2"]);
+        assert_eq!((s.gateway.gateways.len(), s.gateway.namespaces.len(), s.services.len()), (1, 0, 1));
+        std::fs::remove_file(&f).unwrap();
+        let (s, _) = m.load().unwrap();
+        assert_eq!((s.gateway.gateways.len(), s.gateway.http_routes.len()), (0, 1));
     }
 
     #[test]
