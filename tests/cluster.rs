@@ -160,6 +160,38 @@ async fn initial_sync_then_serve() {
     .await;
 }
 
+/// A cluster without the Gateway API CRDs (their lists answer 404): Ingresses are served all the same.
+#[tokio::test]
+async fn serves_without_the_gateway_api_crds() {
+    bounded(async {
+        let resources = portico_fake_apiserver::BUILTIN_RESOURCES
+            .iter()
+            .filter(|r| r.group != "gateway.networking.k8s.io")
+            .copied()
+            .collect();
+        let server = FakeApiServer::start_with(portico_fake_apiserver::Options {
+            resources,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        let a = echo("a").await;
+        apply(
+            &server,
+            &(class("portico")
+                + &service("default", "a", &[a.addr])
+                + &ingress("default", "web", "portico", &[("a.example", "/", "Prefix", "a")])),
+        );
+        let gw = started(&server, ONE_SET, opts("one")).await;
+        assert_eq!(
+            backend_of(gw.http_addrs[0][0], "a.example", "/").await,
+            (200, Some("a".into()))
+        );
+        gw.shutdown().await;
+    })
+    .await;
+}
+
 // === changes reach traffic ===
 
 #[tokio::test]

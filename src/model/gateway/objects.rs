@@ -326,7 +326,7 @@ fn default_matches() -> Vec<HttpRouteMatch> {
     vec![HttpRouteMatch::default()]
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct HttpRouteMatch {
     /// PathPrefix `/` when left out.
@@ -338,17 +338,6 @@ pub struct HttpRouteMatch {
     pub query_params: Vec<HttpQueryParamMatch>,
     #[serde(default)]
     pub method: Option<String>,
-}
-
-impl Default for HttpRouteMatch {
-    fn default() -> Self {
-        Self {
-            path: HttpPathMatch::default(),
-            headers: Vec::new(),
-            query_params: Vec::new(),
-            method: None,
-        }
-    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -609,14 +598,24 @@ pub struct ReferenceGrantTo {
 impl ReferenceGrant {
     /// Whether this grant (in the target's namespace) lets a `from_kind` of `from_namespace` refer to the
     /// `to_kind` named `to_name`.
-    pub fn allows(&self, from_group: &str, from_kind: &str, from_namespace: &str, to_group: &str, to_kind: &str, to_name: &str) -> bool {
+    pub fn allows(
+        &self,
+        from_group: &str,
+        from_kind: &str,
+        from_namespace: &str,
+        to_group: &str,
+        to_kind: &str,
+        to_name: &str,
+    ) -> bool {
         self.spec
             .from
             .iter()
             .any(|f| f.group == from_group && f.kind == from_kind && f.namespace == from_namespace)
-            && self.spec.to.iter().any(|t| {
-                t.group == to_group && t.kind == to_kind && t.name.as_deref().is_none_or(|n| n == to_name)
-            })
+            && self
+                .spec
+                .to
+                .iter()
+                .any(|t| t.group == to_group && t.kind == to_kind && t.name.as_deref().is_none_or(|n| n == to_name))
     }
 }
 
@@ -631,12 +630,21 @@ mod tests {
         )
         .unwrap();
         let p = &r.spec.parent_refs[0];
-        assert_eq!((p.group.as_str(), p.kind.as_str(), p.namespace.as_deref()), (GROUP, "Gateway", None));
+        assert_eq!(
+            (p.group.as_str(), p.kind.as_str(), p.namespace.as_deref()),
+            (GROUP, "Gateway", None)
+        );
         let rule = &r.spec.rules[0];
         assert_eq!(rule.matches, vec![HttpRouteMatch::default()], "one match: PathPrefix /");
-        assert_eq!((rule.matches[0].path.type_.as_str(), rule.matches[0].path.value.as_str()), ("PathPrefix", "/"));
+        assert_eq!(
+            (rule.matches[0].path.type_.as_str(), rule.matches[0].path.value.as_str()),
+            ("PathPrefix", "/")
+        );
         let b = &rule.backend_refs[0];
-        assert_eq!((b.kind.as_str(), b.group.as_str(), b.weight, b.port), ("Service", "", 1, Some(80)));
+        assert_eq!(
+            (b.kind.as_str(), b.group.as_str(), b.weight, b.port),
+            ("Service", "", 1, Some(80))
+        );
         let m = &r.spec.rules[1].matches[0];
         assert_eq!(m.path.value, "/");
         assert_eq!(m.headers[0].type_, "Exact");
@@ -652,9 +660,15 @@ mod tests {
         .unwrap();
         assert_eq!(g.spec.addresses[0].type_, "IPAddress");
         let l = &g.spec.listeners[0];
-        assert_eq!((l.allowed_routes.namespaces.from.as_str(), l.allowed_routes.kinds.len()), ("Same", 0));
+        assert_eq!(
+            (l.allowed_routes.namespaces.from.as_str(), l.allowed_routes.kinds.len()),
+            ("Same", 0)
+        );
         let tls = g.spec.listeners[1].tls.as_ref().unwrap();
-        assert_eq!((tls.mode.as_str(), tls.certificate_refs[0].kind.as_str()), ("Terminate", "Secret"));
+        assert_eq!(
+            (tls.mode.as_str(), tls.certificate_refs[0].kind.as_str()),
+            ("Terminate", "Secret")
+        );
     }
 
     #[test]

@@ -145,7 +145,9 @@ fn parse_value(mut value: serde_yaml::Value, out: &mut ClusterState, strings: &m
         ("discovery.k8s.io/v1", "EndpointSlice") => typed(value, kind, &mut out.endpoint_slices),
         ("v1", "Secret") => typed(value, kind, &mut out.secrets),
         ("v1", "Namespace") => typed(value, kind, &mut out.gateway.namespaces),
-        ("gateway.networking.k8s.io/v1" | "gateway.networking.k8s.io/v1beta1", _) => gateway_object(value, kind, &mut out.gateway),
+        ("gateway.networking.k8s.io/v1" | "gateway.networking.k8s.io/v1beta1", _) => {
+            gateway_object(value, kind, &mut out.gateway)
+        }
         ("v1", "List") => {
             let items = match value.get_mut("items") {
                 Some(serde_yaml::Value::Sequence(items)) => std::mem::take(items),
@@ -164,7 +166,11 @@ fn parse_value(mut value: serde_yaml::Value, out: &mut ClusterState, strings: &m
 }
 
 /// A Gateway API object of a kind Portico reads (others, such as TLSRoute before layer 4, are skipped quietly).
-fn gateway_object(v: serde_yaml::Value, kind: &str, out: &mut crate::model::gateway::GatewayObjects) -> Result<(), String> {
+fn gateway_object(
+    v: serde_yaml::Value,
+    kind: &str,
+    out: &mut crate::model::gateway::GatewayObjects,
+) -> Result<(), String> {
     fn one<T: serde::de::DeserializeOwned>(
         v: serde_yaml::Value,
         kind: &str,
@@ -179,10 +185,30 @@ fn gateway_object(v: serde_yaml::Value, kind: &str, out: &mut crate::model::gate
         Ok(())
     }
     match kind {
-        "GatewayClass" => one(v, kind, |o: &crate::model::gateway::GatewayClass| o.metadata.name.is_some(), &mut out.gateway_classes),
-        "Gateway" => one(v, kind, |o: &crate::model::gateway::Gateway| o.metadata.name.is_some(), &mut out.gateways),
-        "HTTPRoute" => one(v, kind, |o: &crate::model::gateway::HttpRoute| o.metadata.name.is_some(), &mut out.http_routes),
-        "GRPCRoute" => one(v, kind, |o: &crate::model::gateway::GrpcRoute| o.metadata.name.is_some(), &mut out.grpc_routes),
+        "GatewayClass" => one(
+            v,
+            kind,
+            |o: &crate::model::gateway::GatewayClass| o.metadata.name.is_some(),
+            &mut out.gateway_classes,
+        ),
+        "Gateway" => one(
+            v,
+            kind,
+            |o: &crate::model::gateway::Gateway| o.metadata.name.is_some(),
+            &mut out.gateways,
+        ),
+        "HTTPRoute" => one(
+            v,
+            kind,
+            |o: &crate::model::gateway::HttpRoute| o.metadata.name.is_some(),
+            &mut out.http_routes,
+        ),
+        "GRPCRoute" => one(
+            v,
+            kind,
+            |o: &crate::model::gateway::GrpcRoute| o.metadata.name.is_some(),
+            &mut out.grpc_routes,
+        ),
         "ReferenceGrant" => one(
             v,
             kind,

@@ -375,7 +375,7 @@ fn parse_by_document(text: &str, old: Option<&mut FileEntry>, cx: &mut Parse) ->
     }
     enum Part {
         Old([usize; 5]),
-        New(ClusterState),
+        New(Box<ClusterState>),
     }
     let mut parts = Vec::with_capacity(chunks.len());
     let mut docs = Vec::with_capacity(chunks.len());
@@ -395,7 +395,7 @@ fn parse_by_document(text: &str, old: Option<&mut FileEntry>, cx: &mut Parse) ->
         }
         let counts = counts_of(&objects).map(|c| c as u32);
         docs.push(Doc { digest: d, counts });
-        parts.push(Part::New(objects));
+        parts.push(Part::New(Box::new(objects)));
     }
     let mut out = ClusterState::default();
     let mut total = [0usize; 5];
@@ -413,6 +413,7 @@ fn parse_by_document(text: &str, old: Option<&mut FileEntry>, cx: &mut Parse) ->
     for (part, doc) in parts.into_iter().zip(&docs) {
         match part {
             Part::New(o) => {
+                let o = *o;
                 out.ingresses.extend(o.ingresses);
                 out.ingress_classes.extend(o.ingress_classes);
                 out.services.extend(o.services);
@@ -474,23 +475,48 @@ mod tests {
     fn gateway_objects_follow_their_files() {
         let dir = tempfile::tempdir().unwrap();
         let gw = "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: gw, namespace: a}\nspec: {gatewayClassName: portico, listeners: [{name: http, port: 80, protocol: HTTP}]}\n";
-        let route = |n: &str| format!("---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: {n}, namespace: a}}\nspec: {{parentRefs: [{{name: gw}}]}}\n");
+        let route = |n: &str| {
+            format!("---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: {n}, namespace: a}}\nspec: {{parentRefs: [{{name: gw}}]}}\n")
+        };
         let svc = "---\napiVersion: v1\nkind: Service\nmetadata: {name: s, namespace: a}\n";
         let f = dir.path().join("gw.yaml");
-        std::fs::write(&f, format!("{gw}{}{svc}---\napiVersion: v1\nkind: Namespace\nmetadata: {{name: a, labels: {{team: x}}}}\n", route("r1"))).unwrap();
+        std::fs::write(
+            &f,
+            format!(
+                "{gw}{}{svc}---\napiVersion: v1\nkind: Namespace\nmetadata: {{name: a, labels: {{team: x}}}}\n",
+                route("r1")
+            ),
+        )
+        .unwrap();
         std::fs::write(dir.path().join("other.yaml"), route("r0")).unwrap();
         let mut m = ManifestDir::new(dir.path());
         let (s, d) = m.load().unwrap();
         assert!(d.is_empty(), "{d:?}");
         let g = &s.gateway;
-        assert_eq!((g.gateways.len(), g.http_routes.len(), g.namespaces.len(), s.services.len()), (1, 2, 1, 1));
+        assert_eq!(
+            (
+                g.gateways.len(),
+                g.http_routes.len(),
+                g.namespaces.len(),
+                s.services.len()
+            ),
+            (1, 2, 1, 1)
+        );
         // An edit of one document: the file is read again whole, nothing lost or doubled.
         std::fs::write(&f, format!("{gw}{}{}{svc}", route("r1"), route("r2"))).unwrap();
         let (s, _) = m.load().unwrap();
-        let mut names: Vec<_> = s.gateway.http_routes.iter().filter_map(|r| r.metadata.name.clone()).collect();
+        let mut names: Vec<_> = s
+            .gateway
+            .http_routes
+            .iter()
+            .filter_map(|r| r.metadata.name.clone())
+            .collect();
         names.sort();
         assert_eq!(names, ["r0", "r1", "r2"]);
-        assert_eq!((s.gateway.gateways.len(), s.gateway.namespaces.len(), s.services.len()), (1, 0, 1));
+        assert_eq!(
+            (s.gateway.gateways.len(), s.gateway.namespaces.len(), s.services.len()),
+            (1, 0, 1)
+        );
         std::fs::remove_file(&f).unwrap();
         let (s, _) = m.load().unwrap();
         assert_eq!((s.gateway.gateways.len(), s.gateway.http_routes.len()), (0, 1));

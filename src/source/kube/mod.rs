@@ -15,6 +15,7 @@
 //! nothing is published while any watcher is relisting. The leader's writers read the same stores
 //! ([`KubeSource::objects`]).
 
+mod gateway;
 pub mod watch;
 
 use std::sync::Arc;
@@ -98,6 +99,12 @@ struct Stores {
     services: watch::Kind<Service>,
     slices: watch::Kind<EndpointSlice>,
     secrets: watch::Kind<Secret>,
+    gateway_classes: watch::Kind<crate::model::gateway::GatewayClass>,
+    gateways: watch::Kind<crate::model::gateway::Gateway>,
+    http_routes: watch::Kind<crate::model::gateway::HttpRoute>,
+    grpc_routes: watch::Kind<crate::model::gateway::GrpcRoute>,
+    reference_grants: watch::Kind<crate::model::gateway::ReferenceGrant>,
+    namespaces: watch::Kind<k8s_openapi::api::core::v1::Namespace>,
     /// The strings the kept Ingresses share (see [`crate::model::Strings`]).
     strings: std::sync::Mutex<crate::model::Strings>,
 }
@@ -118,6 +125,13 @@ impl Stores {
         self.services.sync(&mut state.services);
         self.slices.sync(&mut state.endpoint_slices);
         self.secrets.sync(&mut state.secrets);
+        let g = &mut state.gateway;
+        self.gateway_classes.sync(&mut g.gateway_classes);
+        self.gateways.sync(&mut g.gateways);
+        self.http_routes.sync(&mut g.http_routes);
+        self.grpc_routes.sync(&mut g.grpc_routes);
+        self.reference_grants.sync(&mut g.reference_grants);
+        self.namespaces.sync(&mut g.namespaces);
     }
 
     /// The next sync clones every object again.
@@ -127,6 +141,12 @@ impl Stores {
         self.services.resync();
         self.slices.resync();
         self.secrets.resync();
+        self.gateway_classes.resync();
+        self.gateways.resync();
+        self.http_routes.resync();
+        self.grpc_routes.resync();
+        self.reference_grants.resync();
+        self.namespaces.resync();
     }
 }
 
@@ -241,8 +261,62 @@ fn start_watches(
         services: watch::Kind::new(),
         slices: watch::Kind::new(),
         secrets: watch::Kind::new(),
+        gateway_classes: watch::Kind::new(),
+        gateways: watch::Kind::new(),
+        http_routes: watch::Kind::new(),
+        grpc_routes: watch::Kind::new(),
+        reference_grants: watch::Kind::new(),
+        namespaces: watch::Kind::new(),
         strings: Default::default(),
     };
+    // Gateway API: optional kinds (a 404 list means the CRDs are not installed: listed, empty). Namespaces are
+    // cluster-wide (allowedRoutes selects on their labels); GatewayClasses too.
+    watches.spawn_optional(
+        &mut stores.gateway_classes,
+        "GatewayClass".into(),
+        Api::all(client.clone()),
+        any(),
+        shutdown.clone(),
+    );
+    watches.spawn_optional(
+        &mut stores.namespaces,
+        "Namespace".into(),
+        Api::all(client.clone()),
+        any(),
+        shutdown.clone(),
+    );
+    for ns in &scopes {
+        let ns = *ns;
+        let s = &mut stores;
+        watches.spawn_optional(
+            &mut s.gateways,
+            label("Gateway", ns),
+            api(client, ns),
+            any(),
+            shutdown.clone(),
+        );
+        watches.spawn_optional(
+            &mut s.http_routes,
+            label("HTTPRoute", ns),
+            api(client, ns),
+            any(),
+            shutdown.clone(),
+        );
+        watches.spawn_optional(
+            &mut s.grpc_routes,
+            label("GRPCRoute", ns),
+            api(client, ns),
+            any(),
+            shutdown.clone(),
+        );
+        watches.spawn_optional(
+            &mut s.reference_grants,
+            label("ReferenceGrant", ns),
+            api(client, ns),
+            any(),
+            shutdown.clone(),
+        );
+    }
     let classes = Api::all(client.clone());
     watches.spawn(
         &mut stores.classes,

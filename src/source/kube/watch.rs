@@ -21,6 +21,9 @@ use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 use tracing::Instrument;
 
+/// How often a kind the API server does not serve is looked for again.
+pub const ABSENT_RETRY: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Sync flags of every watcher, and a counter bumped on every change seen.
 #[derive(Clone)]
 pub struct Watches {
@@ -58,6 +61,37 @@ impl Watches {
         label: String,
         api: Api<K>,
         config: watcher::Config,
+        shutdown: watch::Receiver<bool>,
+    ) where
+        K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+        K::DynamicType: Default + Eq + Hash + Clone + Send + Sync,
+    {
+        self.spawn_with(kind, label, api, config, false, shutdown);
+    }
+
+    /// [`Watches::spawn`] for a kind the API server may not serve (a CRD): a `404` counts as listed and empty,
+    /// and the list is tried again every [`ABSENT_RETRY`] (so installing the CRDs later needs no restart).
+    pub fn spawn_optional<K>(
+        &self,
+        kind: &mut Kind<K>,
+        label: String,
+        api: Api<K>,
+        config: watcher::Config,
+        shutdown: watch::Receiver<bool>,
+    ) where
+        K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+        K::DynamicType: Default + Eq + Hash + Clone + Send + Sync,
+    {
+        self.spawn_with(kind, label, api, config, true, shutdown);
+    }
+
+    fn spawn_with<K>(
+        &self,
+        kind: &mut Kind<K>,
+        label: String,
+        api: Api<K>,
+        config: watcher::Config,
+        optional: bool,
         mut shutdown: watch::Receiver<bool>,
     ) where
         K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
@@ -76,6 +110,7 @@ impl Watches {
             async move {
                 let mut stream = watcher(api, config).boxed();
                 let mut delay = crate::kube_retry::RetryDelay::new();
+                let mut absent = false;
                 loop {
                     let ev = tokio::select! {
                         ev = stream.next() => ev,
@@ -85,6 +120,7 @@ impl Watches {
                     match ev {
                         Ok(ev) => {
                             delay.reset();
+                            absent = false;
                             writer.apply_watcher_event(&ev);
                             // Recorded after the store changed and before the publisher is told.
                             note(&changed, &ev);
@@ -101,6 +137,29 @@ impl Watches {
                                 watcher::Event::Apply(_) | watcher::Event::Delete(_) => {}
                             }
                             changes.send_modify(|n| *n += 1);
+                        }
+                        Err(e) if optional && matches!(crate::kube_retry::status_of(&e), Some(404 | 403)) => {
+                            if !absent {
+                                absent = true;
+                                if crate::kube_retry::status_of(&e) == Some(403) {
+                                    tracing::warn!(
+                                        error = %crate::kube_retry::describe_watch(&e),
+                                        "not allowed to list (RBAC): served as none; looking again every {}s",
+                                        ABSENT_RETRY.as_secs()
+                                    );
+                                } else {
+                                    tracing::info!(
+                                        "not served by the API server (CRD not installed?): none; looking again every {}s",
+                                        ABSENT_RETRY.as_secs()
+                                    );
+                                }
+                                synced.store(true, Ordering::Release);
+                                changes.send_modify(|n| *n += 1);
+                            }
+                            tokio::select! {
+                                () = tokio::time::sleep(ABSENT_RETRY) => {}
+                                _ = shutdown.wait_for(|s| *s) => return,
+                            }
                         }
                         // The store keeps its contents meanwhile (see `kube_retry` for the delays).
                         Err(e) => {
