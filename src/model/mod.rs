@@ -10,6 +10,7 @@ mod canary;
 mod changes;
 mod incremental;
 pub mod ingress;
+pub mod route;
 mod translate;
 
 use std::fmt;
