@@ -146,8 +146,9 @@ type BackendKey = (
 /// Invariant: the backend index holds (weakly) every backend of the snapshot of generation `indexed`, under a
 /// hash of its [`BackendKey`]; an entry whose backend is gone is skipped and pruned now and then, and a hash
 /// collision only costs a missed reuse (the backend's own key is compared). A build after a snapshot of another
-/// generation indexes that snapshot's backends first, as a fresh builder does. Kept slots are indexed by a hash
-/// of the route's origin, host, path and kind, the same way.
+/// generation indexes that snapshot's backends first, as a fresh builder does. Kept slots are indexed by a 64-bit
+/// hash of the route's origin, host, path and kind (the slot holds no key to compare: two routes whose keys
+/// collide would share one, a chance of 2^-64 per pair).
 pub struct Builder {
     backends: FastMap<u64, Weak<Backend>>,
     kept: FastMap<u64, Weak<Kept>>,
