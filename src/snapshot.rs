@@ -15,7 +15,7 @@ use std::sync::{Arc, Weak};
 use crate::certs::SetTls;
 use crate::config::UpstreamConfig;
 use crate::metrics::{RouteCounter, RouteCounters};
-use crate::model::route::{BackendSpec, RouteSpec};
+use crate::model::route::{BackendSpec, OneOrMore, RouteSpec};
 use crate::model::{FastMap, HostPattern, Translation};
 use crate::routing::Lookup;
 use crate::upstream::policy::{Policies, PolicyTable};
@@ -42,9 +42,11 @@ pub struct Snapshot {
 #[derive(Debug)]
 pub struct Live {
     /// Aligned with the route's `backends`.
-    pub backends: Box<[LiveBackend]>,
-    /// Survives republishes while a route with the same origin, host, path and kind exists.
-    pub kept: Arc<Kept>,
+    pub backends: OneOrMore<LiveBackend>,
+    /// State kept across republishes, for routes whose filters keep some (none yet: `None` for every route, so
+    /// the slot costs nothing until a filter such as a rate limit needs it). Reused while a route with the same
+    /// origin, host, path and kind exists.
+    pub kept: Option<Arc<Kept>>,
 }
 
 /// One backend of a route: its endpoints with balancer and health state, and the route's counter for it.
@@ -309,9 +311,10 @@ impl crate::routing::MakeState<Live> for Maker<'_> {
                 counter: self.counters.counter(&route.origin.name, &w.id),
             })
             .collect();
+        let keeps_state = route.filters.iter().any(crate::model::route::Filter::keeps_state);
         Live {
             backends,
-            kept: self.kept(host, route),
+            kept: keeps_state.then(|| self.kept(host, route)),
         }
     }
 }
@@ -360,7 +363,37 @@ mod tests {
     }
 
     #[test]
-    fn rebuilds_keep_backends_counters_and_slots_by_key() {
+    fn kept_slots_are_reused_by_route_key() {
+        let metrics = crate::metrics::Metrics::new(&["a".to_string()]);
+        let mut counters = metrics.route_counters();
+        let hasher = std::hash::RandomState::new();
+        let (mut index, mut kept, mut built) = (FastMap::default(), FastMap::default(), Vec::new());
+        let mut maker = Maker {
+            hasher: &hasher,
+            index: &mut index,
+            kept: &mut kept,
+            built: &mut built,
+            counters: &mut counters,
+            interned: FastMap::default(),
+            health: HealthPolicy::default(),
+        };
+        let t = translation(&[(1, 1), (2, 1)]);
+        let mut lowering = crate::model::route::Lowering::default();
+        let (h1, h2) = (&t.sets[0].hosts[0], &t.sets[0].hosts[1]);
+        let first = maker.kept(&h1.host, &lowering.path(&h1.paths[0]));
+        assert!(Arc::ptr_eq(&first, &maker.kept(&h1.host, &lowering.path(&h1.paths[0]))));
+        assert!(!Arc::ptr_eq(
+            &first,
+            &maker.kept(&h2.host, &lowering.path(&h2.paths[0]))
+        ));
+        drop(first);
+        // A slot no route holds any more is not handed out again.
+        let again = maker.kept(&h1.host, &lowering.path(&h1.paths[0]));
+        assert_eq!(Arc::strong_count(&again), 1);
+    }
+
+    #[test]
+    fn rebuilds_keep_backends_and_counters_by_key() {
         let metrics = crate::metrics::Metrics::new(&["a".to_string()]);
         let mut builder = Builder::default();
         let t1 = translation(&(0..10).map(|i| (i, i)).collect::<Vec<_>>());
@@ -375,10 +408,7 @@ mod tests {
         assert!(matches!(s2.lookup(0, "h005.example", "/"), Lookup::NotFound));
         let (a, b) = (route(&s1, "h003.example"), route(&s2, "h003.example"));
         assert!(!Arc::ptr_eq(&a.state.backends[0].backend, &b.state.backends[0].backend));
-        assert!(
-            Arc::ptr_eq(&a.state.kept, &b.state.kept),
-            "same origin, host and path: same slot"
-        );
+        assert!(b.state.kept.is_none(), "no filter keeps state yet: no slot");
         // Host 3's new backend is the one host 7 already used; its counter is its own pair's.
         let seven = route(&s2, "h007.example");
         assert!(Arc::ptr_eq(

@@ -99,6 +99,24 @@ pub enum Filter {
     Hsts(Hsts),
 }
 
+impl Filter {
+    /// Whether the filter keeps state between its route's requests (a rate limit's buckets), in the route's kept
+    /// slot (`snapshot::Kept`), which then survives republishes. None does yet.
+    pub fn keeps_state(&self) -> bool {
+        match self {
+            Filter::AllowSources(_)
+            | Filter::HttpsRedirect(_)
+            | Filter::Redirect(_)
+            | Filter::AppRoot(_)
+            | Filter::BodyLimit(_)
+            | Filter::Rewrite(_)
+            | Filter::RequestHeaders(_)
+            | Filter::ResponseHeaders(_)
+            | Filter::Hsts(_) => false,
+        }
+    }
+}
+
 #[derive(Debug)]
 pub struct AllowSources(pub Box<[Cidr]>);
 
@@ -216,6 +234,36 @@ pub struct WeightedBackend {
     pub id: Arc<str>,
     pub weight: u32,
     pub origin: Origin,
+}
+
+/// A route's backends, or the state aligned with them: one (most routes) kept inline, more in a boxed slice. Read
+/// as a slice.
+#[derive(Debug, Clone)]
+pub enum OneOrMore<T> {
+    One(T),
+    More(Box<[T]>),
+}
+
+impl<T> std::ops::Deref for OneOrMore<T> {
+    type Target = [T];
+
+    fn deref(&self) -> &[T] {
+        match self {
+            OneOrMore::One(x) => std::slice::from_ref(x),
+            OneOrMore::More(xs) => xs,
+        }
+    }
+}
+
+impl<T> FromIterator<T> for OneOrMore<T> {
+    /// One element inline, else a slice (no allocation for one).
+    fn from_iter<I: IntoIterator<Item = T>>(iter: I) -> Self {
+        let mut iter = iter.into_iter();
+        match (iter.next(), iter.next()) {
+            (Some(first), None) => OneOrMore::One(first),
+            (first, second) => OneOrMore::More(first.into_iter().chain(second).chain(iter).collect()),
+        }
+    }
 }
 
 /// What the builder of live state needs to know about one of a route's backends.

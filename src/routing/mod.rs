@@ -21,7 +21,9 @@ use std::sync::Arc;
 use http::header::HeaderMap;
 
 pub use crate::model::route::{cookie, Origin};
-use crate::model::route::{Filter, Lowering, RequestMatch, RouteSpec, SendPolicy, Split, SplitChoice, WeightedBackend};
+use crate::model::route::{
+    Filter, Lowering, OneOrMore, RequestMatch, RouteSpec, SendPolicy, Split, SplitChoice, WeightedBackend,
+};
 use crate::model::{changed_hosts, HostModel, HostPattern, PathKind, SetModel, Translation};
 
 /// Makes the state of a route from its spec (the data plane's live backends and counters, reused by key).
@@ -87,7 +89,7 @@ pub struct Route<S> {
     pub filters: Arc<[Filter]>,
     pub send: Arc<SendPolicy>,
     /// The main backend first; a canary's second. Never empty.
-    pub backends: Box<[WeightedBackend]>,
+    pub backends: OneOrMore<WeightedBackend>,
     /// Rules that pick a backend before the weights do (a canary's header, cookie and stickiness).
     pub split: Option<Arc<Split>>,
     /// The object that defined the route.
