@@ -14,7 +14,8 @@ use http::header::{HeaderMap, HeaderValue};
 use portico::model::translate;
 use portico::normalize::{normalize_host, normalize_path};
 use portico::proxy::headers::{set_forwarded, strip_hop_by_hop, Forwarded, HopValues};
-use portico::routing::{Lookup, Snapshot};
+use portico::routing::Lookup;
+use portico::snapshot::Snapshot;
 
 fn snapshot(n: usize) -> Snapshot {
     let t = translate(&common::cluster_state(n), &common::options());
@@ -188,7 +189,7 @@ spec:
     Snapshot::build(&t, None, 1, None)
 }
 
-/// Choosing between a route's backend and its canary (`Route::canary_for`): a route without one, and a canary
+/// Choosing between a route's backend and its canary (`Route::backend_for`): a route without one, and a canary
 /// decided by its header, its cookie, or the weight.
 fn canary(c: &mut Criterion) {
     let mut g = c.benchmark_group("canary");
@@ -207,14 +208,22 @@ fn canary(c: &mut Criterion) {
         HeaderValue::from_static("session=0123456789abcdef; canary=always"),
     );
     g.bench_function("no_canary", |b| {
-        b.iter(|| black_box(plain).canary_for(black_box(&base)).is_some())
+        b.iter(|| {
+            let r = black_box(plain);
+            r.backend_for(black_box(&base), |i, n| r.state.names_endpoint(i, n)) > 0
+        })
     });
     for (name, h) in [
         ("by_header", &by_header),
         ("by_cookie", &by_cookie),
         ("by_weight", &base),
     ] {
-        g.bench_function(name, |b| b.iter(|| black_box(shop).canary_for(black_box(h)).is_some()));
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                let r = black_box(shop);
+                r.backend_for(black_box(h), |i, n| r.state.names_endpoint(i, n)) > 0
+            })
+        });
     }
     g.finish();
 }

@@ -1,11 +1,11 @@
 //! Table-scale figures (a plain bench, `harness = false`): `cargo bench --bench table_scale`.
 //!
-//! 1. Build time and memory of `model::translate` + `routing::Snapshot::build` for 1,000 / 10,000 / 50,000
+//! 1. Build time and memory of `model::translate` + `snapshot::Snapshot::build` for 1,000 / 10,000 / 50,000
 //!    Ingresses (each one host, one path, one Service with one EndpointSlice), generated in memory. Each size
 //!    runs in a fresh child process (this binary re-executed), so its RSS figures start from the same floor;
 //!    memory is VmRSS before and after, and the peak (VmHWM, reset first through /proc/self/clear_refs). Also
 //!    the publish after one Ingress changed: translate again, then `Snapshot::rebuild` (unchanged hosts keep
-//!    their routes), and (incremental) `model::Incremental` then a kept `routing::Builder`, as the gateway runs.
+//!    their routes), and (incremental) `model::Incremental` then a kept `snapshot::Builder`, as the gateway runs.
 //! 2. Change to serving at 10,000 Ingresses: a gateway (`app::start`, manifest directory, poll interval
 //!    `CHANGE_POLL_MS`, default 100) serves two echo backends; one Ingress is edited (written to a temporary file
 //!    and renamed over the old one) to point at the other backend, and a client polls over HTTP until the new
@@ -31,7 +31,8 @@ use portico::app::{self, Source};
 use portico::config::Config;
 use portico::echo::EchoServer;
 use portico::model::{translate, Incremental};
-use portico::routing::{Builder, Lookup, Snapshot};
+use portico::routing::Lookup;
+use portico::snapshot::{Builder, Snapshot};
 use portico::source::file::ManifestDir;
 
 const CHILD_ENV: &str = "PORTICO_TABLE_SCALE_CHILD";
@@ -163,13 +164,20 @@ fn child(n: usize) {
     // The builder is kept from one build to the next, as the publisher keeps it.
     let mut incremental = Incremental::new(opts.clone());
     let mut builder = Builder::default();
+    let metrics = portico::metrics::Metrics::new(&["a".to_string()]);
     let mut last = incremental.translate(&state);
-    let mut last_snap = builder.build(&last, None, 1, None);
+    let mut last_snap = builder.build(&last, None, 1, None, &mut metrics.route_counters());
     let mut best_incremental = Duration::MAX;
     for g in 0..3 {
         let a = Instant::now();
         let t2 = incremental.translate(if g % 2 == 0 { &changed } else { &state });
-        let s2 = builder.build(&t2, None, 10 + g, Some((&last_snap, Some(&last))));
+        let s2 = builder.build(
+            &t2,
+            None,
+            10 + g,
+            Some((&last_snap, Some(&last))),
+            &mut metrics.route_counters(),
+        );
         best_incremental = best_incremental.min(a.elapsed());
         (last, last_snap) = (t2, s2);
     }
@@ -314,8 +322,9 @@ fn change_to_serving(single: bool) {
         cold.push(t.elapsed());
         let mut incremental = Incremental::new(opts.clone());
         let mut builder = Builder::default();
+        let metrics = portico::metrics::Metrics::new(&["a".to_string()]);
         let first = incremental.translate(&state);
-        let snap = builder.build(&first, None, 1, None);
+        let snap = builder.build(&first, None, 1, None, &mut metrics.route_counters());
         drop(state);
         write_atomically(&edited_file, &text_for(if g % 2 == 0 { "edit-b" } else { "edit-a" }));
         let t = Instant::now();
@@ -328,7 +337,13 @@ fn change_to_serving(single: bool) {
         let second = incremental.translate(&state);
         tr_t.push(t.elapsed());
         let t = Instant::now();
-        let s = builder.build(&second, None, 2, Some((&snap, Some(&first))));
+        let s = builder.build(
+            &second,
+            None,
+            2,
+            Some((&snap, Some(&first))),
+            &mut metrics.route_counters(),
+        );
         rebuild_t.push(t.elapsed());
         std::hint::black_box(&s);
     }
@@ -395,7 +410,7 @@ fn change_to_serving(single: bool) {
         ms(full_t)
     );
     println!(
-        "| rebuild (routing::Builder) | {:.1} | unchanged hosts keep their routes; the host maps are copied and edited |",
+        "| rebuild (snapshot::Builder) | {:.1} | unchanged hosts keep their routes; the host maps are copied and edited |",
         ms(rebuild_t)
     );
     println!(

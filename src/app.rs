@@ -17,7 +17,7 @@ use crate::config::Config;
 use crate::proxy::server::Transport;
 use crate::proxy::Proxy;
 use crate::publish::{Compiler, Publisher, Shared};
-use crate::routing::Snapshot;
+use crate::snapshot::Snapshot;
 use crate::source::file::ManifestDir;
 use crate::source::kube::{ClusterOptions, KubeSource};
 use crate::upstream::client::UpstreamClient;
@@ -97,7 +97,7 @@ pub async fn start_with(config: Config, source: Source, extras: Extras) -> anyho
     let shared = Arc::new(Shared::new(
         Arc::new(ArcSwap::from_pointee(Snapshot::empty(&set_names))),
         Arc::new(crate::metrics::Metrics::new(&set_names)),
-        Arc::new(crate::upstream::policy::Policies::new(&config.upstream)),
+        &config.upstream,
     ));
 
     // Bind first, so a taken port fails startup before anything is published.
@@ -212,7 +212,7 @@ pub async fn start_with(config: Config, source: Source, extras: Extras) -> anyho
     let proxy = Arc::new(
         Proxy::new(
             shared.snapshot.clone(),
-            UpstreamClient::new(&config.upstream, shared.upstream_policies.clone()),
+            UpstreamClient::new(&config.upstream),
             set_options,
             challenges.clone(),
         )

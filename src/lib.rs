@@ -2,19 +2,24 @@
 //!
 //! ```text
 //!  source ──ClusterState──▶ publish::Compiler ──Compiled──▶ publish::Publisher ──Arc<Snapshot>──▶ ArcSwap
-//!  source::file (poll)       model::translate   (+diagnostics)  routing::Builder                    │ one load
-//!  source::kube (watch)      + certs::build_tls                 unchanged: not published            ▼ per request
-//!       │ Round (cluster mode)                                                 proxy (listeners → normalise →
-//!       ▼                                                                             lookup → upstream)
+//!  source::file (poll)       model::translate   (+diagnostics)  snapshot::Builder                   │ one load
+//!  source::kube (watch)      + certs::build_tls                 (model::route → routing::build      ▼ per request
+//!       │ Round (cluster mode)                                  + live state per route)     proxy: admit → route
+//!       ▼                                                       unchanged: not published    → filters → send
 //!  status (leader: Ingress status, Events)       acme (fed every compile)     admin (reads publish::Shared)
 //! ```
 //!
 //! - [`source`]: where objects come from: [`source::file`] (manifest directory: scan, per-file store, parse,
 //!   poll loop) and [`source::kube`] (watchers, stores, the publish loop). Either way, whole snapshots only.
-//! - [`model`]: the pure translation of objects into a per-listener-set routing model plus diagnostics.
-//! - [`publish`]: the pipeline's one writer: compile (translation, certificates), build the table, swap it in.
-//! - [`routing`]: the immutable table (exact hosts, wildcard suffixes, host-less rules, matchit per host).
-//! - [`proxy`]: listeners, request checks and normalisation, forwarding, the one error-to-status table.
+//! - [`model`]: the pure translation of objects into a per-listener-set routing model plus diagnostics, and the
+//!   source-neutral route model ([`model::route`]: matches, filters, send policy, weighted backends, origin).
+//! - [`publish`]: the pipeline's one writer: compile (translation, certificates), build the snapshot, swap it in.
+//! - [`routing`]: the immutable table (exact hosts, wildcard suffixes, host-less rules, matchit per host), generic
+//!   over the state the data plane attaches to each route.
+//! - [`snapshot`]: the one published snapshot: tables with each route's live state (backends, counters, kept
+//!   slot, reused by key across publishes), certificates, upstream policies.
+//! - [`proxy`]: listeners; each request through admit, route, filters ([`proxy::filters`]), send and respond; the
+//!   one error-to-status table.
 //! - [`upstream`]: backends (endpoints, balancing, health) and the pooled upstream client.
 //! - [`status`]: what the leader writes back (Ingress status, Events) and leader election.
 //! - [`acme`]: ACME certificates and HTTP-01 challenges (file store, or Secrets in [`acme::kube`]).
@@ -47,6 +52,7 @@ pub mod pem;
 pub mod proxy;
 pub mod publish;
 pub mod routing;
+pub mod snapshot;
 pub mod source;
 pub mod status;
 #[cfg(test)]

@@ -3,12 +3,12 @@
 //! The request path never takes a lock and never allocates to count a request:
 //! - per listener set gauges, histograms and error counters live in a fixed `Box<[SetMetrics]>` indexed by the
 //!   set's position;
-//! - per-route request counters live in a [`RouteCounters`] table behind an `ArcSwap`, keyed by the Ingress
-//!   (`namespace/name`) and then by the backend id (`namespace/service:port`). Its keys are `Arc<str>`, so a
-//!   request looks them up by `&str` (one `ArcSwap` load and two hash probes). The table is rebuilt on publish
-//!   from the compiled configuration *before* the routing snapshot is swapped in, and entries are never removed
-//!   (their `Arc<RouteCounter>` is carried over), so every route a request can match already has its counters and
-//!   a counter never goes backwards. Label values come from configuration only: never a request's Host or path.
+//! - per-route request counters are [`RouteCounter`]s reached from the route itself (the snapshot's per-route
+//!   state holds one per backend of the route), so counting costs no lookup. They are handed out by the
+//!   [`RouteCounters`] registry, keyed by the route's origin (`namespace/name`) and the backend id
+//!   (`namespace/service:port`), when a table is built (before it is published), and never removed from it: a
+//!   route rebuilt for the same pair gets the same counter, and a counter never goes backwards. Label values come
+//!   from configuration only: never a request's Host or path.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -54,10 +54,10 @@ impl UpstreamErrorKind {
 pub struct Metrics {
     set_names: Vec<String>,
     sets: Box<[SetMetrics]>,
-    routes: ArcSwap<RouteCounters>,
-    /// Every backend id in `routes`, so a new pair shares its id with the Ingresses naming the same backend
-    /// (touched by the publisher only).
-    backend_ids: std::sync::Mutex<std::collections::HashSet<Arc<str>, foldhash::fast::RandomState>>,
+    /// Every route counter handed out (taken by the table builder and by `render`, never on the request path).
+    routes: std::sync::Mutex<RouteCounters>,
+    /// The counter of requests no route took (`-`, `-`).
+    unmatched: RouteCounter,
     publishes: AtomicU64,
     last_build_micros: AtomicU64,
     generation: AtomicU64,
@@ -104,8 +104,8 @@ impl Histogram {
     }
 }
 
-/// Requests by listener set and status class, for one (Ingress, backend) pair: one allocation.
-type RouteCounter = Arc<[[AtomicU64; 5]]>;
+/// Requests by listener set and status class, for one (origin, backend) pair: one allocation.
+pub type RouteCounter = Arc<[[AtomicU64; 5]]>;
 
 fn route_counter(sets: usize) -> RouteCounter {
     (0..sets).map(|_| Default::default()).collect()
@@ -114,16 +114,29 @@ fn route_counter(sets: usize) -> RouteCounter {
 /// Looked up once per request: a fast non-cryptographic hash (keys come from configuration, not from clients).
 type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
-/// One Ingress's counters by backend id, searched in order: an Ingress names one backend or a few, and a slice
-/// costs less memory than a map per Ingress (at 10,000 Ingresses the maps were 4 MB). Backend ids are shared
-/// between Ingresses naming the same backend.
-type ByService = [(Arc<str>, RouteCounter)];
+/// One origin's counters by backend id, searched in order: an Ingress names one backend or a few, and a list
+/// costs less memory than a map per Ingress (at 10,000 Ingresses the maps were 4 MB). Backend ids are the
+/// routes' own shared strings.
+type ByService = Vec<(Arc<str>, RouteCounter)>;
 
-/// The per-route counters, rebuilt on publish (see the module docs for the invariant).
+/// Every per-route counter handed out, by origin and backend id (see the module docs for the invariant).
 pub struct RouteCounters {
-    by_ingress: FastMap<Arc<str>, Arc<ByService>>,
-    /// Per listener set: the Ingress that set its default backend.
-    defaults: Vec<Option<Arc<str>>>,
+    by_ingress: FastMap<Arc<str>, ByService>,
+    sets: usize,
+}
+
+impl RouteCounters {
+    /// The counter of requests `origin`'s routes send to `backend`: the one handed out before for the pair, else
+    /// a new one.
+    pub fn counter(&mut self, origin: &Arc<str>, backend: &Arc<str>) -> RouteCounter {
+        let per = self.by_ingress.entry(origin.clone()).or_default();
+        if let Some((_, c)) = per.iter().find(|(s, _)| **s == **backend) {
+            return c.clone();
+        }
+        let c = route_counter(self.sets);
+        per.push((backend.clone(), c.clone()));
+        c
+    }
 }
 
 /// The label value for "no Ingress" / "no service".
@@ -133,12 +146,8 @@ pub const NONE: &str = "-";
 #[derive(Debug, Clone, Copy)]
 pub struct Outcome<'a> {
     pub set: usize,
-    /// The Ingress of the matched route; `None` for the default backend or no route.
-    pub ingress: Option<&'a str>,
-    /// The matched backend's id; `None` when nothing matched.
-    pub service: Option<&'a str>,
-    /// The listener set's default backend served the request.
-    pub default_backend: bool,
+    /// The counter of the route and backend that took the request; `None` when no route did.
+    pub counter: Option<&'a RouteCounter>,
     pub status: u16,
     pub elapsed: Duration,
     /// Time to the upstream's response headers, when a request was sent upstream.
@@ -151,17 +160,17 @@ pub struct Outcome<'a> {
 impl Metrics {
     pub fn new(set_names: &[String]) -> Self {
         let n = set_names.len();
-        let none: Arc<ByService> = Arc::new([(Arc::<str>::from(NONE), route_counter(n))]);
-        let mut by_ingress = FastMap::default();
-        by_ingress.insert(Arc::<str>::from(NONE), none);
+        let mut routes = RouteCounters {
+            by_ingress: FastMap::default(),
+            sets: n,
+        };
+        let none = Arc::<str>::from(NONE);
+        let unmatched = routes.counter(&none, &none);
         Self {
             set_names: set_names.to_vec(),
             sets: (0..n).map(|_| SetMetrics::default()).collect(),
-            routes: ArcSwap::from_pointee(RouteCounters {
-                by_ingress,
-                defaults: vec![None; n],
-            }),
-            backend_ids: Default::default(),
+            routes: std::sync::Mutex::new(routes),
+            unmatched,
             publishes: AtomicU64::new(0),
             last_build_micros: AtomicU64::new(0),
             generation: AtomicU64::new(0),
@@ -193,35 +202,22 @@ impl Metrics {
             c @ 1..=5 => (c - 1) as usize,
             _ => 4,
         };
-        let routes = self.routes.load();
-        let ingress = match (o.ingress, o.default_backend) {
-            (Some(i), _) => i,
-            (None, true) => routes.defaults.get(o.set).and_then(|d| d.as_deref()).unwrap_or(NONE),
-            (None, false) => NONE,
-        };
-        let service = o.service.unwrap_or(NONE);
-        // Every configured pair is present (inserted before its table is published); anything else counts as
-        // unmatched rather than allocating on the request path.
-        let find = |ingress: &str, service: &str| {
-            let per = routes.by_ingress.get(ingress)?;
-            per.iter().find(|(s, _)| **s == *service).map(|(_, c)| c)
-        };
-        let counter = find(ingress, service).or_else(|| find(NONE, NONE));
-        if let Some(c) = counter.and_then(|c| c.get(o.set)) {
+        let counter = o.counter.unwrap_or(&self.unmatched);
+        if let Some(c) = counter.get(o.set) {
             c[class].fetch_add(1, Ordering::Relaxed);
         }
     }
 
-    /// The Ingress that set a listener set's default backend (as last published).
+    /// The registry of per-route counters, for the table builder (never on the request path).
+    pub fn route_counters(&self) -> std::sync::MutexGuard<'_, RouteCounters> {
+        self.routes.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// A request was sent again to another endpoint after a connection failure.
     pub fn retry(&self, set: usize) {
         if let Some(s) = self.sets.get(set) {
             s.retries.fetch_add(1, Ordering::Relaxed);
         }
-    }
-
-    pub fn default_ingress(&self, set: usize) -> Option<Arc<str>> {
-        self.routes.load().defaults.get(set).cloned().flatten()
     }
 
     pub fn connection_opened(&self, set: usize) {
@@ -256,89 +252,9 @@ impl Metrics {
         }
     }
 
-    /// Called by the publisher before the new routing snapshot `snap` (built from `translation` and `tls`) is
-    /// swapped in, with the translation published before (`None` at first). Counters are never removed (their totals stay in the
-    /// exposition), so every pair of the previous translation has its counters already and only the hosts that
-    /// changed since ([`crate::model::changed_hosts`]) and the default backends are looked at. The map is
-    /// copied only when the table names a new (Ingress, backend) pair, and then shallowly (each Ingress's slice
-    /// is shared until it changes). A new Ingress's key is its routes' `namespace/name` string (shared, not
-    /// copied).
-    pub fn published(
-        &self,
-        translation: &Translation,
-        tls: &TlsBuild,
-        snap: &crate::routing::Snapshot,
-        previous: Option<&Translation>,
-        generation: u64,
-        build: Duration,
-    ) {
-        let old = self.routes.load();
-        let n = self.set_names.len();
-        let mut pairs: Vec<(Arc<str>, String)> = Vec::new();
-        let mut note = |ingress: &Arc<str>, service: &str| {
-            let known = old
-                .by_ingress
-                .get(&**ingress)
-                .is_some_and(|m| m.iter().any(|(s, _)| **s == *service));
-            if !known {
-                pairs.push((ingress.clone(), service.to_string()));
-            }
-        };
-        let mut defaults: Vec<Option<Arc<str>>> = vec![None; n];
-        for (i, set) in translation.sets.iter().enumerate() {
-            let table = snap.sets.get(i);
-            let mut routes = |h: &crate::model::HostModel| {
-                for r in table.map_or(&[][..], |t| t.routes_of(&h.host)) {
-                    note(&r.ingress, &r.backend.id);
-                    // A request the canary serves counts under the route's Ingress and the canary's Service.
-                    if let Some(c) = &r.canary {
-                        note(&r.ingress, &c.backend.id);
-                    }
-                }
-            };
-            match previous.and_then(|t| t.sets.get(i)) {
-                Some(before) => crate::model::changed_hosts(before, set)
-                    .filter_map(|(_, after)| after)
-                    .for_each(|h| routes(h)),
-                None => set.hosts.iter().for_each(|h| routes(h)),
-            }
-            if let Some(d) = &set.default_backend {
-                let ing = format!("{}/{}", d.ingress.namespace, d.ingress.name);
-                // Reuse the old label value when it is the same Ingress.
-                let ing = match old.defaults.get(i) {
-                    Some(Some(prev)) if **prev == *ing => prev.clone(),
-                    _ => Arc::from(ing),
-                };
-                note(&ing, &d.backend.id());
-                if let Some(slot) = defaults.get_mut(i) {
-                    *slot = Some(ing);
-                }
-            }
-        }
-        if !pairs.is_empty() || old.defaults != defaults {
-            let mut by_ingress = old.by_ingress.clone();
-            // Backend ids already known, to share rather than copy.
-            let mut services = self.backend_ids.lock().unwrap_or_else(|e| e.into_inner());
-            pairs.sort();
-            pairs.dedup();
-            for (ingress, service) in pairs {
-                let service: Arc<str> = match services.get(service.as_str()) {
-                    Some(s) => s.clone(),
-                    None => {
-                        let s: Arc<str> = Arc::from(service);
-                        services.insert(s.clone());
-                        s
-                    }
-                };
-                let entry = by_ingress.entry(ingress).or_insert_with(|| Arc::new([]));
-                if !entry.iter().any(|(s, _)| *s == service) {
-                    let grown: Vec<(Arc<str>, RouteCounter)> =
-                        entry.iter().cloned().chain([(service, route_counter(n))]).collect();
-                    *entry = grown.into();
-                }
-            }
-            self.routes.store(Arc::new(RouteCounters { by_ingress, defaults }));
-        }
+    /// Called by the publisher when it publishes a snapshot built from `translation` and `tls`. (The route
+    /// counters were handed out while the table was built.)
+    pub fn published(&self, translation: &Translation, tls: &TlsBuild, generation: u64, build: Duration) {
         let mut certs = Vec::new();
         for (set, served) in tls.served.iter().enumerate() {
             for (host, info) in served {
@@ -359,7 +275,7 @@ impl Metrics {
         let sets = || self.set_names.iter().zip(self.sets.iter());
 
         header(&mut out, "portico_requests_total", "counter", "Requests answered, by listener set, Ingress (namespace/name, - when none matched), backend service (namespace/service:port) and status class.");
-        let routes = self.routes.load();
+        let routes = self.route_counters();
         let mut keys: Vec<(&Arc<str>, &Arc<str>, &RouteCounter)> = routes
             .by_ingress
             .iter()
@@ -619,14 +535,9 @@ pub fn render_acme(status: &crate::acme::manager::Status) -> String {
 
 /// Backend and endpoint health, read from the published table at scrape time (nothing on the request path).
 /// Labels are backend ids and endpoint addresses, both from configuration (EndpointSlices), never from requests.
-pub fn render_backends(snapshot: &crate::routing::Snapshot) -> String {
+pub fn render_backends<'a>(all: impl Iterator<Item = &'a Arc<crate::upstream::Backend>>) -> String {
     let mut seen = std::collections::HashSet::new();
-    let mut backends: Vec<&Arc<crate::upstream::Backend>> = snapshot
-        .sets
-        .iter()
-        .flat_map(|s| s.backends())
-        .filter(|b| seen.insert(Arc::as_ptr(b)))
-        .collect();
+    let mut backends: Vec<&Arc<crate::upstream::Backend>> = all.filter(|b| seen.insert(Arc::as_ptr(b))).collect();
     backends.sort_by(|a, b| (&a.id, a.check.is_some()).cmp(&(&b.id, b.check.is_some())));
     let mut out = String::new();
     header(
@@ -690,9 +601,7 @@ mod tests {
         for ms in [0, 3, 3, 70, 20_000] {
             m.record(&Outcome {
                 set: 0,
-                ingress: None,
-                service: None,
-                default_backend: false,
+                counter: None,
                 status: 404,
                 elapsed: Duration::from_millis(ms),
                 upstream_elapsed: (ms == 3).then(|| Duration::from_millis(2)),
@@ -717,75 +626,24 @@ mod tests {
         assert_eq!(esc("plain"), "plain");
     }
 
-    fn translation(hosts: &[(usize, usize)]) -> crate::model::Translation {
-        use crate::model::{BackendModel, HostModel, HostPattern, ObjectRef, PathKind, PathModel, PortRef};
-        let hosts = hosts
-            .iter()
-            .map(|&(ingress, service)| {
-                Arc::new(HostModel {
-                    host: HostPattern::Exact(format!("h{ingress:03}.example")),
-                    paths: vec![PathModel {
-                        path: "/".into(),
-                        kind: PathKind::Prefix,
-                        backend: BackendModel {
-                            namespace: "ns".into(),
-                            service: format!("s{service}").into(),
-                            port: PortRef::Number(80),
-                            endpoints: vec![],
-                        },
-                        ingress: ObjectRef {
-                            kind: "Ingress",
-                            namespace: "ns".into(),
-                            name: format!("i{ingress}"),
-                        },
-                        https_redirect: false,
-                        policy: Default::default(),
-                        canary: None,
-                    }],
-                })
-            })
-            .collect();
-        crate::model::Translation::one_set("a", hosts)
-    }
-
-    fn no_tls() -> TlsBuild {
-        TlsBuild {
-            sets: vec![],
-            served: vec![],
-            diagnostics: vec![],
-            fingerprint: 0,
-        }
-    }
-
     #[test]
-    fn publishes_after_edits_give_every_route_its_counter() {
+    fn a_pair_keeps_its_counter() {
         let m = Metrics::new(&["a".to_string()]);
-        let mut last = translation(&(0..10).map(|i| (i, i)).collect::<Vec<_>>());
-        let snap = |t: &crate::model::Translation| crate::routing::Snapshot::build(t, None, 1, None);
-        m.published(&last, &no_tls(), &snap(&last), None, 1, Duration::ZERO);
-        // Host 3 now names service 7, host 5 is gone, host 10 is new; the other hosts are the same `Arc`s, so only
-        // the changed ones are looked at.
-        let mut next = last.clone();
-        let edited = translation(&[(3, 7), (10, 10)]);
-        next.sets[0].hosts[3] = edited.sets[0].hosts[0].clone();
-        next.sets[0].hosts.remove(5);
-        next.sets[0].hosts.push(edited.sets[0].hosts[1].clone());
-        for (generation, t) in [(2, next.clone()), (3, translation(&[(1, 2), (2, 1)]))] {
-            m.published(&t, &no_tls(), &snap(&t), Some(&last), generation, Duration::ZERO);
-            let routes = m.routes.load();
-            for p in t.sets[0].hosts.iter().flat_map(|h| &h.paths) {
-                let ingress = format!("{}/{}", p.ingress.namespace, p.ingress.name);
-                let service = format!("{}/{}:{}", p.backend.namespace, p.backend.service, p.backend.port);
-                let per = routes.by_ingress.get(ingress.as_str()).expect("Ingress counted");
-                assert!(per.iter().any(|(s, _)| **s == *service), "{ingress} {service}");
-            }
-            last = t;
-        }
-        // Counters are never removed, and a backend id is shared by the Ingresses naming it.
-        let routes = m.routes.load();
-        let id = |i: &str, s: &str| routes.by_ingress[i].iter().find(|(x, _)| **x == *s).unwrap().0.clone();
-        assert!(Arc::ptr_eq(&id("ns/i3", "ns/s7:80"), &id("ns/i7", "ns/s7:80")));
-        assert!(Arc::ptr_eq(&id("ns/i2", "ns/s1:80"), &id("ns/i1", "ns/s1:80")));
-        assert!(routes.by_ingress.contains_key("ns/i5"));
+        let (i1, i2, s1): (Arc<str>, Arc<str>, Arc<str>) = ("ns/i1".into(), "ns/i2".into(), "ns/s1:80".into());
+        let c = m.route_counters().counter(&i1, &s1);
+        assert!(Arc::ptr_eq(&c, &m.route_counters().counter(&i1, &"ns/s1:80".into())));
+        assert!(!Arc::ptr_eq(&c, &m.route_counters().counter(&i2, &s1)));
+        m.record(&Outcome {
+            set: 0,
+            counter: Some(&c),
+            status: 200,
+            elapsed: Duration::ZERO,
+            upstream_elapsed: None,
+            upstream_error: None,
+        });
+        let text = m.render();
+        assert!(
+            text.contains("portico_requests_total{set=\"a\",ingress=\"ns/i1\",service=\"ns/s1:80\",class=\"2xx\"} 1\n")
+        );
     }
 }

@@ -2,11 +2,12 @@
 //!
 //! ```text
 //!  source (file poll | kube watch) ──ClusterState──▶ Compiler::compile ──Compiled──▶ Publisher::publish
-//!                                    translation (incremental),      unchanged? stop │ routing::Builder::build
-//!                                    then certificates (certs)                       │ health checkers, upstream
-//!                                                                                    │ policies, metrics
+//!                                    translation (incremental),      unchanged? stop │ snapshot::Builder::build
+//!                                    then certificates (certs)                       │ (routes, live state,
+//!                                                                                    │ upstream policies),
+//!                                                                                    │ health checkers
 //!                                                                                    ▼
-//!                                                      Shared::snapshot (ArcSwap) ◀── store, then ready
+//!                                                      Shared::snapshot (ArcSwap) ◀── one store, then ready
 //! ```
 //!
 //! Sources call [`Compiler::compile`] (pure but for the clock they pass in) and hand the result to their
@@ -22,7 +23,7 @@ use arc_swap::ArcSwap;
 use crate::certs::{build_tls, DefaultSource, LoadedCert, TlsBuild};
 use crate::config::{Config, DefaultCertificate};
 use crate::model::{self, ClusterState, Diagnostic, ImplicitClass, ObjectRef, Options, SetOptions, Translation};
-use crate::routing::Snapshot;
+use crate::snapshot::Snapshot;
 
 /// State shared by the data plane, the admin listener and the publisher.
 pub struct Shared {
@@ -34,8 +35,8 @@ pub struct Shared {
     last: Mutex<Option<Arc<Compiled>>>,
     /// The ACME manager, when a listener set has `acme` (its counters are shown at `/metrics`).
     pub acme: std::sync::OnceLock<crate::acme::AcmeHandle>,
-    /// Per-Ingress upstream settings (TLS to backends, body timeouts), published with each table.
-    pub upstream_policies: Arc<crate::upstream::policy::Policies>,
+    /// The upstream settings the snapshot's per-Ingress policies are built with.
+    upstream: crate::config::UpstreamConfig,
 }
 
 impl Shared {
@@ -43,7 +44,7 @@ impl Shared {
     pub fn new(
         snapshot: Arc<ArcSwap<Snapshot>>,
         metrics: Arc<crate::metrics::Metrics>,
-        upstream_policies: Arc<crate::upstream::policy::Policies>,
+        upstream: &crate::config::UpstreamConfig,
     ) -> Self {
         Self {
             snapshot,
@@ -51,7 +52,7 @@ impl Shared {
             ready: AtomicBool::new(false),
             last: Mutex::new(None),
             acme: std::sync::OnceLock::new(),
-            upstream_policies,
+            upstream: upstream.clone(),
         }
     }
 
@@ -208,17 +209,17 @@ impl Compiler {
 pub struct Publisher {
     shared: Arc<Shared>,
     generation: u64,
-    /// Keeps an index of the backends it handed out, so a rebuild walks only the hosts that changed.
-    builder: crate::routing::Builder,
+    /// Keeps indexes of the live state it handed out, so a rebuild walks only the hosts that changed.
+    builder: crate::snapshot::Builder,
     checkers: crate::upstream::health::Checkers,
 }
 
 impl Publisher {
     pub fn new(shared: Arc<Shared>) -> Self {
         Self {
+            builder: crate::snapshot::Builder::new(&shared.upstream),
             shared,
             generation: 0,
-            builder: Default::default(),
             checkers: Default::default(),
         }
     }
@@ -238,26 +239,23 @@ impl Publisher {
         let tls = Some(c.tls.sets.clone());
         // Hosts whose model did not change keep their compiled routes.
         let before = last.as_ref().map(|l| &l.translation);
-        let snap = self
-            .builder
-            .build(&c.translation, tls, self.generation, Some((&prev, before)));
+        let snap = self.builder.build(
+            &c.translation,
+            tls,
+            self.generation,
+            Some((&prev, before)),
+            &mut self.shared.metrics.route_counters(),
+        );
         let t = &c.translation;
         let hosts: usize = snap.sets.iter().map(|s| s.host_count()).sum();
         let routes: usize = snap.sets.iter().map(|s| s.route_count()).sum();
         // Backends of unchanged hosts were in the previous table and have their checkers.
         self.checkers.ensure(self.builder.built_backends().iter());
-        // These look only at the hosts that changed since `before`.
-        self.shared.upstream_policies.publish(t, before);
-        // Before the swap, so every route in the new table already has its counters.
-        self.shared.metrics.published(
-            &c.translation,
-            &c.tls,
-            &snap,
-            before,
-            self.generation,
-            started.elapsed(),
-        );
+        self.shared
+            .metrics
+            .published(&c.translation, &c.tls, self.generation, started.elapsed());
         drop(last);
+        // The one swap: routes, their live state, certificates and upstream policies together.
         self.shared.snapshot.store(Arc::new(snap));
         self.shared.ready.store(true, Ordering::Release);
         for d in &t.diagnostics {

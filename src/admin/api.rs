@@ -15,9 +15,9 @@ fn object(o: &ObjectRef) -> String {
 
 /// Endpoints that get no new requests right now (ejected by passive health or down by active check), by
 /// backend id, from the live table.
-fn down_endpoints(snap: &crate::routing::Snapshot) -> std::collections::HashMap<String, Vec<String>> {
+fn down_endpoints(snap: &crate::snapshot::Snapshot) -> std::collections::HashMap<String, Vec<String>> {
     let mut down: std::collections::HashMap<String, Vec<String>> = std::collections::HashMap::new();
-    for b in snap.sets.iter().flat_map(|s| s.backends()) {
+    for b in snap.backends() {
         for e in b.endpoints.iter().filter(|e| !e.is_usable()) {
             let list = down.entry(b.id.clone()).or_default();
             let addr = e.addr.to_string();
@@ -234,49 +234,47 @@ pub fn explain(admin: &Admin, query: &str) -> Resp {
                     r.path
                 ),
             };
-            let canary = r.canary.as_ref().map(|c| {
-                json!({
-                    "ingress": &*c.ingress,
-                    "backend": { "id": c.backend.id, "endpoints": endpoints(&c.backend) },
-                    "rules": c.rules.describe(),
-                })
+            // A second backend is a canary's: its origin is the canary Ingress, the split its rules.
+            let canary = r.backends.get(1).zip(r.state.backends.get(1)).map(|(w, live)| {
+                let rules = r.split.as_ref().map_or("", |s| s.description());
+                (w, live, rules)
             });
-            let canary_why = match &r.canary {
-                Some(c) => format!(
-                    "; the canary Ingress {} takes a request by its rules ({}), the route's policy applying either way",
-                    c.ingress,
-                    c.rules.describe()
+            let canary_why = match &canary {
+                Some((w, _, rules)) => format!(
+                    "; the canary Ingress {} takes a request by its rules ({rules}), the route's policy applying either way",
+                    w.origin.name
                 ),
                 None => String::new(),
             };
+            let canary = canary.map(|(w, live, rules)| {
+                json!({
+                    "ingress": &*w.origin.name,
+                    "backend": { "id": live.backend.id, "endpoints": endpoints(&live.backend) },
+                    "rules": rules,
+                })
+            });
+            let main = &r.state.backends[0].backend;
             json!({
                 "match": host_kind(&r.host),
                 "route": {
                     "host": r.host.to_string(),
                     "path": &*r.path,
                     "kind": r.kind.to_string(),
-                    "ingress": &*r.ingress,
-                    "https_redirect": r.https_redirect,
+                    "ingress": &*r.origin.name,
+                    "https_redirect": r.redirects_to_https(),
                 },
-                "backend": { "id": r.backend.id, "endpoints": endpoints(&r.backend) },
+                "backend": { "id": main.id, "endpoints": endpoints(main) },
                 "canary": canary,
                 "reason": format!("{why}; {path_why}{canary_why}"),
             })
         }
         Lookup::Default(d) => {
-            let ingress = admin.shared.last_compiled().and_then(|c| {
-                c.translation
-                    .sets
-                    .get(idx)?
-                    .default_backend
-                    .as_ref()
-                    .map(|d| object(&d.ingress))
-            });
+            let ingress = &*d.origin.name;
             json!({
                 "match": "default",
                 "route": null,
                 "ingress": ingress,
-                "backend": { "id": d.backend.id, "endpoints": endpoints(&d.backend) },
+                "backend": { "id": d.state.backends[0].backend.id, "endpoints": endpoints(&d.state.backends[0].backend) },
                 "reason": "no rule matched this host and path; the listener set's default backend serves it",
             })
         }

@@ -103,7 +103,7 @@ fn route(admin: &Admin, req: &Request<Incoming>) -> Resp {
             StatusCode::OK,
             "text/plain; version=0.0.4; charset=utf-8",
             shared.metrics.render()
-                + &crate::metrics::render_backends(&shared.snapshot.load())
+                + &crate::metrics::render_backends(shared.snapshot.load().backends())
                 + &shared
                     .acme
                     .get()

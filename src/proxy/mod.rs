@@ -3,6 +3,7 @@
 //! its body streamed both ways. Failures map to statuses in [`error`].
 
 pub mod error;
+pub(crate) mod filters;
 mod h1;
 pub mod headers;
 pub mod memory;
@@ -24,8 +25,10 @@ use hyper::body::Incoming;
 use crate::acme::challenge::{self, ChallengeStore};
 use crate::certs::{CertSnapshot, LoadedCert};
 use crate::cidr::Cidr;
+use crate::model::route::SendPolicy;
 use crate::normalize::{normalize_host, normalize_path};
-use crate::routing::{Lookup, RoutePolicy, Snapshot};
+use crate::routing::Lookup;
+use crate::snapshot::{Route, Snapshot};
 use crate::upstream::body::{RequestBody, ResponseBody};
 use crate::upstream::client::{SendError, UpstreamBody, UpstreamClient, UpstreamError, Via};
 use crate::upstream::PickContext;
@@ -141,13 +144,13 @@ impl TlsConn {
     /// Whether this connection's handshake gave the route what it requires of TLS.
     ///
     /// Portico has no per-route TLS policy yet (client certificates, a minimum TLS version), so every route is
-    /// met today and this compiles to nothing. When [`RoutePolicy`] gains such a policy, compare it here with
+    /// met today and this compiles to nothing. When routes gain such a policy (a filter or a send setting), compare it here with
     /// what this handshake negotiated (`version`, the client's certificate) and answer 421 when it falls short:
     /// a request can reach a route without that route's handshake (a connection without SNI, or HTTP/2 reuse
     /// across a wildcard certificate), and the client must then open a connection of its own for the host.
     #[inline]
-    fn meets_route_tls(&self, policy: &RoutePolicy) -> bool {
-        let _ = policy;
+    fn meets_route_tls(&self, route: &Route) -> bool {
+        let _ = route;
         true
     }
 }
@@ -165,11 +168,13 @@ pub struct Proxy {
 /// What `forward` learnt about a request, for metrics and the access log (owned: refcount bumps only).
 #[derive(Default)]
 struct Note {
+    /// The origin (`namespace/name`) of the route that took the request, the default route's included.
     ingress: Option<Arc<str>>,
     /// The canary Ingress, when its backend served the request.
     canary: Option<Arc<str>>,
     backend: Option<Arc<crate::upstream::Backend>>,
-    default_backend: bool,
+    /// The route's counter for the backend that served.
+    counter: Option<crate::metrics::RouteCounter>,
     upstream: Option<SocketAddr>,
     /// Time to the upstream's response headers (last attempt).
     upstream_time: Option<std::time::Duration>,
@@ -198,15 +203,26 @@ pub struct SetOptions {
     pub body_read_timeout: std::time::Duration,
 }
 
-/// What routing decided, owned so no table reference is held across an await.
+/// What the route and filter phases decided, owned so no table reference is held across an await.
 struct Target {
     backend: Arc<crate::upstream::Backend>,
-    https_redirect: bool,
-    policy: Arc<RoutePolicy>,
-    /// The path `rewrite-target` made of the request's (not yet normalised).
+    filters: Arc<[crate::model::route::Filter]>,
+    send: Arc<SendPolicy>,
+    /// TLS to the backend and the request-body timeout, when the route's Ingress has such settings.
+    upstream: Option<Arc<crate::upstream::policy::UpstreamPolicy>>,
+    /// The affinity cookie of the backend that serves (a canary's own when the canary does).
+    affinity_cookie: Option<Arc<str>>,
+    /// The path a rewrite made of the request's (not yet normalised).
     rewritten: Option<String>,
-    /// The canary's rules, when its backend serves the request (its affinity cookie replaces the route's).
-    canary: Option<Arc<crate::routing::CanaryRules>>,
+    /// The largest request body accepted (a body limit filter).
+    body_limit: Option<u64>,
+}
+
+/// The client as the admit phase established it.
+struct Client {
+    ip: std::net::IpAddr,
+    /// The hop is a trusted proxy (its forwarding headers are kept and extended).
+    trusted: bool,
 }
 
 static DEFAULT_SET_OPTIONS: SetOptions = SetOptions {
@@ -261,7 +277,7 @@ impl Proxy {
 
     /// The current TLS material of a listener set, for a new connection's handshake.
     pub fn tls_for(&self, set: usize) -> Option<crate::certs::SetTls> {
-        self.snapshot.load().sets.get(set)?.tls.clone()
+        self.snapshot.load().tls.get(set)?.clone()
     }
 
     pub async fn handle(&self, conn: &ConnInfo, req: Request<ClientBody>) -> Response<ProxyBody> {
@@ -293,9 +309,7 @@ impl Proxy {
         let status = resp.status().as_u16();
         self.metrics.record(&crate::metrics::Outcome {
             set: conn.set,
-            ingress: note.ingress.as_deref(),
-            service: note.backend.as_ref().map(|b| b.id.as_str()),
-            default_backend: note.default_backend,
+            counter: note.counter.as_ref(),
             status,
             elapsed,
             upstream_elapsed: note.upstream_time,
@@ -320,11 +334,7 @@ impl Proxy {
                     .or_else(|| content_length(resp.headers())),
                 duration: elapsed,
                 upstream: note.upstream,
-                ingress: note.ingress.or_else(|| {
-                    note.default_backend
-                        .then(|| self.metrics.default_ingress(conn.set))
-                        .flatten()
-                }),
+                ingress: note.ingress,
                 service: note.backend,
                 canary: note.canary,
                 tls: conn.tls.is_some(),
@@ -364,6 +374,8 @@ impl Proxy {
         Some(next)
     }
 
+    /// A request through its phases: admit, route, filters, send (respond is the send phase's last step). Each
+    /// phase may answer or refuse the request; the first error is the response (see [`error`]).
     async fn forward(
         &self,
         conn: &ConnInfo,
@@ -371,130 +383,98 @@ impl Proxy {
         note: &mut Note,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let set_opts = self.sets.get(conn.set).unwrap_or(&DEFAULT_SET_OPTIONS);
-        // ACME HTTP-01 first: before host checks, routing, redirects and allowlists; exact tokens only.
-        if set_opts.acme && conn.tls.is_none() && req.uri().path().starts_with(challenge::PREFIX) {
-            if let Some(key_auth) = self.challenges.answer(req.uri().path()) {
-                let mut resp = Response::new(Either::Right(Full::new(Bytes::from(key_auth))));
-                resp.headers_mut()
-                    .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
-                return Ok(resp);
-            }
+        if let Some(resp) = self.acme_challenge(set_opts, conn, &req) {
+            return Ok(resp);
         }
         let (mut parts, body) = req.into_parts();
-
-        // The real client: the hop (socket peer or PROXY source), or what a trusted proxy says it forwarded.
-        let hop = conn.client.ip();
-        let trusted = Cidr::any_contains(&set_opts.trusted_proxies, hop);
-        let client = headers::client_ip(&parts.headers, &set_opts.trusted_proxies, hop);
-        if let Some(allow) = &set_opts.allow_source_ranges {
-            if !Cidr::any_contains(allow, client) {
-                return Err(ProxyError::Forbidden);
-            }
-        }
-
-        // The host: exactly one Host on HTTP/1.1, agreeing with an absolute-form target or :authority.
-        let host_value = request_host(&parts.version, &parts.uri, &parts.headers)?;
-        let host = match &host_value {
-            Some(v) => {
-                let s = v.to_str().map_err(|_| ProxyError::BadRequest("host is not ASCII"))?;
-                normalize_host(s).map_err(|_| ProxyError::BadRequest("malformed host"))?
-            }
-            None => crate::normalize::NormalHost {
-                name: "".into(),
-                port: None,
-            },
-        };
-        if let Some(auth) = parts.uri.authority() {
-            let a = normalize_host(auth.as_str()).map_err(|_| ProxyError::BadRequest("malformed request target"))?;
-            if a != host {
-                return Err(ProxyError::BadRequest("request target and Host disagree"));
-            }
-        }
-        // TLS: with SNI, the certificate must stand for the host (421 otherwise); without SNI, Host routes.
-        if let Some(tls) = &conn.tls {
-            if !tls.may_serve(&host.name) {
-                return Err(ProxyError::Misdirected);
-            }
-        }
-        let path = normalize_path(parts.uri.path()).map_err(|e| ProxyError::BadRequest(path_reason(e)))?;
-
+        // Taken out of the parts, so the normalised path can borrow it while the headers are edited.
+        let uri = std::mem::take(&mut parts.uri);
+        // Admit: the real client and the listener set's allowlist (later: limits).
+        let client = admit(set_opts, conn, &parts.headers)?;
+        // Route: Host and :authority (400), SNI (421), the normalised path (400), the lookup (404), the backend.
+        let host_value = request_host(&parts.version, &uri, &parts.headers)?;
+        let host = normal_host(conn, &uri, host_value.as_ref())?;
+        let path = normalize_path(uri.path()).map_err(|e| ProxyError::BadRequest(path_reason(e)))?;
         let target = {
+            // The one snapshot load of the request, read only until the target is owned (no await meanwhile).
             let snap = self.snapshot.load();
-            let Some(set) = snap.sets.get(conn.set) else {
-                return Err(ProxyError::NoRoute);
+            let routed = route(&snap, conn, &host.name, &path, &parts.headers, note)?;
+            // Filters: the route's, in order: allowlist, redirects, body limit, rewrite (later auth, CORS, limits).
+            let mut cx = filters::RequestCx {
+                conn,
+                set: set_opts,
+                client: client.ip,
+                route: routed.route,
+                host: &host.name,
+                host_value: host_value.as_ref(),
+                path: &path,
+                query: uri.query(),
+                headers: &parts.headers,
+                rewritten: None,
+                body_limit: None,
             };
-            match set.lookup(&host.name, &path) {
-                Lookup::Route(r) => {
-                    note.ingress = Some(r.ingress.clone());
-                    // A canary changes the backend only: the route's policy applies to its requests too.
-                    let canary = r.canary_for(&parts.headers);
-                    note.canary = canary.map(|c| c.ingress.clone());
-                    Target {
-                        backend: canary.map_or(&r.backend, |c| &c.backend).clone(),
-                        https_redirect: r.https_redirect,
-                        policy: r.policy.clone(),
-                        rewritten: r.rewrite(&path),
-                        canary: canary.map(|c| c.rules.clone()),
-                    }
-                }
-                Lookup::Default(d) => Target {
-                    backend: d.backend.clone(),
-                    https_redirect: false,
-                    policy: d.policy.clone(),
-                    rewritten: None,
-                    canary: None,
-                },
-                Lookup::NotFound => return Err(ProxyError::NoRoute),
+            if let Some(resp) = filters::on_request(&routed.route.filters, &mut cx)? {
+                return Ok(resp);
             }
+            let (rewritten, body_limit) = (cx.rewritten, cx.body_limit);
+            Target::new(&snap, conn, &routed, rewritten, body_limit)
         };
-        if let Some(tls) = &conn.tls {
-            if !tls.meets_route_tls(&target.policy) {
-                return Err(ProxyError::Misdirected);
-            }
+        // Send: pick, upstream headers, retries, upgrades; then respond: the response edits.
+        let path_unchanged = matches!(path, std::borrow::Cow::Borrowed(_));
+        self.send(
+            conn,
+            set_opts,
+            &client,
+            host_value,
+            (&uri, &path, path_unchanged),
+            &mut parts,
+            body,
+            target,
+            note,
+        )
+        .await
+    }
+
+    /// ACME HTTP-01 first: before host checks, routing, redirects and allowlists; exact tokens only.
+    fn acme_challenge(
+        &self,
+        set: &SetOptions,
+        conn: &ConnInfo,
+        req: &Request<ClientBody>,
+    ) -> Option<Response<ProxyBody>> {
+        if !(set.acme && conn.tls.is_none() && req.uri().path().starts_with(challenge::PREFIX)) {
+            return None;
         }
-        note.default_backend = note.ingress.is_none();
-        note.backend = Some(target.backend.clone());
-        if !target.policy.allows(client) {
-            return Err(ProxyError::Forbidden);
-        }
-        if target.https_redirect && conn.tls.is_none() && !path.starts_with(challenge::PREFIX) {
-            return Ok(redirect_to_https(
-                &host.name,
-                set_opts.redirect_port,
-                &path,
-                parts.uri.query(),
-            ));
-        }
-        // The Ingress's own redirects: every request (permanent/temporal-redirect), or `/` only (app-root).
-        if let Some((location, status)) = &target.policy.redirect {
-            return Ok(redirect(*status, location.clone()));
-        }
-        if let Some(to) = target.policy.host_redirect.as_deref() {
-            let location = host_redirect(conn.tls.is_some(), to, host.port, &path, parts.uri.query())?;
-            return Ok(redirect(http::StatusCode::PERMANENT_REDIRECT, location));
-        }
-        if let Some(root) = target.policy.app_root.as_deref().filter(|_| path == "/") {
-            let scheme = if conn.tls.is_some() { "https" } else { "http" };
-            let host = host_value.as_ref().and_then(|v| v.to_str().ok()).unwrap_or(&host.name);
-            let location = HeaderValue::from_str(&format!("{scheme}://{host}{root}"))
-                .map_err(|_| ProxyError::BadRequest("malformed host"))?;
-            return Ok(redirect(http::StatusCode::FOUND, location));
-        }
-        let too_big = |len: u64| target.policy.max_body_bytes.is_some_and(|max| len > max);
-        if content_length(&parts.headers).is_some_and(too_big) {
-            return Err(ProxyError::PayloadTooLarge);
-        }
-        let backend = target.backend.clone();
-        // The affinity cookie of the side that serves: the canary Ingress's own when the canary does.
-        let affinity_name = match &target.canary {
-            Some(c) => c.affinity_cookie.as_deref(),
-            None => target.policy.affinity_cookie.as_deref(),
-        };
+        let key_auth = self.challenges.answer(req.uri().path())?;
+        let mut resp = Response::new(Either::Right(Full::new(Bytes::from(key_auth))));
+        resp.headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        Some(resp)
+    }
+
+    /// Send: pick an endpoint, build the upstream request (the gateway's headers, then the filters' edits), send
+    /// it, retry on another endpoint when allowed, tunnel an upgrade; then respond.
+    #[allow(clippy::too_many_arguments)]
+    async fn send(
+        &self,
+        conn: &ConnInfo,
+        set_opts: &SetOptions,
+        client: &Client,
+        host_value: Option<HeaderValue>,
+        (uri, path, path_unchanged): (&Uri, &str, bool),
+        parts: &mut http::request::Parts,
+        body: ClientBody,
+        target: Target,
+        note: &mut Note,
+    ) -> Result<Response<ProxyBody>, ProxyError> {
+        let backend = &target.backend;
+        let send = &*target.send;
+        let affinity_name = target.affinity_cookie.as_deref();
         let affinity = affinity_name
             .and_then(|n| crate::routing::cookie(&parts.headers, n))
             .map(str::to_owned);
         let cx = PickContext {
-            client: Some(client),
+            client: Some(client.ip),
             cookie: affinity.as_deref(),
         };
         let mut endpoint = backend.pick(&cx).ok_or(ProxyError::NoEndpoint)?;
@@ -502,7 +482,7 @@ impl Proxy {
 
         // A WebSocket (or other) upgrade keeps its Upgrade and Connection headers, and is tunnelled only if the
         // backend answers 101.
-        let upgrade = upgrade_request(&parts)
+        let upgrade = upgrade_request(parts)
             .then(|| parts.headers.get(header::UPGRADE).cloned())
             .flatten();
         let downstream_upgrade = upgrade
@@ -510,18 +490,18 @@ impl Proxy {
             .and_then(|_| parts.extensions.remove::<hyper::upgrade::OnUpgrade>());
 
         // TLS and the request-body timeout come from the Ingress's upstream policy, when it has one.
-        let up_policy = self.client.policies().lookup(conn.set, note.ingress.as_deref());
-        let via = match &up_policy {
+        let up_policy = target.upstream.as_deref();
+        let via = match up_policy {
             Some(p) if p.wants_tls() => match &p.tls {
                 Some(c) => Via::Tls(c),
                 None => return Err(ProxyError::Upstream(UpstreamError::Tls)),
             },
-            _ if target.policy.upstream_h2c => Via::H2c,
+            _ if send.upstream_h2c => Via::H2c,
             // No body and no upgrade: the gateway's own client, in this task.
             _ if upgrade.is_none() && body.is_end_stream() => Via::Http1Bodiless,
             _ => Via::Http1,
         };
-        let h2 = target.policy.upstream_h2c || up_policy.as_ref().is_some_and(|p| p.h2());
+        let h2 = send.upstream_h2c || up_policy.is_some_and(|p| p.h2());
         // gRPC needs `te: trailers` end to end; it is otherwise a hop-by-hop header.
         let te_trailers = h2
             && parts
@@ -529,7 +509,7 @@ impl Proxy {
                 .get(header::TE)
                 .and_then(|v| v.to_str().ok())
                 .is_some_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("trailers")));
-        // Headers upstream: hop-by-hop and impostors out, then ours, then the Ingress's edits.
+        // Headers upstream: hop-by-hop and impostors out, then ours, then the filters' edits.
         headers::strip_hop_by_hop(&mut parts.headers);
         headers::drop_underscore_impostors(&mut parts.headers);
         if te_trailers {
@@ -548,25 +528,23 @@ impl Proxy {
         headers::set_forwarded(
             &mut parts.headers,
             &headers::Forwarded {
-                client_ip: client,
+                client_ip: client.ip,
                 hop: &conn.hop,
-                trusted,
+                trusted: client.trusted,
                 proto: if conn.tls.is_some() { "https" } else { "http" },
                 host: &host_header,
             },
         );
+        filters::on_upstream_request(&target.filters, &mut parts.headers);
         // The target upstream: the client's own path-and-query when normalisation left it as it was (a refcount),
         // else the normalised path with the query.
-        let path_and_query = match (&path, parts.uri.path_and_query()) {
-            _ if target.rewritten.is_some() => {
-                let rewritten = target.rewritten.as_deref().unwrap_or_default();
-                rewritten_target(rewritten, parts.uri.query())?
-            }
-            (std::borrow::Cow::Borrowed(_), Some(pq)) => pq.clone(),
+        let path_and_query = match (target.rewritten.as_deref(), uri.path_and_query()) {
+            (Some(rewritten), _) => rewritten_target(rewritten, uri.query())?,
+            (None, Some(pq)) if path_unchanged => pq.clone(),
             _ => {
-                let joined = match parts.uri.query() {
+                let joined = match uri.query() {
                     Some(q) => format!("{path}?{q}"),
-                    None => path.into_owned(),
+                    None => path.to_owned(),
                 };
                 PathAndQuery::try_from(joined).map_err(|_| ProxyError::BadRequest("invalid request target"))?
             }
@@ -577,30 +555,28 @@ impl Proxy {
         let retry_headers = (bodiless && backend.endpoints.len() > 1).then(|| parts.headers.clone());
         let idempotent = crate::upstream::client::repeatable(&parts.method);
         let limit = target
-            .policy
-            .max_body_bytes
+            .body_limit
             .map_or(usize::MAX, |m| usize::try_from(m).unwrap_or(usize::MAX));
         let body_timeout = up_policy
-            .as_ref()
             .and_then(|p| p.request_body_timeout)
             .unwrap_or(set_opts.body_read_timeout);
         let mut body: UpstreamBody = match body {
             ClientBody::Hyper(body) if !bodiless => Either::Left(RequestBody::new(body, limit, body_timeout)),
             _ => Either::Right(Empty::new()),
         };
-        let read_timeout = target.policy.upstream_timeout.unwrap_or(self.client.read_timeout());
+        let read_timeout = send.upstream_timeout.unwrap_or(self.client.read_timeout());
         let budget = self.client.retry_budget();
         backend.retry_budget.record_request(budget);
-        let mut headers_now = parts.headers;
+        let mut headers_now = std::mem::take(&mut parts.headers);
         let mut tries = 0;
-        // The Ingress's retry settings (proxy-next-upstream*; Portico's defaults without them).
-        let next_upstream = target.policy.next_upstream;
-        let max_tries = usize::from(target.policy.tries.max(1));
+        // The route's retry settings (proxy-next-upstream*; Portico's defaults without them).
+        let next_upstream = send.next_upstream;
+        let max_tries = usize::from(send.tries.max(1));
         let first_try = std::time::Instant::now();
         let may_repeat = idempotent || next_upstream.non_idempotent;
         loop {
             tries += 1;
-            target.policy.apply_request(&mut headers_now, endpoint.addr);
+            send.set_host(&mut headers_now, endpoint.addr);
             // HTTP/1.1 goes out on the endpoint's own connections in origin form; h2c and TLS through their pooled
             // clients, which connect by the URI's authority.
             let uri = match via {
@@ -618,8 +594,8 @@ impl Proxy {
                 .send_with(
                     endpoint,
                     upstream_request(body, parts.method.clone(), uri, version, headers_now),
-                    target.policy.upstream_timeout,
-                    target.policy.connect_timeout,
+                    send.upstream_timeout,
+                    send.connect_timeout,
                     via,
                 )
                 .await;
@@ -628,12 +604,12 @@ impl Proxy {
             let another = |tries: usize| {
                 retry_headers.is_some()
                     && tries < max_tries
-                    && target.policy.retry_window.is_none_or(|w| first_try.elapsed() < w)
+                    && send.retry_window.is_none_or(|w| first_try.elapsed() < w)
             };
             let e = match sent {
                 // proxy-next-upstream http_NNN: that answer is dropped and another endpoint asked.
                 Ok(resp) if next_upstream.retries_status(resp.status().as_u16()) && may_repeat && another(tries) => {
-                    match self.next_endpoint(&backend, endpoint, budget, resp.status()) {
+                    match self.next_endpoint(backend, endpoint, budget, resp.status()) {
                         Some(next) => {
                             backend.record(endpoint, !resp.status().is_server_error());
                             drop(resp);
@@ -666,27 +642,15 @@ impl Proxy {
                         }
                     }
                     let (mut rparts, rbody) = resp.into_parts();
-                    headers::strip_hop_by_hop(&mut rparts.headers);
-                    target.policy.apply_response(&mut rparts.headers);
-                    if let (Some(hsts), Some(_)) = (&target.policy.hsts, &conn.tls) {
-                        rparts.headers.insert(header::STRICT_TRANSPORT_SECURITY, hsts.clone());
-                    }
-                    if let Some(name) = affinity_name {
-                        let value = endpoint.cookie_value();
-                        // A retried request keeps its cookie unless change-on-failure says otherwise.
-                        let keep = tries > 1 && affinity.is_some() && !target.policy.affinity_change_on_failure;
-                        if affinity.as_deref() != Some(value.as_str()) && !keep {
-                            let mut cookie = format!("{name}={value}{}", target.policy.affinity_attributes);
-                            if let Some(secs) = target.policy.affinity_expires {
-                                let at = std::time::SystemTime::now() + std::time::Duration::from_secs(secs);
-                                cookie.push_str("; Expires=");
-                                cookie.push_str(&httpdate::fmt_http_date(at));
-                            }
-                            if let Ok(v) = HeaderValue::from_str(&cookie) {
-                                rparts.headers.append(header::SET_COOKIE, v);
-                            }
-                        }
-                    }
+                    let retried_with_cookie = tries > 1 && affinity.is_some();
+                    respond(
+                        &target,
+                        conn,
+                        &mut rparts.headers,
+                        endpoint,
+                        affinity.as_deref(),
+                        retried_with_cookie,
+                    );
                     let rbody = ResponseBody::new(rbody, Some(in_flight), Some(read_timeout));
                     return Ok(Response::from_parts(rparts, Either::Left(rbody)));
                 }
@@ -709,7 +673,7 @@ impl Proxy {
             let Some(h) = retry_headers.as_ref().filter(|_| retryable && another(tries)) else {
                 return Err(e.into());
             };
-            let Some(next) = self.next_endpoint(&backend, endpoint, budget, e) else {
+            let Some(next) = self.next_endpoint(backend, endpoint, budget, e) else {
                 return Err(e.into());
             };
             endpoint = next;
@@ -721,7 +685,153 @@ impl Proxy {
     }
 }
 
-/// An HTTP/1.1 request asking to switch protocols (`Connection: upgrade` and an `Upgrade` header).
+/// Admit: the real client (the hop, i.e. socket peer or PROXY source, or what a trusted proxy says it forwarded)
+/// and the listener set's allowlist (later: connection and request limits).
+fn admit(set: &SetOptions, conn: &ConnInfo, headers: &http::HeaderMap) -> Result<Client, ProxyError> {
+    let hop = conn.client.ip();
+    let trusted = Cidr::any_contains(&set.trusted_proxies, hop);
+    let ip = headers::client_ip(headers, &set.trusted_proxies, hop);
+    if let Some(allow) = &set.allow_source_ranges {
+        if !Cidr::any_contains(allow, ip) {
+            return Err(ProxyError::Forbidden);
+        }
+    }
+    Ok(Client { ip, trusted })
+}
+
+/// Route, first half: the host (exactly one Host on HTTP/1.1, agreeing with an absolute-form target or
+/// :authority), normalised; on TLS with SNI, the certificate must stand for it (421 otherwise).
+fn normal_host<'v>(
+    conn: &ConnInfo,
+    uri: &Uri,
+    host_value: Option<&'v HeaderValue>,
+) -> Result<crate::normalize::NormalHost<'v>, ProxyError> {
+    let host = match host_value {
+        Some(v) => {
+            let s = v.to_str().map_err(|_| ProxyError::BadRequest("host is not ASCII"))?;
+            normalize_host(s).map_err(|_| ProxyError::BadRequest("malformed host"))?
+        }
+        None => crate::normalize::NormalHost {
+            name: "".into(),
+            port: None,
+        },
+    };
+    if let Some(auth) = uri.authority() {
+        let a = normalize_host(auth.as_str()).map_err(|_| ProxyError::BadRequest("malformed request target"))?;
+        if a != host {
+            return Err(ProxyError::BadRequest("request target and Host disagree"));
+        }
+    }
+    // TLS: with SNI, the certificate must stand for the host (421 otherwise); without SNI, Host routes.
+    if let Some(tls) = &conn.tls {
+        if !tls.may_serve(&host.name) {
+            return Err(ProxyError::Misdirected);
+        }
+    }
+    Ok(host)
+}
+
+/// What the route phase found: the route, which of its backends serves, and whether it is the default route.
+struct Routed<'s> {
+    route: &'s Route,
+    chosen: usize,
+    default: bool,
+}
+
+/// Route, second half: the lookup in the accepting listener set's table (404 without a route or default), what
+/// the route requires of the connection's TLS (421), and which of its backends serves (a canary's rules, the
+/// weights). Notes the route's origin, backend and counter for metrics and the access log.
+fn route<'s>(
+    snap: &'s Snapshot,
+    conn: &ConnInfo,
+    host: &str,
+    path: &str,
+    headers: &http::HeaderMap,
+    note: &mut Note,
+) -> Result<Routed<'s>, ProxyError> {
+    let (route, default) = match snap.lookup(conn.set, host, path) {
+        Lookup::Route(r) => (r, false),
+        Lookup::Default(d) => (d, true),
+        Lookup::NotFound => return Err(ProxyError::NoRoute),
+    };
+    note.ingress = Some(route.origin.name.clone());
+    if let Some(tls) = &conn.tls {
+        if !tls.meets_route_tls(route) {
+            return Err(ProxyError::Misdirected);
+        }
+    }
+    let chosen = route.backend_for(headers, |i, value| route.state.names_endpoint(i, value));
+    let live = &route.state.backends[chosen];
+    note.canary = (chosen > 0).then(|| route.backends[chosen].origin.name.clone());
+    note.backend = Some(live.backend.clone());
+    note.counter = Some(live.counter.clone());
+    Ok(Routed { route, chosen, default })
+}
+
+// === impl Target ===
+
+impl Target {
+    /// What the send and respond phases need of a route, as reference counts.
+    fn new(
+        snap: &Snapshot,
+        conn: &ConnInfo,
+        routed: &Routed<'_>,
+        rewritten: Option<String>,
+        body_limit: Option<u64>,
+    ) -> Self {
+        let route = routed.route;
+        Self {
+            backend: route.state.backends[routed.chosen].backend.clone(),
+            filters: route.filters.clone(),
+            send: route.send.clone(),
+            upstream: snap
+                .upstream
+                .lookup(conn.set, (!routed.default).then_some(&*route.origin.name))
+                .cloned(),
+            affinity_cookie: match (routed.chosen, &route.split) {
+                (0, _) => route.send.affinity_cookie.clone(),
+                (_, Some(split)) => split.affinity_cookie.clone(),
+                (_, None) => None,
+            },
+            rewritten,
+            body_limit,
+        }
+    }
+}
+
+/// Respond: the backend's response headers made ours: hop-by-hop fields out, the filters' response edits (header
+/// edits, HSTS; later error pages), and the affinity cookie naming the endpoint that served.
+fn respond(
+    target: &Target,
+    conn: &ConnInfo,
+    headers: &mut http::HeaderMap,
+    endpoint: &crate::upstream::Endpoint,
+    affinity: Option<&str>,
+    retried_with_cookie: bool,
+) {
+    headers::strip_hop_by_hop(headers);
+    filters::on_response(&target.filters, headers, conn.tls.is_some());
+    let Some(name) = target.affinity_cookie.as_deref() else {
+        return;
+    };
+    let send = &*target.send;
+    let value = endpoint.cookie_value();
+    // A retried request keeps its cookie unless change-on-failure says otherwise.
+    let keep = retried_with_cookie && !send.affinity_change_on_failure;
+    if affinity != Some(value.as_str()) && !keep {
+        let mut cookie = format!("{name}={value}{}", send.affinity_attributes);
+        if let Some(secs) = send.affinity_expires {
+            let at = std::time::SystemTime::now() + std::time::Duration::from_secs(secs);
+            cookie.push_str("; Expires=");
+            cookie.push_str(&httpdate::fmt_http_date(at));
+        }
+        if let Ok(v) = HeaderValue::from_str(&cookie) {
+            headers.append(header::SET_COOKIE, v);
+        }
+    }
+}
+
+/// The request sent upstream, from its parts.
 fn upstream_request(
     body: UpstreamBody,
     method: http::Method,
@@ -737,6 +847,7 @@ fn upstream_request(
     up
 }
 
+/// An HTTP/1.1 request asking to switch protocols (`Connection: upgrade` and an `Upgrade` header).
 fn upgrade_request(parts: &http::request::Parts) -> bool {
     parts.version == Version::HTTP_11
         && parts.headers.contains_key(header::UPGRADE)
@@ -779,30 +890,6 @@ fn redirect(status: http::StatusCode, location: HeaderValue) -> Response<ProxyBo
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     resp
-}
-
-/// `SCHEME://HOST[:PORT]PATH[?QUERY]` for `from-to-www-redirect`: the request's scheme, port and target on the
-/// other name.
-fn host_redirect(
-    tls: bool,
-    to: &str,
-    port: Option<u16>,
-    path: &str,
-    query: Option<&str>,
-) -> Result<HeaderValue, ProxyError> {
-    use std::fmt::Write;
-    let mut location = String::with_capacity(16 + to.len() + path.len() + query.map_or(0, str::len));
-    location.push_str(if tls { "https://" } else { "http://" });
-    location.push_str(to);
-    if let Some(p) = port {
-        let _ = write!(location, ":{p}");
-    }
-    location.push_str(path);
-    if let Some(q) = query {
-        location.push('?');
-        location.push_str(q);
-    }
-    HeaderValue::from_str(&location).map_err(|_| ProxyError::BadRequest("malformed request target"))
 }
 
 /// The upstream target of a rewritten path: its path part normalised and checked like a request's (so a capture
@@ -967,6 +1054,5 @@ mod tests {
         for host in ["a.test", "x.w.test", "plain.test", ""] {
             assert!(none.may_serve(host), "{host}");
         }
-        assert!(none.meets_route_tls(&RoutePolicy::default()));
     }
 }

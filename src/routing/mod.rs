@@ -1,5 +1,9 @@
 //! The immutable routing table the data plane reads: one [`SetTable`] per listener set, built from a
-//! [`Translation`] and published whole as a [`Snapshot`] behind one `ArcSwap`.
+//! [`Translation`] through the source-neutral route model ([`crate::model::route`]).
+//!
+//! The table is generic over `S`, the state the data plane attaches to each route (its live backends, counters
+//! and kept state, made by `snapshot`): routing decides which route a request takes and which of its weighted
+//! backends serves, and knows nothing of endpoints, connections or counters.
 //!
 //! Host lookup is one hash probe for the exact name and one for the wildcard suffix, so its cost does not depend
 //! on the number of hosts. A host with a few paths (most hosts: one `/`) keeps them in precedence order and
@@ -9,268 +13,100 @@
 //! to it, so the Exact route wins ties as the semantics require. Both are checked against a brute-force matcher
 //! in the tests.
 
-mod canary;
-mod policy;
+mod weights;
 
-use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Weak};
+use std::collections::HashSet;
+use std::sync::Arc;
 
-pub use canary::{CanaryRoute, CanaryRules};
-pub use policy::{cookie, RoutePolicy};
+use http::header::HeaderMap;
 
-use crate::certs::SetTls;
-use crate::model::annotations::{ActiveCheck, Balance};
-use crate::model::{changed_hosts, FastMap, HostModel, HostPattern, PathKind, SetModel, Translation};
-use crate::upstream::{Backend, HealthPolicy};
+pub use crate::model::route::{cookie, Origin};
+use crate::model::route::{
+    Filter, Lowering, OneOrMore, RequestMatch, RouteSpec, SendPolicy, Split, SplitChoice, WeightedBackend,
+};
+use crate::model::{changed_hosts, HostModel, HostPattern, PathKind, SetModel, Translation};
 
-/// Everything the proxy needs, published at once: routes and the certificates they are served with.
-#[derive(Debug)]
-pub struct Snapshot {
-    pub generation: u64,
-    pub sets: Vec<SetTable>,
+/// Makes the state of a route from its spec (the data plane's live backends and counters, reused by key).
+pub trait MakeState<S> {
+    fn make(&mut self, host: &HostPattern, route: &RouteSpec<'_>) -> S;
 }
 
-impl Snapshot {
-    pub fn empty(set_names: &[String]) -> Self {
-        Self {
-            generation: 0,
-            sets: set_names.iter().map(|n| SetTable::empty(n.clone())).collect(),
-        }
-    }
-
-    /// Builds a snapshot. `tls` has one entry per listener set (or none when no set serves TLS). Backends whose
-    /// identity and endpoints did not change are taken from `previous`, so their balancer state survives the
-    /// swap.
-    pub fn build(t: &Translation, tls: Option<Vec<SetTls>>, generation: u64, previous: Option<&Snapshot>) -> Self {
-        Builder::default().build(t, tls, generation, previous.map(|p| (p, None)))
-    }
-
-    /// [`Snapshot::build`] after a previous snapshot and the translation it was built from: a host whose model
-    /// did not change keeps its compiled routes (shared, not rebuilt), so a change to one Ingress costs little
-    /// more than a comparison per host. (A [`Builder`] kept from one build to the next also skips indexing the
-    /// previous snapshot's backends.)
-    pub fn rebuild(
-        t: &Translation,
-        tls: Option<Vec<SetTls>>,
-        generation: u64,
-        previous: &Snapshot,
-        previous_translation: &Translation,
-    ) -> Self {
-        Builder::default().build(t, tls, generation, Some((previous, Some(previous_translation))))
+impl<S, F: FnMut(&HostPattern, &RouteSpec<'_>) -> S> MakeState<S> for F {
+    fn make(&mut self, host: &HostPattern, route: &RouteSpec<'_>) -> S {
+        self(host, route)
     }
 }
 
-// === impl Builder ===
-
-/// What identifies a backend across builds: its id, balancing and active check.
-type BackendKey = (String, Balance, Option<ActiveCheck>);
-
-/// Builds snapshot after snapshot, keeping between builds what makes a rebuild cost O(changed hosts): an index
-/// of the backends it handed out, so a changed host finds the backend an unchanged host already uses without a
-/// walk over every route of the previous snapshot. The publisher keeps one; [`Snapshot::build`] and
-/// [`Snapshot::rebuild`] use a fresh one.
-///
-/// Invariant: the index holds (weakly) every backend of the snapshot of generation `indexed`, under a hash of
-/// its [`BackendKey`]; an entry whose backend is gone is skipped and pruned now and then, and a hash collision
-/// only costs a missed reuse (the backend's own key is compared). A build after a snapshot of another
-/// generation indexes that snapshot's backends first, as a fresh builder does.
-#[derive(Default)]
-pub struct Builder {
-    backends: FastMap<u64, Weak<Backend>>,
-    hasher: std::hash::RandomState,
-    /// The index's size after its last pruning: it is pruned again when it has doubled.
-    pruned_len: usize,
-    indexed: Option<u64>,
-    /// The backends of the hosts the last build compiled and of the default backends (with repeats).
-    built: Vec<Arc<Backend>>,
-}
-
-impl Builder {
-    /// Builds a snapshot (see [`Snapshot::build`]). With `previous` and the translation it was built from,
-    /// unchanged hosts share their compiled routes with it (see [`Snapshot::rebuild`]), and the per-set host
-    /// maps are copied from it and edited where hosts changed.
-    pub fn build(
-        &mut self,
-        t: &Translation,
-        tls: Option<Vec<SetTls>>,
-        generation: u64,
-        previous: Option<(&Snapshot, Option<&Translation>)>,
-    ) -> Snapshot {
-        use std::hash::BuildHasher;
-        self.built.clear();
-        let hasher = self.hasher.clone();
-        let hash = move |id: &str, balance: Balance, check: Option<&ActiveCheck>| hasher.hash_one((id, balance, check));
-        match previous {
-            None => self.backends.clear(),
-            Some((prev, _)) if self.indexed != Some(prev.generation) => {
-                self.backends.clear();
-                for b in prev.sets.iter().flat_map(|s| s.backends()) {
-                    let h = hash(&b.id, b.balance, b.check.as_ref());
-                    self.backends.insert(h, Arc::downgrade(b));
-                }
-            }
-            Some(_) => {}
-        }
-        let health = HealthPolicy::default();
-        // One backend per key within a build, whatever the index holds.
-        // Keyed also by service-upstream: the same Service port by its endpoints and by its ClusterIP are two.
-        let mut interned: FastMap<(BackendKey, bool), Arc<Backend>> = FastMap::default();
-        let (index, built) = (&mut self.backends, &mut self.built);
-        let mut backend =
-            |m: &crate::model::BackendModel, p: &crate::model::annotations::IngressPolicy| -> Arc<Backend> {
-                let key: BackendKey = (m.id(), p.balance, p.active_check.clone());
-                let via_cluster_ip = p.retry.service_upstream;
-                if let Some(b) = interned.get(&(key.clone(), via_cluster_ip)) {
-                    built.push(b.clone());
-                    return b.clone();
-                }
-                let h = hash(&key.0, key.1, key.2.as_ref());
-                let indexed = index
-                    .get(&h)
-                    .and_then(Weak::upgrade)
-                    .filter(|b| b.id == key.0 && b.balance == key.1 && b.check == key.2);
-                let b = match indexed {
-                    Some(old) if old.same_as(&m.endpoints, p.balance, health, p.active_check.as_ref()) => old,
-                    _ => {
-                        let b = Arc::new(Backend::with_check(
-                            key.0.clone(),
-                            m.endpoints.clone(),
-                            p.balance,
-                            health,
-                            p.active_check.clone(),
-                        ));
-                        index.insert(h, Arc::downgrade(&b));
-                        b
-                    }
-                };
-                interned.insert((key, via_cluster_ip), b.clone());
-                built.push(b.clone());
-                b
-            };
-        let mut tls = tls.map(Vec::into_iter);
-        let mut policies = Policies::default();
-        let sets = t
-            .sets
-            .iter()
-            .enumerate()
-            .map(|(i, s)| {
-                let before = previous.and_then(|(snap, t)| Some((t?.sets.get(i)?, snap.sets.get(i)?)));
-                let mut table = SetTable::build(s, before, &mut backend, &mut policies);
-                table.tls = tls.as_mut().and_then(Iterator::next);
-                table
-            })
-            .collect();
-        if self.backends.len() > 2 * self.pruned_len + 64 {
-            self.backends.retain(|_, b| b.strong_count() > 0);
-            self.pruned_len = self.backends.len();
-        }
-        self.indexed = Some(generation);
-        Snapshot { generation, sets }
-    }
-
-    /// The backends the last build looked up (with repeats): those of the hosts it compiled and the default
-    /// backends. Every backend of its snapshot that is not among them was in the previous snapshot.
-    pub fn built_backends(&self) -> &[Arc<Backend>] {
-        &self.built
-    }
+/// Builds the tables of every listener set. With `previous` (the tables built from `previous_translation`), a
+/// host whose model did not change keeps its compiled routes, and their state (shared, not rebuilt); the host
+/// maps are copied from the previous tables and edited where hosts changed. Only changed hosts and the default
+/// routes call `make`.
+pub fn build<S>(
+    t: &Translation,
+    previous: Option<(&[SetTable<S>], &Translation)>,
+    make: &mut impl MakeState<S>,
+) -> Vec<SetTable<S>> {
+    let mut lowering = Lowering::default();
+    t.sets
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let before = previous.and_then(|(tables, t)| Some((t.sets.get(i)?, tables.get(i)?)));
+            SetTable::build(s, before, make, &mut lowering)
+        })
+        .collect()
 }
 
 /// Hosts by name, hashed with foldhash seeded per process: the keys come from the configuration and requests only
 /// look up (SipHash cost ~230 instructions per request).
-type HostSet = HashSet<Keyed, foldhash::fast::RandomState>;
+type HostSet<S> = HashSet<Keyed<S>, foldhash::fast::RandomState>;
 
 /// One listener set's routes. Invariant: built once, never mutated.
 #[derive(Debug)]
-pub struct SetTable {
+pub struct SetTable<S> {
     pub name: String,
-    exact: HostSet,
+    exact: HostSet<S>,
     /// Keyed by the suffix after the first label: `*.example.com` is stored as `example.com`.
-    wildcard: HostSet,
-    any: Option<Arc<HostRoutes>>,
+    wildcard: HostSet<S>,
+    any: Option<Arc<HostRoutes<S>>>,
     /// Number of routes (kept up to date by a rebuild's edits).
     routes: usize,
-    default_backend: Option<DefaultRoute>,
-    /// The set's certificates and TLS configuration.
-    pub tls: Option<SetTls>,
+    /// The listener set's default backend, as a route matching anything (host `*`, path `/`).
+    default_backend: Option<Box<Route<S>>>,
 }
 
-/// A route a request matched.
+/// A route: what it matches, the filters its requests go through, how they are sent, the weighted backends
+/// that serve it, where it came from, and the data plane's state for it.
 #[derive(Debug)]
-pub struct Route {
+pub struct Route<S> {
     pub host: HostPattern,
     /// Shared with the other routes of the build that have the same path.
     pub path: Arc<str>,
     pub kind: PathKind,
-    pub backend: Arc<Backend>,
-    /// `namespace/name` of the Ingress that defined it (shared by its routes of one build).
-    pub ingress: Arc<str>,
-    /// Plain-HTTP requests are redirected to HTTPS with 308.
-    pub https_redirect: bool,
-    /// HSTS, header rewrites and allowlist of the Ingress.
-    pub policy: Arc<RoutePolicy>,
+    /// Conditions beyond host and path (room for the Gateway API; none from Ingresses, not evaluated yet).
+    pub matches: Option<Box<RequestMatch>>,
+    /// Applied in order (see `proxy::filters`); shared by the routes of one annotation set.
+    pub filters: Arc<[Filter]>,
+    pub send: Arc<SendPolicy>,
+    /// The main backend first; a canary's second. Never empty.
+    pub backends: OneOrMore<WeightedBackend>,
+    /// Rules that pick a backend before the weights do (a canary's header, cookie and stickiness).
+    pub split: Option<Arc<Split>>,
+    /// The object that defined the route.
+    pub origin: Origin,
     /// The compiled path of a [`PathKind::Regex`] route (boxed: most routes have none).
     regex: Option<Box<regex::Regex>>,
-    /// The canary Ingress's backend, chosen per request by its rules (boxed: most routes have none).
-    pub canary: Option<Box<CanaryRoute>>,
-}
-
-/// A listener set's default backend and the policy of the Ingress that set it.
-#[derive(Debug)]
-pub struct DefaultRoute {
-    pub backend: Arc<Backend>,
-    pub policy: Arc<RoutePolicy>,
+    /// The data plane's state for this route (live backends aligned with `backends`, counters, kept state).
+    pub state: S,
 }
 
 /// The outcome of a lookup.
 #[derive(Debug)]
-pub enum Lookup<'a> {
-    Route(&'a Route),
+pub enum Lookup<'a, S> {
+    Route(&'a Route<S>),
     /// No rule matched; the listener set's default backend serves.
-    Default(&'a DefaultRoute),
+    Default(&'a Route<S>),
     NotFound,
-}
-
-/// Compiles each Ingress's policy once per build (Ingresses share one `Arc<IngressPolicy>` across their paths),
-/// and shares the routes' path and Ingress strings within a build (every host's `/` is one string).
-#[derive(Default)]
-struct Policies {
-    compiled: HashMap<*const crate::model::annotations::IngressPolicy, Arc<RoutePolicy>>,
-    passthrough: Option<Arc<RoutePolicy>>,
-    /// Canary rules by the canary Ingress's policy.
-    canaries: HashMap<*const crate::model::annotations::IngressPolicy, Arc<CanaryRules>>,
-    strings: crate::model::Strings,
-    /// Scratch for an Ingress's `namespace/name`.
-    scratch: String,
-}
-
-impl Policies {
-    fn get(&mut self, p: &Arc<crate::model::annotations::IngressPolicy>) -> Arc<RoutePolicy> {
-        if **p == crate::model::annotations::IngressPolicy::default() {
-            return self
-                .passthrough
-                .get_or_insert_with(|| Arc::new(RoutePolicy::passthrough()))
-                .clone();
-        }
-        self.compiled
-            .entry(Arc::as_ptr(p))
-            .or_insert_with(|| Arc::new(RoutePolicy::compile(p)))
-            .clone()
-    }
-
-    fn canary(&mut self, p: &Arc<crate::model::annotations::IngressPolicy>) -> Arc<CanaryRules> {
-        self.canaries
-            .entry(Arc::as_ptr(p))
-            .or_insert_with(|| Arc::new(CanaryRules::compile(p)))
-            .clone()
-    }
-
-    /// The shared `namespace/name` of an Ingress.
-    fn ingress(&mut self, r: &crate::model::ObjectRef) -> Arc<str> {
-        use std::fmt::Write;
-        self.scratch.clear();
-        let _ = write!(self.scratch, "{}/{}", r.namespace, r.name);
-        self.strings.get(&self.scratch)
-    }
 }
 
 #[derive(Debug, Default)]
@@ -284,78 +120,89 @@ const FEW_PATHS: usize = 4;
 
 /// A host's routes as an element of a set's host map, found by [`HostRoutes::key`]: the map holds one pointer
 /// per host, so copying it for a rebuild costs one reference count per host.
-#[derive(Debug, Clone)]
-struct Keyed(Arc<HostRoutes>);
+#[derive(Debug)]
+struct Keyed<S>(Arc<HostRoutes<S>>);
 
-impl std::borrow::Borrow<str> for Keyed {
+impl<S> Clone for Keyed<S> {
+    fn clone(&self) -> Self {
+        Self(self.0.clone())
+    }
+}
+
+impl<S> std::borrow::Borrow<str> for Keyed<S> {
     fn borrow(&self) -> &str {
         self.0.key()
     }
 }
 
-impl std::hash::Hash for Keyed {
+impl<S> std::hash::Hash for Keyed<S> {
     /// As the key itself hashes, as `Borrow` requires.
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
         self.0.key().hash(state)
     }
 }
 
-impl PartialEq for Keyed {
+impl<S> PartialEq for Keyed<S> {
     fn eq(&self, other: &Self) -> bool {
         self.0.key() == other.0.key()
     }
 }
 
-impl Eq for Keyed {}
+impl<S> Eq for Keyed<S> {}
 
 /// A host's routes. Without a router (at most [`FEW_PATHS`]), `routes` is in precedence order: longest path
 /// first (a Prefix path counted without its trailing slash), Exact before Prefix on a tie.
 #[derive(Debug)]
-struct HostRoutes {
+struct HostRoutes<S> {
     /// The key when it cannot be read from the first route (a host without routes); see [`HostRoutes::key`].
     own_key: Option<Box<str>>,
     router: Option<Box<matchit::Router<Entry>>>,
-    routes: Box<[Route]>,
+    routes: Box<[Route<S>]>,
 }
 
-impl HostRoutes {
+impl<S> Route<S> {
+    /// A route of `host` from its spec, with its state made by `make`.
+    fn new(host: &HostPattern, spec: &RouteSpec<'_>, path: Arc<str>, make: &mut impl MakeState<S>) -> Option<Self> {
+        let regex = match spec.kind {
+            // Compiled at translation already; one that fails here is left out, not served wrongly.
+            PathKind::Regex => match crate::model::route::compile_path(spec.path) {
+                Ok(re) => Some(Box::new(re)),
+                Err(e) => {
+                    tracing::warn!(host = %host, path = %spec.path, error = %e, "regex path left out");
+                    return None;
+                }
+            },
+            _ => None,
+        };
+        Some(Route {
+            host: host.clone(),
+            path,
+            kind: spec.kind,
+            matches: spec.matches.clone(),
+            filters: spec.filters.clone(),
+            send: spec.send.clone(),
+            backends: spec.backends.iter().map(|(w, _)| w.clone()).collect(),
+            split: spec.split.clone(),
+            origin: spec.origin.clone(),
+            regex,
+            state: make.make(host, spec),
+        })
+    }
+}
+
+impl<S> HostRoutes<S> {
     fn build(
         host: &HostPattern,
         paths: &[crate::model::PathModel],
-        backend: &mut impl FnMut(&crate::model::BackendModel, &crate::model::annotations::IngressPolicy) -> Arc<Backend>,
-        policies: &mut Policies,
+        make: &mut impl MakeState<S>,
+        lowering: &mut Lowering,
+        paths_shared: &mut crate::model::Strings,
     ) -> Self {
-        let mut routes: Vec<Route> = paths
+        let mut routes: Vec<Route<S>> = paths
             .iter()
             .filter_map(|p| {
-                let regex = match p.kind {
-                    // Compiled at translation already; one that fails here is left out, not served wrongly.
-                    PathKind::Regex => match crate::model::annotations::rewrite::compile_path(&p.path) {
-                        Ok(re) => Some(Box::new(re)),
-                        Err(e) => {
-                            tracing::warn!(host = %host, path = %p.path, error = %e, "regex path left out");
-                            return None;
-                        }
-                    },
-                    _ => None,
-                };
-                Some(Route {
-                    host: host.clone(),
-                    path: policies.strings.get(&p.path),
-                    kind: p.kind,
-                    backend: backend(&p.backend, &p.policy),
-                    ingress: policies.ingress(&p.ingress),
-                    https_redirect: p.https_redirect,
-                    policy: policies.get(&p.policy),
-                    regex,
-                    canary: p.canary.as_ref().map(|c| {
-                        Box::new(CanaryRoute {
-                            backend: backend(&c.backend, &c.policy),
-                            ingress: policies.ingress(&c.ingress),
-                            rules: policies.canary(&c.policy),
-                        })
-                    }),
-                })
+                let spec = lowering.path(p);
+                Route::new(host, &spec, paths_shared.get(&p.path), make)
             })
             .collect();
         let key = routes.is_empty().then(|| pattern_key(host).into());
@@ -415,7 +262,7 @@ impl HostRoutes {
         }
     }
 
-    fn lookup(&self, path: &str) -> Option<&Route> {
+    fn lookup(&self, path: &str) -> Option<&Route<S>> {
         let Some(router) = &self.router else {
             return self.routes.iter().find(|r| r.matches(path));
         };
@@ -434,7 +281,7 @@ fn pattern_key(host: &HostPattern) -> &str {
     }
 }
 
-impl Route {
+impl<S> Route<S> {
     /// The length that ranks this route: a Prefix path's without its trailing slash (the root's is 0).
     fn match_len(&self) -> usize {
         match self.kind {
@@ -444,12 +291,11 @@ impl Route {
         }
     }
 
-    /// The path sent upstream for a request path this route matched: `rewrite-target` expanded with the route's
-    /// captures; `None` when the route does not rewrite. Not yet normalised (the caller checks it).
-    pub fn rewrite(&self, path: &str) -> Option<String> {
-        let target = self.policy.rewrite_target.as_deref()?;
+    /// The path sent upstream for a request path this route matched: `target` expanded with the route's
+    /// captures; `None` when the route's path is not a regex. Not yet normalised (the caller checks it).
+    pub fn rewrite(&self, target: &str, path: &str) -> Option<String> {
         let re = self.regex.as_deref()?;
-        Some(crate::model::annotations::rewrite::expand(target, re, path))
+        Some(crate::model::route::expand(target, re, path))
     }
 
     /// Whether a normalised request path matches this route's path by itself (precedence aside).
@@ -464,9 +310,31 @@ impl Route {
             PathKind::Regex => self.regex.as_ref().is_some_and(|re| re.is_match(path)),
         }
     }
+
+    /// Whether plain-HTTP requests are redirected to HTTPS.
+    pub fn redirects_to_https(&self) -> bool {
+        self.filters.iter().any(|f| matches!(f, Filter::HttpsRedirect(_)))
+    }
+
+    /// Which of the route's backends serves this request (an index into `backends` and the state's live
+    /// backends): the split's rules first, then the weights. `names(i, value)` says whether an affinity cookie
+    /// value names an endpoint of backend `i`. A route with one backend costs a branch.
+    pub fn backend_for(&self, headers: &HeaderMap, names: impl Fn(usize, &str) -> bool) -> usize {
+        if self.backends.len() < 2 {
+            return 0;
+        }
+        if let Some(split) = &self.split {
+            match split.choose(headers, self.send.affinity_cookie.as_deref(), names) {
+                SplitChoice::Main => return 0,
+                SplitChoice::Alternative => return 1,
+                SplitChoice::Weights => {}
+            }
+        }
+        weights::pick(&self.backends)
+    }
 }
 
-impl SetTable {
+impl<S> SetTable<S> {
     pub fn empty(name: String) -> Self {
         Self {
             name,
@@ -475,7 +343,6 @@ impl SetTable {
             any: None,
             routes: 0,
             default_backend: None,
-            tls: None,
         }
     }
 
@@ -484,12 +351,13 @@ impl SetTable {
     /// changed ([`changed_hosts`](crate::model::changed_hosts)) are compiled, replaced or removed.
     fn build(
         m: &SetModel,
-        before: Option<(&SetModel, &SetTable)>,
-        backend: &mut impl FnMut(&crate::model::BackendModel, &crate::model::annotations::IngressPolicy) -> Arc<Backend>,
-        policies: &mut Policies,
+        before: Option<(&SetModel, &SetTable<S>)>,
+        make: &mut impl MakeState<S>,
+        lowering: &mut Lowering,
     ) -> Self {
         let mut t = Self::empty(m.name.clone());
-        let mut compile = |h: &HostModel| Arc::new(HostRoutes::build(&h.host, &h.paths, backend, policies));
+        let mut paths = crate::model::Strings::default();
+        let mut compile = |h: &HostModel| Arc::new(HostRoutes::build(&h.host, &h.paths, make, lowering, &mut paths));
         match before {
             None => {
                 t.exact.reserve(
@@ -516,15 +384,15 @@ impl SetTable {
                 }
             }
         }
-        t.default_backend = m.default_backend.as_ref().map(|d| DefaultRoute {
-            backend: backend(&d.backend, &d.policy),
-            policy: policies.get(&d.policy),
+        t.default_backend = m.default_backend.as_ref().and_then(|d| {
+            let spec = lowering.default_route(d);
+            Route::new(&HostPattern::Any, &spec, paths.get("/"), make).map(Box::new)
         });
         t
     }
 
     /// Sets a host's routes, replacing any it had.
-    fn put(&mut self, host: &HostPattern, routes: Arc<HostRoutes>) {
+    fn put(&mut self, host: &HostPattern, routes: Arc<HostRoutes<S>>) {
         self.routes += routes.routes.len();
         let old = match host {
             HostPattern::Exact(_) => self.exact.replace(Keyed(routes)).map(|k| k.0),
@@ -546,7 +414,7 @@ impl SetTable {
 
     /// The routes of a host (as its model names it), in precedence order when it has a few; empty when the
     /// set has no such host.
-    pub fn routes_of(&self, host: &HostPattern) -> &[Route] {
+    pub fn routes_of(&self, host: &HostPattern) -> &[Route<S>] {
         let found = match host {
             HostPattern::Exact(name) => self.exact.get(name.as_str()).map(|k| &k.0),
             HostPattern::Wildcard(suffix) => self.wildcard.get(suffix.as_str()).map(|k| &k.0),
@@ -556,7 +424,7 @@ impl SetTable {
     }
 
     #[cfg(test)]
-    fn host_routes(&self, host: &HostPattern) -> Option<&Arc<HostRoutes>> {
+    fn host_routes(&self, host: &HostPattern) -> Option<&Arc<HostRoutes<S>>> {
         match host {
             HostPattern::Exact(name) => self.exact.get(name.as_str()).map(|k| &k.0),
             HostPattern::Wildcard(suffix) => self.wildcard.get(suffix.as_str()).map(|k| &k.0),
@@ -567,7 +435,7 @@ impl SetTable {
     /// Finds the route for a normalised host (lowercase, no port, no trailing dot; empty when the request had
     /// none) and a normalised path. A host that matched an exact or wildcard rule set does not fall through to
     /// host-less rules.
-    pub fn lookup(&self, host: &str, path: &str) -> Lookup<'_> {
+    pub fn lookup(&self, host: &str, path: &str) -> Lookup<'_, S> {
         let routes = self
             .exact
             .get(host)
@@ -586,16 +454,20 @@ impl SetTable {
         }
     }
 
-    /// Every backend in the table (with repeats).
-    pub fn backends(&self) -> impl Iterator<Item = &Arc<Backend>> {
+    /// Every route in the table, the default route last.
+    pub fn routes(&self) -> impl Iterator<Item = &Route<S>> {
         self.exact
             .iter()
             .chain(self.wildcard.iter())
             .map(|k| &k.0)
             .chain(self.any.iter())
             .flat_map(|h| h.routes.iter())
-            .flat_map(|r| std::iter::once(&r.backend).chain(r.canary.iter().map(|c| &c.backend)))
-            .chain(self.default_backend.iter().map(|d| &d.backend))
+            .chain(self.default_backend.as_deref())
+    }
+
+    /// The default route, when the set has a default backend.
+    pub fn default_route(&self) -> Option<&Route<S>> {
+        self.default_backend.as_deref()
     }
 
     /// Number of hosts (exact, wildcard, and the host-less rule set counted as one).

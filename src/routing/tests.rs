@@ -1,5 +1,11 @@
-use super::*;
+use std::collections::HashMap;
+
+use super::Lookup;
 use crate::model::{BackendModel, DefaultBackendModel, HostModel, ObjectRef, PathModel, PortRef, SetModel};
+use crate::model::{HostPattern, PathKind, Translation};
+use crate::snapshot::{Builder, Live, SetTable, Snapshot};
+use crate::upstream::Backend;
+use std::sync::Arc;
 
 fn backend(name: &str) -> BackendModel {
     BackendModel {
@@ -65,10 +71,26 @@ fn set_with(hosts: &[(HostPattern, &[(&str, PathKind)])], default: bool) -> SetT
     Snapshot::build(&t, None, 1, None).sets.pop().unwrap()
 }
 
-fn service_of(l: Lookup<'_>) -> Option<String> {
+fn service_of(l: Lookup<'_, Live>) -> Option<String> {
     match l {
-        Lookup::Route(r) => Some(r.backend.id.split(['/', ':']).nth(1).unwrap().to_string()),
-        Lookup::Default(d) => Some(d.backend.id.split(['/', ':']).nth(1).unwrap().to_string()),
+        Lookup::Route(r) => Some(
+            r.state.backends[0]
+                .backend
+                .id
+                .split(['/', ':'])
+                .nth(1)
+                .unwrap()
+                .to_string(),
+        ),
+        Lookup::Default(d) => Some(
+            d.state.backends[0]
+                .backend
+                .id
+                .split(['/', ':'])
+                .nth(1)
+                .unwrap()
+                .to_string(),
+        ),
         Lookup::NotFound => None,
     }
 }
@@ -304,7 +326,7 @@ fn answers(t: &SetTable, rng: &mut Rng) -> Vec<Option<(String, String, bool)>> {
         for _ in 0..30 {
             let req = random_path(rng, 3);
             out.push(match t.lookup(h, &req) {
-                Lookup::Route(r) => Some((r.backend.id.clone(), r.path.to_string(), r.https_redirect)),
+                Lookup::Route(r) => Some((r.backends[0].id.to_string(), r.path.to_string(), r.redirects_to_https())),
                 _ => None,
             });
         }
@@ -422,11 +444,18 @@ fn a_kept_builder_rebuilds_like_fresh_builds_after_random_edits() {
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
     for _ in 0..40 {
         let mut builder = Builder::default();
+        let metrics = crate::metrics::Metrics::new(&["s".to_string()]);
         let mut t = random_translation(&mut rng);
-        let mut snap = builder.build(&t, None, 1, None);
+        let mut snap = builder.build(&t, None, 1, None, &mut metrics.route_counters());
         for generation in 2..40 {
             let after = random_edit(&t, &mut rng);
-            let rebuilt = builder.build(&after, None, generation, Some((&snap, Some(&t))));
+            let rebuilt = builder.build(
+                &after,
+                None,
+                generation,
+                Some((&snap, Some(&t))),
+                &mut metrics.route_counters(),
+            );
             let fresh = Snapshot::build(&after, None, generation, None);
             let (r, f) = (&rebuilt.sets[0], &fresh.sets[0]);
             let seed = rng.next();

@@ -24,7 +24,6 @@ use tokio::net::TcpStream;
 
 use super::body::{Received, RequestBody, RequestBodyTimeout};
 use super::budget::RetryBudgetConfig;
-use super::policy::Policies;
 use super::pool::Pooled;
 use super::watch::Watch;
 use super::{h1, Endpoint};
@@ -102,8 +101,6 @@ pub struct UpstreamClient {
     /// How often an HTTP/1.1 connection's task looks at its [`Watch`] when no wait has a shorter limit.
     watch_check: Duration,
     retry_budget: RetryBudgetConfig,
-    /// Per-Ingress upstream settings (TLS, request-body timeout).
-    policies: Arc<Policies>,
 }
 
 fn connector(cfg: &UpstreamConfig) -> HttpConnector {
@@ -154,7 +151,7 @@ pub fn build_tls_client(
 }
 
 impl UpstreamClient {
-    pub fn new(cfg: &UpstreamConfig, policies: Arc<Policies>) -> Self {
+    pub fn new(cfg: &UpstreamConfig) -> Self {
         let mut http = connector(cfg);
         http.enforce_http(true);
         let h2c = builder(cfg).http2_only(true).timer(TokioTimer::new()).build(http);
@@ -170,12 +167,7 @@ impl UpstreamClient {
                 .min(cfg.read_timeout)
                 .max(Duration::from_millis(10)),
             retry_budget: cfg.retry_budget,
-            policies,
         }
-    }
-
-    pub fn policies(&self) -> &Policies {
-        &self.policies
     }
 
     /// The default longest pause between two reads of a response body.

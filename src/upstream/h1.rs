@@ -870,7 +870,7 @@ mod tests {
             response_header_timeout: Duration::from_millis(300),
             ..Default::default()
         };
-        UpstreamClient::new(&cfg, Arc::new(crate::upstream::policy::Policies::new(&cfg)))
+        UpstreamClient::new(&cfg)
     }
 
     fn request(method: Method, path: &'static str) -> Request<super::super::client::UpstreamBody> {

@@ -2,16 +2,14 @@
 //! connection pool, so connections verified one way are never reused for a route that verifies another way) and
 //! the request-body timeout.
 //!
-//! Only Ingresses that need one of these are in the table, so for most requests the lookup is one pointer load
-//! and an emptiness check. The table is rebuilt from each published translation, before the routing snapshot is
-//! swapped; an unchanged Ingress keeps its policy (and its pooled connections). A request that routed with the
-//! previous snapshot may see the new policy of its Ingress: the same as arriving a moment later.
+//! Only Ingresses that need one of these are in the table, so for most requests the lookup is an emptiness
+//! check. The table is rebuilt from each published translation and published inside the same snapshot as the
+//! routes (`snapshot::Snapshot::upstream`), so a request sees the policies of the table it routed with; an
+//! unchanged Ingress keeps its policy (and its pooled connections).
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
-
-use arc_swap::ArcSwap;
 
 use super::client::{build_tls_client, TlsClient};
 use crate::config::UpstreamConfig;
@@ -115,16 +113,30 @@ pub struct PolicyTable {
     defaults: Vec<Option<Arc<UpstreamPolicy>>>,
 }
 
-/// The published [`PolicyTable`].
+impl PolicyTable {
+    /// The policy of a request's Ingress (`None` for the default backend of listener set `set`); `None` when the
+    /// Ingress needs nothing beyond the routing table.
+    pub fn lookup(&self, set: usize, ingress: Option<&str>) -> Option<&Arc<UpstreamPolicy>> {
+        if self.by_ingress.is_empty() {
+            return None;
+        }
+        match ingress {
+            Some(i) => self.by_ingress.get(i),
+            None => self.defaults.get(set)?.as_ref(),
+        }
+    }
+}
+
+/// Builds [`PolicyTable`]s, keeping the last one so unchanged Ingresses keep their policies.
 pub struct Policies {
-    table: ArcSwap<PolicyTable>,
+    table: Arc<PolicyTable>,
     cfg: UpstreamConfig,
 }
 
 impl Policies {
     pub fn new(cfg: &UpstreamConfig) -> Self {
         Self {
-            table: ArcSwap::from_pointee(PolicyTable::default()),
+            table: Arc::default(),
             cfg: cfg.clone(),
         }
     }
@@ -134,7 +146,8 @@ impl Policies {
     /// ([`crate::model::changed_hosts`], before and after) has an Ingress with a policy and the default
     /// backends are the same, the table is left as it is. (An Ingress's policy depends on its annotations and its
     /// rule hosts only: both change only with a host that has one of its paths.)
-    pub fn publish(&self, t: &Translation, previous: Option<&Translation>) {
+    /// Returns the table to publish (the same `Arc` when nothing changed).
+    pub fn publish(&mut self, t: &Translation, previous: Option<&Translation>) -> Arc<PolicyTable> {
         if let Some(before) = previous {
             let same_shape = before.sets.len() == t.sets.len()
                 && before
@@ -153,10 +166,10 @@ impl Policies {
                     .flat_map(|(b, a)| crate::model::changed_hosts(b, a))
                     .any(|(b, a)| needs(b) || needs(a))
             {
-                return;
+                return self.table.clone();
             }
         }
-        let prev = self.table.load_full();
+        let prev = self.table.clone();
         // Each Ingress's rule hosts: `Some(host)` while it has exactly one, and that one exact.
         let mut hosts: HashMap<&ObjectRef, Option<&str>> = HashMap::new();
         for set in &t.sets {
@@ -205,20 +218,8 @@ impl Policies {
             }
             defaults.push(set.default_backend.as_ref().and_then(|d| get(&d.ingress, &d.policy)));
         }
-        self.table.store(Arc::new(PolicyTable { by_ingress, defaults }));
-    }
-
-    /// The policy of a request's Ingress (`None` for the default backend of listener set `set`); `None` when the
-    /// Ingress needs nothing beyond the routing table.
-    pub fn lookup(&self, set: usize, ingress: Option<&str>) -> Option<Arc<UpstreamPolicy>> {
-        let table = self.table.load();
-        if table.by_ingress.is_empty() {
-            return None;
-        }
-        match ingress {
-            Some(i) => table.by_ingress.get(i).cloned(),
-            None => table.defaults.get(set).cloned().flatten(),
-        }
+        self.table = Arc::new(PolicyTable { by_ingress, defaults });
+        self.table.clone()
     }
 }
 
@@ -263,33 +264,32 @@ mod tests {
     }
 
     fn with_policy(p: &Policies) -> Vec<String> {
-        let mut names: Vec<String> = p.table.load().by_ingress.keys().map(|k| k.to_string()).collect();
+        let mut names: Vec<String> = p.table.by_ingress.keys().map(|k| k.to_string()).collect();
         names.sort();
         names
     }
 
     #[test]
     fn publishing_after_edits_looks_at_the_changed_hosts() {
-        let p = Policies::new(&UpstreamConfig::default());
+        let mut p = Policies::new(&UpstreamConfig::default());
         let t1 = translation(&[(1, false), (2, true), (3, false)]);
         p.publish(&t1, None);
         assert_eq!(with_policy(&p), ["ns/i2"]);
-        let kept = p.lookup(0, Some("ns/i2")).unwrap();
+        let kept = p.table.lookup(0, Some("ns/i2")).unwrap().clone();
         // Host 3 gains a timeout (a new `Arc`); hosts 1 and 2 are the same `Arc`s.
         let mut t2 = t1.clone();
         t2.sets[0].hosts[2] = translation(&[(3, true)]).sets[0].hosts[0].clone();
         p.publish(&t2, Some(&t1));
         assert_eq!(with_policy(&p), ["ns/i2", "ns/i3"]);
         assert!(
-            Arc::ptr_eq(&kept, &p.lookup(0, Some("ns/i2")).unwrap()),
+            Arc::ptr_eq(&kept, p.table.lookup(0, Some("ns/i2")).unwrap()),
             "an unchanged policy is kept"
         );
         // Host 1 changes without a policy: nothing to do.
         let mut t3 = t2.clone();
         t3.sets[0].hosts[0] = translation(&[(1, false)]).sets[0].hosts[0].clone();
-        let table = p.table.load_full();
-        p.publish(&t3, Some(&t2));
-        assert!(Arc::ptr_eq(&table, &p.table.load_full()));
+        let table = p.table.clone();
+        assert!(Arc::ptr_eq(&table, &p.publish(&t3, Some(&t2))));
         // Host 2 loses its timeout, host 3 is removed.
         let t4 = translation(&[(1, false), (2, false)]);
         p.publish(&t4, Some(&t3));

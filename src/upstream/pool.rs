@@ -192,7 +192,7 @@ mod tests {
             idle_timeout: idle,
             ..Default::default()
         };
-        UpstreamClient::new(&cfg, std::sync::Arc::new(crate::upstream::policy::Policies::new(&cfg)))
+        UpstreamClient::new(&cfg)
     }
 
     #[tokio::test]

@@ -1,6 +1,6 @@
 //! The affinity cookie's attributes, by ingress-nginx's `session-cookie-*` names (the cookie's name is
 //! `affinity-cookie-name` / `session-cookie-name`, with the balancing in `mod.rs`). Runtime home: the route's
-//! policy, read where the proxy sets the cookie. They need cookie affinity (`affinity: cookie` or
+//! send policy (`model::route::SendPolicy`), read where the proxy's respond phase sets the cookie. They need cookie affinity (`affinity: cookie` or
 //! `portico.dev/load-balance: cookie`); without it they are an error, as a check's settings without a check are.
 //!
 //! Without them the cookie is `NAME=ENDPOINT; Path=/; HttpOnly`, a session cookie. `change-on-failure: "false"`

@@ -1,6 +1,6 @@
 //! Canaries, with ingress-nginx's meaning: `canary`, `canary-by-header` (`-value`, `-pattern`), `canary-by-cookie`,
-//! `canary-weight` (`-total`) and `affinity-canary-behavior`. Runtime home: the main route's canary alternative
-//! (`routing::canary`), chosen per request in the proxy.
+//! `canary-weight` (`-total`) and `affinity-canary-behavior`. Runtime home: the main route's second weighted backend
+//! and its `Split` rules (`model::route`), chosen per request by `routing::Route::backend_for`.
 //!
 //! - `canary: "true"` makes the Ingress a canary: its rules are not routes of their own. Each (host, path, path
 //!   type) of it attaches, as an alternative backend, to the main (non-canary) route of the same listener set with

@@ -1,6 +1,6 @@
 //! Connect timeout, retries to the next endpoint and sending to the Service's ClusterIP, by ingress-nginx's names:
 //! `proxy-connect-timeout`, `proxy-next-upstream` (`-tries`, `-timeout`), `service-upstream`. Runtime home: the
-//! route's policy (`routing::RoutePolicy`), read by the proxy's send loop; `service-upstream` is resolved by
+//! route's send policy (`model::route::SendPolicy`), read by the proxy's send phase; `service-upstream` is resolved by
 //! translation (the backend's one endpoint is the ClusterIP).
 //!
 //! Without these annotations Portico retries as documented in docs/annotations.md ("Upstream health and

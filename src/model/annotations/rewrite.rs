@@ -1,6 +1,6 @@
 //! Rewrites, regex paths and redirects, with ingress-nginx's meaning: `use-regex`, `rewrite-target`, `app-root`,
-//! `permanent-redirect` / `temporal-redirect` (and their `-code`s). Runtime home: the route (its regex and
-//! rewrite, `routing`) and the proxy's redirect step.
+//! `permanent-redirect` / `temporal-redirect` (and their `-code`s). Runtime home: the route's regex
+//! (`routing`) and its `Rewrite`, `Redirect` and `AppRoot` filters (`model::route`, run by `proxy::filters`).
 //!
 //! - `use-regex: "true"` or any `rewrite-target` makes the Ingress's paths regular expressions, matched
 //!   case-insensitively and anchored at the start only (nginx's `location ~* "^PATH"`); every other path of the

@@ -1,0 +1,727 @@
+//! The source-neutral route model: what a route matches, what it does to a request (an ordered list of
+//! [`Filter`]s), how it reaches its backends ([`SendPolicy`]), which weighted backends serve it, and where it
+//! came from ([`Origin`]). The routing table is built from these values only; what an Ingress is (its
+//! annotations, `spec.rules`) stays in `model/`.
+//!
+//! Ingress translation still emits [`PathModel`]s (they carry the parsed annotations, which the fixtures print);
+//! [`Lowering`] turns each into a [`RouteSpec`] when the table is built, once per distinct annotation set. A
+//! second source (Gateway API's HTTPRoute, say) would produce `RouteSpec`s directly.
+//!
+//! Values here are ready for the request path (header names and values parsed, networks compiled), so a
+//! request reads them without converting anything.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::header::{HeaderMap, HeaderName, HeaderValue};
+use http::StatusCode;
+
+pub use super::annotations::retry::NextUpstream;
+pub use super::annotations::rewrite::{compile_path, expand};
+use super::annotations::{canary as canary_rules, BackendProtocol, IngressPolicy};
+pub use super::annotations::{ActiveCheck, Balance};
+use super::{BackendModel, DefaultBackendModel, ObjectRef, PathKind, PathModel, Strings};
+use crate::cidr::Cidr;
+
+// === Origin ===
+
+/// The object a route came from, for diagnostics, metrics, logs and the dashboard: `Ingress ns/name` today,
+/// any kind tomorrow. `name` is `namespace/name` (the metrics label value), shared by the object's routes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    pub kind: &'static str,
+    pub name: Arc<str>,
+}
+
+impl Origin {
+    /// The origin of an object, its `namespace/name` shared through `strings`.
+    pub fn of(r: &ObjectRef, strings: &mut Strings, scratch: &mut String) -> Self {
+        use std::fmt::Write;
+        scratch.clear();
+        let _ = write!(scratch, "{}/{}", r.namespace, r.name);
+        Self {
+            kind: r.kind,
+            name: strings.get(scratch),
+        }
+    }
+}
+
+impl std::fmt::Display for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.kind, self.name)
+    }
+}
+
+// === Matches ===
+
+/// What a route matches beyond host and path (which the table indexes). Room for the Gateway API's method, header
+/// and query matches: Ingress translation never fills it, and the table does not evaluate it yet (a route with
+/// conditions would make a lookup try the next candidate when they fail).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RequestMatch {
+    pub method: Option<http::Method>,
+    pub headers: Vec<(HeaderName, ValueMatch)>,
+    pub query: Vec<(Box<str>, ValueMatch)>,
+}
+
+/// How a header or query parameter's value is matched.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ValueMatch {
+    Present,
+    Exact(Box<str>),
+}
+
+// === Filters ===
+
+/// One step a route applies to its requests (and their responses), in list order. The proxy's filter chain
+/// (`proxy/filters.rs`) gives each variant's type its behaviour: a new filter is a type here, a variant, and one
+/// line there. Room for auth, CORS, rate limits and mirroring.
+#[derive(Debug)]
+pub enum Filter {
+    /// Only clients in these networks are served (403 otherwise).
+    AllowSources(AllowSources),
+    /// Plain-HTTP requests get 308 to HTTPS (not the ACME challenge path).
+    HttpsRedirect(HttpsRedirect),
+    /// Every request is answered with this redirect.
+    Redirect(Redirect),
+    /// Every request is answered with 308 to the same scheme, port, path and query on this host
+    /// (`from-to-www-redirect`'s twin).
+    HostRedirect(HostRedirect),
+    /// A request for `/` is redirected (302) to this path.
+    AppRoot(AppRoot),
+    /// Request bodies above this size are refused (413).
+    BodyLimit(BodyLimit),
+    /// The path sent upstream is the route's regex captures expanded into this target.
+    Rewrite(Rewrite),
+    /// Request header edits, after the gateway's own forwarding headers.
+    RequestHeaders(RequestHeaders),
+    /// Response header edits.
+    ResponseHeaders(ResponseHeaders),
+    /// `Strict-Transport-Security` on responses over TLS.
+    Hsts(Hsts),
+}
+
+impl Filter {
+    /// Whether the filter keeps state between its route's requests (a rate limit's buckets), in the route's kept
+    /// slot (`snapshot::Kept`), which then survives republishes. None does yet.
+    pub fn keeps_state(&self) -> bool {
+        match self {
+            Filter::AllowSources(_)
+            | Filter::HttpsRedirect(_)
+            | Filter::Redirect(_)
+            | Filter::HostRedirect(_)
+            | Filter::AppRoot(_)
+            | Filter::BodyLimit(_)
+            | Filter::Rewrite(_)
+            | Filter::RequestHeaders(_)
+            | Filter::ResponseHeaders(_)
+            | Filter::Hsts(_) => false,
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct AllowSources(pub Box<[Cidr]>);
+
+#[derive(Debug)]
+pub struct HttpsRedirect;
+
+#[derive(Debug)]
+pub struct Redirect {
+    pub location: HeaderValue,
+    pub status: StatusCode,
+}
+
+#[derive(Debug)]
+pub struct HostRedirect(pub Box<str>);
+
+#[derive(Debug)]
+pub struct AppRoot(pub Box<str>);
+
+#[derive(Debug)]
+pub struct BodyLimit(pub u64);
+
+#[derive(Debug)]
+pub struct Rewrite(pub Box<str>);
+
+#[derive(Debug, Default)]
+pub struct RequestHeaders {
+    pub set: Vec<(HeaderName, HeaderValue)>,
+    pub add: Vec<(HeaderName, HeaderValue)>,
+    pub remove: Vec<HeaderName>,
+}
+
+#[derive(Debug, Default)]
+pub struct ResponseHeaders {
+    pub set: Vec<(HeaderName, HeaderValue)>,
+    pub remove: Vec<HeaderName>,
+}
+
+#[derive(Debug)]
+pub struct Hsts(pub HeaderValue);
+
+impl RequestHeaders {
+    /// Remove, set, then add.
+    pub fn apply(&self, headers: &mut HeaderMap) {
+        for n in &self.remove {
+            headers.remove(n);
+        }
+        for (n, v) in &self.set {
+            headers.insert(n.clone(), v.clone());
+        }
+        for (n, v) in &self.add {
+            headers.append(n.clone(), v.clone());
+        }
+    }
+}
+
+impl ResponseHeaders {
+    /// Remove, then set.
+    pub fn apply(&self, headers: &mut HeaderMap) {
+        for n in &self.remove {
+            headers.remove(n);
+        }
+        for (n, v) in &self.set {
+            headers.insert(n.clone(), v.clone());
+        }
+    }
+}
+
+// === Send policy ===
+
+/// How a route's requests reach its backends: upstream Host, protocol, timeouts, retries and the affinity
+/// cookie. Read by the proxy's send phase.
+#[derive(Debug)]
+pub struct SendPolicy {
+    /// The Host sent upstream instead of the client's.
+    pub upstream_host: Option<HeaderValue>,
+    /// Send the client's Host upstream; `false` (and no `upstream_host`) sends the endpoint's address.
+    pub pass_host: bool,
+    /// Speak HTTP/2 without TLS to the backend (h2c, gRPC).
+    pub upstream_h2c: bool,
+    /// Time to the response headers and between body reads, instead of the configured one.
+    pub upstream_timeout: Option<Duration>,
+    pub connect_timeout: Option<Duration>,
+    /// When to try another endpoint, how often and for how long.
+    pub next_upstream: NextUpstream,
+    pub tries: u8,
+    pub retry_window: Option<Duration>,
+    /// Cookie name for cookie affinity (`None` unless the route balances by cookie); shared, so a request can
+    /// keep it without copying.
+    pub affinity_cookie: Option<Arc<str>>,
+    /// The affinity cookie's attributes after `NAME=VALUE` (all but `Expires`), its `Expires` in seconds from the
+    /// response, and whether a retried request gets a new cookie.
+    pub affinity_attributes: Box<str>,
+    pub affinity_expires: Option<u64>,
+    pub affinity_change_on_failure: bool,
+}
+
+impl SendPolicy {
+    /// The upstream Host edit, after the filters' request edits: `upstream_host`, else the endpoint's address
+    /// unless the client's Host is passed on.
+    pub fn set_host(&self, headers: &mut HeaderMap, endpoint: std::net::SocketAddr) {
+        if let Some(h) = &self.upstream_host {
+            headers.insert(http::header::HOST, h.clone());
+        } else if !self.pass_host {
+            if let Ok(v) = HeaderValue::from_str(&endpoint.to_string()) {
+                headers.insert(http::header::HOST, v);
+            }
+        }
+    }
+}
+
+// === Backends ===
+
+/// One backend of a route as the table keeps it: its identity, its share of the traffic and its origin (a
+/// canary's is the canary Ingress).
+#[derive(Debug, Clone)]
+pub struct WeightedBackend {
+    /// `namespace/service:port`.
+    pub id: Arc<str>,
+    pub weight: u32,
+    pub origin: Origin,
+}
+
+/// A route's backends, or the state aligned with them: one (most routes) kept inline, more in a boxed slice. Read
+/// as a slice.
+#[derive(Debug, Clone)]
+pub enum OneOrMore<T> {
+    One(T),
+    More(Box<[T]>),
+}
+
+impl<T> std::ops::Deref for OneOrMore<T> {
+    type Target = [T];
+
+    fn deref(&self) -> &[T] {
+        match self {
+            OneOrMore::One(x) => std::slice::from_ref(x),
+            OneOrMore::More(xs) => xs,
+        }
+    }
+}
+
+impl<T> FromIterator<T> for OneOrMore<T> {
+    /// One element inline, else a slice (no allocation for one).
+    fn from_iter<I: IntoIterator<Item = T>>(iter: I) -> Self {
+        let mut iter = iter.into_iter();
+        match (iter.next(), iter.next()) {
+            (Some(first), None) => OneOrMore::One(first),
+            (first, second) => OneOrMore::More(first.into_iter().chain(second).chain(iter).collect()),
+        }
+    }
+}
+
+/// What the builder of live state needs to know about one of a route's backends.
+#[derive(Debug, Clone, Copy)]
+pub struct BackendSpec<'a> {
+    pub model: &'a BackendModel,
+    pub balance: Balance,
+    pub check: Option<&'a ActiveCheck>,
+    /// Send to the Service's ClusterIP rather than its endpoints (the endpoints are then that one address).
+    pub via_cluster_ip: bool,
+}
+
+/// Rules that override the weights for one request: a canary's header and cookie rules and its stickiness.
+/// Backend 0 is the main one, backend 1 the alternative. Without a rule deciding, the weights do.
+#[derive(Debug)]
+pub struct Split {
+    header: Option<(HeaderName, HeaderRule)>,
+    cookie: Option<Box<str>>,
+    sticky: bool,
+    /// The affinity cookie of the requests backend 1 serves (its own balancing).
+    pub affinity_cookie: Option<Arc<str>>,
+    /// The rules in words, for `/api/explain`.
+    described: Box<str>,
+}
+
+#[derive(Debug)]
+enum HeaderRule {
+    AlwaysNever,
+    Value(HeaderValue),
+    /// `None`: the expression no longer compiles (it did at translation); it then matches nothing.
+    Pattern(Option<Box<regex::Regex>>),
+}
+
+/// What a [`Split`]'s rules decided for a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SplitChoice {
+    Main,
+    Alternative,
+    /// No rule decided: the weights do.
+    Weights,
+}
+
+impl Split {
+    fn compile(p: &IngressPolicy, weight: u32, total: u32) -> Self {
+        let c = p.canary.as_ref();
+        let header = c.and_then(|c| c.header.as_deref()).and_then(|h| {
+            let name = HeaderName::from_bytes(h.as_bytes()).ok()?;
+            let rule = match &c?.header_match {
+                canary_rules::HeaderMatch::AlwaysNever => HeaderRule::AlwaysNever,
+                canary_rules::HeaderMatch::Value(v) => HeaderRule::Value(HeaderValue::from_str(v).ok()?),
+                canary_rules::HeaderMatch::Pattern(re) => {
+                    HeaderRule::Pattern(match canary_rules::compile_pattern(re) {
+                        Ok(re) => Some(Box::new(re)),
+                        Err(e) => {
+                            tracing::warn!(pattern = %re, error = %e, "canary header pattern left out");
+                            None
+                        }
+                    })
+                }
+            };
+            Some((name, rule))
+        });
+        let mut split = Self {
+            header,
+            cookie: c.and_then(|c| c.cookie.as_deref()).map(Into::into),
+            sticky: c.is_some_and(|c| c.sticky),
+            affinity_cookie: (p.balance == Balance::Cookie).then(|| p.affinity_cookie.as_str().into()),
+            described: "".into(),
+        };
+        split.described = split.describe(weight, total).into();
+        split
+    }
+
+    fn describe(&self, weight: u32, total: u32) -> String {
+        let mut parts = Vec::new();
+        if let Some((name, rule)) = &self.header {
+            parts.push(match rule {
+                HeaderRule::AlwaysNever => format!("header {name}: always = canary, never = main"),
+                HeaderRule::Value(v) => format!("header {name}: {} = canary", v.to_str().unwrap_or("?")),
+                HeaderRule::Pattern(re) => format!(
+                    "header {name}: a match of {} = canary",
+                    re.as_ref().map_or("(invalid)", |r| r.as_str())
+                ),
+            });
+        }
+        if let Some(c) = &self.cookie {
+            parts.push(format!("cookie {c}: always = canary, never = main"));
+        }
+        if self.sticky {
+            parts.push("an affinity cookie keeps its side".into());
+        }
+        parts.push(format!("else {weight} in {total} at random"));
+        parts.join("; ")
+    }
+
+    /// The rules in words, for `/api/explain` and `/api/routes`.
+    pub fn description(&self) -> &str {
+        &self.described
+    }
+
+    /// The header rule, then the cookie rule, then stickiness: `names(side, value)` says whether an affinity
+    /// cookie value names an endpoint of that side's backend (`main_affinity`: the main side's cookie name).
+    pub fn choose(
+        &self,
+        headers: &HeaderMap,
+        main_affinity: Option<&str>,
+        names: impl Fn(usize, &str) -> bool,
+    ) -> SplitChoice {
+        if let Some((name, rule)) = &self.header {
+            if let Some(v) = headers.get(name) {
+                match rule {
+                    HeaderRule::AlwaysNever => match v.as_bytes() {
+                        b"always" => return SplitChoice::Alternative,
+                        b"never" => return SplitChoice::Main,
+                        _ => {}
+                    },
+                    HeaderRule::Value(want) => {
+                        if v == want {
+                            return SplitChoice::Alternative;
+                        }
+                    }
+                    HeaderRule::Pattern(re) => {
+                        if let (Some(re), Ok(v)) = (re, v.to_str()) {
+                            if re.is_match(v) {
+                                return SplitChoice::Alternative;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        if let Some(name) = &self.cookie {
+            match cookie(headers, name) {
+                Some("always") => return SplitChoice::Alternative,
+                Some("never") => return SplitChoice::Main,
+                _ => {}
+            }
+        }
+        if self.sticky {
+            let holds = |side: usize, name: Option<&str>| {
+                name.and_then(|n| cookie(headers, n))
+                    .is_some_and(|value| names(side, value))
+            };
+            if holds(0, main_affinity) {
+                return SplitChoice::Main;
+            }
+            if holds(1, self.affinity_cookie.as_deref()) {
+                return SplitChoice::Alternative;
+            }
+        }
+        SplitChoice::Weights
+    }
+}
+
+/// The value of the cookie `name` in a request's `Cookie` headers (the first, when it is there twice), spaces
+/// around it removed; `None` when absent or not visible ASCII. Scanned as bytes: a few instructions per byte of
+/// the header (validating and splitting it as `str` first cost about four times as much).
+pub fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    let name = name.as_bytes();
+    for v in headers.get_all(http::header::COOKIE) {
+        for pair in v.as_bytes().split(|b| *b == b';') {
+            let Some(value) = pair
+                .trim_ascii_start()
+                .strip_prefix(name)
+                .and_then(|r| r.strip_prefix(b"="))
+            else {
+                continue;
+            };
+            let value = value.trim_ascii();
+            return value
+                .iter()
+                .all(|b| (0x21..0x7f).contains(b))
+                .then(|| std::str::from_utf8(value).ok())
+                .flatten();
+        }
+    }
+    None
+}
+
+// === The route ===
+
+/// A route's filters and send policy, shared by the routes of one annotation set.
+type Rules = (Arc<[Filter]>, Arc<SendPolicy>);
+
+/// A route of the neutral model, as the table builder gets it (host and path are the table's keys).
+#[derive(Debug)]
+pub struct RouteSpec<'a> {
+    pub path: &'a str,
+    pub kind: PathKind,
+    /// Conditions beyond host and path (none from Ingresses).
+    pub matches: Option<Box<RequestMatch>>,
+    pub filters: Arc<[Filter]>,
+    pub send: Arc<SendPolicy>,
+    /// The main backend first; a canary's second.
+    pub backends: Vec<(WeightedBackend, BackendSpec<'a>)>,
+    /// Rules choosing between the two backends before the weights do (a canary's).
+    pub split: Option<Arc<Split>>,
+    pub origin: Origin,
+}
+
+/// Turns translated Ingress paths into [`RouteSpec`]s, for one table build (its caches are keyed by the
+/// translation's pointers, valid while that translation is). Filters, send policy and split rules are made once
+/// per annotation set (Ingresses share one `Arc<IngressPolicy>` across their paths) and shared by its routes;
+/// origin and backend id strings once per build.
+#[derive(Default)]
+pub struct Lowering {
+    rules: HashMap<(*const IngressPolicy, bool), Rules>,
+    splits: HashMap<*const IngressPolicy, Arc<Split>>,
+    strings: Strings,
+    scratch: String,
+    id_scratch: String,
+}
+
+impl Lowering {
+    /// The route of a translated path.
+    pub fn path<'a>(&mut self, p: &'a PathModel) -> RouteSpec<'a> {
+        let (filters, send) = self.rules(&p.policy, p.https_redirect);
+        let origin = Origin::of(&p.ingress, &mut self.strings, &mut self.scratch);
+        let mut backends = Vec::with_capacity(1 + usize::from(p.canary.is_some()));
+        let mut split = None;
+        match &p.canary {
+            None => backends.push(self.backend(&p.backend, &p.policy, 1, origin.clone())),
+            Some(c) => {
+                let rules = c.rules();
+                let total = rules.weight_total.max(1);
+                let weight = rules.weight.min(total);
+                backends.push(self.backend(&p.backend, &p.policy, total - weight, origin.clone()));
+                let canary_origin = Origin::of(&c.ingress, &mut self.strings, &mut self.scratch);
+                backends.push(self.backend(&c.backend, &c.policy, weight, canary_origin));
+                split = Some(self.split(&c.policy, rules.weight, total));
+            }
+        }
+        RouteSpec {
+            path: &p.path,
+            kind: p.kind,
+            matches: None,
+            filters,
+            send,
+            backends,
+            split,
+            origin,
+        }
+    }
+
+    /// The route of a listener set's default backend.
+    pub fn default_route<'a>(&mut self, d: &'a DefaultBackendModel) -> RouteSpec<'a> {
+        let (filters, send) = self.rules(&d.policy, false);
+        let origin = Origin::of(&d.ingress, &mut self.strings, &mut self.scratch);
+        RouteSpec {
+            path: "/",
+            kind: PathKind::Prefix,
+            matches: None,
+            filters,
+            send,
+            backends: vec![self.backend(&d.backend, &d.policy, 1, origin.clone())],
+            split: None,
+            origin,
+        }
+    }
+
+    fn backend<'a>(
+        &mut self,
+        m: &'a BackendModel,
+        p: &'a IngressPolicy,
+        weight: u32,
+        origin: Origin,
+    ) -> (WeightedBackend, BackendSpec<'a>) {
+        use std::fmt::Write;
+        self.id_scratch.clear();
+        let _ = write!(self.id_scratch, "{}/{}:{}", m.namespace, m.service, m.port);
+        let id = self.strings.get(&self.id_scratch);
+        (
+            WeightedBackend { id, weight, origin },
+            BackendSpec {
+                model: m,
+                balance: p.balance,
+                check: p.active_check.as_ref(),
+                via_cluster_ip: p.retry.service_upstream,
+            },
+        )
+    }
+
+    fn rules(&mut self, p: &Arc<IngressPolicy>, https_redirect: bool) -> Rules {
+        let key = (Arc::as_ptr(p), https_redirect);
+        if let Some((f, s)) = self.rules.get(&key) {
+            return (f.clone(), s.clone());
+        }
+        let made = (filters(p, https_redirect).into(), Arc::new(send_policy(p)));
+        self.rules.insert(key, made.clone());
+        made
+    }
+
+    fn split(&mut self, p: &Arc<IngressPolicy>, weight: u32, total: u32) -> Arc<Split> {
+        if let Some(s) = self.splits.get(&Arc::as_ptr(p)) {
+            return s.clone();
+        }
+        let s = Arc::new(Split::compile(p, weight, total));
+        self.splits.insert(Arc::as_ptr(p), s.clone());
+        s
+    }
+}
+
+fn pairs(list: &[(String, String)]) -> Vec<(HeaderName, HeaderValue)> {
+    // Validated by `IngressPolicy::from_meta`; anything that still fails to convert is skipped.
+    list.iter()
+        .filter_map(|(n, v)| {
+            Some((
+                HeaderName::from_bytes(n.as_bytes()).ok()?,
+                HeaderValue::from_str(v).ok()?,
+            ))
+        })
+        .collect()
+}
+
+fn names(list: &[String]) -> Vec<HeaderName> {
+    list.iter()
+        .filter_map(|n| HeaderName::from_bytes(n.as_bytes()).ok())
+        .collect()
+}
+
+/// An Ingress's annotations as filters, in the order they act: who may use the route, the redirects that answer
+/// instead of the backend, the body limit, the rewrite, then the header edits.
+fn filters(p: &IngressPolicy, https_redirect: bool) -> Vec<Filter> {
+    let mut out = Vec::new();
+    if let Some(a) = &p.allow_source_ranges {
+        out.push(Filter::AllowSources(AllowSources(a.clone().into_boxed_slice())));
+    }
+    if https_redirect {
+        out.push(Filter::HttpsRedirect(HttpsRedirect));
+    }
+    if let Some((location, status)) = p
+        .rewrite
+        .redirect
+        .as_ref()
+        .and_then(|(url, code)| Some((HeaderValue::from_str(url).ok()?, StatusCode::from_u16(*code).ok()?)))
+    {
+        out.push(Filter::Redirect(Redirect { location, status }));
+    }
+    if let Some(host) = &p.rewrite.host_redirect {
+        out.push(Filter::HostRedirect(HostRedirect(host.as_str().into())));
+    }
+    if let Some(root) = &p.rewrite.app_root {
+        out.push(Filter::AppRoot(AppRoot(root.as_str().into())));
+    }
+    if let Some(max) = p.max_body_bytes {
+        out.push(Filter::BodyLimit(BodyLimit(max)));
+    }
+    if let Some(target) = &p.rewrite.target {
+        out.push(Filter::Rewrite(Rewrite(target.as_str().into())));
+    }
+    let mut set = pairs(&p.request_set);
+    if let Some(prefix) = p
+        .forwarded_prefix
+        .as_deref()
+        .and_then(|v| HeaderValue::from_str(v).ok())
+    {
+        set.push((HeaderName::from_static("x-forwarded-prefix"), prefix));
+    }
+    let request = RequestHeaders {
+        set,
+        add: pairs(&p.request_add),
+        remove: names(&p.request_remove),
+    };
+    if !(request.set.is_empty() && request.add.is_empty() && request.remove.is_empty()) {
+        out.push(Filter::RequestHeaders(request));
+    }
+    let response = ResponseHeaders {
+        set: pairs(&p.response_set),
+        remove: names(&p.response_remove),
+    };
+    if !(response.set.is_empty() && response.remove.is_empty()) {
+        out.push(Filter::ResponseHeaders(response));
+    }
+    if let Some(hsts) = p.hsts.as_deref().and_then(|h| HeaderValue::from_str(h).ok()) {
+        out.push(Filter::Hsts(Hsts(hsts)));
+    }
+    out
+}
+
+fn send_policy(p: &IngressPolicy) -> SendPolicy {
+    SendPolicy {
+        upstream_host: p.upstream_host.as_deref().and_then(|h| HeaderValue::from_str(h).ok()),
+        pass_host: p.pass_host,
+        upstream_h2c: p.backend_protocol == BackendProtocol::H2c,
+        upstream_timeout: p.upstream_timeout,
+        connect_timeout: p.retry.connect_timeout,
+        next_upstream: p.retry.next_upstream,
+        tries: p.retry.tries,
+        retry_window: p.retry.retry_window,
+        affinity_cookie: (p.balance == Balance::Cookie).then(|| p.affinity_cookie.as_str().into()),
+        affinity_attributes: p.cookie.suffix().into(),
+        affinity_expires: p.cookie.expires,
+        affinity_change_on_failure: p.cookie.change_on_failure,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cookies_by_name() {
+        let mut h = HeaderMap::new();
+        assert_eq!(cookie(&h, "canary"), None);
+        h.append(http::header::COOKIE, HeaderValue::from_static("canaryx=1; a=b"));
+        h.append(
+            http::header::COOKIE,
+            HeaderValue::from_static("x=y;  canary = never ; canary=always "),
+        );
+        h.append(http::header::COOKIE, HeaderValue::from_static("canary=never"));
+        assert_eq!(
+            cookie(&h, "canary"),
+            Some("always"),
+            "`canary = never` names another cookie; the first `canary` wins"
+        );
+        assert_eq!(cookie(&h, "a"), Some("b"));
+        assert_eq!(cookie(&h, "x"), Some("y"));
+        assert_eq!(cookie(&h, "canar"), None, "a prefix of a name is not the name");
+        let mut h = HeaderMap::new();
+        h.insert(http::header::COOKIE, HeaderValue::from_bytes(b"a=\xff; b=1").unwrap());
+        assert_eq!((cookie(&h, "a"), cookie(&h, "b")), (None, Some("1")));
+    }
+
+    #[test]
+    fn filters_keep_the_order_requests_meet_them() {
+        let p = IngressPolicy {
+            allow_source_ranges: Some(vec!["10.0.0.0/8".parse().unwrap()]),
+            max_body_bytes: Some(10),
+            hsts: Some("max-age=1".into()),
+            request_set: vec![("x-a".into(), "1".into())],
+            response_remove: vec!["server".into()],
+            ..Default::default()
+        };
+        let kinds: Vec<String> = filters(&p, true)
+            .iter()
+            .map(|f| format!("{f:?}").split('(').next().unwrap().to_string())
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                "AllowSources",
+                "HttpsRedirect",
+                "BodyLimit",
+                "RequestHeaders",
+                "ResponseHeaders",
+                "Hsts"
+            ]
+        );
+        assert!(
+            filters(&IngressPolicy::default(), false).is_empty(),
+            "no annotations, no filters"
+        );
+    }
+}
