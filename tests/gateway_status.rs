@@ -139,6 +139,21 @@ fn status_patches(server: &FakeApiServer) -> Vec<String> {
         .collect()
 }
 
+/// Waits until no status has been written for 700 ms (the first writes and their watch events are done), then
+/// forgets the requests seen so far.
+async fn quiet(server: &FakeApiServer) {
+    let end = tokio::time::Instant::now() + SEC10;
+    loop {
+        server.clear_requests();
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        if status_patches(server).is_empty() {
+            server.clear_requests();
+            return;
+        }
+        assert!(tokio::time::Instant::now() < end, "status keeps being written");
+    }
+}
+
 #[tokio::test]
 async fn status_of_each_object() {
     bounded(async {
@@ -152,9 +167,11 @@ async fn status_of_each_object() {
         server.upsert(ok).unwrap();
 
         let gw = start(&server).await;
-        until("route status", SEC10, || {
-            route_condition(&server, "team", "not-granted", "ResolvedRefs") != pair("", "")
+        until("status of every object", SEC10, || {
+            let routes = [("team", "ok"), ("other", "denied"), ("team", "bad-backend"), ("team", "granted"), ("team", "not-granted")];
+            routes.iter().all(|(ns, name)| route_condition(&server, ns, name, "ResolvedRefs") != pair("", ""))
                 && condition(&status(&server, "GatewayClass", "", "portico")["conditions"], "Accepted") != pair("", "")
+                && status(&server, "Gateway", "infra", "gw")["listeners"].is_array()
         })
         .await;
 
@@ -214,14 +231,14 @@ async fn status_of_each_object() {
 
         // Unchanged: an unrelated change recompiles, and nothing is written again.
         let accepted_since = our_parent(&server, "team", "not-granted")["conditions"][0]["lastTransitionTime"].clone();
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        server.clear_requests();
+        quiet(&server).await;
         apply(&server, "---\napiVersion: v1\nkind: Service\nmetadata: {name: unrelated, namespace: team}\nspec: {ports: [{port: 81}]}\n");
         tokio::time::sleep(Duration::from_millis(1500)).await;
         assert_eq!(status_patches(&server), Vec::<String>::new(), "status rewritten while unchanged");
 
         // A grant for the hidden namespace: only that route's status changes; Accepted keeps its time.
-        tokio::time::sleep(Duration::from_millis(1000)).await;
+        tokio::time::sleep(Duration::from_millis(1000)).await; // transition times have a one-second resolution
+        quiet(&server).await;
         apply(&server, "---\napiVersion: gateway.networking.k8s.io/v1\nkind: ReferenceGrant\nmetadata: {name: g, namespace: hidden}\nspec:\n  from: [{group: gateway.networking.k8s.io, kind: HTTPRoute, namespace: team}]\n  to: [{group: '', kind: Service, name: api}]\n");
         until("not-granted resolves", SEC10, || {
             route_condition(&server, "team", "not-granted", "ResolvedRefs") == pair("True", "ResolvedRefs")

@@ -755,13 +755,12 @@ impl ListenerWork {
                         reasons::INVALID_CERTIFICATE_REF,
                         format!("tls.certificateRefs[{i}]: Secret {ns}/{} not found", r.name),
                     )),
-                    Some(secret) => match crate::certs::LoadedCert::from_tls_secret(secret) {
-                        Ok(_) => None,
-                        Err(e) => Some((
+                    Some(secret) => check_tls_secret(secret).err().map(|e| {
+                        (
                             reasons::INVALID_CERTIFICATE_REF,
                             format!("tls.certificateRefs[{i}]: Secret {ns}/{}: {e}", r.name),
-                        )),
-                    },
+                        )
+                    }),
                 }
             };
             match problem {
@@ -809,6 +808,37 @@ impl ListenerWork {
         };
         vec![accepted, conflicted, resolved, programmed]
     }
+}
+
+/// Whether a Secret holds a certificate and a key in PEM (`data`, or `stringData` as file mode's hand-written
+/// manifests have it). Whether the two match is checked where certificates are loaded.
+fn check_tls_secret(secret: &k8s_openapi::api::core::v1::Secret) -> Result<(), String> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let found = secret.type_.as_deref().unwrap_or("Opaque");
+    if found != "kubernetes.io/tls" {
+        return Err(format!("type is {found}, not kubernetes.io/tls"));
+    }
+    let field = |name: &str| {
+        let from_string = secret
+            .string_data
+            .as_ref()
+            .and_then(|m| m.get(name))
+            .map(|s| s.as_bytes());
+        let from_data = secret.data.as_ref().and_then(|m| m.get(name)).map(|b| b.0.as_slice());
+        from_string
+            .or(from_data)
+            .filter(|v| !v.is_empty())
+            .ok_or_else(|| format!("no {name}"))
+    };
+    let certs = CertificateDer::pem_slice_iter(field("tls.crt")?)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("tls.crt: {e}"))?;
+    if certs.is_empty() {
+        return Err("tls.crt holds no certificate".into());
+    }
+    PrivateKeyDer::from_pem_slice(field("tls.key")?).map_err(|e| format!("tls.key: {e}"))?;
+    Ok(())
 }
 
 /// Marks listeners that are not distinct (supported ones only: an unsupported protocol conflicts with

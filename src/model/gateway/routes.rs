@@ -13,9 +13,10 @@
 //! Filters served: `RequestHeaderModifier`, `ResponseHeaderModifier`, `RequestRedirect`, `URLRewrite`,
 //! `RequestMirror` (GRPCRoute: the header modifiers and `RequestMirror`). Not served: `CORS`, `ExtensionRef`.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
+use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use super::attach::{
@@ -29,6 +30,26 @@ use super::{BackendObjectReference, BackendRef, HttpRouteFilter, ParentReference
 use crate::model::{ClusterState, Diagnostic};
 
 type Problem = (&'static str, String);
+
+/// What backendRefs resolve against: Services by namespace and name, and the ReferenceGrants.
+struct Lookup<'a> {
+    services: HashMap<(&'a str, &'a str), &'a Service>,
+    grants: &'a [super::ReferenceGrant],
+}
+
+impl<'a> Lookup<'a> {
+    fn new(state: &'a ClusterState) -> Self {
+        let services = state
+            .services
+            .iter()
+            .filter_map(|s| Some(((s.metadata.namespace.as_deref()?, s.metadata.name.as_deref()?), s)))
+            .collect();
+        Self {
+            services,
+            grants: &state.gateway.reference_grants,
+        }
+    }
+}
 
 /// A route of either kind, its rules prepared (validated, backends resolved) once for all its parents.
 struct Prepared<'a> {
@@ -49,6 +70,7 @@ pub(crate) fn attach_routes(
     diags: &mut Vec<Diagnostic>,
 ) -> Vec<RouteStatus> {
     let g = &state.gateway;
+    let lookup = Lookup::new(state);
     let mut prepared: Vec<Prepared> = Vec::new();
     for r in &g.http_routes {
         let mut p = Prepared::new(RouteKind::Http, &r.metadata, &r.spec.parent_refs, &r.spec.hostnames);
@@ -63,8 +85,8 @@ pub(crate) fn attach_routes(
             for (m, x) in rule.matches.iter().enumerate() {
                 p.check(validate_http_match(x).map(|e| format!("{field}.matches[{m}]: {e}")));
             }
-            let filters = p.filters(state, RouteKind::Http, &rule.filters, &field);
-            let backends = p.backends(state, &rule.backend_refs, &field);
+            let filters = p.filters(&lookup, RouteKind::Http, &rule.filters, &field);
+            let backends = p.backends(&lookup, &rule.backend_refs, &field);
             let timeouts = match &rule.timeouts {
                 None => RuleTimeouts::default(),
                 Some(t) => {
@@ -125,8 +147,8 @@ pub(crate) fn attach_routes(
             for (m, x) in matches.iter().enumerate() {
                 p.check(validate_grpc_match(x).map(|e| format!("{field}.matches[{m}]: {e}")));
             }
-            let filters = p.filters(state, RouteKind::Grpc, &rule.filters, &field);
-            let backends = p.backends(state, &rule.backend_refs, &field);
+            let filters = p.filters(&lookup, RouteKind::Grpc, &rule.filters, &field);
+            let backends = p.backends(&lookup, &rule.backend_refs, &field);
             p.rules.push(AttachedRule {
                 route: p.route.clone(),
                 hostnames: Vec::new(),
@@ -189,7 +211,7 @@ impl<'a> Prepared<'a> {
 
     fn filters(
         &mut self,
-        state: &ClusterState,
+        lookup: &Lookup,
         kind: RouteKind,
         filters: &[HttpRouteFilter],
         field: &str,
@@ -210,7 +232,7 @@ impl<'a> Prepared<'a> {
                 .as_ref()
                 .filter(|_| f.type_ == "RequestMirror")
                 .map(|m| {
-                    let target = self.resolve(state, &m.backend_ref, &format!("{at}.requestMirror.backendRef"));
+                    let target = self.resolve(lookup, &m.backend_ref, &format!("{at}.requestMirror.backendRef"));
                     if let BackendTarget::Invalid { reason, message } = &target {
                         self.unresolved.push((reason, message.clone()));
                     }
@@ -224,7 +246,7 @@ impl<'a> Prepared<'a> {
         out
     }
 
-    fn backends(&mut self, state: &ClusterState, backend_refs: &[BackendRef], field: &str) -> Vec<RuleBackend> {
+    fn backends(&mut self, lookup: &Lookup, backend_refs: &[BackendRef], field: &str) -> Vec<RuleBackend> {
         let mut out = Vec::new();
         for (i, b) in backend_refs.iter().enumerate() {
             let at = format!("{field}.backendRefs[{i}]");
@@ -235,11 +257,11 @@ impl<'a> Prepared<'a> {
                 namespace: b.namespace.clone(),
                 port: b.port,
             };
-            let target = self.resolve(state, &object, &at);
+            let target = self.resolve(lookup, &object, &at);
             if let BackendTarget::Invalid { reason, message } = &target {
                 self.unresolved.push((reason, message.clone()));
             }
-            let filters = self.filters(state, self.route.kind, &b.filters, &at);
+            let filters = self.filters(lookup, self.route.kind, &b.filters, &at);
             out.push(RuleBackend {
                 weight: u32::try_from(b.weight).unwrap_or(0),
                 target,
@@ -250,7 +272,7 @@ impl<'a> Prepared<'a> {
     }
 
     /// A backendRef (or mirror) to a Service port.
-    fn resolve(&self, state: &ClusterState, b: &BackendObjectReference, at: &str) -> BackendTarget {
+    fn resolve(&self, lookup: &Lookup, b: &BackendObjectReference, at: &str) -> BackendTarget {
         let invalid = |reason, message: String| BackendTarget::Invalid { reason, message };
         let route_ns = self.route.namespace.as_str();
         let ns = b.namespace.as_deref().unwrap_or(route_ns);
@@ -262,15 +284,7 @@ impl<'a> Prepared<'a> {
             );
         }
         let kind = self.route.kind.kind();
-        if !refs::permitted(
-            &state.gateway.reference_grants,
-            kind,
-            route_ns,
-            "",
-            "Service",
-            ns,
-            &b.name,
-        ) {
+        if !refs::permitted(lookup.grants, kind, route_ns, "", "Service", ns, &b.name) {
             return invalid(
                 reasons::REF_NOT_PERMITTED,
                 format!(
@@ -279,11 +293,7 @@ impl<'a> Prepared<'a> {
                 ),
             );
         }
-        let Some(svc) = state
-            .services
-            .iter()
-            .find(|s| s.metadata.namespace.as_deref() == Some(ns) && s.metadata.name.as_deref() == Some(&b.name))
-        else {
+        let Some(svc) = lookup.services.get(&(ns, b.name.as_str())) else {
             return invalid(
                 reasons::BACKEND_NOT_FOUND,
                 format!("{at}: Service {ns}/{} not found", b.name),
