@@ -1,5 +1,5 @@
-//! What the leader writes back to the cluster, and who the leader is: Ingress status ([`ingress`]), Events for
-//! diagnostics ([`events`]), and leader election with a Lease ([`leader`]).
+//! What the leader writes back to the cluster, and who the leader is: Ingress status ([`ingress`]), Gateway API
+//! status ([`gateway`]), Events for diagnostics ([`events`]), and leader election with a Lease ([`leader`]).
 //!
 //! ```text
 //!  kube source ──Round (owned Ingresses, diagnostics), after every compile──▶ run: leader only
@@ -12,6 +12,7 @@
 //! routing table.
 
 pub mod events;
+pub mod gateway;
 pub mod ingress;
 pub mod leader;
 
@@ -31,6 +32,8 @@ use crate::model::{Diagnostic, ObjectRef};
 pub struct Round {
     pub owned: Arc<Vec<(ObjectRef, usize)>>,
     pub diagnostics: Vec<Diagnostic>,
+    /// Gateway API status to write (`None`: leave Gateway API objects alone).
+    pub gateway: Option<Arc<crate::model::gateway::GatewayAttachment>>,
 }
 
 /// The objects the leader's writers look up by name: the reflector stores as they are now (a `ClusterState`
@@ -42,6 +45,15 @@ pub trait Objects: Send + Sync {
     fn ingresses(&self) -> Vec<Arc<Ingress>>;
     /// The uid of an object of a kind Portico reads.
     fn uid(&self, r: &ObjectRef) -> Option<String>;
+    /// A Gateway API object's current status and resourceVersion, by kind (`GatewayClass`, `Gateway`,
+    /// `HTTPRoute`, `GRPCRoute`; a GatewayClass has no namespace).
+    fn gateway_status(&self, _r: &ObjectRef) -> Option<gateway::Current> {
+        None
+    }
+    /// Every HTTPRoute and GRPCRoute (to find our status left on routes no longer attached).
+    fn gateway_routes(&self) -> Vec<ObjectRef> {
+        Vec::new()
+    }
 }
 
 /// How the leader's writers run (from [`ClusterOptions`](crate::source::kube::ClusterOptions)).
@@ -72,6 +84,7 @@ pub async fn run(
 ) {
     let mut acme_reports = acme.as_ref().map(|a| a.subscribe());
     let mut status = ingress::StatusWriter::new(client.clone(), publish);
+    let mut gateway_status = gateway::StatusWriter::new(client.clone());
     let mut events = events::EventSink::new(client, settings.identity, settings.event_dedupe, settings.event_burst);
     let mut retry = false;
     loop {
@@ -87,6 +100,9 @@ pub async fn run(
         };
         let is_leader = *leader.borrow_and_update();
         let mut ok = status.reconcile(&round.owned, &*objects, &leader).await;
+        if let Some(attachment) = &round.gateway {
+            ok &= gateway_status.reconcile(attachment, &*objects, &leader).await;
+        }
         if is_leader && *leader.borrow() {
             let mut diagnostics = round.diagnostics.clone();
             if let Some(a) = &acme {
@@ -134,5 +150,48 @@ impl Objects for crate::model::ClusterState {
             "Service" => self.service(&r.namespace, &r.name)?.metadata.uid.clone(),
             _ => None,
         }
+    }
+
+    fn gateway_status(&self, r: &ObjectRef) -> Option<gateway::Current> {
+        let g = &self.gateway;
+        let is = |m: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta| {
+            m.name.as_deref() == Some(&r.name) && m.namespace.as_deref().unwrap_or_default() == r.namespace
+        };
+        let found = match r.kind {
+            "GatewayClass" => g
+                .gateway_classes
+                .iter()
+                .find(|o| is(&o.metadata))
+                .map(|o| (&o.metadata, &o.status)),
+            "Gateway" => g
+                .gateways
+                .iter()
+                .find(|o| is(&o.metadata))
+                .map(|o| (&o.metadata, &o.status)),
+            "HTTPRoute" => g
+                .http_routes
+                .iter()
+                .find(|o| is(&o.metadata))
+                .map(|o| (&o.metadata, &o.status)),
+            "GRPCRoute" => g
+                .grpc_routes
+                .iter()
+                .find(|o| is(&o.metadata))
+                .map(|o| (&o.metadata, &o.status)),
+            _ => None,
+        };
+        found.map(|(m, s)| gateway::Current::new(m, s.as_ref()))
+    }
+
+    fn gateway_routes(&self) -> Vec<ObjectRef> {
+        let r = |kind, m: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta| ObjectRef {
+            kind,
+            namespace: m.namespace.clone().unwrap_or_default(),
+            name: m.name.clone().unwrap_or_default(),
+        };
+        let g = &self.gateway;
+        let http = g.http_routes.iter().map(|o| r("HTTPRoute", &o.metadata));
+        http.chain(g.grpc_routes.iter().map(|o| r("GRPCRoute", &o.metadata)))
+            .collect()
     }
 }

@@ -1,5 +1,19 @@
-//! Gateway API (issue #23): the objects ([`objects`]) and, next, their translation onto listener sets and routes.
+//! Gateway API (issue #23): the objects ([`objects`]), and which of them are ours, their status and what they
+//! serve ([`attach`](attach::attach)).
+//!
+//! ```text
+//!  ClusterState.gateway ──attach (pure)──▶ GatewayAttachment ──▶ status::gateway (leader writes status)
+//!                                              └──────────────────▶ the data plane (sockets, listeners, rules)
+//! ```
 
+pub mod attach;
+pub mod conditions;
+pub mod hostname;
 pub mod objects;
+pub mod precedence;
+pub mod refs;
+mod routes;
 
+pub use attach::{attach, GatewayAttachment, CONTROLLER_NAME};
+pub use conditions::Condition;
 pub use objects::*;

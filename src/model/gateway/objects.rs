@@ -50,6 +50,9 @@ pub struct GatewayClass {
     pub metadata: ObjectMeta,
     #[serde(default)]
     pub spec: GatewayClassSpec,
+    /// As the API server has it (the status writer compares with it); not read by translation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -68,6 +71,9 @@ pub struct Gateway {
     pub metadata: ObjectMeta,
     #[serde(default)]
     pub spec: GatewaySpec,
+    /// As the API server has it (the status writer compares with it); not read by translation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -276,6 +282,9 @@ pub struct HttpRoute {
     pub metadata: ObjectMeta,
     #[serde(default)]
     pub spec: HttpRouteSpec,
+    /// As the API server has it (the status writer compares with it); not read by translation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -510,6 +519,9 @@ pub struct GrpcRoute {
     pub metadata: ObjectMeta,
     #[serde(default)]
     pub spec: GrpcRouteSpec,
+    /// As the API server has it (the status writer compares with it); not read by translation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -175,6 +175,41 @@ impl Objects for Stores {
             _ => None,
         }
     }
+
+    fn gateway_status(&self, r: &ObjectRef) -> Option<crate::status::gateway::Current> {
+        use crate::status::gateway::Current;
+        let ns = (!r.namespace.is_empty()).then_some(r.namespace.as_str());
+        match r.kind {
+            "GatewayClass" => self
+                .gateway_classes
+                .get(None, &r.name)
+                .map(|o| Current::new(&o.metadata, o.status.as_ref())),
+            "Gateway" => self
+                .gateways
+                .get(ns, &r.name)
+                .map(|o| Current::new(&o.metadata, o.status.as_ref())),
+            "HTTPRoute" => self
+                .http_routes
+                .get(ns, &r.name)
+                .map(|o| Current::new(&o.metadata, o.status.as_ref())),
+            "GRPCRoute" => self
+                .grpc_routes
+                .get(ns, &r.name)
+                .map(|o| Current::new(&o.metadata, o.status.as_ref())),
+            _ => None,
+        }
+    }
+
+    fn gateway_routes(&self) -> Vec<ObjectRef> {
+        let r = |kind, m: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta| ObjectRef {
+            kind,
+            namespace: m.namespace.clone().unwrap_or_default(),
+            name: m.name.clone().unwrap_or_default(),
+        };
+        let http = self.http_routes.all().into_iter().map(|o| r("HTTPRoute", &o.metadata));
+        let grpc = self.grpc_routes.all().into_iter().map(|o| r("GRPCRoute", &o.metadata));
+        http.chain(grpc).collect()
+    }
 }
 
 /// The running watchers: their stores, and whether each has listed.
@@ -422,14 +457,16 @@ async fn publish_loop(
         let compiled = tokio::task::spawn_blocking(move || {
             stores.sync(&mut current);
             let compiled = compiler.compile(&current, Vec::new(), now);
-            (current, compiled)
+            let gateway = crate::model::gateway::attach(&current, crate::model::gateway::CONTROLLER_NAME);
+            (current, compiled, gateway)
         })
         .await;
         match compiled {
-            Ok((current, compiled)) => {
+            Ok((current, compiled, gateway)) => {
                 let round = Round {
                     owned: compiled.translation.owned.clone(),
                     diagnostics: compiled.translation.diagnostics.clone(),
+                    gateway: Some(Arc::new(gateway)),
                 };
                 if let Some(a) = &acme {
                     a.feed(&compiled.translation, &current);
