@@ -883,6 +883,7 @@ fn path_reason(e: crate::normalize::PathError) -> &'static str {
         Backslash => "backslash in path",
         ControlChar => "control character in path",
         AboveRoot => "path climbs above the root",
+        DotSegmentParameters => "dot segment with parameters in path",
     }
 }
 
