@@ -37,6 +37,7 @@ pub mod certs;
 pub mod cidr;
 pub mod config;
 pub mod echo;
+pub mod http1;
 pub mod metrics;
 pub mod migrate;
 pub mod model;

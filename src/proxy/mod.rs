@@ -196,6 +196,8 @@ pub struct SetOptions {
     pub keep_alive_timeout: std::time::Duration,
     /// Longest pause between two pieces of a request body.
     pub body_read_timeout: std::time::Duration,
+    /// Protocols an `Upgrade` may switch to (`None`: WebSocket only, [`crate::http1::upgrade::DEFAULT_ALLOWED`]).
+    pub allowed_upgrades: Option<Vec<String>>,
 }
 
 /// What routing decided, owned so no table reference is held across an await.
@@ -219,6 +221,7 @@ static DEFAULT_SET_OPTIONS: SetOptions = SetOptions {
     header_read_timeout: crate::config::DEFAULT_HEADER_READ_TIMEOUT,
     keep_alive_timeout: crate::config::DEFAULT_KEEP_ALIVE_TIMEOUT,
     body_read_timeout: crate::config::DEFAULT_BODY_READ_TIMEOUT,
+    allowed_upgrades: None,
 };
 
 impl Proxy {
@@ -381,6 +384,10 @@ impl Proxy {
             }
         }
         let (mut parts, body) = req.into_parts();
+        // What hyper's server parsed meets the framing rules of the gateway's own parser (crate::http1).
+        if let (ClientBody::Hyper(_), true) = (&body, parts.version < Version::HTTP_2) {
+            crate::http1::request::check(parts.version, &parts.headers)?;
+        }
 
         // The real client: the hop (socket peer or PROXY source), or what a trusted proxy says it forwarded.
         let hop = conn.client.ip();
@@ -496,11 +503,10 @@ impl Proxy {
         let mut endpoint = backend.pick(&cx).ok_or(ProxyError::NoEndpoint)?;
         note.upstream = Some(endpoint.addr);
 
-        // A WebSocket (or other) upgrade keeps its Upgrade and Connection headers, and is tunnelled only if the
-        // backend answers 101.
-        let upgrade = upgrade_request(&parts)
-            .then(|| parts.headers.get(header::UPGRADE).cloned())
-            .flatten();
+        // An allowed upgrade (WebSocket unless the listener set says otherwise) keeps its Upgrade and Connection
+        // headers, and is tunnelled only if the backend answers 101 naming it; any other Upgrade (h2c) is removed.
+        let upgrade =
+            crate::http1::upgrade::requested(parts.version, &parts.headers, set_opts.allowed_upgrades.as_deref());
         let downstream_upgrade = upgrade
             .as_ref()
             .and_then(|_| parts.extensions.remove::<hyper::upgrade::OnUpgrade>());
@@ -650,7 +656,15 @@ impl Proxy {
                 Ok(mut resp) => {
                     backend.record(endpoint, !resp.status().is_server_error());
                     if resp.status() == http::StatusCode::SWITCHING_PROTOCOLS {
-                        if let Some(down) = downstream_upgrade {
+                        // Only a switch to what was asked for opens a tunnel; any other 101 is the backend's error.
+                        let asked = upgrade
+                            .as_ref()
+                            .filter(|u| crate::http1::upgrade::switched_to(u, resp.headers()));
+                        let Some(down) = downstream_upgrade.filter(|_| asked.is_some()) else {
+                            backend.record(endpoint, false);
+                            return Err(ProxyError::Upstream(UpstreamError::Invalid));
+                        };
+                        {
                             let up = hyper::upgrade::on(&mut resp);
                             // The tunnel counts as in flight on its endpoint until it closes.
                             tokio::spawn(tunnel(down, up, in_flight));
@@ -688,6 +702,8 @@ impl Proxy {
                 }
                 Err(SendError::RequestBodyTimeout) => return Err(ProxyError::RequestTimeout),
                 Err(SendError::RequestBodyTooLarge) => return Err(ProxyError::PayloadTooLarge),
+                // The client's body broke or stopped: its fault, never the endpoint's (no health record, no retry).
+                Err(SendError::ClientBody) => return Err(ProxyError::ClientBody),
                 Err(SendError::Upstream(e)) => e,
             };
             drop(in_flight);
@@ -700,7 +716,7 @@ impl Proxy {
                 UpstreamError::ConnectTimeout => next_upstream.timeout,
                 UpstreamError::Reset => next_upstream.error && may_repeat,
                 UpstreamError::ResponseTimeout => next_upstream.header_timeout && may_repeat,
-                UpstreamError::Tls => false,
+                UpstreamError::Tls | UpstreamError::Invalid => false,
             };
             let Some(h) = retry_headers.as_ref().filter(|_| retryable && another(tries)) else {
                 return Err(e.into());
@@ -731,18 +747,6 @@ fn upstream_request(
     *up.version_mut() = version;
     *up.headers_mut() = headers;
     up
-}
-
-fn upgrade_request(parts: &http::request::Parts) -> bool {
-    parts.version == Version::HTTP_11
-        && parts.headers.contains_key(header::UPGRADE)
-        && parts
-            .headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
 }
 
 /// Copies bytes both ways between the client's and the backend's upgraded connections until either side closes.

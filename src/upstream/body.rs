@@ -32,6 +32,12 @@ pub struct ResponseBodyTimeout;
 #[error("request body idle for longer than the body-read timeout")]
 pub struct RequestBodyTimeout;
 
+/// The client's request body failed on the client's side: it broke its framing (a malformed chunk), or the
+/// client closed or reset before the end. Never the endpoint's fault.
+#[derive(Debug, thiserror::Error)]
+#[error("request body failed on the client's side: {0}")]
+pub struct ClientBodyError(#[source] pub BoxError);
+
 /// An idle deadline that moves with activity: `touch` records a frame, `poll_expired` reports whether `idle` has
 /// passed since the last one.
 struct Idle {
@@ -313,6 +319,9 @@ impl Body for RequestBody {
                 ready!(this.idle.poll_expired(sleep.as_mut(), cx));
                 Poll::Ready(Some(Err(RequestBodyTimeout.into())))
             }
+            // Over the size limit: kept as it is (413). Anything else the client's connection reported.
+            Poll::Ready(Some(Err(e))) if e.is::<http_body_util::LengthLimitError>() => Poll::Ready(Some(Err(e))),
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(ClientBodyError(e).into()))),
             other => other,
         }
     }
