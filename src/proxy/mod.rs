@@ -529,8 +529,7 @@ impl Proxy {
             && parts
                 .headers
                 .get(header::TE)
-                .and_then(|v| v.to_str().ok())
-                .is_some_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("trailers")));
+                .is_some_and(|v| crate::http1::tokens::has(v.as_bytes(), b"trailers"));
         // Headers upstream: hop-by-hop and impostors out, then ours, then the Ingress's edits.
         headers::strip_hop_by_hop(&mut parts.headers);
         headers::drop_underscore_impostors(&mut parts.headers);
