@@ -43,6 +43,8 @@ pub enum HostError {
     BadPort,
     #[error("malformed IPv6 literal in host")]
     BadIpv6,
+    #[error("empty label in host")]
+    EmptyLabel,
 }
 
 fn is_unreserved(b: u8) -> bool {
@@ -234,6 +236,11 @@ pub fn normalize_host(raw: &str) -> Result<NormalHost<'_>, HostError> {
     if name.is_empty() {
         return Err(HostError::Empty);
     }
+    // One trailing dot is the root label; any other empty label (`a..`, `.a`, `a..b`) is no DNS name, and
+    // normalising would not be idempotent (`a..` would become `a.`, a name of its own).
+    if !name.starts_with('[') && (name.starts_with('.') || name.ends_with('.') || name.contains("..")) {
+        return Err(HostError::EmptyLabel);
+    }
     if !name.starts_with('[')
         && !name
             .bytes()
@@ -389,6 +396,10 @@ mod tests {
             "a/b",
         ] {
             assert!(normalize_host(bad).is_err(), "{bad}");
+        }
+        // Found by fuzz/host (corpus crash-empty-label): `a..` normalised to `a.`, which normalised again to `a`.
+        for bad in ["a..", "..", ".a", "a..b", "a..:80", ".a.example."] {
+            assert_eq!(normalize_host(bad), Err(HostError::EmptyLabel), "{bad}");
         }
     }
 }
