@@ -21,7 +21,8 @@
 //! - [`certs`]: certificates for TLS. [`admin`]: health, metrics, the JSON API and the dashboard. [`metrics`]:
 //!   Prometheus counters. [`accesslog`]: JSON access log. [`config`]: the YAML config.
 //! - Leaves shared by the layers above: [`units`] (durations), [`pem`] (CA bundles), [`cidr`], [`normalize`]
-//!   (path and host normalisation for translation and the proxy).
+//!   (path and host normalisation for translation and the proxy), [`http1`] (HTTP/1.1 framing for the own
+//!   server and client: one `Framing`, one token parser, the head parsers, the chunked decoder).
 //! - [`migrate`]: `portico migrate`'s report. [`app`]: wiring only (nothing imports it). [`echo`]: an example
 //!   backend for the quickstart and the tests.
 //!
