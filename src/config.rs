@@ -633,7 +633,13 @@ impl RawConfig {
                             Some(list) => Some(
                                 list.into_iter()
                                     .map(|p| {
-                                        if crate::http1::tokens::is_token(p.as_bytes()) {
+                                        if p.eq_ignore_ascii_case("h2c") {
+                                            Err(invalid(format!(
+                                                "{ctx}.allowedUpgrades: h2c cannot be allowed (a client would reach \
+                                                 HTTP/2 streams the gateway never routed); for HTTP/2 to a backend \
+                                                 use the backend-protocol annotation (H2C)"
+                                            )))
+                                        } else if crate::http1::tokens::is_token(p.as_bytes()) {
                                             Ok(p.to_ascii_lowercase())
                                         } else {
                                             Err(invalid(format!("{ctx}.allowedUpgrades: {p:?} is not a protocol name")))
@@ -917,6 +923,14 @@ listenerSets:
             (
                 "listenerSets: [{name: a, ingressClasses: [x], http: [\"0.0.0.0:1\"], trustedProxies: [10.0.0.0/99]}]",
                 "not an IP address",
+            ),
+            (
+                "listenerSets: [{name: a, ingressClasses: [x], http: [\"0.0.0.0:1\"], allowedUpgrades: [H2C]}]",
+                "h2c cannot be allowed",
+            ),
+            (
+                "listenerSets: [{name: a, ingressClasses: [x], http: [\"0.0.0.0:1\"], allowedUpgrades: [\"web socket\"]}]",
+                "not a protocol name",
             ),
             (
                 "listenerSets: [{name: a, ingressClasses: [x], https: [\"0.0.0.0:1\"], acme: {directory: letsencrypt}}]",
