@@ -205,6 +205,7 @@ pub async fn start_with(config: Config, source: Source, extras: Extras) -> anyho
             header_read_timeout: s.header_read_timeout,
             keep_alive_timeout: s.keep_alive_timeout,
             body_read_timeout: s.body_read_timeout,
+            allowed_upgrades: s.allowed_upgrades.clone(),
         })
         .collect();
     let access_log =

@@ -98,6 +98,9 @@ pub struct ListenerSetConfig {
     /// Longest pause between two pieces of a request body (408 when nothing was answered yet); Ingresses can
     /// override it (`request-body-timeout`, ingress-nginx's `proxy-send-timeout`).
     pub body_read_timeout: Duration,
+    /// Protocols a request may switch to with `Upgrade` (lower case). `None`: WebSocket only. Any other `Upgrade`
+    /// (`h2c` in particular) is removed from requests, and a tunnel opens only after a 101 naming an allowed one.
+    pub allowed_upgrades: Option<Vec<String>>,
 }
 
 pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
@@ -244,6 +247,7 @@ impl Default for Config {
                 header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
                 keep_alive_timeout: DEFAULT_KEEP_ALIVE_TIMEOUT,
                 body_read_timeout: DEFAULT_BODY_READ_TIMEOUT,
+                allowed_upgrades: None,
             }],
             admin: AdminConfig {
                 address: SocketAddr::from(([127, 0, 0, 1], 9000)),
@@ -337,6 +341,8 @@ struct RawListenerSet {
     keep_alive_timeout: Option<String>,
     #[serde(default)]
     body_read_timeout: Option<String>,
+    #[serde(default)]
+    allowed_upgrades: Option<Vec<String>>,
 }
 
 #[derive(Deserialize)]
@@ -627,6 +633,26 @@ impl RawConfig {
                             set.body_read_timeout,
                             DEFAULT_BODY_READ_TIMEOUT,
                         )?,
+                        allowed_upgrades: match set.allowed_upgrades {
+                            None => None,
+                            Some(list) => Some(
+                                list.into_iter()
+                                    .map(|p| {
+                                        if p.eq_ignore_ascii_case("h2c") {
+                                            Err(invalid(format!(
+                                                "{ctx}.allowedUpgrades: h2c cannot be allowed (a client would reach \
+                                                 HTTP/2 streams the gateway never routed); for HTTP/2 to a backend \
+                                                 use the backend-protocol annotation (H2C)"
+                                            )))
+                                        } else if crate::http1::tokens::is_token(p.as_bytes()) {
+                                            Ok(p.to_ascii_lowercase())
+                                        } else {
+                                            Err(invalid(format!("{ctx}.allowedUpgrades: {p:?} is not a protocol name")))
+                                        }
+                                    })
+                                    .collect::<Result<Vec<_>, _>>()?,
+                            ),
+                        },
                     });
                 }
                 out
@@ -913,6 +939,14 @@ listenerSets:
             (
                 "listenerSets: [{name: a, ingressClasses: [x], http: [\"0.0.0.0:1\"], trustedProxies: [10.0.0.0/99]}]",
                 "not an IP address",
+            ),
+            (
+                "listenerSets: [{name: a, ingressClasses: [x], http: [\"0.0.0.0:1\"], allowedUpgrades: [H2C]}]",
+                "h2c cannot be allowed",
+            ),
+            (
+                "listenerSets: [{name: a, ingressClasses: [x], http: [\"0.0.0.0:1\"], allowedUpgrades: [\"web socket\"]}]",
+                "not a protocol name",
             ),
             (
                 "listenerSets: [{name: a, ingressClasses: [x], https: [\"0.0.0.0:1\"], acme: {directory: letsencrypt}}]",

@@ -26,8 +26,9 @@
 //! - [`certs`]: certificates for TLS. [`admin`]: health, metrics, the JSON API and the dashboard. [`metrics`]:
 //!   Prometheus counters. [`accesslog`]: JSON access log. [`config`]: the YAML config.
 //! - Leaves shared by the layers above: [`units`] (durations), [`pem`] (CA bundles), [`cidr`], [`kube_retry`]
-//!   (how API watches retry), [`normalize`]
-//!   (path and host normalisation for translation and the proxy).
+//!   (how API watches retry), [`normalize`] (path and host normalisation for translation and the proxy),
+//!   [`http1`] (HTTP/1.1 framing for the own server and client: one `Framing`, one token parser, the head
+//!   parsers, the chunked decoder).
 //! - [`migrate`]: `portico migrate`'s report. [`app`]: wiring only (nothing imports it). [`echo`]: an example
 //!   backend for the quickstart and the tests.
 //!
@@ -43,6 +44,7 @@ pub mod certs;
 pub mod cidr;
 pub mod config;
 pub mod echo;
+pub mod http1;
 pub mod kube_retry;
 pub mod metrics;
 pub mod migrate;

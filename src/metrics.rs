@@ -34,9 +34,10 @@ pub enum UpstreamErrorKind {
     Timeout = 1,
     Reset = 2,
     Tls = 3,
+    Invalid = 4,
 }
 
-const ERROR_KINDS: [&str; 4] = ["connect", "timeout", "reset", "tls"];
+const ERROR_KINDS: [&str; 5] = ["connect", "timeout", "reset", "tls", "invalid"];
 
 impl UpstreamErrorKind {
     pub fn from_error(e: crate::upstream::client::UpstreamError) -> Self {
@@ -46,6 +47,7 @@ impl UpstreamErrorKind {
             ConnectTimeout | ResponseTimeout => Self::Timeout,
             Reset => Self::Reset,
             Tls => Self::Tls,
+            Invalid => Self::Invalid,
         }
     }
 }
@@ -76,7 +78,7 @@ struct SetMetrics {
     connections: AtomicU64,
     handshakes_ok: AtomicU64,
     handshakes_failed: AtomicU64,
-    upstream_errors: [AtomicU64; 4],
+    upstream_errors: [AtomicU64; 5],
     retries: AtomicU64,
     duration: Histogram,
     upstream_duration: Histogram,

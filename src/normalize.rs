@@ -3,7 +3,10 @@
 //!
 //! Paths: percent-decode unreserved characters, uppercase the remaining escapes, merge repeated slashes, remove
 //! `.` and `..` segments. Rejected: an encoded `/` or `\`, an encoded NUL, a raw backslash, control bytes, a bad
-//! escape, and `..` that would climb above the root. Hosts: ASCII only, lowercased, port removed and checked,
+//! escape, `..` that would climb above the root, and a segment whose part before its parameters (`;`, or `%3B`)
+//! is `.` or `..` in any encoding (`..;`, `%2e%2e;`, `.;x`, `..%3B`): Tomcat and Jetty strip path parameters
+//! and then treat the segment as a dot segment, so `/public/..;/private` would reach `/private` behind a route
+//! that exposes `/public` only. Hosts: ASCII only, lowercased, port removed and checked,
 //! trailing dot removed.
 
 use std::borrow::Cow;
@@ -26,6 +29,8 @@ pub enum PathError {
     ControlChar,
     #[error("path climbs above the root")]
     AboveRoot,
+    #[error("dot segment with parameters (`..;`) in path")]
+    DotSegmentParameters,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -38,6 +43,8 @@ pub enum HostError {
     BadPort,
     #[error("malformed IPv6 literal in host")]
     BadIpv6,
+    #[error("empty label in host")]
+    EmptyLabel,
 }
 
 fn is_unreserved(b: u8) -> bool {
@@ -69,10 +76,11 @@ fn is_clean(path: &[u8]) -> bool {
                 prev_slash = true;
             }
             b'.' if prev_slash => {
-                // "/." followed by end, "/" or "." (for "/..") is a dot segment.
+                // "/." followed by end, "/" or ";" (or "." then one of those, for "/..") is a dot segment, with
+                // or without parameters.
                 match path.get(i + 1) {
-                    None | Some(b'/') => return false,
-                    Some(b'.') if matches!(path.get(i + 2), None | Some(b'/')) => return false,
+                    None | Some(b'/' | b';') => return false,
+                    Some(b'.') if matches!(path.get(i + 2), None | Some(b'/' | b';')) => return false,
                     _ => prev_slash = false,
                 }
             }
@@ -131,6 +139,9 @@ pub fn normalize_path(path: &str) -> Result<Cow<'_, str>, PathError> {
     let mut segments: Vec<&[u8]> = Vec::new();
     let mut trailing_slash = false;
     for seg in decoded[1..].split(|&b| b == b'/') {
+        if seg.len() > 1 && is_dot_segment_with_parameters(seg) {
+            return Err(PathError::DotSegmentParameters);
+        }
         match seg {
             b"" => trailing_slash = true,
             b"." => trailing_slash = true,
@@ -156,6 +167,17 @@ pub fn normalize_path(path: &str) -> Result<Cow<'_, str>, PathError> {
         out.push('/');
     }
     Ok(Cow::Owned(out))
+}
+
+/// Whether a segment (unreserved escapes already decoded, so `%2e` is `.`) is `.` or `..` followed by parameters:
+/// `;` or its escape `%3B` (servers that decode before splitting parameters see `;` there too).
+fn is_dot_segment_with_parameters(seg: &[u8]) -> bool {
+    let dots = seg.iter().take_while(|&&b| b == b'.').count();
+    if dots == 0 || dots > 2 {
+        return false;
+    }
+    let rest = &seg[dots..];
+    rest.first() == Some(&b';') || (rest.len() >= 3 && rest[0] == b'%' && rest[1] == b'3' && rest[2] == b'B')
 }
 
 /// A pchar or '/', per RFC 3986; used to decide whether an Ingress path is a clean absolute path.
@@ -214,6 +236,11 @@ pub fn normalize_host(raw: &str) -> Result<NormalHost<'_>, HostError> {
     if name.is_empty() {
         return Err(HostError::Empty);
     }
+    // One trailing dot is the root label; any other empty label (`a..`, `.a`, `a..b`) is no DNS name, and
+    // normalising would not be idempotent (`a..` would become `a.`, a name of its own).
+    if !name.starts_with('[') && (name.starts_with('.') || name.ends_with('.') || name.contains("..")) {
+        return Err(HostError::EmptyLabel);
+    }
     if !name.starts_with('[')
         && !name
             .bytes()
@@ -268,6 +295,38 @@ mod tests {
             ("/a//", "/a/"),
         ] {
             assert_eq!(normalize_path(input).unwrap(), want, "{input}");
+        }
+    }
+
+    #[test]
+    fn dot_segments_with_parameters_are_rejected_in_every_encoding() {
+        for p in [
+            "/public/..;/private",
+            "/..;/",
+            "/public/..;x=1/private",
+            "/public/%2e%2e;/private",
+            "/public/%2E%2E;/private",
+            "/public/.%2e;/x",
+            "/public/%2e.;/x",
+            "/public/.;/x",
+            "/public/.;",
+            "/public/%2e;/x",
+            "/public/..%3b/private",
+            "/public/..%3B/private",
+            "/public/.%3B/x",
+            "/a/b/..;",
+        ] {
+            assert_eq!(normalize_path(p), Err(PathError::DotSegmentParameters), "{p}");
+        }
+        for (p, want) in [
+            ("/public/a;b/c", "/public/a;b/c"),
+            ("/public/..a;/x", "/public/..a;/x"),
+            ("/public/a..;/x", "/public/a..;/x"),
+            ("/public/;/x", "/public/;/x"),
+            ("/public/...;/x", "/public/...;/x"),
+            ("/public/%3B/x", "/public/%3B/x"),
+        ] {
+            assert_eq!(normalize_path(p).unwrap(), want, "{p}");
         }
     }
 
@@ -337,6 +396,10 @@ mod tests {
             "a/b",
         ] {
             assert!(normalize_host(bad).is_err(), "{bad}");
+        }
+        // Found by fuzz/host (corpus crash-empty-label): `a..` normalised to `a.`, which normalised again to `a`.
+        for bad in ["a..", "..", ".a", "a..b", "a..:80", ".a.example."] {
+            assert_eq!(normalize_host(bad), Err(HostError::EmptyLabel), "{bad}");
         }
     }
 }

@@ -240,6 +240,50 @@ async fn restart_reuses_the_stored_certificate() {
     s.stop().await;
 }
 
+/// Waits (20 s at most) until a certificate other than `old`, issued under `root`, is served.
+async fn wait_reissued(s: &Setup, root: &CertificateDer<'static>, old: &str, why: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        // The default certificate (not under `root`) is served meanwhile.
+        if let Ok(now) = served_serial(s.https(), HOST, root).await {
+            if now != old {
+                return now;
+            }
+        }
+        assert!(Instant::now() < deadline, "{why}: no new certificate: {:?}", s.status());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_certificate_is_issued_again_even_after_the_ca_forgot_the_account() {
+    let (mut s, mut pebble, root, first) = issue_end_to_end(&[]).await;
+    // The managed Secret is deleted: the default certificate is served meanwhile, and a new one is ordered at
+    // once (not at the next renewal check).
+    std::fs::remove_file(s.secret_file()).unwrap();
+    let second = wait_reissued(&s, &root, &first, "after the Secret was deleted").await;
+    assert!(s.secret_file().exists());
+    assert_eq!(s.status().certificates_issued, 2, "{:?}", s.status());
+    // The CA is reset (as after a staging-to-production switch or a CA wipe): the stored account is unknown to it
+    // (`accountDoesNotExist`). The manager registers a new account and issues, without waiting out a backoff.
+    pebble.restart().await;
+    let root = pebble.issuing_root().await;
+    std::fs::remove_file(s.secret_file()).unwrap();
+    let third = wait_reissued(&s, &root, &second, "after the CA forgot the account").await;
+    assert_ne!(third, first);
+    let status = s.status();
+    assert_eq!(status.certificates_issued, 3, "{status:?}");
+    assert!(status.failing.is_empty(), "{status:?}");
+    // The third took two attempts in one pass: the stored account refused, then a new one registered.
+    assert_eq!(status.orders_started, 4, "{status:?}");
+    let account_files = std::fs::read_dir(s.state.path().join("acme/accounts")).unwrap().count();
+    assert_eq!(
+        account_files, 1,
+        "the new account's credentials replace the forgotten one's"
+    );
+    s.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_challenge_is_reported_and_retried_with_backoff() {
     let http_port = free_port();

@@ -83,7 +83,12 @@ async fn upgrades_tunnel_after_101_and_survive_table_swaps() {
                 &[(&format!("churn{n}.example"), "/", "Prefix", "other")],
             )
     };
-    let gw = Gateway::start(&mk(0)).await;
+    // `echo` is not WebSocket: the listener set allows it by name.
+    let config = ONE_SET.replace(
+        "    http: [\"127.0.0.1:0\"]\n",
+        "    http: [\"127.0.0.1:0\"]\n    allowedUpgrades: [websocket, echo]\n",
+    );
+    let gw = Gateway::start_with(&config, &mk(0)).await;
     let mut s = TcpStream::connect(gw.addr(0)).await.unwrap();
     s.write_all(b"GET /socket HTTP/1.1\r\nHost: ws.example\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")
         .await
@@ -106,6 +111,15 @@ async fn upgrades_tunnel_after_101_and_survive_table_swaps() {
     let resp = raw(
         gw.addr(0),
         "GET / HTTP/1.1\r\nHost: ws.example\r\nConnection: Upgrade\r\nUpgrade: other\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(resp.starts_with("HTTP/1.1 200") && resp.ends_with("plain"), "{resp}");
+    gw.stop().await;
+    // Without the listener set's word, `echo` is not forwarded: the backend sees a plain request.
+    let gw = Gateway::start(&mk(0)).await;
+    let resp = raw(
+        gw.addr(0),
+        "GET / HTTP/1.1\r\nHost: ws.example\r\nConnection: Upgrade\r\nUpgrade: echo\r\nConnection: close\r\n\r\n",
     )
     .await;
     assert!(resp.starts_with("HTTP/1.1 200") && resp.ends_with("plain"), "{resp}");

@@ -38,6 +38,13 @@ impl AcmeError {
             if p.r#type.as_deref() == Some("urn:ietf:params:acme:error:badNonce"))
     }
 
+    /// The CA does not know the account (`accountDoesNotExist`: the CA was reset, or the stored credentials
+    /// belong to another CA at the same URL): a new account must be registered.
+    pub fn is_account_gone(&self) -> bool {
+        matches!(self, AcmeError::Protocol(instant_acme::Error::Api(p))
+            if p.r#type.as_deref() == Some("urn:ietf:params:acme:error:accountDoesNotExist"))
+    }
+
     /// When the CA asked to be polled again (`Retry-After` seen while polling), if it did.
     pub fn retry_at(&self) -> Option<Instant> {
         match self {
@@ -142,16 +149,22 @@ fn http_client(ca_root: Option<&std::path::Path>) -> Result<Box<dyn instant_acme
     Ok(Box::new(client))
 }
 
-/// The account for a listener set's ACME configuration: restored from the store, else created and stored.
-/// Every request of the account (and of its orders) records the CA's `Retry-After` in `retry_after`.
-pub async fn account(cfg: &AcmeConfig, store: &dyn CertStore, retry_after: &RetryAfter) -> Result<Account, AcmeError> {
+/// The account for a listener set's ACME configuration: restored from the store, else (or when `fresh`: the CA
+/// forgot the stored one) created and stored, replacing the stored credentials. Every request of the account
+/// (and of its orders) records the CA's `Retry-After` in `retry_after`.
+pub async fn account(
+    cfg: &AcmeConfig,
+    store: &dyn CertStore,
+    retry_after: &RetryAfter,
+    fresh: bool,
+) -> Result<Account, AcmeError> {
     let builder = || -> Result<_, AcmeError> {
         Ok(Account::builder_with_http(Box::new(Observing {
             inner: http_client(cfg.ca_root.as_deref())?,
             retry_after: retry_after.clone(),
         })))
     };
-    if let Some(json) = store.load_account(&cfg.directory).await? {
+    if let Some(json) = store.load_account(&cfg.directory).await?.filter(|_| !fresh) {
         let creds = serde_json::from_str(&json).map_err(|e| AcmeError::Account(format!("stored credentials: {e}")))?;
         return Ok(builder()?.from_credentials(creds).await?);
     }

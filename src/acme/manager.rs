@@ -212,6 +212,7 @@ pub fn manager_led(
         settings,
         handle: handle.clone(),
         accounts: HashMap::new(),
+        forgotten: std::collections::HashSet::new(),
         retry_after: HashMap::new(),
         tracks: HashMap::new(),
         ari: HashMap::new(),
@@ -244,6 +245,8 @@ struct Manager {
     settings: Settings,
     handle: AcmeHandle,
     accounts: HashMap<String, Account>,
+    /// Directory URLs whose CA said it does not know the stored account: the next account is registered anew.
+    forgotten: std::collections::HashSet<String>,
     /// Per directory URL: the CA's latest `Retry-After` on an error response.
     retry_after: HashMap<String, client::RetryAfter>,
     tracks: HashMap<ObjectRef, Track>,
@@ -303,6 +306,17 @@ impl Manager {
         let now = (self.settings.clock)();
         let fraction = self.settings.renew_fraction;
         self.handle.with_status(|s| s.passes += 1);
+        // A certificate issued here and not published (yet) counts only while the store still holds it: deleted
+        // (the Secret or its file removed), it is served no more and is ordered again now, not at the next
+        // renewal check.
+        if c.current.is_none() && self.tracks.get(&c.secret).is_some_and(|t| t.issued.is_some()) {
+            if let Ok(None) = self.store.load(&c.secret).await {
+                tracing::info!(secret = %c.secret, "issued certificate deleted from the store; ordering again");
+                let track = self.tracks.entry(c.secret.clone()).or_default();
+                track.issued = None;
+                track.issued_id = None;
+            }
+        }
         let track = self.tracks.entry(c.secret.clone()).or_default();
         // The freshest certificate known: the published one, or one issued here and not yet republished.
         let (best, best_id) = match (&c.current, &track.issued) {
@@ -364,6 +378,14 @@ impl Manager {
             nonce_retries += 1;
             tracing::debug!(secret = %c.secret, "badNonce; retrying the order");
             result = self.attempt(&cfg, c, replaces.as_ref()).await;
+        }
+        // The CA forgot the account (a CA reset, a staging/production switch at the same URL): register a new one
+        // and order again at once; a failure of that attempt backs off as any other.
+        if result.as_ref().is_err_and(AcmeError::is_account_gone) {
+            tracing::warn!(directory = %cfg.directory, secret = %c.secret, "the CA does not know the ACME account; registering a new one");
+            self.accounts.remove(&cfg.directory);
+            self.forgotten.insert(cfg.directory.clone());
+            result = self.attempt(&cfg, c, None).await;
         }
         let track = self.tracks.entry(c.secret.clone()).or_default();
         let outcome = match result {
@@ -438,7 +460,9 @@ impl Manager {
             return Ok(a.clone());
         }
         let slot = self.retry_after.entry(cfg.directory.clone()).or_default().clone();
-        let a = client::account(cfg, &*self.store, &slot).await?;
+        let fresh = self.forgotten.contains(&cfg.directory);
+        let a = client::account(cfg, &*self.store, &slot, fresh).await?;
+        self.forgotten.remove(&cfg.directory);
         self.accounts.insert(cfg.directory.clone(), a.clone());
         Ok(a)
     }

@@ -22,11 +22,30 @@ pub enum ProxyError {
     Forbidden,
     #[error("request body too large")]
     PayloadTooLarge,
+    /// The request head (or, over HTTP/2, its fields counted as HTTP/1.1 would send them) is over the header
+    /// budget.
+    #[error("request header fields too large")]
+    HeadersTooLarge,
+    /// A transfer coding the gateway does not know (RFC 9112 section 6.1).
+    #[error("unknown transfer coding")]
+    UnknownCoding,
+    /// The client's request body broke its own framing (a malformed chunk) or ended before its length.
+    #[error("malformed or incomplete request body")]
+    ClientBody,
     /// The client paused its request body longer than the body-read timeout before anything was answered.
     #[error("request body timed out")]
     RequestTimeout,
     #[error(transparent)]
     Upstream(#[from] UpstreamError),
+}
+
+impl From<crate::http1::FramingError> for ProxyError {
+    fn from(e: crate::http1::FramingError) -> Self {
+        match e {
+            crate::http1::FramingError::Malformed(why) => ProxyError::BadRequest(why),
+            crate::http1::FramingError::UnknownCoding => ProxyError::UnknownCoding,
+        }
+    }
 }
 
 /// Whose fault a failure was, for logs and (later) metrics.
@@ -46,10 +65,13 @@ impl ProxyError {
             ProxyError::Misdirected => StatusCode::MISDIRECTED_REQUEST,
             ProxyError::Forbidden => StatusCode::FORBIDDEN,
             ProxyError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ProxyError::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            ProxyError::UnknownCoding => StatusCode::NOT_IMPLEMENTED,
+            ProxyError::ClientBody => StatusCode::BAD_REQUEST,
             ProxyError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
-            ProxyError::Upstream(UpstreamError::Connect | UpstreamError::Reset | UpstreamError::Tls) => {
-                StatusCode::BAD_GATEWAY
-            }
+            ProxyError::Upstream(
+                UpstreamError::Connect | UpstreamError::Reset | UpstreamError::Tls | UpstreamError::Invalid,
+            ) => StatusCode::BAD_GATEWAY,
             ProxyError::Upstream(UpstreamError::ConnectTimeout | UpstreamError::ResponseTimeout) => {
                 StatusCode::GATEWAY_TIMEOUT
             }
@@ -62,6 +84,9 @@ impl ProxyError {
             | ProxyError::Misdirected
             | ProxyError::Forbidden
             | ProxyError::PayloadTooLarge
+            | ProxyError::HeadersTooLarge
+            | ProxyError::UnknownCoding
+            | ProxyError::ClientBody
             | ProxyError::RequestTimeout => Fault::Client,
             ProxyError::NoRoute | ProxyError::NoEndpoint => Fault::Config,
             ProxyError::Upstream(_) => Fault::Upstream,
@@ -75,6 +100,11 @@ impl ProxyError {
             ProxyError::NoEndpoint => Bytes::from_static(b"503 Service Unavailable: no ready endpoint\n"),
             ProxyError::Forbidden => Bytes::from_static(b"403 Forbidden: client address not allowed\n"),
             ProxyError::PayloadTooLarge => Bytes::from_static(b"413 Payload Too Large: request body over this route's limit\n"),
+            ProxyError::HeadersTooLarge => {
+                Bytes::from_static(b"431 Request Header Fields Too Large: over the header budget\n")
+            }
+            ProxyError::UnknownCoding => Bytes::from_static(b"501 Not Implemented: unknown transfer coding\n"),
+            ProxyError::ClientBody => Bytes::from_static(b"400 Bad Request: malformed or incomplete request body\n"),
             ProxyError::Misdirected => Bytes::from_static(
                 b"421 Misdirected Request: this connection's certificate does not cover that host; open a new connection\n",
             ),
@@ -86,6 +116,9 @@ impl ProxyError {
             }
             ProxyError::Upstream(UpstreamError::Tls) => {
                 Bytes::from_static(b"502 Bad Gateway: TLS handshake with the upstream failed\n")
+            }
+            ProxyError::Upstream(UpstreamError::Invalid) => {
+                Bytes::from_static(b"502 Bad Gateway: the upstream's response cannot be forwarded\n")
             }
             ProxyError::RequestTimeout => {
                 Bytes::from_static(b"408 Request Timeout: the request body stalled\n")
@@ -101,7 +134,13 @@ impl ProxyError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("text/plain; charset=utf-8"),
         );
-        if let ProxyError::BadRequest(_) | ProxyError::PayloadTooLarge | ProxyError::RequestTimeout = self {
+        if let ProxyError::BadRequest(_)
+        | ProxyError::PayloadTooLarge
+        | ProxyError::RequestTimeout
+        | ProxyError::HeadersTooLarge
+        | ProxyError::UnknownCoding
+        | ProxyError::ClientBody = self
+        {
             resp.headers_mut()
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
@@ -126,6 +165,13 @@ mod tests {
         assert_eq!(ProxyError::from(UpstreamError::Tls).status(), 502);
         assert_eq!(ProxyError::RequestTimeout.status(), 408);
         assert_eq!(ProxyError::RequestTimeout.fault(), Fault::Client);
+        assert_eq!(ProxyError::HeadersTooLarge.status(), 431);
+        assert_eq!(ProxyError::UnknownCoding.status(), 501);
+        assert_eq!(
+            (ProxyError::ClientBody.status().as_u16(), ProxyError::ClientBody.fault()),
+            (400, Fault::Client)
+        );
+        assert_eq!(ProxyError::from(UpstreamError::Invalid).status(), 502);
         assert_eq!(ProxyError::from(UpstreamError::ConnectTimeout).status(), 504);
         assert_eq!(ProxyError::from(UpstreamError::ResponseTimeout).status(), 504);
         assert_eq!(ProxyError::NoRoute.fault(), Fault::Config);

@@ -6,43 +6,41 @@
 //! writes the response, head and small bodies in one write. Header values are slices of the read buffer, not
 //! copies, and the buffers live as long as the connection.
 //!
-//! Anything else hands the connection, with the bytes read and not yet served, to hyper's HTTP/1.1 server for
-//! the rest of its life ([`Ended::HandOver`]): a request with a body (`Content-Length` other than 0, or
-//! `Transfer-Encoding`), `Expect`, an upgrade, HTTP/1.0, `CONNECT`, and every head this parser does not accept
-//! (malformed, too many fields, too large). hyper stays the one place that streams request bodies and answers
-//! malformed requests.
+//! The head is parsed by [`crate::http1::request`], which decides every request's framing, including those it
+//! leaves to hyper: contradictory framing (`Transfer-Encoding` other than one lone `chunked`, with a
+//! `Content-Length`, disagreeing lengths) is answered here with 400 (501 for an unknown coding), and a head over
+//! [`crate::http1::MAX_HEAD`] with 431; the connection then closes. Anything else hands the connection, with the
+//! bytes read and not yet served, to hyper's HTTP/1.1 server for the rest of its life ([`Ended::HandOver`]): a
+//! request with a body, `Expect`, an upgrade, HTTP/1.0, `CONNECT`, and every head httparse does not accept
+//! (malformed, too many fields). hyper stays the one place that streams request bodies.
 //!
-//! Response framing: `HEAD`, 1xx, 204 and 304 responses have no body and keep their fields as they are; otherwise
-//! a `Content-Length` field is kept and enforced, a body of known size gets one, and any other body is sent
-//! chunked (trailers only to a client that sent `TE: trailers`). A body that fails or ends short of its length
-//! ends the connection, so the client sees the truncation. `Date` is added when missing.
+//! Response framing: `HEAD`, 1xx, 204 and 304 responses have no body; 1xx and 204 lose any `Content-Length`
+//! (RFC 9110 section 8.6), `HEAD` and 304 keep one; otherwise a `Content-Length` field is kept and enforced, a
+//! body of known size gets one, and any other body is sent chunked (trailers only to a client that sent
+//! `TE: trailers`, and only fields allowed in trailers). A body that fails or ends short of its length ends the
+//! connection, so the client sees the truncation. `Date` is added when missing.
 //!
 //! While a request is in flight the socket is still read: pipelined requests are buffered, and the client closing
 //! its side ends the connection and drops the request (hyper's default without half-close support).
 
 use std::cell::RefCell;
 use std::future::poll_fn;
-use std::mem::MaybeUninit;
 use std::pin::{pin, Pin};
 use std::task::Poll;
 use std::time::{Duration, SystemTime};
 
-use bytes::{Bytes, BytesMut};
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{Method, Request, StatusCode, Uri, Version};
+use bytes::BytesMut;
+use http::header;
+use http::{Method, StatusCode};
 use http_body::Body as _;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Sleep;
 
+use super::error::ProxyError;
 use super::server::{Activity, Check, Limits};
 use super::{ClientBody, ConnInfo, Proxy, ProxyBody};
-
-/// Request header fields accepted (hyper's server default is 100 too).
-const MAX_HEADERS: usize = 100;
-/// A head still incomplete at this size goes to hyper, which decides (its own limit is larger).
-const MAX_HEAD: usize = 64 * 1024;
-/// Fields the proxy adds to a request on its way upstream (`X-Forwarded-*`, `X-Real-IP`).
-const FORWARDING_FIELDS: usize = 5;
+use crate::http1::request::{self as head, Parsed};
+use crate::http1::{Framing, FramingError, MAX_HEAD};
 /// Room made for each read when less than a quarter of it is left.
 const READ_SPACE: usize = 4096;
 /// Body frames up to this size are copied behind what is buffered, for one write; larger ones go out with it in one
@@ -102,12 +100,16 @@ where
     loop {
         let incoming = loop {
             if !buf.is_empty() {
-                match parse(&mut buf, &mut spans) {
-                    Ok(Some(r)) => break r,
+                match head::parse(&mut buf, &mut spans) {
+                    Parsed::Request(r) => break r,
                     // Part of a head, maybe read while the last request was in flight: its time counts from now
                     // at the latest.
-                    Ok(None) if buf.len() < MAX_HEAD => activity.bytes_arrived(),
-                    Ok(None) | Err(ForHyper) => return Ended::HandOver(buf),
+                    Parsed::Partial => activity.bytes_arrived(),
+                    Parsed::ForHyper => return Ended::HandOver(buf),
+                    Parsed::Refuse(why) => {
+                        refuse(io, &mut out, &mut buf, why, info).await;
+                        return Ended::Closed;
+                    }
                 }
             }
             reserve(&mut buf);
@@ -131,11 +133,12 @@ where
                 _ = shutting_down.as_mut() => return Ended::Closed,
             }
         };
-        let Incoming {
+        let head::Incoming {
             request,
             close,
             trailers,
         } = incoming;
+        let request = request.map(|()| ClientBody::Empty);
         let _active = activity.begin();
         let head_request = request.method() == Method::HEAD;
         let response = {
@@ -181,116 +184,27 @@ fn reserve(buf: &mut BytesMut) {
     }
 }
 
-/// A request head taken out of the buffer.
-struct Incoming {
-    request: Request<ClientBody>,
-    /// The client asked to close after this response (`Connection: close`).
-    close: bool,
-    /// The client accepts trailers (`TE: trailers`).
-    trailers: bool,
-}
-
-/// A request this parser leaves to hyper's server.
-struct ForHyper;
-
-/// A complete request head at the start of `buf`, taken out of it when this parser serves it; `None`: not
-/// complete yet. `spans`: the connection's scratch space for where the fields are.
-fn parse(buf: &mut BytesMut, spans: &mut Vec<(Span, Span)>) -> Result<Option<Incoming>, ForHyper> {
-    let mut fields = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
-    let mut parsed = httparse::Request::new(&mut []);
-    let len = match httparse::ParserConfig::default().parse_request_with_uninit_headers(&mut parsed, buf, &mut fields) {
-        Ok(httparse::Status::Complete(len)) => len,
-        Ok(httparse::Status::Partial) => return Ok(None),
-        Err(_) => return Err(ForHyper),
+/// Answers a request the head parser refused, and closes: 431 for a head over the limit, 400 or 501 for its
+/// framing. The request is not read further (its body would be framed by guesswork).
+async fn refuse<S: AsyncRead + AsyncWrite + Unpin>(
+    io: &mut S,
+    out: &mut Vec<u8>,
+    buf: &mut BytesMut,
+    why: Result<(), FramingError>,
+    info: &ConnInfo,
+) {
+    let error = match why {
+        Ok(()) => ProxyError::HeadersTooLarge,
+        Err(FramingError::UnknownCoding) => ProxyError::UnknownCoding,
+        Err(FramingError::Malformed(why)) => ProxyError::BadRequest(why),
     };
-    let (Some(method), Some(target), Some(1)) = (parsed.method, parsed.path, parsed.version) else {
-        return Err(ForHyper);
-    };
-    let Ok(method) = Method::from_bytes(method.as_bytes()) else {
-        return Err(ForHyper);
-    };
-    if method == Method::CONNECT {
-        return Err(ForHyper);
+    tracing::debug!(peer = %info.peer, error = %error, "request refused before routing");
+    let (parts, body) = error.response().into_parts();
+    out.clear();
+    let framing = encode_head(out, &parts, &body, false, false);
+    if write_body(io, out, buf, body, framing, false).await {
+        let _ = io.shutdown().await;
     }
-    // Where the target and each field are in the buffer: they become slices of it, not copies.
-    let base = buf.as_ptr() as usize;
-    let span = |s: &[u8]| (s.as_ptr() as usize - base, s.len());
-    let target = span(target.as_bytes());
-    spans.clear();
-    spans.reserve(parsed.headers.len());
-    let (mut close, mut trailers) = (false, false);
-    for h in parsed.headers.iter() {
-        let name = h.name.as_bytes();
-        if name.eq_ignore_ascii_case(b"content-length") {
-            if h.value != b"0" {
-                return Err(ForHyper);
-            }
-        } else if name.eq_ignore_ascii_case(b"connection") {
-            for token in h.value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
-                if token.eq_ignore_ascii_case(b"close") {
-                    close = true;
-                } else if token.eq_ignore_ascii_case(b"upgrade") {
-                    return Err(ForHyper);
-                }
-            }
-        } else if name.eq_ignore_ascii_case(b"te") {
-            trailers |= h
-                .value
-                .split(|&b| b == b',')
-                .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"trailers"));
-        } else if name.eq_ignore_ascii_case(b"transfer-encoding")
-            || name.eq_ignore_ascii_case(b"upgrade")
-            || name.eq_ignore_ascii_case(b"expect")
-        {
-            return Err(ForHyper);
-        }
-        spans.push((span(name), span(h.value)));
-    }
-    let head = buf.split_to(len).freeze();
-    match build(&head, method, target, spans) {
-        Some(request) => Ok(Some(Incoming {
-            request,
-            close,
-            trailers,
-        })),
-        None => {
-            // Put back for hyper (its answer is a 400): a copy, on this rare path only.
-            let mut back = BytesMut::with_capacity(head.len() + buf.len());
-            back.extend_from_slice(&head);
-            back.extend_from_slice(buf);
-            *buf = back;
-            Err(ForHyper)
-        }
-    }
-}
-
-type Span = (usize, usize);
-
-fn build(head: &Bytes, method: Method, (ts, tl): Span, fields: &[(Span, Span)]) -> Option<Request<ClientBody>> {
-    let uri = Uri::from_maybe_shared(head.slice(ts..ts + tl)).ok()?;
-    // Room for the forwarding fields the proxy adds, so they do not grow the map.
-    let mut headers = HeaderMap::with_capacity(fields.len() + FORWARDING_FIELDS);
-    for &((ns, nl), (vs, vl)) in fields {
-        let name = HeaderName::from_bytes(&head[ns..ns + nl]).ok()?;
-        let value = HeaderValue::from_maybe_shared(head.slice(vs..vs + vl)).ok()?;
-        headers.append(name, value);
-    }
-    let mut request = Request::new(ClientBody::Empty);
-    *request.method_mut() = method;
-    *request.uri_mut() = uri;
-    *request.version_mut() = Version::HTTP_11;
-    *request.headers_mut() = headers;
-    Some(request)
-}
-
-/// How a response body is sent.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Framing {
-    /// No body on the wire (HEAD, 1xx, 204, 304).
-    None,
-    /// Exactly this many bytes.
-    Length(u64),
-    Chunked,
 }
 
 /// The status line and fields into `out`, with the framing fields this side decides.
@@ -307,12 +221,11 @@ fn encode_head(
     out.push(b' ');
     out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
     out.extend_from_slice(b"\r\n");
-    let bodiless = head_request
-        || status.is_informational()
-        || status == StatusCode::NO_CONTENT
-        || status == StatusCode::NOT_MODIFIED;
-    // `Content-Length` fields: kept as they are on a bodiless response, else written below once framing is
-    // decided (a single readable one is enforced; otherwise the body's own size decides).
+    let bodiless = crate::http1::framing::bodiless(status, head_request);
+    // No length at all on 1xx and 204 (RFC 9110 section 8.6); at most one on HEAD and 304 answers.
+    let lengthless = status.is_informational() || status == StatusCode::NO_CONTENT;
+    // `Content-Length` fields: one kept on a HEAD or 304 answer, else written below once framing is decided (a
+    // single readable one is enforced; otherwise the body's own size decides).
     let (mut length, mut lengths) = (None, 0);
     let mut dated = false;
     for (name, value) in &parts.headers {
@@ -320,10 +233,15 @@ fn encode_head(
             // This side's to decide.
             continue;
         }
-        if *name == header::CONTENT_LENGTH && !bodiless {
+        if *name == header::CONTENT_LENGTH {
             lengths += 1;
-            length = value.to_str().ok().and_then(|v| v.parse::<u64>().ok());
-            continue;
+            if !bodiless {
+                length = crate::http1::framing::parse_length(value.as_bytes());
+                continue;
+            }
+            if lengthless || lengths > 1 {
+                continue;
+            }
         }
         dated |= *name == header::DATE;
         field(out, name.as_str().as_bytes(), value.as_bytes());
@@ -338,7 +256,7 @@ fn encode_head(
     };
     match framing {
         Framing::Length(n) => field(out, b"content-length", digits(n, 10).as_bytes()),
-        Framing::Chunked => field(out, b"transfer-encoding", b"chunked"),
+        Framing::Chunked | Framing::Close => field(out, b"transfer-encoding", b"chunked"),
         Framing::None => {}
     }
     if !keep_alive {
@@ -472,6 +390,9 @@ async fn write_body<S: AsyncRead + AsyncWrite + Unpin>(
                 if let (Framing::Chunked, true, Ok(fields)) = (framing, trailers_wanted, frame.into_trailers()) {
                     out.extend_from_slice(b"0\r\n");
                     for (name, value) in &fields {
+                        if crate::http1::framing::is_forbidden_trailer(name) {
+                            continue;
+                        }
                         field(out, name.as_str().as_bytes(), value.as_bytes());
                     }
                     out.extend_from_slice(b"\r\n");
@@ -484,7 +405,7 @@ async fn write_body<S: AsyncRead + AsyncWrite + Unpin>(
             continue;
         }
         match framing {
-            Framing::None => continue,
+            Framing::None | Framing::Close => continue,
             Framing::Length(_) => {
                 let n = data.len() as u64;
                 if n > left {

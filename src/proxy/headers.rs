@@ -1,5 +1,8 @@
 //! Header edits on the way upstream and back: hop-by-hop headers out (including those a `Connection` header
-//! names), then the gateway's own `X-Forwarded-*` headers set, so a client cannot remove or spoof them.
+//! names, and `HTTP2-Settings`), then the gateway's own `X-Forwarded-*` headers set, so a client cannot remove or
+//! spoof them. From a peer that is not a trusted proxy, every forwarding header it sent (`Forwarded`, any
+//! `X-Forwarded-*`, `X-Forwarded-Prefix` included) is removed first. HTTP/2 cookie crumbs are joined into one
+//! field, and the header budget is counted as HTTP/1.1 would send the fields ([`over_budget`]).
 
 use std::net::IpAddr;
 
@@ -7,7 +10,7 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 use crate::cidr::Cidr;
 
-static HOP_BY_HOP: [HeaderName; 7] = [
+static HOP_BY_HOP: [HeaderName; 8] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
@@ -15,6 +18,8 @@ static HOP_BY_HOP: [HeaderName; 7] = [
     header::TRAILER,
     header::TRANSFER_ENCODING,
     header::UPGRADE,
+    // The h2c upgrade's settings (RFC 7540 section 3.2.1): connection-specific even when `Connection` omits it.
+    HeaderName::from_static("http2-settings"),
 ];
 
 pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -29,8 +34,8 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     // most messages carry none, or only `Connection: keep-alive`.
     let mut present = 0u8;
     for k in headers.keys() {
-        // Most names fail on their length alone (the hop-by-hop names are 2, 7, 10, 16 or 17 bytes long).
-        if !matches!(k.as_str().len(), 2 | 7 | 10 | 16 | 17) {
+        // Most names fail on their length alone (the hop-by-hop names are 2, 7, 10, 14, 16 or 17 bytes long).
+        if !matches!(k.as_str().len(), 2 | 7 | 10 | 14 | 16 | 17) {
             continue;
         }
         if let Some(i) = HOP_BY_HOP.iter().position(|h| h == k) {
@@ -47,14 +52,12 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
         for token in headers
             .get_all(header::CONNECTION)
             .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
+            .flat_map(|v| crate::http1::tokens::list(v.as_bytes()))
         {
-            let token = token.trim();
-            if token.is_empty() || token.eq_ignore_ascii_case("close") || token.eq_ignore_ascii_case("keep-alive") {
+            if token.eq_ignore_ascii_case(b"close") || token.eq_ignore_ascii_case(b"keep-alive") {
                 continue;
             }
-            if let Ok(name) = HeaderName::from_bytes(token.as_bytes()) {
+            if let Ok(name) = HeaderName::from_bytes(token) {
                 if name != header::HOST && !HOP_BY_HOP.contains(&name) {
                     named.push(name);
                 }
@@ -155,10 +158,25 @@ impl HopValues {
     }
 }
 
+/// Whether a field is a forwarding header only a trusted hop may set: `Forwarded` (RFC 7239) or any
+/// `X-Forwarded-*` (`-For`, `-Proto`, `-Host`, `-Port`, `-Prefix`, `-Server`, `-Uri`, ...).
+fn is_forwarding(name: &HeaderName) -> bool {
+    let n = name.as_str();
+    n.starts_with("x-forwarded-") || n == "forwarded"
+}
+
 /// Sets `X-Forwarded-For`, `X-Real-IP`, `X-Forwarded-Proto`, `X-Forwarded-Host` and `X-Forwarded-Port`. From an
-/// untrusted hop whatever the client sent is replaced; from a trusted proxy its chain is extended with the hop
-/// and its `X-Forwarded-Proto/Host/Port` are kept.
+/// untrusted hop every forwarding header it sent is removed first (`Forwarded`, `X-Forwarded-Prefix` and the
+/// rest: backends build redirects and links from them) and ours replace them; from a trusted proxy its chain is
+/// extended with the hop and its other forwarding headers are kept. `X-Forwarded-Prefix` is then set only by the
+/// route's own configuration.
 pub fn set_forwarded(headers: &mut HeaderMap, f: &Forwarded<'_>) {
+    if !f.trusted && headers.keys().any(is_forwarding) {
+        let sent: Vec<HeaderName> = headers.keys().filter(|k| is_forwarding(k)).cloned().collect();
+        for name in sent {
+            headers.remove(&name);
+        }
+    }
     // Room for the five at once (one growth at most, instead of one per insert past the parsed headers).
     headers.reserve(5);
     let hop = &f.hop.ip_value;
@@ -193,6 +211,49 @@ pub fn set_forwarded(headers: &mut HeaderMap, f: &Forwarded<'_>) {
     if !(f.trusted && headers.contains_key(&X_FORWARDED_PORT)) {
         headers.insert(X_FORWARDED_PORT.clone(), f.hop.port_value.clone());
     }
+}
+
+/// Joins HTTP/2 `cookie` crumbs into one field with `"; "` (RFC 9113 section 8.2.3), as an HTTP/1.1 backend
+/// must receive them (RFC 6265 allows one `Cookie` field).
+pub fn join_cookie_crumbs(headers: &mut HeaderMap) {
+    let mut crumbs = headers.get_all(header::COOKIE).iter();
+    let (Some(first), Some(_)) = (crumbs.next(), crumbs.next()) else {
+        return;
+    };
+    let mut joined = Vec::with_capacity(first.len() * 2);
+    for (i, crumb) in headers.get_all(header::COOKIE).iter().enumerate() {
+        if i > 0 {
+            joined.extend_from_slice(b"; ");
+        }
+        joined.extend_from_slice(crumb.as_bytes());
+    }
+    if let Ok(v) = HeaderValue::from_bytes(&joined) {
+        headers.insert(header::COOKIE, v);
+    }
+}
+
+/// Whether an HTTP/2 request is over the header budget HTTP/1.1 requests have ([`crate::http1::MAX_HEAD`] bytes,
+/// [`crate::http1::MAX_FIELDS`] fields): its fields counted as HTTP/1.1 would carry them (`name: value\r\n`, the
+/// request line, `Host` from `:authority`), cookie crumbs as one field (RFC 9113 section 8.2.3), so splitting a
+/// cookie in crumbs costs nothing extra and neither protocol allows more than the other.
+pub fn over_budget(method: &http::Method, uri: &http::Uri, headers: &HeaderMap) -> bool {
+    // "METHOD TARGET HTTP/1.1\r\n", "host: AUTHORITY\r\n", the empty line.
+    let target = uri.path_and_query().map_or(1, |pq| pq.as_str().len());
+    let mut size = method.as_str().len() + target + 11 + uri.authority().map_or(0, |a| a.as_str().len() + 8) + 2;
+    let mut fields = usize::from(uri.authority().is_some());
+    let mut cookie = false;
+    for (name, value) in headers {
+        if *name == header::COOKIE {
+            // Crumbs after the first cost their "; " only.
+            size += value.len() + if cookie { 2 } else { name.as_str().len() + 4 };
+            fields += usize::from(!cookie);
+            cookie = true;
+        } else {
+            size += name.as_str().len() + value.len() + 4;
+            fields += 1;
+        }
+    }
+    size > crate::http1::MAX_HEAD || fields > crate::http1::MAX_FIELDS
 }
 
 /// The last client address a listener saw and its header value, so that a run of connections from one address
@@ -299,7 +360,7 @@ mod tests {
     #[test]
     fn the_length_filter_lets_every_hop_by_hop_name_through() {
         for h in &HOP_BY_HOP {
-            assert!(matches!(h.as_str().len(), 2 | 7 | 10 | 16 | 17), "{h}");
+            assert!(matches!(h.as_str().len(), 2 | 7 | 10 | 14 | 16 | 17), "{h}");
         }
     }
 
@@ -379,6 +440,78 @@ mod tests {
         let before = plain.clone();
         strip_hop_by_hop(&mut plain);
         assert_eq!(plain, before);
+    }
+
+    #[test]
+    fn forwarding_headers_of_untrusted_peers_go_and_trusted_ones_stay() {
+        let sent = [
+            ("x-forwarded-prefix", "/admin"),
+            ("forwarded", "for=1.2.3.4"),
+            ("x-forwarded-server", "evil"),
+            ("x-forwarded-proto", "https"),
+            ("x-trace", "1"),
+        ];
+        let host = HeaderValue::from_static("a");
+        let ip: IpAddr = "10.0.0.1".parse().unwrap();
+        for trusted in [false, true] {
+            let mut h = HeaderMap::new();
+            for (n, v) in sent {
+                h.insert(n, HeaderValue::from_static(v));
+            }
+            set_forwarded(
+                &mut h,
+                &Forwarded {
+                    client_ip: ip,
+                    hop: &HopValues::new(ip, 80),
+                    trusted,
+                    proto: "http",
+                    host: &host,
+                },
+            );
+            assert_eq!(h.contains_key("x-forwarded-prefix"), trusted);
+            assert_eq!(h.contains_key("forwarded"), trusted);
+            assert_eq!(h.contains_key("x-forwarded-server"), trusted);
+            assert_eq!(h["x-forwarded-proto"], if trusted { "https" } else { "http" });
+            assert_eq!(h["x-trace"], "1");
+        }
+    }
+
+    #[test]
+    fn cookie_crumbs_are_joined_and_counted_once() {
+        let mut h = HeaderMap::new();
+        h.append(header::COOKIE, HeaderValue::from_static("a=1"));
+        h.append(header::COOKIE, HeaderValue::from_static("b=2"));
+        h.append(header::COOKIE, HeaderValue::from_static("c=3"));
+        join_cookie_crumbs(&mut h);
+        assert_eq!(h.get_all(header::COOKIE).iter().collect::<Vec<_>>(), ["a=1; b=2; c=3"]);
+        let uri: http::Uri = "http://h.example/".parse().unwrap();
+        // 150 crumbs of a 20 KiB cookie: within the budget, as the same cookie in one HTTP/1.1 field is.
+        let mut crumbs = HeaderMap::new();
+        for i in 0..150 {
+            crumbs.append(
+                header::COOKIE,
+                HeaderValue::from_str(&format!("c{i:03}={}", "v".repeat(131))).unwrap(),
+            );
+        }
+        assert!(!over_budget(&http::Method::GET, &uri, &crumbs));
+        for i in 0..400 {
+            crumbs.append(
+                header::COOKIE,
+                HeaderValue::from_str(&format!("d{i:03}={}", "v".repeat(200))).unwrap(),
+            );
+        }
+        assert!(over_budget(&http::Method::GET, &uri, &crumbs));
+        let mut many = HeaderMap::new();
+        for i in 0..crate::http1::MAX_FIELDS {
+            many.insert(
+                HeaderName::from_bytes(format!("x-{i}").as_bytes()).unwrap(),
+                HeaderValue::from_static("1"),
+            );
+        }
+        assert!(
+            over_budget(&http::Method::GET, &uri, &many),
+            "the authority counts as Host"
+        );
     }
 
     #[test]

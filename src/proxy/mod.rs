@@ -201,6 +201,8 @@ pub struct SetOptions {
     pub keep_alive_timeout: std::time::Duration,
     /// Longest pause between two pieces of a request body.
     pub body_read_timeout: std::time::Duration,
+    /// Protocols an `Upgrade` may switch to (`None`: WebSocket only, [`crate::http1::upgrade::DEFAULT_ALLOWED`]).
+    pub allowed_upgrades: Option<Vec<String>>,
 }
 
 /// What the route and filter phases decided, owned so no table reference is held across an await.
@@ -235,6 +237,7 @@ static DEFAULT_SET_OPTIONS: SetOptions = SetOptions {
     header_read_timeout: crate::config::DEFAULT_HEADER_READ_TIMEOUT,
     keep_alive_timeout: crate::config::DEFAULT_KEEP_ALIVE_TIMEOUT,
     body_read_timeout: crate::config::DEFAULT_BODY_READ_TIMEOUT,
+    allowed_upgrades: None,
 };
 
 impl Proxy {
@@ -387,6 +390,10 @@ impl Proxy {
             return Ok(resp);
         }
         let (mut parts, body) = req.into_parts();
+        // What hyper's server parsed meets the framing rules of the gateway's own parser (crate::http1).
+        if let (ClientBody::Hyper(_), true) = (&body, parts.version < Version::HTTP_2) {
+            crate::http1::request::check(parts.version, &parts.headers)?;
+        }
         // Taken out of the parts, so the normalised path can borrow it while the headers are edited.
         let uri = std::mem::take(&mut parts.uri);
         // Admit: the real client and the listener set's allowlist (later: limits).
@@ -480,11 +487,10 @@ impl Proxy {
         let mut endpoint = backend.pick(&cx).ok_or(ProxyError::NoEndpoint)?;
         note.upstream = Some(endpoint.addr);
 
-        // A WebSocket (or other) upgrade keeps its Upgrade and Connection headers, and is tunnelled only if the
-        // backend answers 101.
-        let upgrade = upgrade_request(parts)
-            .then(|| parts.headers.get(header::UPGRADE).cloned())
-            .flatten();
+        // An allowed upgrade (WebSocket unless the listener set says otherwise) keeps its Upgrade and Connection
+        // headers, and is tunnelled only if the backend answers 101 naming it; any other Upgrade (h2c) is removed.
+        let upgrade =
+            crate::http1::upgrade::requested(parts.version, &parts.headers, set_opts.allowed_upgrades.as_deref());
         let downstream_upgrade = upgrade
             .as_ref()
             .and_then(|_| parts.extensions.remove::<hyper::upgrade::OnUpgrade>());
@@ -507,8 +513,7 @@ impl Proxy {
             && parts
                 .headers
                 .get(header::TE)
-                .and_then(|v| v.to_str().ok())
-                .is_some_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("trailers")));
+                .is_some_and(|v| crate::http1::tokens::has(v.as_bytes(), b"trailers"));
         // Headers upstream: hop-by-hop and impostors out, then ours, then the filters' edits.
         headers::strip_hop_by_hop(&mut parts.headers);
         headers::drop_underscore_impostors(&mut parts.headers);
@@ -630,7 +635,15 @@ impl Proxy {
                 Ok(mut resp) => {
                     backend.record(endpoint, !resp.status().is_server_error());
                     if resp.status() == http::StatusCode::SWITCHING_PROTOCOLS {
-                        if let Some(down) = downstream_upgrade {
+                        // Only a switch to what was asked for opens a tunnel; any other 101 is the backend's error.
+                        let asked = upgrade
+                            .as_ref()
+                            .filter(|u| crate::http1::upgrade::switched_to(u, resp.headers()));
+                        let Some(down) = downstream_upgrade.filter(|_| asked.is_some()) else {
+                            backend.record(endpoint, false);
+                            return Err(ProxyError::Upstream(UpstreamError::Invalid));
+                        };
+                        {
                             let up = hyper::upgrade::on(&mut resp);
                             // The tunnel counts as in flight on its endpoint until it closes.
                             tokio::spawn(tunnel(down, up, in_flight));
@@ -656,6 +669,8 @@ impl Proxy {
                 }
                 Err(SendError::RequestBodyTimeout) => return Err(ProxyError::RequestTimeout),
                 Err(SendError::RequestBodyTooLarge) => return Err(ProxyError::PayloadTooLarge),
+                // The client's body broke or stopped: its fault, never the endpoint's (no health record, no retry).
+                Err(SendError::ClientBody) => return Err(ProxyError::ClientBody),
                 Err(SendError::Upstream(e)) => e,
             };
             drop(in_flight);
@@ -668,7 +683,7 @@ impl Proxy {
                 UpstreamError::ConnectTimeout => next_upstream.timeout,
                 UpstreamError::Reset => next_upstream.error && may_repeat,
                 UpstreamError::ResponseTimeout => next_upstream.header_timeout && may_repeat,
-                UpstreamError::Tls => false,
+                UpstreamError::Tls | UpstreamError::Invalid => false,
             };
             let Some(h) = retry_headers.as_ref().filter(|_| retryable && another(tries)) else {
                 return Err(e.into());
@@ -847,19 +862,6 @@ fn upstream_request(
     up
 }
 
-/// An HTTP/1.1 request asking to switch protocols (`Connection: upgrade` and an `Upgrade` header).
-fn upgrade_request(parts: &http::request::Parts) -> bool {
-    parts.version == Version::HTTP_11
-        && parts.headers.contains_key(header::UPGRADE)
-        && parts
-            .headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
-}
-
 /// Copies bytes both ways between the client's and the backend's upgraded connections until either side closes.
 async fn tunnel(down: hyper::upgrade::OnUpgrade, up: hyper::upgrade::OnUpgrade, _in_flight: crate::upstream::InFlight) {
     let (down, up) = match tokio::try_join!(down, up) {
@@ -998,6 +1000,7 @@ fn path_reason(e: crate::normalize::PathError) -> &'static str {
         Backslash => "backslash in path",
         ControlChar => "control character in path",
         AboveRoot => "path climbs above the root",
+        DotSegmentParameters => "dot segment with parameters in path",
     }
 }
 

@@ -49,8 +49,17 @@ impl Builders {
         // and runs it while a keep-alive connection waits for its next request, so idle connections would close at
         // the header-read timeout instead of the keep-alive timeout.
         h1.header_read_timeout(None).keep_alive(true);
+        // One header budget for every parser (crate::http1::MAX_HEAD): a head still incomplete at that size is
+        // answered 431 by hyper as by the own parser (hyper's default is about 400 KB).
+        h1.max_buf_size(crate::http1::MAX_HEAD);
         let mut h2 = http2::Builder::new(TokioExecutor::new());
-        h2.timer(TokioTimer::new()).max_concurrent_streams(256);
+        // HTTP/2 counts 32 bytes per field on top of name and value, so a cookie split in crumbs (as browsers send
+        // it) would be over a list size equal to the budget while the same cookie over HTTP/1.1 is not. The
+        // transport limit is left above the budget, and the budget counted as HTTP/1.1 would
+        // (`headers::over_budget`).
+        h2.timer(TokioTimer::new())
+            .max_concurrent_streams(256)
+            .max_header_list_size(4 * crate::http1::MAX_HEAD as u32);
         Self { h1, h2 }
     }
 }
@@ -330,6 +339,15 @@ async fn serve_conn<S>(
             // Boxed: hyper keeps the service future inside the connection's future, so inline its full size would
             // be copied into every spawned connection task and moved with it.
             Box::pin(async move {
+                let mut req = req;
+                if req.version() == http::Version::HTTP_2 {
+                    if super::headers::over_budget(req.method(), req.uri(), req.headers()) {
+                        tracing::debug!(peer = %info.peer, "HTTP/2 request over the header budget");
+                        let resp = super::error::ProxyError::HeadersTooLarge.response();
+                        return Ok(resp.map(|inner| Tracked { inner, _guard: guard }));
+                    }
+                    super::headers::join_cookie_crumbs(req.headers_mut());
+                }
                 let resp = proxy.handle(&info, req.map(ClientBody::Hyper)).await;
                 Ok::<_, Infallible>(resp.map(|inner| Tracked { inner, _guard: guard }))
             })

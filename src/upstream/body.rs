@@ -1,7 +1,8 @@
 //! Bodies on their way through the gateway, each with an idle timeout:
 //! - [`ResponseBody`]: the backend's response, streamed to the client. It carries the request's in-flight guard,
 //!   so least-request balancing sees a request until its body ended, failed or was dropped by the client, and it
-//!   aborts the stream when the backend stalls longer than the read timeout between two frames.
+//!   aborts the stream when the backend stalls longer than the read timeout between two frames. Its trailers
+//!   lose the fields that may not be trailers (RFC 9110 section 6.5.1), whatever protocol they go out on.
 //! - [`RequestBody`]: the client's request body, streamed to the backend. It fails with [`RequestBodyTimeout`]
 //!   when the client stalls longer than the body-read timeout between two frames.
 //!
@@ -31,6 +32,12 @@ pub struct ResponseBodyTimeout;
 #[derive(Debug, Clone, Copy, thiserror::Error)]
 #[error("request body idle for longer than the body-read timeout")]
 pub struct RequestBodyTimeout;
+
+/// The client's request body failed on the client's side: it broke its framing (a malformed chunk), or the
+/// client closed or reset before the end. Never the endpoint's fault.
+#[derive(Debug, thiserror::Error)]
+#[error("request body failed on the client's side: {0}")]
+pub struct ClientBodyError(#[source] pub BoxError);
 
 /// An idle deadline that moves with activity: `touch` records a frame, `poll_expired` reports whether `idle` has
 /// passed since the last one.
@@ -240,7 +247,18 @@ impl Body for ResponseBody {
         match inner.poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 this.deadline.progress();
-                if frame.is_trailers() || inner.is_end_stream() {
+                if frame.is_trailers() {
+                    this.finish();
+                    // Whatever client and protocol it goes to: no field that may not be a trailer.
+                    return Poll::Ready(Some(Ok(match frame.into_trailers() {
+                        Ok(mut trailers) => {
+                            crate::http1::framing::retain_trailers(&mut trailers);
+                            Frame::trailers(trailers)
+                        }
+                        Err(frame) => frame,
+                    })));
+                }
+                if inner.is_end_stream() {
                     this.finish();
                 }
                 Poll::Ready(Some(Ok(frame)))
@@ -313,6 +331,9 @@ impl Body for RequestBody {
                 ready!(this.idle.poll_expired(sleep.as_mut(), cx));
                 Poll::Ready(Some(Err(RequestBodyTimeout.into())))
             }
+            // Over the size limit: kept as it is (413). Anything else the client's connection reported.
+            Poll::Ready(Some(Err(e))) if e.is::<http_body_util::LengthLimitError>() => Poll::Ready(Some(Err(e))),
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(ClientBodyError(e).into()))),
             other => other,
         }
     }

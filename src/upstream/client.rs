@@ -22,7 +22,7 @@ use hyper_util::client::legacy::{Builder, Client};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 
-use super::body::{Received, RequestBody, RequestBodyTimeout};
+use super::body::{ClientBodyError, Received, RequestBody, RequestBodyTimeout};
 use super::budget::RetryBudgetConfig;
 use super::pool::Pooled;
 use super::watch::Watch;
@@ -55,6 +55,10 @@ pub enum UpstreamError {
     /// The TLS handshake with the backend failed (certificate not trusted, wrong name, no common protocol).
     #[error("upstream TLS handshake failed")]
     Tls,
+    /// The backend's response cannot be forwarded: a framing the gateway cannot re-frame (a transfer coding other
+    /// than a lone `chunked`, disagreeing lengths), or a 101 to a protocol that was not asked for.
+    #[error("upstream response cannot be forwarded")]
+    Invalid,
 }
 
 impl UpstreamError {
@@ -75,6 +79,8 @@ pub enum SendError {
     RequestBodyTimeout,
     /// The client's body went over the route's size limit.
     RequestBodyTooLarge,
+    /// The client's body broke its framing or ended early (the client's fault, never the endpoint's).
+    ClientBody,
 }
 
 /// Which pool a request goes through.
@@ -244,7 +250,8 @@ impl UpstreamClient {
                     conn = Box::pin(self.connect_own(endpoint.addr, connect)).await?;
                     reused = false;
                 }
-                Err(_) => return Err(SendError::Upstream(UpstreamError::Reset)),
+                Err(h1::Failure::Invalid) => return Err(SendError::Upstream(UpstreamError::Invalid)),
+                Err(h1::Failure::Broken { .. }) => return Err(SendError::Upstream(UpstreamError::Reset)),
             }
         }
     }
@@ -260,7 +267,14 @@ impl UpstreamClient {
     ) -> Result<Response<Received>, SendError> {
         match tokio::time::timeout(timeout, sent).await {
             Err(_) => Err(SendError::Upstream(UpstreamError::ResponseTimeout)),
-            Ok(Ok(resp)) => Ok(resp.map(Received::hyper)),
+            Ok(Ok(mut resp)) => {
+                if resp.version() < http::Version::HTTP_2
+                    && crate::http1::framing::clean_response(resp.status(), resp.headers_mut()).is_err()
+                {
+                    return Err(SendError::Upstream(UpstreamError::Invalid));
+                }
+                Ok(resp.map(Received::hyper))
+            }
             Ok(Err(e)) => Err(classify(&e)),
         }
     }
@@ -284,7 +298,7 @@ impl UpstreamClient {
         match pooled.try_send_request(req).await {
             Ok(resp) => {
                 watch.end();
-                Ok(self.keep(endpoint, (pooled, watch), resp))
+                self.keep(endpoint, (pooled, watch), resp)
             }
             Err(_) if watch.expired() => Err(SendError::Upstream(UpstreamError::ResponseTimeout)),
             // The keep-alive race: the backend closed this idle connection before any of the request was written.
@@ -309,7 +323,7 @@ impl UpstreamClient {
         match sender.send_request(req).await {
             Ok(resp) => {
                 watch.end();
-                Ok(self.keep(endpoint, (sender, watch), resp))
+                self.keep(endpoint, (sender, watch), resp)
             }
             Err(_) if watch.expired() => Err(SendError::Upstream(UpstreamError::ResponseTimeout)),
             Err(e) => Err(classify_hyper(&e)),
@@ -318,16 +332,26 @@ impl UpstreamClient {
 
     /// Puts a connection back on its endpoint's list after its response headers, unless it was upgraded (an
     /// upgraded connection belongs to its tunnel, which has no read timeout). Any other goes back, to be reused
-    /// once its body ends.
-    fn keep(&self, endpoint: &Endpoint, (sender, watch): Pooled, resp: Response<Incoming>) -> Response<Received> {
+    /// once its body ends. The response's framing fields are checked and cleaned first
+    /// ([`crate::http1::framing::clean_response`]); a framing the gateway cannot forward fails the exchange, and
+    /// the connection is closed.
+    fn keep(
+        &self,
+        endpoint: &Endpoint,
+        (sender, watch): Pooled,
+        mut resp: Response<Incoming>,
+    ) -> Result<Response<Received>, SendError> {
         if resp.status() == http::StatusCode::SWITCHING_PROTOCOLS {
-            return resp.map(Received::hyper);
+            return Ok(resp.map(Received::hyper));
+        }
+        if crate::http1::framing::clean_response(resp.status(), resp.headers_mut()).is_err() {
+            return Err(SendError::Upstream(UpstreamError::Invalid));
         }
         endpoint.conns.put((sender, watch.clone()), Instant::now());
-        resp.map(|body| Received::Hyper {
+        Ok(resp.map(|body| Received::Hyper {
             body,
             watch: Some(watch),
-        })
+        }))
     }
 
     /// A TCP connection to `addr`, within the connect timeout, without Nagle's delay.
@@ -403,6 +427,9 @@ fn body_error(e: &(dyn StdError + 'static)) -> Option<SendError> {
     }
     if find::<http_body_util::LengthLimitError>(e).is_some() {
         return Some(SendError::RequestBodyTooLarge);
+    }
+    if find::<ClientBodyError>(e).is_some() {
+        return Some(SendError::ClientBody);
     }
     None
 }

@@ -52,6 +52,9 @@ pub struct Pebble {
     _procs: Vec<Proc>,
     pub port: u16,
     pub mgmt: u16,
+    /// The DNS server's port (kept across [`Pebble::restart`]).
+    dns: u16,
+    env: Vec<(String, String)>,
     /// The test CA that signed Pebble's own HTTPS certificate (given to the gateway as `caRoot`).
     pub https_ca: TestCa,
 }
@@ -111,9 +114,32 @@ impl Pebble {
             }
             Err(e) => panic!("cannot start pebble-challtestsrv: {e}"),
         };
+        let env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let pebble = Self::spawn(dir.path(), dns, &env);
+        let p = Pebble {
+            _procs: vec![Proc(dns_proc), pebble],
+            dir,
+            port,
+            mgmt,
+            dns,
+            env,
+            https_ca,
+        };
+        p.wait_up().await;
+        p
+    }
+
+    fn spawn(dir: &std::path::Path, dns: u16, env: &[(String, String)]) -> Proc {
+        let log = |name: &str| {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(dir.join(name))
+                .unwrap()
+        };
         let mut cmd = Command::new("pebble");
         cmd.arg("-config")
-            .arg(dir.path().join("pebble.json"))
+            .arg(dir.join("pebble.json"))
             .args(["-dnsserver", &format!("127.0.0.1:{dns}")])
             .env("PEBBLE_VA_NOSLEEP", "1")
             .env("PEBBLE_AUTHZREUSE", "0")
@@ -123,14 +149,20 @@ impl Pebble {
         for (k, v) in env {
             cmd.env(k, v);
         }
-        let pebble = Proc(cmd.spawn().expect("cannot start pebble"));
-        let p = Pebble {
-            _procs: vec![Proc(dns_proc), pebble],
-            dir,
-            port,
-            mgmt,
-            https_ca,
-        };
+        Proc(cmd.spawn().expect("cannot start pebble"))
+    }
+
+    /// Stops Pebble and starts a new one on the same ports: a CA that forgot every account, order and
+    /// certificate (and has new roots), at the same directory URL.
+    pub async fn restart(&mut self) {
+        drop(self._procs.pop());
+        self._procs.push(Self::spawn(self.dir.path(), self.dns, &self.env));
+        self.wait_up().await;
+    }
+
+    async fn wait_up(&self) {
+        let (port, mgmt) = (self.port, self.mgmt);
+        let p = self;
         let deadline = Instant::now() + Duration::from_secs(10);
         while TcpStream::connect(("127.0.0.1", port)).await.is_err()
             || TcpStream::connect(("127.0.0.1", mgmt)).await.is_err()
@@ -138,7 +170,6 @@ impl Pebble {
             assert!(Instant::now() < deadline, "pebble did not start: {}", p.logs());
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        p
     }
 
     pub fn directory(&self) -> String {
