@@ -218,6 +218,14 @@ struct Target {
     body_limit: Option<u64>,
 }
 
+/// The request as it goes upstream, but for its target (kept apart: the route phase borrows it).
+struct Outgoing {
+    method: http::Method,
+    version: Version,
+    headers: http::HeaderMap,
+    extensions: http::Extensions,
+}
+
 /// The client as the admit phase established it.
 struct Client {
     ip: std::net::IpAddr,
@@ -386,9 +394,22 @@ impl Proxy {
         if let Some(resp) = self.acme_challenge(set_opts, conn, &req) {
             return Ok(resp);
         }
-        let (mut parts, body) = req.into_parts();
-        // Taken out of the parts, so the normalised path can borrow it while the headers are edited.
-        let uri = std::mem::take(&mut parts.uri);
+        let (parts, body) = req.into_parts();
+        // Apart, so the normalised path can borrow the target while the headers are edited.
+        let http::request::Parts {
+            method,
+            uri,
+            version,
+            headers,
+            extensions,
+            ..
+        } = parts;
+        let parts = Outgoing {
+            method,
+            version,
+            headers,
+            extensions,
+        };
         // Admit: the real client and the listener set's allowlist (later: limits).
         let client = admit(set_opts, conn, &parts.headers)?;
         // Route: Host and :authority (400), SNI (421), the normalised path (400), the lookup (404), the backend.
@@ -427,7 +448,7 @@ impl Proxy {
             &client,
             host_value,
             (&uri, &path, path_unchanged),
-            &mut parts,
+            parts,
             body,
             target,
             note,
@@ -462,7 +483,7 @@ impl Proxy {
         client: &Client,
         host_value: Option<HeaderValue>,
         (uri, path, path_unchanged): (&Uri, &str, bool),
-        parts: &mut http::request::Parts,
+        mut parts: Outgoing,
         body: ClientBody,
         target: Target,
         note: &mut Note,
@@ -482,7 +503,7 @@ impl Proxy {
 
         // A WebSocket (or other) upgrade keeps its Upgrade and Connection headers, and is tunnelled only if the
         // backend answers 101.
-        let upgrade = upgrade_request(parts)
+        let upgrade = upgrade_request(parts.version, &parts.headers)
             .then(|| parts.headers.get(header::UPGRADE).cloned())
             .flatten();
         let downstream_upgrade = upgrade
@@ -567,7 +588,7 @@ impl Proxy {
         let read_timeout = send.upstream_timeout.unwrap_or(self.client.read_timeout());
         let budget = self.client.retry_budget();
         backend.retry_budget.record_request(budget);
-        let mut headers_now = std::mem::take(&mut parts.headers);
+        let mut headers_now = parts.headers;
         let mut tries = 0;
         // The route's retry settings (proxy-next-upstream*; Portico's defaults without them).
         let next_upstream = send.next_upstream;
@@ -848,11 +869,10 @@ fn upstream_request(
 }
 
 /// An HTTP/1.1 request asking to switch protocols (`Connection: upgrade` and an `Upgrade` header).
-fn upgrade_request(parts: &http::request::Parts) -> bool {
-    parts.version == Version::HTTP_11
-        && parts.headers.contains_key(header::UPGRADE)
-        && parts
-            .headers
+fn upgrade_request(version: Version, headers: &http::HeaderMap) -> bool {
+    version == Version::HTTP_11
+        && headers.contains_key(header::UPGRADE)
+        && headers
             .get_all(header::CONNECTION)
             .iter()
             .filter_map(|v| v.to_str().ok())
