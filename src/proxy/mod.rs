@@ -220,6 +220,14 @@ struct Target {
     body_limit: Option<u64>,
 }
 
+/// The request as it goes upstream, but for its target (kept apart: the route phase borrows it).
+struct Outgoing {
+    method: http::Method,
+    version: Version,
+    headers: http::HeaderMap,
+    extensions: http::Extensions,
+}
+
 /// The client as the admit phase established it.
 struct Client {
     ip: std::net::IpAddr,
@@ -389,13 +397,26 @@ impl Proxy {
         if let Some(resp) = self.acme_challenge(set_opts, conn, &req) {
             return Ok(resp);
         }
-        let (mut parts, body) = req.into_parts();
+        let (parts, body) = req.into_parts();
         // What hyper's server parsed meets the framing rules of the gateway's own parser (crate::http1).
         if let (ClientBody::Hyper(_), true) = (&body, parts.version < Version::HTTP_2) {
             crate::http1::request::check(parts.version, &parts.headers)?;
         }
-        // Taken out of the parts, so the normalised path can borrow it while the headers are edited.
-        let uri = std::mem::take(&mut parts.uri);
+        // Apart, so the normalised path can borrow the target while the headers are edited.
+        let http::request::Parts {
+            method,
+            uri,
+            version,
+            headers,
+            extensions,
+            ..
+        } = parts;
+        let parts = Outgoing {
+            method,
+            version,
+            headers,
+            extensions,
+        };
         // Admit: the real client and the listener set's allowlist (later: limits).
         let client = admit(set_opts, conn, &parts.headers)?;
         // Route: Host and :authority (400), SNI (421), the normalised path (400), the lookup (404), the backend.
@@ -434,7 +455,7 @@ impl Proxy {
             &client,
             host_value,
             (&uri, &path, path_unchanged),
-            &mut parts,
+            parts,
             body,
             target,
             note,
@@ -469,7 +490,7 @@ impl Proxy {
         client: &Client,
         host_value: Option<HeaderValue>,
         (uri, path, path_unchanged): (&Uri, &str, bool),
-        parts: &mut http::request::Parts,
+        mut parts: Outgoing,
         body: ClientBody,
         target: Target,
         note: &mut Note,
@@ -572,7 +593,7 @@ impl Proxy {
         let read_timeout = send.upstream_timeout.unwrap_or(self.client.read_timeout());
         let budget = self.client.retry_budget();
         backend.retry_budget.record_request(budget);
-        let mut headers_now = std::mem::take(&mut parts.headers);
+        let mut headers_now = parts.headers;
         let mut tries = 0;
         // The route's retry settings (proxy-next-upstream*; Portico's defaults without them).
         let next_upstream = send.next_upstream;
