@@ -21,3 +21,14 @@ pub fn parse_ca_bundle(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, Strin
     }
     Ok(certs)
 }
+
+/// A non-empty field of a Secret, from `stringData` (as written in a manifest) or `data`.
+pub fn secret_field<'a>(secret: &'a k8s_openapi::api::core::v1::Secret, name: &str) -> Option<&'a [u8]> {
+    let from_string = secret
+        .string_data
+        .as_ref()
+        .and_then(|m| m.get(name))
+        .map(|s| s.as_bytes());
+    let from_data = secret.data.as_ref().and_then(|m| m.get(name)).map(|b| b.0.as_slice());
+    from_string.or(from_data).filter(|v| !v.is_empty())
+}

@@ -110,6 +110,30 @@ async fn routes_to(addr: std::net::SocketAddr, host: &str, want: (u16, Option<&s
     .await;
 }
 
+/// Backends `a` and `b`, Ingress `web` sending `a.example` to `a`, and a gateway that has listed everything:
+/// the backends (kept alive by the caller), the gateway and its address.
+async fn two_backends_served(
+    server: &FakeApiServer,
+) -> (
+    portico::echo::EchoServer,
+    portico::echo::EchoServer,
+    Running,
+    std::net::SocketAddr,
+) {
+    let (a, b) = (echo("a").await, echo("b").await);
+    apply(
+        server,
+        &(class("portico")
+            + &service("default", "a", &[a.addr])
+            + &service("default", "b", &[b.addr])
+            + &ingress("default", "web", "portico", &[("a.example", "/", "Prefix", "a")])),
+    );
+    let gw = started(server, ONE_SET, opts("one")).await;
+    let addr = gw.http_addrs[0][0];
+    assert!(server.wait_for_watches(5, SEC5).await, "five watches open");
+    (a, b, gw, addr)
+}
+
 const SEC5: Duration = Duration::from_secs(5);
 
 // === initial sync ===
@@ -355,17 +379,7 @@ spec:
 async fn dropped_watches_and_relists_never_fail_a_request() {
     bounded(async {
         let server = FakeApiServer::start().await.unwrap();
-        let (a, b) = (echo("a").await, echo("b").await);
-        apply(
-            &server,
-            &(class("portico")
-                + &service("default", "a", &[a.addr])
-                + &service("default", "b", &[b.addr])
-                + &ingress("default", "web", "portico", &[("a.example", "/", "Prefix", "a")])),
-        );
-        let gw = started(&server, ONE_SET, opts("one")).await;
-        let addr = gw.http_addrs[0][0];
-        assert!(server.wait_for_watches(5, SEC5).await, "five watches open");
+        let (_a, _b, gw, addr) = two_backends_served(&server).await;
 
         let stop = Arc::new(AtomicBool::new(false));
         let ok = Arc::new(AtomicUsize::new(0));
@@ -456,17 +470,7 @@ async fn watches_recover_within_seconds_after_an_api_server_outage() {
     bounded(async {
         let mut server = FakeApiServer::start().await.unwrap();
         let api_addr = server.addr();
-        let (a, b) = (echo("a").await, echo("b").await);
-        apply(
-            &server,
-            &(class("portico")
-                + &service("default", "a", &[a.addr])
-                + &service("default", "b", &[b.addr])
-                + &ingress("default", "web", "portico", &[("a.example", "/", "Prefix", "a")])),
-        );
-        let gw = started(&server, ONE_SET, opts("one")).await;
-        let addr = gw.http_addrs[0][0];
-        assert!(server.wait_for_watches(5, SEC5).await, "five watches open");
+        let (_a, _b, gw, addr) = two_backends_served(&server).await;
         let kinds = [
             ("networking.k8s.io/v1", "IngressClass"),
             ("networking.k8s.io/v1", "Ingress"),

@@ -76,16 +76,7 @@ impl LoadedCert {
             });
         }
         let field = |name: &'static str| -> Result<&[u8], CertError> {
-            let from_string = secret
-                .string_data
-                .as_ref()
-                .and_then(|m| m.get(name))
-                .map(|s| s.as_bytes());
-            let from_data = secret.data.as_ref().and_then(|m| m.get(name)).map(|b| b.0.as_slice());
-            from_string
-                .or(from_data)
-                .filter(|v| !v.is_empty())
-                .ok_or(CertError::MissingSecretField { field: name })
+            crate::pem::secret_field(secret, name).ok_or(CertError::MissingSecretField { field: name })
         };
         let cert_pem = field("tls.crt")?;
         let key_pem = field("tls.key")?;

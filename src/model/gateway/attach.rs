@@ -819,18 +819,7 @@ fn check_tls_secret(secret: &k8s_openapi::api::core::v1::Secret) -> Result<(), S
     if found != "kubernetes.io/tls" {
         return Err(format!("type is {found}, not kubernetes.io/tls"));
     }
-    let field = |name: &str| {
-        let from_string = secret
-            .string_data
-            .as_ref()
-            .and_then(|m| m.get(name))
-            .map(|s| s.as_bytes());
-        let from_data = secret.data.as_ref().and_then(|m| m.get(name)).map(|b| b.0.as_slice());
-        from_string
-            .or(from_data)
-            .filter(|v| !v.is_empty())
-            .ok_or_else(|| format!("no {name}"))
-    };
+    let field = |name: &str| crate::pem::secret_field(secret, name).ok_or_else(|| format!("no {name}"));
     let certs = CertificateDer::pem_slice_iter(field("tls.crt")?)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| format!("tls.crt: {e}"))?;
