@@ -236,17 +236,26 @@ pub fn normalize_host(raw: &str) -> Result<NormalHost<'_>, HostError> {
     if name.is_empty() {
         return Err(HostError::Empty);
     }
-    // One trailing dot is the root label; any other empty label (`a..`, `.a`, `a..b`) is no DNS name, and
-    // normalising would not be idempotent (`a..` would become `a.`, a name of its own).
-    if !name.starts_with('[') && (name.starts_with('.') || name.ends_with('.') || name.contains("..")) {
-        return Err(HostError::EmptyLabel);
-    }
-    if !name.starts_with('[')
-        && !name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
-    {
-        return Err(HostError::BadChar);
+    if !name.starts_with('[') {
+        // One pass: the characters of a host name, and no empty label. One trailing dot (the root label) was
+        // removed above; any other empty label (`a..`, `.a`, `a..b`) is no DNS name, and normalising would not be
+        // idempotent (`a..` would become `a.`, a name of its own).
+        let mut after_dot = true;
+        for b in name.bytes() {
+            if b == b'.' {
+                if after_dot {
+                    return Err(HostError::EmptyLabel);
+                }
+                after_dot = true;
+            } else if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_') {
+                after_dot = false;
+            } else {
+                return Err(HostError::BadChar);
+            }
+        }
+        if after_dot {
+            return Err(HostError::EmptyLabel);
+        }
     }
     let name = if name.bytes().any(|b| b.is_ascii_uppercase()) {
         Cow::Owned(name.to_ascii_lowercase())

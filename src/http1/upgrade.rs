@@ -30,13 +30,11 @@ fn allowed_name(protocol: &[u8], allowed: Option<&[String]>) -> bool {
 /// one `Upgrade` field), when every protocol it lists is allowed (`allowed`: the listener set's list, `None` for
 /// [`DEFAULT_ALLOWED`]). `None`: no upgrade is forwarded.
 pub fn requested(version: Version, headers: &HeaderMap, allowed: Option<&[String]>) -> Option<HeaderValue> {
-    if version != Version::HTTP_11 {
+    // Most requests ask for none: one lookup.
+    let upgrade = headers.get(header::UPGRADE).filter(|_| version == Version::HTTP_11)?;
+    if headers.get_all(header::UPGRADE).iter().nth(1).is_some() {
         return None;
     }
-    let mut upgrades = headers.get_all(header::UPGRADE).iter();
-    let (Some(upgrade), None) = (upgrades.next(), upgrades.next()) else {
-        return None;
-    };
     if !headers
         .get_all(header::CONNECTION)
         .iter()
