@@ -100,6 +100,12 @@ pub enum Filter {
     ResponseHeaders(ResponseHeaders),
     /// `Strict-Transport-Security` on responses over TLS.
     Hsts(Hsts),
+    /// Every request is answered with this status (a Gateway API rule without a usable backend: 500).
+    Respond(Respond),
+    /// Gateway API `RequestRedirect`: the request's URL with parts replaced.
+    UrlRedirect(UrlRedirect),
+    /// Gateway API `URLRewrite`'s path (its hostname is the send policy's upstream Host).
+    PathRewrite(PathRewrite),
 }
 
 impl Filter {
@@ -116,7 +122,10 @@ impl Filter {
             | Filter::Rewrite(_)
             | Filter::RequestHeaders(_)
             | Filter::ResponseHeaders(_)
-            | Filter::Hsts(_) => false,
+            | Filter::Hsts(_)
+            | Filter::Respond(_)
+            | Filter::UrlRedirect(_)
+            | Filter::PathRewrite(_) => false,
         }
     }
 }
@@ -160,6 +169,55 @@ pub struct ResponseHeaders {
 
 #[derive(Debug)]
 pub struct Hsts(pub HeaderValue);
+
+#[derive(Debug)]
+pub struct Respond(pub StatusCode);
+
+/// How a Gateway API filter replaces a path: whole, or the part its route's prefix matched.
+#[derive(Debug, Clone)]
+pub enum PathReplace {
+    Full(Box<str>),
+    /// `prefix` is the route's matched prefix (no trailing slash but for `/`).
+    Prefix {
+        prefix: Box<str>,
+        with: Box<str>,
+    },
+}
+
+impl PathReplace {
+    /// The new path for a request path the route matched.
+    pub fn apply(&self, path: &str) -> String {
+        match self {
+            PathReplace::Full(p) => p.to_string(),
+            PathReplace::Prefix { prefix, with } => {
+                let rest = if &**prefix == "/" {
+                    path
+                } else {
+                    path.get(prefix.len()..).unwrap_or("")
+                };
+                let with = with.trim_end_matches('/');
+                let rest = rest.trim_start_matches('/');
+                match (with.is_empty(), rest.is_empty()) {
+                    (_, true) if with.is_empty() => "/".to_string(),
+                    (_, true) => with.to_string(),
+                    _ => format!("{with}/{rest}"),
+                }
+            }
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct UrlRedirect {
+    pub scheme: Option<Box<str>>,
+    pub hostname: Option<Box<str>>,
+    pub port: Option<u16>,
+    pub path: Option<PathReplace>,
+    pub status: StatusCode,
+}
+
+#[derive(Debug)]
+pub struct PathRewrite(pub PathReplace);
 
 impl RequestHeaders {
     /// Remove, set, then add.
@@ -487,6 +545,9 @@ pub struct Lowering {
 impl Lowering {
     /// The route of a translated path.
     pub fn path<'a>(&mut self, p: &'a PathModel) -> RouteSpec<'a> {
+        if let Some(g) = &p.gateway {
+            return self.gateway_path(p, g);
+        }
         let (filters, send) = self.rules(&p.policy, p.https_redirect);
         let origin = Origin::of(&p.ingress, &mut self.strings, &mut self.scratch);
         let mut backends = Vec::with_capacity(1 + usize::from(p.canary.is_some()));
@@ -511,6 +572,40 @@ impl Lowering {
             send,
             backends,
             split,
+            origin,
+        }
+    }
+
+    /// The route of a Gateway API rule's match.
+    fn gateway_path<'a>(&mut self, p: &'a PathModel, g: &'a super::gateway::serve::GatewayRule) -> RouteSpec<'a> {
+        let (_, send) = self.rules(&p.policy, false);
+        let origin = Origin::of(&p.ingress, &mut self.strings, &mut self.scratch);
+        let (filters, upstream_host) = gateway_filters(p, g);
+        let send = match upstream_host {
+            None => send,
+            Some(h) => Arc::new(SendPolicy {
+                upstream_host: Some(h),
+                affinity_cookie: send.affinity_cookie.clone(),
+                affinity_attributes: send.affinity_attributes.clone(),
+                ..*send
+            }),
+        };
+        let backends = if g.backends.is_empty() {
+            vec![self.backend(&p.backend, &p.policy, 1, origin.clone())]
+        } else {
+            g.backends
+                .iter()
+                .map(|(m, w)| self.backend(m, &p.policy, *w, origin.clone()))
+                .collect()
+        };
+        RouteSpec {
+            path: &p.path,
+            kind: p.kind,
+            matches: g.matches.clone().map(Box::new),
+            filters: filters.into(),
+            send,
+            backends,
+            split: None,
             origin,
         }
     }
@@ -648,6 +743,75 @@ fn filters(p: &IngressPolicy, https_redirect: bool) -> Vec<Filter> {
         out.push(Filter::Hsts(Hsts(hsts)));
     }
     out
+}
+
+/// A Gateway API rule's filters, in order, and the upstream Host its `URLRewrite` sets.
+fn gateway_filters(p: &PathModel, g: &super::gateway::serve::GatewayRule) -> (Vec<Filter>, Option<HeaderValue>) {
+    let mut out = Vec::new();
+    let mut host = None;
+    if g.answers_500 {
+        out.push(Filter::Respond(Respond(StatusCode::INTERNAL_SERVER_ERROR)));
+    }
+    let replace = |m: &super::gateway::PathModifier| -> Option<PathReplace> {
+        match m.type_.as_str() {
+            "ReplaceFullPath" => Some(PathReplace::Full(m.replace_full_path.as_deref()?.into())),
+            "ReplacePrefixMatch" => Some(PathReplace::Prefix {
+                prefix: p.path.as_str().into(),
+                with: m.replace_prefix_match.as_deref()?.into(),
+            }),
+            _ => None,
+        }
+    };
+    for f in &g.filters {
+        if let Some(m) = &f.request_header_modifier {
+            out.push(Filter::RequestHeaders(RequestHeaders {
+                set: gateway_pairs(&m.set),
+                add: gateway_pairs(&m.add),
+                remove: names(&m.remove),
+            }));
+        }
+        if let Some(m) = &f.response_header_modifier {
+            // `add` appends on responses too; kept as set when the header is absent.
+            let mut set = gateway_pairs(&m.set);
+            set.extend(gateway_pairs(&m.add));
+            out.push(Filter::ResponseHeaders(ResponseHeaders {
+                set,
+                remove: names(&m.remove),
+            }));
+        }
+        if let Some(r) = &f.request_redirect {
+            out.push(Filter::UrlRedirect(UrlRedirect {
+                scheme: r.scheme.as_deref().map(Into::into),
+                hostname: r.hostname.as_deref().map(Into::into),
+                port: r.port.and_then(|p| u16::try_from(p).ok()),
+                path: r.path.as_ref().and_then(replace),
+                status: u16::try_from(r.status_code)
+                    .ok()
+                    .and_then(|c| StatusCode::from_u16(c).ok())
+                    .unwrap_or(StatusCode::FOUND),
+            }));
+        }
+        if let Some(r) = &f.url_rewrite {
+            if let Some(h) = r.hostname.as_deref().and_then(|h| HeaderValue::from_str(h).ok()) {
+                host = Some(h);
+            }
+            if let Some(path) = r.path.as_ref().and_then(replace) {
+                out.push(Filter::PathRewrite(PathRewrite(path)));
+            }
+        }
+    }
+    (out, host)
+}
+
+fn gateway_pairs(list: &[super::gateway::HttpHeader]) -> Vec<(HeaderName, HeaderValue)> {
+    list.iter()
+        .filter_map(|h| {
+            Some((
+                HeaderName::from_bytes(h.name.as_bytes()).ok()?,
+                HeaderValue::from_str(&h.value).ok()?,
+            ))
+        })
+        .collect()
 }
 
 fn send_policy(p: &IngressPolicy) -> SendPolicy {

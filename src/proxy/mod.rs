@@ -398,7 +398,12 @@ impl Proxy {
         let target = {
             // The one snapshot load of the request, read only until the target is owned (no await meanwhile).
             let snap = self.snapshot.load();
-            let routed = route(&snap, conn, &host.name, &path, &parts.headers, note)?;
+            let req = crate::routing::Request {
+                method: &parts.method,
+                headers: &parts.headers,
+                query: uri.query(),
+            };
+            let routed = route(&snap, conn, &host.name, &path, &req, note)?;
             // Filters: the route's, in order: allowlist, redirects, body limit, rewrite (later auth, CORS, limits).
             let mut cx = filters::RequestCx {
                 conn,
@@ -746,10 +751,11 @@ fn route<'s>(
     conn: &ConnInfo,
     host: &str,
     path: &str,
-    headers: &http::HeaderMap,
+    req: &crate::routing::Request<'_>,
     note: &mut Note,
 ) -> Result<Routed<'s>, ProxyError> {
-    let (route, default) = match snap.lookup(conn.set, host, path) {
+    let headers = req.headers;
+    let (route, default) = match snap.lookup_request(conn.set, host, path, req) {
         Lookup::Route(r) => (r, false),
         Lookup::Default(d) => (d, true),
         Lookup::NotFound => return Err(ProxyError::NoRoute),

@@ -22,7 +22,7 @@ use http::header::HeaderMap;
 
 pub use crate::model::route::{cookie, Origin};
 use crate::model::route::{
-    Filter, Lowering, OneOrMore, RequestMatch, RouteSpec, SendPolicy, Split, SplitChoice, WeightedBackend,
+    Filter, Lowering, OneOrMore, RequestMatch, RouteSpec, SendPolicy, Split, SplitChoice, ValueMatch, WeightedBackend,
 };
 use crate::model::{changed_hosts, HostModel, HostPattern, PathKind, SetModel, Translation};
 
@@ -98,6 +98,15 @@ pub struct Route<S> {
     regex: Option<Box<regex::Regex>>,
     /// The data plane's state for this route (live backends aligned with `backends`, counters, kept state).
     pub state: S,
+}
+
+/// What a route's conditions beyond host and path look at.
+#[derive(Debug, Clone, Copy)]
+pub struct Request<'a> {
+    pub method: &'a http::Method,
+    pub headers: &'a HeaderMap,
+    /// The raw query string, without `?`.
+    pub query: Option<&'a str>,
 }
 
 /// The outcome of a lookup.
@@ -206,7 +215,9 @@ impl<S> HostRoutes<S> {
             })
             .collect();
         let key = routes.is_empty().then(|| pattern_key(host).into());
-        if routes.iter().any(|r| r.regex.is_some()) {
+        if routes.iter().any(|r| r.regex.is_some()) || paths.iter().any(|p| p.gateway.is_some()) {
+            // A Gateway host's paths come in the spec's precedence order, as do a regex host's: the first whose
+            // path and conditions match wins.
             // A regex host (translation made every path a regex, in precedence order): the first match wins.
             return Self {
                 own_key: key,
@@ -262,9 +273,12 @@ impl<S> HostRoutes<S> {
         }
     }
 
-    fn lookup(&self, path: &str) -> Option<&Route<S>> {
+    fn lookup(&self, path: &str, req: Option<&Request<'_>>) -> Option<&Route<S>> {
         let Some(router) = &self.router else {
-            return self.routes.iter().find(|r| r.matches(path));
+            return self
+                .routes
+                .iter()
+                .find(|r| r.matches(path) && req.is_none_or(|q| r.conditions_hold(q)));
         };
         let m = router.at(path).ok()?;
         let idx = m.value.exact.or(m.value.prefix)?;
@@ -309,6 +323,31 @@ impl<S> Route<S> {
             }
             PathKind::Regex => self.regex.as_ref().is_some_and(|re| re.is_match(path)),
         }
+    }
+
+    /// Whether the request meets the route's conditions beyond host and path (method, headers, query).
+    fn conditions_hold(&self, req: &Request<'_>) -> bool {
+        let Some(m) = &self.matches else { return true };
+        if m.method.as_ref().is_some_and(|method| method != req.method) {
+            return false;
+        }
+        let value_ok = |v: Option<&[u8]>, want: &ValueMatch| match (v, want) {
+            (None, _) => false,
+            (Some(_), ValueMatch::Present) => true,
+            (Some(v), ValueMatch::Exact(e)) => v == e.as_bytes(),
+        };
+        m.headers
+            .iter()
+            .all(|(name, want)| value_ok(req.headers.get(name).map(http::HeaderValue::as_bytes), want))
+            && m.query.iter().all(|(name, want)| {
+                let found = req.query.and_then(|q| {
+                    q.split('&')
+                        .filter_map(|kv| kv.split_once('=').or(Some((kv, ""))))
+                        .find(|(k, _)| k == &&**name)
+                        .map(|(_, v)| v.as_bytes())
+                });
+                value_ok(found, want)
+            })
     }
 
     /// Whether plain-HTTP requests are redirected to HTTPS.
@@ -436,6 +475,12 @@ impl<S> SetTable<S> {
     /// none) and a normalised path. A host that matched an exact or wildcard rule set does not fall through to
     /// host-less rules.
     pub fn lookup(&self, host: &str, path: &str) -> Lookup<'_, S> {
+        self.lookup_request(host, path, None)
+    }
+
+    /// [`SetTable::lookup`] that also checks routes' conditions on the request (`None`: ignored): a route whose
+    /// conditions fail passes the request to the next candidate.
+    pub fn lookup_request(&self, host: &str, path: &str, req: Option<&Request<'_>>) -> Lookup<'_, S> {
         let routes = self
             .exact
             .get(host)
@@ -445,7 +490,7 @@ impl<S> SetTable<S> {
             })
             .map(|k| &k.0)
             .or(self.any.as_ref());
-        match routes.and_then(|r| r.lookup(path)) {
+        match routes.and_then(|r| r.lookup(path, req)) {
             Some(route) => Lookup::Route(route),
             None => match &self.default_backend {
                 Some(b) => Lookup::Default(b),

@@ -48,6 +48,7 @@ fn set_with(hosts: &[(HostPattern, &[(&str, PathKind)])], default: bool) -> SetT
                         https_redirect: false,
                         policy: Default::default(),
                         canary: None,
+                        gateway: None,
                     }
                 })
                 .collect(),
@@ -192,6 +193,7 @@ fn unchanged_backends_are_reused_across_builds() {
                     https_redirect: false,
                     policy: Default::default(),
                     canary: None,
+                    gateway: None,
                 }],
             })],
             default_backend: None,
@@ -305,6 +307,7 @@ fn random_translation(rng: &mut Rng) -> Translation {
                 https_redirect: rng.below(8) == 0,
                 policy: Default::default(),
                 canary: None,
+                gateway: None,
             });
         }
         paths.sort_by(|a, b| (&a.path, a.kind).cmp(&(&b.path, b.kind)));

@@ -1,0 +1,281 @@
+//! Gateway API served in file mode, end to end over loopback: a Gateway of our class binds its listeners'
+//! sockets (HTTP and HTTPS by SNI), HTTPRoutes route by path, method and header in the spec's precedence,
+//! split by weight, edit headers, redirect and rewrite; a rule without a usable backend answers 500, nothing
+//! matching 404; a Gateway added or removed at runtime binds or unbinds its port.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::TokioIo;
+use portico::certs::testing::{accept_any_client, key, TestCa, DAY};
+use rustls_pki_types::ServerName;
+use support::*;
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+
+const GATEWAY_ONLY: &str = r#"
+listenerSets: []
+admin: { address: "127.0.0.1:0" }
+"#;
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+fn class() -> String {
+    "---\napiVersion: gateway.networking.k8s.io/v1\nkind: GatewayClass\nmetadata: {name: portico}\nspec: {controllerName: portico.dev/gateway-controller}\n".into()
+}
+
+fn gateway(name: &str, http: u16, https: Option<u16>) -> String {
+    let mut g = format!(
+        "---\napiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {{name: {name}, namespace: default}}\nspec:\n  gatewayClassName: portico\n  addresses: [{{type: IPAddress, value: 127.0.0.1}}]\n  listeners:\n  - {{name: http, protocol: HTTP, port: {http}}}\n"
+    );
+    if let Some(p) = https {
+        g += &format!("  - name: https\n    protocol: HTTPS\n    port: {p}\n    hostname: secure.test\n    tls: {{mode: Terminate, certificateRefs: [{{name: gw-tls}}]}}\n");
+    }
+    g
+}
+
+const ROUTES: &str = r#"
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: app, namespace: default}
+spec:
+  parentRefs: [{name: gw}]
+  hostnames: [app.test]
+  rules:
+  - matches: [{path: {type: PathPrefix, value: /}}]
+    backendRefs: [{name: a, port: 80}]
+    filters:
+    - type: RequestHeaderModifier
+      requestHeaderModifier: {set: [{name: x-set, value: "1"}], add: [{name: x-added, value: "2"}]}
+    - type: ResponseHeaderModifier
+      responseHeaderModifier: {set: [{name: x-resp, value: "3"}]}
+  - matches: [{path: {type: PathPrefix, value: /api}, method: POST}]
+    backendRefs: [{name: b, port: 80}]
+  - matches: [{path: {type: PathPrefix, value: /api}, headers: [{name: x-version, value: v2}]}]
+    backendRefs: [{name: b, port: 80}]
+  - matches: [{path: {type: Exact, value: /api/exact}}]
+    backendRefs: [{name: b, port: 80}]
+  - matches: [{path: {type: PathPrefix, value: /split}}]
+    backendRefs: [{name: a, port: 80, weight: 3}, {name: b, port: 80, weight: 1}]
+  - matches: [{path: {type: PathPrefix, value: /broken}}]
+    backendRefs: [{name: missing, port: 80}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: edits, namespace: default}
+spec:
+  parentRefs: [{name: gw}]
+  hostnames: [edits.test, secure.test]
+  rules:
+  - matches: [{path: {type: PathPrefix, value: /old}}]
+    filters:
+    - type: RequestRedirect
+      requestRedirect: {hostname: new.test, statusCode: 301, path: {type: ReplacePrefixMatch, replacePrefixMatch: /new}}
+  - matches: [{path: {type: PathPrefix, value: /v1}}]
+    filters:
+    - type: URLRewrite
+      urlRewrite: {hostname: rewritten.test, path: {type: ReplacePrefixMatch, replacePrefixMatch: /v2}}
+    backendRefs: [{name: b, port: 80}]
+  - matches: [{path: {type: Exact, value: /full}}]
+    filters:
+    - type: URLRewrite
+      urlRewrite: {path: {type: ReplaceFullPath, replaceFullPath: /elsewhere}}
+    backendRefs: [{name: a, port: 80}]
+  - backendRefs: [{name: a, port: 80}]
+"#;
+
+struct Setup {
+    gw: Gateway,
+    http: SocketAddr,
+    https: SocketAddr,
+    ca: TestCa,
+    _a: portico::echo::EchoServer,
+    _b: portico::echo::EchoServer,
+    base: String,
+}
+
+async fn setup() -> Setup {
+    let (a, b) = (echo("a").await, echo("b").await);
+    let ca = TestCa::new();
+    let k = key(&rcgen::PKCS_ECDSA_P256_SHA256);
+    let cert = ca.issue_pem(&["secure.test"], &k, unix_now() - DAY, unix_now() + 30 * DAY);
+    let (http, https) = (free_port(), free_port());
+    let base = format!(
+        "{}{}{}{}",
+        class(),
+        service("default", "a", &[a.addr]),
+        service("default", "b", &[b.addr]),
+        tls_secret("gw-tls", &cert, &k.serialize_pem())
+    );
+    let m = format!("{base}{}{ROUTES}", gateway("gw", http, Some(https)));
+    let gw = Gateway::start_with(GATEWAY_ONLY, &m).await;
+    let http: SocketAddr = format!("127.0.0.1:{http}").parse().unwrap();
+    let https: SocketAddr = format!("127.0.0.1:{https}").parse().unwrap();
+    assert!(
+        eventually(Duration::from_secs(5), || std::net::TcpStream::connect(http).is_ok()).await,
+        "the Gateway's HTTP socket is bound"
+    );
+    Setup {
+        gw,
+        http,
+        https,
+        ca,
+        _a: a,
+        _b: b,
+        base,
+    }
+}
+
+async fn req(addr: SocketAddr, method: http::Method, host: &str, path: &str, headers: &[(&str, &str)]) -> Reply {
+    send(addr, method, host, path, headers, Bytes::new()).await
+}
+
+#[tokio::test]
+async fn httproutes_route_edit_redirect_and_rewrite() {
+    let s = setup().await;
+    let get = http::Method::GET;
+    // Path, method and header precedence.
+    let r = req(s.http, get.clone(), "app.test", "/api/x", &[]).await;
+    assert_eq!(
+        (r.status, r.backend().as_deref()),
+        (200, Some("a")),
+        "no condition met: the / rule"
+    );
+    let r = req(s.http, http::Method::POST, "app.test", "/api/x", &[]).await;
+    assert_eq!(r.backend().as_deref(), Some("b"), "method match");
+    let r = req(s.http, get.clone(), "app.test", "/api/x", &[("x-version", "v2")]).await;
+    assert_eq!(r.backend().as_deref(), Some("b"), "header match");
+    let r = req(s.http, get.clone(), "app.test", "/api/exact", &[]).await;
+    assert_eq!(r.backend().as_deref(), Some("b"), "exact path");
+    // Header modifiers: seen by the backend, and on the response.
+    let r = req(s.http, get.clone(), "app.test:8080", "/", &[("x-set", "0")]).await;
+    let h = &r.json()["headers"];
+    assert_eq!(h["x-set"], "1", "{h}");
+    assert_eq!(h["x-added"], "2", "{h}");
+    assert_eq!(r.headers["x-resp"], "3");
+    // Weighted split: 3:1.
+    let mut a = 0;
+    for _ in 0..200 {
+        if req(s.http, get.clone(), "app.test", "/split", &[])
+            .await
+            .backend()
+            .as_deref()
+            == Some("a")
+        {
+            a += 1;
+        }
+    }
+    assert!((120..=180).contains(&a), "a served {a} of 200 (expected ~150)");
+    // A rule whose backends are all invalid: 500; the rest of the route serves.
+    assert_eq!(req(s.http, get.clone(), "app.test", "/broken", &[]).await.status, 500);
+    // Nothing matches: 404.
+    assert_eq!(req(s.http, get.clone(), "other.test", "/", &[]).await.status, 404);
+    // Redirect.
+    let r = req(s.http, get.clone(), "edits.test", "/old/page?q=1", &[]).await;
+    assert_eq!(r.status, 301);
+    let port = s.http.port();
+    assert_eq!(
+        r.headers["location"],
+        format!("http://new.test:{port}/new/page?q=1").as_str()
+    );
+    // Rewrite: prefix and host, full path.
+    let r = req(s.http, get.clone(), "edits.test", "/v1/items", &[]).await;
+    assert_eq!(r.backend().as_deref(), Some("b"));
+    assert_eq!(r.json()["uri"], "/v2/items");
+    assert_eq!(r.json()["headers"]["host"], "rewritten.test");
+    let r = req(s.http, get.clone(), "edits.test", "/full", &[]).await;
+    assert_eq!(r.json()["uri"], "/elsewhere");
+    s.gw.stop().await;
+}
+
+#[tokio::test]
+async fn https_listener_presents_its_certificate_by_sni() {
+    let s = setup().await;
+    assert!(eventually(Duration::from_secs(5), || std::net::TcpStream::connect(s.https).is_ok()).await);
+    let config = s.ca.client_config(&[b"http/1.1"]);
+    let tcp = TcpStream::connect(s.https).await.unwrap();
+    let name = ServerName::try_from("secure.test".to_string()).unwrap();
+    let tls = TlsConnector::from(config)
+        .connect(name, tcp)
+        .await
+        .expect("the listener's certificate verifies");
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.unwrap();
+    tokio::spawn(conn);
+    let req = http::Request::get("/any")
+        .header("host", "secure.test")
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let resp = sender.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["x-backend"], "a");
+    let _ = resp.into_body().collect().await;
+    // Without SNI, Host routes.
+    let tcp = TcpStream::connect(s.https).await.unwrap();
+    let ip = ServerName::IpAddress(std::net::IpAddr::from([127, 0, 0, 1]).into());
+    let tls = TlsConnector::from(accept_any_client(false))
+        .connect(ip, tcp)
+        .await
+        .unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.unwrap();
+    tokio::spawn(conn);
+    let req = http::Request::get("/any")
+        .header("host", "secure.test")
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    assert_eq!(sender.send_request(req).await.unwrap().status(), 200);
+    s.gw.stop().await;
+}
+
+#[tokio::test]
+async fn gateways_added_and_removed_at_runtime_bind_and_unbind() {
+    let s = setup().await;
+    let extra = free_port();
+    let extra_addr: SocketAddr = format!("127.0.0.1:{extra}").parse().unwrap();
+    let with = format!(
+        "{}{}{}{ROUTES}",
+        s.base,
+        gateway("gw", s.http.port(), Some(s.https.port())),
+        gateway("second", extra, None)
+    );
+    s.gw.rewrite(&with).await;
+    assert!(
+        eventually(Duration::from_secs(5), || std::net::TcpStream::connect(extra_addr)
+            .is_ok())
+        .await
+    );
+    // The routes name only `gw`: the second Gateway serves nothing yet.
+    assert_eq!(
+        req(extra_addr, http::Method::GET, "app.test", "/", &[]).await.status,
+        404
+    );
+    let without = format!(
+        "{}{}{ROUTES}",
+        s.base,
+        gateway("gw", s.http.port(), Some(s.https.port()))
+    );
+    s.gw.rewrite(&without).await;
+    assert!(
+        eventually(Duration::from_secs(5), || std::net::TcpStream::connect(extra_addr)
+            .is_err())
+        .await,
+        "the removed Gateway's port is closed"
+    );
+    assert_eq!(
+        req(s.http, http::Method::GET, "app.test", "/", &[])
+            .await
+            .backend()
+            .as_deref(),
+        Some("a")
+    );
+    s.gw.stop().await;
+}
