@@ -105,6 +105,10 @@ struct Setup {
 }
 
 async fn setup() -> Setup {
+    setup_with(ROUTES).await
+}
+
+async fn setup_with(routes: &str) -> Setup {
     let (a, b) = (echo("a").await, echo("b").await);
     let ca = TestCa::new();
     let k = key(&rcgen::PKCS_ECDSA_P256_SHA256);
@@ -117,7 +121,7 @@ async fn setup() -> Setup {
         service("default", "b", &[b.addr]),
         tls_secret("gw-tls", &cert, &k.serialize_pem())
     );
-    let m = format!("{base}{}{ROUTES}", gateway("gw", http, Some(https)));
+    let m = format!("{base}{}{routes}", gateway("gw", http, Some(https)));
     let gw = Gateway::start_with(GATEWAY_ONLY, &m).await;
     let http: SocketAddr = format!("127.0.0.1:{http}").parse().unwrap();
     let https: SocketAddr = format!("127.0.0.1:{https}").parse().unwrap();
@@ -277,5 +281,49 @@ async fn gateways_added_and_removed_at_runtime_bind_and_unbind() {
             .as_deref(),
         Some("a")
     );
+    s.gw.stop().await;
+}
+
+const WILDCARDS: &str = r#"
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: wild, namespace: default}
+spec:
+  parentRefs: [{name: gw, sectionName: http}]
+  hostnames: ["*.wild.test"]
+  rules:
+  - backendRefs: [{name: a, port: 80}]
+    filters:
+    - type: ResponseHeaderModifier
+      responseHeaderModifier: {add: [{name: x-more, value: "1"}]}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: deep, namespace: default}
+spec:
+  parentRefs: [{name: gw, sectionName: http}]
+  hostnames: [x.y.wild.test]
+  rules:
+  - matches: [{path: {type: Exact, value: /only}}]
+    backendRefs: [{name: b, port: 80}]
+"#;
+
+#[tokio::test]
+async fn wildcard_hostnames_cover_several_labels_and_less_specific_hosts_take_what_others_do_not() {
+    let s = setup_with(WILDCARDS).await;
+    let get = http::Method::GET;
+    let r = req(s.http, get.clone(), "x.y.wild.test", "/only", &[]).await;
+    assert_eq!(r.backend().as_deref(), Some("b"));
+    let r = req(s.http, get.clone(), "x.y.wild.test", "/other", &[]).await;
+    assert_eq!(
+        (r.status, r.backend().as_deref()),
+        (200, Some("a")),
+        "falls to *.wild.test"
+    );
+    assert_eq!(r.headers["x-more"], "1");
+    let r = req(s.http, get.clone(), "z.wild.test", "/", &[]).await;
+    assert_eq!(r.backend().as_deref(), Some("a"));
+    assert_eq!(req(s.http, get.clone(), "wild.test", "/", &[]).await.status, 404);
     s.gw.stop().await;
 }

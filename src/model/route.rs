@@ -164,6 +164,8 @@ pub struct RequestHeaders {
 #[derive(Debug, Default)]
 pub struct ResponseHeaders {
     pub set: Vec<(HeaderName, HeaderValue)>,
+    /// Appended (Gateway API `add`; none from Ingress annotations).
+    pub add: Vec<(HeaderName, HeaderValue)>,
     pub remove: Vec<HeaderName>,
 }
 
@@ -235,13 +237,16 @@ impl RequestHeaders {
 }
 
 impl ResponseHeaders {
-    /// Remove, then set.
+    /// Remove, set, then add.
     pub fn apply(&self, headers: &mut HeaderMap) {
         for n in &self.remove {
             headers.remove(n);
         }
         for (n, v) in &self.set {
             headers.insert(n.clone(), v.clone());
+        }
+        for (n, v) in &self.add {
+            headers.append(n.clone(), v.clone());
         }
     }
 }
@@ -581,10 +586,18 @@ impl Lowering {
         let (_, send) = self.rules(&p.policy, false);
         let origin = Origin::of(&p.ingress, &mut self.strings, &mut self.scratch);
         let (filters, upstream_host) = gateway_filters(p, g);
-        let send = match upstream_host {
-            None => send,
-            Some(h) => Arc::new(SendPolicy {
-                upstream_host: Some(h),
+        // `timeouts.backendRequest` bounds each try; `timeouts.request` (the whole request) bounds it too until
+        // the send phase has a total deadline. Zero: disabled.
+        let timeout = [g.timeouts.backend_request, g.timeouts.request]
+            .into_iter()
+            .flatten()
+            .filter(|t| !t.is_zero())
+            .min();
+        let send = match (upstream_host, timeout) {
+            (None, None) => send,
+            (h, t) => Arc::new(SendPolicy {
+                upstream_host: h.or_else(|| send.upstream_host.clone()),
+                upstream_timeout: t.or(send.upstream_timeout),
                 affinity_cookie: send.affinity_cookie.clone(),
                 affinity_attributes: send.affinity_attributes.clone(),
                 ..*send
@@ -734,6 +747,7 @@ fn filters(p: &IngressPolicy, https_redirect: bool) -> Vec<Filter> {
     }
     let response = ResponseHeaders {
         set: pairs(&p.response_set),
+        add: Vec::new(),
         remove: names(&p.response_remove),
     };
     if !(response.set.is_empty() && response.remove.is_empty()) {
@@ -771,11 +785,9 @@ fn gateway_filters(p: &PathModel, g: &super::gateway::serve::GatewayRule) -> (Ve
             }));
         }
         if let Some(m) = &f.response_header_modifier {
-            // `add` appends on responses too; kept as set when the header is absent.
-            let mut set = gateway_pairs(&m.set);
-            set.extend(gateway_pairs(&m.add));
             out.push(Filter::ResponseHeaders(ResponseHeaders {
-                set,
+                set: gateway_pairs(&m.set),
+                add: gateway_pairs(&m.add),
                 remove: names(&m.remove),
             }));
         }

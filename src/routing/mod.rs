@@ -73,6 +73,10 @@ pub struct SetTable<S> {
     routes: usize,
     /// The listener set's default backend, as a route matching anything (host `*`, path `/`).
     default_backend: Option<Box<Route<S>>>,
+    /// Gateway API host matching: a wildcard covers any number of labels, and a request whose host's most
+    /// specific rule set has no route for it falls to less specific ones (exact, wildcards from the longest
+    /// suffix, host-less).
+    gateway: bool,
 }
 
 /// A route: what it matches, the filters its requests go through, how they are sent, the weighted backends
@@ -382,6 +386,7 @@ impl<S> SetTable<S> {
             any: None,
             routes: 0,
             default_backend: None,
+            gateway: false,
         }
     }
 
@@ -395,6 +400,7 @@ impl<S> SetTable<S> {
         lowering: &mut Lowering,
     ) -> Self {
         let mut t = Self::empty(m.name.clone());
+        t.gateway = m.hosts.iter().any(|h| h.paths.iter().any(|p| p.gateway.is_some()));
         let mut paths = crate::model::Strings::default();
         let mut compile = |h: &HostModel| Arc::new(HostRoutes::build(&h.host, &h.paths, make, lowering, &mut paths));
         match before {
@@ -481,6 +487,9 @@ impl<S> SetTable<S> {
     /// [`SetTable::lookup`] that also checks routes' conditions on the request (`None`: ignored): a route whose
     /// conditions fail passes the request to the next candidate.
     pub fn lookup_request(&self, host: &str, path: &str, req: Option<&Request<'_>>) -> Lookup<'_, S> {
+        if self.gateway {
+            return self.lookup_gateway(host, path, req);
+        }
         let routes = self
             .exact
             .get(host)
@@ -497,6 +506,21 @@ impl<S> SetTable<S> {
                 None => Lookup::NotFound,
             },
         }
+    }
+
+    /// Gateway API host matching (see [`SetTable::gateway`]).
+    fn lookup_gateway(&self, host: &str, path: &str, req: Option<&Request<'_>>) -> Lookup<'_, S> {
+        let exact = self.exact.get(host).map(|k| &k.0);
+        let wildcards = std::iter::successors(host.split_once('.').map(|(_, s)| s), |s| {
+            s.split_once('.').map(|(_, rest)| rest)
+        })
+        .filter_map(|suffix| self.wildcard.get(suffix).map(|k| &k.0));
+        exact
+            .into_iter()
+            .chain(wildcards)
+            .chain(self.any.as_ref())
+            .find_map(|r| r.lookup(path, req))
+            .map_or(Lookup::NotFound, Lookup::Route)
     }
 
     /// Every route in the table, the default route last.

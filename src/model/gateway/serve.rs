@@ -43,6 +43,7 @@ pub struct GatewayRule {
     pub backends: Vec<(BackendModel, u32)>,
     /// Every request answers 500 (no usable backend, no redirect).
     pub answers_500: bool,
+    pub timeouts: super::attach::RuleTimeouts,
 }
 
 /// One listener set per bound socket of the attached Gateways, ordered by address (a socket shared by two
@@ -151,6 +152,7 @@ fn lower_listener(l: &BoundListener, resolver: &mut Translator<'_>, hosts: &mut 
             matches: conditions,
             filters: rule.filters.iter().map(|f| f.filter.clone()).collect(),
             answers_500: rule.answers_500(),
+            timeouts: rule.timeouts,
             backends,
         });
         let main = g.backends.first().map_or_else(
