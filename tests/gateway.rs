@@ -69,6 +69,8 @@ spec:
     backendRefs: [{name: a, port: 80, weight: 3}, {name: b, port: 80, weight: 1}]
   - matches: [{path: {type: PathPrefix, value: /broken}}]
     backendRefs: [{name: missing, port: 80}]
+  - matches: [{path: {type: PathPrefix, value: /half}}]
+    backendRefs: [{name: a, port: 80}, {name: missing, port: 80}]
 ---
 apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
@@ -182,6 +184,17 @@ async fn httproutes_route_edit_redirect_and_rewrite() {
     assert!((120..=180).contains(&a), "a served {a} of 200 (expected ~150)");
     // A rule whose backends are all invalid: 500; the rest of the route serves.
     assert_eq!(req(s.http, get.clone(), "app.test", "/broken", &[]).await.status, 500);
+    // With one of two equal backends invalid, about half the requests answer 500.
+    let mut failed = 0;
+    for _ in 0..100 {
+        if req(s.http, get.clone(), "app.test", "/half", &[]).await.status == 500 {
+            failed += 1;
+        }
+    }
+    assert!(
+        (25..=75).contains(&failed),
+        "{failed} of 100 answered 500 (expected ~50)"
+    );
     // Nothing matches: 404.
     assert_eq!(req(s.http, get.clone(), "other.test", "/", &[]).await.status, 404);
     // Redirect.

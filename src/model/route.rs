@@ -303,6 +303,9 @@ pub struct WeightedBackend {
     /// `namespace/service:port`.
     pub id: Arc<str>,
     pub weight: u32,
+    /// A reference that cannot be served (Gateway API: missing Service, not granted): the requests the weights
+    /// send here answer 500.
+    pub invalid: bool,
     pub origin: Origin,
 }
 
@@ -608,7 +611,11 @@ impl Lowering {
         } else {
             g.backends
                 .iter()
-                .map(|(m, w)| self.backend(m, &p.policy, *w, origin.clone()))
+                .map(|(m, w, valid)| {
+                    let mut b = self.backend(m, &p.policy, *w, origin.clone());
+                    b.0.invalid = !valid;
+                    b
+                })
                 .collect()
         };
         RouteSpec {
@@ -651,7 +658,12 @@ impl Lowering {
         let _ = write!(self.id_scratch, "{}/{}:{}", m.namespace, m.service, m.port);
         let id = self.strings.get(&self.id_scratch);
         (
-            WeightedBackend { id, weight, origin },
+            WeightedBackend {
+                id,
+                weight,
+                origin,
+                invalid: false,
+            },
             BackendSpec {
                 model: m,
                 balance: p.balance,

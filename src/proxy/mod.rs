@@ -767,6 +767,9 @@ fn route<'s>(
         }
     }
     let chosen = route.backend_for(headers, |i, value| route.state.names_endpoint(i, value));
+    if route.backends[chosen].invalid {
+        return Err(ProxyError::InvalidBackend);
+    }
     let live = &route.state.backends[chosen];
     note.canary = (chosen > 0).then(|| route.backends[chosen].origin.name.clone());
     note.backend = Some(live.backend.clone());

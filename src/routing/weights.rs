@@ -59,6 +59,7 @@ mod tests {
         let b = |weight| WeightedBackend {
             id: "ns/s:80".into(),
             weight,
+            invalid: false,
             origin: Origin {
                 kind: "Ingress",
                 name: "ns/i".into(),

@@ -39,8 +39,9 @@ pub struct GatewayRule {
     pub matches: Option<RequestMatch>,
     /// The rule's filters, validated by attachment, in order.
     pub filters: Vec<HttpRouteFilter>,
-    /// The usable backends and their weights (empty when the rule answers 500 or redirects).
-    pub backends: Vec<(BackendModel, u32)>,
+    /// The backends, their weights and whether each is usable (an unusable one's share answers 500); empty when
+    /// the rule answers 500 or redirects.
+    pub backends: Vec<(BackendModel, u32, bool)>,
     /// Every request answers 500 (no usable backend, no redirect).
     pub answers_500: bool,
     pub timeouts: super::attach::RuleTimeouts,
@@ -140,14 +141,17 @@ fn lower_listener(l: &BoundListener, resolver: &mut Translator<'_>, hosts: &mut 
         let Some((path, kind, conditions)) = lower_match(m) else {
             continue;
         };
-        let backends: Vec<(BackendModel, u32)> = rule
-            .backends
-            .iter()
-            .filter_map(|b| match &b.target {
-                BackendTarget::Service(svc) => Some((backend(resolver, svc), b.weight)),
-                BackendTarget::Invalid { .. } => None,
-            })
-            .collect();
+        let backends: Vec<(BackendModel, u32, bool)> = if rule.answers_500() {
+            Vec::new()
+        } else {
+            rule.backends
+                .iter()
+                .map(|b| match &b.target {
+                    BackendTarget::Service(svc) => (backend(resolver, svc), b.weight, true),
+                    BackendTarget::Invalid { .. } => (unusable(&rule.route.namespace), b.weight, false),
+                })
+                .collect()
+        };
         let g = Arc::new(GatewayRule {
             matches: conditions,
             filters: rule.filters.iter().map(|f| f.filter.clone()).collect(),
@@ -155,15 +159,10 @@ fn lower_listener(l: &BoundListener, resolver: &mut Translator<'_>, hosts: &mut 
             timeouts: rule.timeouts,
             backends,
         });
-        let main = g.backends.first().map_or_else(
-            || BackendModel {
-                namespace: rule.route.namespace.as_str().into(),
-                service: "".into(),
-                port: PortRef::Number(0),
-                endpoints: Vec::new(),
-            },
-            |(b, _)| b.clone(),
-        );
+        let main = g
+            .backends
+            .first()
+            .map_or_else(|| unusable(&rule.route.namespace), |(b, _, _)| b.clone());
         let names: Vec<HostPattern> = if rule.hostnames.is_empty() {
             vec![l.hostname.as_deref().map_or(HostPattern::Any, host_pattern)]
         } else {
@@ -185,6 +184,16 @@ fn lower_listener(l: &BoundListener, resolver: &mut Translator<'_>, hosts: &mut 
                 None => hosts.push(HostModel { host, paths: vec![p] }),
             }
         }
+    }
+}
+
+/// The backend of a reference that cannot be served: no Service, no endpoints.
+fn unusable(namespace: &str) -> BackendModel {
+    BackendModel {
+        namespace: namespace.into(),
+        service: "".into(),
+        port: PortRef::Number(0),
+        endpoints: Vec::new(),
     }
 }
 
