@@ -102,7 +102,7 @@ struct Setup {
     https: SocketAddr,
     ca: TestCa,
     _a: portico::echo::EchoServer,
-    _b: portico::echo::EchoServer,
+    b: portico::echo::EchoServer,
     base: String,
 }
 
@@ -137,7 +137,7 @@ async fn setup_with(routes: &str) -> Setup {
         https,
         ca,
         _a: a,
-        _b: b,
+        b,
         base,
     }
 }
@@ -338,5 +338,38 @@ async fn wildcard_hostnames_cover_several_labels_and_less_specific_hosts_take_wh
     let r = req(s.http, get.clone(), "z.wild.test", "/", &[]).await;
     assert_eq!(r.backend().as_deref(), Some("a"));
     assert_eq!(req(s.http, get.clone(), "wild.test", "/", &[]).await.status, 404);
+    s.gw.stop().await;
+}
+
+const GRPC: &str = r#"
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: GRPCRoute
+metadata: {name: grpc, namespace: default}
+spec:
+  parentRefs: [{name: gw, sectionName: http}]
+  hostnames: [grpc.test]
+  rules:
+  - matches: [{method: {service: pkg.Orders, method: Get}}]
+    backendRefs: [{name: b, port: 80}]
+  - matches: [{method: {service: pkg.Orders}, headers: [{name: x-tenant, value: blue}]}]
+    backendRefs: [{name: b, port: 80}]
+  - backendRefs: [{name: a, port: 80}]
+"#;
+
+#[tokio::test]
+async fn grpcroutes_match_service_and_method_and_reach_backends_over_h2c() {
+    let s = setup_with(GRPC).await;
+    let post = http::Method::POST;
+    let grpc = [("content-type", "application/grpc")];
+    let r = req(s.http, post.clone(), "grpc.test", "/pkg.Orders/Get", &grpc).await;
+    assert_eq!((r.status, r.backend().as_deref()), (200, Some("b")));
+    let seen = s.b.requests();
+    assert_eq!(seen.last().unwrap().version, http::Version::HTTP_2, "sent over h2c");
+    let r = req(s.http, post.clone(), "grpc.test", "/pkg.Orders/List", &grpc).await;
+    assert_eq!(r.backend().as_deref(), Some("a"), "another method");
+    let tenant = [("content-type", "application/grpc"), ("x-tenant", "blue")];
+    let r = req(s.http, post.clone(), "grpc.test", "/pkg.Orders/List", &tenant).await;
+    assert_eq!(r.backend().as_deref(), Some("b"), "service and header");
     s.gw.stop().await;
 }

@@ -596,9 +596,10 @@ impl Lowering {
             .flatten()
             .filter(|t| !t.is_zero())
             .min();
-        let send = match (upstream_host, timeout) {
-            (None, None) => send,
-            (h, t) => Arc::new(SendPolicy {
+        let send = match (upstream_host, timeout, g.h2c) {
+            (None, None, false) => send,
+            (h, t, h2c) => Arc::new(SendPolicy {
+                upstream_h2c: h2c || send.upstream_h2c,
                 upstream_host: h.or_else(|| send.upstream_host.clone()),
                 upstream_timeout: t.or(send.upstream_timeout),
                 affinity_cookie: send.affinity_cookie.clone(),

@@ -45,6 +45,8 @@ pub struct GatewayRule {
     /// Every request answers 500 (no usable backend, no redirect).
     pub answers_500: bool,
     pub timeouts: super::attach::RuleTimeouts,
+    /// Send to the backends over HTTP/2 without TLS (GRPCRoute; appProtocol `kubernetes.io/h2c`).
+    pub h2c: bool,
 }
 
 /// One listener set per bound socket of the attached Gateways, ordered by address (a socket shared by two
@@ -134,13 +136,18 @@ fn host_pattern(name: &str) -> HostPattern {
 
 fn lower_listener(l: &BoundListener, resolver: &mut Translator<'_>, hosts: &mut Vec<HostModel>) {
     for (rule, i) in l.ordered_matches() {
-        let RuleMatches::Http(matches) = &rule.matches else {
-            continue; // GRPCRoute: not served yet
+        let lowered = match &rule.matches {
+            RuleMatches::Http(matches) => matches.get(i).and_then(lower_match),
+            RuleMatches::Grpc(matches) => matches.get(i).and_then(lower_grpc_match),
         };
-        let Some(m) = matches.get(i) else { continue };
-        let Some((path, kind, conditions)) = lower_match(m) else {
+        let Some((path, kind, conditions)) = lowered else {
             continue;
         };
+        // gRPC is HTTP/2: to plaintext backends, h2c; an HTTPRoute's backends by their `appProtocol`.
+        let h2c = matches!(rule.matches, RuleMatches::Grpc(_))
+            || rule.backends.iter().any(|b| {
+                matches!(&b.target, BackendTarget::Service(s) if s.app_protocol.as_deref() == Some("kubernetes.io/h2c"))
+            });
         let backends: Vec<(BackendModel, u32, bool)> = if rule.answers_500() {
             Vec::new()
         } else {
@@ -157,6 +164,7 @@ fn lower_listener(l: &BoundListener, resolver: &mut Translator<'_>, hosts: &mut 
             filters: rule.filters.iter().map(|f| f.filter.clone()).collect(),
             answers_500: rule.answers_500(),
             timeouts: rule.timeouts,
+            h2c,
             backends,
         });
         let main = g
@@ -239,6 +247,31 @@ fn lower_match(m: &HttpRouteMatch) -> Option<(String, PathKind, Option<RequestMa
         }
         rm.query
             .push((q.name.as_str().into(), ValueMatch::Exact(q.value.as_str().into())));
+    }
+    let conditions = (rm != RequestMatch::default()).then_some(rm);
+    Some((path, kind, conditions))
+}
+
+/// A GRPCRoute match as a path and conditions: service and method give the Exact path `/service/method`, a
+/// service alone the prefix `/service`, neither any path; `None` for a regex or a method without a service.
+fn lower_grpc_match(m: &super::GrpcRouteMatch) -> Option<(String, PathKind, Option<RequestMatch>)> {
+    let (path, kind) = match &m.method {
+        None => ("/".to_string(), PathKind::Prefix),
+        Some(mm) if mm.type_ != "Exact" => return None,
+        Some(mm) => match (mm.service.as_deref(), mm.method.as_deref()) {
+            (Some(svc), Some(method)) => (format!("/{svc}/{method}"), PathKind::Exact),
+            (Some(svc), None) => (format!("/{svc}"), PathKind::Prefix),
+            (None, None) => ("/".to_string(), PathKind::Prefix),
+            (None, Some(_)) => return None,
+        },
+    };
+    let mut rm = RequestMatch::default();
+    for h in &m.headers {
+        if h.type_ != "Exact" {
+            return None;
+        }
+        let name = HeaderName::from_bytes(h.name.as_bytes()).ok()?;
+        rm.headers.push((name, ValueMatch::Exact(h.value.as_str().into())));
     }
     let conditions = (rm != RequestMatch::default()).then_some(rm);
     Some((path, kind, conditions))
