@@ -373,3 +373,69 @@ async fn grpcroutes_match_service_and_method_and_reach_backends_over_h2c() {
     assert_eq!(r.backend().as_deref(), Some("b"), "service and header");
     s.gw.stop().await;
 }
+
+/// The README's Gateway API quickstart: `examples/gateway-api` with the example backends on their documented
+/// ports answers the documented curl lines (the Gateway's ports moved to free ones).
+#[tokio::test]
+async fn gateway_api_example_answers_as_documented() {
+    let mut backends = Vec::new();
+    for (name, port) in [
+        ("jenkins", 9101),
+        ("argocd", 9102),
+        ("shop-api", 9103),
+        ("shop-web", 9104),
+        ("preview", 9105),
+        ("fallback", 9106),
+    ] {
+        backends.push(echo_on(name, port).await);
+    }
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/gateway-api");
+    let (http, https) = (free_port(), free_port());
+    let mut manifests = String::new();
+    for f in ["backends.yaml", "secure-tls.yaml", "gateway.yaml", "routes.yaml"] {
+        let text = std::fs::read_to_string(root.join("manifests").join(f)).unwrap();
+        manifests += "\n---\n";
+        manifests += &text
+            .replace("port: 8080", &format!("port: {http}"))
+            .replace("port: 8443", &format!("port: {https}"));
+    }
+    let config = std::fs::read_to_string(root.join("config.yaml"))
+        .unwrap()
+        .replace("127.0.0.1:9000", "127.0.0.1:0");
+    let gw = Gateway::start_with(&config, &manifests).await;
+    let addr: SocketAddr = format!("127.0.0.1:{http}").parse().unwrap();
+    assert!(eventually(Duration::from_secs(5), || std::net::TcpStream::connect(addr).is_ok()).await);
+    let (get, post) = (http::Method::GET, http::Method::POST);
+    let r = req(addr, get.clone(), "shop.local", "/api/orders", &[("x-preview", "true")]).await;
+    assert_eq!(r.backend().as_deref(), Some("preview"));
+    let r = req(addr, get.clone(), "shop.local", "/api/orders", &[]).await;
+    assert_eq!(r.backend().as_deref(), Some("shop-api"));
+    assert_eq!(r.json()["headers"]["x-shop-tier"], "api");
+    let r = req(addr, get.clone(), "shop.local", "/old-cart/items", &[]).await;
+    assert_eq!(r.status, 301);
+    assert_eq!(
+        r.headers["location"],
+        format!("http://shop.local:{http}/cart/items").as_str()
+    );
+    let r = req(addr, get.clone(), "shop.local", "/v1/orders", &[]).await;
+    assert_eq!(r.json()["uri"], "/api/orders");
+    let r = req(addr, post, "tools.local", "/", &[]).await;
+    assert_eq!(r.backend().as_deref(), Some("argocd"));
+    let r = req(addr, get.clone(), "shop.local", "/cart", &[]).await;
+    assert_eq!(r.backend().as_deref(), Some("shop-web"));
+    assert_eq!(r.headers["x-served-by"], "portico");
+    let ready = get_admin(gw.running().admin_addr).await;
+    assert_eq!(ready, 200);
+    gw.stop().await;
+    drop(backends);
+}
+
+async fn echo_on(name: &str, port: u16) -> portico::echo::EchoServer {
+    portico::echo::EchoServer::start(name, SocketAddr::from(([127, 0, 0, 1], port)))
+        .await
+        .unwrap()
+}
+
+async fn get_admin(admin: SocketAddr) -> u16 {
+    req(admin, http::Method::GET, "localhost", "/readyz", &[]).await.status
+}
