@@ -96,7 +96,7 @@ pub async fn start_with(config: Config, source: Source, extras: Extras) -> anyho
     let set_names: Vec<String> = config.listener_sets.iter().map(|s| s.name.clone()).collect();
     let shared = Arc::new(Shared::new(
         Arc::new(ArcSwap::from_pointee(Snapshot::empty(&set_names))),
-        Arc::new(crate::metrics::Metrics::new(&set_names)),
+        Arc::new(crate::metrics::Metrics::with_gateways(&set_names)),
         &config.upstream,
     ));
 

@@ -212,6 +212,10 @@ async fn httproutes_route_edit_redirect_and_rewrite() {
     assert_eq!(r.json()["headers"]["host"], "rewritten.test");
     let r = req(s.http, get.clone(), "edits.test", "/full", &[]).await;
     assert_eq!(r.json()["uri"], "/elsewhere");
+    // Metrics name the route and count under the `gateway` set.
+    let sample =
+        r#"portico_requests_total{set="gateway",ingress="HTTPRoute default/app",service="default/b:80",class="2xx"}"#;
+    assert!(metric(&s.gw, sample).await.is_some_and(|v| v >= 3.0), "{sample}");
     s.gw.stop().await;
 }
 

@@ -35,10 +35,14 @@ pub struct Origin {
 }
 
 impl Origin {
-    /// The origin of an object, its `namespace/name` shared through `strings`.
+    /// The origin of an object, its `namespace/name` shared through `strings`; other kinds than Ingress are
+    /// named with their kind (`HTTPRoute namespace/name`), so metrics labels and logs tell them apart.
     pub fn of(r: &ObjectRef, strings: &mut Strings, scratch: &mut String) -> Self {
         use std::fmt::Write;
         scratch.clear();
+        if r.kind != "Ingress" {
+            let _ = write!(scratch, "{} ", r.kind);
+        }
         let _ = write!(scratch, "{}/{}", r.namespace, r.name);
         Self {
             kind: r.kind,
@@ -49,15 +53,19 @@ impl Origin {
 
 impl std::fmt::Display for Origin {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} {}", self.kind, self.name)
+        if self.kind == "Ingress" {
+            write!(f, "{} {}", self.kind, self.name)
+        } else {
+            f.write_str(&self.name) // already `Kind namespace/name`
+        }
     }
 }
 
 // === Matches ===
 
-/// What a route matches beyond host and path (which the table indexes). Room for the Gateway API's method, header
-/// and query matches: Ingress translation never fills it, and the table does not evaluate it yet (a route with
-/// conditions would make a lookup try the next candidate when they fail).
+/// What a route matches beyond host and path (which the table indexes): the Gateway API's method, header and
+/// query matches. Ingress translation never fills it; the table evaluates it, and a route whose conditions fail
+/// passes the request to the next candidate.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RequestMatch {
     pub method: Option<http::Method>,
