@@ -165,6 +165,8 @@ pub struct Compiler {
     /// sets' count plus its index here, so it keeps its index (and its accept loop) across compiles.
     gateway_slots: Mutex<Vec<std::net::SocketAddr>>,
     self_signed: LoadedCert,
+    /// Gateways served by a configured listener set (`listenerSets[].gateways`): namespace, name, set index.
+    attached: Vec<(String, String, usize)>,
 }
 
 impl Compiler {
@@ -199,6 +201,12 @@ impl Compiler {
             sessions: rustls::server::ServerSessionMemoryCache::new(4096),
             gateway_slots: Mutex::new(Vec::new()),
             self_signed,
+            attached: config
+                .listener_sets
+                .iter()
+                .enumerate()
+                .flat_map(|(i, s)| s.gateways.iter().map(move |(ns, n)| (ns.clone(), n.clone(), i)))
+                .collect(),
         })
     }
 
@@ -239,7 +247,18 @@ impl Compiler {
             return (Vec::new(), defaults);
         }
         let attachment = model::gateway::attach(state, model::gateway::CONTROLLER_NAME);
-        let mut sets = model::gateway::serve::sets(state, &attachment);
+        let served_by = |ns: &str, name: &str| {
+            self.attached
+                .iter()
+                .find(|(n, m, _)| n == ns && m == name)
+                .map(|(_, _, i)| *i)
+        };
+        let (mut sets, merged) = model::gateway::serve::sets(state, &attachment, &served_by);
+        for (i, g) in merged {
+            if let Some(set) = translation.sets.get_mut(i) {
+                model::gateway::serve::merge_into(set, g);
+            }
+        }
         for s in &sets {
             if !slots.contains(&s.address) {
                 slots.push(s.address);

@@ -443,3 +443,42 @@ async fn echo_on(name: &str, port: u16) -> portico::echo::EchoServer {
 async fn get_admin(admin: SocketAddr) -> u16 {
     req(admin, http::Method::GET, "localhost", "/readyz", &[]).await.status
 }
+
+/// A Gateway named in a configured listener set's `gateways` is served on the set's sockets (with its options)
+/// and its own sockets are not bound; the set's Ingresses keep serving beside it.
+#[tokio::test]
+async fn a_gateway_attached_to_a_listener_set_is_served_on_its_sockets() {
+    let (a, b) = (echo("a").await, echo("b").await);
+    let port = free_port();
+    let config = r#"
+listenerSets:
+  - name: internal
+    ingressClasses: [portico]
+    gateways: [default/gw]
+    http: ["127.0.0.1:0"]
+admin: { address: "127.0.0.1:0" }
+"#;
+    let m = format!(
+        "{}{}{}{}{ROUTES}{}",
+        class(),
+        service("default", "a", &[a.addr]),
+        service("default", "b", &[b.addr]),
+        gateway("gw", port, None),
+        ingress("default", "legacy", "portico", &[("legacy.test", "/", "Prefix", "b")])
+    );
+    let gw = Gateway::start_with(config, &m).await;
+    let addr = gw.addr(0);
+    let r = req(addr, http::Method::POST, "app.test", "/api/x", &[]).await;
+    assert_eq!(r.backend().as_deref(), Some("b"), "the HTTPRoute's method match");
+    let r = req(addr, http::Method::GET, "app.test", "/", &[]).await;
+    assert_eq!(r.backend().as_deref(), Some("a"));
+    let r = req(addr, http::Method::GET, "legacy.test", "/", &[]).await;
+    assert_eq!(r.backend().as_deref(), Some("b"), "the set's Ingress");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let own: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    assert!(
+        std::net::TcpStream::connect(own).is_err(),
+        "the Gateway's own socket is not bound"
+    );
+    gw.stop().await;
+}

@@ -50,8 +50,13 @@ pub struct GatewayRule {
 }
 
 /// One listener set per bound socket of the attached Gateways, ordered by address (a socket shared by two
-/// Gateways is served by the first).
-pub fn sets(state: &ClusterState, attachment: &GatewayAttachment) -> Vec<GatewaySet> {
+/// Gateways is served by the first). The sockets of a Gateway `served_by` gives a configured listener set's index
+/// are not bound: they come back as `(set index, socket)` pairs, to be merged into that set.
+pub fn sets(
+    state: &ClusterState,
+    attachment: &GatewayAttachment,
+    served_by: &dyn Fn(&str, &str) -> Option<usize>,
+) -> (Vec<GatewaySet>, Vec<(usize, GatewaySet)>) {
     let opts = Options {
         controller: String::new(),
         listener_sets: Vec::new(),
@@ -60,7 +65,15 @@ pub fn sets(state: &ClusterState, attachment: &GatewayAttachment) -> Vec<Gateway
     };
     let mut resolver = Translator::new(state, &opts, false);
     let mut out: Vec<GatewaySet> = Vec::new();
+    let mut merged = Vec::new();
     for g in &attachment.gateways {
+        if let Some(set) = served_by(&g.namespace, &g.name) {
+            for s in &g.sockets {
+                let name = format!("gateway {}/{} {}", g.namespace, g.name, s.address);
+                merged.push((set, lower_socket(&name, s, &mut resolver)));
+            }
+            continue;
+        }
         for s in &g.sockets {
             if out.iter().any(|o| o.address == s.address) {
                 continue;
@@ -73,7 +86,17 @@ pub fn sets(state: &ClusterState, attachment: &GatewayAttachment) -> Vec<Gateway
         }
     }
     out.sort_by_key(|s| s.address);
-    out
+    (out, merged)
+}
+
+/// Adds a Gateway socket's hosts (those `set` does not have yet) and certificates to a configured set.
+pub fn merge_into(set: &mut SetModel, g: GatewaySet) {
+    for h in g.model.hosts {
+        if !set.hosts.iter().any(|x| x.host == h.host) {
+            set.hosts.push(h);
+        }
+    }
+    set.tls.extend(g.model.tls);
 }
 
 fn lower_socket(name: &str, s: &Socket, resolver: &mut Translator<'_>) -> GatewaySet {
