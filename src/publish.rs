@@ -254,6 +254,7 @@ impl Compiler {
                 .map(|(_, _, i)| *i)
         };
         let (mut sets, merged) = model::gateway::serve::sets(state, &attachment, &served_by);
+        translation.diagnostics.extend(attachment.diagnostics.iter().cloned());
         for (i, g) in merged {
             if let Some(set) = translation.sets.get_mut(i) {
                 model::gateway::serve::merge_into(set, g);

@@ -70,7 +70,7 @@ pub fn sets(
         if let Some(set) = served_by(&g.namespace, &g.name) {
             for s in &g.sockets {
                 let name = format!("gateway {}/{} {}", g.namespace, g.name, s.address);
-                merged.push((set, lower_socket(&name, s, &mut resolver)));
+                merged.push((set, lower_socket(&name, g, s, &mut resolver)));
             }
             continue;
         }
@@ -78,11 +78,8 @@ pub fn sets(
             if out.iter().any(|o| o.address == s.address) {
                 continue;
             }
-            out.push(lower_socket(
-                &format!("gateway {}/{} {}", g.namespace, g.name, s.address),
-                s,
-                &mut resolver,
-            ));
+            let name = format!("gateway {}/{} {}", g.namespace, g.name, s.address);
+            out.push(lower_socket(&name, g, s, &mut resolver));
         }
     }
     out.sort_by_key(|s| s.address);
@@ -99,7 +96,7 @@ pub fn merge_into(set: &mut SetModel, g: GatewaySet) {
     set.tls.extend(g.model.tls);
 }
 
-fn lower_socket(name: &str, s: &Socket, resolver: &mut Translator<'_>) -> GatewaySet {
+fn lower_socket(name: &str, g: &super::attach::GatewayModel, s: &Socket, resolver: &mut Translator<'_>) -> GatewaySet {
     let https = s.protocol == super::attach::Protocol::Https;
     let mut hosts: Vec<HostModel> = Vec::new();
     let mut tls = Vec::new();
@@ -112,8 +109,8 @@ fn lower_socket(name: &str, s: &Socket, resolver: &mut Translator<'_>) -> Gatewa
                     secret: secret(c),
                     ingress: ObjectRef {
                         kind: "Gateway",
-                        namespace: c.namespace.clone(),
-                        name: name.into(),
+                        namespace: g.namespace.clone(),
+                        name: g.name.clone(),
                     },
                 });
             }
