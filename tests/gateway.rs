@@ -482,3 +482,53 @@ admin: { address: "127.0.0.1:0" }
     );
     gw.stop().await;
 }
+
+const MIRROR: &str = r#"
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: mirror, namespace: default}
+spec:
+  parentRefs: [{name: gw, sectionName: http}]
+  hostnames: [mirror.test]
+  rules:
+  - backendRefs: [{name: a, port: 80}]
+    filters:
+    - type: RequestMirror
+      requestMirror: {backendRef: {name: b, port: 80}}
+  - matches: [{path: {type: PathPrefix, value: /never}}]
+    backendRefs: [{name: a, port: 80}]
+    filters:
+    - type: RequestMirror
+      requestMirror: {backendRef: {name: b, port: 80}, percent: 0}
+"#;
+
+#[tokio::test]
+async fn request_mirror_copies_requests_to_its_backend() {
+    let s = setup_with(MIRROR).await;
+    let r = req(
+        s.http,
+        http::Method::GET,
+        "mirror.test",
+        "/mirrored?x=1",
+        &[("x-trace", "t1")],
+    )
+    .await;
+    assert_eq!(r.backend().as_deref(), Some("a"), "the backendRef answers");
+    let r = req(s.http, http::Method::GET, "mirror.test", "/never", &[]).await;
+    assert_eq!(r.backend().as_deref(), Some("a"));
+    let b = &s.b;
+    assert!(
+        eventually(Duration::from_secs(5), || b.requests().iter().any(|q| q.uri
+            == "/mirrored?x=1"
+            && q.headers.get("x-trace").is_some_and(|v| v == "t1")))
+        .await,
+        "the mirror got a copy"
+    );
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(
+        !b.requests().iter().any(|q| q.uri.path() == "/never"),
+        "percent 0 mirrors nothing"
+    );
+    s.gw.stop().await;
+}

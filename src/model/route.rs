@@ -314,6 +314,9 @@ pub struct WeightedBackend {
     /// A reference that cannot be served (Gateway API: missing Service, not granted): the requests the weights
     /// send here answer 500.
     pub invalid: bool,
+    /// A `RequestMirror` target (weight 0: never serves): the share of requests a copy is sent to, in
+    /// millionths.
+    pub mirror: Option<u32>,
     pub origin: Origin,
 }
 
@@ -627,6 +630,12 @@ impl Lowering {
                 })
                 .collect()
         };
+        let mut backends = backends;
+        for (m, share) in &g.mirrors {
+            let mut b = self.backend(m, &p.policy, 0, origin.clone());
+            b.0.mirror = Some(*share);
+            backends.push(b);
+        }
         RouteSpec {
             path: &p.path,
             kind: p.kind,
@@ -672,6 +681,7 @@ impl Lowering {
                 weight,
                 origin,
                 invalid: false,
+                mirror: None,
             },
             BackendSpec {
                 model: m,

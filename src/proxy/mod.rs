@@ -216,6 +216,8 @@ struct Target {
     rewritten: Option<String>,
     /// The largest request body accepted (a body limit filter).
     body_limit: Option<u64>,
+    /// `RequestMirror` backends and the share of requests (millionths) copied to each.
+    mirrors: Vec<(Arc<crate::upstream::Backend>, u32)>,
 }
 
 /// The client as the admit phase established it.
@@ -440,6 +442,39 @@ impl Proxy {
         .await
     }
 
+    /// `RequestMirror`: a copy of the request's head (without its body) to each mirror backend, for its share of
+    /// requests, in the background; its answer is dropped.
+    fn mirror(
+        &self,
+        mirrors: &[(Arc<crate::upstream::Backend>, u32)],
+        method: &http::Method,
+        target: &PathAndQuery,
+        headers: &http::HeaderMap,
+    ) {
+        for (backend, share) in mirrors {
+            if crate::routing::below_million() >= *share {
+                continue;
+            }
+            let mut req = Request::new(http_body_util::Either::Right(http_body_util::Empty::new()));
+            *req.method_mut() = method.clone();
+            *req.uri_mut() = http::Uri::from(target.clone());
+            *req.headers_mut() = headers.clone();
+            req.headers_mut().remove(header::CONTENT_LENGTH);
+            req.headers_mut().remove(header::TRANSFER_ENCODING);
+            let (client, backend) = (self.client.clone(), backend.clone());
+            tokio::spawn(async move {
+                let cx = PickContext {
+                    client: None,
+                    cookie: None,
+                };
+                let Some(endpoint) = backend.pick(&cx) else { return };
+                if let Ok(resp) = client.send(endpoint, req, None, Via::Http1Bodiless).await {
+                    drop(resp);
+                }
+            });
+        }
+    }
+
     /// ACME HTTP-01 first: before host checks, routing, redirects and allowlists; exact tokens only.
     fn acme_challenge(
         &self,
@@ -555,6 +590,7 @@ impl Proxy {
             }
         };
 
+        self.mirror(&target.mirrors, &parts.method, &path_and_query, &parts.headers);
         let bodiless = body.is_end_stream();
         // Another try needs the headers again (the request is consumed by sending it).
         let retry_headers = (bodiless && backend.endpoints.len() > 1).then(|| parts.headers.clone());
@@ -804,6 +840,12 @@ impl Target {
             },
             rewritten,
             body_limit,
+            mirrors: route
+                .backends
+                .iter()
+                .zip(route.state.backends.iter())
+                .filter_map(|(w, live)| Some((live.backend.clone(), w.mirror?)))
+                .collect(),
         }
     }
 }

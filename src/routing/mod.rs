@@ -15,6 +15,8 @@
 
 mod weights;
 
+pub use weights::below_million;
+
 use std::collections::HashSet;
 use std::sync::Arc;
 

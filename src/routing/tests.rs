@@ -515,6 +515,7 @@ fn gateway_conditions_fall_to_the_next_candidate() {
             answers_500: false,
             timeouts: Default::default(),
             h2c: false,
+            mirrors: vec![],
         }))
     };
     let path = |p: &str, kind, service: &str, m: Option<RequestMatch>| PathModel {

@@ -47,6 +47,8 @@ pub struct GatewayRule {
     pub timeouts: super::attach::RuleTimeouts,
     /// Send to the backends over HTTP/2 without TLS (GRPCRoute; appProtocol `kubernetes.io/h2c`).
     pub h2c: bool,
+    /// `RequestMirror`s: where to, and the share of requests mirrored in millionths.
+    pub mirrors: Vec<(BackendModel, u32)>,
 }
 
 /// One listener set per bound socket of the attached Gateways, ordered by address (a socket shared by two
@@ -185,6 +187,24 @@ fn lower_listener(l: &BoundListener, resolver: &mut Translator<'_>, hosts: &mut 
             answers_500: rule.answers_500(),
             timeouts: rule.timeouts,
             h2c,
+            mirrors: rule
+                .filters
+                .iter()
+                .filter_map(|f| {
+                    let Some(BackendTarget::Service(svc)) = &f.mirror else {
+                        return None;
+                    };
+                    let m = f.filter.request_mirror.as_ref()?;
+                    let share = match (&m.fraction, m.percent) {
+                        (Some(fr), _) if fr.denominator > 0 => {
+                            i64::from(fr.numerator.clamp(0, fr.denominator)) * 1_000_000 / i64::from(fr.denominator)
+                        }
+                        (_, Some(p)) => i64::from(p.clamp(0, 100)) * 10_000,
+                        _ => 1_000_000,
+                    };
+                    Some((backend(resolver, svc), u32::try_from(share).unwrap_or(1_000_000)))
+                })
+                .collect(),
             backends,
         });
         let main = g
