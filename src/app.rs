@@ -306,24 +306,27 @@ async fn run_cluster(
 
 /// How often the Gateway listener manager looks for a new publish.
 const GATEWAY_POLL: Duration = Duration::from_millis(100);
+/// How long before a socket that could not be bound is tried again (without a new publish).
+const GATEWAY_RETRY: Duration = Duration::from_secs(2);
 
 /// The Gateway listener manager: after each publish, binds the sockets of Gateways of our class that are not
 /// bound yet and stops those no Gateway has any more (their connections drain for `grace`). A socket that cannot
-/// be bound is tried again after the next publish check.
+/// be bound is tried again after the next publish or [`GATEWAY_RETRY`].
 async fn serve_gateways(shared: Arc<Shared>, proxy: Arc<Proxy>, mut shutdown: watch::Receiver<bool>, grace: Duration) {
     type Bound = (crate::publish::GatewaySocket, watch::Sender<bool>);
     let mut bound: Vec<Bound> = Vec::new();
     let mut loops = JoinSet::new();
     let mut last: Option<Arc<crate::publish::Compiled>> = None;
-    let mut failed = false;
+    // When a socket last failed to bind: tried again on the next publish, or after GATEWAY_RETRY.
+    let mut failed: Option<std::time::Instant> = None;
     loop {
         let now = shared.last_compiled();
         let changed = match (&now, &last) {
             (Some(a), Some(b)) => !Arc::ptr_eq(a, b),
             (a, b) => a.is_some() != b.is_some(),
         };
-        if changed || failed {
-            failed = false;
+        if changed || failed.is_some_and(|t| t.elapsed() >= GATEWAY_RETRY) {
+            failed = None;
             let want = now.as_ref().map(|c| c.gateways.clone()).unwrap_or_default();
             bound.retain(|(g, stop)| {
                 let keep = want.contains(g);
@@ -341,7 +344,7 @@ async fn serve_gateways(shared: Arc<Shared>, proxy: Arc<Proxy>, mut shutdown: wa
                     Ok(l) => l,
                     Err(e) => {
                         tracing::warn!(addr = %g.address, error = %e, "cannot bind a Gateway socket; trying again");
-                        failed = true;
+                        failed = Some(std::time::Instant::now());
                         continue;
                     }
                 };
