@@ -4,8 +4,9 @@
 //! annotations, `spec.rules`) stays in `model/`.
 //!
 //! Ingress translation still emits [`PathModel`]s (they carry the parsed annotations, which the fixtures print);
-//! [`Lowering`] turns each into a [`RouteSpec`] when the table is built, once per distinct annotation set. A
-//! second source (Gateway API's HTTPRoute, say) would produce `RouteSpec`s directly.
+//! [`Lowering`] turns each into a [`RouteSpec`] when the table is built, once per distinct annotation set. Gateway
+//! API rules ride on the same paths with a `GatewayRule` (`model::gateway::serve`), which `Lowering` turns into
+//! the route's conditions, filters and weighted backends.
 //!
 //! Values here are ready for the request path (header names and values parsed, networks compiled), so a
 //! request reads them without converting anything.
