@@ -137,7 +137,10 @@ fn write_lines(mut rx: mpsc::Receiver<Entry>, out: Box<dyn Write + Send>, metric
         let mut n = 0u64;
         let mut next = Some(first);
         while let Some(e) = next {
-            let set = names.get(e.set).map_or("", String::as_str);
+            let set = names
+                .get(e.set)
+                .or(names.last().filter(|n| *n == "gateway"))
+                .map_or("", String::as_str);
             if serde_json::to_writer(&mut buf, &Line::new(&e, set)).is_ok() {
                 buf.push(b'\n');
                 n += 1;

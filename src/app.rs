@@ -96,7 +96,7 @@ pub async fn start_with(config: Config, source: Source, extras: Extras) -> anyho
     let set_names: Vec<String> = config.listener_sets.iter().map(|s| s.name.clone()).collect();
     let shared = Arc::new(Shared::new(
         Arc::new(ArcSwap::from_pointee(Snapshot::empty(&set_names))),
-        Arc::new(crate::metrics::Metrics::new(&set_names)),
+        Arc::new(crate::metrics::Metrics::with_gateways(&set_names)),
         &config.upstream,
     ));
 
@@ -235,6 +235,15 @@ pub async fn start_with(config: Config, source: Source, extras: Extras) -> anyho
             .instrument(tracing::info_span!("listener", set = %name, %addr)),
         );
     }
+    tasks.spawn(
+        serve_gateways(
+            shared.clone(),
+            proxy.clone(),
+            shutdown_rx.clone(),
+            config.shutdown.grace_period,
+        )
+        .instrument(tracing::info_span!("gateways")),
+    );
     tracing::info!(addr = %admin_addr, "serving admin");
     let admin_state = crate::admin::Admin::new(shared.clone(), &set_names, &http_addrs, &https_addrs);
     if let (Some(l), Some(addr)) = (api, api_addr) {
@@ -294,4 +303,71 @@ async fn run_cluster(
         .run(&options, compiler, publisher, round_tx, acme, shutdown)
         .instrument(tracing::info_span!("publish"));
     tokio::join!(election, writers, publishing);
+}
+
+/// How often the Gateway listener manager looks for a new publish.
+const GATEWAY_POLL: Duration = Duration::from_millis(100);
+/// How long before a socket that could not be bound is tried again (without a new publish).
+const GATEWAY_RETRY: Duration = Duration::from_secs(2);
+
+/// The Gateway listener manager: after each publish, binds the sockets of Gateways of our class that are not
+/// bound yet and stops those no Gateway has any more (their connections drain for `grace`). A socket that cannot
+/// be bound is tried again after the next publish or [`GATEWAY_RETRY`].
+async fn serve_gateways(shared: Arc<Shared>, proxy: Arc<Proxy>, mut shutdown: watch::Receiver<bool>, grace: Duration) {
+    type Bound = (crate::publish::GatewaySocket, watch::Sender<bool>);
+    let mut bound: Vec<Bound> = Vec::new();
+    let mut loops = JoinSet::new();
+    let mut last: Option<Arc<crate::publish::Compiled>> = None;
+    // When a socket last failed to bind: tried again on the next publish, or after GATEWAY_RETRY.
+    let mut failed: Option<std::time::Instant> = None;
+    loop {
+        let now = shared.last_compiled();
+        let changed = match (&now, &last) {
+            (Some(a), Some(b)) => !Arc::ptr_eq(a, b),
+            (a, b) => a.is_some() != b.is_some(),
+        };
+        if changed || failed.is_some_and(|t| t.elapsed() >= GATEWAY_RETRY) {
+            failed = None;
+            let want = now.as_ref().map(|c| c.gateways.clone()).unwrap_or_default();
+            bound.retain(|(g, stop)| {
+                let keep = want.contains(g);
+                if !keep {
+                    tracing::info!(addr = %g.address, set = g.set, "gateway socket removed: stop serving");
+                    let _ = stop.send(true);
+                }
+                keep
+            });
+            for g in want {
+                if bound.iter().any(|(b, _)| *b == g) {
+                    continue;
+                }
+                let listener = match TcpListener::bind(g.address).await {
+                    Ok(l) => l,
+                    Err(e) => {
+                        tracing::warn!(addr = %g.address, error = %e, "cannot bind a Gateway socket; trying again");
+                        failed = Some(std::time::Instant::now());
+                        continue;
+                    }
+                };
+                let transport = if g.https { Transport::Tls } else { Transport::Plain };
+                tracing::info!(addr = %g.address, set = g.set, ?transport, "serving a Gateway socket");
+                let (stop, stop_rx) = watch::channel(false);
+                loops.spawn(
+                    crate::proxy::server::serve(listener, g.set, transport, proxy.clone(), stop_rx, grace)
+                        .instrument(tracing::info_span!("gateway", addr = %g.address)),
+                );
+                bound.push((g, stop));
+            }
+            last = now;
+        }
+        tokio::select! {
+            () = tokio::time::sleep(GATEWAY_POLL) => {}
+            _ = shutdown.wait_for(|s| *s) => break,
+        }
+        while loops.try_join_next().is_some() {}
+    }
+    for (_, stop) in &bound {
+        let _ = stop.send(true);
+    }
+    while loops.join_next().await.is_some() {}
 }

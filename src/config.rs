@@ -70,6 +70,10 @@ pub struct ListenerSetConfig {
     /// Let Ingresses of several namespaces serve paths of one host (ingress-nginx's behaviour). Off: a host
     /// belongs to the namespace of its oldest Ingress, and other namespaces cannot add paths to it.
     pub share_hosts_across_namespaces: bool,
+    /// Gateways (namespace, name) this set serves on its own sockets instead of binding theirs: their listeners'
+    /// routes and certificates join the set's table (keeping its PROXY protocol, trusted proxies, allowlist and
+    /// ports). A host the set's Ingresses already have stays theirs.
+    pub gateways: Vec<(String, String)>,
     pub http: Vec<SocketAddr>,
     pub https: Vec<SocketAddr>,
     pub publish: Publish,
@@ -234,6 +238,7 @@ impl Default for Config {
                 ingress_classes: vec!["portico".into()],
                 adopt_classes: Vec::new(),
                 share_hosts_across_namespaces: false,
+                gateways: Vec::new(),
                 http: vec![SocketAddr::from(([0, 0, 0, 0], 8080))],
                 https: vec![SocketAddr::from(([0, 0, 0, 0], 8443))],
                 publish: Publish::None,
@@ -315,6 +320,8 @@ struct RawListenerSet {
     adopt_classes: Vec<String>,
     #[serde(default)]
     share_hosts_across_namespaces: bool,
+    #[serde(default)]
+    gateways: Vec<String>,
     #[serde(default)]
     http: Vec<String>,
     #[serde(default)]
@@ -600,7 +607,17 @@ impl RawConfig {
                             "{ctx}.proxyProtocol: needs trustedProxies (the addresses of the proxies that send it)"
                         )));
                     }
+                    let mut gateways = Vec::with_capacity(set.gateways.len());
+                    for g in &set.gateways {
+                        match g.split_once('/') {
+                            Some((ns, name)) if !ns.is_empty() && !name.is_empty() && !name.contains('/') => {
+                                gateways.push((ns.to_string(), name.to_string()));
+                            }
+                            _ => return Err(invalid(format!("{ctx}.gateways: {g:?} must be namespace/name"))),
+                        }
+                    }
                     out.push(ListenerSetConfig {
+                        gateways,
                         name: set.name,
                         ingress_classes: set.ingress_classes,
                         adopt_classes: set.adopt_classes,

@@ -56,6 +56,9 @@ impl UpstreamErrorKind {
 pub struct Metrics {
     set_names: Vec<String>,
     sets: Box<[SetMetrics]>,
+    /// With [`Metrics::with_gateways`]: the index of the `gateway` set, which counts for every listener set past
+    /// the configured ones (each Gateway socket is one).
+    gateway_slot: Option<usize>,
     /// Every route counter handed out (taken by the table builder and by `render`, never on the request path).
     routes: std::sync::Mutex<RouteCounters>,
     /// The counter of requests no route took (`-`, `-`).
@@ -171,6 +174,7 @@ impl Metrics {
         Self {
             set_names: set_names.to_vec(),
             sets: (0..n).map(|_| SetMetrics::default()).collect(),
+            gateway_slot: None,
             routes: std::sync::Mutex::new(routes),
             unmatched,
             publishes: AtomicU64::new(0),
@@ -183,6 +187,25 @@ impl Metrics {
         }
     }
 
+    /// [`Metrics::new`] with one more set, `gateway`, counting the requests and connections of every Gateway
+    /// socket (listener sets past the configured ones).
+    pub fn with_gateways(set_names: &[String]) -> Self {
+        let mut names = set_names.to_vec();
+        names.push("gateway".to_string());
+        let mut m = Self::new(&names);
+        m.gateway_slot = Some(set_names.len());
+        m
+    }
+
+    /// The index a listener set counts under.
+    #[inline]
+    fn slot(&self, set: usize) -> usize {
+        match self.gateway_slot {
+            Some(g) if set >= g => g,
+            _ => set,
+        }
+    }
+
     /// The listener set names, in configuration order.
     pub fn set_names(&self) -> &[String] {
         &self.set_names
@@ -190,7 +213,8 @@ impl Metrics {
 
     /// Counts a finished request (at response headers). Lock-free, allocation-free.
     pub fn record(&self, o: &Outcome<'_>) {
-        let Some(set) = self.sets.get(o.set) else {
+        let slot = self.slot(o.set);
+        let Some(set) = self.sets.get(slot) else {
             return;
         };
         set.duration.observe(o.elapsed);
@@ -205,7 +229,7 @@ impl Metrics {
             _ => 4,
         };
         let counter = o.counter.unwrap_or(&self.unmatched);
-        if let Some(c) = counter.get(o.set) {
+        if let Some(c) = counter.get(slot) {
             c[class].fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -217,20 +241,20 @@ impl Metrics {
 
     /// A request was sent again to another endpoint after a connection failure.
     pub fn retry(&self, set: usize) {
-        if let Some(s) = self.sets.get(set) {
+        if let Some(s) = self.sets.get(self.slot(set)) {
             s.retries.fetch_add(1, Ordering::Relaxed);
         }
     }
 
     pub fn connection_opened(&self, set: usize) {
-        if let Some(s) = self.sets.get(set) {
+        if let Some(s) = self.sets.get(self.slot(set)) {
             s.open_connections.fetch_add(1, Ordering::Relaxed);
             s.connections.fetch_add(1, Ordering::Relaxed);
         }
     }
 
     pub fn connection_closed(&self, set: usize) {
-        if let Some(s) = self.sets.get(set) {
+        if let Some(s) = self.sets.get(self.slot(set)) {
             s.open_connections.fetch_sub(1, Ordering::Relaxed);
         }
     }
@@ -245,7 +269,7 @@ impl Metrics {
     }
 
     pub fn tls_handshake(&self, set: usize, ok: bool) {
-        if let Some(s) = self.sets.get(set) {
+        if let Some(s) = self.sets.get(self.slot(set)) {
             if ok {
                 s.handshakes_ok.fetch_add(1, Ordering::Relaxed);
             } else {

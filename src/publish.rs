@@ -73,6 +73,18 @@ impl Shared {
 pub struct Compiled {
     pub translation: Translation,
     pub tls: TlsBuild,
+    /// The Gateway sockets to serve: each is the listener set `set` of the translation (after the configured
+    /// ones).
+    pub gateways: Vec<GatewaySocket>,
+}
+
+/// A bound socket of a Gateway of our class, served as a listener set of its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GatewaySocket {
+    /// Its index among the snapshot's listener sets: stable for an address for the life of the process.
+    pub set: usize,
+    pub address: std::net::SocketAddr,
+    pub https: bool,
 }
 
 impl Compiled {
@@ -149,6 +161,12 @@ pub struct Compiler {
     translator: Mutex<model::Incremental>,
     defaults: Vec<DefaultSource>,
     sessions: Arc<dyn rustls::server::StoresServerSessions>,
+    /// Gateway socket addresses in the order they were first seen: a socket's listener set is the configured
+    /// sets' count plus its index here, so it keeps its index (and its accept loop) across compiles.
+    gateway_slots: Mutex<Vec<std::net::SocketAddr>>,
+    self_signed: LoadedCert,
+    /// Gateways served by a configured listener set (`listenerSets[].gateways`): namespace, name, set index.
+    attached: Vec<(String, String, usize)>,
 }
 
 impl Compiler {
@@ -181,6 +199,14 @@ impl Compiler {
             translator: Mutex::new(model::Incremental::new(Options::from_config(config, file_mode))),
             defaults,
             sessions: rustls::server::ServerSessionMemoryCache::new(4096),
+            gateway_slots: Mutex::new(Vec::new()),
+            self_signed,
+            attached: config
+                .listener_sets
+                .iter()
+                .enumerate()
+                .flat_map(|(i, s)| s.gateways.iter().map(move |(ns, n)| (ns.clone(), n.clone(), i)))
+                .collect(),
         })
     }
 
@@ -195,11 +221,82 @@ impl Compiler {
             });
             translator.translate(state)
         };
-        let mut tls = build_tls(&translation, &state.secrets, &self.defaults, now, &self.sessions);
+        let (gateways, defaults) = self.gateway_sets(state, &mut translation);
+        let mut tls = build_tls(&translation, &state.secrets, &defaults, now, &self.sessions);
         source_diagnostics.append(&mut translation.diagnostics);
         source_diagnostics.append(&mut tls.diagnostics);
         translation.diagnostics = source_diagnostics;
-        Compiled { translation, tls }
+        Compiled {
+            translation,
+            tls,
+            gateways,
+        }
+    }
+
+    /// Appends a listener set per Gateway socket slot (an empty one for a slot whose socket is gone) and returns
+    /// the sockets to serve with every set's default certificate.
+    fn gateway_sets(
+        &self,
+        state: &ClusterState,
+        translation: &mut Translation,
+    ) -> (Vec<GatewaySocket>, Vec<DefaultSource>) {
+        let mut defaults = self.defaults.clone();
+        let configured = translation.sets.len();
+        let mut slots = self.gateway_slots.lock().unwrap_or_else(|e| e.into_inner());
+        if state.gateway.gateways.is_empty() && slots.is_empty() {
+            return (Vec::new(), defaults);
+        }
+        let attachment = model::gateway::attach(state, model::gateway::CONTROLLER_NAME);
+        let served_by = |ns: &str, name: &str| {
+            self.attached
+                .iter()
+                .find(|(n, m, _)| n == ns && m == name)
+                .map(|(_, _, i)| *i)
+        };
+        let (mut sets, merged) = model::gateway::serve::sets(state, &attachment, &served_by);
+        translation.diagnostics.extend(attachment.diagnostics.iter().cloned());
+        for (i, g) in merged {
+            if let Some(set) = translation.sets.get_mut(i) {
+                model::gateway::serve::merge_into(set, g);
+            }
+        }
+        for s in &sets {
+            if !slots.contains(&s.address) {
+                slots.push(s.address);
+            }
+        }
+        let mut gateways = Vec::new();
+        for (i, addr) in slots.iter().enumerate() {
+            let set = configured + i;
+            match sets.iter().position(|s| s.address == *addr) {
+                Some(at) => {
+                    let g = sets.swap_remove(at);
+                    gateways.push(GatewaySocket {
+                        set,
+                        address: g.address,
+                        https: g.https,
+                    });
+                    defaults.push(match g.default_certificate {
+                        Some(secret) => DefaultSource::Secret {
+                            secret,
+                            fallback: self.self_signed.clone(),
+                        },
+                        None => DefaultSource::Loaded(self.self_signed.clone()),
+                    });
+                    translation.sets.push(g.model);
+                }
+                None => {
+                    defaults.push(DefaultSource::Loaded(self.self_signed.clone()));
+                    translation.sets.push(model::SetModel {
+                        name: format!("gateway {addr} (unbound)"),
+                        hosts: Vec::new(),
+                        default_backend: None,
+                        tls: Vec::new(),
+                    });
+                }
+            }
+        }
+        (gateways, defaults)
     }
 }
 

@@ -125,6 +125,20 @@ impl Snapshot {
         }
     }
 
+    /// [`Snapshot::lookup`] checking routes' request conditions (Gateway API matches).
+    pub fn lookup_request(
+        &self,
+        set: usize,
+        host: &str,
+        path: &str,
+        req: &crate::routing::Request<'_>,
+    ) -> Lookup<'_, Live> {
+        match self.sets.get(set) {
+            Some(t) => t.lookup_request(host, path, Some(req)),
+            None => Lookup::NotFound,
+        }
+    }
+
     /// Every backend of every route (with repeats).
     pub fn backends(&self) -> impl Iterator<Item = &Arc<Backend>> {
         self.sets.iter().flat_map(|s| s.backends())
@@ -348,6 +362,7 @@ mod tests {
                         https_redirect: false,
                         policy: Default::default(),
                         canary: None,
+                        gateway: None,
                     }],
                 })
             })

@@ -203,6 +203,7 @@ impl Translator<'_> {
                             https_redirect: false,
                             policy: redirect.clone(),
                             canary: None,
+                            gateway: None,
                         },
                         redirect,
                     )

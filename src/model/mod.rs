@@ -246,6 +246,8 @@ pub struct PathModel {
     pub policy: std::sync::Arc<annotations::IngressPolicy>,
     /// The canary attached to this route, if any (boxed: most routes have none).
     pub canary: Option<Box<CanaryModel>>,
+    /// A Gateway API rule's conditions, filters and weighted backends (`None` for Ingress paths).
+    pub gateway: Option<std::sync::Arc<gateway::serve::GatewayRule>>,
 }
 
 /// A canary attached to a main route: another Ingress's backend for the same host, path and path type, chosen per

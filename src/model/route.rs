@@ -4,8 +4,9 @@
 //! annotations, `spec.rules`) stays in `model/`.
 //!
 //! Ingress translation still emits [`PathModel`]s (they carry the parsed annotations, which the fixtures print);
-//! [`Lowering`] turns each into a [`RouteSpec`] when the table is built, once per distinct annotation set. A
-//! second source (Gateway API's HTTPRoute, say) would produce `RouteSpec`s directly.
+//! [`Lowering`] turns each into a [`RouteSpec`] when the table is built, once per distinct annotation set. Gateway
+//! API rules ride on the same paths with a `GatewayRule` (`model::gateway::serve`), which `Lowering` turns into
+//! the route's conditions, filters and weighted backends.
 //!
 //! Values here are ready for the request path (header names and values parsed, networks compiled), so a
 //! request reads them without converting anything.
@@ -35,10 +36,14 @@ pub struct Origin {
 }
 
 impl Origin {
-    /// The origin of an object, its `namespace/name` shared through `strings`.
+    /// The origin of an object, its `namespace/name` shared through `strings`; other kinds than Ingress are
+    /// named with their kind (`HTTPRoute namespace/name`), so metrics labels and logs tell them apart.
     pub fn of(r: &ObjectRef, strings: &mut Strings, scratch: &mut String) -> Self {
         use std::fmt::Write;
         scratch.clear();
+        if r.kind != "Ingress" {
+            let _ = write!(scratch, "{} ", r.kind);
+        }
         let _ = write!(scratch, "{}/{}", r.namespace, r.name);
         Self {
             kind: r.kind,
@@ -49,15 +54,19 @@ impl Origin {
 
 impl std::fmt::Display for Origin {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} {}", self.kind, self.name)
+        if self.kind == "Ingress" {
+            write!(f, "{} {}", self.kind, self.name)
+        } else {
+            f.write_str(&self.name) // already `Kind namespace/name`
+        }
     }
 }
 
 // === Matches ===
 
-/// What a route matches beyond host and path (which the table indexes). Room for the Gateway API's method, header
-/// and query matches: Ingress translation never fills it, and the table does not evaluate it yet (a route with
-/// conditions would make a lookup try the next candidate when they fail).
+/// What a route matches beyond host and path (which the table indexes): the Gateway API's method, header and
+/// query matches. Ingress translation never fills it; the table evaluates it, and a route whose conditions fail
+/// passes the request to the next candidate.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RequestMatch {
     pub method: Option<http::Method>,
@@ -100,6 +109,12 @@ pub enum Filter {
     ResponseHeaders(ResponseHeaders),
     /// `Strict-Transport-Security` on responses over TLS.
     Hsts(Hsts),
+    /// Every request is answered with this status (a Gateway API rule without a usable backend: 500).
+    Respond(Respond),
+    /// Gateway API `RequestRedirect`: the request's URL with parts replaced.
+    UrlRedirect(UrlRedirect),
+    /// Gateway API `URLRewrite`'s path (its hostname is the send policy's upstream Host).
+    PathRewrite(PathRewrite),
 }
 
 impl Filter {
@@ -116,7 +131,10 @@ impl Filter {
             | Filter::Rewrite(_)
             | Filter::RequestHeaders(_)
             | Filter::ResponseHeaders(_)
-            | Filter::Hsts(_) => false,
+            | Filter::Hsts(_)
+            | Filter::Respond(_)
+            | Filter::UrlRedirect(_)
+            | Filter::PathRewrite(_) => false,
         }
     }
 }
@@ -155,11 +173,62 @@ pub struct RequestHeaders {
 #[derive(Debug, Default)]
 pub struct ResponseHeaders {
     pub set: Vec<(HeaderName, HeaderValue)>,
+    /// Appended (Gateway API `add`; none from Ingress annotations).
+    pub add: Vec<(HeaderName, HeaderValue)>,
     pub remove: Vec<HeaderName>,
 }
 
 #[derive(Debug)]
 pub struct Hsts(pub HeaderValue);
+
+#[derive(Debug)]
+pub struct Respond(pub StatusCode);
+
+/// How a Gateway API filter replaces a path: whole, or the part its route's prefix matched.
+#[derive(Debug, Clone)]
+pub enum PathReplace {
+    Full(Box<str>),
+    /// `prefix` is the route's matched prefix (no trailing slash but for `/`).
+    Prefix {
+        prefix: Box<str>,
+        with: Box<str>,
+    },
+}
+
+impl PathReplace {
+    /// The new path for a request path the route matched.
+    pub fn apply(&self, path: &str) -> String {
+        match self {
+            PathReplace::Full(p) => p.to_string(),
+            PathReplace::Prefix { prefix, with } => {
+                let rest = if &**prefix == "/" {
+                    path
+                } else {
+                    path.get(prefix.len()..).unwrap_or("")
+                };
+                let with = with.trim_end_matches('/');
+                let rest = rest.trim_start_matches('/');
+                match (with.is_empty(), rest.is_empty()) {
+                    (_, true) if with.is_empty() => "/".to_string(),
+                    (_, true) => with.to_string(),
+                    _ => format!("{with}/{rest}"),
+                }
+            }
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct UrlRedirect {
+    pub scheme: Option<Box<str>>,
+    pub hostname: Option<Box<str>>,
+    pub port: Option<u16>,
+    pub path: Option<PathReplace>,
+    pub status: StatusCode,
+}
+
+#[derive(Debug)]
+pub struct PathRewrite(pub PathReplace);
 
 impl RequestHeaders {
     /// Remove, set, then add.
@@ -177,13 +246,16 @@ impl RequestHeaders {
 }
 
 impl ResponseHeaders {
-    /// Remove, then set.
+    /// Remove, set, then add.
     pub fn apply(&self, headers: &mut HeaderMap) {
         for n in &self.remove {
             headers.remove(n);
         }
         for (n, v) in &self.set {
             headers.insert(n.clone(), v.clone());
+        }
+        for (n, v) in &self.add {
+            headers.append(n.clone(), v.clone());
         }
     }
 }
@@ -240,6 +312,12 @@ pub struct WeightedBackend {
     /// `namespace/service:port`.
     pub id: Arc<str>,
     pub weight: u32,
+    /// A reference that cannot be served (Gateway API: missing Service, not granted): the requests the weights
+    /// send here answer 500.
+    pub invalid: bool,
+    /// A `RequestMirror` target (weight 0: never serves): the share of requests a copy is sent to, in
+    /// millionths.
+    pub mirror: Option<u32>,
     pub origin: Origin,
 }
 
@@ -487,6 +565,9 @@ pub struct Lowering {
 impl Lowering {
     /// The route of a translated path.
     pub fn path<'a>(&mut self, p: &'a PathModel) -> RouteSpec<'a> {
+        if let Some(g) = &p.gateway {
+            return self.gateway_path(p, g);
+        }
         let (filters, send) = self.rules(&p.policy, p.https_redirect);
         let origin = Origin::of(&p.ingress, &mut self.strings, &mut self.scratch);
         let mut backends = Vec::with_capacity(1 + usize::from(p.canary.is_some()));
@@ -511,6 +592,59 @@ impl Lowering {
             send,
             backends,
             split,
+            origin,
+        }
+    }
+
+    /// The route of a Gateway API rule's match.
+    fn gateway_path<'a>(&mut self, p: &'a PathModel, g: &'a super::gateway::serve::GatewayRule) -> RouteSpec<'a> {
+        let (_, send) = self.rules(&p.policy, false);
+        let origin = Origin::of(&p.ingress, &mut self.strings, &mut self.scratch);
+        let (filters, upstream_host) = gateway_filters(p, g);
+        // `timeouts.backendRequest` bounds each try; `timeouts.request` (the whole request) bounds it too until
+        // the send phase has a total deadline. Zero: disabled.
+        let timeout = [g.timeouts.backend_request, g.timeouts.request]
+            .into_iter()
+            .flatten()
+            .filter(|t| !t.is_zero())
+            .min();
+        let send = match (upstream_host, timeout, g.h2c) {
+            (None, None, false) => send,
+            (h, t, h2c) => Arc::new(SendPolicy {
+                upstream_h2c: h2c || send.upstream_h2c,
+                upstream_host: h.or_else(|| send.upstream_host.clone()),
+                upstream_timeout: t.or(send.upstream_timeout),
+                affinity_cookie: send.affinity_cookie.clone(),
+                affinity_attributes: send.affinity_attributes.clone(),
+                ..*send
+            }),
+        };
+        let backends = if g.backends.is_empty() {
+            vec![self.backend(&p.backend, &p.policy, 1, origin.clone())]
+        } else {
+            g.backends
+                .iter()
+                .map(|(m, w, valid)| {
+                    let mut b = self.backend(m, &p.policy, *w, origin.clone());
+                    b.0.invalid = !valid;
+                    b
+                })
+                .collect()
+        };
+        let mut backends = backends;
+        for (m, share) in &g.mirrors {
+            let mut b = self.backend(m, &p.policy, 0, origin.clone());
+            b.0.mirror = Some(*share);
+            backends.push(b);
+        }
+        RouteSpec {
+            path: &p.path,
+            kind: p.kind,
+            matches: g.matches.clone().map(Box::new),
+            filters: filters.into(),
+            send,
+            backends,
+            split: None,
             origin,
         }
     }
@@ -543,7 +677,13 @@ impl Lowering {
         let _ = write!(self.id_scratch, "{}/{}:{}", m.namespace, m.service, m.port);
         let id = self.strings.get(&self.id_scratch);
         (
-            WeightedBackend { id, weight, origin },
+            WeightedBackend {
+                id,
+                weight,
+                origin,
+                invalid: false,
+                mirror: None,
+            },
             BackendSpec {
                 model: m,
                 balance: p.balance,
@@ -639,6 +779,7 @@ fn filters(p: &IngressPolicy, https_redirect: bool) -> Vec<Filter> {
     }
     let response = ResponseHeaders {
         set: pairs(&p.response_set),
+        add: Vec::new(),
         remove: names(&p.response_remove),
     };
     if !(response.set.is_empty() && response.remove.is_empty()) {
@@ -648,6 +789,73 @@ fn filters(p: &IngressPolicy, https_redirect: bool) -> Vec<Filter> {
         out.push(Filter::Hsts(Hsts(hsts)));
     }
     out
+}
+
+/// A Gateway API rule's filters, in order, and the upstream Host its `URLRewrite` sets.
+fn gateway_filters(p: &PathModel, g: &super::gateway::serve::GatewayRule) -> (Vec<Filter>, Option<HeaderValue>) {
+    let mut out = Vec::new();
+    let mut host = None;
+    if g.answers_500 {
+        out.push(Filter::Respond(Respond(StatusCode::INTERNAL_SERVER_ERROR)));
+    }
+    let replace = |m: &super::gateway::PathModifier| -> Option<PathReplace> {
+        match m.type_.as_str() {
+            "ReplaceFullPath" => Some(PathReplace::Full(m.replace_full_path.as_deref()?.into())),
+            "ReplacePrefixMatch" => Some(PathReplace::Prefix {
+                prefix: p.path.as_str().into(),
+                with: m.replace_prefix_match.as_deref()?.into(),
+            }),
+            _ => None,
+        }
+    };
+    for f in &g.filters {
+        if let Some(m) = &f.request_header_modifier {
+            out.push(Filter::RequestHeaders(RequestHeaders {
+                set: gateway_pairs(&m.set),
+                add: gateway_pairs(&m.add),
+                remove: names(&m.remove),
+            }));
+        }
+        if let Some(m) = &f.response_header_modifier {
+            out.push(Filter::ResponseHeaders(ResponseHeaders {
+                set: gateway_pairs(&m.set),
+                add: gateway_pairs(&m.add),
+                remove: names(&m.remove),
+            }));
+        }
+        if let Some(r) = &f.request_redirect {
+            out.push(Filter::UrlRedirect(UrlRedirect {
+                scheme: r.scheme.as_deref().map(Into::into),
+                hostname: r.hostname.as_deref().map(Into::into),
+                port: r.port.and_then(|p| u16::try_from(p).ok()),
+                path: r.path.as_ref().and_then(replace),
+                status: u16::try_from(r.status_code)
+                    .ok()
+                    .and_then(|c| StatusCode::from_u16(c).ok())
+                    .unwrap_or(StatusCode::FOUND),
+            }));
+        }
+        if let Some(r) = &f.url_rewrite {
+            if let Some(h) = r.hostname.as_deref().and_then(|h| HeaderValue::from_str(h).ok()) {
+                host = Some(h);
+            }
+            if let Some(path) = r.path.as_ref().and_then(replace) {
+                out.push(Filter::PathRewrite(PathRewrite(path)));
+            }
+        }
+    }
+    (out, host)
+}
+
+fn gateway_pairs(list: &[super::gateway::HttpHeader]) -> Vec<(HeaderName, HeaderValue)> {
+    list.iter()
+        .filter_map(|h| {
+            Some((
+                HeaderName::from_bytes(h.name.as_bytes()).ok()?,
+                HeaderValue::from_str(&h.value).ok()?,
+            ))
+        })
+        .collect()
 }
 
 fn send_policy(p: &IngressPolicy) -> SendPolicy {

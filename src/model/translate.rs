@@ -713,6 +713,7 @@ impl<'a> Translator<'a> {
                     https_redirect: false,
                     policy: policy.clone(),
                     canary: None,
+                    gateway: None,
                 },
                 policy.clone(),
             ));
@@ -821,7 +822,7 @@ impl<'a> Translator<'a> {
         Ok(vec![SocketAddr::new(ip, port)])
     }
 
-    fn endpoints(&mut self, ns: &str, name: &str, port: &PortRef) -> Result<Vec<SocketAddr>, String> {
+    pub(super) fn endpoints(&mut self, ns: &str, name: &str, port: &PortRef) -> Result<Vec<SocketAddr>, String> {
         self.build_indexes();
         let (Some(services), Some(slices)) = (&self.service_index, &self.slice_index) else {
             unreachable!("built above");

@@ -16,6 +16,9 @@ pub enum ProxyError {
     NoRoute,
     #[error("no ready endpoint")]
     NoEndpoint,
+    /// The weights chose a backend reference that cannot be served (Gateway API: missing, not granted).
+    #[error("invalid backend")]
+    InvalidBackend,
     #[error("host not covered by this connection's certificate")]
     Misdirected,
     #[error("client address not allowed")]
@@ -62,6 +65,7 @@ impl ProxyError {
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
             ProxyError::NoEndpoint => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::InvalidBackend => StatusCode::INTERNAL_SERVER_ERROR,
             ProxyError::Misdirected => StatusCode::MISDIRECTED_REQUEST,
             ProxyError::Forbidden => StatusCode::FORBIDDEN,
             ProxyError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -88,7 +92,7 @@ impl ProxyError {
             | ProxyError::UnknownCoding
             | ProxyError::ClientBody
             | ProxyError::RequestTimeout => Fault::Client,
-            ProxyError::NoRoute | ProxyError::NoEndpoint => Fault::Config,
+            ProxyError::NoRoute | ProxyError::NoEndpoint | ProxyError::InvalidBackend => Fault::Config,
             ProxyError::Upstream(_) => Fault::Upstream,
         }
     }
@@ -98,6 +102,7 @@ impl ProxyError {
             ProxyError::BadRequest(why) => Bytes::from(format!("400 Bad Request: {why}\n")),
             ProxyError::NoRoute => Bytes::from_static(b"404 Not Found: no route for this host and path\n"),
             ProxyError::NoEndpoint => Bytes::from_static(b"503 Service Unavailable: no ready endpoint\n"),
+            ProxyError::InvalidBackend => Bytes::from_static(b"500 Internal Server Error: invalid backend reference\n"),
             ProxyError::Forbidden => Bytes::from_static(b"403 Forbidden: client address not allowed\n"),
             ProxyError::PayloadTooLarge => Bytes::from_static(b"413 Payload Too Large: request body over this route's limit\n"),
             ProxyError::HeadersTooLarge => {

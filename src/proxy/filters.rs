@@ -16,8 +16,8 @@ use super::{redirect, redirect_to_https, ConnInfo, ProxyBody, SetOptions};
 use crate::acme::challenge;
 use crate::cidr::Cidr;
 use crate::model::route::{
-    AllowSources, AppRoot, BodyLimit, Filter, HostRedirect, Hsts, HttpsRedirect, Redirect, RequestHeaders,
-    ResponseHeaders, Rewrite,
+    AllowSources, AppRoot, BodyLimit, Filter, HostRedirect, Hsts, HttpsRedirect, PathRewrite, Redirect, RequestHeaders,
+    Respond, ResponseHeaders, Rewrite, UrlRedirect,
 };
 use crate::snapshot::Route;
 
@@ -75,6 +75,9 @@ impl dyn RouteFilter {
             Filter::RequestHeaders(f) => f,
             Filter::ResponseHeaders(f) => f,
             Filter::Hsts(f) => f,
+            Filter::Respond(f) => f,
+            Filter::UrlRedirect(f) => f,
+            Filter::PathRewrite(f) => f,
         }
     }
 }
@@ -211,5 +214,53 @@ impl RouteFilter for Hsts {
         if tls {
             headers.insert(header::STRICT_TRANSPORT_SECURITY, self.0.clone());
         }
+    }
+}
+
+impl RouteFilter for Respond {
+    fn on_request(&self, _: &mut RequestCx<'_>) -> Result<Option<Response<ProxyBody>>, ProxyError> {
+        let mut resp = Response::new(http_body_util::Either::Right(http_body_util::Full::new(
+            bytes::Bytes::new(),
+        )));
+        *resp.status_mut() = self.0;
+        Ok(Some(resp))
+    }
+}
+
+impl RouteFilter for UrlRedirect {
+    fn on_request(&self, cx: &mut RequestCx<'_>) -> Result<Option<Response<ProxyBody>>, ProxyError> {
+        use std::fmt::Write;
+        let scheme = self
+            .scheme
+            .as_deref()
+            .unwrap_or(if cx.conn.tls.is_some() { "https" } else { "http" });
+        let host = self.hostname.as_deref().unwrap_or(cx.host);
+        // The port: the one asked for; else the scheme's when the scheme changes; else the listener's.
+        let port = match (self.port, &self.scheme) {
+            (Some(p), _) => Some(p),
+            (None, None) => Some(cx.conn.local.port()),
+            (None, Some(_)) => None,
+        };
+        let port = port.filter(|p| !matches!((scheme, *p), ("http", 80) | ("https", 443)));
+        let path = self.path.as_ref().map(|p| p.apply(cx.path));
+        let mut location = format!("{scheme}://{host}");
+        if let Some(p) = port {
+            let _ = write!(location, ":{p}");
+        }
+        location.push_str(path.as_deref().unwrap_or(cx.path));
+        if let Some(q) = cx.query {
+            location.push('?');
+            location.push_str(q);
+        }
+        let location =
+            HeaderValue::from_str(&location).map_err(|_| ProxyError::BadRequest("malformed request target"))?;
+        Ok(Some(redirect(self.status, location)))
+    }
+}
+
+impl RouteFilter for PathRewrite {
+    fn on_request(&self, cx: &mut RequestCx<'_>) -> Result<Option<Response<ProxyBody>>, ProxyError> {
+        cx.rewritten = Some(self.0.apply(cx.path));
+        Ok(None)
     }
 }

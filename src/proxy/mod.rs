@@ -218,6 +218,8 @@ struct Target {
     rewritten: Option<String>,
     /// The largest request body accepted (a body limit filter).
     body_limit: Option<u64>,
+    /// `RequestMirror` backends and the share of requests (millionths) copied to each.
+    mirrors: Vec<(Arc<crate::upstream::Backend>, u32)>,
 }
 
 /// The request as it goes upstream, but for its target (kept apart: the route phase borrows it).
@@ -426,7 +428,12 @@ impl Proxy {
         let target = {
             // The one snapshot load of the request, read only until the target is owned (no await meanwhile).
             let snap = self.snapshot.load();
-            let routed = route(&snap, conn, &host.name, &path, &parts.headers, note)?;
+            let req = crate::routing::Request {
+                method: &parts.method,
+                headers: &parts.headers,
+                query: uri.query(),
+            };
+            let routed = route(&snap, conn, &host.name, &path, &req, note)?;
             // Filters: the route's, in order: allowlist, redirects, body limit, rewrite (later auth, CORS, limits).
             let mut cx = filters::RequestCx {
                 conn,
@@ -461,6 +468,39 @@ impl Proxy {
             note,
         )
         .await
+    }
+
+    /// `RequestMirror`: a copy of the request's head (without its body) to each mirror backend, for its share of
+    /// requests, in the background; its answer is dropped.
+    fn mirror(
+        &self,
+        mirrors: &[(Arc<crate::upstream::Backend>, u32)],
+        method: &http::Method,
+        target: &PathAndQuery,
+        headers: &http::HeaderMap,
+    ) {
+        for (backend, share) in mirrors {
+            if crate::routing::below_million() >= *share {
+                continue;
+            }
+            let mut req = Request::new(http_body_util::Either::Right(http_body_util::Empty::new()));
+            *req.method_mut() = method.clone();
+            *req.uri_mut() = http::Uri::from(target.clone());
+            *req.headers_mut() = headers.clone();
+            req.headers_mut().remove(header::CONTENT_LENGTH);
+            req.headers_mut().remove(header::TRANSFER_ENCODING);
+            let (client, backend) = (self.client.clone(), backend.clone());
+            tokio::spawn(async move {
+                let cx = PickContext {
+                    client: None,
+                    cookie: None,
+                };
+                let Some(endpoint) = backend.pick(&cx) else { return };
+                if let Ok(resp) = client.send(endpoint, req, None, Via::Http1Bodiless).await {
+                    drop(resp);
+                }
+            });
+        }
     }
 
     /// ACME HTTP-01 first: before host checks, routing, redirects and allowlists; exact tokens only.
@@ -576,6 +616,7 @@ impl Proxy {
             }
         };
 
+        self.mirror(&target.mirrors, &parts.method, &path_and_query, &parts.headers);
         let bodiless = body.is_end_stream();
         // Another try needs the headers again (the request is consumed by sending it).
         let retry_headers = (bodiless && backend.endpoints.len() > 1).then(|| parts.headers.clone());
@@ -782,10 +823,11 @@ fn route<'s>(
     conn: &ConnInfo,
     host: &str,
     path: &str,
-    headers: &http::HeaderMap,
+    req: &crate::routing::Request<'_>,
     note: &mut Note,
 ) -> Result<Routed<'s>, ProxyError> {
-    let (route, default) = match snap.lookup(conn.set, host, path) {
+    let headers = req.headers;
+    let (route, default) = match snap.lookup_request(conn.set, host, path, req) {
         Lookup::Route(r) => (r, false),
         Lookup::Default(d) => (d, true),
         Lookup::NotFound => return Err(ProxyError::NoRoute),
@@ -797,6 +839,9 @@ fn route<'s>(
         }
     }
     let chosen = route.backend_for(headers, |i, value| route.state.names_endpoint(i, value));
+    if route.backends[chosen].invalid {
+        return Err(ProxyError::InvalidBackend);
+    }
     let live = &route.state.backends[chosen];
     note.canary = (chosen > 0).then(|| route.backends[chosen].origin.name.clone());
     note.backend = Some(live.backend.clone());
@@ -831,6 +876,12 @@ impl Target {
             },
             rewritten,
             body_limit,
+            mirrors: route
+                .backends
+                .iter()
+                .zip(route.state.backends.iter())
+                .filter_map(|(w, live)| Some((live.backend.clone(), w.mirror?)))
+                .collect(),
         }
     }
 }

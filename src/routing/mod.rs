@@ -15,6 +15,8 @@
 
 mod weights;
 
+pub use weights::below_million;
+
 use std::collections::HashSet;
 use std::sync::Arc;
 
@@ -22,7 +24,7 @@ use http::header::HeaderMap;
 
 pub use crate::model::route::{cookie, Origin};
 use crate::model::route::{
-    Filter, Lowering, OneOrMore, RequestMatch, RouteSpec, SendPolicy, Split, SplitChoice, WeightedBackend,
+    Filter, Lowering, OneOrMore, RequestMatch, RouteSpec, SendPolicy, Split, SplitChoice, ValueMatch, WeightedBackend,
 };
 use crate::model::{changed_hosts, HostModel, HostPattern, PathKind, SetModel, Translation};
 
@@ -73,6 +75,10 @@ pub struct SetTable<S> {
     routes: usize,
     /// The listener set's default backend, as a route matching anything (host `*`, path `/`).
     default_backend: Option<Box<Route<S>>>,
+    /// Gateway API host matching: a wildcard covers any number of labels, and a request whose host's most
+    /// specific rule set has no route for it falls to less specific ones (exact, wildcards from the longest
+    /// suffix, host-less).
+    gateway: bool,
 }
 
 /// A route: what it matches, the filters its requests go through, how they are sent, the weighted backends
@@ -98,6 +104,15 @@ pub struct Route<S> {
     regex: Option<Box<regex::Regex>>,
     /// The data plane's state for this route (live backends aligned with `backends`, counters, kept state).
     pub state: S,
+}
+
+/// What a route's conditions beyond host and path look at.
+#[derive(Debug, Clone, Copy)]
+pub struct Request<'a> {
+    pub method: &'a http::Method,
+    pub headers: &'a HeaderMap,
+    /// The raw query string, without `?`.
+    pub query: Option<&'a str>,
 }
 
 /// The outcome of a lookup.
@@ -206,7 +221,9 @@ impl<S> HostRoutes<S> {
             })
             .collect();
         let key = routes.is_empty().then(|| pattern_key(host).into());
-        if routes.iter().any(|r| r.regex.is_some()) {
+        if routes.iter().any(|r| r.regex.is_some()) || paths.iter().any(|p| p.gateway.is_some()) {
+            // A Gateway host's paths come in the spec's precedence order, as do a regex host's: the first whose
+            // path and conditions match wins.
             // A regex host (translation made every path a regex, in precedence order): the first match wins.
             return Self {
                 own_key: key,
@@ -262,9 +279,12 @@ impl<S> HostRoutes<S> {
         }
     }
 
-    fn lookup(&self, path: &str) -> Option<&Route<S>> {
+    fn lookup(&self, path: &str, req: Option<&Request<'_>>) -> Option<&Route<S>> {
         let Some(router) = &self.router else {
-            return self.routes.iter().find(|r| r.matches(path));
+            return self
+                .routes
+                .iter()
+                .find(|r| r.matches(path) && req.is_none_or(|q| r.conditions_hold(q)));
         };
         let m = router.at(path).ok()?;
         let idx = m.value.exact.or(m.value.prefix)?;
@@ -311,6 +331,31 @@ impl<S> Route<S> {
         }
     }
 
+    /// Whether the request meets the route's conditions beyond host and path (method, headers, query).
+    fn conditions_hold(&self, req: &Request<'_>) -> bool {
+        let Some(m) = &self.matches else { return true };
+        if m.method.as_ref().is_some_and(|method| method != req.method) {
+            return false;
+        }
+        let value_ok = |v: Option<&[u8]>, want: &ValueMatch| match (v, want) {
+            (None, _) => false,
+            (Some(_), ValueMatch::Present) => true,
+            (Some(v), ValueMatch::Exact(e)) => v == e.as_bytes(),
+        };
+        m.headers
+            .iter()
+            .all(|(name, want)| value_ok(req.headers.get(name).map(http::HeaderValue::as_bytes), want))
+            && m.query.iter().all(|(name, want)| {
+                let found = req.query.and_then(|q| {
+                    q.split('&')
+                        .filter_map(|kv| kv.split_once('=').or(Some((kv, ""))))
+                        .find(|(k, _)| k == &&**name)
+                        .map(|(_, v)| v.as_bytes())
+                });
+                value_ok(found, want)
+            })
+    }
+
     /// Whether plain-HTTP requests are redirected to HTTPS.
     pub fn redirects_to_https(&self) -> bool {
         self.filters.iter().any(|f| matches!(f, Filter::HttpsRedirect(_)))
@@ -343,6 +388,7 @@ impl<S> SetTable<S> {
             any: None,
             routes: 0,
             default_backend: None,
+            gateway: false,
         }
     }
 
@@ -356,6 +402,7 @@ impl<S> SetTable<S> {
         lowering: &mut Lowering,
     ) -> Self {
         let mut t = Self::empty(m.name.clone());
+        t.gateway = m.hosts.iter().any(|h| h.paths.iter().any(|p| p.gateway.is_some()));
         let mut paths = crate::model::Strings::default();
         let mut compile = |h: &HostModel| Arc::new(HostRoutes::build(&h.host, &h.paths, make, lowering, &mut paths));
         match before {
@@ -436,6 +483,15 @@ impl<S> SetTable<S> {
     /// none) and a normalised path. A host that matched an exact or wildcard rule set does not fall through to
     /// host-less rules.
     pub fn lookup(&self, host: &str, path: &str) -> Lookup<'_, S> {
+        self.lookup_request(host, path, None)
+    }
+
+    /// [`SetTable::lookup`] that also checks routes' conditions on the request (`None`: ignored): a route whose
+    /// conditions fail passes the request to the next candidate.
+    pub fn lookup_request(&self, host: &str, path: &str, req: Option<&Request<'_>>) -> Lookup<'_, S> {
+        if self.gateway {
+            return self.lookup_gateway(host, path, req);
+        }
         let routes = self
             .exact
             .get(host)
@@ -445,13 +501,28 @@ impl<S> SetTable<S> {
             })
             .map(|k| &k.0)
             .or(self.any.as_ref());
-        match routes.and_then(|r| r.lookup(path)) {
+        match routes.and_then(|r| r.lookup(path, req)) {
             Some(route) => Lookup::Route(route),
             None => match &self.default_backend {
                 Some(b) => Lookup::Default(b),
                 None => Lookup::NotFound,
             },
         }
+    }
+
+    /// Gateway API host matching (see [`SetTable::gateway`]).
+    fn lookup_gateway(&self, host: &str, path: &str, req: Option<&Request<'_>>) -> Lookup<'_, S> {
+        let exact = self.exact.get(host).map(|k| &k.0);
+        let wildcards = std::iter::successors(host.split_once('.').map(|(_, s)| s), |s| {
+            s.split_once('.').map(|(_, rest)| rest)
+        })
+        .filter_map(|suffix| self.wildcard.get(suffix).map(|k| &k.0));
+        exact
+            .into_iter()
+            .chain(wildcards)
+            .chain(self.any.as_ref())
+            .find_map(|r| r.lookup(path, req))
+            .map_or(Lookup::NotFound, Lookup::Route)
     }
 
     /// Every route in the table, the default route last.

@@ -48,6 +48,7 @@ fn set_with(hosts: &[(HostPattern, &[(&str, PathKind)])], default: bool) -> SetT
                         https_redirect: false,
                         policy: Default::default(),
                         canary: None,
+                        gateway: None,
                     }
                 })
                 .collect(),
@@ -192,6 +193,7 @@ fn unchanged_backends_are_reused_across_builds() {
                     https_redirect: false,
                     policy: Default::default(),
                     canary: None,
+                    gateway: None,
                 }],
             })],
             default_backend: None,
@@ -305,6 +307,7 @@ fn random_translation(rng: &mut Rng) -> Translation {
                 https_redirect: rng.below(8) == 0,
                 policy: Default::default(),
                 canary: None,
+                gateway: None,
             });
         }
         paths.sort_by(|a, b| (&a.path, a.kind).cmp(&(&b.path, b.kind)));
@@ -496,4 +499,105 @@ fn a_kept_builder_rebuilds_like_fresh_builds_after_random_edits() {
             (t, snap) = (after, rebuilt);
         }
     }
+}
+
+/// Gateway API paths: tried in the given (precedence) order; a candidate whose method, header or query
+/// conditions fail passes the request to the next, then to shorter prefixes and less specific hosts.
+#[test]
+fn gateway_conditions_fall_to_the_next_candidate() {
+    use crate::model::gateway::serve::GatewayRule;
+    use crate::model::route::{RequestMatch, ValueMatch};
+    let rule = |service: &str, m: Option<RequestMatch>| {
+        Some(Arc::new(GatewayRule {
+            matches: m,
+            filters: vec![],
+            backends: vec![(backend(service), 1, true)],
+            answers_500: false,
+            timeouts: Default::default(),
+            h2c: false,
+            mirrors: vec![],
+        }))
+    };
+    let path = |p: &str, kind, service: &str, m: Option<RequestMatch>| PathModel {
+        path: p.into(),
+        kind,
+        backend: backend(service),
+        ingress: ing(),
+        https_redirect: false,
+        policy: Default::default(),
+        canary: None,
+        gateway: rule(service, m),
+    };
+    let post = RequestMatch {
+        method: Some(http::Method::POST),
+        ..Default::default()
+    };
+    let header = RequestMatch {
+        headers: vec![(http::HeaderName::from_static("x-v"), ValueMatch::Exact("2".into()))],
+        ..Default::default()
+    };
+    let query = RequestMatch {
+        query: vec![("debug".into(), ValueMatch::Exact("1".into()))],
+        ..Default::default()
+    };
+    let hosts = vec![
+        Arc::new(HostModel {
+            host: HostPattern::Exact("a.example".into()),
+            paths: vec![
+                path("/api", Prefix, "post", Some(post)),
+                path("/api", Prefix, "header", Some(header)),
+                path("/api", Prefix, "query", Some(query)),
+                path("/", Prefix, "root", None),
+            ],
+        }),
+        Arc::new(HostModel {
+            host: HostPattern::Wildcard("example".into()),
+            paths: vec![path("/", Prefix, "wild", None)],
+        }),
+    ];
+    let t = Translation::one_set("g", hosts);
+    let table = Snapshot::build(&t, None, 1, None).sets.pop().unwrap();
+    let headers = |pairs: &[(&'static str, &'static str)]| {
+        let mut h = http::HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(*k, http::HeaderValue::from_static(v));
+        }
+        h
+    };
+    let look = |method: http::Method, h: &http::HeaderMap, query: Option<&str>, host: &str, p: &str| {
+        let req = super::Request {
+            method: &method,
+            headers: h,
+            query,
+        };
+        service_of(table.lookup_request(host, p, Some(&req)))
+    };
+    let none = headers(&[]);
+    let get = http::Method::GET;
+    assert_eq!(
+        look(http::Method::POST, &none, None, "a.example", "/api/x").as_deref(),
+        Some("post")
+    );
+    assert_eq!(
+        look(get.clone(), &headers(&[("x-v", "2")]), None, "a.example", "/api").as_deref(),
+        Some("header")
+    );
+    assert_eq!(
+        look(get.clone(), &headers(&[("x-v", "3")]), None, "a.example", "/api").as_deref(),
+        Some("root")
+    );
+    assert_eq!(
+        look(get.clone(), &none, Some("a=b&debug=1"), "a.example", "/api").as_deref(),
+        Some("query")
+    );
+    assert_eq!(
+        look(get.clone(), &none, Some("debug=2"), "a.example", "/api").as_deref(),
+        Some("root")
+    );
+    // Several labels under a wildcard.
+    assert_eq!(
+        look(get.clone(), &none, None, "x.y.example", "/").as_deref(),
+        Some("wild")
+    );
+    assert_eq!(look(get, &none, None, "example", "/").as_deref(), None);
 }

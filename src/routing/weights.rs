@@ -7,6 +7,11 @@ use std::cell::Cell;
 use crate::model::route::WeightedBackend;
 
 /// The index of a backend, each chosen with probability `weight / sum`. With every weight 0, the first.
+/// A uniform draw below one million (mirror shares).
+pub fn below_million() -> u32 {
+    below(1_000_000) as u32
+}
+
 pub(super) fn pick(backends: &[WeightedBackend]) -> usize {
     let total: u64 = backends.iter().map(|b| u64::from(b.weight)).sum();
     let mut with_weight = backends.iter().enumerate().filter(|(_, b)| b.weight > 0);
@@ -59,6 +64,8 @@ mod tests {
         let b = |weight| WeightedBackend {
             id: "ns/s:80".into(),
             weight,
+            invalid: false,
+            mirror: None,
             origin: Origin {
                 kind: "Ingress",
                 name: "ns/i".into(),

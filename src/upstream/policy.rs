@@ -256,6 +256,7 @@ mod tests {
                         https_redirect: false,
                         policy: Arc::new(policy),
                         canary: None,
+                        gateway: None,
                     }],
                 })
             })

@@ -13,6 +13,7 @@ pub mod objects;
 pub mod precedence;
 pub mod refs;
 mod routes;
+pub mod serve;
 
 pub use attach::{attach, GatewayAttachment, CONTROLLER_NAME};
 pub use conditions::Condition;
