@@ -7,34 +7,17 @@
 //! curl -H 'Host: shop.local' http://127.0.0.1:8080/api/orders
 //! ```
 
-use std::net::SocketAddr;
+#[path = "common/mod.rs"]
+mod common;
+
 use std::time::Duration;
 
 use portico::config::Config;
-use portico::echo::EchoServer;
-
-const BACKENDS: [(&str, u16); 6] = [
-    ("jenkins", 9101),
-    ("argocd", 9102),
-    ("shop-api", 9103),
-    ("shop-web", 9104),
-    ("preview", 9105),
-    ("fallback", 9106),
-];
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_target(false)
-        .init();
-    let mut backends = Vec::new();
-    for (name, port) in BACKENDS {
-        backends.push(EchoServer::start(name, SocketAddr::from(([127, 0, 0, 1], port))).await?);
-    }
+    common::init_logs();
+    let backends = common::start_backends().await?;
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/gateway-api");
     let config = Config::from_yaml(&std::fs::read_to_string(root.join("config.yaml"))?)?;
     let dir = root.join("manifests");
