@@ -143,23 +143,13 @@ impl RouteFilter for Redirect {
 
 impl RouteFilter for HostRedirect {
     fn on_request(&self, cx: &mut RequestCx<'_>) -> Result<Option<Response<ProxyBody>>, ProxyError> {
-        use std::fmt::Write;
         let port = cx
             .host_value
             .and_then(|v| v.to_str().ok())
             .and_then(|h| crate::normalize::normalize_host(h).ok())
             .and_then(|h| h.port);
-        let mut location = String::with_capacity(16 + self.0.len() + cx.path.len() + cx.query.map_or(0, str::len));
-        location.push_str(if cx.conn.tls.is_some() { "https://" } else { "http://" });
-        location.push_str(&self.0);
-        if let Some(p) = port {
-            let _ = write!(location, ":{p}");
-        }
-        location.push_str(cx.path);
-        if let Some(q) = cx.query {
-            location.push('?');
-            location.push_str(q);
-        }
+        let scheme = if cx.conn.tls.is_some() { "https" } else { "http" };
+        let location = super::absolute_url(scheme, &self.0, port, cx.path, cx.query);
         let location =
             HeaderValue::from_str(&location).map_err(|_| ProxyError::BadRequest("malformed request target"))?;
         Ok(Some(redirect(http::StatusCode::PERMANENT_REDIRECT, location)))
@@ -229,7 +219,6 @@ impl RouteFilter for Respond {
 
 impl RouteFilter for UrlRedirect {
     fn on_request(&self, cx: &mut RequestCx<'_>) -> Result<Option<Response<ProxyBody>>, ProxyError> {
-        use std::fmt::Write;
         let scheme = self
             .scheme
             .as_deref()
@@ -243,15 +232,7 @@ impl RouteFilter for UrlRedirect {
         };
         let port = port.filter(|p| !matches!((scheme, *p), ("http", 80) | ("https", 443)));
         let path = self.path.as_ref().map(|p| p.apply(cx.path));
-        let mut location = format!("{scheme}://{host}");
-        if let Some(p) = port {
-            let _ = write!(location, ":{p}");
-        }
-        location.push_str(path.as_deref().unwrap_or(cx.path));
-        if let Some(q) = cx.query {
-            location.push('?');
-            location.push_str(q);
-        }
+        let location = super::absolute_url(scheme, host, port, path.as_deref().unwrap_or(cx.path), cx.query);
         let location =
             HeaderValue::from_str(&location).map_err(|_| ProxyError::BadRequest("malformed request target"))?;
         Ok(Some(redirect(self.status, location)))

@@ -990,18 +990,7 @@ fn rewritten_target(rewritten: &str, query: Option<&str>) -> Result<PathAndQuery
 
 /// 308 to the same host, path and query over HTTPS (the port only when it is not 443).
 fn redirect_to_https(host: &str, port: Option<u16>, path: &str, query: Option<&str>) -> Response<ProxyBody> {
-    let mut location = String::with_capacity(16 + host.len() + path.len() + query.map_or(0, str::len));
-    location.push_str("https://");
-    location.push_str(host);
-    if let Some(p) = port.filter(|p| *p != 443) {
-        location.push(':');
-        location.push_str(&p.to_string());
-    }
-    location.push_str(path);
-    if let Some(q) = query {
-        location.push('?');
-        location.push_str(q);
-    }
+    let location = absolute_url("https", host, port.filter(|p| *p != 443), path, query);
     let mut resp = Response::new(Either::Right(Full::new(Bytes::from_static(
         b"308 Permanent Redirect to HTTPS\n",
     ))));
@@ -1014,6 +1003,24 @@ fn redirect_to_https(host: &str, port: Option<u16>, path: &str, query: Option<&s
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     resp
+}
+
+/// `SCHEME://HOST[:PORT]PATH[?QUERY]`, for the gateway's own redirects.
+pub(super) fn absolute_url(scheme: &str, host: &str, port: Option<u16>, path: &str, query: Option<&str>) -> String {
+    use std::fmt::Write;
+    let mut url = String::with_capacity(16 + host.len() + path.len() + query.map_or(0, str::len));
+    url.push_str(scheme);
+    url.push_str("://");
+    url.push_str(host);
+    if let Some(p) = port {
+        let _ = write!(url, ":{p}");
+    }
+    url.push_str(path);
+    if let Some(q) = query {
+        url.push('?');
+        url.push_str(q);
+    }
+    url
 }
 
 /// `SCHEME://ENDPOINT/PATH?QUERY`, assembled from parts already parsed (the pooled clients connect by authority).
