@@ -136,7 +136,7 @@ impl Translator<'_> {
         if p.canary.is_some() || p.alias.is_empty() {
             return;
         }
-        if let Some(tls) = &mut p.upstream_tls {
+        if let Some(tls) = &mut p.backend.tls {
             if tls.resolve_ca(&iref.namespace, &self.state.secrets).is_err() {
                 return;
             }

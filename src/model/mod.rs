@@ -277,8 +277,8 @@ impl CanaryModel {
         use fmt::Write;
         let _ = write!(out, " [canary {} ({}) ", self.backend, self.ingress);
         self.rules().describe_into(out);
-        if self.policy.balance != annotations::Balance::RoundRobin {
-            let _ = write!(out, " balance {:?}", self.policy.balance);
+        if self.policy.balancing.balance != annotations::Balance::RoundRobin {
+            let _ = write!(out, " balance {:?}", self.policy.balancing.balance);
         }
         out.push(']');
     }

@@ -415,7 +415,7 @@ impl Split {
             header,
             cookie: c.and_then(|c| c.cookie.as_deref()).map(Into::into),
             sticky: c.is_some_and(|c| c.sticky),
-            affinity_cookie: (p.balance == Balance::Cookie).then(|| p.affinity_cookie.as_str().into()),
+            affinity_cookie: (p.balancing.balance == Balance::Cookie).then(|| p.balancing.cookie_name.as_str().into()),
             described: "".into(),
         };
         split.described = split.describe(weight, total).into();
@@ -686,8 +686,8 @@ impl Lowering {
             },
             BackendSpec {
                 model: m,
-                balance: p.balance,
-                check: p.active_check.as_ref(),
+                balance: p.balancing.balance,
+                check: p.backend.check.as_ref(),
                 via_cluster_ip: p.retry.service_upstream,
             },
         )
@@ -735,7 +735,7 @@ fn names(list: &[String]) -> Vec<HeaderName> {
 /// instead of the backend, the body limit, the rewrite, then the header edits.
 fn filters(p: &IngressPolicy, https_redirect: bool) -> Vec<Filter> {
     let mut out = Vec::new();
-    if let Some(a) = &p.allow_source_ranges {
+    if let Some(a) = &p.access.allow_source_ranges {
         out.push(Filter::AllowSources(AllowSources(a.clone().into_boxed_slice())));
     }
     if https_redirect {
@@ -755,14 +755,15 @@ fn filters(p: &IngressPolicy, https_redirect: bool) -> Vec<Filter> {
     if let Some(root) = &p.rewrite.app_root {
         out.push(Filter::AppRoot(AppRoot(root.as_str().into())));
     }
-    if let Some(max) = p.max_body_bytes {
+    if let Some(max) = p.body.max_bytes {
         out.push(Filter::BodyLimit(BodyLimit(max)));
     }
     if let Some(target) = &p.rewrite.target {
         out.push(Filter::Rewrite(Rewrite(target.as_str().into())));
     }
-    let mut set = pairs(&p.request_set);
+    let mut set = pairs(&p.headers.request_set);
     if let Some(prefix) = p
+        .headers
         .forwarded_prefix
         .as_deref()
         .and_then(|v| HeaderValue::from_str(v).ok())
@@ -771,21 +772,21 @@ fn filters(p: &IngressPolicy, https_redirect: bool) -> Vec<Filter> {
     }
     let request = RequestHeaders {
         set,
-        add: pairs(&p.request_add),
-        remove: names(&p.request_remove),
+        add: pairs(&p.headers.request_add),
+        remove: names(&p.headers.request_remove),
     };
     if !(request.set.is_empty() && request.add.is_empty() && request.remove.is_empty()) {
         out.push(Filter::RequestHeaders(request));
     }
     let response = ResponseHeaders {
-        set: pairs(&p.response_set),
+        set: pairs(&p.headers.response_set),
         add: Vec::new(),
-        remove: names(&p.response_remove),
+        remove: names(&p.headers.response_remove),
     };
     if !(response.set.is_empty() && response.remove.is_empty()) {
         out.push(Filter::ResponseHeaders(response));
     }
-    if let Some(hsts) = p.hsts.as_deref().and_then(|h| HeaderValue::from_str(h).ok()) {
+    if let Some(hsts) = p.https.hsts.as_deref().and_then(|h| HeaderValue::from_str(h).ok()) {
         out.push(Filter::Hsts(Hsts(hsts)));
     }
     out
@@ -860,18 +861,22 @@ fn gateway_pairs(list: &[super::gateway::HttpHeader]) -> Vec<(HeaderName, Header
 
 fn send_policy(p: &IngressPolicy) -> SendPolicy {
     SendPolicy {
-        upstream_host: p.upstream_host.as_deref().and_then(|h| HeaderValue::from_str(h).ok()),
-        pass_host: p.pass_host,
-        upstream_h2c: p.backend_protocol == BackendProtocol::H2c,
-        upstream_timeout: p.upstream_timeout,
+        upstream_host: p
+            .headers
+            .upstream_host
+            .as_deref()
+            .and_then(|h| HeaderValue::from_str(h).ok()),
+        pass_host: p.headers.pass_host,
+        upstream_h2c: p.backend.protocol == BackendProtocol::H2c,
+        upstream_timeout: p.backend.timeout,
         connect_timeout: p.retry.connect_timeout,
         next_upstream: p.retry.next_upstream,
         tries: p.retry.tries,
         retry_window: p.retry.retry_window,
-        affinity_cookie: (p.balance == Balance::Cookie).then(|| p.affinity_cookie.as_str().into()),
-        affinity_attributes: p.cookie.suffix().into(),
-        affinity_expires: p.cookie.expires,
-        affinity_change_on_failure: p.cookie.change_on_failure,
+        affinity_cookie: (p.balancing.balance == Balance::Cookie).then(|| p.balancing.cookie_name.as_str().into()),
+        affinity_attributes: p.balancing.cookie.suffix().into(),
+        affinity_expires: p.balancing.cookie.expires,
+        affinity_change_on_failure: p.balancing.cookie.change_on_failure,
     }
 }
 
@@ -904,12 +909,24 @@ mod tests {
 
     #[test]
     fn filters_keep_the_order_requests_meet_them() {
+        use crate::model::annotations::{access::Access, body::RequestBody, headers::HeaderEdits, https::Https};
         let p = IngressPolicy {
-            allow_source_ranges: Some(vec!["10.0.0.0/8".parse().unwrap()]),
-            max_body_bytes: Some(10),
-            hsts: Some("max-age=1".into()),
-            request_set: vec![("x-a".into(), "1".into())],
-            response_remove: vec!["server".into()],
+            access: Access {
+                allow_source_ranges: Some(vec!["10.0.0.0/8".parse().unwrap()]),
+            },
+            body: RequestBody {
+                max_bytes: Some(10),
+                ..Default::default()
+            },
+            https: Https {
+                hsts: Some("max-age=1".into()),
+                ..Default::default()
+            },
+            headers: HeaderEdits {
+                request_set: vec![("x-a".into(), "1".into())],
+                response_remove: vec!["server".into()],
+                ..Default::default()
+            },
             ..Default::default()
         };
         let kinds: Vec<String> = filters(&p, true)

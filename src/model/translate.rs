@@ -306,7 +306,7 @@ impl SetBuilder {
         let mut hosts: Vec<HostModel> = Vec::new();
         for ((host, path, _), (mut p, policy)) in paths {
             p.path = path;
-            p.https_redirect = policy.force_ssl_redirect || (policy.ssl_redirect && tls_covers(tls_hosts, &host));
+            p.https_redirect = policy.https.force_redirect || (policy.https.redirect && tls_covers(tls_hosts, &host));
             p.policy = policy;
             match hosts.last_mut() {
                 Some(h) if h.host == host => h.paths.push(p),
@@ -531,7 +531,7 @@ impl<'a> Translator<'a> {
         }
         let policy = match IngressPolicy::from_meta(&ing.metadata).and_then(|mut p| {
             // The upstream CA Secret is read here, like TLS Secrets are by name: pure, from the same snapshot.
-            if let Some(tls) = &mut p.upstream_tls {
+            if let Some(tls) = &mut p.backend.tls {
                 tls.resolve_ca(ns, &self.state.secrets)?;
             }
             Ok(p)

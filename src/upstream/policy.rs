@@ -30,23 +30,22 @@ struct Spec {
 impl Spec {
     /// Whether an Ingress with these annotations has a policy: TLS to its backends or a body timeout.
     fn needed(p: &IngressPolicy) -> bool {
-        matches!(p.backend_protocol, BackendProtocol::Https | BackendProtocol::Grpcs)
-            || p.request_body_timeout.is_some()
+        matches!(p.backend.protocol, BackendProtocol::Https | BackendProtocol::Grpcs) || p.body.timeout.is_some()
     }
 
     fn of(p: &IngressPolicy, sole_host: Option<&str>) -> Option<Self> {
         if !Self::needed(p) {
             return None;
         }
-        let upstream_host = match &p.upstream_host {
+        let upstream_host = match &p.headers.upstream_host {
             Some(h) => crate::normalize::normalize_host(h).ok().map(|h| h.name.to_string()),
-            None => sole_host.filter(|_| p.pass_host).map(str::to_string),
+            None => sole_host.filter(|_| p.headers.pass_host).map(str::to_string),
         };
         Some(Spec {
-            protocol: p.backend_protocol,
-            tls: p.upstream_tls.clone(),
+            protocol: p.backend.protocol,
+            tls: p.backend.tls.clone(),
             upstream_host,
-            request_body_timeout: p.request_body_timeout,
+            request_body_timeout: p.body.timeout,
         })
     }
 }
@@ -234,7 +233,10 @@ mod tests {
             .iter()
             .map(|&(i, timeout)| {
                 let policy = IngressPolicy {
-                    request_body_timeout: timeout.then(|| Duration::from_secs(5)),
+                    body: crate::model::annotations::body::RequestBody {
+                        timeout: timeout.then(|| Duration::from_secs(5)),
+                        ..Default::default()
+                    },
                     ..Default::default()
                 };
                 Arc::new(HostModel {

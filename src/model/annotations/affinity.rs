@@ -1,13 +1,90 @@
-//! The affinity cookie's attributes, by ingress-nginx's `session-cookie-*` names (the cookie's name is
-//! `affinity-cookie-name` / `session-cookie-name`, with the balancing in `mod.rs`). Runtime home: the route's
-//! send policy (`model::route::SendPolicy`), read where the proxy's respond phase sets the cookie. They need cookie affinity (`affinity: cookie` or
+//! How a backend picks an endpoint, and the affinity cookie: `portico.dev/load-balance`, ingress-nginx's
+//! `load-balance`, `upstream-hash-by`, `affinity: cookie`, and the cookie's name and `session-cookie-*`
+//! attributes. Runtime homes: the balance goes with each of the Ingress's backends (`upstream::Backend`); the
+//! cookie's name and attributes go into the route's send policy (`model::route::SendPolicy`), read where the
+//! proxy's respond phase sets the cookie. The attributes need cookie affinity (`affinity: cookie` or
 //! `portico.dev/load-balance: cookie`); without it they are an error, as a check's settings without a check are.
 //!
 //! Without them the cookie is `NAME=ENDPOINT; Path=/; HttpOnly`, a session cookie. `change-on-failure: "false"`
 //! (the default, as in ingress-nginx) keeps a client's cookie when its request had to be retried on another
 //! endpoint; `"true"` re-issues it for the endpoint that answered.
 
-use super::{boolean_any, string_any, IngressMeta};
+use super::{boolean_any, get, string_any, IngressMeta};
+
+pub const LOAD_BALANCE: &str = "portico.dev/load-balance";
+pub const NGINX_LOAD_BALANCE: &str = "nginx.ingress.kubernetes.io/load-balance";
+pub const NGINX_UPSTREAM_HASH_BY: &str = "nginx.ingress.kubernetes.io/upstream-hash-by";
+pub const NGINX_AFFINITY: &str = "nginx.ingress.kubernetes.io/affinity";
+pub const AFFINITY_COOKIE_NAME: [&str; 2] = [
+    "portico.dev/affinity-cookie-name",
+    "nginx.ingress.kubernetes.io/session-cookie-name",
+];
+pub const DEFAULT_AFFINITY_COOKIE: &str = "PORTICO_AFFINITY";
+
+/// How a backend picks an endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Balance {
+    #[default]
+    RoundRobin,
+    /// Least outstanding requests between two random endpoints (power of two choices).
+    LeastRequest,
+    /// Rendezvous hashing on the client address (HAProxy's `balance source`).
+    SourceHash,
+    /// A cookie names the endpoint; set on the first response.
+    Cookie,
+}
+
+fn parse_balance(meta: &IngressMeta) -> Result<Balance, String> {
+    let mut choices: Vec<(Balance, String)> = Vec::new();
+    if let Some(v) = get(meta, LOAD_BALANCE) {
+        let b = match v {
+            "round-robin" => Balance::RoundRobin,
+            "least-request" => Balance::LeastRequest,
+            "source-hash" => Balance::SourceHash,
+            "cookie" => Balance::Cookie,
+            _ => {
+                return Err(format!(
+                    "annotation {LOAD_BALANCE}: {v:?} is not round-robin, least-request, source-hash or cookie"
+                ))
+            }
+        };
+        choices.push((b, LOAD_BALANCE.into()));
+    }
+    if let Some(v) = get(meta, NGINX_LOAD_BALANCE) {
+        let b = match v {
+            "round_robin" => Balance::RoundRobin,
+            "ewma" | "least_conn" => Balance::LeastRequest,
+            _ => {
+                return Err(format!(
+                    "annotation {NGINX_LOAD_BALANCE}: {v:?} is not round_robin, ewma or least_conn"
+                ))
+            }
+        };
+        choices.push((b, NGINX_LOAD_BALANCE.into()));
+    }
+    if let Some(v) = get(meta, NGINX_UPSTREAM_HASH_BY) {
+        if v != "$remote_addr" && v != "$binary_remote_addr" {
+            return Err(format!(
+                "annotation {NGINX_UPSTREAM_HASH_BY}: only $remote_addr is supported (hashing on the client address)"
+            ));
+        }
+        choices.push((Balance::SourceHash, NGINX_UPSTREAM_HASH_BY.into()));
+    }
+    if let Some(v) = get(meta, NGINX_AFFINITY) {
+        if v != "cookie" {
+            return Err(format!("annotation {NGINX_AFFINITY}: only \"cookie\" is supported"));
+        }
+        choices.push((Balance::Cookie, NGINX_AFFINITY.into()));
+    }
+    match choices.as_slice() {
+        [] => Ok(Balance::RoundRobin),
+        [(b, _)] => Ok(*b),
+        [(a, ka), rest @ ..] => match rest.iter().find(|(b, _)| b != a) {
+            None => Ok(*a),
+            Some((_, kb)) => Err(format!("annotations {ka} and {kb} ask for different balancing")),
+        },
+    }
+}
 
 pub const PATH: [&str; 2] = [
     "portico.dev/affinity-cookie-path",
@@ -37,6 +114,58 @@ pub const CHANGE_ON_FAILURE: [&str; 2] = [
     "portico.dev/affinity-cookie-change-on-failure",
     "nginx.ingress.kubernetes.io/session-cookie-change-on-failure",
 ];
+
+/// An Ingress's balancing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Balancing {
+    /// How the backends of this Ingress pick an endpoint.
+    pub balance: Balance,
+    /// Cookie name for `Balance::Cookie`.
+    pub cookie_name: String,
+    /// The affinity cookie's attributes (with `Balance::Cookie`).
+    pub cookie: CookieAttributes,
+}
+
+impl Default for Balancing {
+    fn default() -> Self {
+        Self {
+            balance: Balance::RoundRobin,
+            cookie_name: DEFAULT_AFFINITY_COOKIE.to_string(),
+            cookie: CookieAttributes::default(),
+        }
+    }
+}
+
+impl Balancing {
+    pub fn from_meta(meta: &IngressMeta) -> Result<Self, String> {
+        let balance = parse_balance(meta)?;
+        Ok(Self {
+            balance,
+            cookie_name: match string_any(meta, &AFFINITY_COOKIE_NAME)? {
+                None => DEFAULT_AFFINITY_COOKIE.to_string(),
+                Some(n) if super::canary::is_cookie_name(n) => n.to_string(),
+                Some(n) => {
+                    return Err(format!(
+                        "annotation {}: {n:?} is not a cookie name",
+                        AFFINITY_COOKIE_NAME[0]
+                    ))
+                }
+            },
+            cookie: CookieAttributes::from_meta(meta, balance == Balance::Cookie)?,
+        })
+    }
+
+    /// Appends ` [..]` markers for what differs from the defaults.
+    pub fn describe_into(&self, out: &mut String) {
+        use std::fmt::Write;
+        if self.balance != Balance::RoundRobin {
+            let _ = write!(out, " [balance {:?}]", self.balance);
+        }
+        if self.cookie != CookieAttributes::default() {
+            let _ = write!(out, " [cookie{}]", self.cookie.suffix());
+        }
+    }
+}
 
 /// The affinity cookie's attributes.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]

@@ -242,21 +242,21 @@ fn own_on_canary(key: &str) -> bool {
         WEIGHT,
         WEIGHT_TOTAL,
         AFFINITY_BEHAVIOR,
-        super::AFFINITY_COOKIE_NAME,
+        super::affinity::AFFINITY_COOKIE_NAME,
     ]
     .iter()
     .flatten()
     .chain(&[
-        super::LOAD_BALANCE,
-        super::NGINX_LOAD_BALANCE,
-        super::NGINX_UPSTREAM_HASH_BY,
-        super::NGINX_AFFINITY,
-        super::HEALTH_CHECK,
-        super::HEALTH_CHECK_PATH,
-        super::HEALTH_CHECK_INTERVAL,
-        super::HEALTH_CHECK_TIMEOUT,
-        super::HEALTH_CHECK_FALL,
-        super::HEALTH_CHECK_RISE,
+        super::affinity::LOAD_BALANCE,
+        super::affinity::NGINX_LOAD_BALANCE,
+        super::affinity::NGINX_UPSTREAM_HASH_BY,
+        super::affinity::NGINX_AFFINITY,
+        super::backend::HEALTH_CHECK,
+        super::backend::HEALTH_CHECK_PATH,
+        super::backend::HEALTH_CHECK_INTERVAL,
+        super::backend::HEALTH_CHECK_TIMEOUT,
+        super::backend::HEALTH_CHECK_FALL,
+        super::backend::HEALTH_CHECK_RISE,
     ])
     .any(|k| *k == key)
 }
@@ -289,7 +289,7 @@ pub fn check_keys(meta: &IngressMeta, canary: bool) -> Result<Vec<String>, Vec<S
                 "annotation {} on a canary Ingress would not apply: a canary's requests pass the main Ingress's access control; set it there and remove it here",
                 e.key
             ));
-        } else if verify_on && super::PROXY_SSL_VERIFY.contains(&e.key) {
+        } else if verify_on && super::backend::PROXY_SSL_VERIFY.contains(&e.key) {
             errors.push(format!(
                 "annotation {} on a canary Ingress would not apply: the canary's backend is reached with the main Ingress's upstream TLS settings; set it there and remove it here",
                 e.key
@@ -315,7 +315,7 @@ pub fn check_keys(meta: &IngressMeta, canary: bool) -> Result<Vec<String>, Vec<S
 
 /// Whether `proxy-ssl-verify` asks for verification (`on`/`true`).
 fn verification_asked(meta: &IngressMeta) -> bool {
-    super::PROXY_SSL_VERIFY
+    super::backend::PROXY_SSL_VERIFY
         .iter()
         .any(|k| matches!(get(meta, k), Some("on" | "true")))
 }
