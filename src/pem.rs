@@ -22,6 +22,36 @@ pub fn parse_ca_bundle(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, Strin
     Ok(certs)
 }
 
+/// A verifier of client certificates chaining to the CAs of `ca_pem`, refusing those revoked by `crl_pem` (the
+/// CRLs of a `ca.crl`), and accepting a client without a certificate (the route decides whether one is
+/// required, so it can answer 400 or redirect instead of failing the handshake).
+pub fn client_verifier(
+    ca_pem: &[u8],
+    crl_pem: Option<&[u8]>,
+) -> Result<std::sync::Arc<dyn rustls::server::danger::ClientCertVerifier>, String> {
+    let mut roots = RootCertStore::empty();
+    roots.add_parsable_certificates(parse_ca_bundle(ca_pem)?);
+    let crls = match crl_pem {
+        None => Vec::new(),
+        Some(pem) => {
+            let crls: Vec<rustls_pki_types::CertificateRevocationListDer<'static>> =
+                rustls_pki_types::CertificateRevocationListDer::pem_slice_iter(pem)
+                    .collect::<Result<_, _>>()
+                    .map_err(|e| format!("ca.crl is not PEM: {e}"))?;
+            if crls.is_empty() {
+                return Err("ca.crl holds no revocation list".into());
+            }
+            crls
+        }
+    };
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    rustls::server::WebPkiClientVerifier::builder_with_provider(std::sync::Arc::new(roots), provider)
+        .with_crls(crls)
+        .allow_unauthenticated()
+        .build()
+        .map_err(|e| format!("ca.crt/ca.crl: {e}"))
+}
+
 /// A non-empty field of a Secret, from `stringData` (as written in a manifest) or `data`.
 pub fn secret_field<'a>(secret: &'a k8s_openapi::api::core::v1::Secret, name: &str) -> Option<&'a [u8]> {
     let from_string = secret

@@ -29,6 +29,8 @@ pub enum DefaultSource {
 pub struct SetTls {
     pub certs: Arc<CertSnapshot>,
     pub config: Arc<ServerConfig>,
+    /// The hosts that ask for client certificates, each with a configuration of its own (usually none).
+    pub client_auth: Arc<super::client_auth::ClientAuthConfigs>,
 }
 
 impl std::fmt::Debug for SetTls {
@@ -146,8 +148,23 @@ pub fn build_tls(
             }
         }
         let certs = Arc::new(CertSnapshot::new(default, entries));
-        let config = server_config_with_sessions(Arc::new(SniResolver::pinned(certs.clone())), Some(sessions.clone()));
-        sets.push(SetTls { certs, config });
+        let resolver: Arc<dyn rustls::server::ResolvesServerCert> = Arc::new(SniResolver::pinned(certs.clone()));
+        let client_auth = super::client_auth::ClientAuthConfigs::build(set, &resolver, &mut diagnostics);
+        for host in set
+            .hosts
+            .iter()
+            .filter(|h| h.paths.iter().any(|p| p.policy.client_cert.is_some()))
+        {
+            for p in host.paths.iter().filter_map(|p| p.policy.client_cert.as_ref()) {
+                (&host.host, p.tls_id()).hash(&mut h);
+            }
+        }
+        let config = server_config_with_sessions(resolver, Some(sessions.clone()));
+        sets.push(SetTls {
+            certs,
+            config,
+            client_auth: Arc::new(client_auth),
+        });
         served.push(list);
     }
     TlsBuild {

@@ -25,6 +25,7 @@
 //! published during that connection's handshake.
 
 mod build;
+pub mod client_auth;
 mod error;
 mod info;
 mod loaded;

@@ -92,6 +92,19 @@ impl TestCa {
         params.signed_by(key, &self.issuer()).unwrap().pem()
     }
 
+    /// A PEM client certificate (extended key usage clientAuth) for common name `cn` with `key`, valid over the
+    /// given period.
+    pub fn issue_client_pem(&self, cn: &str, key: &KeyPair, not_before: i64, not_after: i64) -> String {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.distinguished_name.push(DnType::CommonName, cn);
+        params
+            .distinguished_name
+            .push(DnType::OrganizationName, "Portico Clients");
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        set_validity(&mut params, not_before, not_after);
+        params.signed_by(key, &self.issuer()).unwrap().pem()
+    }
+
     /// A loaded P-256 leaf for `names`, valid from a day ago for 30 days, with the given `source`.
     /// A client that trusts only this CA, offering `alpn`.
     pub fn client_config(&self, alpn: &[&[u8]]) -> Arc<ClientConfig> {

@@ -136,10 +136,8 @@ impl Translator<'_> {
         if p.canary.is_some() || p.alias.is_empty() {
             return;
         }
-        if let Some(tls) = &mut p.backend.tls {
-            if tls.resolve_ca(&iref.namespace, &self.state.secrets).is_err() {
-                return;
-            }
+        if p.resolve_secrets(&iref.namespace, &self.state.secrets).is_err() {
+            return;
         }
         let policy = self.share_policy(p);
         self.service_upstream = policy.retry.service_upstream;

@@ -735,7 +735,7 @@ impl Incremental {
                 }
             }
         }
-        let volatile = annotations::IngressPolicy::from_meta(&ing.metadata).is_ok_and(|p| p.backend.tls.is_some());
+        let volatile = annotations::IngressPolicy::from_meta(&ing.metadata).is_ok_and(|p| p.reads_secrets());
         let (ts, ns, name) = age_key(&ing.metadata);
         let ns = match self.namespaces.get(ns) {
             Some(shared) => shared.clone(),

@@ -115,6 +115,9 @@ pub enum Filter {
     UrlRedirect(UrlRedirect),
     /// Gateway API `URLRewrite`'s path (its hostname is the send policy's upstream Host).
     PathRewrite(PathRewrite),
+    /// Client certificates (`auth-tls-*`): the handshake's settings must be the host's, a certificate may be
+    /// required, and what was verified goes upstream.
+    ClientCert(ClientCert),
 }
 
 impl Filter {
@@ -134,13 +137,40 @@ impl Filter {
             | Filter::Hsts(_)
             | Filter::Respond(_)
             | Filter::UrlRedirect(_)
-            | Filter::PathRewrite(_) => false,
+            | Filter::PathRewrite(_)
+            | Filter::ClientCert(_) => false,
         }
     }
 }
 
 #[derive(Debug)]
 pub struct AllowSources(pub Box<[Cidr]>);
+
+/// A route's client-certificate requirement (see `annotations::client_cert`).
+#[derive(Debug)]
+pub struct ClientCert {
+    /// The client-certificate settings of the handshake this route needs (`ClientCert::tls_id` of the
+    /// annotations); a connection whose handshake used other settings (or none) gets 421.
+    pub tls_id: u64,
+    /// A certificate must have been sent (`verify-client: on`).
+    pub required: bool,
+    /// The certificate was checked against the CA (`on`, `optional`), not just asked for (`optional_no_ca`).
+    pub verified: bool,
+    /// Without a required certificate: a 302 here instead of 400.
+    pub error_page: Option<HeaderValue>,
+    /// Send the certificate upstream as `ssl-client-cert`.
+    pub pass_cert: bool,
+}
+
+impl Filter {
+    /// The client-certificate settings this route's connections need, if any (its `ClientCert` filter's id).
+    pub fn client_cert_id(filters: &[Filter]) -> Option<u64> {
+        filters.iter().find_map(|f| match f {
+            Filter::ClientCert(c) => Some(c.tls_id),
+            _ => None,
+        })
+    }
+}
 
 #[derive(Debug)]
 pub struct HttpsRedirect;
@@ -740,6 +770,16 @@ fn filters(p: &IngressPolicy, https_redirect: bool) -> Vec<Filter> {
     }
     if https_redirect {
         out.push(Filter::HttpsRedirect(HttpsRedirect));
+    }
+    if let Some(c) = &p.client_cert {
+        use super::annotations::client_cert::VerifyClient;
+        out.push(Filter::ClientCert(ClientCert {
+            tls_id: c.tls_id(),
+            required: c.verify == VerifyClient::On,
+            verified: c.verify != VerifyClient::OptionalNoCa,
+            error_page: c.error_page.as_deref().and_then(|u| HeaderValue::from_str(u).ok()),
+            pass_cert: c.pass_to_upstream,
+        }));
     }
     if let Some((location, status)) = p
         .rewrite

@@ -530,10 +530,8 @@ impl<'a> Translator<'a> {
             }
         }
         let policy = match IngressPolicy::from_meta(&ing.metadata).and_then(|mut p| {
-            // The upstream CA Secret is read here, like TLS Secrets are by name: pure, from the same snapshot.
-            if let Some(tls) = &mut p.backend.tls {
-                tls.resolve_ca(ns, &self.state.secrets)?;
-            }
+            // The CA Secrets are read here, like TLS Secrets are by name: pure, from the same snapshot.
+            p.resolve_secrets(ns, &self.state.secrets)?;
             Ok(p)
         }) {
             Ok(p) => self.share_policy(p),

@@ -16,8 +16,8 @@ use super::{redirect, redirect_to_https, ConnInfo, ProxyBody, SetOptions};
 use crate::acme::challenge;
 use crate::cidr::Cidr;
 use crate::model::route::{
-    AllowSources, AppRoot, BodyLimit, Filter, HostRedirect, Hsts, HttpsRedirect, PathRewrite, Redirect, RequestHeaders,
-    Respond, ResponseHeaders, Rewrite, UrlRedirect,
+    AllowSources, AppRoot, BodyLimit, ClientCert, Filter, HostRedirect, Hsts, HttpsRedirect, PathRewrite, Redirect,
+    RequestHeaders, Respond, ResponseHeaders, Rewrite, UrlRedirect,
 };
 use crate::snapshot::Route;
 
@@ -51,8 +51,8 @@ pub(super) trait RouteFilter {
     }
 
     /// The headers sent upstream, after the gateway's own (hop-by-hop removed, forwarding headers set).
-    fn on_upstream_request(&self, headers: &mut HeaderMap) {
-        let _ = headers;
+    fn on_upstream_request(&self, headers: &mut HeaderMap, conn: &ConnInfo) {
+        let _ = (headers, conn);
     }
 
     /// The headers of a backend's response, hop-by-hop fields removed (`tls`: the client's connection is TLS).
@@ -78,6 +78,7 @@ impl dyn RouteFilter {
             Filter::Respond(f) => f,
             Filter::UrlRedirect(f) => f,
             Filter::PathRewrite(f) => f,
+            Filter::ClientCert(f) => f,
         }
     }
 }
@@ -97,9 +98,9 @@ pub(super) fn on_request(
     Ok(None)
 }
 
-pub(super) fn on_upstream_request(filters: &[Filter], headers: &mut HeaderMap) {
+pub(super) fn on_upstream_request(filters: &[Filter], headers: &mut HeaderMap, conn: &ConnInfo) {
     for f in filters {
-        <dyn RouteFilter>::of(f).on_upstream_request(headers);
+        <dyn RouteFilter>::of(f).on_upstream_request(headers, conn);
     }
 }
 
@@ -110,6 +111,54 @@ pub(super) fn on_response(filters: &[Filter], headers: &mut HeaderMap, tls: bool
 }
 
 // === the filters ===
+
+/// The headers ingress-nginx sends a backend about the client's certificate; a client's own are dropped.
+const SSL_CLIENT_VERIFY: header::HeaderName = header::HeaderName::from_static("ssl-client-verify");
+const SSL_CLIENT_SUBJECT: header::HeaderName = header::HeaderName::from_static("ssl-client-subject-dn");
+const SSL_CLIENT_ISSUER: header::HeaderName = header::HeaderName::from_static("ssl-client-issuer-dn");
+const SSL_CLIENT_CERT: header::HeaderName = header::HeaderName::from_static("ssl-client-cert");
+
+impl RouteFilter for ClientCert {
+    /// The handshake's settings were checked when routing (`TlsConn::meets_route_tls`, 421); here: a required
+    /// certificate is there, else 400 or the error page.
+    fn on_request(&self, cx: &mut RequestCx<'_>) -> Result<Option<Response<ProxyBody>>, ProxyError> {
+        if !self.required || cx.conn.tls.as_ref().is_some_and(|t| t.client_cert.is_some()) {
+            return Ok(None);
+        }
+        match &self.error_page {
+            Some(location) => Ok(Some(redirect(http::StatusCode::FOUND, location.clone()))),
+            None => Err(ProxyError::BadRequest("no required SSL certificate was sent")),
+        }
+    }
+
+    fn on_upstream_request(&self, headers: &mut HeaderMap, conn: &ConnInfo) {
+        for name in [
+            &SSL_CLIENT_VERIFY,
+            &SSL_CLIENT_SUBJECT,
+            &SSL_CLIENT_ISSUER,
+            &SSL_CLIENT_CERT,
+        ] {
+            headers.remove(name);
+        }
+        let Some(cert) = conn.tls.as_ref().and_then(|t| t.client_cert.as_deref()) else {
+            headers.insert(SSL_CLIENT_VERIFY, HeaderValue::from_static("NONE"));
+            return;
+        };
+        headers.insert(
+            SSL_CLIENT_VERIFY,
+            HeaderValue::from_static(if self.verified {
+                "SUCCESS"
+            } else {
+                "FAILED:not verified (optional_no_ca)"
+            }),
+        );
+        headers.insert(SSL_CLIENT_SUBJECT, cert.subject.clone());
+        headers.insert(SSL_CLIENT_ISSUER, cert.issuer.clone());
+        if self.pass_cert {
+            headers.insert(SSL_CLIENT_CERT, cert.escaped_pem.clone());
+        }
+    }
+}
 
 impl RouteFilter for AllowSources {
     fn on_request(&self, cx: &mut RequestCx<'_>) -> Result<Option<Response<ProxyBody>>, ProxyError> {
@@ -188,7 +237,7 @@ impl RouteFilter for Rewrite {
 }
 
 impl RouteFilter for RequestHeaders {
-    fn on_upstream_request(&self, headers: &mut HeaderMap) {
+    fn on_upstream_request(&self, headers: &mut HeaderMap, _: &ConnInfo) {
         self.apply(headers);
     }
 }

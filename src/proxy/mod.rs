@@ -109,6 +109,11 @@ pub struct TlsConn {
     pub version: &'static str,
     /// The server name the client asked for.
     pub sni: Option<Arc<str>>,
+    /// The client-certificate settings the handshake used (`annotations::client_cert::ClientCert::tls_id`;
+    /// 0: none were asked for).
+    pub client_auth: u64,
+    /// The client's certificate, verified as those settings say (`None`: none was sent).
+    pub client_cert: Option<Arc<crate::certs::client_auth::PeerCert>>,
 }
 
 impl std::fmt::Debug for TlsConn {
@@ -141,17 +146,16 @@ impl TlsConn {
         self.presented.covers(host) || Arc::ptr_eq(&self.certs.resolve_cert(Some(host)).key, &self.presented.key)
     }
 
-    /// Whether this connection's handshake gave the route what it requires of TLS.
+    /// Whether this connection's handshake gave the route what it requires of TLS: a route with client
+    /// certificates (`auth-tls-*`) needs a handshake made with its host's settings. A request can reach a route
+    /// without that route's handshake (a connection without SNI, or HTTP/2 reuse across a wildcard certificate
+    /// or a certificate naming several hosts); the answer is then 421, and the client opens a connection of its
+    /// own for the host.
     ///
-    /// Portico has no per-route TLS policy yet (client certificates, a minimum TLS version), so every route is
-    /// met today and this compiles to nothing. When routes gain such a policy (a filter or a send setting), compare it here with
-    /// what this handshake negotiated (`version`, the client's certificate) and answer 421 when it falls short:
-    /// a request can reach a route without that route's handshake (a connection without SNI, or HTTP/2 reuse
-    /// across a wildcard certificate), and the client must then open a connection of its own for the host.
+    /// Cost: a scan of the route's filters (empty for most routes) on TLS connections.
     #[inline]
     fn meets_route_tls(&self, route: &Route) -> bool {
-        let _ = route;
-        true
+        crate::model::route::Filter::client_cert_id(&route.filters).is_none_or(|id| id == self.client_auth)
     }
 }
 
@@ -601,7 +605,7 @@ impl Proxy {
                 host: &host_header,
             },
         );
-        filters::on_upstream_request(&target.filters, &mut parts.headers);
+        filters::on_upstream_request(&target.filters, &mut parts.headers, conn);
         // The target upstream: the client's own path-and-query when normalisation left it as it was (a refcount),
         // else the normalised path with the query.
         let path_and_query = match (target.rewritten.as_deref(), uri.path_and_query()) {
@@ -1106,6 +1110,8 @@ mod tests {
             certs: certs.clone(),
             version: "TLSv1.3",
             sni: sni.map(Arc::from),
+            client_auth: 0,
+            client_cert: None,
         }
     }
 

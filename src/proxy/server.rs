@@ -234,8 +234,22 @@ async fn serve_tls(
         tracing::warn!(local = %info.local, "no TLS material for this listener set; closing");
         return;
     };
-    let acceptor = TlsAcceptor::from(tls.config.clone());
-    let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+    let handshake = async {
+        if tls.client_auth.is_empty() {
+            return TlsAcceptor::from(tls.config.clone())
+                .accept(stream)
+                .await
+                .map(|s| (s, 0));
+        }
+        // Some host asks for client certificates: read the ClientHello, then pick that host's settings.
+        let start = tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), stream).await?;
+        let (id, config) = tls
+            .client_auth
+            .lookup(start.client_hello().server_name())
+            .unwrap_or_else(|| (0, tls.config.clone()));
+        start.into_stream(config).await.map(|s| (s, id))
+    };
+    let (stream, client_auth) = match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await {
         Ok(Ok(s)) => {
             proxy.metrics().tls_handshake(info.set, true);
             s
@@ -253,6 +267,10 @@ async fn serve_tls(
     };
     let session = stream.get_ref().1;
     let presented = tls.certs.resolve_cert(session.server_name()).clone();
+    let client_cert = match (client_auth, session.peer_certificates().and_then(|c| c.first())) {
+        (0, _) | (_, None) => None,
+        (_, Some(leaf)) => crate::certs::client_auth::PeerCert::from_der(leaf).map(Arc::new),
+    };
     info.tls = Some(TlsConn {
         presented,
         certs: tls.certs.clone(),
@@ -262,6 +280,8 @@ async fn serve_tls(
             _ => "TLS",
         },
         sni: session.server_name().map(Arc::from),
+        client_auth,
+        client_cert,
     });
     // ALPN settles the version; without it, the first bytes do.
     let version = match session.alpn_protocol() {

@@ -157,25 +157,7 @@ fn parse_upstream_tls(meta: &IngressMeta, protocol: BackendProtocol) -> Result<O
     let ns = meta.namespace.as_deref().unwrap_or("default");
     let ca_secret = match string_any(meta, &PROXY_SSL_SECRET)? {
         None => None,
-        Some(v) => {
-            let name = match v.split_once('/') {
-                None => v,
-                Some((n, name)) if n == ns => name,
-                Some((n, _)) => {
-                    return Err(format!(
-                        "annotation {}: Secret {v} is in namespace {n}; only Secrets in the Ingress's namespace {ns} can be used",
-                        PROXY_SSL_SECRET[0]
-                    ))
-                }
-            };
-            if name.is_empty() || name.contains('/') {
-                return Err(format!(
-                    "annotation {}: {v:?} is not a Secret name",
-                    PROXY_SSL_SECRET[0]
-                ));
-            }
-            Some(name.to_string())
-        }
+        Some(v) => Some(same_namespace_secret(PROXY_SSL_SECRET[0], ns, v)?),
     };
     let server_name = match string_any(meta, &PROXY_SSL_NAME)? {
         None => None,
@@ -221,18 +203,12 @@ impl UpstreamTls {
         let Some(name) = self.ca_secret.as_deref().filter(|_| self.verify) else {
             return Ok(());
         };
-        let secret = secrets
-            .iter()
-            .find(|s| {
-                s.metadata.namespace.as_deref().unwrap_or("default") == namespace
-                    && s.metadata.name.as_deref() == Some(name)
-            })
-            .ok_or_else(|| {
-                format!(
-                    "CA Secret {namespace}/{name} (annotation {}) not found",
-                    PROXY_SSL_SECRET[0]
-                )
-            })?;
+        let secret = find_secret(secrets, namespace, name).ok_or_else(|| {
+            format!(
+                "CA Secret {namespace}/{name} (annotation {}) not found",
+                PROXY_SSL_SECRET[0]
+            )
+        })?;
         let pem = secret
             .string_data
             .as_ref()
@@ -279,4 +255,33 @@ fn parse_active_check(meta: &IngressMeta) -> Result<Option<ActiveCheck>, String>
         fall: count_annotation(meta, HEALTH_CHECK_FALL, 3)?,
         rise: count_annotation(meta, HEALTH_CHECK_RISE, 2)?,
     }))
+}
+
+/// A Secret named by annotation `key` as `name` or `namespace/name`, which must be the Ingress's namespace `ns`
+/// (no cross-namespace reference without a grant).
+pub(super) fn same_namespace_secret(key: &str, ns: &str, v: &str) -> Result<String, String> {
+    let name = match v.split_once('/') {
+        None => v,
+        Some((n, name)) if n == ns => name,
+        Some((n, _)) => {
+            return Err(format!(
+                "annotation {key}: Secret {v} is in namespace {n}; only Secrets in the Ingress's namespace {ns} can be used"
+            ))
+        }
+    };
+    if name.is_empty() || name.contains('/') {
+        return Err(format!("annotation {key}: {v:?} is not a Secret name"));
+    }
+    Ok(name.to_string())
+}
+
+/// The Secret `namespace/name` among `secrets`.
+pub(super) fn find_secret<'s>(
+    secrets: &'s [k8s_openapi::api::core::v1::Secret],
+    namespace: &str,
+    name: &str,
+) -> Option<&'s k8s_openapi::api::core::v1::Secret> {
+    secrets.iter().find(|s| {
+        s.metadata.namespace.as_deref().unwrap_or("default") == namespace && s.metadata.name.as_deref() == Some(name)
+    })
 }

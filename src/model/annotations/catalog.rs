@@ -98,8 +98,6 @@ const fn e(key: &'static str, support: Support, group: Group, note: &'static str
 }
 
 const AUTH: &str = "authentication is not implemented yet; rather than serve the app unauthenticated, the Ingress is not served (meanwhile: portico.dev/allow-source-ranges, or authentication in the application)";
-const MTLS: &str =
-    "client certificates are not implemented yet; rather than serve the app without them, the Ingress is not served";
 const LIMIT: &str =
     "rate and connection limits are not implemented yet; remove it only if the backend can take the traffic unlimited";
 const CORS: &str =
@@ -132,12 +130,12 @@ pub static TABLE: &[Entry] = &[
     e("nginx.ingress.kubernetes.io/auth-signin", Unsup, G::Access, AUTH),
     e("nginx.ingress.kubernetes.io/auth-signin-redirect-param", Unsup, G::Access, AUTH),
     e("nginx.ingress.kubernetes.io/auth-snippet", Unsup, G::Snippets, "snippets are templated configuration; Portico has none"),
-    e("nginx.ingress.kubernetes.io/auth-tls-error-page", Unsup, G::Access, MTLS),
-    e("nginx.ingress.kubernetes.io/auth-tls-match-cn", Unsup, G::Access, MTLS),
-    e("nginx.ingress.kubernetes.io/auth-tls-pass-certificate-to-upstream", Unsup, G::Access, MTLS),
-    e("nginx.ingress.kubernetes.io/auth-tls-secret", Unsup, G::Access, MTLS),
-    e("nginx.ingress.kubernetes.io/auth-tls-verify-client", Unsup, G::Access, MTLS),
-    e("nginx.ingress.kubernetes.io/auth-tls-verify-depth", Unsup, G::Access, MTLS),
+    e("nginx.ingress.kubernetes.io/auth-tls-error-page", Impl, G::Access, "= portico.dev/auth-tls-error-page"),
+    e("nginx.ingress.kubernetes.io/auth-tls-match-cn", Unsup, G::Access, "matching the client certificate's CN is not implemented; rather than accept any CN the CA signed, the Ingress is not served (give these clients their own CA, or check the ssl-client-subject-dn header in the backend)"),
+    e("nginx.ingress.kubernetes.io/auth-tls-pass-certificate-to-upstream", Impl, G::Access, "= portico.dev/auth-tls-pass-certificate-to-upstream"),
+    e("nginx.ingress.kubernetes.io/auth-tls-secret", Impl, G::Access, "= portico.dev/auth-tls-secret"),
+    e("nginx.ingress.kubernetes.io/auth-tls-verify-client", Impl, G::Access, "= portico.dev/auth-tls-verify-client"),
+    e("nginx.ingress.kubernetes.io/auth-tls-verify-depth", Impl, G::Access, "= portico.dev/auth-tls-verify-depth"),
     e("nginx.ingress.kubernetes.io/auth-type", Unsup, G::Access, AUTH),
     e("nginx.ingress.kubernetes.io/auth-url", Unsup, G::Access, AUTH),
     e("nginx.ingress.kubernetes.io/backend-protocol", Impl, G::Upstream, "= portico.dev/backend-protocol (`AJP` and `FCGI` are rejected)"),
@@ -270,6 +268,11 @@ pub static TABLE: &[Entry] = &[
     e("portico.dev/affinity-cookie-secure", Impl, G::Affinity, "`true`: the cookie is Secure"),
     e("portico.dev/allow-source-ranges", Impl, G::Access, "403 for clients outside these networks"),
     e("portico.dev/app-root", Impl, G::Routing, "a request for exactly / gets 302 to this path"),
+    e("portico.dev/auth-tls-error-page", Impl, G::Access, "a client without a required certificate is redirected (302) here instead of answered 400"),
+    e("portico.dev/auth-tls-pass-certificate-to-upstream", Impl, G::Access, "`true`: the client's certificate goes upstream in ssl-client-cert (URL-encoded PEM)"),
+    e("portico.dev/auth-tls-secret", Impl, G::Access, "client certificates: the Secret (same namespace) whose ca.crt (and ca.crl) verifies them; the host gets a TLS configuration of its own"),
+    e("portico.dev/auth-tls-verify-client", Impl, G::Access, "`on` (default: required, 400 without), `optional`, `optional_no_ca` (asked for, passed on, not verified)"),
+    e("portico.dev/auth-tls-verify-depth", Impl, G::Access, "the longest client chain accepted (default 1: signed by the CA itself)"),
     e("portico.dev/backend-protocol", Impl, G::Upstream, "HTTP, H2C, GRPC, HTTPS or GRPCS to the backends"),
     e("portico.dev/canary", Impl, G::Routing, "`true`: the Ingress's paths become the alternative backend of the main Ingress's same paths"),
     e("portico.dev/canary-by-cookie", Impl, G::Routing, "a cookie: `always` sends to the canary, `never` to the main backend"),

@@ -19,6 +19,7 @@
 //! | connect timeout, retries | `retry.rs` | send policy |
 //! | canaries | `canary.rs` | the primary route's weighted split (`model::canary`) |
 //! | server aliases, www redirect | `alias.rs` | extra hosts (`model::alias`) |
+//! | client certificates (mTLS) | `client_cert.rs` | per-host TLS settings (`certs::build`); route filter `ClientCert` |
 //!
 //! Adding a group: its file with a type and `from_meta`, one field in [`IngressPolicy`] and one line in
 //! [`IngressPolicy::from_meta`], its keys in the catalog as implemented and in the catalog test below.
@@ -30,6 +31,7 @@ pub mod backend;
 pub mod body;
 pub mod canary;
 pub mod catalog;
+pub mod client_cert;
 pub mod headers;
 pub mod https;
 pub mod retry;
@@ -93,6 +95,8 @@ pub struct IngressPolicy {
     pub canary: Option<canary::Canary>,
     /// Other names of the Ingress's host (`server-alias`, `from-to-www-redirect`).
     pub alias: alias::Aliases,
+    /// Client certificates (`None`: not asked for).
+    pub client_cert: Option<client_cert::ClientCert>,
 }
 
 /// A timeout annotation: bare seconds (ingress-nginx's form) or a duration like `500ms` or `2m`.
@@ -238,6 +242,9 @@ impl IngressPolicy {
         self.rewrite.describe_into(out);
         self.alias.describe_into(out);
         self.retry.describe_into(out);
+        if let Some(c) = &self.client_cert {
+            c.describe_into(out);
+        }
     }
 
     pub fn from_meta(meta: &IngressMeta) -> Result<Self, String> {
@@ -257,7 +264,28 @@ impl IngressPolicy {
             retry: retry::Retry::from_meta(meta)?,
             canary: canary::Canary::from_meta(meta)?,
             alias: alias::Aliases::from_meta(meta)?,
+            client_cert: client_cert::ClientCert::from_meta(meta)?,
         })
+    }
+
+    /// Whether the policy reads Secrets other than TLS certificates (so a Secret's change re-translates it).
+    pub fn reads_secrets(&self) -> bool {
+        self.backend.tls.is_some() || self.client_cert.is_some()
+    }
+
+    /// Reads the Secrets the annotations name, in the Ingress's `namespace`, from the same snapshot (pure).
+    pub fn resolve_secrets(
+        &mut self,
+        namespace: &str,
+        secrets: &[k8s_openapi::api::core::v1::Secret],
+    ) -> Result<(), String> {
+        if let Some(tls) = &mut self.backend.tls {
+            tls.resolve_ca(namespace, secrets)?;
+        }
+        if let Some(c) = &mut self.client_cert {
+            c.resolve(namespace, secrets)?;
+        }
+        Ok(())
     }
 }
 
@@ -332,6 +360,11 @@ mod tests {
             &rewrite::TEMPORAL_REDIRECT_CODE,
             &alias::SERVER_ALIAS,
             &alias::FROM_TO_WWW,
+            &client_cert::SECRET,
+            &client_cert::VERIFY_CLIENT,
+            &client_cert::VERIFY_DEPTH,
+            &client_cert::PASS_TO_UPSTREAM,
+            &client_cert::ERROR_PAGE,
             &retry::CONNECT_TIMEOUT,
             &retry::NEXT_UPSTREAM,
             &retry::NEXT_UPSTREAM_TRIES,
