@@ -297,3 +297,49 @@ async fn a_connection_made_for_another_host_gets_421_and_a_missing_ca_disables_o
     }
     s.gw.stop().await;
 }
+
+#[tokio::test]
+async fn a_certificate_revoked_by_the_secrets_crl_is_refused() {
+    let s = setup().await;
+    let year = unix_now() + 365 * DAY;
+    let (alice, bob) = (
+        Setup::identity(&s.client_ca, "alice", year),
+        Setup::identity(&s.client_ca, "bob", year),
+    );
+    assert_eq!(
+        s.get(Some(bob.clone()), "secure.example.test", &[])
+            .await
+            .unwrap()
+            .status,
+        200
+    );
+    // The same Secret, now with a ca.crt and a ca.crl revoking bob's certificate.
+    let crl = s.client_ca.crl_pem(&[&bob.0]);
+    let indent = |pem: &str| -> String { pem.lines().map(|l| format!("    {l}\n")).collect() };
+    let secret = format!(
+        "---\napiVersion: v1\nkind: Secret\nmetadata: {{name: client-ca, namespace: default}}\ntype: Opaque\nstringData:\n  ca.crt: |\n{}  ca.crl: |\n{}",
+        indent(&s.client_ca.pem),
+        indent(&crl)
+    );
+    let text = std::fs::read_to_string(s.gw.manifest_path()).unwrap();
+    let start = text.find("kind: Secret\nmetadata: {name: client-ca").unwrap();
+    let start = text[..start].rfind("---\n").unwrap();
+    let end = text[start + 4..]
+        .find("\n---\n")
+        .map_or(text.len(), |i| start + 4 + i + 1);
+    s.gw.rewrite(&format!("{}{secret}{}", &text[..start], &text[end..]))
+        .await;
+    let t = s.gw.running().shared.last_translation().unwrap();
+    assert_eq!(t.errors(), 1, "{}", t.describe());
+    let e = s
+        .get(Some(bob), "secure.example.test", &[])
+        .await
+        .map(|r| r.status)
+        .unwrap_err();
+    assert!(e.contains("AlertReceived"), "{e}");
+    assert_eq!(
+        s.get(Some(alice), "secure.example.test", &[]).await.unwrap().status,
+        200
+    );
+    s.gw.stop().await;
+}

@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use rustls::client::Resumption;
 use rustls::ClientConfig;
+use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateDer;
 
 use super::time::unix_now;
@@ -103,6 +104,37 @@ impl TestCa {
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
         set_validity(&mut params, not_before, not_after);
         params.signed_by(key, &self.issuer()).unwrap().pem()
+    }
+
+    /// A PEM revocation list, signed by this CA, revoking the certificates (PEM) in `revoked`.
+    pub fn crl_pem(&self, revoked: &[&str]) -> String {
+        let at = |secs: i64| x509_parser::time::ASN1Time::from_timestamp(secs).unwrap().to_datetime();
+        let now = unix_now();
+        let revoked_certs = revoked
+            .iter()
+            .map(|pem| {
+                let der = CertificateDer::from_pem_slice(pem.as_bytes()).unwrap();
+                let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref()).unwrap();
+                rcgen::RevokedCertParams {
+                    serial_number: rcgen::SerialNumber::from_slice(cert.raw_serial()),
+                    revocation_time: at(now - 3600),
+                    reason_code: Some(rcgen::RevocationReason::KeyCompromise),
+                    invalidity_date: None,
+                }
+            })
+            .collect();
+        rcgen::CertificateRevocationListParams {
+            this_update: at(now - 3600),
+            next_update: at(now + 30 * DAY),
+            crl_number: rcgen::SerialNumber::from(1u64),
+            issuing_distribution_point: None,
+            revoked_certs,
+            key_identifier_method: rcgen::KeyIdMethod::Sha256,
+        }
+        .signed_by(&self.issuer())
+        .unwrap()
+        .pem()
+        .unwrap()
     }
 
     /// A loaded P-256 leaf for `names`, valid from a day ago for 30 days, with the given `source`.
