@@ -9,6 +9,10 @@
 //!   (`namespace/service:port`), when a table is built (before it is published), and never removed from it: a
 //!   route rebuilt for the same pair gets the same counter, and a counter never goes backwards. Label values come
 //!   from configuration only: never a request's Host or path.
+//! - each such counter also holds the pair's request and upstream latency histograms, allocated on the pair's
+//!   first request (a route nobody uses costs no histogram memory);
+//! - exact status codes by method are counted per listener set in a fixed array (10 methods, codes 100 to 599
+//!   and "other"): bounded whatever clients send.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -23,6 +27,37 @@ use crate::model::Translation;
 
 /// Upper bounds (seconds) of the request duration histogram.
 pub const DURATION_BUCKETS: [f64; 12] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0];
+
+/// Methods counted by name in `portico_responses_total`; anything else is `OTHER`.
+pub const METHODS: [&str; 10] = [
+    "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE", "OTHER",
+];
+
+/// The index of `m` in [`METHODS`].
+pub fn method_index(m: &http::Method) -> u8 {
+    match *m {
+        http::Method::GET => 0,
+        http::Method::HEAD => 1,
+        http::Method::POST => 2,
+        http::Method::PUT => 3,
+        http::Method::DELETE => 4,
+        http::Method::PATCH => 5,
+        http::Method::OPTIONS => 6,
+        http::Method::CONNECT => 7,
+        http::Method::TRACE => 8,
+        _ => 9,
+    }
+}
+
+/// Status codes 100..=599 each, then one slot for anything else.
+const CODES: usize = 501;
+
+fn code_slot(status: u16) -> usize {
+    match status {
+        100..=599 => (status - 100) as usize,
+        _ => CODES - 1,
+    }
+}
 
 /// Status classes, indexed by `status / 100 - 1`.
 const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
@@ -75,7 +110,6 @@ pub struct Metrics {
 }
 
 /// What one listener set counts.
-#[derive(Default)]
 struct SetMetrics {
     open_connections: AtomicI64,
     connections: AtomicU64,
@@ -85,6 +119,29 @@ struct SetMetrics {
     retries: AtomicU64,
     duration: Histogram,
     upstream_duration: Histogram,
+    /// Responses by method and exact status: `METHODS.len() * CODES` counters (40 KB per set).
+    responses: Box<[AtomicU64]>,
+    /// Request and response body bytes, as declared (`Content-Length` or a body of known size).
+    bytes_in: AtomicU64,
+    bytes_out: AtomicU64,
+}
+
+impl Default for SetMetrics {
+    fn default() -> Self {
+        Self {
+            open_connections: AtomicI64::new(0),
+            connections: AtomicU64::new(0),
+            handshakes_ok: AtomicU64::new(0),
+            handshakes_failed: AtomicU64::new(0),
+            upstream_errors: Default::default(),
+            retries: AtomicU64::new(0),
+            duration: Histogram::default(),
+            upstream_duration: Histogram::default(),
+            responses: (0..METHODS.len() * CODES).map(|_| AtomicU64::new(0)).collect(),
+            bytes_in: AtomicU64::new(0),
+            bytes_out: AtomicU64::new(0),
+        }
+    }
 }
 
 #[derive(Default)]
@@ -96,24 +153,53 @@ struct Histogram {
 }
 
 impl Histogram {
-    fn observe(&self, d: Duration) {
+    /// The bucket of `d` and `d` in microseconds, computed once for the histograms that observe the same value.
+    fn slot(d: Duration) -> (usize, u64) {
         let secs = d.as_secs_f64();
         let i = DURATION_BUCKETS
             .iter()
             .position(|b| secs <= *b)
             .unwrap_or(DURATION_BUCKETS.len());
+        (i, d.as_micros().min(u64::MAX as u128) as u64)
+    }
+
+    fn observe_at(&self, (i, micros): (usize, u64)) {
         self.buckets[i].fetch_add(1, Ordering::Relaxed);
-        self.sum_micros
-            .fetch_add(d.as_micros().min(u64::MAX as u128) as u64, Ordering::Relaxed);
+        self.sum_micros.fetch_add(micros, Ordering::Relaxed);
         self.count.fetch_add(1, Ordering::Relaxed);
     }
 }
 
-/// Requests by listener set and status class, for one (origin, backend) pair: one allocation.
-pub type RouteCounter = Arc<[[AtomicU64; 5]]>;
+/// One (origin, backend) pair's counts: requests by listener set and status class, and its latency
+/// histograms once it has had a request.
+pub struct RouteStats {
+    classes: Box<[[AtomicU64; 5]]>,
+    latency: std::sync::OnceLock<Box<RouteLatency>>,
+}
+
+/// A pair's request duration (to the response head) and upstream duration (to the upstream's response head).
+#[derive(Default)]
+struct RouteLatency {
+    request: Histogram,
+    upstream: Histogram,
+}
+
+pub type RouteCounter = Arc<RouteStats>;
+
+impl std::fmt::Debug for RouteStats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RouteStats")
+            .field("sets", &self.classes.len())
+            .field("latency", &self.latency.get().is_some())
+            .finish()
+    }
+}
 
 fn route_counter(sets: usize) -> RouteCounter {
-    (0..sets).map(|_| Default::default()).collect()
+    Arc::new(RouteStats {
+        classes: (0..sets).map(|_| Default::default()).collect(),
+        latency: std::sync::OnceLock::new(),
+    })
 }
 
 /// Looked up once per request: a fast non-cryptographic hash (keys come from configuration, not from clients).
@@ -158,6 +244,11 @@ pub struct Outcome<'a> {
     /// Time to the upstream's response headers, when a request was sent upstream.
     pub upstream_elapsed: Option<Duration>,
     pub upstream_error: Option<UpstreamErrorKind>,
+    /// The request's method ([`method_index`]).
+    pub method: u8,
+    /// Body sizes, when known (declared length or a body of exact size).
+    pub bytes_in: Option<u64>,
+    pub bytes_out: Option<u64>,
 }
 
 // === impl Metrics ===
@@ -217,9 +308,11 @@ impl Metrics {
         let Some(set) = self.sets.get(slot) else {
             return;
         };
-        set.duration.observe(o.elapsed);
-        if let Some(u) = o.upstream_elapsed {
-            set.upstream_duration.observe(u);
+        let elapsed = Histogram::slot(o.elapsed);
+        let upstream = o.upstream_elapsed.map(Histogram::slot);
+        set.duration.observe_at(elapsed);
+        if let Some(u) = upstream {
+            set.upstream_duration.observe_at(u);
         }
         if let Some(k) = o.upstream_error {
             set.upstream_errors[k as usize].fetch_add(1, Ordering::Relaxed);
@@ -228,9 +321,25 @@ impl Metrics {
             c @ 1..=5 => (c - 1) as usize,
             _ => 4,
         };
+        let code = usize::from(o.method.min(9)) * CODES + code_slot(o.status);
+        set.responses[code].fetch_add(1, Ordering::Relaxed);
+        if let Some(b) = o.bytes_in {
+            set.bytes_in.fetch_add(b, Ordering::Relaxed);
+        }
+        if let Some(b) = o.bytes_out {
+            set.bytes_out.fetch_add(b, Ordering::Relaxed);
+        }
         let counter = o.counter.unwrap_or(&self.unmatched);
-        if let Some(c) = counter.get(slot) {
+        if let Some(c) = counter.classes.get(slot) {
             c[class].fetch_add(1, Ordering::Relaxed);
+        }
+        if let Some(route) = o.counter {
+            // Allocated once, on the pair's first request; afterwards a load and a branch.
+            let l = route.latency.get_or_init(Box::default);
+            l.request.observe_at(elapsed);
+            if let Some(u) = upstream {
+                l.upstream.observe_at(u);
+            }
         }
     }
 
@@ -308,8 +417,8 @@ impl Metrics {
             .flat_map(|(i, m)| m.iter().map(move |(s, c)| (i, s, c)))
             .collect();
         keys.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
-        for (ingress, service, c) in keys {
-            for (set, per) in self.set_names.iter().zip(c.iter()) {
+        for &(ingress, service, c) in &keys {
+            for (set, per) in self.set_names.iter().zip(c.classes.iter()) {
                 for (class, v) in CLASSES.iter().zip(per.iter()) {
                     let v = v.load(Ordering::Relaxed);
                     if v > 0 {
@@ -338,6 +447,75 @@ impl Metrics {
             "Time from sending a request upstream to its response headers (last attempt), by listener set.",
             names.iter().zip(self.sets.iter().map(|s| &s.upstream_duration)),
         );
+        for (name, help, upstream) in [
+            (
+                "portico_route_request_duration_seconds",
+                "Time from request to response headers, by Ingress (route origin) and backend service.",
+                false,
+            ),
+            (
+                "portico_route_upstream_duration_seconds",
+                "Time from sending a request upstream to its response headers (last attempt), by Ingress (route origin) and backend service.",
+                true,
+            ),
+        ] {
+            header(&mut out, name, "histogram", help);
+            for &(ingress, service, c) in &keys {
+                let Some(l) = c.latency.get() else { continue };
+                let h = if upstream { &l.upstream } else { &l.request };
+                if h.count.load(Ordering::Relaxed) == 0 {
+                    continue;
+                }
+                let labels = format!("ingress=\"{}\",service=\"{}\"", esc(ingress), esc(service));
+                histogram_lines(&mut out, name, &labels, h);
+            }
+        }
+        drop(keys);
+        drop(routes);
+
+        header(
+            &mut out,
+            "portico_responses_total",
+            "counter",
+            "Responses by listener set, request method (9 names and OTHER) and exact status code.",
+        );
+        for (name, s) in sets() {
+            for (i, v) in s.responses.iter().enumerate() {
+                let v = v.load(Ordering::Relaxed);
+                if v == 0 {
+                    continue;
+                }
+                let (method, code) = (METHODS[i / CODES], i % CODES);
+                let code = if code == CODES - 1 {
+                    "other".to_string()
+                } else {
+                    (code + 100).to_string()
+                };
+                let _ = writeln!(
+                    out,
+                    "portico_responses_total{{set=\"{}\",method=\"{method}\",code=\"{code}\"}} {v}",
+                    esc(name)
+                );
+            }
+        }
+        for (metric, help, field) in [
+            (
+                "portico_request_bytes_total",
+                "Request body bytes received, by listener set (bodies of declared or known size).",
+                0,
+            ),
+            (
+                "portico_response_bytes_total",
+                "Response body bytes sent, by listener set (bodies of declared or known size).",
+                1,
+            ),
+        ] {
+            header(&mut out, metric, "counter", help);
+            for (name, s) in sets() {
+                let v = if field == 0 { &s.bytes_in } else { &s.bytes_out };
+                let _ = writeln!(out, "{metric}{{set=\"{}\"}} {}", esc(name), v.load(Ordering::Relaxed));
+            }
+        }
 
         header(
             &mut out,
@@ -504,18 +682,22 @@ fn render_histogram<'a>(
 ) {
     header(out, name, "histogram", help);
     for (set, h) in sets {
-        let set = esc(set);
-        let mut cum = 0;
-        for (i, b) in DURATION_BUCKETS.iter().enumerate() {
-            cum += h.buckets[i].load(Ordering::Relaxed);
-            let _ = writeln!(out, "{name}_bucket{{set=\"{set}\",le=\"{b}\"}} {cum}");
-        }
-        cum += h.buckets[DURATION_BUCKETS.len()].load(Ordering::Relaxed);
-        let _ = writeln!(out, "{name}_bucket{{set=\"{set}\",le=\"+Inf\"}} {cum}");
-        let sum = h.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
-        let _ = writeln!(out, "{name}_sum{{set=\"{set}\"}} {sum}");
-        let _ = writeln!(out, "{name}_count{{set=\"{set}\"}} {cum}");
+        histogram_lines(out, name, &format!("set=\"{}\"", esc(set)), h);
     }
+}
+
+/// One histogram's bucket, sum and count lines, with `labels` (already escaped) before `le`.
+fn histogram_lines(out: &mut String, name: &str, labels: &str, h: &Histogram) {
+    let mut cum = 0;
+    for (i, b) in DURATION_BUCKETS.iter().enumerate() {
+        cum += h.buckets[i].load(Ordering::Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{b}\"}} {cum}");
+    }
+    cum += h.buckets[DURATION_BUCKETS.len()].load(Ordering::Relaxed);
+    let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {cum}");
+    let sum = h.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
+    let _ = writeln!(out, "{name}_sum{{{labels}}} {sum}");
+    let _ = writeln!(out, "{name}_count{{{labels}}} {cum}");
 }
 
 /// ACME order outcomes, from the manager's counters at scrape time.
@@ -582,6 +764,23 @@ pub fn render_backends<'a>(all: impl Iterator<Item = &'a Arc<crate::upstream::Ba
     }
     header(
         &mut out,
+        "portico_backend_upstream_errors_total",
+        "counter",
+        "Requests that failed upstream, by backend and kind (connect, timeout, reset, tls, invalid), since the backend was built.",
+    );
+    for b in &backends {
+        for (kind, v) in ERROR_KINDS.iter().zip(b.errors_total()) {
+            if v > 0 {
+                let _ = writeln!(
+                    out,
+                    "portico_backend_upstream_errors_total{{backend=\"{}\",kind=\"{kind}\"}} {v}",
+                    esc(&b.id)
+                );
+            }
+        }
+    }
+    header(
+        &mut out,
         "portico_endpoint_ejected",
         "gauge",
         "1 while an endpoint is ejected by passive health.",
@@ -632,6 +831,9 @@ mod tests {
                 elapsed: Duration::from_millis(ms),
                 upstream_elapsed: (ms == 3).then(|| Duration::from_millis(2)),
                 upstream_error: None,
+                method: method_index(&http::Method::GET),
+                bytes_in: None,
+                bytes_out: Some(10),
             });
         }
         let text = m.render();
@@ -644,6 +846,11 @@ mod tests {
         assert!(text.contains("portico_upstream_duration_seconds_bucket{set=\"a\",le=\"0.0025\"} 2\n"));
         assert!(text.contains("portico_upstream_duration_seconds_count{set=\"a\"} 2\n"));
         assert!(text.contains("portico_requests_total{set=\"a\",ingress=\"-\",service=\"-\",class=\"4xx\"} 5\n"));
+        assert!(text.contains("portico_responses_total{set=\"a\",method=\"GET\",code=\"404\"} 5\n"));
+        assert!(text.contains("portico_response_bytes_total{set=\"a\"} 50\n"));
+        assert!(text.contains("portico_request_bytes_total{set=\"a\"} 0\n"));
+        // Requests no route took have no per-route histogram.
+        assert!(!text.contains("portico_route_request_duration_seconds_bucket"));
     }
 
     #[test]
@@ -659,17 +866,46 @@ mod tests {
         let c = m.route_counters().counter(&i1, &s1);
         assert!(Arc::ptr_eq(&c, &m.route_counters().counter(&i1, &"ns/s1:80".into())));
         assert!(!Arc::ptr_eq(&c, &m.route_counters().counter(&i2, &s1)));
+        for (status, method, upstream) in [(200, "POST", 3), (503, "PROPFIND", 30)] {
+            m.record(&Outcome {
+                set: 0,
+                counter: Some(&c),
+                status,
+                elapsed: Duration::from_millis(upstream + 1),
+                upstream_elapsed: Some(Duration::from_millis(upstream)),
+                upstream_error: None,
+                method: method_index(&http::Method::from_bytes(method.as_bytes()).unwrap()),
+                bytes_in: Some(7),
+                bytes_out: None,
+            });
+        }
+        // An out-of-range status from a backend counts as "other", never as a new label value.
         m.record(&Outcome {
             set: 0,
-            counter: Some(&c),
-            status: 200,
+            counter: None,
+            status: 999,
             elapsed: Duration::ZERO,
             upstream_elapsed: None,
             upstream_error: None,
+            method: 0,
+            bytes_in: None,
+            bytes_out: None,
         });
         let text = m.render();
-        assert!(
-            text.contains("portico_requests_total{set=\"a\",ingress=\"ns/i1\",service=\"ns/s1:80\",class=\"2xx\"} 1\n")
-        );
+        for line in [
+            "portico_requests_total{set=\"a\",ingress=\"ns/i1\",service=\"ns/s1:80\",class=\"2xx\"} 1\n",
+            "portico_responses_total{set=\"a\",method=\"POST\",code=\"200\"} 1\n",
+            "portico_responses_total{set=\"a\",method=\"OTHER\",code=\"503\"} 1\n",
+            "portico_responses_total{set=\"a\",method=\"GET\",code=\"other\"} 1\n",
+            "portico_request_bytes_total{set=\"a\"} 14\n",
+            "portico_route_request_duration_seconds_bucket{ingress=\"ns/i1\",service=\"ns/s1:80\",le=\"0.005\"} 1\n",
+            "portico_route_request_duration_seconds_count{ingress=\"ns/i1\",service=\"ns/s1:80\"} 2\n",
+            "portico_route_upstream_duration_seconds_bucket{ingress=\"ns/i1\",service=\"ns/s1:80\",le=\"0.025\"} 1\n",
+            "portico_route_upstream_duration_seconds_bucket{ingress=\"ns/i1\",service=\"ns/s1:80\",le=\"0.05\"} 2\n",
+        ] {
+            assert!(text.contains(line), "{line}");
+        }
+        // The other pair had no request: no histogram lines.
+        assert!(!text.contains("ingress=\"ns/i2\",service=\"ns/s1:80\",le="));
     }
 }

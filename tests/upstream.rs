@@ -268,6 +268,46 @@ async fn failing_endpoint_is_ejected_and_others_take_the_load() {
 }
 
 #[tokio::test]
+async fn a_lone_failing_endpoint_is_ejected_in_the_metrics_and_still_served() {
+    let (bad, bad_hits) = failing_backend().await;
+    let dead = closed_port().await;
+    let m = service("default", "lone", &[bad])
+        + &service("default", "dead", &[dead])
+        + &ingress(
+            "default",
+            "l",
+            "portico",
+            &[("lone", "/", "Prefix", "lone"), ("dead", "/", "Prefix", "dead")],
+        );
+    let gw = Gateway::start(&m).await;
+    for _ in 0..8 {
+        assert_eq!(get(gw.addr(0), "lone", "/").await.status, 500);
+    }
+    // Ejected after five failures, yet its only endpoint still takes the requests (no other to send them to).
+    assert_eq!(bad_hits.load(std::sync::atomic::Ordering::Relaxed), 8);
+    for _ in 0..3 {
+        assert_eq!(get(gw.addr(0), "dead", "/").await.status, 502);
+    }
+    let metrics = get(gw.running().admin_addr, "admin", "/metrics").await.text();
+    for line in [
+        format!("portico_endpoint_ejected{{backend=\"default/lone:80\",endpoint=\"{bad}\"}} 1"),
+        "portico_backend_ejections_total{backend=\"default/lone:80\"} 1".to_string(),
+        // Upstream errors per backend, exact codes by method, and the Ingress's own latency histogram.
+        "portico_backend_upstream_errors_total{backend=\"default/dead:80\",kind=\"connect\"} 3".to_string(),
+        "portico_responses_total{set=\"default\",method=\"GET\",code=\"500\"} 8".to_string(),
+        "portico_responses_total{set=\"default\",method=\"GET\",code=\"502\"} 3".to_string(),
+        "portico_route_request_duration_seconds_count{ingress=\"default/l\",service=\"default/lone:80\"} 8".to_string(),
+        "portico_route_upstream_duration_seconds_count{ingress=\"default/l\",service=\"default/lone:80\"} 8"
+            .to_string(),
+        "portico_route_request_duration_seconds_count{ingress=\"default/l\",service=\"default/dead:80\"} 3".to_string(),
+    ] {
+        assert!(metrics.contains(&line), "{line}\n{metrics}");
+    }
+    assert!(!metrics.contains("portico_backend_upstream_errors_total{backend=\"default/lone:80\""));
+    gw.stop().await;
+}
+
+#[tokio::test]
 async fn per_route_upstream_timeout() {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let slow = l.local_addr().unwrap();

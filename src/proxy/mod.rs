@@ -300,15 +300,12 @@ impl Proxy {
     pub async fn handle(&self, conn: &ConnInfo, req: Request<ClientBody>) -> Response<ProxyBody> {
         let started = std::time::Instant::now();
         // Taken before `forward` consumes the request, only when this request will be logged.
+        let method = crate::metrics::method_index(req.method());
+        let bytes_in = req.body().exact_len().or_else(|| content_length(req.headers()));
         let logged = self.access_log.as_ref().filter(|l| l.sampled()).map(|_| {
             let host = req.headers().get(header::HOST).and_then(|v| v.to_str().ok());
             let host = host.or(req.uri().host()).unwrap_or("");
-            (
-                req.method().clone(),
-                host.to_string(),
-                req.uri().path().to_string(),
-                req.body().exact_len().or_else(|| content_length(req.headers())),
-            )
+            (req.method().clone(), host.to_string(), req.uri().path().to_string())
         });
         let mut note = Note::default();
         let (resp, upstream_error) = match self.forward(conn, req, &mut note).await {
@@ -324,6 +321,11 @@ impl Proxy {
         };
         let elapsed = started.elapsed();
         let status = resp.status().as_u16();
+        let bytes_out = resp
+            .body()
+            .size_hint()
+            .exact()
+            .or_else(|| content_length(resp.headers()));
         self.metrics.record(&crate::metrics::Outcome {
             set: conn.set,
             counter: note.counter.as_ref(),
@@ -331,8 +333,14 @@ impl Proxy {
             elapsed,
             upstream_elapsed: note.upstream_time,
             upstream_error,
+            method,
+            bytes_in,
+            bytes_out,
         });
-        if let (Some(log), Some((method, host, path, bytes_in))) = (&self.access_log, logged) {
+        if let (Some(kind), Some(backend)) = (upstream_error, &note.backend) {
+            backend.count_error(kind as usize);
+        }
+        if let (Some(log), Some((method, host, path))) = (&self.access_log, logged) {
             log.log(crate::accesslog::Entry {
                 time: std::time::SystemTime::now()
                     .checked_sub(elapsed)
@@ -344,11 +352,7 @@ impl Proxy {
                 path,
                 status,
                 bytes_in,
-                bytes_out: resp
-                    .body()
-                    .size_hint()
-                    .exact()
-                    .or_else(|| content_length(resp.headers())),
+                bytes_out,
                 duration: elapsed,
                 upstream: note.upstream,
                 ingress: note.ingress,

@@ -144,6 +144,8 @@ pub struct Backend {
     next: AtomicUsize,
     ejected: AtomicU32,
     ejections: AtomicU64,
+    /// Requests that failed upstream, by `metrics::UpstreamErrorKind` (connect, timeout, reset, tls, invalid).
+    errors: [AtomicU64; 5],
     /// Requests and retries over the retry budget's window.
     pub retry_budget: budget::RetryBudget,
 }
@@ -185,6 +187,7 @@ impl Backend {
             next: AtomicUsize::new(0),
             ejected: AtomicU32::new(0),
             ejections: AtomicU64::new(0),
+            errors: Default::default(),
             retry_budget: budget::RetryBudget::default(),
         }
     }
@@ -286,6 +289,18 @@ impl Backend {
         (1..n).map(|i| &self.endpoints[(pos + i) % n]).find(|e| e.is_usable())
     }
 
+    /// Counts a request that failed upstream (`kind`: a `metrics::UpstreamErrorKind` as index).
+    pub fn count_error(&self, kind: usize) {
+        if let Some(c) = self.errors.get(kind) {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Requests that failed upstream by kind, as counted by [`Backend::count_error`].
+    pub fn errors_total(&self) -> [u64; 5] {
+        std::array::from_fn(|i| self.errors[i].load(Ordering::Relaxed))
+    }
+
     /// Ejections of this backend's endpoints so far.
     pub fn ejections_total(&self) -> u64 {
         self.ejections.load(Ordering::Relaxed)
@@ -319,9 +334,13 @@ impl Backend {
             return;
         }
         let n = self.endpoints.len() as u32;
-        let cap = (n * self.health.max_ejected_percent / 100)
-            .max(1)
-            .min(n.saturating_sub(1));
+        // Never all of several endpoints; a backend's only endpoint can be ejected (it still gets the requests,
+        // as `pick` falls back to ejected endpoints, but the ejection shows in metrics and the dashboard).
+        let cap = if n == 1 {
+            1
+        } else {
+            (n * self.health.max_ejected_percent / 100).max(1).min(n - 1)
+        };
         let was = e.ejected_until.load(Ordering::Relaxed) != 0;
         if !was && self.ejected.load(Ordering::Relaxed) >= cap {
             return;
