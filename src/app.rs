@@ -252,6 +252,7 @@ pub async fn start_with(config: Config, source: Source, extras: Extras) -> anyho
             shared: shared.clone(),
             sets: admin_state.sets.clone(),
             api: true,
+            started: admin_state.started,
         };
         tasks
             .spawn(crate::admin::serve(l, api_state, shutdown_rx.clone()).instrument(tracing::info_span!("admin-api")));

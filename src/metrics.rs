@@ -343,6 +343,41 @@ impl Metrics {
         }
     }
 
+    /// What one (origin, backend) pair has counted so far, for the dashboard: requests by status class (all sets)
+    /// and its request-latency histogram as cumulative counts per bound of [`DURATION_BUCKETS`] then +Inf.
+    /// `None` when the pair has no counter yet.
+    pub fn route_stats(&self, origin: &str, backend: &str) -> Option<([u64; 5], Vec<u64>)> {
+        let routes = self.route_counters();
+        let c = routes
+            .by_ingress
+            .get(origin)?
+            .iter()
+            .find(|(s, _)| &**s == backend)?
+            .1
+            .clone();
+        drop(routes);
+        let mut classes = [0u64; 5];
+        for per in &*c.classes {
+            for (sum, v) in classes.iter_mut().zip(per.iter()) {
+                *sum += v.load(Ordering::Relaxed);
+            }
+        }
+        let mut cum = 0;
+        let buckets = match c.latency.get() {
+            None => vec![0; DURATION_BUCKETS.len() + 1],
+            Some(l) => l
+                .request
+                .buckets
+                .iter()
+                .map(|b| {
+                    cum += b.load(Ordering::Relaxed);
+                    cum
+                })
+                .collect(),
+        };
+        Some((classes, buckets))
+    }
+
     /// The registry of per-route counters, for the table builder (never on the request path).
     pub fn route_counters(&self) -> std::sync::MutexGuard<'_, RouteCounters> {
         self.routes.lock().unwrap_or_else(|e| e.into_inner())

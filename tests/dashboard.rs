@@ -120,6 +120,24 @@ fn manifests(shop: SocketAddr, blog: SocketAddr, tools: SocketAddr) -> String {
         "internal",
         &[("dangling.internal", "/", "Prefix", "gone-service")],
     );
+    // A policy shown on its route, and an Ingress rejected for a snippet, shown in place.
+    m += &annotated_ingress(
+        "shop",
+        "admin",
+        "admin.shop.example.com",
+        "storefront",
+        &[("portico.dev/allow-source-ranges", "10.0.0.0/8")],
+    );
+    m += &annotated_ingress(
+        "shop",
+        "snippet",
+        "snippet.shop.example.com",
+        "storefront",
+        &[(
+            "nginx.ingress.kubernetes.io/configuration-snippet",
+            "more_set_headers x: y;",
+        )],
+    );
     m
 }
 
@@ -127,7 +145,16 @@ fn manifests(shop: SocketAddr, blog: SocketAddr, tools: SocketAddr) -> String {
 async fn dashboard_renders_sets_routes_backends_and_diagnostics() {
     let (shop, blog, tools) = (echo("shop").await, echo("blog").await, echo("tools").await);
     let gw = Gateway::start_with(TWO_SETS, &manifests(shop.addr, blog.addr, tools.addr)).await;
-    let url = format!("http://{}/", gw.running().admin_addr);
+    // Traffic the route's figures count: three answered, one refused by the allowlist.
+    for _ in 0..3 {
+        assert_eq!(get(gw.addr(0), "shop.example.com", "/").await.status, 200);
+    }
+    assert_eq!(get(gw.addr(0), "admin.shop.example.com", "/").await.status, 403);
+    // The filter and the explain form are filled from the URL (as a shared link would).
+    let url = format!(
+        "http://{}/?host=shop.example.com&path=/checkout&set=external-web",
+        gw.running().admin_addr
+    );
     let artifacts = artifacts_dir();
 
     let dom_path = artifacts.join("dashboard.html");
@@ -152,6 +179,19 @@ async fn dashboard_renders_sets_routes_backends_and_diagnostics() {
         "blog/ghost-canary · weight=10".to_string(),
         "gone-service not found".to_string(),
         "generation 1".to_string(),
+        // Health: version and uptime, the problems badge, the route's live figures, its policy.
+        format!("v{}", env!("CARGO_PKG_VERSION")),
+        "2 problems".to_string(),
+        "backend <code>ops/gone-service:80</code> has no usable endpoint".to_string(),
+        "3 req total".to_string(),
+        "0.0% 5xx".to_string(),
+        "[allow 10.0.0.0/8]".to_string(),
+        // The rejected Ingress in place, with its reason.
+        "not served".to_string(),
+        "shop/snippet".to_string(),
+        "configuration-snippet".to_string(),
+        // The explain form's answer.
+        "\"id\": \"shop/storefront:80\"".to_string(),
     ];
     for want in &expected {
         assert!(

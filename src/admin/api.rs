@@ -83,6 +83,8 @@ pub fn routes(admin: &Admin) -> Value {
                                     "backend": backend(&p.backend, &down),
                                     "https_redirect": p.https_redirect,
                                     "canary": p.canary.as_ref().map(|c| canary(c, &down)),
+                                    "policy": policy(p),
+                                    "stats": stats(admin, &p.ingress, &p.backend),
                                 })).collect::<Vec<_>>(),
                             })
                         })
@@ -112,7 +114,68 @@ pub fn routes(admin: &Admin) -> Value {
             })
         })
         .collect();
-    json!({ "generation": generation, "sets": sets })
+    json!({
+        "generation": generation,
+        "latency_bounds": crate::metrics::DURATION_BUCKETS,
+        "sets": sets,
+    })
+}
+
+/// A path's annotations that differ from the defaults, as `portico check` marks them (`[allow 10.0.0.0/8]`...),
+/// and the matching it uses beyond host and path.
+fn policy(p: &crate::model::PathModel) -> String {
+    let mut out = String::new();
+    p.policy.describe_into(&mut out);
+    out.trim().to_string()
+}
+
+/// The live counters of the path's (Ingress, backend) pair: requests by class and cumulative latency buckets.
+fn stats(admin: &Admin, ingress: &ObjectRef, b: &BackendModel) -> Value {
+    match admin.shared.metrics.route_stats(&object(ingress), &b.id()) {
+        None => Value::Null,
+        Some((classes, latency)) => json!({ "classes": classes, "latency": latency }),
+    }
+}
+
+/// `/api/overview`: version, uptime, the table's generation, and what needs attention (the dashboard's badge).
+pub fn overview(admin: &Admin) -> Value {
+    let compiled = admin.shared.last_compiled();
+    let snap = admin.shared.snapshot.load();
+    let (mut errors, mut warnings) = (0, 0);
+    for d in compiled.iter().flat_map(|c| c.translation.diagnostics.iter()) {
+        match d.severity {
+            crate::model::Severity::Error => errors += 1,
+            crate::model::Severity::Warning => warnings += 1,
+        }
+    }
+    let down: usize = down_endpoints(&snap).values().map(Vec::len).sum();
+    let mut seen = std::collections::HashSet::new();
+    let mut no_endpoint = Vec::new();
+    for b in snap.backends().filter(|b| seen.insert(std::sync::Arc::as_ptr(b))) {
+        if b.endpoints.is_empty() || b.endpoints.iter().all(|e| !e.is_usable()) {
+            no_endpoint.push(b.id.clone());
+        }
+    }
+    no_endpoint.sort();
+    no_endpoint.dedup();
+    let now = crate::certs::unix_now();
+    let expiring = compiled
+        .iter()
+        .flat_map(|c| c.tls.served.iter().flatten())
+        .filter(|(_, info)| info.not_after - now < 14 * 86_400)
+        .count();
+    json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "uptime_seconds": admin.started.elapsed().as_secs(),
+        "generation": snap.generation,
+        "problems": {
+            "rejected": errors,
+            "warnings": warnings,
+            "down_endpoints": down,
+            "backends_without_endpoint": no_endpoint,
+            "expiring_certificates": expiring,
+        },
+    })
 }
 
 /// `/api/certificates`: per listener set, the certificate each configured TLS host is served with.

@@ -36,6 +36,8 @@ pub struct Admin {
     pub sets: Vec<SetAddrs>,
     /// This listener serves the JSON API and the dashboard (else health and metrics only).
     pub api: bool,
+    /// When the admin listener was made (the dashboard's uptime).
+    pub started: std::time::Instant,
 }
 
 /// A listener set's name and bound addresses.
@@ -61,6 +63,7 @@ impl Admin {
             shared,
             sets,
             api: true,
+            started: std::time::Instant::now(),
         }
     }
 }
@@ -129,6 +132,7 @@ fn route(admin: &Admin, req: &Request<Incoming>) -> Resp {
         "/api/routes" => json(StatusCode::OK, &api::routes(admin)),
         "/api/certificates" => json(StatusCode::OK, &api::certificates(admin)),
         "/api/diagnostics" => json(StatusCode::OK, &api::diagnostics(admin)),
+        "/api/overview" => json(StatusCode::OK, &api::overview(admin)),
         "/api/explain" => api::explain(admin, req.uri().query().unwrap_or("")),
         "/" | "/index.html" => reply(StatusCode::OK, "text/html; charset=utf-8", DASHBOARD_HTML),
         "/dashboard.js" => reply(StatusCode::OK, "text/javascript; charset=utf-8", DASHBOARD_JS),
