@@ -400,6 +400,22 @@ async fn leader_orders_follower_answers_both_serve_and_restart_reuses() {
     assert!(m.contains("\nportico_acme_orders_started_total 0\n"), "{m}");
     let m = metrics(leader.admin_addr).await;
     assert!(m.contains("\nportico_acme_certificates_issued_total 1\n"), "{m}");
+    // The issue is a `Normal` Event on the Secret, naming the hosts and the serial.
+    until("CertificateIssued event", Duration::from_secs(5), String::new, || {
+        let found = server
+            .list_typed::<k8s_openapi::api::events::v1::Event>()
+            .into_iter()
+            .filter(|e| e.reason.as_deref() == Some("CertificateIssued"))
+            .any(|e| {
+                let note = e.note.unwrap_or_default();
+                e.type_.as_deref() == Some("Normal")
+                    && e.regarding.as_ref().and_then(|r| r.kind.as_deref()) == Some("Secret")
+                    && note.contains(HOST)
+                    && note.contains(&serial_a)
+            });
+        async move { found }
+    })
+    .await;
     // The tokens were withdrawn from the ConfigMap and from both replicas.
     assert_eq!(challenge_tokens(&server, OWN_NS), 0);
     until(

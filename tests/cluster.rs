@@ -626,6 +626,30 @@ async fn status_per_listener_set_written_once_and_cleared() {
         assert_eq!(status_patches(&server, "v"), 2);
         assert_eq!(status_patches(&server, "pub"), 1);
 
+        // Each address written is a `Normal` `Programmed` Event on its Ingress, naming where it is served.
+        let programmed = |name: &str| {
+            server
+                .list_typed::<k8s_openapi::api::events::v1::Event>()
+                .into_iter()
+                .filter(|e| {
+                    e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name)
+                        && e.reason.as_deref() == Some("Programmed")
+                })
+                .map(|e| (e.type_.unwrap_or_default(), e.note.unwrap_or_default()))
+                .collect::<Vec<_>>()
+        };
+        until("Programmed events", SEC5, || {
+            let done = programmed("v").len() == 2 && programmed("pub").len() == 1;
+            async move { done }
+        })
+        .await;
+        assert_eq!(
+            programmed("pub"),
+            [("Normal".to_string(), "served at 192.0.2.10, lb.example.com".to_string())]
+        );
+        assert!(programmed("v").iter().any(|(_, n)| n == "served at 203.0.113.8"));
+        assert!(programmed("other").is_empty());
+
         // A class change to one that is not ours clears the status we wrote.
         let mut int = server
             .get_object("networking.k8s.io/v1", "Ingress", "default", "int")

@@ -10,6 +10,9 @@
 //! event. Within one process, the same object and message are not sent again within `dedupe` either, and at most
 //! `burst` Events go out per round; the rest wait for a later round. Only the leader sends Events.
 //!
+//! Besides diagnostics, [`Notice`]s are reported as `Normal` Events: an Ingress `Programmed` (its status got
+//! an address: it is served there) and a `CertificateIssued` on a Secret the ACME manager filled.
+//!
 //! When the API refuses Events (`403`: the ServiceAccount may not create them), that is logged once with the
 //! status and message, not once per diagnostic per round, and each report is not retried before `dedupe`.
 
@@ -81,6 +84,15 @@ fn event_name(obj: &ObjectRef, uid: Option<&str>, reason: &str, message: &str) -
     format!("{}.{h:016x}", prefix.trim_end_matches(['.', '-']))
 }
 
+/// A `Normal` Event that is not a diagnostic: something went right.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Notice {
+    pub object: ObjectRef,
+    /// `Programmed`, `CertificateIssued`.
+    pub reason: &'static str,
+    pub note: String,
+}
+
 pub struct EventSink {
     client: kube::Client,
     controller: String,
@@ -105,15 +117,27 @@ impl EventSink {
         }
     }
 
-    /// Sends the Events not sent recently. Returns false when some are still waiting (rate limit or error).
-    pub async fn emit(&mut self, diagnostics: &[Diagnostic], objects: &dyn Objects) -> bool {
+    /// Sends the Events not sent recently: one per diagnostic about an object, one per notice. Returns false
+    /// when some are still waiting (rate limit or error).
+    pub async fn emit(&mut self, diagnostics: &[Diagnostic], notices: &[Notice], objects: &dyn Objects) -> bool {
         let dedupe = self.dedupe;
         self.sent.retain(|_, at| at.elapsed() < dedupe);
+        let reports = diagnostics
+            .iter()
+            .filter_map(|d| {
+                let Subject::Object(obj) = &d.subject else { return None };
+                let kind = if d.severity == Severity::Warning {
+                    "Normal"
+                } else {
+                    "Warning"
+                };
+                Some((obj, reason_of(d), kind, &d.reason))
+            })
+            .chain(notices.iter().map(|n| (&n.object, n.reason, "Normal", &n.note)));
         let mut budget = self.burst;
         let mut done = true;
-        for d in diagnostics {
-            let Subject::Object(obj) = &d.subject else { continue };
-            let key = (obj.clone(), d.reason.clone());
+        for (obj, reason, kind, note) in reports {
+            let key = (obj.clone(), note.clone());
             if self.sent.contains_key(&key) {
                 continue;
             }
@@ -122,7 +146,7 @@ impl EventSink {
                 break;
             }
             budget -= 1;
-            match self.send(obj, d, objects).await {
+            match self.send(obj, reason, kind, note, objects).await {
                 Ok(()) => {
                     self.refused_logged = false;
                     self.sent.insert(key, Instant::now());
@@ -147,16 +171,22 @@ impl EventSink {
         done
     }
 
-    async fn send(&self, obj: &ObjectRef, d: &Diagnostic, objects: &dyn Objects) -> Result<(), kube::Error> {
+    async fn send(
+        &self,
+        obj: &ObjectRef,
+        reason: &'static str,
+        kind: &'static str,
+        note: &str,
+        objects: &dyn Objects,
+    ) -> Result<(), kube::Error> {
         let (api_version, uid) = (api_version(obj.kind), objects.uid(obj));
         let namespace = if obj.namespace.is_empty() {
             "default".to_string()
         } else {
             obj.namespace.clone()
         };
-        let reason = reason_of(d);
         let now = Timestamp::now();
-        let mut note = d.reason.clone();
+        let mut note = note.to_string();
         if note.len() > 1000 {
             let mut cut = 1000;
             while !note.is_char_boundary(cut) {
@@ -174,14 +204,7 @@ impl EventSink {
             event_time: Some(MicroTime(now)),
             action: Some("Translate".into()),
             reason: Some(reason.into()),
-            type_: Some(
-                if d.severity == Severity::Warning {
-                    "Normal"
-                } else {
-                    "Warning"
-                }
-                .into(),
-            ),
+            type_: Some(kind.into()),
             note: Some(note),
             reporting_controller: Some(self.controller.clone()),
             reporting_instance: Some(self.instance.clone()),

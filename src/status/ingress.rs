@@ -106,6 +106,8 @@ pub struct StatusWriter {
     written: HashMap<ObjectRef, (Vec<Address>, Option<String>)>,
     /// Status left behind was looked for since leadership was gained.
     swept: bool,
+    /// Ingresses given an address since [`StatusWriter::take_programmed`] was last called (`Normal` Events).
+    programmed: Vec<super::events::Notice>,
 }
 
 impl StatusWriter {
@@ -118,7 +120,13 @@ impl StatusWriter {
             to_clear: HashSet::new(),
             written: HashMap::new(),
             swept: false,
+            programmed: Vec::new(),
         }
+    }
+
+    /// The `Programmed` notices of the status written since the last call.
+    pub fn take_programmed(&mut self) -> Vec<super::events::Notice> {
+        std::mem::take(&mut self.programmed)
     }
 
     /// One round. Returns false when a write failed (the caller retries later).
@@ -214,6 +222,17 @@ impl StatusWriter {
         {
             Ok(_) => {
                 tracing::info!(ingress = %r, addresses = ?want, "status written");
+                if !want.is_empty() {
+                    let list: Vec<&str> = want
+                        .iter()
+                        .filter_map(|a| a.ip.as_deref().or(a.hostname.as_deref()))
+                        .collect();
+                    self.programmed.push(super::events::Notice {
+                        object: r.clone(),
+                        reason: "Programmed",
+                        note: format!("served at {}", list.join(", ")),
+                    });
+                }
                 self.written.insert(r.clone(), (want, rv));
                 true
             }

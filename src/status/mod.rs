@@ -83,6 +83,9 @@ pub async fn run(
     mut shutdown: channel::Receiver<bool>,
 ) {
     let mut acme_reports = acme.as_ref().map(|a| a.subscribe());
+    // Issued certificates already reported (secret, serial), so each becomes one `CertificateIssued` Event.
+    let mut issued_reported: std::collections::HashSet<(ObjectRef, String)> = Default::default();
+    let mut notices: Vec<events::Notice> = Vec::new();
     let mut status = ingress::StatusWriter::new(client.clone(), publish);
     let mut gateway_status = gateway::StatusWriter::new(client.clone());
     let mut events = events::EventSink::new(client, settings.identity, settings.event_dedupe, settings.event_burst);
@@ -100,15 +103,39 @@ pub async fn run(
         };
         let is_leader = *leader.borrow_and_update();
         let mut ok = status.reconcile(&round.owned, &*objects, &leader).await;
+        notices.extend(status.take_programmed());
         if let Some(attachment) = &round.gateway {
             ok &= gateway_status.reconcile(attachment, &*objects, &leader).await;
         }
         if is_leader && *leader.borrow() {
             let mut diagnostics = round.diagnostics.clone();
             if let Some(a) = &acme {
-                diagnostics.extend(a.status().diagnostics());
+                let st = a.status();
+                diagnostics.extend(st.diagnostics());
+                issued_reported.retain(|(secret, serial)| {
+                    st.history
+                        .iter()
+                        .any(|at| at.secret == *secret && at.outcome.as_ref().is_ok_and(|s| s == serial))
+                });
+                for at in &st.history {
+                    let Ok(serial) = &at.outcome else { continue };
+                    if issued_reported.insert((at.secret.clone(), serial.clone())) {
+                        notices.push(events::Notice {
+                            object: at.secret.clone(),
+                            reason: "CertificateIssued",
+                            note: format!("certificate for {} issued (serial {serial})", at.hosts.join(", ")),
+                        });
+                    }
+                }
             }
-            ok &= events.emit(&diagnostics, &*objects).await;
+            let sent = events.emit(&diagnostics, &notices, &*objects).await;
+            if sent {
+                notices.clear();
+            }
+            ok &= sent;
+        } else {
+            // Not leading: another replica writes status and reports.
+            notices.clear();
         }
         retry = !ok;
     }
