@@ -162,6 +162,18 @@ pub async fn get(addr: SocketAddr, host: &str, path: &str) -> Reply {
     send(addr, http::Method::GET, host, path, &[], Bytes::new()).await
 }
 
+/// GET over a new connection, the status or why there is none (for requests that may fail).
+pub async fn try_get(addr: SocketAddr, host: &str, path: &str) -> Result<u16, String> {
+    let req = http::Request::get(format!("http://{addr}{path}"))
+        .header("host", host)
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let resp = client().request(req).await.map_err(|e| format!("{e:?}"))?;
+    let status = resp.status().as_u16();
+    resp.into_body().collect().await.map_err(|e| format!("{e:?}"))?;
+    Ok(status)
+}
+
 pub async fn send(
     addr: SocketAddr,
     method: http::Method,
