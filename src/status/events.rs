@@ -256,6 +256,9 @@ fn api_version(kind: &str) -> &'static str {
     match kind {
         "Ingress" | "IngressClass" => "networking.k8s.io/v1",
         "EndpointSlice" => "discovery.k8s.io/v1",
+        "GatewayClass" | "Gateway" | "HTTPRoute" | "GRPCRoute" | "TLSRoute" | "TCPRoute" | "ReferenceGrant" => {
+            "gateway.networking.k8s.io/v1"
+        }
         _ => "v1",
     }
 }
@@ -270,6 +273,14 @@ mod tests {
             namespace: "shop".into(),
             name: "web".into(),
         }
+    }
+
+    #[test]
+    fn events_regard_gateway_api_objects_by_their_group() {
+        assert_eq!(api_version("HTTPRoute"), "gateway.networking.k8s.io/v1");
+        assert_eq!(api_version("Gateway"), "gateway.networking.k8s.io/v1");
+        assert_eq!(api_version("Ingress"), "networking.k8s.io/v1");
+        assert_eq!(api_version("Secret"), "v1");
     }
 
     #[test]

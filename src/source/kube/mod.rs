@@ -172,6 +172,10 @@ impl Objects for Stores {
             "Service" => self.services.get(ns, &r.name).and_then(|o| meta(&o.metadata)),
             "Secret" => self.secrets.get(ns, &r.name).and_then(|o| meta(&o.metadata)),
             "EndpointSlice" => self.slices.get(ns, &r.name).and_then(|o| meta(&o.metadata)),
+            "GatewayClass" => self.gateway_classes.get(None, &r.name).and_then(|o| meta(&o.metadata)),
+            "Gateway" => self.gateways.get(ns, &r.name).and_then(|o| meta(&o.metadata)),
+            "HTTPRoute" => self.http_routes.get(ns, &r.name).and_then(|o| meta(&o.metadata)),
+            "GRPCRoute" => self.grpc_routes.get(ns, &r.name).and_then(|o| meta(&o.metadata)),
             _ => None,
         }
     }
