@@ -47,7 +47,7 @@ async fn sigterm_drains_then_finishes_in_flight_requests_and_exits_0() {
         ),
     )
     .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_portico"))
+    let child = Command::new(env!("CARGO_BIN_EXE_portico"))
         .args(["run", "--manifests"])
         .arg(dir.path())
         .arg("--config")
@@ -79,26 +79,32 @@ async fn sigterm_drains_then_finishes_in_flight_requests_and_exits_0() {
     let r = during.await.unwrap();
     assert_eq!((r.status, r.text().as_str()), (200, "done"));
     // Then it exits 0 by itself.
-    let exit = tokio::task::spawn_blocking(move || {
-        let deadline = Instant::now() + Duration::from_secs(15);
+    let exit = exit_within(child, Duration::from_secs(15)).await;
+    assert_eq!(exit.and_then(|s| s.code()), Some(0));
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "no longer accepting"
+    );
+}
+
+/// The exit status of `child` once it exits by itself within `within`; `None` (and killed) if it does not.
+async fn exit_within(mut child: std::process::Child, within: Duration) -> Option<std::process::ExitStatus> {
+    tokio::task::spawn_blocking(move || {
+        let deadline = Instant::now() + within;
         loop {
             if let Some(status) = child.try_wait().unwrap() {
                 return Some(status);
             }
             if Instant::now() > deadline {
                 let _ = child.kill();
+                let _ = child.wait();
                 return None;
             }
             std::thread::sleep(Duration::from_millis(50));
         }
     })
     .await
-    .unwrap();
-    assert_eq!(exit.and_then(|s| s.code()), Some(0));
-    assert!(
-        tokio::net::TcpStream::connect(addr).await.is_err(),
-        "no longer accepting"
-    );
+    .unwrap()
 }
 
 /// Starts the real binary in file mode on `dir` with an HTTP listener on `http`, an admin listener on `admin`
@@ -153,7 +159,7 @@ async fn a_rolling_replacement_refuses_no_request() {
     )
     .unwrap();
     let shutdown = "{drainDelay: 2s, gracePeriod: 10s}";
-    let (mut old, old_addr) = replica(dir.path(), "old", shutdown).await;
+    let (old, old_addr) = replica(dir.path(), "old", shutdown).await;
     let endpoints = std::sync::Arc::new(std::sync::Mutex::new(vec![old_addr]));
 
     // Clients: a new connection per request, to an address from the current endpoint list, round robin.
@@ -193,21 +199,7 @@ async fn a_rolling_replacement_refuses_no_request() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     endpoints.lock().unwrap().retain(|a| *a != old_addr);
     // Traffic goes on through the rest of the drain and the exit.
-    let exit = tokio::task::spawn_blocking(move || {
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            if let Some(status) = old.try_wait().unwrap() {
-                return Some(status);
-            }
-            if Instant::now() > deadline {
-                let _ = old.kill();
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    })
-    .await
-    .unwrap();
+    let exit = exit_within(old, Duration::from_secs(15)).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let (mut ok, mut failed) = (0, Vec::new());

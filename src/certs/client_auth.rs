@@ -108,13 +108,16 @@ impl ClientAuthConfigs {
 /// A configuration like the set's (`certs::server_config`), asking for client certificates as `c` says.
 fn config_for(c: &ClientCert, resolver: Arc<dyn ResolvesServerCert>) -> Result<Arc<ServerConfig>, String> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let verifier: Arc<dyn ClientCertVerifier> = match c.verify {
-        VerifyClient::On | VerifyClient::Optional => Arc::new(DepthLimited {
-            inner: crate::pem::client_verifier(&c.ca_pem, c.crl_pem.as_deref())?,
-            depth: c.depth,
-        }),
-        VerifyClient::OptionalNoCa => Arc::new(AnyClientCert(provider.clone())),
-    };
+    let verifier = Arc::new(ClientVerifier {
+        ca: match c.verify {
+            VerifyClient::On | VerifyClient::Optional => {
+                Some(crate::pem::client_verifier(&c.ca_pem, c.crl_pem.as_deref())?)
+            }
+            VerifyClient::OptionalNoCa => None,
+        },
+        depth: c.depth,
+        provider: provider.clone(),
+    });
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(|e| e.to_string())?
@@ -126,14 +129,17 @@ fn config_for(c: &ClientCert, resolver: Arc<dyn ResolvesServerCert>) -> Result<A
     Ok(Arc::new(config))
 }
 
-/// The CA verifier, refusing chains longer than `depth` (1: the client's certificate is signed by the CA).
+/// Asks for a client certificate without requiring one. With `ca` (`on`, `optional`): the certificate must
+/// chain to it within `depth` (1: signed by the CA itself). Without (`optional_no_ca`): any certificate is taken
+/// and the backend decides. Either way the client must prove it holds the certificate's key.
 #[derive(Debug)]
-struct DepthLimited {
-    inner: Arc<dyn ClientCertVerifier>,
+struct ClientVerifier {
+    ca: Option<Arc<dyn ClientCertVerifier>>,
     depth: u32,
+    provider: Arc<rustls::crypto::CryptoProvider>,
 }
 
-impl ClientCertVerifier for DepthLimited {
+impl ClientCertVerifier for ClientVerifier {
     fn offer_client_auth(&self) -> bool {
         true
     }
@@ -143,7 +149,7 @@ impl ClientCertVerifier for DepthLimited {
     }
 
     fn root_hint_subjects(&self) -> &[DistinguishedName] {
-        self.inner.root_hint_subjects()
+        self.ca.as_ref().map_or(&[], |ca| ca.root_hint_subjects())
     }
 
     fn verify_client_cert(
@@ -152,12 +158,15 @@ impl ClientCertVerifier for DepthLimited {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
+        let Some(ca) = &self.ca else {
+            return Ok(ClientCertVerified::assertion());
+        };
         if intermediates.len() >= self.depth as usize {
             return Err(rustls::Error::InvalidCertificate(
                 rustls::CertificateError::ApplicationVerificationFailure,
             ));
         }
-        self.inner.verify_client_cert(end_entity, intermediates, now)
+        ca.verify_client_cert(end_entity, intermediates, now)
     }
 
     fn verify_tls12_signature(
@@ -166,7 +175,7 @@ impl ClientCertVerifier for DepthLimited {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls12_signature(message, cert, dss)
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
     }
 
     fn verify_tls13_signature(
@@ -175,60 +184,11 @@ impl ClientCertVerifier for DepthLimited {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls13_signature(message, cert, dss)
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.inner.supported_verify_schemes()
-    }
-}
-
-/// `optional_no_ca`: any certificate is taken (the backend decides), but the client must prove it holds its key.
-#[derive(Debug)]
-struct AnyClientCert(Arc<rustls::crypto::CryptoProvider>);
-
-impl ClientCertVerifier for AnyClientCert {
-    fn offer_client_auth(&self) -> bool {
-        true
-    }
-
-    fn client_auth_mandatory(&self) -> bool {
-        false
-    }
-
-    fn root_hint_subjects(&self) -> &[DistinguishedName] {
-        &[]
-    }
-
-    fn verify_client_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _now: UnixTime,
-    ) -> Result<ClientCertVerified, rustls::Error> {
-        Ok(ClientCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
+        self.provider.signature_verification_algorithms.supported_schemes()
     }
 }
 
