@@ -56,10 +56,15 @@ pub struct LiveBackend {
     pub counter: RouteCounter,
 }
 
-/// State of a route that must survive republishes (reused by the route's key, see [`Builder`]). Empty today:
-/// the room for rate-limit buckets and other per-route state a filter keeps between requests.
+/// State of a route that must survive republishes (reused by the route's key, see [`Builder`]): the room for
+/// rate-limit buckets and other per-route state a filter keeps between requests.
 #[derive(Debug, Default)]
-pub struct Kept {}
+pub struct Kept {
+    /// Basic auth's verified credentials.
+    pub basic_auth: crate::auth_cache::AuthCache<()>,
+    /// Forward auth's answers (`auth-cache-key`).
+    pub forward_auth: crate::auth_cache::AuthCache<crate::auth_cache::Answer>,
+}
 
 impl crate::routing::SetTable<Live> {
     /// Every backend of the set's routes (with repeats).

@@ -141,6 +141,11 @@ impl Translator<'_> {
                 return;
             }
         }
+        if let Some(b) = &mut p.basic_auth {
+            if b.resolve(&iref.namespace, &self.state.secrets).is_err() {
+                return;
+            }
+        }
         let policy = self.share_policy(p);
         self.service_upstream = policy.retry.service_upstream;
         let mut k = 0u32;

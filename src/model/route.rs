@@ -115,6 +115,10 @@ pub enum Filter {
     UrlRedirect(UrlRedirect),
     /// Gateway API `URLRewrite`'s path (its hostname is the send policy's upstream Host).
     PathRewrite(PathRewrite),
+    /// Forward auth: an auth service decides before the request goes upstream (`model::auth`).
+    ForwardAuth(Arc<super::auth::ForwardAuth>),
+    /// Basic auth: a password file decides (`model::auth`).
+    BasicAuth(Arc<super::auth::BasicAuth>),
 }
 
 impl Filter {
@@ -135,6 +139,9 @@ impl Filter {
             | Filter::Respond(_)
             | Filter::UrlRedirect(_)
             | Filter::PathRewrite(_) => false,
+            // Caches: verified credentials, and forward auth's answers when `auth-cache-key` asks.
+            Filter::BasicAuth(_) => true,
+            Filter::ForwardAuth(f) => f.cache.is_some(),
         }
     }
 }
@@ -754,6 +761,17 @@ fn filters(p: &IngressPolicy, https_redirect: bool) -> Vec<Filter> {
     }
     if let Some(root) = &p.rewrite.app_root {
         out.push(Filter::AppRoot(AppRoot(root.as_str().into())));
+    }
+    // Auth after the redirects (nginx's rewrite phase answers before its access phase), before anything else.
+    if let Some(b) = &p.basic_auth {
+        match super::auth::BasicAuth::new(&b.realm, b.users.clone()) {
+            Ok(f) => out.push(Filter::BasicAuth(Arc::new(f))),
+            // Checked by the parser; should it ever fail, nobody gets in.
+            Err(_) => out.push(Filter::Respond(Respond(StatusCode::INTERNAL_SERVER_ERROR))),
+        }
+    }
+    if let Some(f) = &p.forward_auth {
+        out.push(Filter::ForwardAuth(Arc::new(f.clone())));
     }
     if let Some(max) = p.max_body_bytes {
         out.push(Filter::BodyLimit(BodyLimit(max)));

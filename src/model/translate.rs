@@ -534,6 +534,10 @@ impl<'a> Translator<'a> {
             if let Some(tls) = &mut p.upstream_tls {
                 tls.resolve_ca(ns, &self.state.secrets)?;
             }
+            // So is basic auth's user Secret.
+            if let Some(b) = &mut p.basic_auth {
+                b.resolve(ns, &self.state.secrets)?;
+            }
             Ok(p)
         }) {
             Ok(p) => self.share_policy(p),

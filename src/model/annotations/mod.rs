@@ -7,6 +7,8 @@
 
 pub mod affinity;
 pub mod alias;
+pub mod auth;
+pub mod basic_auth;
 pub mod canary;
 pub mod catalog;
 pub mod retry;
@@ -172,6 +174,10 @@ pub struct IngressPolicy {
     pub canary: Option<canary::Canary>,
     /// Other names of the Ingress's host (`server-alias`, `from-to-www-redirect`).
     pub alias: alias::Aliases,
+    /// Forward auth (`auth-url` and its companions).
+    pub forward_auth: Option<crate::model::auth::ForwardAuth>,
+    /// Basic auth (`auth-type: basic`); its users are read from the Secret by translation.
+    pub basic_auth: Option<basic_auth::BasicAuth>,
 }
 
 /// An active health check, as HAProxy's `check inter 5s fall 3 rise 2` with `option httpchk GET /path`.
@@ -253,6 +259,8 @@ impl Default for IngressPolicy {
             alias: alias::Aliases::default(),
             cookie: affinity::CookieAttributes::default(),
             canary: None,
+            forward_auth: None,
+            basic_auth: None,
         }
     }
 }
@@ -672,6 +680,12 @@ impl IngressPolicy {
         if self.cookie != affinity::CookieAttributes::default() {
             let _ = write!(out, " [cookie{}]", self.cookie.suffix());
         }
+        if let Some(f) = &self.forward_auth {
+            let _ = write!(out, " [forward-auth {}]", f.url);
+        }
+        if let Some(b) = &self.basic_auth {
+            let _ = write!(out, " [basic-auth {} users]", b.users.0.len());
+        }
     }
 
     pub fn from_meta(meta: &IngressMeta) -> Result<Self, String> {
@@ -773,6 +787,8 @@ impl IngressPolicy {
             cookie: affinity::CookieAttributes::from_meta(meta, balance == Balance::Cookie)?,
             canary: canary::Canary::from_meta(meta)?,
             alias: alias::Aliases::from_meta(meta)?,
+            forward_auth: auth::parse(meta)?,
+            basic_auth: basic_auth::BasicAuth::parse(meta)?,
         })
     }
 }
@@ -857,6 +873,19 @@ mod tests {
             &canary::WEIGHT,
             &canary::WEIGHT_TOTAL,
             &canary::AFFINITY_BEHAVIOR,
+            &auth::URL,
+            &auth::METHOD,
+            &auth::RESPONSE_HEADERS,
+            &auth::REQUEST_REDIRECT,
+            &auth::SIGNIN,
+            &auth::SIGNIN_REDIRECT_PARAM,
+            &auth::CACHE_KEY,
+            &auth::CACHE_DURATION,
+            &[auth::TIMEOUT],
+            &basic_auth::TYPE,
+            &basic_auth::SECRET,
+            &basic_auth::SECRET_TYPE,
+            &basic_auth::REALM,
         ]
         .concat();
         parsed.sort_unstable();
@@ -880,14 +909,14 @@ mod tests {
         assert_eq!(w.len(), 1);
         assert!(w[0].contains("proxy-buffering has no effect"), "{w:?}");
         let m = meta(&[
-            ("nginx.ingress.kubernetes.io/auth-type", "basic"),
+            ("nginx.ingress.kubernetes.io/auth-keepalive", "10"),
             ("nginx.ingress.kubernetes.io/limit-rps", "5"),
             ("portico.dev/ssl-redirct", "false"),
             ("nginx.ingress.kubernetes.io/proxy-buffering", "off"),
         ]);
         let e = check_keys(&m).unwrap_err();
         assert_eq!(e.len(), 3, "{e:?}");
-        assert!(e[0].starts_with("annotation nginx.ingress.kubernetes.io/auth-type is not supported"));
+        assert!(e[0].starts_with("annotation nginx.ingress.kubernetes.io/auth-keepalive is not supported"));
         assert!(e[2].contains("did you mean portico.dev/ssl-redirect"));
         let e = IngressPolicy::from_meta(&meta(&[("portico.dev/acme", "flase")])).unwrap_err();
         assert!(e.contains("portico.dev/acme"), "{e}");
