@@ -144,6 +144,18 @@ async fn forward_auth_with_oauth2_proxy() {
         ],
     );
     m += &forward_ingress("plain", "plain.example", &[("portico.dev/auth-url", &url)]);
+    // ingress-nginx's usual oauth2-proxy setup: the redirect parameter written into the sign-in URL.
+    m += &forward_ingress(
+        "template",
+        "template.example",
+        &[
+            ("nginx.ingress.kubernetes.io/auth-url", &url),
+            (
+                "nginx.ingress.kubernetes.io/auth-signin",
+                "https://auth.example/oauth2/start?rd=$scheme://$host$escaped_request_uri",
+            ),
+        ],
+    );
     m += &forward_ingress(
         "forbidden",
         "forbidden.example",
@@ -210,6 +222,13 @@ async fn forward_auth_with_oauth2_proxy() {
         "https://auth.example/oauth2/start?rd=http%3A%2F%2Fapp.example%2Forders%3Fid%3D7"
     );
     assert_eq!(app.count(), before, "the backend was not reached");
+
+    let r = get(g, "template.example", "/a%20b?x=1").await;
+    assert_eq!(r.status, 302);
+    assert_eq!(
+        r.headers.get("location").unwrap(),
+        "https://auth.example/oauth2/start?rd=http://template.example%2Fa%2520b%3Fx%3D1"
+    );
 
     // Without auth-signin: the auth service's 401 with its headers and body.
     let r = get(g, "plain.example", "/").await;

@@ -27,7 +27,7 @@ use super::filters::{RequestCx, RouteFilter};
 use super::ProxyBody;
 use crate::auth_cache::{self, Answer};
 use crate::htpasswd::basic_credentials;
-use crate::model::auth::{BasicAuth, ForwardAuth, KeyPart};
+use crate::model::auth::{percent_encode, BasicAuth, ForwardAuth, KeyPart, UrlTemplate, UrlVars};
 use crate::model::route::Filter;
 use crate::snapshot::Kept;
 
@@ -45,6 +45,18 @@ pub(super) struct Deferred<'a> {
     pub tls: bool,
     /// The route's kept slot (its caches).
     pub kept: Option<&'a Kept>,
+}
+
+impl Deferred<'_> {
+    /// The values of a URL template's variables (`host_header`: the Host as sent).
+    fn vars<'h>(&'h self, host_header: &'h str) -> UrlVars<'h> {
+        UrlVars {
+            scheme: if self.tls { "https" } else { "http" },
+            host: self.host,
+            host_header,
+            request_uri: self.uri.path_and_query().map_or("/", http::uri::PathAndQuery::as_str),
+        }
+    }
 }
 
 // === basic auth ===
@@ -222,7 +234,10 @@ impl ForwardAuth {
 
     /// The subrequest and what of its answer matters.
     async fn ask(&self, d: &Deferred<'_>, headers: &HeaderMap) -> Result<Answer, Failure> {
-        let req = self.subrequest(d, headers);
+        let Some(req) = self.subrequest(d, headers) else {
+            tracing::warn!(auth_url = %self.url, "auth-url with this request's values is not a URL; request refused");
+            return Err(Failure::Unavailable);
+        };
         let exchange = async {
             let resp = client().request(req).await.map_err(|e| {
                 tracing::debug!(auth_url = %self.url, error = %e, "auth subrequest failed");
@@ -270,7 +285,7 @@ impl ForwardAuth {
 
     /// The auth subrequest: the request's method (or `method`), its headers less hop-by-hop, framing and Host, and
     /// the `X-Original-*`, `X-Forwarded-*` and `X-Auth-Request-Redirect` headers; no body.
-    fn subrequest(&self, d: &Deferred<'_>, headers: &HeaderMap) -> http::Request<Empty<Bytes>> {
+    fn subrequest(&self, d: &Deferred<'_>, headers: &HeaderMap) -> Option<http::Request<Empty<Bytes>>> {
         let mut h = headers.clone();
         super::headers::strip_hop_by_hop(&mut h);
         for n in [
@@ -303,24 +318,29 @@ impl ForwardAuth {
             }
             None => set("x-auth-request-redirect", request_uri),
         }
+        let uri = match &self.url.fixed {
+            Some(u) => u.clone(),
+            None => self.url.render(&d.vars(host)).parse().ok()?,
+        };
         let mut req = http::Request::new(Empty::new());
         *req.method_mut() = self.method.clone().unwrap_or_else(|| d.method.clone());
-        *req.uri_mut() = self.url.clone();
+        *req.uri_mut() = uri;
         *req.headers_mut() = h;
-        req
+        Some(req)
     }
 
     /// `signin` with `PARAM=<the request's URL>` added (unless it has that parameter already).
-    fn signin_location(&self, signin: &str, d: &Deferred<'_>) -> String {
+    fn signin_location(&self, signin: &UrlTemplate, d: &Deferred<'_>) -> String {
         let param = &self.signin_redirect_param;
+        let host = d.host_value.and_then(|v| v.to_str().ok()).unwrap_or(d.host);
+        let signin = signin.render(&d.vars(host));
         let has = signin
             .split_once('?')
             .is_some_and(|(_, q)| q.split('&').any(|p| p.split('=').next() == Some(param.as_str())));
         if has {
-            return signin.to_string();
+            return signin;
         }
         let scheme = if d.tls { "https" } else { "http" };
-        let host = d.host_value.and_then(|v| v.to_str().ok()).unwrap_or(d.host);
         let request_uri = d.uri.path_and_query().map_or("/", http::uri::PathAndQuery::as_str);
         let original = format!("{scheme}://{host}{request_uri}");
         let sep = if signin.contains('?') { '&' } else { '?' };
@@ -414,20 +434,6 @@ fn text(status: StatusCode, body: &'static str) -> Response<ProxyBody> {
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     resp
-}
-
-/// Percent-encodes all but RFC 3986's unreserved characters (a query parameter's value).
-fn percent_encode(s: &str) -> String {
-    use std::fmt::Write;
-    let mut out = String::with_capacity(s.len() * 3 / 2);
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(char::from(b));
-        } else {
-            let _ = write!(out, "%{b:02X}");
-        }
-    }
-    out
 }
 
 #[cfg(test)]

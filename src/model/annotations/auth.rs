@@ -2,14 +2,16 @@
 //! Runtime home: the route's `ForwardAuth` filter (`model::auth`), run by the proxy before sending
 //! (`proxy/auth.rs`).
 //!
-//! - `auth-url`: an absolute `http://` or `https://` URL (a cluster Service's name works like any host name).
-//!   nginx variables (`$host`...) are refused: the URL is used as written.
+//! - `auth-url`: an absolute `http://` or `https://` URL (a cluster Service's name works like any host name), with
+//!   `$scheme`, `$host`, `$http_host`, `$request_uri`, `$escaped_request_uri` filled in per request; other nginx
+//!   variables are refused.
 //! - `auth-method`: the subrequest's method (default: the request's).
 //! - `auth-response-headers`: comma-separated names copied from a 2xx answer onto the upstream request; the
 //!   client's own values of these names are removed first, so a client cannot pose as a user.
 //! - `auth-request-redirect`: the `X-Auth-Request-Redirect` sent to the auth service (default: the request URI).
 //! - `auth-signin`: a 401 answer becomes 302 to this URL with `rd=<the request's URL>` added
-//!   (`auth-signin-redirect-param` names the parameter); nginx variables are refused here too.
+//!   (`auth-signin-redirect-param` names the parameter) unless the URL has that parameter already, as in
+//!   `https://auth.example/oauth2/start?rd=$scheme://$host$request_uri` (the same variables as `auth-url`).
 //! - `auth-cache-key` + `auth-cache-duration` (`200 202 401 5m`, groups separated by commas; default
 //!   `200 202 401 5m`): answers are remembered per route by the key, which may use `$http_NAME`,
 //!   `$cookie_NAME`, `$remote_user`, `$host` and `$request_uri`; other variables are refused.
@@ -21,7 +23,7 @@
 use std::time::Duration;
 
 use super::{get, header_name, string_any, IngressMeta};
-use crate::model::auth::{CacheSpec, ForwardAuth, KeyPart, DEFAULT_AUTH_TIMEOUT};
+use crate::model::auth::{CacheSpec, ForwardAuth, KeyPart, UrlTemplate, DEFAULT_AUTH_TIMEOUT};
 
 pub const URL: [&str; 2] = ["portico.dev/auth-url", "nginx.ingress.kubernetes.io/auth-url"];
 pub const METHOD: [&str; 2] = ["portico.dev/auth-method", "nginx.ingress.kubernetes.io/auth-method"];
@@ -73,7 +75,7 @@ pub fn parse(meta: &IngressMeta) -> Result<Option<ForwardAuth>, String> {
         }
         return Ok(None);
     };
-    let url = absolute_url(URL[0], url)?;
+    let url = UrlTemplate::parse(url).map_err(|e| format!("annotation {}: {e}", URL[0]))?;
     let method = match string_any(meta, &METHOD)? {
         None => None,
         Some(m) => Some(
@@ -103,10 +105,7 @@ pub fn parse(meta: &IngressMeta) -> Result<Option<ForwardAuth>, String> {
     };
     let signin = match string_any(meta, &SIGNIN)? {
         None => None,
-        Some(v) => {
-            absolute_url(SIGNIN[0], v)?;
-            Some(v.to_string())
-        }
+        Some(v) => Some(UrlTemplate::parse(v).map_err(|e| format!("annotation {}: {e}", SIGNIN[0]))?),
     };
     let signin_redirect_param = match string_any(meta, &SIGNIN_REDIRECT_PARAM)? {
         None => "rd".to_string(),
@@ -151,21 +150,6 @@ pub fn parse(meta: &IngressMeta) -> Result<Option<ForwardAuth>, String> {
         }
         .with_fingerprint(),
     ))
-}
-
-fn absolute_url(key: &str, v: &str) -> Result<http::Uri, String> {
-    if v.contains('$') {
-        return Err(format!(
-            "annotation {key}: {v:?} uses an nginx variable; Portico takes the URL as written (no $host, $request_uri...)"
-        ));
-    }
-    let uri: http::Uri = v.parse().map_err(|_| format!("annotation {key}: {v:?} is not a URL"))?;
-    match (uri.scheme_str(), uri.host()) {
-        (Some("http" | "https"), Some(h)) if !h.is_empty() => Ok(uri),
-        _ => Err(format!(
-            "annotation {key}: {v:?} is not an absolute http:// or https:// URL"
-        )),
-    }
 }
 
 /// `auth-cache-key`: text and the variables Portico can read of a request.
@@ -295,7 +279,7 @@ mod tests {
         ]))
         .unwrap()
         .unwrap();
-        assert_eq!(f.url.host(), Some("oauth2-proxy.auth.svc"));
+        assert_eq!(f.url.fixed.as_ref().unwrap().host(), Some("oauth2-proxy.auth.svc"));
         assert_eq!(f.response_headers.len(), 2);
         assert_eq!(f.signin_redirect_param, "rd");
         let c = f.cache.unwrap();
@@ -312,7 +296,28 @@ mod tests {
         let err = |pairs: &[(&str, &str)]| parse(&meta(pairs)).unwrap_err();
         assert!(err(&[(U, "/oauth2/auth")]).contains("auth-url"));
         assert!(err(&[(U, "ftp://x/")]).contains("http"));
-        assert!(err(&[(U, "https://$host/oauth2/auth")]).contains("variable"));
+        assert!(err(&[(U, "https://$remote_addr/oauth2/auth")]).contains("$remote_addr"));
+        let f = parse(&meta(&[
+            (U, "https://$host/oauth2/auth"),
+            (
+                "nginx.ingress.kubernetes.io/auth-signin",
+                "https://$host/oauth2/start?rd=$escaped_request_uri",
+            ),
+        ]))
+        .unwrap()
+        .unwrap();
+        assert!(f.url.fixed.is_none());
+        let v = crate::model::auth::UrlVars {
+            scheme: "https",
+            host: "a.test",
+            host_header: "a.test",
+            request_uri: "/x?y=1",
+        };
+        assert_eq!(f.url.render(&v), "https://a.test/oauth2/auth");
+        assert_eq!(
+            f.signin.unwrap().render(&v),
+            "https://a.test/oauth2/start?rd=%2Fx%3Fy%3D1"
+        );
         assert!(err(&[("nginx.ingress.kubernetes.io/auth-signin", "https://a/")]).contains("needs"));
         let e = err(&[
             (U, "http://a/"),
