@@ -184,7 +184,12 @@ async fn forward_auth_with_oauth2_proxy() {
         http::Method::GET,
         "app.example",
         "/orders?id=7",
-        &[valid, ("x-auth-request-user", "mallory")],
+        &[
+            valid,
+            ("x-auth-request-user", "mallory"),
+            ("forwarded", "for=1.2.3.4"),
+            ("x-forwarded-prefix", "/evil"),
+        ],
         Bytes::new(),
     )
     .await;
@@ -199,6 +204,14 @@ async fn forward_auth_with_oauth2_proxy() {
         Some("http://app.example/orders?id=7")
     );
     assert_eq!(auth.last("x-original-method").as_deref(), Some("GET"));
+    assert_eq!(auth.last("x-forwarded-for").as_deref(), Some("127.0.0.1"));
+    assert_eq!(auth.last("x-real-ip").as_deref(), Some("127.0.0.1"));
+    assert_eq!(
+        auth.last("forwarded"),
+        None,
+        "an untrusted client's forwarding headers are removed"
+    );
+    assert_eq!(auth.last("x-forwarded-prefix"), None);
     assert_eq!(auth.last("x-forwarded-host").as_deref(), Some("app.example"));
     assert_eq!(auth.last("x-forwarded-proto").as_deref(), Some("http"));
     assert_eq!(auth.last("x-forwarded-uri").as_deref(), Some("/orders?id=7"));

@@ -6,7 +6,8 @@
 //!
 //! - Basic auth answers 401 at once for a missing or malformed `Authorization`, lets a request through at once
 //!   when its credentials are in the route's cache of verified ones (`auth_cache`, in the kept slot), checks an
-//!   apr1 or SHA hash at once, and defers a bcrypt check to the blocking pool (milliseconds of CPU).
+//!   apr1 or SHA hash at once, and defers a bcrypt check to the blocking pool (milliseconds of CPU; at most
+//!   [`BCRYPT_CHECKS`] at once, the others wait their turn).
 //! - Forward auth always defers: its cache is looked up there, then the subrequest is sent. 2xx: the answer's
 //!   `response_headers` replace the client's on the upstream request. 401/403: the client gets the auth
 //!   service's status, `WWW-Authenticate`, `Set-Cookie`, `Location`, `Content-Type` and body (with `signin`, a
@@ -31,6 +32,9 @@ use crate::model::auth::{percent_encode, BasicAuth, ForwardAuth, KeyPart, UrlTem
 use crate::model::route::Filter;
 use crate::snapshot::Kept;
 
+/// bcrypt checks running at once (each takes milliseconds of CPU on the blocking pool).
+static BCRYPT_CHECKS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(4);
+
 /// The most of an auth service's refusal body passed on to the client.
 const MAX_AUTH_BODY: usize = 64 * 1024;
 
@@ -42,6 +46,9 @@ pub(super) struct Deferred<'a> {
     pub host: &'a str,
     pub host_value: Option<&'a HeaderValue>,
     pub client: IpAddr,
+    /// The hop's values, and whether it is a trusted proxy (its forwarding headers kept and extended).
+    pub hop: &'a super::headers::HopValues,
+    pub trusted: bool,
     pub tls: bool,
     /// The route's kept slot (its caches).
     pub kept: Option<&'a Kept>,
@@ -123,6 +130,11 @@ impl BasicAuth {
             return None;
         }
         let Some(hash) = self.users.get(&user).cloned() else {
+            return Some(self.unauthorized());
+        };
+        // At most a few bcrypt checks at once: a burst of wrong passwords queues here instead of taking a thread
+        // each.
+        let Ok(_permit) = BCRYPT_CHECKS.acquire().await else {
             return Some(self.unauthorized());
         };
         let ok = tokio::task::spawn_blocking(move || hash.verify(&password))
@@ -288,6 +300,8 @@ impl ForwardAuth {
     fn subrequest(&self, d: &Deferred<'_>, headers: &HeaderMap) -> Option<http::Request<Empty<Bytes>>> {
         let mut h = headers.clone();
         super::headers::strip_hop_by_hop(&mut h);
+        // HTTP/2 may split Cookie in crumbs; HTTP/1.1 wants one field.
+        super::headers::join_cookie_crumbs(&mut h);
         for n in [
             header::HOST,
             header::CONTENT_LENGTH,
@@ -298,6 +312,19 @@ impl ForwardAuth {
         }
         let scheme = if d.tls { "https" } else { "http" };
         let host = d.host_value.and_then(|v| v.to_str().ok()).unwrap_or(d.host);
+        // The forwarding headers as the backend gets them: an untrusted client's own removed first (the
+        // `X-Forwarded-Uri` below included), a trusted proxy's kept and extended.
+        let host_header = d.host_value.cloned().unwrap_or_else(|| HeaderValue::from_static(""));
+        super::headers::set_forwarded(
+            &mut h,
+            &super::headers::Forwarded {
+                client_ip: d.client,
+                hop: d.hop,
+                trusted: d.trusted,
+                proto: scheme,
+                host: &host_header,
+            },
+        );
         let request_uri = d.uri.path_and_query().map_or("/", http::uri::PathAndQuery::as_str);
         let original_url = format!("{scheme}://{host}{request_uri}");
         let mut set = |name: &'static str, v: &str| {
@@ -307,10 +334,6 @@ impl ForwardAuth {
         };
         set("x-original-url", &original_url);
         set("x-original-method", d.method.as_str());
-        set("x-forwarded-host", host);
-        set("x-forwarded-proto", scheme);
-        set("x-forwarded-for", &d.client.to_string());
-        set("x-real-ip", &d.client.to_string());
         set("x-forwarded-uri", request_uri);
         match &self.request_redirect {
             Some(v) => {

@@ -466,6 +466,8 @@ impl Proxy {
                 host: &host.name,
                 host_value: host_value.as_ref(),
                 client: client.ip,
+                hop: &conn.hop,
+                trusted: client.trusted,
                 tls: conn.tls.is_some(),
                 kept: kept.as_deref(),
             };
