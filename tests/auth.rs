@@ -174,9 +174,35 @@ async fn forward_auth_with_oauth2_proxy() {
             ("nginx.ingress.kubernetes.io/auth-cache-duration", "202 5m"),
         ],
     );
+    // Basic auth and forward auth together: both must agree.
+    m += &opaque_secret("users", &[("auth", "sid:{SHA}5en6G6MezRroT3XKqkdPOmY/BfQ=")]);
+    m += &forward_ingress(
+        "both",
+        "both.example",
+        &[
+            ("nginx.ingress.kubernetes.io/auth-type", "basic"),
+            ("nginx.ingress.kubernetes.io/auth-secret", "users"),
+            ("nginx.ingress.kubernetes.io/auth-url", &url),
+        ],
+    );
     let gw = Gateway::start(&m).await;
     let g = gw.addr(0);
     let valid = ("cookie", "_oauth2_proxy=valid");
+
+    let calls = auth.calls();
+    assert_eq!(get(g, "both.example", "/").await.status, 401, "no password");
+    assert_eq!(auth.calls(), calls, "basic auth answered before the subrequest");
+    let right = basic("sid", "secret");
+    let with_password = [("authorization", right.as_str())];
+    let r = send(g, http::Method::GET, "both.example", "/", &with_password, Bytes::new()).await;
+    assert_eq!(r.status, 401, "the password, but no session");
+    assert_eq!(r.headers.get("www-authenticate").unwrap(), "Bearer realm=\"oauth2\"");
+    let both = [("authorization", right.as_str()), valid];
+    for _ in 0..2 {
+        let r = send(g, http::Method::GET, "both.example", "/", &both, Bytes::new()).await;
+        assert_eq!(r.status, 200);
+    }
+    assert_eq!(app.count(), 2);
 
     // Allowed: the backend gets the user headers from the auth answer, not the client's.
     let r = send(

@@ -119,7 +119,10 @@ impl BasicAuth {
 
     /// The deferred check: the bcrypt hash, on the blocking pool.
     async fn check(&self, d: &Deferred<'_>, headers: &HeaderMap) -> Option<Response<ProxyBody>> {
-        let value = headers.get(header::AUTHORIZATION)?;
+        // The synchronous part answered a request without credentials already; fail closed all the same.
+        let Some(value) = headers.get(header::AUTHORIZATION) else {
+            return Some(self.unauthorized());
+        };
         let Some((user, password)) = basic_credentials(value.as_bytes()) else {
             return Some(self.unauthorized());
         };
