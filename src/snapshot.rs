@@ -43,9 +43,9 @@ pub struct Snapshot {
 pub struct Live {
     /// Aligned with the route's `backends`.
     pub backends: OneOrMore<LiveBackend>,
-    /// State kept across republishes, for routes whose filters keep some (none yet: `None` for every route, so
-    /// the slot costs nothing until a filter such as a rate limit needs it). Reused while a route with the same
-    /// origin, host, path and kind exists.
+    /// State kept across republishes, for routes whose filters keep some (auth's caches; `None` for every other
+    /// route, so the slot costs nothing where no filter needs it). Reused while a route with the same origin, host,
+    /// path and kind exists.
     pub kept: Option<Arc<Kept>>,
 }
 

@@ -123,7 +123,7 @@ pub enum Filter {
 
 impl Filter {
     /// Whether the filter keeps state between its route's requests (a rate limit's buckets), in the route's kept
-    /// slot (`snapshot::Kept`), which then survives republishes. None does yet.
+    /// slot (`snapshot::Kept`), which then survives republishes. Auth keeps its caches there.
     pub fn keeps_state(&self) -> bool {
         match self {
             Filter::AllowSources(_)

@@ -435,7 +435,7 @@ impl Proxy {
                 query: uri.query(),
             };
             let routed = route(&snap, conn, &host.name, &path, &req, note)?;
-            // Filters: the route's, in order: allowlist, redirects, body limit, rewrite (later auth, CORS, limits).
+            // Filters: the route's, in order: allowlist, redirects, auth, body limit, rewrite (later CORS, limits).
             let mut cx = filters::RequestCx {
                 conn,
                 set: set_opts,
