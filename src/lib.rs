@@ -28,7 +28,8 @@
 //! - Leaves shared by the layers above: [`units`] (durations), [`pem`] (CA bundles), [`cidr`], [`kube_retry`]
 //!   (how API watches retry), [`normalize`] (path and host normalisation for translation and the proxy),
 //!   [`http1`] (HTTP/1.1 framing for the own server and client: one `Framing`, one token parser, the head
-//!   parsers, the chunked decoder).
+//!   parsers, the chunked decoder), [`htpasswd`] (basic auth's password files and hashes), [`auth_cache`] (the
+//!   bounded per-route cache of auth results, kept in a route's kept slot).
 //! - [`migrate`]: `portico migrate`'s report. [`app`]: wiring only (nothing imports it). [`echo`]: an example
 //!   backend for the quickstart and the tests.
 //!
@@ -40,10 +41,12 @@ pub mod accesslog;
 pub mod acme;
 pub mod admin;
 pub mod app;
+pub mod auth_cache;
 pub mod certs;
 pub mod cidr;
 pub mod config;
 pub mod echo;
+pub mod htpasswd;
 pub mod http1;
 pub mod kube_retry;
 pub mod metrics;

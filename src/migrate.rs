@@ -283,12 +283,17 @@ pub async fn read_cluster(client: kube::Client, namespaces: &[String]) -> Result
         ingress_classes: Api::<IngressClass>::all(client.clone()).list(&lp).await?.items,
         services: list::<Service>(&client, namespaces, &lp).await?,
         endpoint_slices: list::<EndpointSlice>(&client, namespaces, &lp).await?,
-        secrets: list::<Secret>(
-            &client,
-            namespaces,
-            &ListParams::default().fields("type=kubernetes.io/tls"),
-        )
-        .await?,
+        // TLS Secrets, and the Opaque ones basic auth reads (`auth-secret`), as the kube source watches them.
+        secrets: {
+            let mut secrets = list::<Secret>(
+                &client,
+                namespaces,
+                &ListParams::default().fields("type=kubernetes.io/tls"),
+            )
+            .await?;
+            secrets.extend(list::<Secret>(&client, namespaces, &ListParams::default().fields("type=Opaque")).await?);
+            secrets
+        },
         // The migration report is about Ingresses.
         gateway: Default::default(),
     })
@@ -324,7 +329,7 @@ kind: Ingress
 metadata:
   name: guarded
   namespace: shop
-  annotations: {nginx.ingress.kubernetes.io/auth-url: "http://auth/verify"}
+  annotations: {nginx.ingress.kubernetes.io/auth-keepalive: "10"}
 spec:
   ingressClassName: portico
   rules: [{host: admin.example, http: {paths: [{path: /, pathType: Prefix, backend: {service: {name: web, port: {number: 80}}}}]}}]
@@ -356,7 +361,7 @@ spec:
         let text = r.render();
         for want in [
             "Ingress shop/guarded (class portico): served on listener set public",
-            "  UNSUPPORTED: nginx.ingress.kubernetes.io/auth-url: authentication is not implemented yet",
+            "  UNSUPPORTED: nginx.ingress.kubernetes.io/auth-keepalive: Portico's auth client keeps its own connection pool",
             "  verdict: would be disabled: 1 unsupported annotation(s)",
             "Ingress shop/legacy (class nginx): not served by this configuration",
             "  verdict: ready once its class is served by a listener set",
@@ -365,7 +370,7 @@ spec:
             "summary: 3 Ingress(es): 2 ready, 1 would be disabled by unsupported annotations, 0 with other problems",
             "classes no listener set serves: nginx: 1",
             "annotations: 1 implemented, 1 no-op, 1 unsupported",
-            "  unsupported nginx.ingress.kubernetes.io/auth-url: 1 Ingress(es)",
+            "  unsupported nginx.ingress.kubernetes.io/auth-keepalive: 1 Ingress(es)",
             "verdict: NOT READY",
         ] {
             assert!(text.contains(want), "missing {want:?} in\n{text}");

@@ -43,9 +43,9 @@ pub struct Snapshot {
 pub struct Live {
     /// Aligned with the route's `backends`.
     pub backends: OneOrMore<LiveBackend>,
-    /// State kept across republishes, for routes whose filters keep some (none yet: `None` for every route, so
-    /// the slot costs nothing until a filter such as a rate limit needs it). Reused while a route with the same
-    /// origin, host, path and kind exists.
+    /// State kept across republishes, for routes whose filters keep some (auth's caches; `None` for every other
+    /// route, so the slot costs nothing where no filter needs it). Reused while a route with the same origin, host,
+    /// path and kind exists.
     pub kept: Option<Arc<Kept>>,
 }
 
@@ -56,10 +56,15 @@ pub struct LiveBackend {
     pub counter: RouteCounter,
 }
 
-/// State of a route that must survive republishes (reused by the route's key, see [`Builder`]). Empty today:
-/// the room for rate-limit buckets and other per-route state a filter keeps between requests.
+/// State of a route that must survive republishes (reused by the route's key, see [`Builder`]): the room for
+/// rate-limit buckets and other per-route state a filter keeps between requests.
 #[derive(Debug, Default)]
-pub struct Kept {}
+pub struct Kept {
+    /// Basic auth's verified credentials.
+    pub basic_auth: crate::auth_cache::AuthCache<()>,
+    /// Forward auth's answers (`auth-cache-key`).
+    pub forward_auth: crate::auth_cache::AuthCache<crate::auth_cache::Answer>,
+}
 
 impl crate::routing::SetTable<Live> {
     /// Every backend of the set's routes (with repeats).

@@ -169,16 +169,16 @@ async fn initial_sync_then_serve() {
         );
         // The first table already had everything: one publish.
         assert_eq!(gw.shared.snapshot.load().generation, 1);
-        // TLS Secrets only, by field selector.
+        // TLS and Opaque (basic auth's) Secrets only, by field selector.
         let reqs = server.requests();
-        let secret_list = reqs
+        let mut selectors: Vec<String> = reqs
             .iter()
-            .find(|r| r.path == "/api/v1/secrets" && r.injected_failure.is_none())
-            .expect("secrets listed");
-        assert_eq!(
-            secret_list.query_param("fieldSelector").as_deref(),
-            Some("type=kubernetes.io/tls")
-        );
+            .filter(|r| r.path == "/api/v1/secrets" && r.injected_failure.is_none())
+            .filter_map(|r| r.query_param("fieldSelector"))
+            .collect();
+        selectors.sort_unstable();
+        selectors.dedup();
+        assert_eq!(selectors, ["type=Opaque", "type=kubernetes.io/tls"]);
         gw.shutdown().await;
     })
     .await;
@@ -358,9 +358,9 @@ spec:
             async move { s }
         })
         .await;
-        // A non-TLS Secret is not watched at all.
+        // A Secret of another type is not watched at all.
         server
-            .upsert(json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "opaque", "namespace": "default"}, "type": "Opaque", "stringData": {"x": "y"}}))
+            .upsert(json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "release", "namespace": "default"}, "type": "helm.sh/release.v1", "stringData": {"x": "y"}}))
             .unwrap();
         server.delete_typed::<k8s_openapi::api::core::v1::Secret>("default", "a-tls").unwrap();
         until("certificate gone", SEC5, || {
@@ -368,6 +368,55 @@ spec:
             async move { !s }
         })
         .await;
+        gw.shutdown().await;
+    })
+    .await;
+}
+
+/// Basic auth's user Secret is Opaque: watched too, so the Ingress is served once it appears (404 before,
+/// 401 without credentials after).
+#[tokio::test]
+async fn opaque_auth_secrets_are_watched() {
+    bounded(async {
+        let server = FakeApiServer::start().await.unwrap();
+        let a = echo("a").await;
+        apply(
+            &server,
+            &(class("portico")
+                + &service("default", "a", &[a.addr])
+                + &annotated_ingress(
+                    "default",
+                    "a",
+                    "a.example",
+                    "a",
+                    &[
+                        ("nginx.ingress.kubernetes.io/auth-type", "basic"),
+                        ("nginx.ingress.kubernetes.io/auth-secret", "users"),
+                    ],
+                )),
+        );
+        let gw = started(&server, ONE_SET, opts("one")).await;
+        let addr = gw.http_addrs[0][0];
+        assert_eq!(backend_of(addr, "a.example", "/").await, (404, None), "no Secret yet");
+        server
+            .upsert(json!({
+                "apiVersion": "v1", "kind": "Secret",
+                "metadata": {"name": "users", "namespace": "default"},
+                "type": "Opaque",
+                "stringData": {"auth": "sid:{SHA}5en6G6MezRroT3XKqkdPOmY/BfQ="},
+            }))
+            .unwrap();
+        routes_to(addr, "a.example", (401, None), SEC5).await;
+        let r = send(
+            addr,
+            http::Method::GET,
+            "a.example",
+            "/",
+            &[("authorization", "Basic c2lkOnNlY3JldA==")],
+            bytes::Bytes::new(),
+        )
+        .await;
+        assert_eq!((r.status, r.backend().as_deref()), (200, Some("a")));
         gw.shutdown().await;
     })
     .await;

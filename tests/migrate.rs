@@ -32,7 +32,8 @@ fn report_on_the_example_directory() {
     for want in [
         "Ingress shop/shop (class nginx): not served by this configuration (no listener set serves class nginx)",
         "classes no listener set serves: nginx: 5",
-        "  UNSUPPORTED: nginx.ingress.kubernetes.io/auth-url: authentication is not implemented yet",
+        "  UNSUPPORTED: nginx.ingress.kubernetes.io/configuration-snippet: snippets are templated configuration",
+        "  implemented: nginx.ingress.kubernetes.io/auth-signin, nginx.ingress.kubernetes.io/auth-url",
         "summary: 5 Ingress(es): 4 ready, 1 would be disabled by unsupported annotations, 0 with other problems",
         "verdict: NOT READY",
     ] {
@@ -63,7 +64,7 @@ fn report_on_the_example_directory() {
     let all = std::fs::read_to_string(dir.join("apps.yaml")).unwrap();
     let kept: Vec<&str> = all
         .split("\n---\n")
-        .filter(|doc| !doc.contains("auth-url") && !doc.contains("rewrite-target"))
+        .filter(|doc| !doc.contains("configuration-snippet") && !doc.contains("rewrite-target"))
         .collect();
     std::fs::write(clean.path().join("apps.yaml"), kept.join("\n---\n")).unwrap();
     let (code, out) = migrate(&[
@@ -113,6 +114,22 @@ spec:
   ingressClassName: portico
   rules: [{host: admin.example, http: {paths: [{path: /, pathType: Prefix, backend: {service: {name: web, port: {number: 80}}}}]}}]
 ---
+apiVersion: v1
+kind: Secret
+metadata: {name: htpasswd, namespace: team}
+type: Opaque
+stringData: {auth: "admin:{SHA}5en6G6MezRroT3XKqkdPOmY/BfQ="}
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: snippet
+  namespace: team
+  annotations: {nginx.ingress.kubernetes.io/configuration-snippet: "more_set_headers X-A: b;"}
+spec:
+  ingressClassName: portico
+  rules: [{host: snippet.example, http: {paths: [{path: /, pathType: Prefix, backend: {service: {name: web, port: {number: 80}}}}]}}]
+---
 apiVersion: networking.k8s.io/v1
 kind: Ingress
 metadata: {name: plain, namespace: team}
@@ -159,11 +176,13 @@ spec:
     assert_eq!(code, Some(1), "{out}");
     for want in [
         "Ingress team/guarded (class portico): served on listener set external",
-        "  UNSUPPORTED: nginx.ingress.kubernetes.io/auth-secret: authentication is not implemented yet",
-        "  UNSUPPORTED: nginx.ingress.kubernetes.io/auth-type: authentication is not implemented yet",
+        // Basic auth's Opaque Secret is read: the Ingress is ready.
+        "  implemented: nginx.ingress.kubernetes.io/auth-secret, nginx.ingress.kubernetes.io/auth-type\n  verdict: ready\n",
+        "Ingress team/snippet (class portico): served on listener set external",
+        "  UNSUPPORTED: nginx.ingress.kubernetes.io/configuration-snippet",
         "Ingress team/plain (class portico): served on listener set external\n  verdict: ready\n",
         "Ingress other/old (class nginx): not served by this configuration",
-        "summary: 3 Ingress(es): 2 ready, 1 would be disabled by unsupported annotations, 0 with other problems",
+        "summary: 4 Ingress(es): 3 ready, 1 would be disabled by unsupported annotations, 0 with other problems",
     ] {
         assert!(out.contains(want), "missing {want:?} in\n{out}");
     }

@@ -7,7 +7,8 @@
 //! - its class: the classes are compared whole, and any change translates everything again;
 //! - the Services and EndpointSlices its backends name: a digest per (namespace, Service name) of the Service
 //!   and its slices, and per Ingress a digest of those it names;
-//! - Secrets, only through the upstream-CA annotation: such an Ingress is translated every time;
+//! - Secrets, only through the annotations that name one (upstream CA, client-certificate CA, basic-auth users):
+//!   such an Ingress is translated every time;
 //! - the other Ingresses of its listener set, through shared hosts (who owns a host, who claimed a path first),
 //!   the set's default backend (the oldest wins) and the set's TLS hosts (which paths redirect to HTTPS);
 //! - a canary Ingress's paths, through the hosts it shares with its main Ingress: a canary is a member of its
@@ -97,7 +98,7 @@ struct Rec {
     seen: u32,
     /// Its listener set.
     set: Option<u8>,
-    /// Reads Secrets (the upstream CA): translated on every call.
+    /// Reads Secrets (`IngressPolicy::reads_secrets`): translated on every call.
     volatile: bool,
     has_default: bool,
     extra: Option<Box<Extra>>,

@@ -7,6 +7,7 @@
 
 mod alias;
 pub mod annotations;
+pub mod auth;
 mod canary;
 mod changes;
 pub mod gateway;

@@ -118,11 +118,15 @@ pub enum Filter {
     /// Client certificates (`auth-tls-*`): the handshake's settings must be the host's, a certificate may be
     /// required, and what was verified goes upstream.
     ClientCert(ClientCert),
+    /// Forward auth: an auth service decides before the request goes upstream (`model::auth`).
+    ForwardAuth(Arc<super::auth::ForwardAuth>),
+    /// Basic auth: a password file decides (`model::auth`).
+    BasicAuth(Arc<super::auth::BasicAuth>),
 }
 
 impl Filter {
     /// Whether the filter keeps state between its route's requests (a rate limit's buckets), in the route's kept
-    /// slot (`snapshot::Kept`), which then survives republishes. None does yet.
+    /// slot (`snapshot::Kept`), which then survives republishes. Auth keeps its caches there.
     pub fn keeps_state(&self) -> bool {
         match self {
             Filter::AllowSources(_)
@@ -139,6 +143,9 @@ impl Filter {
             | Filter::UrlRedirect(_)
             | Filter::PathRewrite(_)
             | Filter::ClientCert(_) => false,
+            // Caches: verified credentials, and forward auth's answers when `auth-cache-key` asks.
+            Filter::BasicAuth(_) => true,
+            Filter::ForwardAuth(f) => f.cache.is_some(),
         }
     }
 }
@@ -794,6 +801,17 @@ fn filters(p: &IngressPolicy, https_redirect: bool) -> Vec<Filter> {
     }
     if let Some(root) = &p.rewrite.app_root {
         out.push(Filter::AppRoot(AppRoot(root.as_str().into())));
+    }
+    // Auth after the redirects (nginx's rewrite phase answers before its access phase), before anything else.
+    if let Some(b) = &p.basic_auth {
+        match super::auth::BasicAuth::new(&b.realm, b.users.clone()) {
+            Ok(f) => out.push(Filter::BasicAuth(Arc::new(f))),
+            // Checked by the parser; should it ever fail, nobody gets in.
+            Err(_) => out.push(Filter::Respond(Respond(StatusCode::INTERNAL_SERVER_ERROR))),
+        }
+    }
+    if let Some(f) = &p.forward_auth {
+        out.push(Filter::ForwardAuth(Arc::new(f.clone())));
     }
     if let Some(max) = p.body.max_bytes {
         out.push(Filter::BodyLimit(BodyLimit(max)));

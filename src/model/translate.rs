@@ -530,7 +530,7 @@ impl<'a> Translator<'a> {
             }
         }
         let policy = match IngressPolicy::from_meta(&ing.metadata).and_then(|mut p| {
-            // The CA Secrets are read here, like TLS Secrets are by name: pure, from the same snapshot.
+            // The Secrets annotations name (CAs, basic-auth users) are read here, like TLS Secrets: pure, from the same snapshot.
             p.resolve_secrets(ns, &self.state.secrets)?;
             Ok(p)
         }) {

@@ -39,6 +39,8 @@ pub(super) struct RequestCx<'a> {
     pub rewritten: Option<String>,
     /// Set by a body limit: the largest request body accepted.
     pub body_limit: Option<u64>,
+    /// Set by a filter with an asynchronous step (auth, `proxy/auth.rs`): run it before sending.
+    pub deferred: bool,
 }
 
 /// A filter's hooks; each does nothing unless the filter implements it.
@@ -79,6 +81,8 @@ impl dyn RouteFilter {
             Filter::UrlRedirect(f) => f,
             Filter::PathRewrite(f) => f,
             Filter::ClientCert(f) => f,
+            Filter::ForwardAuth(f) => &**f,
+            Filter::BasicAuth(f) => &**f,
         }
     }
 }

@@ -2,6 +2,7 @@
 //! the table of the listener set that accepted the connection (never by Host or SNI), and forwarded upstream with
 //! its body streamed both ways. Failures map to statuses in [`error`].
 
+mod auth;
 pub mod error;
 pub(crate) mod filters;
 mod h1;
@@ -421,7 +422,7 @@ impl Proxy {
             extensions,
             ..
         } = parts;
-        let parts = Outgoing {
+        let mut parts = Outgoing {
             method,
             version,
             headers,
@@ -442,7 +443,7 @@ impl Proxy {
                 query: uri.query(),
             };
             let routed = route(&snap, conn, &host.name, &path, &req, note)?;
-            // Filters: the route's, in order: allowlist, redirects, body limit, rewrite (later auth, CORS, limits).
+            // Filters: the route's, in order: allowlist, redirects, auth, body limit, rewrite (later CORS, limits).
             let mut cx = filters::RequestCx {
                 conn,
                 set: set_opts,
@@ -455,13 +456,33 @@ impl Proxy {
                 headers: &parts.headers,
                 rewritten: None,
                 body_limit: None,
+                deferred: false,
             };
             if let Some(resp) = filters::on_request(&routed.route.filters, &mut cx)? {
                 return Ok(resp);
             }
             let (rewritten, body_limit) = (cx.rewritten, cx.body_limit);
-            Target::new(&snap, conn, &routed, rewritten, body_limit)
+            // An auth filter's asynchronous step comes after the snapshot is let go (with the route's kept slot).
+            let deferred = cx.deferred.then(|| routed.route.state.kept.clone());
+            (Target::new(&snap, conn, &routed, rewritten, body_limit), deferred)
         };
+        let (target, deferred) = target;
+        if let Some(kept) = deferred {
+            let d = auth::Deferred {
+                method: &parts.method,
+                uri: &uri,
+                host: &host.name,
+                host_value: host_value.as_ref(),
+                client: client.ip,
+                hop: &conn.hop,
+                trusted: client.trusted,
+                tls: conn.tls.is_some(),
+                kept: kept.as_deref(),
+            };
+            if let Some(resp) = auth::on_request_deferred(&target.filters, &d, &mut parts.headers).await {
+                return Ok(resp);
+            }
+        }
         // Send: pick, upstream headers, retries, upgrades; then respond: the response edits.
         let path_unchanged = matches!(path, std::borrow::Cow::Borrowed(_));
         self.send(

@@ -97,7 +97,6 @@ const fn e(key: &'static str, support: Support, group: Group, note: &'static str
     }
 }
 
-const AUTH: &str = "authentication is not implemented yet; rather than serve the app unauthenticated, the Ingress is not served (meanwhile: portico.dev/allow-source-ranges, or authentication in the application)";
 const LIMIT: &str =
     "rate and connection limits are not implemented yet; remove it only if the backend can take the traffic unlimited";
 const CORS: &str =
@@ -113,22 +112,22 @@ pub static TABLE: &[Entry] = &[
     e("nginx.ingress.kubernetes.io/affinity-mode", NoOp, G::Affinity, "Portico's affinity cookie names an endpoint and keeps it while that endpoint is ready (ingress-nginx's `persistent`); `balanced` only differs after a scale-up"),
     e("nginx.ingress.kubernetes.io/allowlist-source-range", Impl, G::Access, "= portico.dev/allow-source-ranges"),
     e("nginx.ingress.kubernetes.io/app-root", Impl, G::Routing, "= portico.dev/app-root"),
-    e("nginx.ingress.kubernetes.io/auth-always-set-cookie", Unsup, G::Access, AUTH),
-    e("nginx.ingress.kubernetes.io/auth-cache-duration", Unsup, G::Access, AUTH),
-    e("nginx.ingress.kubernetes.io/auth-cache-key", Unsup, G::Access, AUTH),
-    e("nginx.ingress.kubernetes.io/auth-keepalive", Unsup, G::Access, AUTH),
-    e("nginx.ingress.kubernetes.io/auth-keepalive-requests", Unsup, G::Access, AUTH),
-    e("nginx.ingress.kubernetes.io/auth-keepalive-share-vars", Unsup, G::Access, AUTH),
-    e("nginx.ingress.kubernetes.io/auth-keepalive-timeout", Unsup, G::Access, AUTH),
-    e("nginx.ingress.kubernetes.io/auth-method", Unsup, G::Access, AUTH),
-    e("nginx.ingress.kubernetes.io/auth-proxy-set-headers", Unsup, G::Access, AUTH),
-    e("nginx.ingress.kubernetes.io/auth-realm", Unsup, G::Access, AUTH),
-    e("nginx.ingress.kubernetes.io/auth-request-redirect", Unsup, G::Access, AUTH),
-    e("nginx.ingress.kubernetes.io/auth-response-headers", Unsup, G::Access, AUTH),
-    e("nginx.ingress.kubernetes.io/auth-secret", Unsup, G::Access, AUTH),
-    e("nginx.ingress.kubernetes.io/auth-secret-type", Unsup, G::Access, AUTH),
-    e("nginx.ingress.kubernetes.io/auth-signin", Unsup, G::Access, AUTH),
-    e("nginx.ingress.kubernetes.io/auth-signin-redirect-param", Unsup, G::Access, AUTH),
+    e("nginx.ingress.kubernetes.io/auth-always-set-cookie", Unsup, G::Access, "not implemented: the auth service's Set-Cookie reaches the client on 401/403 only; remove it knowingly, or have the application set the cookie"),
+    e("nginx.ingress.kubernetes.io/auth-cache-duration", Impl, G::Access, "= portico.dev/auth-cache-duration"),
+    e("nginx.ingress.kubernetes.io/auth-cache-key", Impl, G::Access, "= portico.dev/auth-cache-key"),
+    e("nginx.ingress.kubernetes.io/auth-keepalive", Unsup, G::Access, "Portico's auth client keeps its own connection pool; nginx's keepalive settings for it are not taken (remove it)"),
+    e("nginx.ingress.kubernetes.io/auth-keepalive-requests", Unsup, G::Access, "Portico's auth client keeps its own connection pool; nginx's keepalive settings for it are not taken (remove it)"),
+    e("nginx.ingress.kubernetes.io/auth-keepalive-share-vars", Unsup, G::Access, "Portico's auth client keeps its own connection pool; nginx's keepalive settings for it are not taken (remove it)"),
+    e("nginx.ingress.kubernetes.io/auth-keepalive-timeout", Unsup, G::Access, "Portico's auth client keeps its own connection pool; nginx's keepalive settings for it are not taken (remove it)"),
+    e("nginx.ingress.kubernetes.io/auth-method", Impl, G::Access, "= portico.dev/auth-method"),
+    e("nginx.ingress.kubernetes.io/auth-proxy-set-headers", Unsup, G::Access, "a ConfigMap of headers for the auth subrequest is not supported; the subrequest carries the request's own headers"),
+    e("nginx.ingress.kubernetes.io/auth-realm", Impl, G::Access, "= portico.dev/auth-realm"),
+    e("nginx.ingress.kubernetes.io/auth-request-redirect", Impl, G::Access, "= portico.dev/auth-request-redirect"),
+    e("nginx.ingress.kubernetes.io/auth-response-headers", Impl, G::Access, "= portico.dev/auth-response-headers"),
+    e("nginx.ingress.kubernetes.io/auth-secret", Impl, G::Access, "= portico.dev/auth-secret"),
+    e("nginx.ingress.kubernetes.io/auth-secret-type", Impl, G::Access, "= portico.dev/auth-secret-type"),
+    e("nginx.ingress.kubernetes.io/auth-signin", Impl, G::Access, "= portico.dev/auth-signin"),
+    e("nginx.ingress.kubernetes.io/auth-signin-redirect-param", Impl, G::Access, "= portico.dev/auth-signin-redirect-param"),
     e("nginx.ingress.kubernetes.io/auth-snippet", Unsup, G::Snippets, "snippets are templated configuration; Portico has none"),
     e("nginx.ingress.kubernetes.io/auth-tls-error-page", Impl, G::Access, "= portico.dev/auth-tls-error-page"),
     e("nginx.ingress.kubernetes.io/auth-tls-match-cn", Unsup, G::Access, "matching the client certificate's CN is not implemented; rather than accept any CN the CA signed, the Ingress is not served (give these clients their own CA, or check the ssl-client-subject-dn header in the backend)"),
@@ -136,8 +135,8 @@ pub static TABLE: &[Entry] = &[
     e("nginx.ingress.kubernetes.io/auth-tls-secret", Impl, G::Access, "= portico.dev/auth-tls-secret"),
     e("nginx.ingress.kubernetes.io/auth-tls-verify-client", Impl, G::Access, "= portico.dev/auth-tls-verify-client"),
     e("nginx.ingress.kubernetes.io/auth-tls-verify-depth", Impl, G::Access, "= portico.dev/auth-tls-verify-depth"),
-    e("nginx.ingress.kubernetes.io/auth-type", Unsup, G::Access, AUTH),
-    e("nginx.ingress.kubernetes.io/auth-url", Unsup, G::Access, AUTH),
+    e("nginx.ingress.kubernetes.io/auth-type", Impl, G::Access, "= portico.dev/auth-type (`basic` only)"),
+    e("nginx.ingress.kubernetes.io/auth-url", Impl, G::Access, "= portico.dev/auth-url"),
     e("nginx.ingress.kubernetes.io/backend-protocol", Impl, G::Upstream, "= portico.dev/backend-protocol (`AJP` and `FCGI` are rejected)"),
     e("nginx.ingress.kubernetes.io/base-url-scheme", Unsup, G::Routing, "removed from ingress-nginx in 0.22; remove it"),
     e("nginx.ingress.kubernetes.io/canary", Impl, G::Routing, "= portico.dev/canary"),
@@ -268,11 +267,24 @@ pub static TABLE: &[Entry] = &[
     e("portico.dev/affinity-cookie-secure", Impl, G::Affinity, "`true`: the cookie is Secure"),
     e("portico.dev/allow-source-ranges", Impl, G::Access, "403 for clients outside these networks"),
     e("portico.dev/app-root", Impl, G::Routing, "a request for exactly / gets 302 to this path"),
+    e("portico.dev/auth-cache-duration", Impl, G::Access, "how long forward-auth answers are cached, by status: `200 202 10m, 401 30s` (2xx, 401, 403; default `200 202 401 5m`)"),
+    e("portico.dev/auth-cache-key", Impl, G::Access, "cache forward-auth answers per route by this key: text with `$http_NAME`, `$cookie_NAME`, `$remote_user`, `$host`, `$request_uri`"),
+    e("portico.dev/auth-method", Impl, G::Access, "the forward-auth subrequest's method (default: the request's)"),
+    e("portico.dev/auth-realm", Impl, G::Access, "basic auth: the realm in `WWW-Authenticate`"),
+    e("portico.dev/auth-request-redirect", Impl, G::Access, "forward auth: the `X-Auth-Request-Redirect` sent to the auth service (default: the request URI)"),
+    e("portico.dev/auth-response-headers", Impl, G::Access, "forward auth: headers of the 2xx answer copied onto the upstream request (the client's own values removed)"),
+    e("portico.dev/auth-secret", Impl, G::Access, "basic auth: the Secret with the users (same namespace; any type)"),
+    e("portico.dev/auth-secret-type", Impl, G::Access, "basic auth: `auth-file` (key `auth`, htpasswd lines: bcrypt, apr1, {SHA}) or `auth-map` (key per user)"),
+    e("portico.dev/auth-signin", Impl, G::Access, "forward auth: a 401 becomes 302 to this URL with `rd=` the request's URL added (unless the URL has `rd=` already, e.g. `?rd=$scheme://$host$request_uri`)"),
+    e("portico.dev/auth-signin-redirect-param", Impl, G::Access, "forward auth: the parameter name of `auth-signin`'s redirect (default `rd`)"),
+    e("portico.dev/auth-timeout", Impl, G::Access, "forward auth: time for the whole subrequest (default 5s); on timeout 503, never allowed"),
     e("portico.dev/auth-tls-error-page", Impl, G::Access, "a client without a required certificate is redirected (302) here instead of answered 400"),
     e("portico.dev/auth-tls-pass-certificate-to-upstream", Impl, G::Access, "`true`: the client's certificate goes upstream in ssl-client-cert (URL-encoded PEM)"),
     e("portico.dev/auth-tls-secret", Impl, G::Access, "client certificates: the Secret (same namespace) whose ca.crt (and ca.crl) verifies them; the host gets a TLS configuration of its own"),
     e("portico.dev/auth-tls-verify-client", Impl, G::Access, "`on` (default: required, 400 without), `optional`, `optional_no_ca` (asked for, passed on, not verified)"),
     e("portico.dev/auth-tls-verify-depth", Impl, G::Access, "the longest client chain accepted (default 1: signed by the CA itself)"),
+    e("portico.dev/auth-type", Impl, G::Access, "`basic`: basic auth with the users of auth-secret (401 without the right password)"),
+    e("portico.dev/auth-url", Impl, G::Access, "forward auth: each request's head is sent to this http(s) URL first (`$scheme`, `$host`, `$http_host`, `$request_uri`, `$escaped_request_uri` filled in); 2xx allows, 401/403 are answered, anything else is 500/503"),
     e("portico.dev/backend-protocol", Impl, G::Upstream, "HTTP, H2C, GRPC, HTTPS or GRPCS to the backends"),
     e("portico.dev/canary", Impl, G::Routing, "`true`: the Ingress's paths become the alternative backend of the main Ingress's same paths"),
     e("portico.dev/canary-by-cookie", Impl, G::Routing, "a cookie: `always` sends to the canary, `never` to the main backend"),
@@ -511,7 +523,7 @@ mod tests {
     fn unknown_keys_and_suggestions() {
         let m: BTreeMap<String, String> = [
             ("portico.dev/ssl-redirct", "false"),
-            ("nginx.ingress.kubernetes.io/auth-url", "http://auth"),
+            ("nginx.ingress.kubernetes.io/auth-keepalive", "10"),
             ("nginx.ingress.kubernetes.io/proxy-buffering", "on"),
             ("kubernetes.io/ingress.class", "nginx"),
             ("nginx.ingress.kubernetes.io/ssl-redirect", "true"),
@@ -532,7 +544,7 @@ mod tests {
             .message()
             .contains("remove or rename it"));
         assert_eq!(
-            by_key("nginx.ingress.kubernetes.io/auth-url").support(),
+            by_key("nginx.ingress.kubernetes.io/auth-keepalive").support(),
             Support::Unsupported
         );
         assert_eq!(

@@ -20,6 +20,8 @@
 //! | canaries | `canary.rs` | the primary route's weighted split (`model::canary`) |
 //! | server aliases, www redirect | `alias.rs` | extra hosts (`model::alias`) |
 //! | client certificates (mTLS) | `client_cert.rs` | per-host TLS settings (`certs::build`); route filter `ClientCert` |
+//! | forward auth | `auth.rs` | route filter `ForwardAuth` (deferred step, `proxy::auth`); cache in the kept slot |
+//! | basic auth | `basic_auth.rs` | route filter `BasicAuth` (deferred step, `proxy::auth`); cache in the kept slot |
 //!
 //! Adding a group: its file with a type and `from_meta`, one field in [`IngressPolicy`] and one line in
 //! [`IngressPolicy::from_meta`], its keys in the catalog as implemented and in the catalog test below.
@@ -27,7 +29,9 @@
 pub mod access;
 pub mod affinity;
 pub mod alias;
+pub mod auth;
 pub mod backend;
+pub mod basic_auth;
 pub mod body;
 pub mod canary;
 pub mod catalog;
@@ -97,6 +101,10 @@ pub struct IngressPolicy {
     pub alias: alias::Aliases,
     /// Client certificates (`None`: not asked for).
     pub client_cert: Option<client_cert::ClientCert>,
+    /// Forward auth (`auth-url` and its companions).
+    pub forward_auth: Option<crate::model::auth::ForwardAuth>,
+    /// Basic auth (`auth-type: basic`); its users are read from the Secret by translation.
+    pub basic_auth: Option<basic_auth::BasicAuth>,
 }
 
 /// A timeout annotation: bare seconds (ingress-nginx's form) or a duration like `500ms` or `2m`.
@@ -233,6 +241,7 @@ fn boolean_any(meta: &IngressMeta, keys: &[&str]) -> Result<Option<bool>, String
 impl IngressPolicy {
     /// Appends ` [..]` markers for what differs from the defaults (for `portico check` and fixtures).
     pub fn describe_into(&self, out: &mut String) {
+        use std::fmt::Write;
         self.https.describe_into(out);
         self.headers.describe_into(out);
         self.balancing.describe_into(out);
@@ -244,6 +253,12 @@ impl IngressPolicy {
         self.retry.describe_into(out);
         if let Some(c) = &self.client_cert {
             c.describe_into(out);
+        }
+        if let Some(f) = &self.forward_auth {
+            let _ = write!(out, " [forward-auth {}]", f.url);
+        }
+        if let Some(b) = &self.basic_auth {
+            let _ = write!(out, " [basic-auth {} users]", b.users.0.len());
         }
     }
 
@@ -265,12 +280,14 @@ impl IngressPolicy {
             canary: canary::Canary::from_meta(meta)?,
             alias: alias::Aliases::from_meta(meta)?,
             client_cert: client_cert::ClientCert::from_meta(meta)?,
+            forward_auth: auth::parse(meta)?,
+            basic_auth: basic_auth::BasicAuth::parse(meta)?,
         })
     }
 
     /// Whether the policy reads Secrets other than TLS certificates (so a Secret's change re-translates it).
     pub fn reads_secrets(&self) -> bool {
-        self.backend.tls.is_some() || self.client_cert.is_some()
+        self.backend.tls.is_some() || self.client_cert.is_some() || self.basic_auth.is_some()
     }
 
     /// Reads the Secrets the annotations name, in the Ingress's `namespace`, from the same snapshot (pure).
@@ -284,6 +301,9 @@ impl IngressPolicy {
         }
         if let Some(c) = &mut self.client_cert {
             c.resolve(namespace, secrets)?;
+        }
+        if let Some(b) = &mut self.basic_auth {
+            b.resolve(namespace, secrets)?;
         }
         Ok(())
     }
@@ -365,6 +385,19 @@ mod tests {
             &client_cert::VERIFY_DEPTH,
             &client_cert::PASS_TO_UPSTREAM,
             &client_cert::ERROR_PAGE,
+            &auth::URL,
+            &auth::METHOD,
+            &auth::RESPONSE_HEADERS,
+            &auth::REQUEST_REDIRECT,
+            &auth::SIGNIN,
+            &auth::SIGNIN_REDIRECT_PARAM,
+            &auth::CACHE_KEY,
+            &auth::CACHE_DURATION,
+            &[auth::TIMEOUT],
+            &basic_auth::TYPE,
+            &basic_auth::SECRET,
+            &basic_auth::SECRET_TYPE,
+            &basic_auth::REALM,
             &retry::CONNECT_TIMEOUT,
             &retry::NEXT_UPSTREAM,
             &retry::NEXT_UPSTREAM_TRIES,
@@ -408,14 +441,14 @@ mod tests {
         assert_eq!(w.len(), 1);
         assert!(w[0].contains("proxy-buffering has no effect"), "{w:?}");
         let m = meta(&[
-            ("nginx.ingress.kubernetes.io/auth-type", "basic"),
+            ("nginx.ingress.kubernetes.io/auth-keepalive", "10"),
             ("nginx.ingress.kubernetes.io/limit-rps", "5"),
             ("portico.dev/ssl-redirct", "false"),
             ("nginx.ingress.kubernetes.io/proxy-buffering", "off"),
         ]);
         let e = check_keys(&m).unwrap_err();
         assert_eq!(e.len(), 3, "{e:?}");
-        assert!(e[0].starts_with("annotation nginx.ingress.kubernetes.io/auth-type is not supported"));
+        assert!(e[0].starts_with("annotation nginx.ingress.kubernetes.io/auth-keepalive is not supported"));
         assert!(e[2].contains("did you mean portico.dev/ssl-redirect"));
         let e = IngressPolicy::from_meta(&meta(&[("portico.dev/acme", "flase")])).unwrap_err();
         assert!(e.contains("portico.dev/acme"), "{e}");

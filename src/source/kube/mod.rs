@@ -1,7 +1,7 @@
 //! Cluster mode's source: objects from the Kubernetes API instead of a manifest directory.
 //!
 //! ```text
-//!  watchers (IngressClass, Ingress, Service, EndpointSlice, TLS Secret) ──▶ reflector stores (watch.rs)
+//!  watchers (IngressClass, Ingress, Service, EndpointSlice, TLS and Opaque Secret) ──▶ reflector stores
 //!      │ change (debounce 50 ms, at most 500 ms)      every watcher synced? else wait for its InitDone
 //!      ▼
 //!  ClusterState, kept and updated from the stores ──▶ Compiler::compile (spawn_blocking) ──▶ Publisher::publish
@@ -393,6 +393,14 @@ fn start_watches(
             label("Secret", ns),
             api(client, ns),
             any().fields("type=kubernetes.io/tls"),
+            shutdown.clone(),
+        );
+        // Basic auth's user Secrets (`auth-secret`) are Opaque; into the same store, found by name like TLS ones.
+        watches.spawn(
+            &mut s.secrets,
+            format!("Opaque {}", label("Secret", ns)),
+            api(client, ns),
+            any().fields("type=Opaque"),
             shutdown.clone(),
         );
     }
