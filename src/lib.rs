@@ -20,6 +20,7 @@
 //!   slot, reused by key across publishes), certificates, upstream policies.
 //! - [`proxy`]: listeners; each request through admit, route, filters ([`proxy::filters`]), send and respond; the
 //!   one error-to-status table.
+//! - [`l4`]: layer 4: TLS passthrough by SNI on the TLS listeners (ClientHello reader, splice, tables).
 //! - [`upstream`]: backends (endpoints, balancing, health) and the pooled upstream client.
 //! - [`status`]: what the leader writes back (Ingress status, Events) and leader election.
 //! - [`acme`]: ACME certificates and HTTP-01 challenges (file store, or Secrets in [`acme::kube`]).
@@ -46,6 +47,7 @@ pub mod config;
 pub mod echo;
 pub mod http1;
 pub mod kube_retry;
+pub mod l4;
 pub mod metrics;
 pub mod migrate;
 pub mod model;

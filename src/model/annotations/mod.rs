@@ -9,6 +9,7 @@ pub mod affinity;
 pub mod alias;
 pub mod canary;
 pub mod catalog;
+pub mod passthrough;
 pub mod retry;
 pub mod rewrite;
 
@@ -857,6 +858,7 @@ mod tests {
             &canary::WEIGHT,
             &canary::WEIGHT_TOTAL,
             &canary::AFFINITY_BEHAVIOR,
+            &passthrough::SSL_PASSTHROUGH,
         ]
         .concat();
         parsed.sort_unstable();

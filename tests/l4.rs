@@ -1,0 +1,307 @@
+//! Layer 4 end to end (issue #20): TLS passthrough by SNI on the shared TLS port, over real loopback sockets
+//! with real TLS. The backends terminate TLS with certificates of their own CA, so a client that trusts only
+//! that CA and sees the backend's names proves the gateway did not terminate.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use portico::certs::testing::{accept_any_client, key, TestCa, DAY};
+use portico::certs::unix_now;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::ServerName;
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::TlsConnector;
+
+/// A raw TLS backend with its own certificate for `names`: echoes what it reads; when the client has finished
+/// sending (half-close), it writes `bye from NAME` and closes.
+async fn tls_echo(ca: &TestCa, names: &[&str]) -> SocketAddr {
+    let k = key(&rcgen::PKCS_ECDSA_P256_SHA256);
+    let pem = ca.issue_pem(names, &k, unix_now() - DAY, unix_now() + DAY);
+    let chain = vec![rustls_pki_types::CertificateDer::from_pem_slice(pem.as_bytes()).unwrap()];
+    let key_der = rustls_pki_types::PrivateKeyDer::Pkcs8(k.serialize_der().into());
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(chain, key_der)
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let name = names[names.len() - 1].to_string();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            let (acceptor, name) = (acceptor.clone(), name.clone());
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(s).await else { return };
+                let mut buf = [0u8; 16 * 1024];
+                loop {
+                    match tls.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => {
+                            if tls.write_all(&buf[..n]).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                }
+                let _ = tls.write_all(format!("bye from {name}").as_bytes()).await;
+                let _ = tls.shutdown().await;
+            });
+        }
+    });
+    addr
+}
+
+/// A Service `name` whose endpoints are `addrs` (port named `http`, Service port 80).
+fn passthrough_ingress(name: &str, host: &str, svc: &str) -> String {
+    format!(
+        "---\napiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: {name}\n  namespace: default\n  annotations: {{nginx.ingress.kubernetes.io/ssl-passthrough: \"true\"}}\nspec:\n  rules: [{{host: \"{host}\", http: {{paths: [{{path: /, pathType: Prefix, backend: {{service: {{name: {svc}, port: {{number: 80}}}}}}}}]}}}}]\n"
+    )
+}
+
+struct Setup {
+    gw: Gateway,
+    /// Signs the backends' certificates.
+    backend_ca: TestCa,
+    /// Signs the certificate the gateway serves for the terminated host.
+    gateway_ca: TestCa,
+    echo: portico::echo::EchoServer,
+}
+
+/// `app.example.test` and `*.pt.example.test` passed through to TLS echo backends; `web.example.test`
+/// terminated by the gateway (its own Secret) on the same port and sent to an HTTP echo backend.
+async fn manifests(s_backend: &TestCa, gateway_ca: &TestCa, echo: SocketAddr) -> String {
+    let app = tls_echo(s_backend, &["app.example.test", "backend-app"]).await;
+    let wild = tls_echo(s_backend, &["*.pt.example.test", "backend-wild"]).await;
+    let k = key(&rcgen::PKCS_ECDSA_P256_SHA256);
+    let web_cert = gateway_ca.issue_pem(&["web.example.test"], &k, unix_now() - DAY, unix_now() + DAY);
+    let mut m = service("default", "app", &[app]) + &service("default", "wild", &[wild]);
+    m += &service("default", "web", &[echo]);
+    m += &tls_secret("web-tls", &web_cert, &k.serialize_pem());
+    m += &passthrough_ingress("app", "app.example.test", "app");
+    m += &passthrough_ingress("wild", "*.pt.example.test", "wild");
+    m += r#"---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {name: web, namespace: default}
+spec:
+  tls: [{hosts: [web.example.test], secretName: web-tls}]
+  rules: [{host: web.example.test, http: {paths: [{path: /, pathType: Prefix, backend: {service: {name: web, port: {number: 80}}}}]}}]
+"#;
+    m
+}
+
+async fn setup() -> Setup {
+    let (backend_ca, gateway_ca) = (TestCa::new(), TestCa::new());
+    let echo = portico::echo::EchoServer::start("web", "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let m = manifests(&backend_ca, &gateway_ca, echo.addr).await;
+    let gw = Gateway::start_with(TLS_SET, &m).await;
+    Setup {
+        gw,
+        backend_ca,
+        gateway_ca,
+        echo,
+    }
+}
+
+impl Setup {
+    fn https(&self) -> SocketAddr {
+        self.gw.running().https_addrs[0][0]
+    }
+}
+
+async fn connect(
+    config: Arc<rustls::ClientConfig>,
+    addr: SocketAddr,
+    sni: &str,
+) -> Result<TlsStream<TcpStream>, std::io::Error> {
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let name = match sni.parse::<std::net::IpAddr>() {
+        Ok(ip) => ServerName::IpAddress(ip.into()),
+        Err(_) => ServerName::try_from(sni.to_owned()).unwrap(),
+    };
+    tokio::time::timeout(Duration::from_secs(10), TlsConnector::from(config).connect(name, tcp))
+        .await
+        .expect("the handshake ends in time")
+}
+
+fn presented_names(tls: &TlsStream<TcpStream>) -> Vec<String> {
+    let der = tls.get_ref().1.peer_certificates().unwrap()[0].clone();
+    portico::certs::CertInfo::from_der(&der, String::new()).unwrap().names()
+}
+
+/// Writes `msg`, reads the echo back.
+async fn echo_round(tls: &mut TlsStream<TcpStream>, msg: &[u8]) {
+    tls.write_all(msg).await.unwrap();
+    let mut back = vec![0u8; msg.len()];
+    tokio::time::timeout(Duration::from_secs(5), tls.read_exact(&mut back))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(back, msg);
+}
+
+/// Half-closes and reads what the backend sends until it closes.
+async fn finish(mut tls: TlsStream<TcpStream>) -> String {
+    tls.shutdown().await.unwrap();
+    let mut rest = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), tls.read_to_end(&mut rest))
+        .await
+        .unwrap();
+    String::from_utf8(rest).unwrap()
+}
+
+#[tokio::test]
+async fn passthrough_and_terminated_hosts_share_the_tls_port() {
+    let s = setup().await;
+    let trusts_backends = s.backend_ca.client_config(&[b"http/1.1"]);
+    // Passed through: the client verifies the backend's own certificate, and talks to it end to end.
+    let mut tls = connect(trusts_backends.clone(), s.https(), "app.example.test")
+        .await
+        .unwrap();
+    assert_eq!(presented_names(&tls), ["app.example.test", "backend-app"]);
+    echo_round(&mut tls, b"hello through").await;
+    // Half-close: the client's end of sending reaches the backend, which still answers.
+    assert_eq!(finish(tls).await, "bye from backend-app");
+    // A wildcard passthrough host, one label deep.
+    let mut tls = connect(trusts_backends.clone(), s.https(), "x.pt.example.test")
+        .await
+        .unwrap();
+    assert_eq!(presented_names(&tls), ["*.pt.example.test", "backend-wild"]);
+    echo_round(&mut tls, b"wild").await;
+    drop(tls);
+    // Terminated on the same port: the gateway's certificate for the host, HTTP to the backend behind.
+    let tls = connect(
+        s.gateway_ca.client_config(&[b"http/1.1"]),
+        s.https(),
+        "web.example.test",
+    )
+    .await
+    .unwrap();
+    assert_eq!(presented_names(&tls), ["web.example.test"]);
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let req = http::Request::get("/x")
+        .header("host", "web.example.test")
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let resp = sender.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(s.echo.requests().len(), 1);
+    // A client trusting only the backends' CA refuses the terminated host, and the other way round.
+    assert!(connect(trusts_backends.clone(), s.https(), "web.example.test")
+        .await
+        .is_err());
+    assert!(connect(s.gateway_ca.client_config(&[]), s.https(), "app.example.test")
+        .await
+        .is_err());
+    // A server name nothing serves: closed without a handshake (no certificate at all).
+    let any = accept_any_client(true);
+    for sni in ["nobody.example.test", "a.b.pt.example.test"] {
+        assert!(connect(any.clone(), s.https(), sni).await.is_err(), "{sni}");
+    }
+    // No SNI: terminated with the default certificate, routed by Host as on any TLS listener.
+    let tls = connect(accept_any_client(false), s.https(), "127.0.0.1").await.unwrap();
+    assert_eq!(presented_names(&tls), ["portico.invalid"]);
+    // Garbage instead of a ClientHello: closed.
+    let mut raw = TcpStream::connect(s.https()).await.unwrap();
+    raw.write_all(b"GET / HTTP/1.1\r\nhost: app.example.test\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    let n = tokio::time::timeout(Duration::from_secs(5), raw.read_to_end(&mut buf))
+        .await
+        .unwrap();
+    assert!(n.is_err() || buf.is_empty(), "{:?}", String::from_utf8_lossy(&buf));
+    // The counters of the passthrough routes.
+    let connections = metric(
+        &s.gw,
+        "portico_l4_connections_total{set=\"default\",kind=\"tls-passthrough\",route=\"app.example.test\"}",
+    )
+    .await;
+    assert_eq!(connections, Some(2.0));
+    s.gw.stop().await;
+}
+
+#[tokio::test]
+async fn a_slow_or_oversized_client_hello_is_closed() {
+    let s = setup().await;
+    // A record header announcing more than the limit: closed at once.
+    let mut raw = TcpStream::connect(s.https()).await.unwrap();
+    raw.write_all(&[22, 3, 1, 0x40, 0x00, 1, 0, 0x40, 0x00]).await.unwrap();
+    let mut buf = Vec::new();
+    let r = tokio::time::timeout(Duration::from_secs(5), raw.read_to_end(&mut buf))
+        .await
+        .unwrap();
+    assert!(r.is_err() || buf.is_empty());
+    // Half a ClientHello, then nothing: closed after the hello timeout (10 s), not held open.
+    let mut raw = TcpStream::connect(s.https()).await.unwrap();
+    raw.write_all(&[22, 3, 1, 0, 100, 1, 0, 0, 96]).await.unwrap();
+    let started = std::time::Instant::now();
+    let r = tokio::time::timeout(Duration::from_secs(15), raw.read_to_end(&mut buf))
+        .await
+        .unwrap();
+    assert!(r.is_err() || buf.is_empty());
+    assert!(started.elapsed() >= Duration::from_secs(9), "{:?}", started.elapsed());
+    s.gw.stop().await;
+}
+
+#[tokio::test]
+async fn a_dead_endpoint_is_retried_on_another_and_a_republish_keeps_open_connections() {
+    let (backend_ca, gateway_ca) = (TestCa::new(), TestCa::new());
+    let echo = portico::echo::EchoServer::start("web", "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let base = manifests(&backend_ca, &gateway_ca, echo.addr).await;
+    let live = tls_echo(&backend_ca, &["multi.example.test", "backend-live"]).await;
+    let dead = closed_port().await;
+    let with_multi = base.clone()
+        + &service("default", "multi", &[dead, live])
+        + &passthrough_ingress("multi", "multi.example.test", "multi");
+    let gw = Gateway::start_with(TLS_SET, &with_multi).await;
+    let https = gw.running().https_addrs[0][0];
+    let config = backend_ca.client_config(&[]);
+    // Every connection reaches the live endpoint, whichever the balancer tried first.
+    let mut open = Vec::new();
+    for i in 0..4 {
+        let mut tls = connect(config.clone(), https, "multi.example.test").await.unwrap();
+        assert_eq!(presented_names(&tls), ["multi.example.test", "backend-live"]);
+        echo_round(&mut tls, format!("conn {i}").as_bytes()).await;
+        open.push(tls);
+    }
+    let errors = metric(
+        &gw,
+        "portico_l4_connect_errors_total{set=\"default\",kind=\"tls-passthrough\",route=\"multi.example.test\"}",
+    )
+    .await;
+    assert!(errors.is_some_and(|e| e >= 1.0), "{errors:?}");
+    // The route goes away: new connections for it are closed, established ones carry on untouched.
+    gw.rewrite(&base).await;
+    assert!(connect(accept_any_client(true), https, "multi.example.test")
+        .await
+        .is_err());
+    for (i, tls) in open.iter_mut().enumerate() {
+        echo_round(tls, format!("still there {i}").as_bytes()).await;
+    }
+    let active = metric(
+        &gw,
+        "portico_l4_active_connections{set=\"default\",kind=\"tls-passthrough\",route=\"multi.example.test\"}",
+    )
+    .await;
+    assert_eq!(active, Some(4.0));
+    for tls in open {
+        assert_eq!(finish(tls).await, "bye from backend-live");
+    }
+    gw.stop().await;
+}
