@@ -305,3 +305,121 @@ async fn a_dead_endpoint_is_retried_on_another_and_a_republish_keeps_open_connec
     }
     gw.stop().await;
 }
+
+// === plain TCP listeners (`tcp[]`) ===
+
+/// A raw TCP backend expecting a PROXY header first: echoes what follows; when the client has finished sending,
+/// writes `bye NAME from CLIENT` (the client the header named) and closes. Aborting the handle stops it.
+async fn tcp_backend(name: &'static str) -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let header = portico::proxy::proxy_protocol::read_header(&mut s).await;
+                let client = match header {
+                    Ok(portico::proxy::proxy_protocol::ProxyHeader::Proxied { source, .. }) => source.to_string(),
+                    _ => "?".to_string(),
+                };
+                let (mut r, mut w) = s.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+                let _ = w.write_all(format!("bye {name} from {client}").as_bytes()).await;
+                let _ = w.shutdown().await;
+            });
+        }
+    });
+    (addr, task)
+}
+
+fn tcp_config(backends: &[SocketAddr], extra: &str) -> String {
+    let list: Vec<String> = backends.iter().map(|b| format!("\"{b}\"")).collect();
+    format!(
+        "{ONE_SET}tcp:\n  - name: api\n    listen: [\"127.0.0.1:0\"]\n    backends: [{}]\n    sendProxyProtocol: v2\n{extra}",
+        list.join(", ")
+    )
+}
+
+/// Connects, sends `msg`, half-closes, and returns (local address, everything received).
+async fn tcp_round(addr: SocketAddr, msg: &str) -> (SocketAddr, String) {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let local = s.local_addr().unwrap();
+    s.write_all(msg.as_bytes()).await.unwrap();
+    s.shutdown().await.unwrap();
+    let mut got = String::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_string(&mut got))
+        .await
+        .unwrap()
+        .unwrap();
+    (local, got)
+}
+
+#[tokio::test]
+async fn tcp_listeners_forward_with_a_proxy_header_retry_and_half_close() {
+    let (b1, _t1) = tcp_backend("b1").await;
+    let (b2, _t2) = tcp_backend("b2").await;
+    let dead = closed_port().await;
+    let gw = Gateway::start_with(&tcp_config(&[dead, b1, b2], ""), "").await;
+    let addr = gw.running().tcp_addrs[0][0];
+    let mut seen = std::collections::BTreeSet::new();
+    for i in 0..6 {
+        let (local, got) = tcp_round(addr, &format!("ping {i};")).await;
+        // The echo, then the backend's goodbye after the client's half-close, naming the real client.
+        let bye = got
+            .strip_prefix(&format!("ping {i};"))
+            .unwrap_or_else(|| panic!("{got}"));
+        let (name, client) = bye.strip_prefix("bye ").unwrap().split_once(" from ").unwrap();
+        assert_eq!(client, local.to_string());
+        seen.insert(name.to_string());
+    }
+    assert_eq!(seen.into_iter().collect::<Vec<_>>(), ["b1", "b2"]);
+    let errors = metric(
+        &gw,
+        "portico_l4_connect_errors_total{set=\"tcp\",kind=\"tcp\",route=\"api\"}",
+    )
+    .await;
+    assert!(errors.is_some_and(|e| e >= 1.0), "{errors:?}");
+    let total = metric(
+        &gw,
+        "portico_l4_connections_total{set=\"tcp\",kind=\"tcp\",route=\"api\"}",
+    )
+    .await;
+    assert_eq!(total, Some(6.0));
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn tcp_source_balancing_is_sticky_and_health_checks_take_a_dead_backend_out() {
+    let (b1, t1) = tcp_backend("b1").await;
+    let (b2, _t2) = tcp_backend("b2").await;
+    let extra = "    balance: source\n    healthCheck: {interval: 50ms, timeout: 200ms, fall: 3, rise: 2}\n";
+    let gw = Gateway::start_with(&tcp_config(&[b1, b2], extra), "").await;
+    let addr = gw.running().tcp_addrs[0][0];
+    let mut names = Vec::new();
+    for _ in 0..5 {
+        let (_, got) = tcp_round(addr, "x").await;
+        names.push(got.split(' ').nth(1).unwrap().to_string());
+    }
+    names.dedup();
+    assert_eq!(names.len(), 1, "one client address, one backend: {names:?}");
+    // Stop whichever served: after three failed checks it is out, and connections go to the other without a
+    // failed connect.
+    let (stopped, other) = if names[0] == "b1" { (t1, "b2") } else { (_t2, "b1") };
+    stopped.abort();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let before = metric(
+        &gw,
+        "portico_l4_connect_errors_total{set=\"tcp\",kind=\"tcp\",route=\"api\"}",
+    )
+    .await;
+    for _ in 0..3 {
+        let (_, got) = tcp_round(addr, "y").await;
+        assert_eq!(got.split(' ').nth(1), Some(other), "{got}");
+    }
+    let after = metric(
+        &gw,
+        "portico_l4_connect_errors_total{set=\"tcp\",kind=\"tcp\",route=\"api\"}",
+    )
+    .await;
+    assert_eq!(before, after);
+    gw.stop().await;
+}

@@ -123,10 +123,11 @@ pub struct Peer {
 }
 
 /// Connects to an endpoint of `route` (balanced; on failure up to [`CONNECT_ATTEMPTS`] endpoints, each failure
-/// counting toward the endpoint's passive ejection), writes `prefix`, then copies both ways until both
-/// directions ended: when one side finishes sending, the other side's write half is shut down and the
-/// opposite direction goes on (half-close). Ends with one log line for the connection.
-pub async fn splice(mut client: TcpStream, prefix: BytesMut, route: Arc<L4Route>, peer: Peer, sni: Option<&str>) {
+/// counting toward the endpoint's passive ejection), writes `prefix` (a PROXY header, the ClientHello read),
+/// then copies both ways until both directions ended: when one side finishes sending, the other side's write
+/// half is shut down and the opposite direction goes on (half-close). The route's idle timeout closes a
+/// connection quiet both ways for that long. Ends with one log line for the connection.
+pub async fn splice(client: TcpStream, prefix: BytesMut, route: Arc<L4Route>, peer: Peer, sni: Option<&str>) {
     let started = Instant::now();
     let _active = route.stats.open();
     let backend = &route.backend;
@@ -141,7 +142,7 @@ pub async fn splice(mut client: TcpStream, prefix: BytesMut, route: Arc<L4Route>
             break None;
         };
         tried += 1;
-        let result = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(e.addr)).await {
+        let result = match tokio::time::timeout(route.connect_timeout, TcpStream::connect(e.addr)).await {
             Ok(r) => r,
             Err(_) => Err(io::ErrorKind::TimedOut.into()),
         };
@@ -165,7 +166,7 @@ pub async fn splice(mut client: TcpStream, prefix: BytesMut, route: Arc<L4Route>
             }
         }
     };
-    let Some((mut upstream, endpoint)) = connected else {
+    let Some((upstream, endpoint)) = connected else {
         log(&route, peer, sni, None, (0, 0), started, "no endpoint reachable");
         return;
     };
@@ -173,17 +174,34 @@ pub async fn splice(mut client: TcpStream, prefix: BytesMut, route: Arc<L4Route>
     let addr = endpoint.addr;
     let _ = upstream.set_nodelay(true);
     let sent = prefix.len() as u64;
-    let result = match upstream.write_all(&prefix).await {
+    let last = Arc::new(LastActivity::new());
+    let mut client = Touch {
+        inner: client,
+        last: last.clone(),
+    };
+    let mut upstream = Touch {
+        inner: upstream,
+        last: last.clone(),
+    };
+    let result = match upstream.inner.write_all(&prefix).await {
         Ok(()) => {
             drop(prefix);
-            tokio::io::copy_bidirectional(&mut client, &mut upstream).await
+            let copy = tokio::io::copy_bidirectional(&mut client, &mut upstream);
+            match route.idle_timeout {
+                None => copy.await.map_err(Closed::Io),
+                Some(idle) => tokio::select! {
+                    r = copy => r.map_err(Closed::Io),
+                    () = last.idle_for(idle) => Err(Closed::Idle),
+                },
+            }
         }
-        Err(e) => Err(e),
+        Err(e) => Err(Closed::Io(e)),
     };
     let (bytes, reason) = match result {
         Ok((to_backend, to_client)) => ((sent + to_backend, to_client), "closed"),
-        Err(e) if e.kind() == io::ErrorKind::ConnectionReset => ((sent, 0), "reset"),
-        Err(_) => ((sent, 0), "error"),
+        Err(Closed::Idle) => ((sent, 0), "idle timeout"),
+        Err(Closed::Io(e)) if e.kind() == io::ErrorKind::ConnectionReset => ((sent, 0), "reset"),
+        Err(Closed::Io(_)) => ((sent, 0), "error"),
     };
     use std::sync::atomic::Ordering::Relaxed;
     route.stats.bytes_in.fetch_add(bytes.0, Relaxed);
@@ -215,4 +233,76 @@ fn log(
         close = reason,
         "layer-4 connection"
     );
+}
+
+/// How a splice ended early.
+enum Closed {
+    Io(io::Error),
+    Idle,
+}
+
+/// When a connection last moved a byte either way (milliseconds after `base`).
+struct LastActivity {
+    base: tokio::time::Instant,
+    ms: std::sync::atomic::AtomicU64,
+}
+
+impl LastActivity {
+    fn new() -> Self {
+        Self {
+            base: tokio::time::Instant::now(),
+            ms: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    fn touch(&self) {
+        self.ms.store(
+            self.base.elapsed().as_millis() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    }
+
+    /// Returns once no byte moved for `idle`.
+    async fn idle_for(&self, idle: Duration) {
+        loop {
+            let last = self.base + Duration::from_millis(self.ms.load(std::sync::atomic::Ordering::Relaxed));
+            let due = last + idle;
+            if tokio::time::Instant::now() >= due {
+                return;
+            }
+            tokio::time::sleep_until(due).await;
+        }
+    }
+}
+
+/// A stream noting every byte read into its connection's [`LastActivity`] (reads on both sides cover both
+/// directions).
+struct Touch<S> {
+    inner: S,
+    last: Arc<LastActivity>,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Touch<S> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.last.touch();
+        }
+        r
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Touch<S> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
 }

@@ -19,6 +19,7 @@
 
 pub mod client_hello;
 pub mod conn;
+pub mod health;
 pub mod stats;
 pub mod table;
 

@@ -34,6 +34,25 @@ pub struct L4Route {
     pub origin: Arc<str>,
     pub backend: Arc<Backend>,
     pub stats: Arc<RouteStats>,
+    /// Per endpoint tried.
+    pub connect_timeout: std::time::Duration,
+    /// No byte either way for this long closes the connection (`None`: never).
+    pub idle_timeout: Option<std::time::Duration>,
+}
+
+impl L4Route {
+    /// A route named `name` (defined by `origin`) to `backend`, with the default connect timeout and no idle
+    /// timeout.
+    pub fn new(name: &str, origin: &str, backend: Arc<Backend>, stats: Arc<RouteStats>) -> Self {
+        Self {
+            name: name.into(),
+            origin: origin.into(),
+            backend,
+            stats,
+            connect_timeout: super::conn::CONNECT_TIMEOUT,
+            idle_timeout: None,
+        }
+    }
 }
 
 impl L4Tables {
@@ -71,12 +90,8 @@ impl L4Tables {
                             None,
                         ))
                     });
-                    let route = Arc::new(L4Route {
-                        stats: stats.route(name, "tls-passthrough", &host),
-                        name: host.into(),
-                        origin: r.origin.to_string().into(),
-                        backend,
-                    });
+                    let stats = stats.route(name, "tls-passthrough", &host);
+                    let route = Arc::new(L4Route::new(&host, &r.origin.to_string(), backend, stats));
                     match &r.host {
                         HostPattern::Exact(h) => table.exact.insert(h.clone(), route),
                         HostPattern::Wildcard(s) => table.wildcard.insert(s.clone(), route),
