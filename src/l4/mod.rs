@@ -20,6 +20,7 @@
 pub mod client_hello;
 pub mod conn;
 pub mod health;
+pub mod standin;
 pub mod stats;
 pub mod table;
 
