@@ -423,3 +423,113 @@ async fn tcp_source_balancing_is_sticky_and_health_checks_take_a_dead_backend_ou
     assert_eq!(before, after);
     gw.stop().await;
 }
+
+// === shutdown, backends going away, bytes through ===
+
+#[tokio::test]
+async fn shutdown_stops_accepting_and_waits_for_spliced_connections() {
+    let (backend_ca, gateway_ca) = (TestCa::new(), TestCa::new());
+    let echo = portico::echo::EchoServer::start("web", "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let m = manifests(&backend_ca, &gateway_ca, echo.addr).await;
+    let config = format!("{TLS_SET}shutdown: {{gracePeriod: 10s}}\n");
+    let gw = Gateway::start_with(&config, &m).await;
+    let https = gw.running().https_addrs[0][0];
+    let mut tls = connect(backend_ca.client_config(&[]), https, "app.example.test")
+        .await
+        .unwrap();
+    echo_round(&mut tls, b"before").await;
+    let stopping = tokio::spawn(gw.stop());
+    // The listener closes at once; the established connection keeps working through the grace period.
+    let refused = async {
+        for _ in 0..100 {
+            if TcpStream::connect(https).await.is_err() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        false
+    };
+    assert!(refused.await, "still accepting after shutdown");
+    echo_round(&mut tls, b"during shutdown").await;
+    assert!(!stopping.is_finished());
+    assert_eq!(finish(tls).await, "bye from backend-app");
+    // Once it ended, shutdown completes (well before the grace period).
+    tokio::time::timeout(Duration::from_secs(5), stopping)
+        .await
+        .expect("shutdown waited for nothing else")
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_backend_killed_mid_stream_closes_the_client_and_bytes_through_equal_bytes_in() {
+    // A plain TCP sink: answers with the length and a checksum of everything it read, then closes; or, when
+    // the first byte is `k`, dies mid-stream without answering.
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let backend = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let _ = portico::proxy::proxy_protocol::read_header(&mut s).await;
+                let (mut len, mut sum) = (0u64, 0u64);
+                let mut buf = vec![0u8; 64 * 1024];
+                loop {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => {
+                            if len == 0 && buf[0] == b'k' {
+                                // Gone as a killed process's socket goes: closed by the kernel, unanswered.
+                                return;
+                            }
+                            for b in &buf[..n] {
+                                sum = sum.wrapping_mul(31).wrapping_add(u64::from(*b));
+                            }
+                            len += n as u64;
+                        }
+                    }
+                }
+                let _ = s.write_all(format!("{len} {sum}").as_bytes()).await;
+            });
+        }
+    });
+    let gw = Gateway::start_with(&tcp_config(&[backend], ""), "").await;
+    let addr = gw.running().tcp_addrs[0][0];
+    // 64 MiB of a known pattern through, the checksum as computed here.
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let chunk: Vec<u8> = (0..1024 * 1024).map(|i| (i * 7 % 251) as u8).collect();
+    let (mut len, mut sum) = (0u64, 0u64);
+    let (mut r, mut w) = s.split();
+    let send = async {
+        for _ in 0..64 {
+            w.write_all(&chunk).await.unwrap();
+        }
+        w.shutdown().await.unwrap();
+    };
+    let mut got = String::new();
+    let (_, read) = tokio::join!(send, r.read_to_string(&mut got));
+    read.unwrap();
+    for _ in 0..64 {
+        for b in &chunk {
+            sum = sum.wrapping_mul(31).wrapping_add(u64::from(*b));
+        }
+        len += chunk.len() as u64;
+    }
+    assert_eq!(got, format!("{len} {sum}"));
+    let received = metric(
+        &gw,
+        "portico_l4_received_bytes_total{set=\"tcp\",kind=\"tcp\",route=\"api\"}",
+    )
+    .await;
+    // The PROXY v2 header (28 bytes for IPv4) is counted with what the client sent.
+    assert_eq!(received, Some((len + 28) as f64));
+    // The backend dies mid-stream: the client's side is closed too, not left hanging.
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"kill").await.unwrap();
+    let mut rest = Vec::new();
+    let r = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut rest))
+        .await
+        .expect("the client side is closed");
+    assert!(r.is_err() || rest.is_empty());
+    gw.stop().await;
+}
