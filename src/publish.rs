@@ -364,6 +364,8 @@ impl Publisher {
             &prev.l4,
             &self.shared.metrics.l4,
         ));
+        // Passthrough backends with `health-check: tcp` get their checkers like HTTP backends.
+        self.checkers.ensure(snap.l4.backends());
         let t = &c.translation;
         let hosts: usize = snap.sets.iter().map(|s| s.host_count()).sum();
         let routes: usize = snap.sets.iter().map(|s| s.route_count()).sum();

@@ -533,3 +533,27 @@ async fn a_backend_killed_mid_stream_closes_the_client_and_bytes_through_equal_b
     assert!(r.is_err() || rest.is_empty());
     gw.stop().await;
 }
+
+#[tokio::test]
+async fn passthrough_routes_balance_as_their_ingress_asks() {
+    let ca = TestCa::new();
+    let b1 = tls_echo(&ca, &["sticky.example.test", "backend-1"]).await;
+    let b2 = tls_echo(&ca, &["sticky.example.test", "backend-2"]).await;
+    let m = service("default", "sticky", &[b1, b2])
+        + &passthrough_ingress("sticky", "sticky.example.test", "sticky").replace(
+            "annotations: {",
+            "annotations: {portico.dev/load-balance: source-hash, portico.dev/health-check: tcp, ",
+        );
+    let gw = Gateway::start_with(TLS_SET, &m).await;
+    let https = gw.running().https_addrs[0][0];
+    let mut names = Vec::new();
+    for _ in 0..5 {
+        let tls = connect(ca.client_config(&[]), https, "sticky.example.test")
+            .await
+            .unwrap();
+        names.push(presented_names(&tls)[1].clone());
+    }
+    names.dedup();
+    assert_eq!(names.len(), 1, "one client address, one backend: {names:?}");
+    gw.stop().await;
+}

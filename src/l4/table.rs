@@ -7,7 +7,7 @@ use std::sync::Arc;
 use super::stats::{Registry, RouteStats};
 use crate::model::l4::L4Model;
 use crate::model::HostPattern;
-use crate::upstream::{Backend, Balance, HealthPolicy};
+use crate::upstream::{Backend, HealthPolicy};
 
 /// Every listener set's layer-4 routes. Invariant: built once, never mutated; a set without routes has `None`
 /// (its TLS listeners never read ahead).
@@ -78,16 +78,21 @@ impl L4Tables {
                         .map(|old| &old.backend)
                         .filter(|b| {
                             b.id == id
-                                && b.same_as(&r.backend.endpoints, Balance::RoundRobin, HealthPolicy::default(), None)
+                                && b.same_as(
+                                    &r.backend.endpoints,
+                                    r.balance,
+                                    HealthPolicy::default(),
+                                    r.check.as_ref(),
+                                )
                         })
                         .cloned();
                     let backend = reused.unwrap_or_else(|| {
                         Arc::new(Backend::with_check(
                             id,
                             r.backend.endpoints.clone(),
-                            Balance::RoundRobin,
+                            r.balance,
                             HealthPolicy::default(),
-                            None,
+                            r.check.clone(),
                         ))
                     });
                     let stats = stats.route(name, "tls-passthrough", &host);
@@ -152,6 +157,8 @@ mod tests {
                 port: PortRef::Number(443),
                 endpoints: endpoints.iter().map(|e| e.parse().unwrap()).collect(),
             },
+            balance: crate::upstream::Balance::RoundRobin,
+            check: None,
             origin: ObjectRef {
                 kind: "Ingress",
                 namespace: "ns".into(),

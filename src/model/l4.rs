@@ -8,7 +8,7 @@
 
 use std::fmt;
 
-use super::annotations::{self, passthrough};
+use super::annotations::{self, passthrough, ActiveCheck, Balance};
 use super::translate::{age_key, object_ref, rule_host, Translator};
 use super::{BackendModel, ClusterState, Diagnostic, HostPattern, ObjectRef, Options};
 
@@ -29,6 +29,9 @@ pub struct L4SetModel {
 pub struct PassthroughRoute {
     pub host: HostPattern,
     pub backend: BackendModel,
+    /// Balancing and active check of the backend (`load-balance`, `health-check: tcp`).
+    pub balance: Balance,
+    pub check: Option<ActiveCheck>,
     /// The object that defined the route.
     pub origin: ObjectRef,
 }
@@ -90,10 +93,13 @@ pub fn translate(state: &ClusterState, opts: &Options) -> (L4Model, Vec<Diagnost
             }
             continue;
         }
-        if let Err(reason) = passthrough::asked(&ing.metadata) {
-            t.diag(&iref, format!("{reason}; Ingress not served"));
-            continue;
-        }
+        let policy = match passthrough::asked(&ing.metadata).and_then(|_| passthrough::policy(&ing.metadata)) {
+            Ok(p) => p,
+            Err(reason) => {
+                t.diag(&iref, format!("{reason}; Ingress not served"));
+                continue;
+            }
+        };
         let Some(spec) = &ing.spec else {
             t.diag(&iref, "Ingress has no spec".into());
             continue;
@@ -143,6 +149,8 @@ pub fn translate(state: &ClusterState, opts: &Options) -> (L4Model, Vec<Diagnost
                 routes.push(PassthroughRoute {
                     host,
                     backend,
+                    balance: policy.balance,
+                    check: policy.check.clone(),
                     origin: iref.clone(),
                 });
             }

@@ -310,7 +310,7 @@ pub static TABLE: &[Entry] = &[
     e("portico.dev/rewrite-target", Impl, G::Routing, "the path sent upstream, $1..$9 being the path's capture groups; makes the paths regexes"),
     e("portico.dev/server-alias", Impl, G::Routing, "more names (comma-separated) serving the paths of the Ingress's one host"),
     e("portico.dev/service-upstream", Impl, G::Upstream, "`true`: send to the Service's ClusterIP instead of its endpoints"),
-    e("portico.dev/ssl-passthrough", Impl, G::Tls, "the hosts are spliced to the `/` path's backend by SNI, never terminated; other annotations have no effect (docs/l4.md)"),
+    e("portico.dev/ssl-passthrough", Impl, G::Tls, "the hosts are spliced to the `/` path's backend by SNI, never terminated; of the other annotations only load-balance and health-check: tcp apply (docs/l4.md)"),
     e("portico.dev/ssl-redirect", Impl, G::Tls, "308 from plain HTTP to HTTPS for TLS hosts"),
     e("portico.dev/temporal-redirect", Impl, G::Routing, "answer every request with a redirect to this URL (302)"),
     e("portico.dev/temporal-redirect-code", Impl, G::Routing, "the temporal redirect's status (300-303, 307, 308)"),
