@@ -557,3 +557,38 @@ async fn passthrough_routes_balance_as_their_ingress_asks() {
     assert_eq!(names.len(), 1, "one client address, one backend: {names:?}");
     gw.stop().await;
 }
+
+#[tokio::test]
+async fn tcp_idle_timeout_closes_quiet_connections_and_max_connections_queues_the_rest() {
+    let (b1, _t1) = tcp_backend("b1").await;
+    let extra = "    idleTimeout: 300ms\n    maxConnections: 1\n";
+    let gw = Gateway::start_with(&tcp_config(&[b1], extra), "").await;
+    let addr = gw.running().tcp_addrs[0][0];
+    // A connection that keeps talking outlives the idle timeout; once quiet, it is closed.
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let mut buf = [0u8; 4];
+    for _ in 0..5 {
+        s.write_all(b"tick").await.unwrap();
+        s.read_exact(&mut buf).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    // While it is open, a second client waits in the accept queue (its bytes are not answered).
+    let mut second = TcpStream::connect(addr).await.unwrap();
+    second.write_all(b"wait").await.unwrap();
+    let early = tokio::time::timeout(Duration::from_millis(100), second.read(&mut buf)).await;
+    assert!(early.is_err(), "the second connection was served beside the first");
+    let started = std::time::Instant::now();
+    let mut rest = Vec::new();
+    let r = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut rest))
+        .await
+        .unwrap();
+    assert!(r.is_err() || rest.is_empty(), "{rest:?}");
+    assert!(started.elapsed() < Duration::from_secs(2));
+    // The first one gone, the second is served.
+    tokio::time::timeout(Duration::from_secs(5), second.read_exact(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&buf, b"wait");
+    gw.stop().await;
+}

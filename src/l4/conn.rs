@@ -82,6 +82,10 @@ impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {
             let n = buf.remaining().min(self.prefix.len());
             buf.put_slice(&self.prefix[..n]);
             self.prefix.advance(n);
+            if self.prefix.is_empty() {
+                // Not kept for the life of the connection.
+                self.prefix = BytesMut::new();
+            }
             return Poll::Ready(Ok(()));
         }
         Pin::new(&mut self.inner).poll_read(cx, buf)
