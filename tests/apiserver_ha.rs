@@ -67,6 +67,17 @@ async fn version(addr: SocketAddr) -> String {
     body
 }
 
+/// The admin listener's `/metrics`.
+async fn metrics(admin: SocketAddr) -> String {
+    let mut s = tokio::net::TcpStream::connect(admin).await.unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nhost: admin\r\nconnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).await.unwrap();
+    text
+}
+
 /// Waits for `n` more `/readyz` checks of `s`.
 async fn checks(s: &StandIn, n: u64) {
     let target = s.readyz_count() + n;
@@ -96,6 +107,12 @@ async fn round_robin_over_three_api_servers_with_readyz_fall_3_rise_2() {
     for _ in 0..6 {
         assert_ne!(version(addr).await, "cp2");
     }
+    let metrics = metrics(running.admin_addr).await;
+    let gauge = format!(
+        "portico_endpoint_check_up{{backend=\"tcp/apiserver\",endpoint=\"{}\"}} 0",
+        s[1].addr
+    );
+    assert!(metrics.contains(&gauge), "{metrics}");
     // Ready again: back after two good checks.
     s[1].set_ready(true);
     checks(&s[1], 3).await;

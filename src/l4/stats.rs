@@ -45,6 +45,8 @@ type Key = (String, &'static str, String);
 #[derive(Debug, Default)]
 pub struct Registry {
     routes: Mutex<BTreeMap<Key, Arc<RouteStats>>>,
+    /// The backends of the `tcp[]` listeners (fixed at startup), for the endpoint gauges at `/metrics`.
+    tcp_backends: Mutex<Vec<Arc<crate::upstream::Backend>>>,
 }
 
 impl Registry {
@@ -55,6 +57,16 @@ impl Registry {
             .entry((set.to_string(), kind, route.to_string()))
             .or_default()
             .clone()
+    }
+
+    /// Registers a `tcp[]` listener's backend (see [`Registry::backends`]).
+    pub fn add_tcp_backend(&self, b: Arc<crate::upstream::Backend>) {
+        self.tcp_backends.lock().unwrap_or_else(|e| e.into_inner()).push(b);
+    }
+
+    /// The `tcp[]` listeners' backends.
+    pub fn backends(&self) -> Vec<Arc<crate::upstream::Backend>> {
+        self.tcp_backends.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// Prometheus text for every route (nothing when there are none).

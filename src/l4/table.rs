@@ -72,7 +72,8 @@ impl L4Tables {
                 let mut table = PassthroughTable::default();
                 for r in &set.passthrough {
                     let host = r.host.to_string();
-                    let id = r.backend.id();
+                    // Prefixed: the same Service port may also be an HTTP backend, whose series must stay apart.
+                    let id = format!("passthrough:{}", r.backend.id());
                     let reused = before
                         .and_then(|t| t.by_pattern(&r.host))
                         .map(|old| &old.backend)

@@ -15,7 +15,7 @@ use super::proxy_protocol::{encode_v1, encode_v2, ProxyHeader};
 use crate::config::{ProxyProtocolVersion, TcpConfig};
 use crate::l4::stats::Registry;
 use crate::l4::L4Route;
-use crate::upstream::{Backend, HealthPolicy};
+use crate::upstream::{ActiveCheck, Backend, HealthPolicy};
 
 /// One configured TCP listener's route and settings, shared by its listen addresses.
 #[derive(Debug)]
@@ -33,8 +33,17 @@ impl TcpService {
             config.backends.clone(),
             config.balance,
             HealthPolicy::default(),
-            None,
+            // What the listener's own checker (`l4::health`, started by the wiring) does, for `/metrics`; the
+            // HTTP checkers never see this backend.
+            config.health_check.as_ref().map(|h| ActiveCheck {
+                http_path: h.path.clone(),
+                interval: h.interval,
+                timeout: h.timeout,
+                fall: h.fall,
+                rise: h.rise,
+            }),
         ));
+        stats.add_tcp_backend(backend.clone());
         let origin = format!("tcp {}", config.name);
         let mut route = L4Route::new(&config.name, &origin, backend, stats.route("tcp", "tcp", &config.name));
         route.connect_timeout = config.connect_timeout;
