@@ -1,4 +1,5 @@
-//! Layer 4: TLS passthrough by SNI on the gateway's TLS listeners (issue #20).
+//! Layer 4 (issue #20): TLS passthrough by SNI on the gateway's TLS listeners, and the splice, counters and
+//! checks behind the plain TCP listeners of `tcp[]` (their accept loop is `proxy::tcp`). See docs/l4.md.
 //!
 //! ```text
 //!  TLS listener of a set with passthrough routes (proxy::server)
