@@ -219,8 +219,11 @@ fn host_name(data: &[u8]) -> Result<Option<String>, HelloError> {
             continue;
         }
         let name = name.strip_suffix(b".").unwrap_or(name);
+        // Labels of letters, digits, `-` and `_`, none empty (so no leading dot, no `..`, and no second trailing
+        // dot: `a..` is not `a.`).
         let valid = !name.is_empty()
             && name.len() <= 253
+            && name.split(|&b| b == b'.').all(|label| !label.is_empty())
             && name
                 .iter()
                 .all(|&b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_');
@@ -331,6 +334,10 @@ mod tests {
         for b in [
             body(&[sni_ext(b"a b")]),
             body(&[sni_ext(b"")]),
+            body(&[sni_ext(b".")]),
+            body(&[sni_ext(b"a..")]),
+            body(&[sni_ext(b"a..b")]),
+            body(&[sni_ext(b".a")]),
             body(&[sni_ext(b"a.example"), sni_ext(b"b.example")]),
             body(&[(SERVER_NAME, vec![0, 9, 0, 0, 1, b'a'])]),
         ] {
@@ -375,6 +382,18 @@ mod tests {
             std::fs::write(dir.join("split_records"), records(&body(&[sni_ext(b"a.example")]), 16)).unwrap();
             std::fs::write(dir.join("no_extensions"), records(&body(&[]), 1000)).unwrap();
         }
+    }
+
+    /// Found by the fuzz target (`fuzz/corpus/client_hello/two_trailing_dots`): a name ending in `..` kept a
+    /// trailing dot after normalisation.
+    #[test]
+    fn a_name_with_two_trailing_dots_is_malformed() {
+        let input = [
+            22, 3, 1, 0, 16, 1, 0, 0, 61, 3, 3, 7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 22, 3, 1, 0, 16, 7, 7, 7, 7, 7, 7, 7, 7,
+            7, 7, 7, 7, 7, 7, 7, 7, 22, 3, 1, 0, 16, 7, 7, 7, 7, 7, 7, 0, 0, 2, 19, 1, 1, 0, 0, 18, 0, 22, 3, 1, 0, 16,
+            0, 0, 14, 0, 12, 0, 0, 9, 97, 108, 95, 45, 120, 109, 97, 46, 22, 3, 1, 0, 1, 46, 101,
+        ];
+        assert_eq!(parse(&input, MAX_HELLO), Err(HelloError::Malformed("server name")));
     }
 
     #[test]
