@@ -41,6 +41,8 @@ pub struct Running {
     pub http_addrs: Vec<Vec<SocketAddr>>,
     /// Bound HTTPS addresses, per listener set.
     pub https_addrs: Vec<Vec<SocketAddr>>,
+    /// Bound addresses of each `tcp[]` listener (configuration order).
+    pub tcp_addrs: Vec<Vec<SocketAddr>>,
     pub admin_addr: SocketAddr,
     /// The admin API and dashboard's own address, when `admin.apiAddress` is set.
     pub api_addr: Option<SocketAddr>,
@@ -118,6 +120,19 @@ pub async fn start_with(config: Config, source: Source, extras: Extras) -> anyho
             }
             out.push(addrs);
         }
+    }
+    let mut tcp_listeners = Vec::new();
+    let mut tcp_addrs = Vec::new();
+    for (i, t) in config.tcp.iter().enumerate() {
+        let mut addrs = Vec::new();
+        for addr in &t.listen {
+            let l = TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("tcp {}: cannot bind {addr}", t.name))?;
+            addrs.push(l.local_addr()?);
+            tcp_listeners.push((i, l));
+        }
+        tcp_addrs.push(addrs);
     }
     let admin = TcpListener::bind(config.admin.address)
         .await
@@ -235,6 +250,7 @@ pub async fn start_with(config: Config, source: Source, extras: Extras) -> anyho
             .instrument(tracing::info_span!("listener", set = %name, %addr)),
         );
     }
+    serve_tcp(&config, tcp_listeners, &shared, &shutdown_rx, &mut tasks)?;
     tasks.spawn(
         serve_gateways(
             shared.clone(),
@@ -268,6 +284,7 @@ pub async fn start_with(config: Config, source: Source, extras: Extras) -> anyho
         acme,
         http_addrs,
         https_addrs,
+        tcp_addrs,
         admin_addr,
         api_addr,
         shared,
@@ -304,6 +321,64 @@ async fn run_cluster(
         .run(&options, compiler, publisher, round_tx, acme, shutdown)
         .instrument(tracing::info_span!("publish"));
     tokio::join!(election, writers, publishing);
+}
+
+/// Serves the `tcp[]` listeners (layer 4), and runs their backends' active health checks.
+fn serve_tcp(
+    config: &Config,
+    listeners: Vec<(usize, TcpListener)>,
+    shared: &Arc<Shared>,
+    shutdown: &watch::Receiver<bool>,
+    tasks: &mut JoinSet<()>,
+) -> anyhow::Result<()> {
+    let mut services = Vec::new();
+    for t in &config.tcp {
+        let svc = Arc::new(crate::proxy::tcp::TcpService::new(t, &shared.metrics.l4));
+        if let Some(h) = &t.health_check {
+            let https = match &h.path {
+                None => None,
+                Some(path) => {
+                    let ca = match &h.ca_file {
+                        None => None,
+                        Some(f) => {
+                            Some(std::fs::read(f).with_context(|| format!("tcp {}: reading {}", t.name, f.display()))?)
+                        }
+                    };
+                    let tls = crate::upstream::tls::client_config(ca.as_deref(), b"http/1.1")
+                        .map_err(|e| anyhow::anyhow!("tcp {}: health check CA: {e}", t.name))?;
+                    Some((path.clone(), Arc::new(tls)))
+                }
+            };
+            let check = crate::l4::health::Check {
+                interval: h.interval,
+                timeout: h.timeout,
+                fall: h.fall,
+                rise: h.rise,
+                https,
+            };
+            let backend = Arc::downgrade(&svc.route.backend);
+            tasks.spawn(
+                crate::l4::health::run(backend, check, shutdown.clone())
+                    .instrument(tracing::info_span!("tcp-health", name = %t.name)),
+            );
+        }
+        services.push(svc);
+    }
+    for (i, listener) in listeners {
+        let addr = listener.local_addr()?;
+        let name = &config.tcp[i].name;
+        tracing::info!(tcp = %name, %addr, "serving TCP");
+        tasks.spawn(
+            crate::proxy::tcp::serve(
+                listener,
+                services[i].clone(),
+                shutdown.clone(),
+                config.shutdown.grace_period,
+            )
+            .instrument(tracing::info_span!("tcp", name = %name, %addr)),
+        );
+    }
+    Ok(())
 }
 
 /// How often the Gateway listener manager looks for a new publish.

@@ -40,6 +40,8 @@ pub struct Config {
     pub admin: AdminConfig,
     pub upstream: UpstreamConfig,
     pub shutdown: ShutdownConfig,
+    /// Plain TCP listeners forwarding to static backends (layer 4, see [`TcpConfig`]).
+    pub tcp: Vec<TcpConfig>,
 }
 
 /// What happens on SIGTERM: keep accepting for `drain_delay` (so endpoint removal reaches load balancers), then
@@ -260,6 +262,7 @@ impl Default for Config {
             },
             upstream: UpstreamConfig::default(),
             shutdown: ShutdownConfig::default(),
+            tcp: Vec::new(),
         }
     }
 }
@@ -299,6 +302,8 @@ struct RawConfig {
     upstream: Option<RawUpstream>,
     #[serde(default)]
     shutdown: Option<RawShutdown>,
+    #[serde(default)]
+    tcp: Vec<RawTcp>,
 }
 
 #[derive(Deserialize)]
@@ -731,12 +736,230 @@ impl RawConfig {
                 }
             }
         };
+        let tcp = tcp::validate(self.tcp)?;
         Ok(Config {
             listener_sets,
             admin,
             upstream,
             shutdown,
+            tcp,
         })
+    }
+}
+
+// === tcp: layer-4 listeners ===
+
+/// A plain TCP listener (`tcp[]`): every connection to `listen` goes to one of `backends`, bytes copied both
+/// ways without protocol knowledge (HAProxy's `mode tcp`). See docs/l4.md.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TcpConfig {
+    /// Names the route in logs and metrics: letters, digits and `-`.
+    pub name: String,
+    pub listen: Vec<SocketAddr>,
+    /// Static endpoints (`address:port`), in the order given.
+    pub backends: Vec<SocketAddr>,
+    /// `round-robin` (default), `least-connections` or `source` (sticky by client address).
+    pub balance: crate::model::annotations::Balance,
+    /// Send a PROXY protocol header of this version to the backend first (`v1` or `v2`).
+    pub send_proxy_protocol: Option<ProxyProtocolVersion>,
+    /// Per endpoint tried; the next endpoint is tried on failure (default 5s).
+    pub connect_timeout: Duration,
+    /// A connection with no byte either way for this long is closed (default: none).
+    pub idle_timeout: Option<Duration>,
+    /// Open connections per listen address (`None`: unlimited); beyond it, clients wait in the accept queue.
+    pub max_connections: Option<usize>,
+    pub health_check: Option<TcpHealthCheck>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProxyProtocolVersion {
+    V1,
+    V2,
+}
+
+/// An active check of every backend: a TCP connect, or (with `path`) an HTTPS `GET path` answered 2xx.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TcpHealthCheck {
+    /// `Some`: HTTPS GET of this path; `None`: TCP connect.
+    pub path: Option<String>,
+    /// With `path`: a PEM CA file the backends' certificates must chain to; none: not verified (`verify none`).
+    pub ca_file: Option<std::path::PathBuf>,
+    pub interval: Duration,
+    pub timeout: Duration,
+    /// Consecutive failures that take an endpoint out, successes that bring it back.
+    pub fall: u32,
+    pub rise: u32,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawTcp {
+    name: String,
+    listen: Vec<String>,
+    backends: Vec<String>,
+    #[serde(default)]
+    balance: Option<String>,
+    #[serde(default)]
+    send_proxy_protocol: Option<String>,
+    #[serde(default)]
+    connect_timeout: Option<String>,
+    #[serde(default)]
+    idle_timeout: Option<String>,
+    #[serde(default)]
+    max_connections: Option<usize>,
+    #[serde(default)]
+    health_check: Option<RawTcpHealthCheck>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawTcpHealthCheck {
+    #[serde(default)]
+    path: Option<String>,
+    #[serde(default)]
+    ca_file: Option<std::path::PathBuf>,
+    #[serde(default)]
+    interval: Option<String>,
+    #[serde(default)]
+    timeout: Option<String>,
+    #[serde(default)]
+    fall: Option<u32>,
+    #[serde(default)]
+    rise: Option<u32>,
+}
+
+mod tcp {
+    use super::*;
+    use crate::model::annotations::Balance;
+
+    pub(super) fn validate(raw: Vec<RawTcp>) -> Result<Vec<TcpConfig>, ConfigError> {
+        let mut names = HashSet::new();
+        raw.into_iter().map(|t| one(t, &mut names)).collect()
+    }
+
+    fn one(t: RawTcp, names: &mut HashSet<String>) -> Result<TcpConfig, ConfigError> {
+        let ctx = format!("tcp[{}]", t.name);
+        if t.name.is_empty() || !t.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+            return Err(invalid(format!(
+                "{ctx}: name must be non-empty letters, digits and '-'"
+            )));
+        }
+        if !names.insert(t.name.clone()) {
+            return Err(invalid(format!("{ctx}: duplicate name")));
+        }
+        if t.listen.is_empty() || t.backends.is_empty() {
+            return Err(invalid(format!(
+                "{ctx}: needs at least one listen address and one backend"
+            )));
+        }
+        let listen = t
+            .listen
+            .iter()
+            .map(|a| parse_addr(&format!("{ctx}.listen"), a))
+            .collect::<Result<Vec<_>, _>>()?;
+        let backends = t
+            .backends
+            .iter()
+            .map(|a| {
+                a.parse::<SocketAddr>()
+                    .map_err(|_| invalid(format!("{ctx}.backends: {a:?} is not an address:port")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let balance = match t.balance.as_deref() {
+            None | Some("round-robin") => Balance::RoundRobin,
+            Some("least-connections") => Balance::LeastRequest,
+            Some("source") => Balance::SourceHash,
+            Some(b) => {
+                return Err(invalid(format!(
+                    "{ctx}.balance: {b:?} is not round-robin, least-connections or source"
+                )))
+            }
+        };
+        let send_proxy_protocol = match t.send_proxy_protocol.as_deref() {
+            None => None,
+            Some("v1") => Some(ProxyProtocolVersion::V1),
+            Some("v2") => Some(ProxyProtocolVersion::V2),
+            Some(v) => return Err(invalid(format!("{ctx}.sendProxyProtocol: {v:?} is not v1 or v2"))),
+        };
+        let health_check = match t.health_check {
+            None => None,
+            Some(h) => {
+                if h.path.as_deref().is_some_and(|p| !p.starts_with('/')) {
+                    return Err(invalid(format!("{ctx}.healthCheck.path: must start with /")));
+                }
+                if h.ca_file.is_some() && h.path.is_none() {
+                    return Err(invalid(format!(
+                        "{ctx}.healthCheck.caFile: only with path (an HTTPS check)"
+                    )));
+                }
+                let (fall, rise) = (h.fall.unwrap_or(3), h.rise.unwrap_or(2));
+                if fall == 0 || rise == 0 {
+                    return Err(invalid(format!("{ctx}.healthCheck: fall and rise are at least 1")));
+                }
+                Some(TcpHealthCheck {
+                    path: h.path,
+                    ca_file: h.ca_file,
+                    interval: duration_field(
+                        &format!("{ctx}.healthCheck.interval"),
+                        h.interval,
+                        Duration::from_secs(2),
+                    )?,
+                    timeout: duration_field(&format!("{ctx}.healthCheck.timeout"), h.timeout, Duration::from_secs(1))?,
+                    fall,
+                    rise,
+                })
+            }
+        };
+        Ok(TcpConfig {
+            name: t.name,
+            listen,
+            backends,
+            balance,
+            send_proxy_protocol,
+            connect_timeout: duration_field(
+                &format!("{ctx}.connectTimeout"),
+                t.connect_timeout,
+                Duration::from_secs(5),
+            )?,
+            idle_timeout: t
+                .idle_timeout
+                .map(|v| duration_field(&format!("{ctx}.idleTimeout"), Some(v), Duration::ZERO))
+                .transpose()?,
+            max_connections: t.max_connections.filter(|n| *n > 0),
+            health_check,
+        })
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn tcp_listeners_parse_with_defaults_and_reject_bad_values() {
+            let c = Config::from_yaml(
+                "tcp:\n  - name: apiserver\n    listen: [\"127.0.0.1:6443\"]\n    backends: [\"10.0.0.1:6443\", \"10.0.0.2:6443\"]\n    balance: source\n    sendProxyProtocol: v2\n    idleTimeout: 50s\n    healthCheck: {path: /readyz, fall: 3, rise: 2}\n",
+            )
+            .unwrap();
+            let t = &c.tcp[0];
+            assert_eq!(t.balance, Balance::SourceHash);
+            assert_eq!(t.send_proxy_protocol, Some(ProxyProtocolVersion::V2));
+            assert_eq!(t.connect_timeout, Duration::from_secs(5));
+            assert_eq!(t.idle_timeout, Some(Duration::from_secs(50)));
+            let h = t.health_check.as_ref().unwrap();
+            assert_eq!(
+                (h.path.as_deref(), h.fall, h.rise, h.interval),
+                (Some("/readyz"), 3, 2, Duration::from_secs(2))
+            );
+            for bad in [
+                "tcp: [{name: a, listen: [], backends: [\"10.0.0.1:1\"]}]",
+                "tcp: [{name: a, listen: [\"127.0.0.1:1\"], backends: [\"host:1\"]}]",
+                "tcp: [{name: a, listen: [\"127.0.0.1:1\"], backends: [\"10.0.0.1:1\"], balance: random}]",
+                "tcp: [{name: a, listen: [\"127.0.0.1:1\"], backends: [\"10.0.0.1:1\"], sendProxyProtocol: v3}]",
+                "tcp: [{name: a, listen: [\"127.0.0.1:1\"], backends: [\"10.0.0.1:1\"], healthCheck: {path: readyz}}]",
+            ] {
+                assert!(Config::from_yaml(bad).is_err(), "{bad}");
+            }
+        }
     }
 }
 

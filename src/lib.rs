@@ -20,6 +20,8 @@
 //!   slot, reused by key across publishes), certificates, upstream policies.
 //! - [`proxy`]: listeners; each request through admit, route, filters ([`proxy::filters`]), send and respond; the
 //!   one error-to-status table.
+//! - [`l4`]: layer 4: TLS passthrough by SNI on the TLS listeners and the splice behind `tcp[]` listeners
+//!   (`proxy::tcp`): ClientHello reader, splice, tables, per-route counters, active checks. See docs/l4.md.
 //! - [`upstream`]: backends (endpoints, balancing, health) and the pooled upstream client.
 //! - [`status`]: what the leader writes back (Ingress status, Events) and leader election.
 //! - [`acme`]: ACME certificates and HTTP-01 challenges (file store, or Secrets in [`acme::kube`]).
@@ -49,6 +51,7 @@ pub mod echo;
 pub mod htpasswd;
 pub mod http1;
 pub mod kube_retry;
+pub mod l4;
 pub mod metrics;
 pub mod migrate;
 pub mod model;

@@ -107,6 +107,8 @@ pub struct Metrics {
     /// Access-log lines written and dropped (channel full).
     pub access_log_written: AtomicU64,
     pub access_log_dropped: AtomicU64,
+    /// Layer-4 routes' counters (see `l4::stats`).
+    pub l4: crate::l4::stats::Registry,
 }
 
 /// What one listener set counts.
@@ -275,6 +277,7 @@ impl Metrics {
             certs: ArcSwap::from_pointee(Vec::new()),
             access_log_written: AtomicU64::new(0),
             access_log_dropped: AtomicU64::new(0),
+            l4: crate::l4::stats::Registry::default(),
         }
     }
 
@@ -679,6 +682,7 @@ impl Metrics {
                 esc(host)
             );
         }
+        out.push_str(&self.l4.render());
         out
     }
 }

@@ -76,6 +76,8 @@ pub struct Compiled {
     /// The Gateway sockets to serve: each is the listener set `set` of the translation (after the configured
     /// ones).
     pub gateways: Vec<GatewaySocket>,
+    /// Layer-4 routes (TLS passthrough) of the configured listener sets.
+    pub l4: model::l4::L4Model,
 }
 
 /// A bound socket of a Gateway of our class, served as a listener set of its own.
@@ -91,6 +93,8 @@ impl Compiled {
     /// What `portico check` prints: routes, the certificate each TLS host is served with, then diagnostics.
     pub fn describe(&self) -> String {
         let mut out = self.translation.describe_routes();
+        let names: Vec<String> = self.translation.sets.iter().map(|s| s.name.clone()).collect();
+        out.push_str(&self.l4.describe(&names));
         for (set, served) in self.translation.sets.iter().zip(&self.tls.served) {
             out.push_str(&format!("certificates of listener set {}:\n", set.name));
             for (host, info) in served {
@@ -211,6 +215,7 @@ impl Compiler {
     }
 
     pub fn compile(&self, state: &ClusterState, mut source_diagnostics: Vec<Diagnostic>, now: i64) -> Compiled {
+        let l4;
         let mut translation = {
             let mut translator = self.translator.lock().unwrap_or_else(|poisoned| {
                 // A translation panicked half-way: its indexes cannot be trusted, start over.
@@ -219,8 +224,11 @@ impl Compiler {
                 *t = model::Incremental::new(t.options().clone());
                 t
             });
+            l4 = model::l4::translate(state, translator.options());
             translator.translate(state)
         };
+        let (l4, mut l4_diagnostics) = l4;
+        translation.diagnostics.append(&mut l4_diagnostics);
         let (gateways, defaults) = self.gateway_sets(state, &mut translation);
         let mut tls = build_tls(&translation, &state.secrets, &defaults, now, &self.sessions);
         source_diagnostics.append(&mut translation.diagnostics);
@@ -230,6 +238,7 @@ impl Compiler {
             translation,
             tls,
             gateways,
+            l4,
         }
     }
 
@@ -325,7 +334,11 @@ impl Publisher {
     pub fn publish(&mut self, c: Compiled) -> bool {
         let last = self.shared.last_compiled();
         if let Some(prev) = &last {
-            if prev.translation == c.translation && prev.tls.fingerprint == c.tls.fingerprint && self.generation > 0 {
+            if prev.translation == c.translation
+                && prev.tls.fingerprint == c.tls.fingerprint
+                && prev.l4 == c.l4
+                && self.generation > 0
+            {
                 tracing::debug!("objects changed but the routing model and certificates did not; not publishing");
                 return false;
             }
@@ -343,6 +356,16 @@ impl Publisher {
             Some((&prev, before)),
             &mut self.shared.metrics.route_counters(),
         );
+        let names: Vec<String> = c.translation.sets.iter().map(|s| s.name.clone()).collect();
+        let mut snap = snap;
+        snap.l4 = Arc::new(crate::l4::L4Tables::build(
+            &c.l4,
+            &names,
+            &prev.l4,
+            &self.shared.metrics.l4,
+        ));
+        // Passthrough backends with `health-check: tcp` get their checkers like HTTP backends.
+        self.checkers.ensure(snap.l4.backends());
         let t = &c.translation;
         let hosts: usize = snap.sets.iter().map(|s| s.host_count()).sum();
         let routes: usize = snap.sets.iter().map(|s| s.route_count()).sum();

@@ -36,6 +36,8 @@ pub struct Snapshot {
     pub tls: Vec<Option<SetTls>>,
     /// TLS to backends and request-body timeouts, by Ingress.
     pub upstream: Arc<PolicyTable>,
+    /// Layer-4 routes (TLS passthrough) per listener set; set by the publisher after the build.
+    pub l4: Arc<crate::l4::L4Tables>,
 }
 
 /// A route's state on the data plane.
@@ -89,6 +91,7 @@ impl Snapshot {
             sets: set_names.iter().map(|n| SetTable::empty(n.clone())).collect(),
             tls: set_names.iter().map(|_| None).collect(),
             upstream: Arc::default(),
+            l4: Arc::default(),
         }
     }
 
@@ -252,6 +255,7 @@ impl Builder {
             tls: sets.iter().map(|_| tls.as_mut().and_then(Iterator::next)).collect(),
             sets,
             upstream,
+            l4: Arc::default(),
         }
     }
 

@@ -106,7 +106,12 @@ fn route(admin: &Admin, req: &Request<Incoming>) -> Resp {
             StatusCode::OK,
             "text/plain; version=0.0.4; charset=utf-8",
             shared.metrics.render()
-                + &crate::metrics::render_backends(shared.snapshot.load().backends())
+                + &{
+                    // HTTP and layer-4 backends (ids of the latter are prefixed: passthrough:, tcp/).
+                    let snap = shared.snapshot.load();
+                    let tcp = shared.metrics.l4.backends();
+                    crate::metrics::render_backends(snap.backends().chain(snap.l4.backends()).chain(tcp.iter()))
+                }
                 + &shared
                     .acme
                     .get()

@@ -13,6 +13,7 @@ mod changes;
 pub mod gateway;
 mod incremental;
 pub mod ingress;
+pub mod l4;
 pub mod route;
 mod translate;
 

@@ -514,6 +514,10 @@ impl<'a> Translator<'a> {
             self.diag(iref, "Ingress has no spec".into());
             return;
         };
+        // Served at layer 4 (`model::l4`), not as HTTP routes.
+        if annotations::passthrough::leaves_http(&ing.metadata) {
+            return;
+        }
         let ns = iref.namespace.as_str();
         // Fail closed: an unsupported or unknown annotation disables the Ingress before any value is read.
         match annotations::check_keys(&ing.metadata) {

@@ -10,6 +10,7 @@ pub mod headers;
 pub mod memory;
 pub mod proxy_protocol;
 pub mod server;
+pub mod tcp;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -145,7 +145,30 @@ async fn read_v2<S: AsyncRead + Unpin>(s: &mut S) -> Result<ProxyHeader, ProxyPr
     }
 }
 
-/// Encodes a v2 PROXY header (for tests and tools that speak to Portico).
+/// Encodes a v1 (text) PROXY header, as sent to layer-4 backends with `sendProxyProtocol: v1`. An IPv4 address
+/// beside an IPv6 one is sent in its IPv4-mapped IPv6 form, so both are of one family.
+pub fn encode_v1(header: &ProxyHeader) -> Vec<u8> {
+    match header {
+        ProxyHeader::Local => b"PROXY UNKNOWN\r\n".to_vec(),
+        ProxyHeader::Proxied { source, destination } => {
+            let (s, d) = (source.ip(), destination.ip());
+            let line = match (s, d) {
+                (IpAddr::V4(s), IpAddr::V4(d)) => format!("PROXY TCP4 {s} {d}"),
+                _ => {
+                    let v6 = |a: IpAddr| match a {
+                        IpAddr::V6(x) => x,
+                        IpAddr::V4(x) => x.to_ipv6_mapped(),
+                    };
+                    format!("PROXY TCP6 {} {}", v6(s), v6(d))
+                }
+            };
+            format!("{line} {} {}\r\n", source.port(), destination.port()).into_bytes()
+        }
+    }
+}
+
+/// Encodes a v2 PROXY header (sent to layer-4 backends with `sendProxyProtocol: v2`; also for tests and tools
+/// that speak to Portico).
 pub fn encode_v2(header: &ProxyHeader) -> Vec<u8> {
     let mut out = V2_SIGNATURE.to_vec();
     match header {
@@ -186,6 +209,34 @@ mod tests {
 
     fn addr(s: &str) -> SocketAddr {
         s.parse().unwrap()
+    }
+
+    #[tokio::test]
+    async fn v1_headers_sent_read_back() {
+        for (s, d) in [
+            ("203.0.113.7:51234", "10.0.0.1:443"),
+            ("[2001:db8::1]:1", "10.0.0.1:443"),
+        ] {
+            let h = ProxyHeader::Proxied {
+                source: addr(s),
+                destination: addr(d),
+            };
+            let (back, rest) = parse(&encode_v1(&h)).await;
+            let back = back.unwrap();
+            assert!(rest.is_empty());
+            if s.starts_with('[') {
+                let ProxyHeader::Proxied { destination, .. } = back else {
+                    panic!()
+                };
+                assert_eq!(destination.port(), 443);
+            } else {
+                assert_eq!(back, h);
+            }
+        }
+        assert_eq!(
+            parse(&encode_v1(&ProxyHeader::Local)).await.0.unwrap(),
+            ProxyHeader::Local
+        );
     }
 
     #[tokio::test]

@@ -224,13 +224,81 @@ async fn accept_proxy_header(
 
 async fn serve_tls(
     stream: TcpStream,
-    mut info: ConnInfo,
+    info: ConnInfo,
     proxy: Arc<Proxy>,
     builder: Arc<Builders>,
     watcher: (Watcher, watch::Receiver<bool>),
 ) {
-    // The certificates current at accept time serve the whole connection.
-    let Some(tls) = proxy.tls_for(info.set) else {
+    // The certificates and layer-4 routes current at accept time serve the whole connection (one load).
+    let (tls, passthrough) = {
+        let snap = proxy.snapshot.load();
+        (
+            snap.tls.get(info.set).cloned().flatten(),
+            snap.l4.passthrough(info.set).cloned(),
+        )
+    };
+    // A set without passthrough routes goes straight to the handshake: nothing is read ahead.
+    let Some(passthrough) = passthrough else {
+        return terminate(stream, tls, info, proxy, builder, watcher).await;
+    };
+    let mut stream = stream;
+    let (prefix, hello) = match crate::l4::conn::read_hello(&mut stream, crate::l4::conn::HELLO_TIMEOUT).await {
+        Ok(read) => read,
+        Err(e) => {
+            proxy.metrics().tls_handshake(info.set, false);
+            tracing::debug!(peer = %info.peer, error = %e, "no usable ClientHello; closing");
+            return;
+        }
+    };
+    if let Some(route) = hello.sni.as_deref().and_then(|sni| passthrough.lookup(sni)) {
+        let route = route.clone();
+        drop(passthrough);
+        let peer = crate::l4::conn::Peer {
+            client: info.client,
+            local: info.local,
+        };
+        // The watcher is held until the splice ends: a shutdown waits for it up to the grace period.
+        let _watcher = watcher;
+        Box::pin(crate::l4::conn::splice(
+            stream,
+            prefix,
+            route,
+            peer,
+            hello.sni.as_deref(),
+        ))
+        .await;
+        return;
+    }
+    // Not passed through: terminated here when the set has something for the name (or the client sent none,
+    // then routed by Host as on any TLS listener); otherwise closed, as no route could answer.
+    if let Some(sni) = hello.sni.as_deref() {
+        let served = proxy
+            .snapshot
+            .load()
+            .sets
+            .get(info.set)
+            .is_some_and(|t| t.serves_host(sni));
+        if !served {
+            tracing::debug!(peer = %info.peer, sni, "server name neither passed through nor served; closing");
+            return;
+        }
+    }
+    let stream = crate::l4::conn::Prefixed::new(prefix, stream);
+    Box::pin(terminate(stream, tls, info, proxy, builder, watcher)).await;
+}
+
+/// The TLS handshake with the set's certificates, then HTTP.
+async fn terminate<S>(
+    stream: S,
+    tls: Option<crate::certs::SetTls>,
+    mut info: ConnInfo,
+    proxy: Arc<Proxy>,
+    builder: Arc<Builders>,
+    watcher: (Watcher, watch::Receiver<bool>),
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let Some(tls) = tls else {
         tracing::warn!(local = %info.local, "no TLS material for this listener set; closing");
         return;
     };

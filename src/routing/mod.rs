@@ -525,6 +525,24 @@ impl<S> SetTable<S> {
             .map_or(Lookup::NotFound, Lookup::Route)
     }
 
+    /// Whether a request for `host` (normalised) could be answered by a route of this set rather than the 404 of
+    /// a set with nothing for it: `host` is one of its hosts (exact, or under a wildcard as lookups match them),
+    /// or the set has host-less rules or a default backend. The TLS listener asks this of a server name that is
+    /// not passed through, on sets with layer-4 routes only.
+    pub fn serves_host(&self, host: &str) -> bool {
+        if self.any.is_some() || self.default_backend.is_some() || self.exact.contains(host) {
+            return true;
+        }
+        let mut suffixes = std::iter::successors(host.split_once('.').map(|(_, s)| s), |s| {
+            s.split_once('.').map(|(_, rest)| rest)
+        });
+        if self.gateway {
+            suffixes.any(|s| self.wildcard.contains(s))
+        } else {
+            suffixes.next().is_some_and(|s| self.wildcard.contains(s))
+        }
+    }
+
     /// Every route in the table, the default route last.
     pub fn routes(&self) -> impl Iterator<Item = &Route<S>> {
         self.exact

@@ -169,6 +169,26 @@ fn host_precedence_and_no_fall_through() {
 }
 
 #[test]
+fn serves_host_knows_exact_wildcard_any_and_default() {
+    let t = set_with(
+        &[
+            (HostPattern::Exact("a.example".into()), &[("/x", Exact)]),
+            (HostPattern::Wildcard("w.example".into()), &[("/", Prefix)]),
+        ],
+        false,
+    );
+    assert!(t.serves_host("a.example"));
+    assert!(t.serves_host("b.w.example"));
+    assert!(!t.serves_host("c.b.w.example"));
+    assert!(!t.serves_host("w.example"));
+    assert!(!t.serves_host("other.example"));
+    let with_default = set_with(&[(HostPattern::Exact("a.example".into()), &[("/x", Exact)])], true);
+    assert!(with_default.serves_host("other.example"));
+    let any = set_with(&[(HostPattern::Any, &[("/", Prefix)])], false);
+    assert!(any.serves_host("other.example"));
+}
+
+#[test]
 fn not_found_without_default() {
     let t = set_with(&[(HostPattern::Exact("a".into()), &[("/x", Exact)])], false);
     assert!(matches!(t.lookup("a", "/y"), Lookup::NotFound));

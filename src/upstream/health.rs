@@ -58,7 +58,9 @@ async fn run(backend: Weak<Backend>) {
     }
 }
 
-fn update(b: &Backend, e: &Endpoint, check: &ActiveCheck, ok: bool) {
+/// Records one probe result of `e` (an endpoint of `b`): `check.fall` failures in a row take it out, `check.rise`
+/// successes bring it back. Also used by the layer-4 checker (`l4::health`).
+pub fn update(b: &Backend, e: &Endpoint, check: &ActiveCheck, ok: bool) {
     let down = e.check_down.load(Ordering::Relaxed);
     if ok != down {
         // The result agrees with the state: the streak toward a change restarts.

@@ -34,7 +34,7 @@ pub enum Balance {
     Cookie,
 }
 
-fn parse_balance(meta: &IngressMeta) -> Result<Balance, String> {
+pub(super) fn parse_balance(meta: &IngressMeta) -> Result<Balance, String> {
     let mut choices: Vec<(Balance, String)> = Vec::new();
     if let Some(v) = get(meta, LOAD_BALANCE) {
         let b = match v {

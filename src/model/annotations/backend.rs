@@ -222,7 +222,7 @@ impl UpstreamTls {
     }
 }
 
-fn parse_active_check(meta: &IngressMeta) -> Result<Option<ActiveCheck>, String> {
+pub(super) fn parse_active_check(meta: &IngressMeta) -> Result<Option<ActiveCheck>, String> {
     let kind = get(meta, HEALTH_CHECK);
     let http_path = match kind {
         None => {

@@ -22,6 +22,7 @@
 //! | client certificates (mTLS) | `client_cert.rs` | per-host TLS settings (`certs::build`); route filter `ClientCert` |
 //! | forward auth | `auth.rs` | route filter `ForwardAuth` (deferred step, `proxy::auth`); cache in the kept slot |
 //! | basic auth | `basic_auth.rs` | route filter `BasicAuth` (deferred step, `proxy::auth`); cache in the kept slot |
+//! | TLS passthrough | `passthrough.rs` | a layer-4 route on the set's TLS port (`model::l4`, `l4::conn`) |
 //!
 //! Adding a group: its file with a type and `from_meta`, one field in [`IngressPolicy`] and one line in
 //! [`IngressPolicy::from_meta`], its keys in the catalog as implemented and in the catalog test below.
@@ -38,6 +39,7 @@ pub mod catalog;
 pub mod client_cert;
 pub mod headers;
 pub mod https;
+pub mod passthrough;
 pub mod retry;
 pub mod rewrite;
 
@@ -418,6 +420,7 @@ mod tests {
             &canary::WEIGHT,
             &canary::WEIGHT_TOTAL,
             &canary::AFFINITY_BEHAVIOR,
+            &passthrough::SSL_PASSTHROUGH,
         ]
         .concat();
         parsed.sort_unstable();
