@@ -91,6 +91,8 @@ pub struct ListenerSetConfig {
     pub trusted_proxies: Vec<Cidr>,
     /// When set, only clients in these networks are served on this set (403 otherwise).
     pub allow_source_ranges: Option<Vec<Cidr>>,
+    /// Clients in these networks get 403 on this set, whatever the allowlist says.
+    pub deny_source_ranges: Option<Vec<Cidr>>,
     /// Open connections per listener; further clients wait in the accept queue until one closes.
     pub max_connections: Option<usize>,
     /// How long a client may take to send a request's headers (slowloris), also bounding an idle keep-alive
@@ -248,6 +250,7 @@ impl Default for Config {
                 proxy_protocol: false,
                 trusted_proxies: Vec::new(),
                 allow_source_ranges: None,
+                deny_source_ranges: None,
                 max_connections: None,
                 header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
                 keep_alive_timeout: DEFAULT_KEEP_ALIVE_TIMEOUT,
@@ -340,6 +343,8 @@ struct RawListenerSet {
     trusted_proxies: Vec<Cidr>,
     #[serde(default)]
     allow_source_ranges: Option<Vec<Cidr>>,
+    #[serde(default)]
+    deny_source_ranges: Option<Vec<Cidr>>,
     #[serde(default)]
     max_connections: Option<usize>,
     #[serde(default)]
@@ -631,6 +636,7 @@ impl RawConfig {
                         proxy_protocol: set.proxy_protocol,
                         trusted_proxies: set.trusted_proxies,
                         allow_source_ranges: set.allow_source_ranges,
+                        deny_source_ranges: set.deny_source_ranges.filter(|d| !d.is_empty()),
                         max_connections: match set.max_connections {
                             Some(0) => return Err(invalid(format!("{ctx}.maxConnections: must be at least 1"))),
                             m => m,

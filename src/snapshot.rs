@@ -5,7 +5,7 @@
 //! Routing stays pure: it knows routes and their weighted backends by id. This module sits above routing,
 //! upstream and metrics and gives each route its [`Live`] state: the `upstream::Backend` of each of its backends
 //! (endpoints, balancer and health state), the request counter of each (origin, backend) pair, and a [`Kept`]
-//! slot for state that must outlive republishes (future rate-limit buckets). All three are reused by key across
+//! slot for state that must outlive republishes (rate-limit buckets). All three are reused by key across
 //! builds by [`Builder`]: a backend whose endpoints and balancing did not change keeps its state, a pair keeps
 //! its counter, a route keeps its slot.
 
@@ -43,9 +43,8 @@ pub struct Snapshot {
 pub struct Live {
     /// Aligned with the route's `backends`.
     pub backends: OneOrMore<LiveBackend>,
-    /// State kept across republishes, for routes whose filters keep some (none yet: `None` for every route, so
-    /// the slot costs nothing until a filter such as a rate limit needs it). Reused while a route with the same
-    /// origin, host, path and kind exists.
+    /// State kept across republishes, for routes whose filters keep some (a rate limit; `None` for the others, so
+    /// the slot costs nothing elsewhere). Reused while a route with the same origin, host, path and kind exists.
     pub kept: Option<Arc<Kept>>,
 }
 
@@ -56,10 +55,18 @@ pub struct LiveBackend {
     pub counter: RouteCounter,
 }
 
-/// State of a route that must survive republishes (reused by the route's key, see [`Builder`]). Empty today:
-/// the room for rate-limit buckets and other per-route state a filter keeps between requests.
+/// State of a route that must survive republishes (reused by the route's key, see [`Builder`]): the rate
+/// limit's per-client buckets and requests in flight (`Filter::RateLimit`; each table bounded, see
+/// `crate::ratelimit`).
 #[derive(Debug, Default)]
-pub struct Kept {}
+pub struct Kept {
+    /// `limit-rps`.
+    pub per_second: crate::ratelimit::RateTable,
+    /// `limit-rpm`.
+    pub per_minute: crate::ratelimit::RateTable,
+    /// `limit-connections`.
+    pub connections: crate::ratelimit::ConnTable,
+}
 
 impl crate::routing::SetTable<Live> {
     /// Every backend of the set's routes (with repeats).

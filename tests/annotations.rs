@@ -120,12 +120,12 @@ fn check_exits_1_naming_security_annotations_and_0_for_no_ops() {
         &[
             ("nginx.ingress.kubernetes.io/auth-url", "http://auth.default.svc/verify"),
             ("nginx.ingress.kubernetes.io/auth-type", "basic"),
-            ("nginx.ingress.kubernetes.io/limit-rps", "5"),
+            ("nginx.ingress.kubernetes.io/limit-rate", "5"),
         ],
     );
     let (code, out) = check(&format!("{svc}{protected}"));
     assert_eq!(code, Some(1), "{out}");
-    for key in ["auth-url", "auth-type", "limit-rps"] {
+    for key in ["auth-url", "auth-type", "limit-rate"] {
         assert!(
             out.contains(&format!(
                 "diagnostic: Ingress default/admin: annotation nginx.ingress.kubernetes.io/{key} is not supported"

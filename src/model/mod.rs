@@ -13,6 +13,7 @@ pub mod gateway;
 mod incremental;
 pub mod ingress;
 pub mod route;
+pub mod traffic;
 mod translate;
 
 use std::fmt;

@@ -85,7 +85,7 @@ pub enum ValueMatch {
 
 /// One step a route applies to its requests (and their responses), in list order. The proxy's filter chain
 /// (`proxy/filters.rs`) gives each variant's type its behaviour: a new filter is a type here, a variant, and one
-/// line there. Room for auth, CORS, rate limits and mirroring.
+/// line there. Room for auth and mirroring.
 #[derive(Debug)]
 pub enum Filter {
     /// Only clients in these networks are served (403 otherwise).
@@ -115,11 +115,17 @@ pub enum Filter {
     UrlRedirect(UrlRedirect),
     /// Gateway API `URLRewrite`'s path (its hostname is the send policy's upstream Host).
     PathRewrite(PathRewrite),
+    /// Clients in these networks get 403, whatever an allowlist says.
+    DenySources(DenySources),
+    /// CORS preflights answered here; allowed origins' responses get the CORS headers.
+    Cors(Cors),
+    /// Rate and concurrency limits per client address (keeps state).
+    RateLimit(RateLimit),
 }
 
 impl Filter {
     /// Whether the filter keeps state between its route's requests (a rate limit's buckets), in the route's kept
-    /// slot (`snapshot::Kept`), which then survives republishes. None does yet.
+    /// slot (`snapshot::Kept`), which then survives republishes.
     pub fn keeps_state(&self) -> bool {
         match self {
             Filter::AllowSources(_)
@@ -134,10 +140,15 @@ impl Filter {
             | Filter::Hsts(_)
             | Filter::Respond(_)
             | Filter::UrlRedirect(_)
-            | Filter::PathRewrite(_) => false,
+            | Filter::PathRewrite(_)
+            | Filter::DenySources(_)
+            | Filter::Cors(_) => false,
+            Filter::RateLimit(_) => true,
         }
     }
 }
+
+pub use super::traffic::{Cors, DenySources, RateLimit};
 
 #[derive(Debug)]
 pub struct AllowSources(pub Box<[Cidr]>);
@@ -735,6 +746,9 @@ fn names(list: &[String]) -> Vec<HeaderName> {
 /// instead of the backend, the body limit, the rewrite, then the header edits.
 fn filters(p: &IngressPolicy, https_redirect: bool) -> Vec<Filter> {
     let mut out = Vec::new();
+    if let Some(d) = &p.deny_source_ranges {
+        out.push(Filter::DenySources(DenySources(d.clone().into_boxed_slice())));
+    }
     if let Some(a) = &p.allow_source_ranges {
         out.push(Filter::AllowSources(AllowSources(a.clone().into_boxed_slice())));
     }
@@ -754,6 +768,14 @@ fn filters(p: &IngressPolicy, https_redirect: bool) -> Vec<Filter> {
     }
     if let Some(root) = &p.rewrite.app_root {
         out.push(Filter::AppRoot(AppRoot(root.as_str().into())));
+    }
+    // CORS preflights are answered before the limits count them (as ingress-nginx, whose preflight `return`
+    // runs before `limit_req`).
+    if let Some(c) = &p.cors {
+        out.extend(Cors::new(c).map(Filter::Cors));
+    }
+    if let Some(l) = &p.limit {
+        out.push(Filter::RateLimit(RateLimit::new(l)));
     }
     if let Some(max) = p.max_body_bytes {
         out.push(Filter::BodyLimit(BodyLimit(max)));

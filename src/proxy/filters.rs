@@ -39,6 +39,9 @@ pub(super) struct RequestCx<'a> {
     pub rewritten: Option<String>,
     /// Set by a body limit: the largest request body accepted.
     pub body_limit: Option<u64>,
+    pub method: &'a http::Method,
+    /// What CORS and the rate limit leave for the response (`proxy/traffic.rs`).
+    pub carry: super::traffic::Carry,
 }
 
 /// A filter's hooks; each does nothing unless the filter implements it.
@@ -78,6 +81,9 @@ impl dyn RouteFilter {
             Filter::Respond(f) => f,
             Filter::UrlRedirect(f) => f,
             Filter::PathRewrite(f) => f,
+            Filter::DenySources(f) => f,
+            Filter::Cors(f) => f,
+            Filter::RateLimit(f) => f,
         }
     }
 }

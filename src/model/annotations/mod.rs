@@ -9,6 +9,9 @@ pub mod affinity;
 pub mod alias;
 pub mod canary;
 pub mod catalog;
+pub mod cors;
+pub mod deny;
+pub mod limit;
 pub mod retry;
 pub mod rewrite;
 
@@ -172,6 +175,12 @@ pub struct IngressPolicy {
     pub canary: Option<canary::Canary>,
     /// Other names of the Ingress's host (`server-alias`, `from-to-www-redirect`).
     pub alias: alias::Aliases,
+    /// CORS (`enable-cors` and `cors-*`; `None`: off).
+    pub cors: Option<cors::Cors>,
+    /// Rate and connection limits per client (`limit-*`; `None`: none).
+    pub limit: Option<limit::Limits>,
+    /// Clients in these networks get 403, whatever the allowlist says.
+    pub deny_source_ranges: Option<Vec<crate::cidr::Cidr>>,
 }
 
 /// An active health check, as HAProxy's `check inter 5s fall 3 rise 2` with `option httpchk GET /path`.
@@ -253,6 +262,9 @@ impl Default for IngressPolicy {
             alias: alias::Aliases::default(),
             cookie: affinity::CookieAttributes::default(),
             canary: None,
+            cors: None,
+            limit: None,
+            deny_source_ranges: None,
         }
     }
 }
@@ -666,6 +678,16 @@ impl IngressPolicy {
             let list: Vec<String> = a.iter().map(|c| c.to_string()).collect();
             let _ = write!(out, " [allow {}]", list.join(","));
         }
+        if let Some(d) = &self.deny_source_ranges {
+            let list: Vec<String> = d.iter().map(|c| c.to_string()).collect();
+            let _ = write!(out, " [deny {}]", list.join(","));
+        }
+        if let Some(c) = &self.cors {
+            c.describe_into(out);
+        }
+        if let Some(l) = &self.limit {
+            l.describe_into(out);
+        }
         self.rewrite.describe_into(out);
         self.alias.describe_into(out);
         self.retry.describe_into(out);
@@ -773,6 +795,9 @@ impl IngressPolicy {
             cookie: affinity::CookieAttributes::from_meta(meta, balance == Balance::Cookie)?,
             canary: canary::Canary::from_meta(meta)?,
             alias: alias::Aliases::from_meta(meta)?,
+            cors: cors::Cors::from_meta(meta)?,
+            limit: limit::Limits::from_meta(meta)?,
+            deny_source_ranges: deny::from_meta(meta)?,
         })
     }
 }
@@ -857,6 +882,20 @@ mod tests {
             &canary::WEIGHT,
             &canary::WEIGHT_TOTAL,
             &canary::AFFINITY_BEHAVIOR,
+            &cors::ENABLE,
+            &cors::ALLOW_ORIGIN,
+            &cors::ALLOW_METHODS,
+            &cors::ALLOW_HEADERS,
+            &cors::ALLOW_CREDENTIALS,
+            &cors::EXPOSE_HEADERS,
+            &cors::MAX_AGE,
+            &limit::RPS,
+            &limit::RPM,
+            &limit::CONNECTIONS,
+            &limit::BURST_MULTIPLIER,
+            &limit::ALLOWLIST,
+            &[limit::STATUS],
+            &deny::DENY_SOURCE_RANGES,
         ]
         .concat();
         parsed.sort_unstable();
@@ -881,7 +920,7 @@ mod tests {
         assert!(w[0].contains("proxy-buffering has no effect"), "{w:?}");
         let m = meta(&[
             ("nginx.ingress.kubernetes.io/auth-type", "basic"),
-            ("nginx.ingress.kubernetes.io/limit-rps", "5"),
+            ("nginx.ingress.kubernetes.io/limit-rate", "5"),
             ("portico.dev/ssl-redirct", "false"),
             ("nginx.ingress.kubernetes.io/proxy-buffering", "off"),
         ]);
