@@ -7,10 +7,10 @@
 //! - [`ConnTable`]: requests in flight per client.
 //!
 //! Memory is bounded: each table holds at most [`MAX_CLIENTS`] addresses, split over [`SHARDS`] maps behind their
-//! own mutex (a request locks one shard for a hash lookup and an insert: no lock is shared by all requests). A
-//! rate entry whose bucket has refilled carries no information and is dropped when its shard is full; if every
-//! entry is still active the one closest to refilled is evicted (that client starts afresh: under an attack from
-//! more than `MAX_CLIENTS` addresses at once, the limit is per address only for the most active ones). A full
+//! own mutex (a request locks one shard for a hash lookup and an insert: no lock is shared by all requests). When
+//! a shard is full, a new client evicts the entry closest to refilled among a few sampled ones (a refilled bucket
+//! carries no information; an active one evicted starts afresh, so under an attack from more than `MAX_CLIENTS`
+//! addresses at once some clients' buckets are reset). Eviction is constant time (no sweep). A full
 //! connection table refuses new clients (fail closed) until requests end. Keys are whole addresses (IPv4-mapped
 //! IPv6 as IPv4), hashed with a per-process random seed so clients cannot aim at one shard.
 
@@ -24,6 +24,8 @@ use std::time::{Duration, Instant};
 pub const SHARDS: usize = 16;
 /// The most client addresses a table tracks (per route and limit).
 pub const MAX_CLIENTS: usize = 65_536;
+/// Entries looked at to choose one to evict from a full shard.
+const EVICTION_SAMPLE: usize = 8;
 
 type Map<V> = HashMap<IpAddr, V, foldhash::fast::RandomState>;
 
@@ -86,12 +88,15 @@ impl RateTable {
             return true;
         }
         if map.len() >= self.per_shard {
-            // Refilled buckets say nothing; then the one closest to refilled.
-            map.retain(|_, tat| *tat > t);
-            if map.len() >= self.per_shard {
-                if let Some(k) = map.iter().min_by_key(|(_, tat)| **tat).map(|(k, _)| *k) {
-                    map.remove(&k);
-                }
+            // Room for one more: of a few entries (in table order, which hashing makes arbitrary), the one closest
+            // to refilled goes; a refilled one carries no information at all. Constant time, unlike a sweep.
+            if let Some(k) = map
+                .iter()
+                .take(EVICTION_SAMPLE)
+                .min_by_key(|(_, tat)| **tat)
+                .map(|(k, _)| *k)
+            {
+                map.remove(&k);
             }
         }
         map.insert(ip, next);
@@ -217,7 +222,7 @@ mod tests {
             assert!(t.check(ip(n), t0, Duration::from_secs(60), 0));
         }
         assert!(t.len() <= 160, "{}", t.len());
-        // Refilled entries go first once a shard is full.
+        // Still bounded when old entries have refilled.
         let later = t0 + Duration::from_secs(120);
         for n in 10_000..20_000 {
             t.check(ip(n), later, Duration::from_secs(60), 0);
