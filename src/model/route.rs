@@ -772,7 +772,12 @@ fn filters(p: &IngressPolicy, https_redirect: bool) -> Vec<Filter> {
     // CORS preflights are answered before the limits count them (as ingress-nginx, whose preflight `return`
     // runs before `limit_req`).
     if let Some(c) = &p.cors {
-        out.extend(Cors::new(c).map(Filter::Cors));
+        // Values the parser checked always make header values; were one not to, the route answers 500 rather
+        // than go without the CORS policy asked for.
+        out.push(Cors::new(c).map_or(
+            Filter::Respond(Respond(StatusCode::INTERNAL_SERVER_ERROR)),
+            Filter::Cors,
+        ));
     }
     if let Some(l) = &p.limit {
         out.push(Filter::RateLimit(RateLimit::new(l)));
