@@ -102,7 +102,6 @@ impl RouteFilter for Cors {
                 );
             }
         }
-        h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
         Ok(Some(resp))
     }
 }
