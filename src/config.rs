@@ -806,6 +806,7 @@ listenerSets:
     proxyProtocol: true
     trustedProxies: [10.0.0.10, 192.168.0.0/24]
     allowSourceRanges: [192.168.0.0/16]
+    denySourceRanges: [192.168.7.0/24, 192.168.9.9]
 admin: { address: "127.0.0.1:9100" }
 upstream: { connectTimeout: 250ms }
 shutdown: { drainDelay: 5s, gracePeriod: 40s }
@@ -831,6 +832,8 @@ shutdown: { drainDelay: 5s, gracePeriod: 40s }
         assert!(c.listener_sets[1].proxy_protocol && !c.listener_sets[0].proxy_protocol);
         assert_eq!(c.listener_sets[1].trusted_proxies.len(), 2);
         assert_eq!(c.listener_sets[1].allow_source_ranges.as_ref().unwrap().len(), 1);
+        assert_eq!(c.listener_sets[1].deny_source_ranges.as_ref().unwrap().len(), 2);
+        assert_eq!(c.listener_sets[0].deny_source_ranges, None);
         assert_eq!(c.listener_sets[0].redirect_port(), None);
         assert_eq!(Config::default().listener_sets[0].redirect_port(), Some(8443));
         assert_eq!(
