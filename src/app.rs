@@ -215,6 +215,7 @@ pub async fn start_with(config: Config, source: Source, extras: Extras) -> anyho
             acme: s.acme.is_some(),
             trusted_proxies: s.trusted_proxies.clone(),
             allow_source_ranges: s.allow_source_ranges.clone(),
+            deny_source_ranges: s.deny_source_ranges.clone(),
             proxy_protocol: s.proxy_protocol,
             max_connections: s.max_connections,
             header_read_timeout: s.header_read_timeout,

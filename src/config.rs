@@ -93,6 +93,8 @@ pub struct ListenerSetConfig {
     pub trusted_proxies: Vec<Cidr>,
     /// When set, only clients in these networks are served on this set (403 otherwise).
     pub allow_source_ranges: Option<Vec<Cidr>>,
+    /// Clients in these networks get 403 on this set, whatever the allowlist says.
+    pub deny_source_ranges: Option<Vec<Cidr>>,
     /// Open connections per listener; further clients wait in the accept queue until one closes.
     pub max_connections: Option<usize>,
     /// How long a client may take to send a request's headers (slowloris), also bounding an idle keep-alive
@@ -250,6 +252,7 @@ impl Default for Config {
                 proxy_protocol: false,
                 trusted_proxies: Vec::new(),
                 allow_source_ranges: None,
+                deny_source_ranges: None,
                 max_connections: None,
                 header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
                 keep_alive_timeout: DEFAULT_KEEP_ALIVE_TIMEOUT,
@@ -345,6 +348,8 @@ struct RawListenerSet {
     trusted_proxies: Vec<Cidr>,
     #[serde(default)]
     allow_source_ranges: Option<Vec<Cidr>>,
+    #[serde(default)]
+    deny_source_ranges: Option<Vec<Cidr>>,
     #[serde(default)]
     max_connections: Option<usize>,
     #[serde(default)]
@@ -636,6 +641,7 @@ impl RawConfig {
                         proxy_protocol: set.proxy_protocol,
                         trusted_proxies: set.trusted_proxies,
                         allow_source_ranges: set.allow_source_ranges,
+                        deny_source_ranges: set.deny_source_ranges.filter(|d| !d.is_empty()),
                         max_connections: match set.max_connections {
                             Some(0) => return Err(invalid(format!("{ctx}.maxConnections: must be at least 1"))),
                             m => m,
@@ -1023,6 +1029,7 @@ listenerSets:
     proxyProtocol: true
     trustedProxies: [10.0.0.10, 192.168.0.0/24]
     allowSourceRanges: [192.168.0.0/16]
+    denySourceRanges: [192.168.7.0/24, 192.168.9.9]
 admin: { address: "127.0.0.1:9100" }
 upstream: { connectTimeout: 250ms }
 shutdown: { drainDelay: 5s, gracePeriod: 40s }
@@ -1048,6 +1055,8 @@ shutdown: { drainDelay: 5s, gracePeriod: 40s }
         assert!(c.listener_sets[1].proxy_protocol && !c.listener_sets[0].proxy_protocol);
         assert_eq!(c.listener_sets[1].trusted_proxies.len(), 2);
         assert_eq!(c.listener_sets[1].allow_source_ranges.as_ref().unwrap().len(), 1);
+        assert_eq!(c.listener_sets[1].deny_source_ranges.as_ref().unwrap().len(), 2);
+        assert_eq!(c.listener_sets[0].deny_source_ranges, None);
         assert_eq!(c.listener_sets[0].redirect_port(), None);
         assert_eq!(Config::default().listener_sets[0].redirect_port(), Some(8443));
         assert_eq!(

@@ -59,6 +59,7 @@ pub mod normalize;
 pub mod pem;
 pub mod proxy;
 pub mod publish;
+pub mod ratelimit;
 pub mod routing;
 pub mod snapshot;
 pub mod source;

@@ -5,7 +5,7 @@
 //! Routing stays pure: it knows routes and their weighted backends by id. This module sits above routing,
 //! upstream and metrics and gives each route its [`Live`] state: the `upstream::Backend` of each of its backends
 //! (endpoints, balancer and health state), the request counter of each (origin, backend) pair, and a [`Kept`]
-//! slot for state that must outlive republishes (future rate-limit buckets). All three are reused by key across
+//! slot for state that must outlive republishes (rate-limit buckets). All three are reused by key across
 //! builds by [`Builder`]: a backend whose endpoints and balancing did not change keeps its state, a pair keeps
 //! its counter, a route keeps its slot.
 
@@ -45,9 +45,9 @@ pub struct Snapshot {
 pub struct Live {
     /// Aligned with the route's `backends`.
     pub backends: OneOrMore<LiveBackend>,
-    /// State kept across republishes, for routes whose filters keep some (auth's caches; `None` for every other
-    /// route, so the slot costs nothing where no filter needs it). Reused while a route with the same origin, host,
-    /// path and kind exists.
+    /// State kept across republishes, for routes whose filters keep some (auth's caches, a rate limit's buckets;
+    /// `None` for every other route, so the slot costs nothing where no filter needs it). Reused while a route with
+    /// the same origin, host, path and kind exists.
     pub kept: Option<Arc<Kept>>,
 }
 
@@ -58,14 +58,21 @@ pub struct LiveBackend {
     pub counter: RouteCounter,
 }
 
-/// State of a route that must survive republishes (reused by the route's key, see [`Builder`]): the room for
-/// rate-limit buckets and other per-route state a filter keeps between requests.
+/// State of a route that must survive republishes (reused by the route's key, see [`Builder`]): auth's caches
+/// and the rate limit's per-client buckets and requests in flight (`Filter::RateLimit`; each table bounded, see
+/// `crate::ratelimit`).
 #[derive(Debug, Default)]
 pub struct Kept {
     /// Basic auth's verified credentials.
     pub basic_auth: crate::auth_cache::AuthCache<()>,
     /// Forward auth's answers (`auth-cache-key`).
     pub forward_auth: crate::auth_cache::AuthCache<crate::auth_cache::Answer>,
+    /// `limit-rps`.
+    pub per_second: crate::ratelimit::RateTable,
+    /// `limit-rpm`.
+    pub per_minute: crate::ratelimit::RateTable,
+    /// `limit-connections`.
+    pub connections: crate::ratelimit::ConnTable,
 }
 
 impl crate::routing::SetTable<Live> {

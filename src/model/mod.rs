@@ -15,6 +15,7 @@ mod incremental;
 pub mod ingress;
 pub mod l4;
 pub mod route;
+pub mod traffic;
 mod translate;
 
 use std::fmt;

@@ -85,7 +85,7 @@ pub enum ValueMatch {
 
 /// One step a route applies to its requests (and their responses), in list order. The proxy's filter chain
 /// (`proxy/filters.rs`) gives each variant's type its behaviour: a new filter is a type here, a variant, and one
-/// line there. Room for auth, CORS, rate limits and mirroring.
+/// line there. Room for auth and mirroring.
 #[derive(Debug)]
 pub enum Filter {
     /// Only clients in these networks are served (403 otherwise).
@@ -122,6 +122,12 @@ pub enum Filter {
     ForwardAuth(Arc<super::auth::ForwardAuth>),
     /// Basic auth: a password file decides (`model::auth`).
     BasicAuth(Arc<super::auth::BasicAuth>),
+    /// Clients in these networks get 403, whatever an allowlist says.
+    DenySources(DenySources),
+    /// CORS preflights answered here; allowed origins' responses get the CORS headers.
+    Cors(Cors),
+    /// Rate and concurrency limits per client address (keeps state).
+    RateLimit(RateLimit),
 }
 
 impl Filter {
@@ -142,13 +148,19 @@ impl Filter {
             | Filter::Respond(_)
             | Filter::UrlRedirect(_)
             | Filter::PathRewrite(_)
-            | Filter::ClientCert(_) => false,
+            | Filter::ClientCert(_)
+            | Filter::DenySources(_)
+            | Filter::Cors(_) => false,
             // Caches: verified credentials, and forward auth's answers when `auth-cache-key` asks.
             Filter::BasicAuth(_) => true,
             Filter::ForwardAuth(f) => f.cache.is_some(),
+            // Per-client buckets and requests in flight.
+            Filter::RateLimit(_) => true,
         }
     }
 }
+
+pub use super::traffic::{Cors, DenySources, RateLimit};
 
 #[derive(Debug)]
 pub struct AllowSources(pub Box<[Cidr]>);
@@ -772,6 +784,9 @@ fn names(list: &[String]) -> Vec<HeaderName> {
 /// instead of the backend, the body limit, the rewrite, then the header edits.
 fn filters(p: &IngressPolicy, https_redirect: bool) -> Vec<Filter> {
     let mut out = Vec::new();
+    if let Some(d) = &p.deny_source_ranges {
+        out.push(Filter::DenySources(DenySources(d.clone().into_boxed_slice())));
+    }
     if let Some(a) = &p.access.allow_source_ranges {
         out.push(Filter::AllowSources(AllowSources(a.clone().into_boxed_slice())));
     }
@@ -802,7 +817,21 @@ fn filters(p: &IngressPolicy, https_redirect: bool) -> Vec<Filter> {
     if let Some(root) = &p.rewrite.app_root {
         out.push(Filter::AppRoot(AppRoot(root.as_str().into())));
     }
-    // Auth after the redirects (nginx's rewrite phase answers before its access phase), before anything else.
+    // CORS preflights are answered before the limits count them (as ingress-nginx, whose preflight `return`
+    // runs before `limit_req`).
+    if let Some(c) = &p.cors {
+        // Values the parser checked always make header values; were one not to, the route answers 500 rather
+        // than go without the CORS policy asked for.
+        out.push(Cors::new(c).map_or(
+            Filter::Respond(Respond(StatusCode::INTERNAL_SERVER_ERROR)),
+            Filter::Cors,
+        ));
+    }
+    if let Some(l) = &p.limit {
+        out.push(Filter::RateLimit(RateLimit::new(l)));
+    }
+    // Auth after the redirects, CORS preflights and limits (nginx's rewrite and preaccess phases come before its
+    // access phase), before the body limit, the rewrite and the header edits.
     if let Some(b) = &p.basic_auth {
         match super::auth::BasicAuth::new(&b.realm, b.users.clone()) {
             Ok(f) => out.push(Filter::BasicAuth(Arc::new(f))),

@@ -41,6 +41,9 @@ pub(super) struct RequestCx<'a> {
     pub body_limit: Option<u64>,
     /// Set by a filter with an asynchronous step (auth, `proxy/auth.rs`): run it before sending.
     pub deferred: bool,
+    pub method: &'a http::Method,
+    /// What CORS and the rate limit leave for the response (`proxy/traffic.rs`).
+    pub carry: super::traffic::Carry,
 }
 
 /// A filter's hooks; each does nothing unless the filter implements it.
@@ -83,6 +86,9 @@ impl dyn RouteFilter {
             Filter::ClientCert(f) => f,
             Filter::ForwardAuth(f) => &**f,
             Filter::BasicAuth(f) => &**f,
+            Filter::DenySources(f) => f,
+            Filter::Cors(f) => f,
+            Filter::RateLimit(f) => f,
         }
     }
 }

@@ -11,6 +11,7 @@ pub mod memory;
 pub mod proxy_protocol;
 pub mod server;
 pub mod tcp;
+mod traffic;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -197,6 +198,8 @@ pub struct SetOptions {
     pub trusted_proxies: Vec<Cidr>,
     /// Set-wide allowlist of client networks.
     pub allow_source_ranges: Option<Vec<Cidr>>,
+    /// Set-wide denylist of client networks (wins over the allowlist).
+    pub deny_source_ranges: Option<Vec<Cidr>>,
     /// Connections start with a PROXY protocol header.
     pub proxy_protocol: bool,
     /// Open connections per listener (`None`: unlimited).
@@ -226,6 +229,8 @@ struct Target {
     body_limit: Option<u64>,
     /// `RequestMirror` backends and the share of requests (millionths) copied to each.
     mirrors: Vec<(Arc<crate::upstream::Backend>, u32)>,
+    /// What CORS and the rate limit left for the response.
+    carry: traffic::Carry,
 }
 
 /// The request as it goes upstream, but for its target (kept apart: the route phase borrows it).
@@ -248,6 +253,7 @@ static DEFAULT_SET_OPTIONS: SetOptions = SetOptions {
     acme: false,
     trusted_proxies: Vec::new(),
     allow_source_ranges: None,
+    deny_source_ranges: None,
     proxy_protocol: false,
     max_connections: None,
     header_read_timeout: crate::config::DEFAULT_HEADER_READ_TIMEOUT,
@@ -444,7 +450,7 @@ impl Proxy {
                 query: uri.query(),
             };
             let routed = route(&snap, conn, &host.name, &path, &req, note)?;
-            // Filters: the route's, in order: allowlist, redirects, auth, body limit, rewrite (later CORS, limits).
+            // Filters: the route's, in order: deny and allow lists, redirects, CORS, limits, auth, body limit, rewrite.
             let mut cx = filters::RequestCx {
                 conn,
                 set: set_opts,
@@ -458,14 +464,18 @@ impl Proxy {
                 rewritten: None,
                 body_limit: None,
                 deferred: false,
+                method: &parts.method,
+                carry: traffic::Carry::default(),
             };
             if let Some(resp) = filters::on_request(&routed.route.filters, &mut cx)? {
                 return Ok(resp);
             }
-            let (rewritten, body_limit) = (cx.rewritten, cx.body_limit);
+            let (rewritten, body_limit, carry) = (cx.rewritten, cx.body_limit, cx.carry);
             // An auth filter's asynchronous step comes after the snapshot is let go (with the route's kept slot).
             let deferred = cx.deferred.then(|| routed.route.state.kept.clone());
-            (Target::new(&snap, conn, &routed, rewritten, body_limit), deferred)
+            let mut target = Target::new(&snap, conn, &routed, rewritten, body_limit);
+            target.carry = carry;
+            (target, deferred)
         };
         let (target, deferred) = target;
         if let Some(kept) = deferred {
@@ -562,7 +572,7 @@ impl Proxy {
         (uri, path, path_unchanged): (&Uri, &str, bool),
         mut parts: Outgoing,
         body: ClientBody,
-        target: Target,
+        mut target: Target,
         note: &mut Note,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let backend = &target.backend;
@@ -738,7 +748,7 @@ impl Proxy {
                         {
                             let up = hyper::upgrade::on(&mut resp);
                             // The tunnel counts as in flight on its endpoint until it closes.
-                            tokio::spawn(tunnel(down, up, in_flight));
+                            tokio::spawn(tunnel(down, up, (in_flight, target.carry.hold.take())));
                             let (rparts, rbody) = resp.into_parts();
                             return Ok(Response::from_parts(
                                 rparts,
@@ -756,7 +766,10 @@ impl Proxy {
                         affinity.as_deref(),
                         retried_with_cookie,
                     );
-                    let rbody = ResponseBody::new(rbody, Some(in_flight), Some(read_timeout));
+                    let mut rbody = ResponseBody::new(rbody, Some(in_flight), Some(read_timeout));
+                    if let Some(hold) = target.carry.hold.take() {
+                        rbody.hold(Box::new(hold));
+                    }
                     return Ok(Response::from_parts(rparts, Either::Left(rbody)));
                 }
                 Err(SendError::RequestBodyTimeout) => return Err(ProxyError::RequestTimeout),
@@ -798,6 +811,13 @@ fn admit(set: &SetOptions, conn: &ConnInfo, headers: &http::HeaderMap) -> Result
     let hop = conn.client.ip();
     let trusted = Cidr::any_contains(&set.trusted_proxies, hop);
     let ip = headers::client_ip(headers, &set.trusted_proxies, hop);
+    if set
+        .deny_source_ranges
+        .as_ref()
+        .is_some_and(|d| Cidr::any_contains(d, ip))
+    {
+        return Err(ProxyError::Forbidden);
+    }
     if let Some(allow) = &set.allow_source_ranges {
         if !Cidr::any_contains(allow, ip) {
             return Err(ProxyError::Forbidden);
@@ -912,6 +932,7 @@ impl Target {
                 .zip(route.state.backends.iter())
                 .filter_map(|(w, live)| Some((live.backend.clone(), w.mirror?)))
                 .collect(),
+            carry: traffic::Carry::default(),
         }
     }
 }
@@ -928,6 +949,7 @@ fn respond(
 ) {
     headers::strip_hop_by_hop(headers);
     filters::on_response(&target.filters, headers, conn.tls.is_some());
+    traffic::on_response(&target.filters, &target.carry, headers);
     let Some(name) = target.affinity_cookie.as_deref() else {
         return;
     };
@@ -965,7 +987,11 @@ fn upstream_request(
 }
 
 /// Copies bytes both ways between the client's and the backend's upgraded connections until either side closes.
-async fn tunnel(down: hyper::upgrade::OnUpgrade, up: hyper::upgrade::OnUpgrade, _in_flight: crate::upstream::InFlight) {
+async fn tunnel(
+    down: hyper::upgrade::OnUpgrade,
+    up: hyper::upgrade::OnUpgrade,
+    _in_flight: (crate::upstream::InFlight, Option<traffic::ConnHold>),
+) {
     let (down, up) = match tokio::try_join!(down, up) {
         Ok(x) => x,
         Err(e) => {

@@ -190,6 +190,8 @@ pub struct ResponseBody {
     inner: Option<Inner>,
     guard: Option<InFlight>,
     deadline: Deadline,
+    /// Anything else to release when the exchange ends (a rate limit's count of requests in flight).
+    hold: Option<Box<dyn Send + Sync>>,
 }
 
 impl ResponseBody {
@@ -204,6 +206,7 @@ impl ResponseBody {
                     inner: Some(Inner::Own(body)),
                     guard,
                     deadline: Deadline::None,
+                    hold: None,
                 };
             }
         };
@@ -223,6 +226,14 @@ impl ResponseBody {
             inner: Some(inner),
             guard,
             deadline,
+            hold: None,
+        }
+    }
+
+    /// Keeps `hold` until the exchange ends (as the in-flight guard).
+    pub fn hold(&mut self, hold: Box<dyn Send + Sync>) {
+        if self.inner.is_some() {
+            self.hold = Some(hold);
         }
     }
 
@@ -232,6 +243,7 @@ impl ResponseBody {
         self.deadline.stop();
         self.inner = None;
         self.guard = None;
+        self.hold = None;
     }
 }
 

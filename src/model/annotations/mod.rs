@@ -37,8 +37,11 @@ pub mod body;
 pub mod canary;
 pub mod catalog;
 pub mod client_cert;
+pub mod cors;
+pub mod deny;
 pub mod headers;
 pub mod https;
+pub mod limit;
 pub mod passthrough;
 pub mod retry;
 pub mod rewrite;
@@ -107,6 +110,12 @@ pub struct IngressPolicy {
     pub forward_auth: Option<crate::model::auth::ForwardAuth>,
     /// Basic auth (`auth-type: basic`); its users are read from the Secret by translation.
     pub basic_auth: Option<basic_auth::BasicAuth>,
+    /// CORS (`enable-cors` and `cors-*`; `None`: off).
+    pub cors: Option<cors::Cors>,
+    /// Rate and connection limits per client (`limit-*`; `None`: none).
+    pub limit: Option<limit::Limits>,
+    /// Clients in these networks get 403, whatever the allowlist says.
+    pub deny_source_ranges: Option<Vec<crate::cidr::Cidr>>,
 }
 
 /// A timeout annotation: bare seconds (ingress-nginx's form) or a duration like `500ms` or `2m`.
@@ -250,6 +259,16 @@ impl IngressPolicy {
         self.backend.describe_into(out);
         self.body.describe_into(out);
         self.access.describe_into(out);
+        if let Some(d) = &self.deny_source_ranges {
+            let list: Vec<String> = d.iter().map(|c| c.to_string()).collect();
+            let _ = write!(out, " [deny {}]", list.join(","));
+        }
+        if let Some(c) = &self.cors {
+            c.describe_into(out);
+        }
+        if let Some(l) = &self.limit {
+            l.describe_into(out);
+        }
         self.rewrite.describe_into(out);
         self.alias.describe_into(out);
         self.retry.describe_into(out);
@@ -284,6 +303,9 @@ impl IngressPolicy {
             client_cert: client_cert::ClientCert::from_meta(meta)?,
             forward_auth: auth::parse(meta)?,
             basic_auth: basic_auth::BasicAuth::parse(meta)?,
+            cors: cors::Cors::from_meta(meta)?,
+            limit: limit::Limits::from_meta(meta)?,
+            deny_source_ranges: deny::from_meta(meta)?,
         })
     }
 
@@ -421,6 +443,20 @@ mod tests {
             &canary::WEIGHT_TOTAL,
             &canary::AFFINITY_BEHAVIOR,
             &passthrough::SSL_PASSTHROUGH,
+            &cors::ENABLE,
+            &cors::ALLOW_ORIGIN,
+            &cors::ALLOW_METHODS,
+            &cors::ALLOW_HEADERS,
+            &cors::ALLOW_CREDENTIALS,
+            &cors::EXPOSE_HEADERS,
+            &cors::MAX_AGE,
+            &limit::RPS,
+            &limit::RPM,
+            &limit::CONNECTIONS,
+            &limit::BURST_MULTIPLIER,
+            &limit::ALLOWLIST,
+            &[limit::STATUS],
+            &deny::DENY_SOURCE_RANGES,
         ]
         .concat();
         parsed.sort_unstable();
@@ -445,7 +481,7 @@ mod tests {
         assert!(w[0].contains("proxy-buffering has no effect"), "{w:?}");
         let m = meta(&[
             ("nginx.ingress.kubernetes.io/auth-keepalive", "10"),
-            ("nginx.ingress.kubernetes.io/limit-rps", "5"),
+            ("nginx.ingress.kubernetes.io/limit-rate", "5"),
             ("portico.dev/ssl-redirct", "false"),
             ("nginx.ingress.kubernetes.io/proxy-buffering", "off"),
         ]);
