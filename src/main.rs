@@ -215,6 +215,9 @@ async fn run(
             }
         },
     };
+    // The handlers go in before anything listens: a SIGTERM that arrives as soon as a port answers must find
+    // them (without, the default action kills the process with no drain).
+    let signals = Signals::install();
     let running = match portico::app::start_with(config, source, extras).await {
         Ok(r) => r,
         Err(e) => {
@@ -226,7 +229,7 @@ async fn run(
     let trimmer = tokio::spawn(portico::proxy::memory::return_memory_after_bursts(Duration::from_secs(
         1,
     )));
-    wait_for_signal().await;
+    signals.wait().await;
     trimmer.abort();
     tracing::info!("shutting down: no new connections; finishing in-flight requests");
     running.drain_and_shutdown().await;
@@ -326,12 +329,26 @@ async fn kube_source(args: ClusterArgs) -> anyhow::Result<portico::app::Source> 
     Ok(portico::app::Source::Kube { client, options })
 }
 
-async fn wait_for_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
+/// SIGTERM (Kubernetes) and SIGINT (a terminal's Ctrl-C), registered when installed.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> Self {
+        use tokio::signal::unix::{signal, SignalKind};
+        Self {
+            term: signal(SignalKind::terminate()).expect("SIGTERM handler"),
+            int: signal(SignalKind::interrupt()).expect("SIGINT handler"),
+        }
+    }
+
+    async fn wait(mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+        }
     }
 }
 
