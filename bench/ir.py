@@ -8,6 +8,16 @@ each release binary out of target/ and alternating them:
 
 Prints one JSON line per scenario (ir_per_req is the figure); dumps under OUT (default bench/results/<time>/).
 The same binary varies by about 1-3 % from run to run: compare medians of a few alternated runs.
+
+Per-filter scenarios (keep-alive HTTP/1.1, one Ingress whose only difference is the filter's annotations; requests
+counted by Portico's own portico_requests_total, since some never reach the origin):
+
+    PORTICO_BIN=/tmp/portico-NEW IR_WINDOW=3 NICE=0 python3 bench/ir.py f_none f_basic f_fwd_cached f_fwd \
+        f_cors_preflight f_cors_simple f_ratelimit f_deny f_404 f_errpage
+
+f_none is h1_keepalive's shape through the filter scenarios' harness (the baseline for the others); f_404 is a
+route without error pages whose origin answers 404, the baseline for f_errpage (the same 404 replaced by the
+error backend's page, the error backend being the origin again).
 """
 
 import json
@@ -19,6 +29,160 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import harness as H  # noqa: E402
+
+
+# The users file of f_basic: user `bench`, password `bench` (apr1-MD5, `openssl passwd -apr1 -salt benchslt bench`).
+BASIC = "Basic YmVuY2g6YmVuY2g="
+ORIGIN_URL = f"http://127.0.0.1:{H.ORIGIN_PORT}"
+
+# scenario: (annotations, extra wrk headers, method, path)
+FILTERS = {
+    "f_none": ({}, [], "GET", "/"),
+    "f_basic": ({"nginx.ingress.kubernetes.io/auth-type": "basic",
+                 "nginx.ingress.kubernetes.io/auth-secret": "bench-users"}, [f"Authorization: {BASIC}"], "GET", "/"),
+    "f_fwd_cached": ({"nginx.ingress.kubernetes.io/auth-url": f"{ORIGIN_URL}/",
+                      "nginx.ingress.kubernetes.io/auth-cache-key": "$http_authorization",
+                      "nginx.ingress.kubernetes.io/auth-cache-duration": "200 5m"},
+                     [f"Authorization: {BASIC}"], "GET", "/"),
+    "f_fwd": ({"nginx.ingress.kubernetes.io/auth-url": f"{ORIGIN_URL}/"}, [f"Authorization: {BASIC}"], "GET", "/"),
+    "f_cors_preflight": ({"nginx.ingress.kubernetes.io/enable-cors": "true",
+                          "nginx.ingress.kubernetes.io/cors-allow-origin": "https://app.example"},
+                         ["Origin: https://app.example", "Access-Control-Request-Method: PUT"], "OPTIONS", "/"),
+    "f_cors_simple": ({"nginx.ingress.kubernetes.io/enable-cors": "true",
+                       "nginx.ingress.kubernetes.io/cors-allow-origin": "https://app.example"},
+                      ["Origin: https://app.example"], "GET", "/"),
+    # A limit the load never reaches: the cost of the bucket per request.
+    "f_ratelimit": ({"nginx.ingress.kubernetes.io/limit-rps": "10000000"}, [], "GET", "/"),
+    "f_deny": ({"nginx.ingress.kubernetes.io/denylist-source-range": "10.0.0.0/8, 192.168.0.0/16"}, [], "GET", "/"),
+    "f_404": ({}, [], "GET", "/missing"),
+    "f_errpage": ({"nginx.ingress.kubernetes.io/custom-http-errors": "404",
+                   "nginx.ingress.kubernetes.io/default-backend": "origin"}, [], "GET", "/missing"),
+}
+
+
+def filter_manifests(sc, mdir: Path):
+    import base64
+    annotations, _, _, _ = FILTERS[sc]
+    mdir.mkdir(parents=True, exist_ok=True)
+    users = base64.b64encode(b"bench:$apr1$benchslt$xg8nhdNCXN8cv7mXxgHvB0\n").decode()
+    notes = "".join(f"\n    {k}: {json.dumps(v)}" for k, v in annotations.items())
+    notes = f"\n  annotations:{notes}" if notes else ""
+    (mdir / "all.yaml").write_text(f"""apiVersion: v1
+kind: Service
+metadata: {{name: origin, namespace: bench}}
+spec:
+  ports: [{{name: http, port: 80}}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: origin-1
+  namespace: bench
+  labels: {{kubernetes.io/service-name: origin}}
+addressType: IPv4
+ports: [{{name: http, port: {H.ORIGIN_PORT}, protocol: TCP}}]
+endpoints: [{{addresses: ["127.0.0.1"], conditions: {{ready: true}}}}]
+---
+apiVersion: v1
+kind: Secret
+metadata: {{name: bench-users, namespace: bench}}
+type: Opaque
+data: {{auth: {users}}}
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: ing-filter
+  namespace: bench{notes}
+spec:
+  rules:
+  - host: {{host}}
+    http:
+      paths:
+      - path: /
+        pathType: Prefix
+        backend: {{service: {{name: origin, port: {{name: http}}}}}}
+""")
+
+
+def portico_requests():
+    """Requests Portico answered (portico_requests_total summed), from its admin listener."""
+    _, body = H.http_get(H.ADMIN_PORT, "admin", "/metrics")
+    total = 0
+    for line in body.decode(errors="replace").splitlines():
+        if line.startswith("portico_requests_total{"):
+            total += int(float(line.rsplit(" ", 1)[1]))
+    return total
+
+
+def measure_filter(fx, sc, origin):
+    """measure_ir's window for one filter scenario: Portico under callgrind, wrk at saturation, 64 keep-alive
+    connections; requests counted by Portico itself."""
+    import re
+    import subprocess
+    import threading
+    import time
+
+    annotations, headers, method, path = FILTERS[sc]
+    d = H.OUT / "ir" / "portico" / sc
+    d.mkdir(parents=True, exist_ok=True)
+    host = fx.hosts_for("h1_keepalive").read_text().split()[0]
+    mdir = d / "manifests"
+    if mdir.exists():
+        shutil.rmtree(mdir)
+    filter_manifests(sc, mdir)
+    text = (mdir / "all.yaml").read_text().replace("{host}", host)
+    (mdir / "all.yaml").write_text(text)
+    conf = d / "portico.yaml"
+    H.portico_config(conf, False, fx)
+    argv = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={d}/cg.%p.out", H.PORTICO_BIN, "run",
+            "--manifests", str(mdir), "--config", str(conf), "--workers", "1", "--access-log", "off"]
+    proc = H.start_pinned(H.PROXY_CPU, d / f"{sc}-vg.log", argv, cwd=d)
+    try:
+        # Ready: the admin listener answers and the route exists (any answer but 404 for /; f_404 is a 404 anyway).
+        deadline = time.time() + 240
+        while time.time() < deadline:
+            st, _ = H.http_get(H.PX_PORT, host, "/")
+            if st is not None and st != 404:
+                break
+            if proc.poll() is not None:
+                return {"peer": "portico", "scenario": sc, "failed": f"portico exited; see {d}"}
+            time.sleep(0.5)
+        else:
+            return {"peer": "portico", "scenario": sc, "failed": f"not ready; see {d}"}
+        script = d / "method.lua"
+        script.write_text(f'wrk.method = "{method}"\n')
+        extra = []
+        for h in [f"Host: {host}", *headers]:
+            extra += ["-H", h]
+        total = H.IR_WINDOW + 3 + 5
+        load = ["wrk", "-t1", "-c64", f"-d{total}s", "--latency", "--timeout", "5s", "-s", str(script), *extra,
+                f"http://127.0.0.1:{H.PX_PORT}{path}"]
+        th = threading.Thread(target=H.run_load, args=(load, d / "load.txt", total))
+        th.start()
+        time.sleep(3)
+        r0 = portico_requests()
+        subprocess.run(["callgrind_control", "-z", str(proc.pid)], capture_output=True)
+        time.sleep(H.IR_WINDOW)
+        r1 = portico_requests()
+        subprocess.run(["callgrind_control", "-d", str(proc.pid)], capture_output=True)
+        th.join()
+    finally:
+        H.stop(proc)
+    ir = 0
+    for f in sorted(p for p in d.glob("cg.*.out.*") if re.search(r"\.out\.\d+$", p.name)):
+        for line in open(f, errors="replace"):
+            if line.startswith("summary:") or line.startswith("totals:"):
+                ir += int(line.split()[1])
+                break
+    reqs = r1 - r0
+    status = None
+    lt = (d / "load.txt").read_text(errors="replace") if (d / "load.txt").exists() else ""
+    m = re.search(r"Non-2xx or 3xx responses: (\d+)", lt)
+    if m:
+        status = f"{m.group(1)} non-2xx/3xx"
+    return {"peer": "portico", "scenario": sc, "ir": ir, "requests": reqs,
+            "ir_per_req": ir / reqs if reqs > 0 else None, "note": status}
 
 
 def main():
@@ -35,6 +199,10 @@ def main():
         if not H.wait_ready(H.ORIGIN_PORT, "origin", False, 30, origin):
             raise SystemExit("origin did not start")
         for sc in scenarios:
+            if sc in FILTERS:
+                r = measure_filter(fx, sc, origin)
+                print(json.dumps(r), flush=True)
+                continue
             r = H.measure_ir(fx, "portico", sc, origin)
             r.pop("dumps", None)
             print(json.dumps(r), flush=True)

@@ -109,6 +109,20 @@ pub struct ListenerSetConfig {
     /// Protocols a request may switch to with `Upgrade` (lower case). `None`: WebSocket only. Any other `Upgrade`
     /// (`h2c` in particular) is removed from requests, and a tunnel opens only after a 101 naming an allowed one.
     pub allowed_upgrades: Option<Vec<String>>,
+    /// The set's default error backend (`errorPages`): responses with these codes on routes of Ingresses that
+    /// name no error pages of their own are answered with this Service's page (ingress-nginx's global
+    /// `custom-http-errors` with `--default-backend-service`).
+    pub error_pages: Option<ErrorPagesConfig>,
+}
+
+/// A listener set's default error backend: a Service (`namespace/name`, its `port` or else its first) and the
+/// status codes it serves pages for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ErrorPagesConfig {
+    pub namespace: String,
+    pub service: String,
+    pub port: Option<String>,
+    pub codes: Vec<u16>,
 }
 
 pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
@@ -147,6 +161,29 @@ pub enum DefaultCertificate {
         cert: std::path::PathBuf,
         key: std::path::PathBuf,
     },
+}
+
+/// `errorPages`: `service` is `namespace/name` or `namespace/name:port`; codes 400-599, at least one.
+fn error_pages(ctx: &str, raw: RawErrorPages) -> Result<ErrorPagesConfig, ConfigError> {
+    use crate::model::annotations::errors;
+    let Some((namespace, rest)) = raw.service.split_once('/') else {
+        return Err(invalid(format!(
+            "{ctx}.service: {:?} must be namespace/name or namespace/name:port",
+            raw.service
+        )));
+    };
+    let (service, port) = errors::parse_service(rest).map_err(|e| invalid(format!("{ctx}.service: {e}")))?;
+    if errors::parse_service(namespace).is_err() || namespace.contains(':') {
+        return Err(invalid(format!("{ctx}.service: {namespace:?} is not a namespace name")));
+    }
+    let list: Vec<String> = raw.codes.iter().map(u16::to_string).collect();
+    let codes = errors::parse_codes(&list.join(",")).map_err(|e| invalid(format!("{ctx}.codes: {e}")))?;
+    Ok(ErrorPagesConfig {
+        namespace: namespace.to_string(),
+        service,
+        port,
+        codes,
+    })
 }
 
 impl ListenerSetConfig {
@@ -258,6 +295,7 @@ impl Default for Config {
                 keep_alive_timeout: DEFAULT_KEEP_ALIVE_TIMEOUT,
                 body_read_timeout: DEFAULT_BODY_READ_TIMEOUT,
                 allowed_upgrades: None,
+                error_pages: None,
             }],
             admin: AdminConfig {
                 address: SocketAddr::from(([127, 0, 0, 1], 9000)),
@@ -360,6 +398,15 @@ struct RawListenerSet {
     body_read_timeout: Option<String>,
     #[serde(default)]
     allowed_upgrades: Option<Vec<String>>,
+    #[serde(default)]
+    error_pages: Option<RawErrorPages>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawErrorPages {
+    service: String,
+    codes: Vec<u16>,
 }
 
 #[derive(Deserialize)]
@@ -681,6 +728,10 @@ impl RawConfig {
                                     .collect::<Result<Vec<_>, _>>()?,
                             ),
                         },
+                        error_pages: set
+                            .error_pages
+                            .map(|e| error_pages(&format!("{ctx}.errorPages"), e))
+                            .transpose()?,
                     });
                 }
                 out

@@ -148,6 +148,12 @@ impl Options {
                     classes: s.ingress_classes.clone(),
                     adopted: s.adopt_classes.clone(),
                     share_hosts: s.share_hosts_across_namespaces,
+                    error_pages: s.error_pages.as_ref().map(|e| model::SetErrorPages {
+                        namespace: e.namespace.clone(),
+                        service: e.service.clone(),
+                        port: e.port.clone(),
+                        codes: e.codes.clone(),
+                    }),
                 })
                 .collect(),
             implicit_classes,

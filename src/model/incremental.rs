@@ -736,6 +736,16 @@ impl Incremental {
                 }
             }
         }
+        // The error pages' Service: the Ingress's own, or its set's.
+        if let Some(name) = annotations::errors::service_name(&ing.metadata) {
+            deps.push(self.service_key(ns, &name));
+        }
+        if let Some(e) = set
+            .and_then(|s| self.opts.listener_sets.get(s))
+            .and_then(|s| s.error_pages.as_ref())
+        {
+            deps.push(self.service_key(&e.namespace, &e.service));
+        }
         let volatile = annotations::IngressPolicy::from_meta(&ing.metadata).is_ok_and(|p| p.reads_secrets());
         let (ts, ns, name) = age_key(&ing.metadata);
         let ns = match self.namespaces.get(ns) {
@@ -1076,12 +1086,14 @@ mod tests {
                     classes: vec!["portico".into()],
                     adopted: vec!["adopted".into()],
                     share_hosts: false,
+                    error_pages: None,
                 },
                 SetOptions {
                     name: "internal".into(),
                     classes: vec!["internal".into()],
                     adopted: Vec::new(),
                     share_hosts: true,
+                    error_pages: None,
                 },
             ],
             implicit_classes: vec![

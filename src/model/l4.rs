@@ -175,6 +175,7 @@ mod tests {
                 classes: vec!["portico".into()],
                 adopted: vec![],
                 share_hosts: false,
+                error_pages: None,
             }],
             implicit_classes: vec![ImplicitClass {
                 name: "portico".into(),

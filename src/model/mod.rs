@@ -68,6 +68,18 @@ pub struct SetOptions {
     pub adopted: Vec<String>,
     /// Ingresses of several namespaces may serve paths of one host (`shareHostsAcrossNamespaces`).
     pub share_hosts: bool,
+    /// The set's default error backend (`errorPages`), given to its Ingresses that name none of their own.
+    pub error_pages: Option<SetErrorPages>,
+}
+
+/// A listener set's default error backend: a Service and the codes it serves pages for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SetErrorPages {
+    pub namespace: String,
+    pub service: String,
+    /// `None`: the Service's first port.
+    pub port: Option<String>,
+    pub codes: Vec<u16>,
 }
 
 #[derive(Debug, Clone)]

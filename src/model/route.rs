@@ -128,6 +128,9 @@ pub enum Filter {
     Cors(Cors),
     /// Rate and concurrency limits per client address (keeps state).
     RateLimit(RateLimit),
+    /// Custom error pages: responses with these codes are answered with the route's error backend's page (the
+    /// backend marked `error_page`), in the respond phase (`proxy::errors`).
+    ErrorPages(ErrorPages),
 }
 
 impl Filter {
@@ -150,7 +153,8 @@ impl Filter {
             | Filter::PathRewrite(_)
             | Filter::ClientCert(_)
             | Filter::DenySources(_)
-            | Filter::Cors(_) => false,
+            | Filter::Cors(_)
+            | Filter::ErrorPages(_) => false,
             // Caches: verified credentials, and forward auth's answers when `auth-cache-key` asks.
             Filter::BasicAuth(_) => true,
             Filter::ForwardAuth(f) => f.cache.is_some(),
@@ -186,6 +190,32 @@ impl Filter {
     pub fn client_cert_id(filters: &[Filter]) -> Option<u64> {
         filters.iter().find_map(|f| match f {
             Filter::ClientCert(c) => Some(c.tls_id),
+            _ => None,
+        })
+    }
+}
+
+/// A route's custom error pages (see `annotations::errors`). The headers sent to the error backend name the route's
+/// origin and main backend, read from the route when a page is fetched.
+#[derive(Debug)]
+pub struct ErrorPages {
+    /// Sorted, unique, 400..=599.
+    pub codes: Box<[u16]>,
+    /// Upstream answers with these codes are replaced too (else only the gateway's own).
+    pub upstream: bool,
+}
+
+impl ErrorPages {
+    /// Whether a response with `status` gets the error page (`own`: the gateway produced it).
+    #[inline]
+    pub fn wants(&self, status: StatusCode, own: bool) -> bool {
+        (own || self.upstream) && self.codes.binary_search(&status.as_u16()).is_ok()
+    }
+
+    /// The route's error pages, if it has them.
+    pub fn of(filters: &[Filter]) -> Option<&ErrorPages> {
+        filters.iter().find_map(|f| match f {
+            Filter::ErrorPages(e) => Some(e),
             _ => None,
         })
     }
@@ -367,6 +397,8 @@ pub struct WeightedBackend {
     /// A `RequestMirror` target (weight 0: never serves): the share of requests a copy is sent to, in
     /// millionths.
     pub mirror: Option<u32>,
+    /// The route's error pages' backend (weight 0: never serves the request itself).
+    pub error_page: bool,
     pub origin: Origin,
 }
 
@@ -633,6 +665,7 @@ impl Lowering {
                 split = Some(self.split(&c.policy, rules.weight, total));
             }
         }
+        self.error_backend(&mut backends, &p.policy, origin.clone());
         RouteSpec {
             path: &p.path,
             kind: p.kind,
@@ -702,13 +735,15 @@ impl Lowering {
     pub fn default_route<'a>(&mut self, d: &'a DefaultBackendModel) -> RouteSpec<'a> {
         let (filters, send) = self.rules(&d.policy, false);
         let origin = Origin::of(&d.ingress, &mut self.strings, &mut self.scratch);
+        let mut backends = vec![self.backend(&d.backend, &d.policy, 1, origin.clone())];
+        self.error_backend(&mut backends, &d.policy, origin.clone());
         RouteSpec {
             path: "/",
             kind: PathKind::Prefix,
             matches: None,
             filters,
             send,
-            backends: vec![self.backend(&d.backend, &d.policy, 1, origin.clone())],
+            backends,
             split: None,
             origin,
         }
@@ -732,6 +767,7 @@ impl Lowering {
                 origin,
                 invalid: false,
                 mirror: None,
+                error_page: false,
             },
             BackendSpec {
                 model: m,
@@ -740,6 +776,23 @@ impl Lowering {
                 via_cluster_ip: p.retry.service_upstream,
             },
         )
+    }
+
+    /// The error pages' backend, last (weight 0), when the policy has one.
+    fn error_backend<'a>(
+        &mut self,
+        backends: &mut Vec<(WeightedBackend, BackendSpec<'a>)>,
+        p: &'a IngressPolicy,
+        origin: Origin,
+    ) {
+        if let Some(m) = p.error_pages.as_ref().and_then(|e| e.backend.as_ref()) {
+            let mut b = self.backend(m, p, 0, origin);
+            b.0.error_page = true;
+            b.1.check = None;
+            b.1.balance = Balance::RoundRobin;
+            b.1.via_cluster_ip = false;
+            backends.push(b);
+        }
     }
 
     fn rules(&mut self, p: &Arc<IngressPolicy>, https_redirect: bool) -> Rules {
@@ -875,6 +928,12 @@ fn filters(p: &IngressPolicy, https_redirect: bool) -> Vec<Filter> {
     }
     if let Some(hsts) = p.https.hsts.as_deref().and_then(|h| HeaderValue::from_str(h).ok()) {
         out.push(Filter::Hsts(Hsts(hsts)));
+    }
+    if let Some(e) = p.error_pages.as_ref().filter(|e| e.backend.is_some()) {
+        out.push(Filter::ErrorPages(ErrorPages {
+            codes: e.codes.clone().into(),
+            upstream: e.upstream,
+        }));
     }
     out
 }

@@ -244,6 +244,8 @@ pub(super) struct SetBuilder {
     pub(super) tls: Vec<TlsModel>,
     /// Canary paths waiting to attach to the main routes (`Translator::attach_canaries`), oldest Ingress first.
     pub(super) canaries: Vec<super::canary::CanaryClaim>,
+    /// The set's default error backend (`errorPages`).
+    pub(super) error_pages: Option<super::SetErrorPages>,
 }
 
 /// The hosts listed in `spec.tls` entries, as patterns (to tell which rule hosts redirect to HTTPS).
@@ -294,6 +296,7 @@ impl SetBuilder {
     pub(super) fn for_set(o: &SetOptions) -> Self {
         Self {
             share_hosts: o.share_hosts,
+            error_pages: o.error_pages.clone(),
             ..Self::default()
         }
     }
@@ -536,6 +539,8 @@ impl<'a> Translator<'a> {
         let policy = match IngressPolicy::from_meta(&ing.metadata).and_then(|mut p| {
             // The Secrets annotations name (CAs, basic-auth users) are read here, like TLS Secrets: pure, from the same snapshot.
             p.resolve_secrets(ns, &self.state.secrets)?;
+            // So is the error pages' Service (a missing one disables the Ingress).
+            self.error_pages(iref, ns, &mut p, set.error_pages.as_ref())?;
             Ok(p)
         }) {
             Ok(p) => self.share_policy(p),
@@ -767,6 +772,94 @@ impl<'a> Translator<'a> {
             Err(reason) => self.diag(iref, format!("{at}: {reason}; requests get 503")),
         }
         Some(model)
+    }
+
+    /// Resolves the error pages' Service: the Ingress's `default-backend` (in its namespace; missing: `Err`, the
+    /// Ingress is not served), else the listener set's `errorPages` for Ingresses with none of their own or with
+    /// `custom-http-errors` alone (missing: a warning, and the original responses are served). A Service without
+    /// ready endpoints is an error backend that is down: the original responses are served.
+    fn error_pages(
+        &mut self,
+        iref: &ObjectRef,
+        ns: &str,
+        p: &mut IngressPolicy,
+        set: Option<&super::SetErrorPages>,
+    ) -> Result<(), String> {
+        use annotations::errors::{ErrorPages, DEFAULT_BACKEND};
+        let own = p.error_pages.as_ref().and_then(|e| e.service.clone());
+        match (own, set) {
+            (Some((name, port)), _) => {
+                let backend = self
+                    .error_backend(ns, &name, port.as_deref())
+                    .map_err(|e| format!("annotation {}: {e}", DEFAULT_BACKEND[0]))?;
+                if let Some(e) = &mut p.error_pages {
+                    e.backend = Some(backend);
+                }
+            }
+            (None, None) if p.error_pages.is_some() => {
+                return Err(format!(
+                    "annotation {}: no default-backend annotation names the Service that serves the pages, and the \
+                     listener set has no errorPages; add portico.dev/default-backend",
+                    annotations::errors::CUSTOM_HTTP_ERRORS[0]
+                ));
+            }
+            (None, None) => {}
+            (None, Some(set)) => match self.error_backend(&set.namespace, &set.service, set.port.as_deref()) {
+                Ok(backend) => {
+                    let codes = match &p.error_pages {
+                        Some(e) => e.codes.clone(),
+                        None => set.codes.clone(),
+                    };
+                    p.error_pages = Some(ErrorPages {
+                        codes,
+                        upstream: true,
+                        service: None,
+                        backend: Some(backend),
+                    });
+                }
+                Err(e) => {
+                    self.warn(
+                        iref,
+                        format!("the listener set's errorPages: {e}; error pages are not served"),
+                    );
+                    p.error_pages = None;
+                }
+            },
+        }
+        Ok(())
+    }
+
+    /// An error pages' Service: it must exist; its `port`, else its first port. No ready endpoint is not an error.
+    fn error_backend(&mut self, ns: &str, name: &str, port: Option<&str>) -> Result<BackendModel, String> {
+        self.build_indexes();
+        let Some(services) = &self.service_index else {
+            unreachable!("built above");
+        };
+        let Some(service) = services.get(&(ns, name)).copied() else {
+            return Err(format!("Service {ns}/{name} not found"));
+        };
+        let port = match port {
+            Some(p) => match p.parse::<i32>() {
+                Ok(n) => PortRef::Number(n),
+                Err(_) => PortRef::Name(self.shared(p)),
+            },
+            None => {
+                let first = service
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.ports.as_deref())
+                    .and_then(|ports| ports.first())
+                    .map(|p| p.port);
+                PortRef::Number(first.ok_or_else(|| format!("Service {ns}/{name} has no ports"))?)
+            }
+        };
+        let endpoints = self.endpoints(ns, name, &port)?;
+        Ok(BackendModel {
+            namespace: self.shared(ns),
+            service: self.shared(name),
+            port,
+            endpoints,
+        })
     }
 
     fn build_indexes(&mut self) {

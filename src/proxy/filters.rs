@@ -16,8 +16,8 @@ use super::{redirect, redirect_to_https, ConnInfo, ProxyBody, SetOptions};
 use crate::acme::challenge;
 use crate::cidr::Cidr;
 use crate::model::route::{
-    AllowSources, AppRoot, BodyLimit, ClientCert, Filter, HostRedirect, Hsts, HttpsRedirect, PathRewrite, Redirect,
-    RequestHeaders, Respond, ResponseHeaders, Rewrite, UrlRedirect,
+    AllowSources, AppRoot, BodyLimit, ClientCert, ErrorPages, Filter, HostRedirect, Hsts, HttpsRedirect, PathRewrite,
+    Redirect, RequestHeaders, Respond, ResponseHeaders, Rewrite, UrlRedirect,
 };
 use crate::snapshot::Route;
 
@@ -89,6 +89,7 @@ impl dyn RouteFilter {
             Filter::DenySources(f) => f,
             Filter::Cors(f) => f,
             Filter::RateLimit(f) => f,
+            Filter::ErrorPages(f) => f,
         }
     }
 }
@@ -121,6 +122,9 @@ pub(super) fn on_response(filters: &[Filter], headers: &mut HeaderMap, tls: bool
 }
 
 // === the filters ===
+
+/// No request hooks: the error pages act in the respond phase, over the send phase's outcome (`proxy/errors.rs`).
+impl RouteFilter for ErrorPages {}
 
 /// The headers ingress-nginx sends a backend about the client's certificate; a client's own are dropped.
 const SSL_CLIENT_VERIFY: header::HeaderName = header::HeaderName::from_static("ssl-client-verify");

@@ -4,6 +4,7 @@
 
 mod auth;
 pub mod error;
+mod errors;
 pub(crate) mod filters;
 mod h1;
 pub mod headers;
@@ -185,6 +186,8 @@ struct Note {
     upstream: Option<SocketAddr>,
     /// Time to the upstream's response headers (last attempt).
     upstream_time: Option<std::time::Duration>,
+    /// The upstream failure an error page answered in place of the gateway's own error.
+    replaced: Option<UpstreamError>,
 }
 
 /// Per listener set settings the proxy needs from the configuration.
@@ -231,6 +234,8 @@ struct Target {
     mirrors: Vec<(Arc<crate::upstream::Backend>, u32)>,
     /// What CORS and the rate limit left for the response.
     carry: traffic::Carry,
+    /// The route's error pages' backend, when it has error pages (respond phase, [`errors`]).
+    error_page: Option<errors::ErrorTarget>,
 }
 
 /// The request as it goes upstream, but for its target (kept apart: the route phase borrows it).
@@ -317,7 +322,7 @@ impl Proxy {
         });
         let mut note = Note::default();
         let (resp, upstream_error) = match self.forward(conn, req, &mut note).await {
-            Ok(resp) => (resp, None),
+            Ok(resp) => (resp, note.replaced.map(crate::metrics::UpstreamErrorKind::from_error)),
             Err(e) => {
                 tracing::debug!(set = conn.set, peer = %conn.peer, error = %e, fault = ?e.fault(), "request failed");
                 let kind = match e {
@@ -477,7 +482,7 @@ impl Proxy {
             target.carry = carry;
             (target, deferred)
         };
-        let (target, deferred) = target;
+        let (mut target, deferred) = target;
         if let Some(kept) = deferred {
             let d = auth::Deferred {
                 method: &parts.method,
@@ -494,20 +499,35 @@ impl Proxy {
                 return Ok(resp);
             }
         }
-        // Send: pick, upstream headers, retries, upgrades; then respond: the response edits.
+        // Respond's last step needs the request's Accept, X-Request-ID and target, taken before sending.
+        let pending = target
+            .error_page
+            .take()
+            .map(|e| errors::Pending::new(e, target.filters.clone(), &uri, &parts.headers, host_value.as_ref()));
+        // Send: pick, upstream headers, retries, upgrades; then respond: the response edits, the error pages.
         let path_unchanged = matches!(path, std::borrow::Cow::Borrowed(_));
-        self.send(
-            conn,
-            set_opts,
-            &client,
-            host_value,
-            (&uri, &path, path_unchanged),
-            parts,
-            body,
-            target,
-            note,
-        )
-        .await
+        let out = self
+            .send(
+                conn,
+                set_opts,
+                &client,
+                host_value,
+                (&uri, &path, path_unchanged),
+                parts,
+                body,
+                target,
+                note,
+            )
+            .await;
+        let Some(pending) = pending else {
+            return out;
+        };
+        let mut replaced = None;
+        let out = self.error_page(conn, pending, out, &mut replaced).await;
+        if let Some(ProxyError::Upstream(u)) = replaced {
+            note.replaced = Some(u);
+        }
+        out
     }
 
     /// `RequestMirror`: a copy of the request's head (without its body) to each mirror backend, for its share of
@@ -933,12 +953,25 @@ impl Target {
                 .filter_map(|(w, live)| Some((live.backend.clone(), w.mirror?)))
                 .collect(),
             carry: traffic::Carry::default(),
+            // Only routes with error pages have more than a main backend and a canary.
+            error_page: route
+                .backends
+                .iter()
+                .zip(route.state.backends.iter())
+                .skip(1)
+                .find(|(w, _)| w.error_page)
+                .map(|(_, live)| errors::ErrorTarget {
+                    backend: live.backend.clone(),
+                    origin: route.origin.name.clone(),
+                    service: route.backends[routed.chosen].id.clone(),
+                }),
         }
     }
 }
 
 /// Respond: the backend's response headers made ours: hop-by-hop fields out, the filters' response edits (header
-/// edits, HSTS; later error pages), and the affinity cookie naming the endpoint that served.
+/// edits, HSTS, CORS), and the affinity cookie naming the endpoint that served. The error pages come after (in
+/// `forward`, [`errors`]), over the send phase's outcome, errors included.
 fn respond(
     target: &Target,
     conn: &ConnInfo,

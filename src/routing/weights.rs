@@ -66,6 +66,7 @@ mod tests {
             weight,
             invalid: false,
             mirror: None,
+            error_page: false,
             origin: Origin {
                 kind: "Ingress",
                 name: "ns/i".into(),

@@ -80,7 +80,7 @@ LISTENER_SET_KEYS = {"name"}
 OPTIONAL_LISTENER_SET_KEYS = {
     "ingressClasses", "http", "https", "httpsRedirectPort", "acme", "publish", "adoptClasses",
     "shareHostsAcrossNamespaces", "defaultCertificate", "proxyProtocol", "trustedProxies", "allowSourceRanges",
-    "denySourceRanges",
+    "denySourceRanges", "errorPages",
     "maxConnections", "headerReadTimeout", "keepAliveTimeout", "bodyReadTimeout",
 }
 ACME_KEYS = {"directory", "email", "externalAccountBinding", "caRoot"}
@@ -988,6 +988,8 @@ def test_listener_sets_any_names_and_every_option():
     assert partner["trustedProxies"] == ["192.0.2.10", "2001:db8::/64"]
     assert partner["allowSourceRanges"] == ["198.51.100.0/24"]
     assert partner["denySourceRanges"] == ["198.51.100.7"]
+    assert partner["errorPages"] == {"service": "partners/error-pages:8080", "codes": [404, 503]}
+    assert "errorPages" not in ext
     assert partner["defaultCertificate"] == {"secret": "partners/partner-tls"}
     assert partner["ingressClasses"] == ["portico-partner"]
     assert partner["publish"] == {"service": f"{NAMESPACE}/{RELEASE}-portico-partner"}
@@ -1335,6 +1337,10 @@ def test_metallb_annotation_prefix_for_older_metallb():
         ({"listenerSets": {"external": {"trustedProxies": ["proxy.example.com"]}}}, "/listenerSets/external/trustedProxies/0"),
         ({"listenerSets": {"external": {"allowSourceRanges": "10.0.0.0/8"}}}, "/listenerSets/external/allowSourceRanges"),
         ({"listenerSets": {"external": {"denySourceRanges": ["bad"]}}}, "/listenerSets/external/denySourceRanges/0"),
+        ({"listenerSets": {"external": {"errorPages": {"service": "errors", "codes": [404]}}}},
+         "/listenerSets/external/errorPages"),
+        ({"listenerSets": {"external": {"errorPages": {"service": "ns/errors", "codes": [200]}}}},
+         "/listenerSets/external/errorPages"),
         ({"listenerSets": {"external": {"maxConnections": 0}}}, "/listenerSets/external/maxConnections"),
         ({"listenerSets": {"external": {"headerReadTimeout": "0s"}}}, "/listenerSets/external/headerReadTimeout"),
         ({"listenerSets": {"external": {"keepAliveTimeout": "5 s"}}}, "/listenerSets/external/keepAliveTimeout"),

@@ -214,6 +214,7 @@ config merges.
 {{- with $ls.trustedProxies }}{{- $_ := set $set "trustedProxies" . }}{{- end }}
 {{- with $ls.allowSourceRanges }}{{- $_ := set $set "allowSourceRanges" . }}{{- end }}
 {{- with $ls.denySourceRanges }}{{- $_ := set $set "denySourceRanges" . }}{{- end }}
+{{- with $ls.errorPages }}{{- $_ := set $set "errorPages" (dict "service" .service "codes" .codes) }}{{- end }}
 {{- if not (kindIs "invalid" $ls.maxConnections) }}{{- $_ := set $set "maxConnections" (int $ls.maxConnections) }}{{- end }}
 {{- range $key := list "headerReadTimeout" "keepAliveTimeout" "bodyReadTimeout" }}
 {{- with index $ls $key }}{{- $_ := set $set $key . }}{{- end }}

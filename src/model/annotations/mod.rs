@@ -22,6 +22,7 @@
 //! | client certificates (mTLS) | `client_cert.rs` | per-host TLS settings (`certs::build`); route filter `ClientCert` |
 //! | forward auth | `auth.rs` | route filter `ForwardAuth` (deferred step, `proxy::auth`); cache in the kept slot |
 //! | basic auth | `basic_auth.rs` | route filter `BasicAuth` (deferred step, `proxy::auth`); cache in the kept slot |
+//! | custom error pages | `errors.rs` | route filter `ErrorPages` (respond phase, `proxy::errors`); the error Service is a weight-0 backend |
 //! | TLS passthrough | `passthrough.rs` | a layer-4 route on the set's TLS port (`model::l4`, `l4::conn`) |
 //!
 //! Adding a group: its file with a type and `from_meta`, one field in [`IngressPolicy`] and one line in
@@ -39,6 +40,7 @@ pub mod catalog;
 pub mod client_cert;
 pub mod cors;
 pub mod deny;
+pub mod errors;
 pub mod headers;
 pub mod https;
 pub mod limit;
@@ -116,6 +118,8 @@ pub struct IngressPolicy {
     pub limit: Option<limit::Limits>,
     /// Clients in these networks get 403, whatever the allowlist says.
     pub deny_source_ranges: Option<Vec<crate::cidr::Cidr>>,
+    /// Custom error pages (`custom-http-errors`, `default-backend`; `None`: none of its own).
+    pub error_pages: Option<errors::ErrorPages>,
 }
 
 /// A timeout annotation: bare seconds (ingress-nginx's form) or a duration like `500ms` or `2m`.
@@ -281,6 +285,9 @@ impl IngressPolicy {
         if let Some(b) = &self.basic_auth {
             let _ = write!(out, " [basic-auth {} users]", b.users.0.len());
         }
+        if let Some(e) = &self.error_pages {
+            e.describe_into(out);
+        }
     }
 
     pub fn from_meta(meta: &IngressMeta) -> Result<Self, String> {
@@ -306,6 +313,7 @@ impl IngressPolicy {
             cors: cors::Cors::from_meta(meta)?,
             limit: limit::Limits::from_meta(meta)?,
             deny_source_ranges: deny::from_meta(meta)?,
+            error_pages: errors::from_meta(meta)?,
         })
     }
 
@@ -457,6 +465,8 @@ mod tests {
             &limit::ALLOWLIST,
             &[limit::STATUS],
             &deny::DENY_SOURCE_RANGES,
+            &errors::CUSTOM_HTTP_ERRORS,
+            &errors::DEFAULT_BACKEND,
         ]
         .concat();
         parsed.sort_unstable();
