@@ -426,9 +426,18 @@ async fn serve_gateways(shared: Arc<Shared>, proxy: Arc<Proxy>, mut shutdown: wa
                         continue;
                     }
                 };
+                let (stop, stop_rx) = watch::channel(false);
+                if g.tcp {
+                    tracing::info!(addr = %g.address, set = g.set, "serving a Gateway TCP socket");
+                    loops.spawn(
+                        crate::proxy::tcp::serve_gateway(listener, g.set, proxy.clone(), stop_rx, grace)
+                            .instrument(tracing::info_span!("gateway", addr = %g.address)),
+                    );
+                    bound.push((g, stop));
+                    continue;
+                }
                 let transport = if g.https { Transport::Tls } else { Transport::Plain };
                 tracing::info!(addr = %g.address, set = g.set, ?transport, "serving a Gateway socket");
-                let (stop, stop_rx) = watch::channel(false);
                 loops.spawn(
                     crate::proxy::server::serve(listener, g.set, transport, proxy.clone(), stop_rx, grace)
                         .instrument(tracing::info_span!("gateway", addr = %g.address)),

@@ -76,7 +76,8 @@ pub struct Compiled {
     /// The Gateway sockets to serve: each is the listener set `set` of the translation (after the configured
     /// ones).
     pub gateways: Vec<GatewaySocket>,
-    /// Layer-4 routes (TLS passthrough) of the configured listener sets.
+    /// Layer-4 routes per listener set: TLS passthrough of the configured sets (`ssl-passthrough` Ingresses)
+    /// and of Gateway sockets (TLSRoutes), and the TCPRoute of each Gateway TCP socket.
     pub l4: model::l4::L4Model,
 }
 
@@ -86,7 +87,10 @@ pub struct GatewaySocket {
     /// Its index among the snapshot's listener sets: stable for an address for the life of the process.
     pub set: usize,
     pub address: std::net::SocketAddr,
+    /// TLS (HTTPS listeners, TLS passthrough listeners, or both).
     pub https: bool,
+    /// Plain TCP (a TCP listener): served by the layer-4 accept loop, not the HTTP server.
+    pub tcp: bool,
 }
 
 impl Compiled {
@@ -233,9 +237,9 @@ impl Compiler {
             l4 = model::l4::translate(state, translator.options());
             translator.translate(state)
         };
-        let (l4, mut l4_diagnostics) = l4;
+        let (mut l4, mut l4_diagnostics) = l4;
         translation.diagnostics.append(&mut l4_diagnostics);
-        let (gateways, defaults) = self.gateway_sets(state, &mut translation);
+        let (gateways, defaults) = self.gateway_sets(state, &mut translation, &mut l4);
         let mut tls = build_tls(&translation, &state.secrets, &defaults, now, &self.sessions);
         source_diagnostics.append(&mut translation.diagnostics);
         source_diagnostics.append(&mut tls.diagnostics);
@@ -254,6 +258,7 @@ impl Compiler {
         &self,
         state: &ClusterState,
         translation: &mut Translation,
+        l4: &mut model::l4::L4Model,
     ) -> (Vec<GatewaySocket>, Vec<DefaultSource>) {
         let mut defaults = self.defaults.clone();
         let configured = translation.sets.len();
@@ -269,6 +274,13 @@ impl Compiler {
                 .map(|(_, _, i)| *i)
         };
         let (mut sets, merged) = model::gateway::serve::sets(state, &attachment, &served_by);
+        let (mut l4_sockets, l4_merged) = model::gateway::l4routes::l4_sets(state, &attachment, &served_by);
+        for (i, m) in l4_merged {
+            if let Some(set) = l4.sets.get_mut(i) {
+                model::gateway::l4routes::merge_into(set, m);
+            }
+        }
+        l4.sets.resize(configured, model::l4::L4SetModel::default());
         translation.diagnostics.extend(attachment.diagnostics.iter().cloned());
         for (i, g) in merged {
             if let Some(set) = translation.sets.get_mut(i) {
@@ -286,11 +298,19 @@ impl Compiler {
             match sets.iter().position(|s| s.address == *addr) {
                 Some(at) => {
                     let g = sets.swap_remove(at);
+                    let socket = l4_sockets
+                        .iter()
+                        .position(|s| s.address == *addr)
+                        .map(|i| l4_sockets.swap_remove(i));
+                    let protocol = socket.as_ref().map(|s| s.protocol);
+                    use model::gateway::attach::Protocol;
                     gateways.push(GatewaySocket {
                         set,
                         address: g.address,
-                        https: g.https,
+                        https: g.https || protocol == Some(Protocol::Tls),
+                        tcp: protocol == Some(Protocol::Tcp),
                     });
+                    l4.sets.push(socket.map(|s| s.model).unwrap_or_default());
                     defaults.push(match g.default_certificate {
                         Some(secret) => DefaultSource::Secret {
                             secret,
@@ -301,6 +321,7 @@ impl Compiler {
                     translation.sets.push(g.model);
                 }
                 None => {
+                    l4.sets.push(model::l4::L4SetModel::default());
                     defaults.push(DefaultSource::Loaded(self.self_signed.clone()));
                     translation.sets.push(model::SetModel {
                         name: format!("gateway {addr} (unbound)"),

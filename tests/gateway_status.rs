@@ -116,7 +116,7 @@ fn objects(port: u16) -> String {
         namespace("other", ""),
         namespace("backends", ""),
         namespace("hidden", ""),
-        format!("---\napiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {{name: gw, namespace: infra}}\nspec:\n  gatewayClassName: portico\n  addresses: [{{value: 127.0.0.1}}]\n  listeners:\n  - name: http\n    port: {port}\n    protocol: HTTP\n    hostname: '*.example.com'\n    allowedRoutes: {{namespaces: {{from: Selector, selector: {{matchLabels: {{gateway: shared}}}}}}}}\n  - {{name: tcp, port: {port}, protocol: TCP}}\n"),
+        format!("---\napiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {{name: gw, namespace: infra}}\nspec:\n  gatewayClassName: portico\n  addresses: [{{value: 127.0.0.1}}]\n  listeners:\n  - name: http\n    port: {port}\n    protocol: HTTP\n    hostname: '*.example.com'\n    allowedRoutes: {{namespaces: {{from: Selector, selector: {{matchLabels: {{gateway: shared}}}}}}}}\n  - {{name: udp, port: {port}, protocol: UDP}}\n"),
         service("team", "web"),
         service("backends", "api"),
         service("hidden", "api"),
@@ -182,7 +182,7 @@ async fn status_of_each_object() {
         assert_eq!(class["conditions"][0]["observedGeneration"], 1);
         assert!(status(&server, "GatewayClass", "", "theirs").is_null());
 
-        // Gateway: accepted with one listener not valid (TCP), addresses, listeners.
+        // Gateway: accepted with one listener not valid (UDP), addresses, listeners.
         let g = status(&server, "Gateway", "infra", "gw");
         assert_eq!(condition(&g["conditions"], "Accepted"), pair("True", "ListenersNotValid"));
         assert_eq!(condition(&g["conditions"], "Programmed"), pair("True", "Programmed"));
@@ -202,9 +202,9 @@ async fn status_of_each_object() {
         ] {
             assert_eq!(condition(&http["conditions"], t), want, "{t}");
         }
-        let tcp = &g["listeners"][1];
-        assert_eq!(condition(&tcp["conditions"], "Accepted"), pair("False", "UnsupportedProtocol"));
-        assert_eq!(tcp["supportedKinds"], json!([]));
+        let udp = &g["listeners"][1];
+        assert_eq!(condition(&udp["conditions"], "Accepted"), pair("False", "UnsupportedProtocol"));
+        assert_eq!(udp["supportedKinds"], json!([]));
 
         // Routes.
         let cases = [

@@ -134,7 +134,11 @@ pub struct Peer {
 pub async fn splice(client: TcpStream, prefix: BytesMut, route: Arc<L4Route>, peer: Peer, sni: Option<&str>) {
     let started = Instant::now();
     let _active = route.stats.open();
-    let backend = &route.backend;
+    let Some(backend) = route.choose() else {
+        // A Gateway route's draw fell on a backendRef that did not resolve: its share of connections is closed.
+        log(&route, peer, sni, None, (0, 0), started, "backend not resolved");
+        return;
+    };
     let cx = PickContext {
         client: Some(peer.client.ip()),
         cookie: None,

@@ -1,7 +1,9 @@
 //! The layer-4 routing model: per listener set, the hosts whose TLS connections are passed through by SNI to a
 //! backend, never terminated. Pure, like the rest of `model`: objects in, routes and diagnostics out.
 //!
-//! Sources today: Ingresses with `ssl-passthrough` ([`annotations::passthrough`]). Such an Ingress is left out
+//! Sources: Ingresses with `ssl-passthrough` ([`annotations::passthrough`]), and Gateway API TLSRoutes and
+//! TCPRoutes on the Gateway sockets (`model::gateway::l4routes`, which fills the sets after the configured ones).
+//! For Ingresses: Such an Ingress is left out
 //! of the HTTP model (`Translator::ingress` skips it) and translated here instead: each of its rule hosts
 //! becomes a passthrough route to the backend of the rule's `/` path (the Ingress's `spec.defaultBackend` when
 //! the rule has none). The oldest Ingress claiming a host in a set wins it, the others get a reason.
@@ -22,6 +24,34 @@ pub struct L4Model {
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct L4SetModel {
     pub passthrough: Vec<PassthroughRoute>,
+    /// Gateway sockets with TLS listeners: SNI matching as Gateway API has it (see [`GatewaySni`]). `None`:
+    /// Ingress semantics (a wildcard covers one label; names that are no route go to the HTTP routes).
+    pub sni: Option<GatewaySni>,
+    /// A Gateway TCP socket's route (host [`HostPattern::Any`]): every connection goes to it.
+    pub tcp: Option<PassthroughRoute>,
+}
+
+/// How a Gateway socket's TLS listeners and HTTPS listeners share it. A wildcard covers any number of labels,
+/// and the most specific entry matching a name decides (exact, then the wildcards with the most labels): a
+/// route passes through, a listener's hostname without a route for the name closes (TLS listener) or
+/// terminates (HTTPS listener). Names nothing matches are terminated when the socket has an HTTPS listener
+/// without hostname, else closed; so is a ClientHello without SNI.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct GatewaySni {
+    /// Hostnames of the socket's HTTPS listeners.
+    pub terminated: Vec<HostPattern>,
+    /// Hostnames of the socket's TLS listeners.
+    pub closed: Vec<HostPattern>,
+    /// The socket has an HTTPS listener without hostname (names nothing else matches are terminated).
+    pub terminates_rest: bool,
+}
+
+/// One weighted `backendRef` of a TLSRoute or TCPRoute: `None` is a reference that did not resolve (the
+/// connections its weight draws are closed).
+#[derive(Debug, Clone, PartialEq)]
+pub struct WeightedL4 {
+    pub backend: Option<BackendModel>,
+    pub weight: u32,
 }
 
 /// TLS connections whose SNI is `host` go, still encrypted, to `backend`.
@@ -34,23 +64,29 @@ pub struct PassthroughRoute {
     pub check: Option<ActiveCheck>,
     /// The object that defined the route.
     pub origin: ObjectRef,
+    /// Gateway API routes: every backendRef with its weight (then `backend` is the first usable one, or an
+    /// empty one). Empty for Ingresses: `backend` takes every connection.
+    pub split: Vec<WeightedL4>,
 }
 
 impl L4Model {
     /// Whether no set has a layer-4 route.
     pub fn is_empty(&self) -> bool {
-        self.sets.iter().all(|s| s.passthrough.is_empty())
+        self.sets.iter().all(|s| s.passthrough.is_empty() && s.tcp.is_none())
     }
 
     /// One line per route, for `portico check` and tests (nothing when there are none).
     pub fn describe(&self, names: &[String]) -> String {
         let mut out = String::new();
         for (set, name) in self.sets.iter().zip(names) {
-            if set.passthrough.is_empty() {
+            if set.passthrough.is_empty() && set.tcp.is_none() {
                 continue;
             }
             out.push_str(&format!("layer 4 of listener set {name}:\n"));
             for r in &set.passthrough {
+                out.push_str(&format!("  {r}\n"));
+            }
+            if let Some(r) = &set.tcp {
                 out.push_str(&format!("  {r}\n"));
             }
         }
@@ -60,7 +96,24 @@ impl L4Model {
 
 impl fmt::Display for PassthroughRoute {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "tls-passthrough {} -> {} ({})", self.host, self.backend, self.origin)
+        if self.host == HostPattern::Any {
+            f.write_str("tcp * -> ")?;
+        } else {
+            write!(f, "tls-passthrough {} -> ", self.host)?;
+        }
+        if self.split.is_empty() {
+            write!(f, "{}", self.backend)?;
+        }
+        for (i, w) in self.split.iter().enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            match &w.backend {
+                Some(b) => write!(f, "{b} weight {}", w.weight)?,
+                None => write!(f, "(unresolved) weight {}", w.weight)?,
+            }
+        }
+        write!(f, " ({})", self.origin)
     }
 }
 
@@ -152,6 +205,7 @@ pub fn translate(state: &ClusterState, opts: &Options) -> (L4Model, Vec<Diagnost
                     balance: policy.balance,
                     check: policy.check.clone(),
                     origin: iref.clone(),
+                    split: Vec::new(),
                 });
             }
         }

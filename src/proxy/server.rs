@@ -250,9 +250,22 @@ async fn serve_tls(
             return;
         }
     };
-    if let Some(route) = hello.sni.as_deref().and_then(|sni| passthrough.lookup(sni)) {
-        let route = route.clone();
-        drop(passthrough);
+    use crate::l4::table::Verdict;
+    let verdict = match hello.sni.as_deref() {
+        Some(sni) => passthrough.verdict(sni),
+        None => passthrough.without_sni(),
+    };
+    let route = match verdict {
+        Verdict::Pass(route) => Some(route.clone()),
+        Verdict::Close => {
+            tracing::debug!(peer = %info.peer, sni = ?hello.sni, "server name not served on this Gateway socket; closing");
+            return;
+        }
+        Verdict::Terminate | Verdict::Miss => None,
+    };
+    let ingress_rules = matches!(verdict, Verdict::Miss);
+    drop(passthrough);
+    if let Some(route) = route {
         let peer = crate::l4::conn::Peer {
             client: info.client,
             local: info.local,
@@ -271,7 +284,7 @@ async fn serve_tls(
     }
     // Not passed through: terminated here when the set has something for the name (or the client sent none,
     // then routed by Host as on any TLS listener); otherwise closed, as no route could answer.
-    if let Some(sni) = hello.sni.as_deref() {
+    if let Some(sni) = hello.sni.as_deref().filter(|_| ingress_rules) {
         let served = proxy
             .snapshot
             .load()

@@ -57,12 +57,45 @@ impl TcpService {
 }
 
 /// Serves `listener` until `shutdown` turns true, then waits up to `grace` for its connections to end.
-pub async fn serve(listener: TcpListener, svc: Arc<TcpService>, mut shutdown: watch::Receiver<bool>, grace: Duration) {
+pub async fn serve(listener: TcpListener, svc: Arc<TcpService>, shutdown: watch::Receiver<bool>, grace: Duration) {
+    let route = svc.route.clone();
+    accept_loop(
+        listener,
+        move || Some(route.clone()),
+        svc.send_proxy_protocol,
+        svc.max_connections,
+        shutdown,
+        grace,
+    )
+    .await;
+}
+
+/// Serves a Gateway TCP socket (listener set `set`): each connection goes to the route the snapshot current at
+/// accept time has for the set (a TCPRoute's); without one, it is closed.
+pub async fn serve_gateway(
+    listener: TcpListener,
+    set: usize,
+    proxy: Arc<super::Proxy>,
+    shutdown: watch::Receiver<bool>,
+    grace: Duration,
+) {
+    let route_for = move || proxy.snapshot.load().l4.tcp(set).cloned();
+    accept_loop(listener, route_for, None, None, shutdown, grace).await;
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    route_for: impl Fn() -> Option<Arc<L4Route>>,
+    send_proxy_protocol: Option<ProxyProtocolVersion>,
+    max_connections: Option<usize>,
+    mut shutdown: watch::Receiver<bool>,
+    grace: Duration,
+) {
     let Ok(local) = listener.local_addr() else {
         return;
     };
     let graceful = GracefulShutdown::new();
-    let limit = svc.max_connections.map(|n| Arc::new(tokio::sync::Semaphore::new(n)));
+    let limit = max_connections.map(|n| Arc::new(tokio::sync::Semaphore::new(n)));
     loop {
         let permit = match &limit {
             None => None,
@@ -88,12 +121,16 @@ pub async fn serve(listener: TcpListener, svc: Arc<TcpService>, mut shutdown: wa
             source: client,
             destination: local,
         };
-        let first = match svc.send_proxy_protocol {
+        let Some(route) = route_for() else {
+            tracing::debug!(%local, %client, "no TCPRoute for this socket; closing");
+            continue;
+        };
+        let first = match send_proxy_protocol {
             None => BytesMut::new(),
             Some(ProxyProtocolVersion::V1) => BytesMut::from(&encode_v1(&header)[..]),
             Some(ProxyProtocolVersion::V2) => BytesMut::from(&encode_v2(&header)[..]),
         };
-        let (route, watcher) = (svc.route.clone(), graceful.watcher());
+        let watcher = graceful.watcher();
         let peer = crate::l4::conn::Peer { client, local };
         tokio::spawn(Box::pin(async move {
             let _permit = permit;

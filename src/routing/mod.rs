@@ -13,7 +13,7 @@
 //! to it, so the Exact route wins ties as the semantics require. Both are checked against a brute-force matcher
 //! in the tests.
 
-mod weights;
+pub mod weights;
 
 pub use weights::below_million;
 

@@ -1,5 +1,5 @@
 //! Gateway API status: what [`attach`](crate::model::gateway::attach) found, written by the leader through the
-//! status subresource of each GatewayClass, Gateway, HTTPRoute and GRPCRoute of ours.
+//! status subresource of each GatewayClass, Gateway, HTTPRoute, GRPCRoute, TLSRoute and TCPRoute of ours.
 //!
 //! - Written only when it changed: the wanted status is compared with the object's, ignoring
 //!   `lastTransitionTime`; a condition whose status did not change keeps the time already there.
@@ -20,7 +20,8 @@ use serde_json::{json, Map, Value};
 use super::Objects;
 use crate::model::gateway::attach::{ClassStatus, GatewayModel, ParentStatus, RouteStatus};
 use crate::model::gateway::{
-    Condition, Gateway, GatewayAttachment, GatewayClass, GrpcRoute, HttpRoute, ParentReference, CONTROLLER_NAME,
+    Condition, Gateway, GatewayAttachment, GatewayClass, GrpcRoute, HttpRoute, ParentReference, TcpRoute, TlsRoute,
+    CONTROLLER_NAME,
 };
 use crate::model::ObjectRef;
 
@@ -108,6 +109,14 @@ impl StatusWriter {
                 .await
                 .map(drop),
             "GRPCRoute" => Api::<GrpcRoute>::namespaced(client, ns)
+                .patch_status(name, &params, &patch)
+                .await
+                .map(drop),
+            "TLSRoute" => Api::<TlsRoute>::namespaced(client, ns)
+                .patch_status(name, &params, &patch)
+                .await
+                .map(drop),
+            "TCPRoute" => Api::<TcpRoute>::namespaced(client, ns)
                 .patch_status(name, &params, &patch)
                 .await
                 .map(drop),

@@ -113,6 +113,10 @@ pub enum Protocol {
     Http,
     /// TLS terminated with the listener's certificates, then HTTP.
     Https,
+    /// TLS passed through by SNI (`tls.mode: Passthrough`), TLSRoutes; may share a port with HTTPS.
+    Tls,
+    /// Plain TCP forwarding, TCPRoutes; alone on its port.
+    Tcp,
 }
 
 /// The route kinds Portico attaches.
@@ -120,16 +124,29 @@ pub enum Protocol {
 pub enum RouteKind {
     Http,
     Grpc,
+    Tls,
+    Tcp,
 }
 
 impl RouteKind {
-    pub const ALL: [RouteKind; 2] = [RouteKind::Http, RouteKind::Grpc];
+    pub const ALL: [RouteKind; 4] = [RouteKind::Http, RouteKind::Grpc, RouteKind::Tls, RouteKind::Tcp];
 
-    /// `HTTPRoute` or `GRPCRoute`.
+    /// `HTTPRoute`, `GRPCRoute`, `TLSRoute` or `TCPRoute`.
     pub fn kind(self) -> &'static str {
         match self {
             RouteKind::Http => "HTTPRoute",
             RouteKind::Grpc => "GRPCRoute",
+            RouteKind::Tls => "TLSRoute",
+            RouteKind::Tcp => "TCPRoute",
+        }
+    }
+
+    /// The kinds a listener of `protocol` serves (its `supportedKinds` when `allowedRoutes.kinds` is empty).
+    pub fn for_protocol(protocol: Protocol) -> &'static [RouteKind] {
+        match protocol {
+            Protocol::Http | Protocol::Https => &[RouteKind::Http, RouteKind::Grpc],
+            Protocol::Tls => &[RouteKind::Tls],
+            Protocol::Tcp => &[RouteKind::Tcp],
         }
     }
 
@@ -576,7 +593,7 @@ impl GatewayWork {
                     isolate(&mut bound);
                     sockets.push(Socket {
                         address: SocketAddr::new(*ip, *port),
-                        protocol: ls[0].protocol.unwrap_or(Protocol::Http),
+                        protocol: super::l4routes::socket_protocol(ls.iter().filter_map(|l| l.protocol)),
                         listeners: bound,
                     });
                 }
@@ -636,6 +653,8 @@ impl ListenerWork {
         let protocol = match l.protocol.as_str() {
             "HTTP" => Some(Protocol::Http),
             "HTTPS" => Some(Protocol::Https),
+            "TLS" => Some(Protocol::Tls),
+            "TCP" => Some(Protocol::Tcp),
             _ => None,
         };
         let mut w = ListenerWork {
@@ -659,8 +678,15 @@ impl ListenerWork {
         if protocol.is_none() {
             w.refused = Some((
                 reasons::UNSUPPORTED_PROTOCOL,
-                format!("protocol {} is not supported (HTTP and HTTPS are)", l.protocol),
+                format!(
+                    "protocol {} is not supported (HTTP, HTTPS, TLS and TCP are)",
+                    l.protocol
+                ),
             ));
+            return w;
+        }
+        if let Some(refused) = super::l4routes::check_l4_listener(l) {
+            w.refused = Some(refused);
             return w;
         }
         if port.is_none() {
@@ -670,12 +696,13 @@ impl ListenerWork {
             ));
         }
         // Route kinds.
+        let kinds = protocol.map_or(&[][..], RouteKind::for_protocol);
         if l.allowed_routes.kinds.is_empty() {
-            w.supported_kinds = RouteKind::ALL.to_vec();
+            w.supported_kinds = kinds.to_vec();
         } else {
             let mut invalid = Vec::new();
             for k in &l.allowed_routes.kinds {
-                match RouteKind::from_kind(&k.group, &k.kind) {
+                match RouteKind::from_kind(&k.group, &k.kind).filter(|k| kinds.contains(k)) {
                     Some(kind) if !w.supported_kinds.contains(&kind) => w.supported_kinds.push(kind),
                     Some(_) => {}
                     None => invalid.push(format!("{}/{}", k.group, k.kind)),
@@ -685,8 +712,10 @@ impl ListenerWork {
                 w.unresolved = Some((
                     reasons::INVALID_ROUTE_KINDS,
                     format!(
-                        "allowedRoutes.kinds: {} not supported (HTTPRoute and GRPCRoute are)",
-                        invalid.join(", ")
+                        "allowedRoutes.kinds: {} not supported on a {} listener ({} are)",
+                        invalid.join(", "),
+                        l.protocol,
+                        kinds.iter().map(|k| k.kind()).collect::<Vec<_>>().join(", ")
                     ),
                 ));
             }
@@ -842,7 +871,14 @@ fn find_conflicts(listeners: &mut [ListenerWork]) {
     }
     for (port, idx) in by_port {
         let protocols: HashSet<Protocol> = idx.iter().filter_map(|i| listeners[*i].protocol).collect();
-        if protocols.len() > 1 {
+        if let Some(what) = super::l4routes::l4_conflict(&protocols, idx.len(), port) {
+            for i in &idx {
+                listeners[*i].conflict = Some(what.clone());
+            }
+            continue;
+        }
+        // HTTPS and TLS passthrough share a port (SNI chooses); HTTP mixes with neither.
+        if protocols.len() > 1 && !super::l4routes::sni_shared(&protocols) {
             for i in &idx {
                 listeners[*i].conflict = Some((
                     reasons::PROTOCOL_CONFLICT,

@@ -9,6 +9,8 @@
 pub mod attach;
 pub mod conditions;
 pub mod hostname;
+pub mod l4objects;
+pub mod l4routes;
 pub mod objects;
 pub mod precedence;
 pub mod refs;
@@ -17,4 +19,5 @@ pub mod serve;
 
 pub use attach::{attach, GatewayAttachment, CONTROLLER_NAME};
 pub use conditions::Condition;
+pub use l4objects::{L4RouteRule, TcpRoute, TcpRouteSpec, TlsRoute, TlsRouteSpec};
 pub use objects::*;

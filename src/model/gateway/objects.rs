@@ -16,6 +16,8 @@ pub struct GatewayObjects {
     pub gateways: Vec<Gateway>,
     pub http_routes: Vec<HttpRoute>,
     pub grpc_routes: Vec<GrpcRoute>,
+    pub tls_routes: Vec<super::TlsRoute>,
+    pub tcp_routes: Vec<super::TcpRoute>,
     pub reference_grants: Vec<ReferenceGrant>,
     pub namespaces: Vec<Namespace>,
 }
@@ -26,6 +28,8 @@ impl GatewayObjects {
             && self.gateways.is_empty()
             && self.http_routes.is_empty()
             && self.grpc_routes.is_empty()
+            && self.tls_routes.is_empty()
+            && self.tcp_routes.is_empty()
             && self.reference_grants.is_empty()
             && self.namespaces.is_empty()
     }
@@ -36,6 +40,8 @@ impl GatewayObjects {
         self.gateways.extend(other.gateways.iter().cloned());
         self.http_routes.extend(other.http_routes.iter().cloned());
         self.grpc_routes.extend(other.grpc_routes.iter().cloned());
+        self.tls_routes.extend(other.tls_routes.iter().cloned());
+        self.tcp_routes.extend(other.tcp_routes.iter().cloned());
         self.reference_grants.extend(other.reference_grants.iter().cloned());
         self.namespaces.extend(other.namespaces.iter().cloned());
     }

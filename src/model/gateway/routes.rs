@@ -32,7 +32,7 @@ use crate::model::{ClusterState, Diagnostic};
 type Problem = (&'static str, String);
 
 /// What backendRefs resolve against: Services by namespace and name, and the ReferenceGrants.
-struct Lookup<'a> {
+pub(super) struct Lookup<'a> {
     services: HashMap<(&'a str, &'a str), &'a Service>,
     grants: &'a [super::ReferenceGrant],
 }
@@ -52,14 +52,14 @@ impl<'a> Lookup<'a> {
 }
 
 /// A route of either kind, its rules prepared (validated, backends resolved) once for all its parents.
-struct Prepared<'a> {
-    route: RouteRef,
+pub(super) struct Prepared<'a> {
+    pub(super) route: RouteRef,
     generation: Option<i64>,
     parent_refs: &'a [ParentReference],
     hostnames: &'a [String],
-    rules: Vec<AttachedRule>,
+    pub(super) rules: Vec<AttachedRule>,
     /// The first unsupported value: the route is not accepted.
-    unsupported: Option<Problem>,
+    pub(super) unsupported: Option<Problem>,
     /// Every backend problem.
     unresolved: Vec<Problem>,
 }
@@ -163,6 +163,7 @@ pub(crate) fn attach_routes(
         }
         prepared.push(p);
     }
+    prepared.extend(super::l4routes::prepare(state, &lookup));
     prepared.sort_by(|a, b| a.route.cmp(&b.route));
 
     let mut out = Vec::new();
@@ -175,7 +176,12 @@ pub(crate) fn attach_routes(
 }
 
 impl<'a> Prepared<'a> {
-    fn new(kind: RouteKind, meta: &ObjectMeta, parent_refs: &'a [ParentReference], hostnames: &'a [String]) -> Self {
+    pub(super) fn new(
+        kind: RouteKind,
+        meta: &ObjectMeta,
+        parent_refs: &'a [ParentReference],
+        hostnames: &'a [String],
+    ) -> Self {
         Self {
             route: RouteRef {
                 kind,
@@ -246,7 +252,7 @@ impl<'a> Prepared<'a> {
         out
     }
 
-    fn backends(&mut self, lookup: &Lookup, backend_refs: &[BackendRef], field: &str) -> Vec<RuleBackend> {
+    pub(super) fn backends(&mut self, lookup: &Lookup, backend_refs: &[BackendRef], field: &str) -> Vec<RuleBackend> {
         let mut out = Vec::new();
         for (i, b) in backend_refs.iter().enumerate() {
             let at = format!("{field}.backendRefs[{i}]");
@@ -559,6 +565,7 @@ fn validate_filter(kind: RouteKind, f: &HttpRouteFilter) -> Option<String> {
             "RequestMirror",
         ],
         RouteKind::Grpc => &["RequestHeaderModifier", "ResponseHeaderModifier", "RequestMirror"],
+        RouteKind::Tls | RouteKind::Tcp => &[],
     };
     if !supported.contains(&f.type_.as_str()) {
         return Some(format!("filter {} is not supported", f.type_));

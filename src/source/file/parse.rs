@@ -209,6 +209,18 @@ fn gateway_object(
             |o: &crate::model::gateway::GrpcRoute| o.metadata.name.is_some(),
             &mut out.grpc_routes,
         ),
+        "TLSRoute" => one(
+            v,
+            kind,
+            |o: &crate::model::gateway::TlsRoute| o.metadata.name.is_some(),
+            &mut out.tls_routes,
+        ),
+        "TCPRoute" => one(
+            v,
+            kind,
+            |o: &crate::model::gateway::TcpRoute| o.metadata.name.is_some(),
+            &mut out.tcp_routes,
+        ),
         "ReferenceGrant" => one(
             v,
             kind,

@@ -7,7 +7,7 @@ use std::borrow::Cow;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::{ClusterResourceScope, NamespaceResourceScope};
 
-use crate::model::gateway::{Gateway, GatewayClass, GrpcRoute, HttpRoute, ReferenceGrant, GROUP};
+use crate::model::gateway::{Gateway, GatewayClass, GrpcRoute, HttpRoute, ReferenceGrant, TcpRoute, TlsRoute, GROUP};
 
 macro_rules! gateway_resource {
     ($ty:ty, $kind:literal, $plural:literal, $scope:ty) => {
@@ -41,6 +41,8 @@ gateway_resource!(GatewayClass, "GatewayClass", "gatewayclasses", ClusterResourc
 gateway_resource!(Gateway, "Gateway", "gateways", NamespaceResourceScope);
 gateway_resource!(HttpRoute, "HTTPRoute", "httproutes", NamespaceResourceScope);
 gateway_resource!(GrpcRoute, "GRPCRoute", "grpcroutes", NamespaceResourceScope);
+gateway_resource!(TlsRoute, "TLSRoute", "tlsroutes", NamespaceResourceScope);
+gateway_resource!(TcpRoute, "TCPRoute", "tcproutes", NamespaceResourceScope);
 gateway_resource!(
     ReferenceGrant,
     "ReferenceGrant",

@@ -103,6 +103,8 @@ struct Stores {
     gateways: watch::Kind<crate::model::gateway::Gateway>,
     http_routes: watch::Kind<crate::model::gateway::HttpRoute>,
     grpc_routes: watch::Kind<crate::model::gateway::GrpcRoute>,
+    tls_routes: watch::Kind<crate::model::gateway::TlsRoute>,
+    tcp_routes: watch::Kind<crate::model::gateway::TcpRoute>,
     reference_grants: watch::Kind<crate::model::gateway::ReferenceGrant>,
     namespaces: watch::Kind<k8s_openapi::api::core::v1::Namespace>,
     /// The strings the kept Ingresses share (see [`crate::model::Strings`]).
@@ -130,6 +132,8 @@ impl Stores {
         self.gateways.sync(&mut g.gateways);
         self.http_routes.sync(&mut g.http_routes);
         self.grpc_routes.sync(&mut g.grpc_routes);
+        self.tls_routes.sync(&mut g.tls_routes);
+        self.tcp_routes.sync(&mut g.tcp_routes);
         self.reference_grants.sync(&mut g.reference_grants);
         self.namespaces.sync(&mut g.namespaces);
     }
@@ -145,6 +149,8 @@ impl Stores {
         self.gateways.resync();
         self.http_routes.resync();
         self.grpc_routes.resync();
+        self.tls_routes.resync();
+        self.tcp_routes.resync();
         self.reference_grants.resync();
         self.namespaces.resync();
     }
@@ -176,6 +182,8 @@ impl Objects for Stores {
             "Gateway" => self.gateways.get(ns, &r.name).and_then(|o| meta(&o.metadata)),
             "HTTPRoute" => self.http_routes.get(ns, &r.name).and_then(|o| meta(&o.metadata)),
             "GRPCRoute" => self.grpc_routes.get(ns, &r.name).and_then(|o| meta(&o.metadata)),
+            "TLSRoute" => self.tls_routes.get(ns, &r.name).and_then(|o| meta(&o.metadata)),
+            "TCPRoute" => self.tcp_routes.get(ns, &r.name).and_then(|o| meta(&o.metadata)),
             _ => None,
         }
     }
@@ -200,6 +208,14 @@ impl Objects for Stores {
                 .grpc_routes
                 .get(ns, &r.name)
                 .map(|o| Current::new(&o.metadata, o.status.as_ref())),
+            "TLSRoute" => self
+                .tls_routes
+                .get(ns, &r.name)
+                .map(|o| Current::new(&o.metadata, o.status.as_ref())),
+            "TCPRoute" => self
+                .tcp_routes
+                .get(ns, &r.name)
+                .map(|o| Current::new(&o.metadata, o.status.as_ref())),
             _ => None,
         }
     }
@@ -212,7 +228,9 @@ impl Objects for Stores {
         };
         let http = self.http_routes.all().into_iter().map(|o| r("HTTPRoute", &o.metadata));
         let grpc = self.grpc_routes.all().into_iter().map(|o| r("GRPCRoute", &o.metadata));
-        http.chain(grpc).collect()
+        let tls = self.tls_routes.all().into_iter().map(|o| r("TLSRoute", &o.metadata));
+        let tcp = self.tcp_routes.all().into_iter().map(|o| r("TCPRoute", &o.metadata));
+        http.chain(grpc).chain(tls).chain(tcp).collect()
     }
 }
 
@@ -304,6 +322,8 @@ fn start_watches(
         gateways: watch::Kind::new(),
         http_routes: watch::Kind::new(),
         grpc_routes: watch::Kind::new(),
+        tls_routes: watch::Kind::new(),
+        tcp_routes: watch::Kind::new(),
         reference_grants: watch::Kind::new(),
         namespaces: watch::Kind::new(),
         strings: Default::default(),
@@ -344,6 +364,20 @@ fn start_watches(
         watches.spawn_optional(
             &mut s.grpc_routes,
             label("GRPCRoute", ns),
+            api(client, ns),
+            any(),
+            shutdown.clone(),
+        );
+        watches.spawn_optional(
+            &mut s.tls_routes,
+            label("TLSRoute", ns),
+            api(client, ns),
+            any(),
+            shutdown.clone(),
+        );
+        watches.spawn_optional(
+            &mut s.tcp_routes,
+            label("TCPRoute", ns),
             api(client, ns),
             any(),
             shutdown.clone(),

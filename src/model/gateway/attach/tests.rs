@@ -193,21 +193,21 @@ fn addresses_bind_each_ip_and_refuse_other_types() {
 
 #[test]
 fn unsupported_protocols() {
-    let listeners = "  - {name: http, port: 80, protocol: HTTP}\n  - {name: tls, port: 443, protocol: TLS, tls: {mode: Passthrough}}\n  - {name: tcp, port: 9000, protocol: TCP}\n";
+    let listeners = "  - {name: http, port: 80, protocol: HTTP}\n  - {name: udp, port: 53, protocol: UDP}\n  - {name: tls, port: 443, protocol: TLS, tls: {mode: Terminate, certificateRefs: [{name: cert}]}}\n  - {name: nomode, port: 8443, protocol: TLS}\n";
     let a = run(&format!("{CLASS}{}", gateway("default", "gw", listeners)));
     let g = a.gateway("default", "gw").unwrap();
     assert_eq!(sr(&g.conditions, "Accepted"), (true, "ListenersNotValid"));
-    assert!(cond(&g.conditions, "Accepted").message.contains("tls, tcp"));
-    for name in ["tls", "tcp"] {
+    assert!(cond(&g.conditions, "Accepted").message.contains("udp, tls, nomode"));
+    for name in ["udp", "tls", "nomode"] {
         let l = listener(&a, "gw", name);
-        assert_eq!(sr(&l.conditions, "Accepted"), (false, "UnsupportedProtocol"));
+        assert_eq!(sr(&l.conditions, "Accepted"), (false, "UnsupportedProtocol"), "{name}");
         assert_eq!(sr(&l.conditions, "Programmed"), (false, "Invalid"));
         assert!(l.supported_kinds.is_empty());
     }
     assert_eq!(g.sockets.len(), 1, "only HTTP is bound");
 
-    let only_tcp = "  - {name: tcp, port: 9000, protocol: TCP}\n";
-    let a = run(&format!("{CLASS}{}", gateway("default", "gw", only_tcp)));
+    let only_udp = "  - {name: udp, port: 9000, protocol: UDP}\n";
+    let a = run(&format!("{CLASS}{}", gateway("default", "gw", only_udp)));
     let g = a.gateway("default", "gw").unwrap();
     assert_eq!(sr(&g.conditions, "Accepted"), (false, "ListenersNotValid"));
     assert_eq!(sr(&g.conditions, "Programmed"), (false, "Invalid"));
