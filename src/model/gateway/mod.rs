@@ -8,6 +8,7 @@
 
 pub mod attach;
 pub mod conditions;
+pub mod cors;
 pub mod hostname;
 pub mod objects;
 pub mod precedence;
