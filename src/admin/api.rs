@@ -56,18 +56,34 @@ fn host_kind(h: &HostPattern) -> &'static str {
     }
 }
 
+/// Every listener set with its index in the translation: the configured ones, then each bound Gateway socket
+/// (named as `portico check` names it, `gateway namespace/name address`).
+fn all_sets(admin: &Admin, compiled: Option<&crate::publish::Compiled>) -> Vec<(usize, super::SetAddrs)> {
+    let mut out: Vec<(usize, super::SetAddrs)> = admin.sets.iter().cloned().enumerate().collect();
+    for g in compiled.iter().flat_map(|c| c.gateways.iter()) {
+        let name = compiled
+            .and_then(|c| c.translation.sets.get(g.set))
+            .map_or_else(|| format!("gateway {}", g.address), |s| s.name.clone());
+        let (http, https) = if g.https {
+            (Vec::new(), vec![g.address])
+        } else {
+            (vec![g.address], Vec::new())
+        };
+        out.push((g.set, super::SetAddrs { name, http, https }));
+    }
+    out
+}
+
 /// `/api/routes`: per listener set, its addresses, hosts, paths, backends with endpoints, default backend, TLS.
 pub fn routes(admin: &Admin) -> Value {
     let compiled = admin.shared.last_compiled();
     let snap = admin.shared.snapshot.load();
     let generation = snap.generation;
     let down = down_endpoints(&snap);
-    let sets: Vec<Value> = admin
-        .sets
+    let sets: Vec<Value> = all_sets(admin, compiled.as_deref())
         .iter()
-        .enumerate()
         .map(|(i, addrs)| {
-            let model = compiled.as_ref().and_then(|c| c.translation.sets.get(i));
+            let model = compiled.as_ref().and_then(|c| c.translation.sets.get(*i));
             let hosts: Vec<Value> = model
                 .map(|m| {
                     m.hosts
@@ -126,6 +142,9 @@ pub fn routes(admin: &Admin) -> Value {
 fn policy(p: &crate::model::PathModel) -> String {
     let mut out = String::new();
     p.policy.describe_into(&mut out);
+    if let Some(g) = &p.gateway {
+        g.describe_into(&mut out);
+    }
     out.trim().to_string()
 }
 
@@ -182,12 +201,10 @@ pub fn overview(admin: &Admin) -> Value {
 pub fn certificates(admin: &Admin) -> Value {
     let compiled = admin.shared.last_compiled();
     let now = crate::certs::unix_now();
-    let sets: Vec<Value> = admin
-        .sets
+    let sets: Vec<Value> = all_sets(admin, compiled.as_deref())
         .iter()
-        .enumerate()
         .map(|(i, addrs)| {
-            let served = compiled.as_ref().and_then(|c| c.tls.served.get(i));
+            let served = compiled.as_ref().and_then(|c| c.tls.served.get(*i));
             let certs: Vec<Value> = served
                 .map(|s| {
                     s.iter()
@@ -251,12 +268,14 @@ pub fn explain(admin: &Admin, query: &str) -> Resp {
         }
     }
     let bad = |msg: String| json_reply(StatusCode::BAD_REQUEST, &json!({ "error": msg }));
-    let idx = match &set {
-        Some(name) => match admin.sets.iter().position(|s| &s.name == name) {
-            Some(i) => i,
+    let compiled = admin.shared.last_compiled();
+    let sets = all_sets(admin, compiled.as_deref());
+    let (idx, set_name) = match &set {
+        Some(name) => match sets.iter().find(|(_, s)| &s.name == name) {
+            Some((i, s)) => (*i, s.name.clone()),
             None => return bad(format!("no listener set named {name:?}")),
         },
-        None if admin.sets.len() == 1 => 0,
+        None if sets.len() == 1 => (sets[0].0, sets[0].1.name.clone()),
         None => return bad("several listener sets: say which with set=NAME".into()),
     };
     let host_name = if host.is_empty() {
@@ -277,7 +296,7 @@ pub fn explain(admin: &Admin, query: &str) -> Resp {
     };
     let endpoints = |b: &crate::upstream::Backend| b.endpoints.iter().map(|e| e.addr.to_string()).collect::<Vec<_>>();
     let mut out = json!({
-        "set": admin.sets[idx].name,
+        "set": set_name,
         "generation": snap.generation,
         "host": host_name,
         "path": norm_path,

@@ -158,6 +158,9 @@ impl Translation {
                         out.push_str(" [https-redirect]");
                     }
                     p.policy.describe_into(&mut out);
+                    if let Some(g) = &p.gateway {
+                        g.describe_into(&mut out);
+                    }
                     if let Some(c) = &p.canary {
                         c.describe_into(&mut out);
                     }

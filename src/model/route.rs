@@ -79,7 +79,43 @@ pub struct RequestMatch {
 pub enum ValueMatch {
     Present,
     Exact(Box<str>),
+    /// The whole value matches (Gateway API's `RegularExpression`).
+    Regex(FullMatch),
 }
+
+/// A regular expression anchored at both ends, compared by its source.
+#[derive(Debug, Clone)]
+pub struct FullMatch(pub Box<regex::Regex>);
+
+impl FullMatch {
+    /// `pattern` as a whole-value match, within the size limits of regex paths.
+    pub fn new(pattern: &str) -> Result<Self, String> {
+        regex::RegexBuilder::new(&format!("^(?:{pattern})$"))
+            .size_limit(super::annotations::rewrite::REGEX_SIZE_LIMIT)
+            .dfa_size_limit(super::annotations::rewrite::REGEX_SIZE_LIMIT)
+            .build()
+            .map(|re| Self(Box::new(re)))
+            .map_err(|e| match e {
+                regex::Error::CompiledTooBig(_) => "is a regular expression too large to serve".to_string(),
+                other => format!(
+                    "is not a valid regular expression: {}",
+                    other.to_string().lines().last().unwrap_or("")
+                ),
+            })
+    }
+
+    pub fn is_match(&self, value: &[u8]) -> bool {
+        std::str::from_utf8(value).is_ok_and(|v| self.0.is_match(v))
+    }
+}
+
+impl PartialEq for FullMatch {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.as_str() == other.0.as_str()
+    }
+}
+
+impl Eq for FullMatch {}
 
 // === Filters ===
 
@@ -164,7 +200,7 @@ impl Filter {
     }
 }
 
-pub use super::traffic::{Cors, DenySources, RateLimit};
+pub use super::traffic::{Cors, CorsValue, DenySources, RateLimit};
 
 #[derive(Debug)]
 pub struct AllowSources(pub Box<[Cidr]>);
@@ -956,6 +992,13 @@ fn gateway_filters(p: &PathModel, g: &super::gateway::serve::GatewayRule) -> (Ve
         }
     };
     for f in &g.filters {
+        if let Some(c) = f.cors.as_ref().filter(|_| f.type_ == "CORS") {
+            // Checked by attachment (a bad one refuses the route); should it fail here, the rule answers 500.
+            out.push(c.lower().map_or(
+                Filter::Respond(Respond(StatusCode::INTERNAL_SERVER_ERROR)),
+                Filter::Cors,
+            ));
+        }
         if let Some(m) = &f.request_header_modifier {
             out.push(Filter::RequestHeaders(RequestHeaders {
                 set: gateway_pairs(&m.set),

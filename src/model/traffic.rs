@@ -13,30 +13,49 @@ use crate::cidr::Cidr;
 #[derive(Debug)]
 pub struct DenySources(pub Box<[Cidr]>);
 
-/// CORS: preflights answered by the gateway, allowed origins' responses given the CORS headers.
+/// CORS: preflights answered by the gateway, allowed origins' responses given the CORS headers. One filter for
+/// both sources: an Ingress's `enable-cors` annotations ([`Cors::new`]) and Gateway API's `CORS` filter
+/// (`model::gateway::cors`), which differ in their defaults and in how wildcards answer.
 #[derive(Debug)]
 pub struct Cors {
     /// `None`: any origin.
     pub origins: Option<Box<[cors::OriginPattern]>>,
-    pub methods: HeaderValue,
-    pub headers: HeaderValue,
-    pub expose: Option<HeaderValue>,
+    /// `Access-Control-Allow-Methods` on preflights (`None`: not sent).
+    pub methods: Option<CorsValue>,
+    /// `Access-Control-Allow-Headers` on preflights (`None`: not sent).
+    pub headers: Option<CorsValue>,
+    /// `Access-Control-Expose-Headers` on responses (`Echo`: the names of the response's own headers).
+    pub expose: Option<CorsValue>,
     pub credentials: bool,
     pub max_age: HeaderValue,
+    /// `Access-Control-Allow-Origin` is always the request's origin, never `*` (Gateway API).
+    pub echo_origin: bool,
+    /// The answer to a preflight: 204 (ingress-nginx) or 200 (Gateway API, as its conformance tests expect).
+    pub preflight_status: StatusCode,
+}
+
+/// A CORS response header's value: fixed, or taken from the request (`*` where a wildcard must not be sent).
+#[derive(Debug, Clone, PartialEq)]
+pub enum CorsValue {
+    Fixed(HeaderValue),
+    /// Preflights: the request's `Access-Control-Request-Method` (or `-Headers`); responses: their header names.
+    Echo,
 }
 
 impl Cors {
     pub fn new(c: &cors::Cors) -> Option<Self> {
         Some(Self {
             origins: c.origins.as_ref().map(|l| l.clone().into_boxed_slice()),
-            methods: HeaderValue::from_str(&c.methods).ok()?,
-            headers: HeaderValue::from_str(&c.headers).ok()?,
+            methods: Some(CorsValue::Fixed(HeaderValue::from_str(&c.methods).ok()?)),
+            headers: Some(CorsValue::Fixed(HeaderValue::from_str(&c.headers).ok()?)),
             expose: match &c.expose {
-                Some(e) => Some(HeaderValue::from_str(e).ok()?),
+                Some(e) => Some(CorsValue::Fixed(HeaderValue::from_str(e).ok()?)),
                 None => None,
             },
             credentials: c.credentials,
             max_age: HeaderValue::from(c.max_age),
+            echo_origin: false,
+            preflight_status: StatusCode::NO_CONTENT,
         })
     }
 

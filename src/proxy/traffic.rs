@@ -15,7 +15,7 @@ use super::error::ProxyError;
 use super::filters::{RequestCx, RouteFilter};
 use super::ProxyBody;
 use crate::cidr::Cidr;
-use crate::model::route::{Cors, DenySources, Filter, RateLimit};
+use crate::model::route::{Cors, CorsValue, DenySources, Filter, RateLimit};
 use crate::snapshot::Kept;
 
 /// What the request phase's filters leave for the response (empty for routes without these filters).
@@ -63,13 +63,21 @@ fn empty(status: http::StatusCode) -> Response<ProxyBody> {
 
 impl Cors {
     /// The `Access-Control-Allow-Origin` value for an allowed origin: `*` when any origin is allowed without
-    /// credentials, else the origin itself.
+    /// credentials (not for Gateway API, which echoes), else the origin itself.
     fn allow_origin(&self, origin: &HeaderValue) -> HeaderValue {
-        if self.origins.is_none() && !self.credentials {
+        if self.origins.is_none() && !self.credentials && !self.echo_origin {
             HeaderValue::from_static("*")
         } else {
             origin.clone()
         }
+    }
+}
+
+/// A preflight's allow header: the fixed value, or the request's own (`Echo`; left out when the request has none).
+fn preflight_value(v: &CorsValue, request: Option<&HeaderValue>) -> Option<HeaderValue> {
+    match v {
+        CorsValue::Fixed(v) => Some(v.clone()),
+        CorsValue::Echo => request.cloned(),
     }
 }
 
@@ -87,13 +95,24 @@ impl RouteFilter for Cors {
             return Ok(None);
         }
         // A preflight never reaches the backend; without an allowed origin it gets no allow headers.
-        let mut resp = empty(http::StatusCode::NO_CONTENT);
+        let mut resp = empty(self.preflight_status);
         let h = resp.headers_mut();
         h.insert(header::VARY, VARY_ORIGIN);
         if allowed {
             h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, self.allow_origin(origin));
-            h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, self.methods.clone());
-            h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, self.headers.clone());
+            let method = cx.headers.get(header::ACCESS_CONTROL_REQUEST_METHOD);
+            if let Some(v) = self.methods.as_ref().and_then(|v| preflight_value(v, method)) {
+                h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, v);
+            }
+            let requested = cx.headers.get(header::ACCESS_CONTROL_REQUEST_HEADERS);
+            if let Some(v) = self.headers.as_ref().and_then(|v| preflight_value(v, requested)) {
+                h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, v);
+            }
+            if let Some(CorsValue::Fixed(e)) = &self.expose {
+                if self.echo_origin {
+                    h.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, e.clone());
+                }
+            }
             h.insert(header::ACCESS_CONTROL_MAX_AGE, self.max_age.clone());
             if self.credentials {
                 h.insert(
@@ -104,6 +123,18 @@ impl RouteFilter for Cors {
         }
         Ok(Some(resp))
     }
+}
+
+/// The names of a response's headers, for `Access-Control-Expose-Headers` where `*` may not be sent.
+fn header_names(headers: &HeaderMap) -> Option<HeaderValue> {
+    let mut names = String::new();
+    for name in headers.keys() {
+        if !names.is_empty() {
+            names.push_str(", ");
+        }
+        names.push_str(name.as_str());
+    }
+    HeaderValue::from_str(&names).ok().filter(|_| !names.is_empty())
 }
 
 /// The response edits of what the request's filters carried: CORS headers for an allowed origin.
@@ -117,6 +148,11 @@ pub(super) fn on_response(filters: &[Filter], carry: &Carry, headers: &mut Heade
     }) else {
         return;
     };
+    let expose = match &cors.expose {
+        None => None,
+        Some(CorsValue::Fixed(e)) => Some(e.clone()),
+        Some(CorsValue::Echo) => header_names(headers),
+    };
     headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
     if cors.credentials {
         headers.insert(
@@ -124,8 +160,8 @@ pub(super) fn on_response(filters: &[Filter], carry: &Carry, headers: &mut Heade
             HeaderValue::from_static("true"),
         );
     }
-    if let Some(e) = &cors.expose {
-        headers.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, e.clone());
+    if let Some(e) = expose {
+        headers.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, e);
     }
     if !headers.get_all(header::VARY).iter().any(|v| {
         v.to_str()

@@ -341,6 +341,7 @@ impl<S> Route<S> {
             (None, _) => false,
             (Some(_), ValueMatch::Present) => true,
             (Some(v), ValueMatch::Exact(e)) => v == e.as_bytes(),
+            (Some(v), ValueMatch::Regex(re)) => re.is_match(v),
         };
         m.headers
             .iter()

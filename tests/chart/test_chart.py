@@ -45,6 +45,8 @@ CRD_KINDS = {
     ("metallb.io/v1beta1", "L2Advertisement"),
     ("monitoring.coreos.com/v1", "ServiceMonitor"),
     ("monitoring.coreos.com/v1", "PrometheusRule"),
+    ("gateway.networking.k8s.io/v1", "GatewayClass"),
+    ("gateway.networking.k8s.io/v1", "Gateway"),
 }
 
 # The complete RBAC the chart may grant, written once: (object kind, apiGroup, resource, verb).
@@ -1426,3 +1428,36 @@ def test_render_time_checks_for_new_values(bad, message):
     with pytest.raises(helm.HelmRenderError) as info:
         render_raw(bad)
     assert message in str(info.value)
+
+
+def test_gateway_class_and_gateways_mapped_onto_listener_sets():
+    # Without the Gateway API in the cluster and no Gateway asked for: no GatewayClass (it could not be applied).
+    assert not [o for o in render({}) if o["kind"] in ("GatewayClass", "Gateway")]
+    objects = render({
+        "listenerSets": {
+            "external": {"gateway": {"enabled": True, "hostname": "*.example.com", "certificateRefs": ["web-tls", "certs/shared"]}},
+            "internal": {"gateway": {"enabled": True, "name": "inside", "allowedRoutes": {"namespaces": {"from": "Same"}}}},
+        }
+    })
+    gc = only(objects, "GatewayClass", "portico")
+    assert gc["spec"] == {"controllerName": "portico.dev/gateway-controller"}
+    ext = only(objects, "Gateway", f"{RELEASE}-portico-external")
+    assert ext["metadata"]["namespace"] == NAMESPACE
+    assert ext["spec"]["gatewayClassName"] == "portico"
+    http, https = ext["spec"]["listeners"]
+    assert (http["name"], http["protocol"], http["port"], http["hostname"]) == ("http", "HTTP", 80, "*.example.com")
+    assert http["allowedRoutes"] == {"namespaces": {"from": "All"}}
+    assert (https["protocol"], https["port"]) == ("HTTPS", 443)
+    assert https["tls"]["certificateRefs"] == [
+        {"kind": "Secret", "name": "web-tls"},
+        {"kind": "Secret", "namespace": "certs", "name": "shared"},
+    ]
+    inside = only(objects, "Gateway", "inside")
+    assert [l["name"] for l in inside["spec"]["listeners"]] == ["http"], "no certificateRefs: no HTTPS listener"
+    assert inside["spec"]["listeners"][0]["allowedRoutes"] == {"namespaces": {"from": "Same"}}
+    config = config_of(objects)
+    assert listener_set(config, "external")["gateways"] == [f"{NAMESPACE}/{RELEASE}-portico-external"]
+    assert listener_set(config, "internal")["gateways"] == [f"{NAMESPACE}/inside"]
+    # The class alone, forced on; or off even with Gateways (another release owns it).
+    assert only(render({"gatewayAPI": {"gatewayClass": {"enabled": True, "name": "edge"}}}), "GatewayClass", "edge")
+    assert not [o for o in render({"gatewayAPI": {"gatewayClass": {"enabled": False}}}) if o["kind"] == "GatewayClass"]

@@ -103,6 +103,7 @@ values, plus className (the own class, "" when none) and portPrefix (container p
 {{- $prefix = get (dict "external" "ext" "internal" "int") $name | default ($name | trunc 9 | trimSuffix "-") }}
 {{- end }}
 {{- $_ := set $ls "portPrefix" $prefix }}
+{{- $_ := set $ls "gatewayName" ($ls.gateway.name | default (printf "%s-%s" (include "portico.fullname" $root) $name)) }}
 {{- $_ := set $out $name $ls }}
 {{- end }}
 {{- end }}
@@ -176,6 +177,7 @@ config merges.
 {{- $set := dict "name" $name }}
 {{- with $ls.className }}{{- $_ := set $set "ingressClasses" (list .) }}{{- end }}
 {{- with $ls.adoptClasses }}{{- $_ := set $set "adoptClasses" . }}{{- end }}
+{{- if $ls.gateway.enabled }}{{- $_ := set $set "gateways" (list (printf "%s/%s" $root.Release.Namespace $ls.gatewayName)) }}{{- end }}
 {{- if $ls.shareHostsAcrossNamespaces }}{{- $_ := set $set "shareHostsAcrossNamespaces" true }}{{- end }}
 {{- if not (kindIs "invalid" $ls.ports.http) }}{{- $_ := set $set "http" (list (include "portico.bind" (list $root $ls.ports.http))) }}{{- end }}
 {{- if not (kindIs "invalid" $ls.ports.https) }}{{- $_ := set $set "https" (list (include "portico.bind" (list $root $ls.ports.https))) }}{{- end }}
@@ -341,4 +343,15 @@ config merges.
 {{- if and .Values.metallb.l2Advertisement.enabled (not .Values.metallb.ipAddressPool.enabled) (not .Values.metallb.ipAddressPool.name) }}
 {{- fail "metallb.l2Advertisement needs metallb.ipAddressPool.enabled, or metallb.ipAddressPool.name naming an existing pool" }}
 {{- end }}
+{{- end }}
+
+{{/* Whether to render the GatewayClass: gatewayAPI.gatewayClass.enabled, or with null whether the cluster serves
+the Gateway API (or a listener set asks for a Gateway). */}}
+{{- define "portico.gatewayClassEnabled" -}}
+{{- $e := .Values.gatewayAPI.gatewayClass.enabled }}
+{{- if kindIs "invalid" $e }}
+{{- $wanted := false }}
+{{- range $name, $ls := include "portico.sets" . | fromJson }}{{- if $ls.gateway.enabled }}{{- $wanted = true }}{{- end }}{{- end }}
+{{- if or $wanted (.Capabilities.APIVersions.Has "gateway.networking.k8s.io/v1/GatewayClass") }}true{{- end }}
+{{- else if $e }}true{{- end }}
 {{- end }}

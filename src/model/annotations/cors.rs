@@ -64,10 +64,31 @@ pub struct Cors {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct OriginPattern {
     scheme: String,
-    /// Lowercase; without the `*.` of a wildcard.
+    /// Lowercase; without the `*.` of a wildcard; empty for Gateway API's `scheme://*` (any host).
     host: String,
     wildcard: bool,
     port: Option<u16>,
+    rules: OriginRules,
+}
+
+/// Whose reading of a pattern applies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum OriginRules {
+    /// ingress-nginx: `*.` stands for exactly one label; the port is compared as written.
+    IngressNginx,
+    /// Gateway API's `CORS` filter: `*.` stands for one or more labels, `scheme://*` for any host, and a missing
+    /// port is the scheme's default (`https://a.example` is `https://a.example:443`).
+    GatewayApi,
+}
+
+fn default_port(scheme: &str) -> Option<u16> {
+    if scheme.eq_ignore_ascii_case("https") {
+        Some(443)
+    } else if scheme.eq_ignore_ascii_case("http") {
+        Some(80)
+    } else {
+        None
+    }
 }
 
 /// An origin split into scheme, host and port (lowercased scheme and host), or `None` if it is not one.
@@ -119,6 +140,35 @@ impl OriginPattern {
             host: host.to_ascii_lowercase(),
             wildcard,
             port,
+            rules: OriginRules::IngressNginx,
+        })
+    }
+
+    /// An entry of a Gateway API `CORS` filter's `allowOrigins` other than `*`: `http` or `https`, then a host,
+    /// `*.` and a host (one or more labels), or `*` (any host), and an optional port.
+    pub fn parse_gateway(s: &str) -> Result<Self, String> {
+        let bad =
+            || format!("{s:?} is not an origin like https://example.com, https://*.example.com:8443, https://* or *");
+        let (scheme, host, port) = split_origin(s).ok_or_else(bad)?;
+        if !matches!(scheme, "http" | "https") {
+            return Err(bad());
+        }
+        let (wildcard, host) = match host {
+            "*" => (true, ""),
+            h => match h.strip_prefix("*.") {
+                Some(rest) => (true, rest),
+                None => (false, h),
+            },
+        };
+        if !host.is_empty() && !host.split('.').all(is_label) {
+            return Err(bad());
+        }
+        Ok(Self {
+            scheme: scheme.to_string(),
+            host: host.to_ascii_lowercase(),
+            wildcard,
+            port: port.filter(|p| Some(*p) != default_port(scheme)),
+            rules: OriginRules::GatewayApi,
         })
     }
 
@@ -127,29 +177,52 @@ impl OriginPattern {
         let Some((scheme, host, port)) = split_origin(origin) else {
             return false;
         };
-        if !scheme.eq_ignore_ascii_case(&self.scheme) || port != self.port {
+        if !scheme.eq_ignore_ascii_case(&self.scheme) {
             return false;
         }
-        if !self.wildcard {
-            return host.eq_ignore_ascii_case(&self.host);
-        }
-        // Exactly one label before the pattern's host.
-        match host.split_once('.') {
-            Some((label, rest)) => is_label(label) && rest.eq_ignore_ascii_case(&self.host),
-            None => false,
+        match self.rules {
+            OriginRules::IngressNginx => {
+                if port != self.port {
+                    return false;
+                }
+                if !self.wildcard {
+                    return host.eq_ignore_ascii_case(&self.host);
+                }
+                // Exactly one label before the pattern's host.
+                match host.split_once('.') {
+                    Some((label, rest)) => is_label(label) && rest.eq_ignore_ascii_case(&self.host),
+                    None => false,
+                }
+            }
+            OriginRules::GatewayApi => {
+                // `self.port` is `None` for the scheme's default port.
+                if port.filter(|p| Some(*p) != default_port(scheme)) != self.port {
+                    return false;
+                }
+                if !self.wildcard {
+                    return host.eq_ignore_ascii_case(&self.host);
+                }
+                if self.host.is_empty() {
+                    return host.split('.').all(is_label);
+                }
+                // One or more labels before the pattern's host.
+                host.len() > self.host.len() + 1
+                    && host.as_bytes()[host.len() - self.host.len() - 1] == b'.'
+                    && host[host.len() - self.host.len()..].eq_ignore_ascii_case(&self.host)
+                    && host[..host.len() - self.host.len() - 1].split('.').all(is_label)
+            }
         }
     }
 }
 
 impl std::fmt::Display for OriginPattern {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{}://{}{}",
-            self.scheme,
-            if self.wildcard { "*." } else { "" },
-            self.host
-        )?;
+        let star = match (self.wildcard, self.host.is_empty()) {
+            (false, _) => "",
+            (true, false) => "*.",
+            (true, true) => "*",
+        };
+        write!(f, "{}://{star}{}", self.scheme, self.host)?;
         if let Some(p) = self.port {
             write!(f, ":{p}")?;
         }

@@ -8,6 +8,7 @@
 
 pub mod attach;
 pub mod conditions;
+pub mod cors;
 pub mod hostname;
 pub mod l4objects;
 pub mod l4routes;

@@ -424,7 +424,7 @@ pub struct HttpRouteFilter {
     #[serde(default)]
     pub request_mirror: Option<RequestMirror>,
     #[serde(default)]
-    pub cors: Option<serde_json::Value>,
+    pub cors: Option<super::cors::HttpCors>,
     #[serde(default)]
     pub extension_ref: Option<serde_json::Value>,
 }

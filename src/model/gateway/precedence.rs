@@ -3,7 +3,8 @@
 //!
 //! HTTPRoute, across every rule of every route (for one hostname):
 //! 1. an `Exact` path match, then a `PathPrefix` with the most characters (a `RegularExpression` path, whose
-//!    place the spec leaves to implementations, comes after every prefix, longer pattern first);
+//!    place the spec leaves to implementations, comes after the `Exact` ones and before every prefix, longer
+//!    pattern first, as Envoy Gateway orders them: so a catch-all `/` prefix does not hide it);
 //! 2. a method match;
 //! 3. the most header matches;
 //! 4. the most query parameter matches.
@@ -23,7 +24,7 @@ use super::{GrpcRouteMatch, HttpRouteMatch};
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Specificity {
     Http {
-        /// 2 `Exact`, 1 `PathPrefix`, 0 `RegularExpression`.
+        /// 3 `Exact`, 2 `RegularExpression`, 1 `PathPrefix`.
         path_kind: u8,
         path_len: usize,
         method: bool,
@@ -40,7 +41,8 @@ pub enum Specificity {
 impl Specificity {
     pub fn http(m: &HttpRouteMatch) -> Self {
         let path_kind = match m.path.type_.as_str() {
-            "Exact" => 2,
+            "Exact" => 3,
+            "RegularExpression" => 2,
             "PathPrefix" => 1,
             _ => 0,
         };
@@ -129,6 +131,22 @@ mod tests {
         let ordered = vec![
             key(http("path: {type: Exact, value: /a}"), later, "z", "z", 9, 9),
             key(http("path: {type: Exact, value: /}"), later, "z", "z", 9, 9),
+            key(
+                http("path: {type: RegularExpression, value: /.*/long}"),
+                later,
+                "a",
+                "a",
+                0,
+                0,
+            ),
+            key(
+                http("path: {type: RegularExpression, value: /.*}"),
+                later,
+                "a",
+                "a",
+                0,
+                0,
+            ),
             key(http("path: {type: PathPrefix, value: /abc}"), later, "z", "z", 9, 9),
             key(
                 http("path: {type: PathPrefix, value: /ab}\nmethod: GET"),
@@ -169,15 +187,6 @@ mod tests {
             key(http("{}"), later, "a", "b", 1, 0),
             key(http("{}"), later, "a", "b", 1, 1),
             key(http("{}"), None, "a", "a", 0, 0),
-            key(
-                http("path: {type: RegularExpression, value: /.*/long}"),
-                t,
-                "a",
-                "a",
-                0,
-                0,
-            ),
-            key(http("path: {type: RegularExpression, value: /.*}"), t, "a", "a", 0, 0),
         ];
         let mut shuffled = ordered.clone();
         shuffled.reverse();

@@ -11,7 +11,7 @@
 //! (`BackendNotFound`); the route serves all the same, that backend's share answering 500.
 //!
 //! Filters served: `RequestHeaderModifier`, `ResponseHeaderModifier`, `RequestRedirect`, `URLRewrite`,
-//! `RequestMirror` (GRPCRoute: the header modifiers and `RequestMirror`). Not served: `CORS`, `ExtensionRef`.
+//! `RequestMirror`, `CORS` (GRPCRoute: the header modifiers and `RequestMirror`). Not served: `ExtensionRef`.
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -25,11 +25,17 @@ use super::attach::{
 };
 use super::conditions::{observed, reasons, types, Condition};
 use super::precedence::{Precedence, Specificity};
-use super::{hostname, refs};
+use super::{hostname, refs, serve};
 use super::{BackendObjectReference, BackendRef, HttpRouteFilter, ParentReference, GROUP};
+use crate::model::route::{compile_path, FullMatch};
 use crate::model::{ClusterState, Diagnostic};
 
 type Problem = (&'static str, String);
+
+/// Backend `appProtocol`s that need TLS to the backend, which Gateway API routes cannot use yet: such a
+/// backendRef is unresolved (`UnsupportedProtocol`) rather than sent plaintext. Any other value (none, `http`,
+/// `kubernetes.io/ws`, `kubernetes.io/h2c`...) is HTTP/1.1 (upgrades included), h2c for `kubernetes.io/h2c`.
+const TLS_APP_PROTOCOLS: [&str; 3] = ["kubernetes.io/wss", "https", "tls"];
 
 /// What backendRefs resolve against: Services by namespace and name, and the ReferenceGrants.
 pub(super) struct Lookup<'a> {
@@ -85,8 +91,10 @@ pub(crate) fn attach_routes(
             for (m, x) in rule.matches.iter().enumerate() {
                 p.check(validate_http_match(x).map(|e| format!("{field}.matches[{m}]: {e}")));
             }
-            let filters = p.filters(&lookup, RouteKind::Http, &rule.filters, &field);
-            let backends = p.backends(&lookup, &rule.backend_refs, &field);
+            let mut filters = p.filters(&lookup, RouteKind::Http, &rule.filters, &field);
+            let mut backends = p.backends(&lookup, &rule.backend_refs, &field);
+            p.backend_filters(&mut filters, &mut backends, &field);
+            p.check(check_prefix_replacement(&rule.matches, &filters).map(|e| format!("{field}.{e}")));
             let timeouts = match &rule.timeouts {
                 None => RuleTimeouts::default(),
                 Some(t) => {
@@ -147,8 +155,9 @@ pub(crate) fn attach_routes(
             for (m, x) in matches.iter().enumerate() {
                 p.check(validate_grpc_match(x).map(|e| format!("{field}.matches[{m}]: {e}")));
             }
-            let filters = p.filters(&lookup, RouteKind::Grpc, &rule.filters, &field);
-            let backends = p.backends(&lookup, &rule.backend_refs, &field);
+            let mut filters = p.filters(&lookup, RouteKind::Grpc, &rule.filters, &field);
+            let mut backends = p.backends(&lookup, &rule.backend_refs, &field);
+            p.backend_filters(&mut filters, &mut backends, &field);
             p.rules.push(AttachedRule {
                 route: p.route.clone(),
                 hostnames: Vec::new(),
@@ -277,6 +286,20 @@ impl<'a> Prepared<'a> {
         out
     }
 
+    /// A backendRef's own filters: those of a rule's only backendRef act as the rule's (after them); on one of
+    /// several backendRefs they are not served yet, so the route is refused rather than run without them.
+    fn backend_filters(&mut self, filters: &mut Vec<RuleFilter>, backends: &mut [RuleBackend], field: &str) {
+        if let [only] = backends {
+            filters.append(&mut only.filters);
+            return;
+        }
+        if let Some(i) = backends.iter().position(|b| !b.filters.is_empty()) {
+            self.check(Some(format!(
+                "{field}.backendRefs[{i}].filters: filters on one of several backendRefs are not supported (on a rule's only backendRef, or on the rule, they are)"
+            )));
+        }
+    }
+
     /// A backendRef (or mirror) to a Service port.
     fn resolve(&self, lookup: &Lookup, b: &BackendObjectReference, at: &str) -> BackendTarget {
         let invalid = |reason, message: String| BackendTarget::Invalid { reason, message };
@@ -321,11 +344,21 @@ impl<'a> Prepared<'a> {
                 format!("{at}: Service {ns}/{} has no port {port}", b.name),
             );
         }
+        let app_protocol = found.and_then(|p| p.app_protocol.clone());
+        if let Some(tls) = app_protocol.as_deref().filter(|p| TLS_APP_PROTOCOLS.contains(p)) {
+            return invalid(
+                reasons::UNSUPPORTED_PROTOCOL,
+                format!(
+                    "{at}: Service {ns}/{} port {port} has appProtocol {tls}, and TLS to backends is not supported",
+                    b.name
+                ),
+            );
+        }
         BackendTarget::Service(ServiceBackend {
             namespace: ns.to_string(),
             name: b.name.clone(),
             port,
-            app_protocol: found.and_then(|p| p.app_protocol.clone()),
+            app_protocol,
         })
     }
 
@@ -495,9 +528,11 @@ const METHODS: [&str; 9] = [
 ];
 
 fn check_regex(what: &str, pattern: &str) -> Option<String> {
-    regex::Regex::new(pattern)
-        .err()
-        .map(|e| format!("{what} {pattern:?} is not a valid regular expression: {e}"))
+    FullMatch::new(pattern).err().map(|e| format!("{what} {pattern:?} {e}"))
+}
+
+fn check_regex_path(what: &str, pattern: &str, path: &str) -> Option<String> {
+    compile_path(path).err().map(|e| format!("{what} {pattern:?} {e}"))
 }
 
 fn check_string_match(what: &str, type_: &str, value: &str) -> Option<String> {
@@ -515,7 +550,7 @@ fn validate_http_match(m: &super::HttpRouteMatch) -> Option<String> {
             Some(format!("path {:?} does not start with /", path.value))
         }
         "Exact" | "PathPrefix" => None,
-        "RegularExpression" => check_regex("path", &path.value),
+        "RegularExpression" => check_regex_path("path", &path.value, &serve::regex_path(&path.value)),
         t => Some(format!("path match type {t} is not supported")),
     };
     path_problem
@@ -540,11 +575,15 @@ fn validate_http_match(m: &super::HttpRouteMatch) -> Option<String> {
 fn validate_grpc_match(m: &super::GrpcRouteMatch) -> Option<String> {
     let method = m.method.as_ref().and_then(|x| match x.type_.as_str() {
         "Exact" => None,
-        "RegularExpression" => x
-            .service
-            .as_deref()
-            .and_then(|s| check_regex("service", s))
-            .or_else(|| x.method.as_deref().and_then(|s| check_regex("method", s))),
+        "RegularExpression" => {
+            let what = format!(
+                "service {:?} and method {:?}",
+                x.service.as_deref().unwrap_or(""),
+                x.method.as_deref().unwrap_or("")
+            );
+            let (path, _) = serve::grpc_path(x);
+            compile_path(&path).err().map(|e| format!("{what}: the pattern {e}"))
+        }
         t => Some(format!("method match type {t} is not supported")),
     });
     method.or_else(|| {
@@ -552,6 +591,26 @@ fn validate_grpc_match(m: &super::GrpcRouteMatch) -> Option<String> {
             .iter()
             .find_map(|h| check_string_match(&format!("header {}", h.name), &h.type_, &h.value))
     })
+}
+
+/// `ReplacePrefixMatch` (in `URLRewrite` or `RequestRedirect`) needs every match of the rule to be a
+/// `PathPrefix` (the spec refuses the route otherwise).
+fn check_prefix_replacement(matches: &[super::HttpRouteMatch], filters: &[RuleFilter]) -> Option<String> {
+    let replaces_prefix = filters.iter().any(|f| {
+        let paths = [
+            f.filter.url_rewrite.as_ref().and_then(|r| r.path.as_ref()),
+            f.filter.request_redirect.as_ref().and_then(|r| r.path.as_ref()),
+        ];
+        paths.into_iter().flatten().any(|p| p.type_ == "ReplacePrefixMatch")
+    });
+    let other = matches.iter().position(|m| m.path.type_ != "PathPrefix");
+    match (replaces_prefix, other) {
+        (true, Some(i)) => Some(format!(
+            "matches[{i}]: ReplacePrefixMatch needs PathPrefix matches, not {}",
+            matches[i].path.type_
+        )),
+        _ => None,
+    }
 }
 
 /// Why a filter cannot be served, if it cannot.
@@ -563,6 +622,7 @@ fn validate_filter(kind: RouteKind, f: &HttpRouteFilter) -> Option<String> {
             "RequestRedirect",
             "URLRewrite",
             "RequestMirror",
+            "CORS",
         ],
         RouteKind::Grpc => &["RequestHeaderModifier", "ResponseHeaderModifier", "RequestMirror"],
         RouteKind::Tls | RouteKind::Tcp => &[],
@@ -581,6 +641,10 @@ fn validate_filter(kind: RouteKind, f: &HttpRouteFilter) -> Option<String> {
         "RequestHeaderModifier" if f.request_header_modifier.is_none() => missing("requestHeaderModifier"),
         "ResponseHeaderModifier" if f.response_header_modifier.is_none() => missing("responseHeaderModifier"),
         "RequestMirror" if f.request_mirror.is_none() => missing("requestMirror"),
+        "CORS" => match &f.cors {
+            None => missing("cors"),
+            Some(c) => c.check(),
+        },
         "URLRewrite" => match &f.url_rewrite {
             None => missing("urlRewrite"),
             Some(r) => path_type(&r.path),

@@ -14,7 +14,7 @@ use http::header::HeaderName;
 
 use super::attach::{BackendTarget, BoundListener, GatewayAttachment, RuleMatches, Socket};
 use super::{HttpRouteFilter, HttpRouteMatch};
-use crate::model::route::{RequestMatch, ValueMatch};
+use crate::model::route::{FullMatch, RequestMatch, ValueMatch};
 use crate::model::translate::Translator;
 use crate::model::{
     BackendModel, ClusterState, HostModel, HostPattern, ObjectRef, Options, PathKind, PathModel, PortRef, SetModel,
@@ -49,6 +49,54 @@ pub struct GatewayRule {
     pub h2c: bool,
     /// `RequestMirror`s: where to, and the share of requests mirrored in millionths.
     pub mirrors: Vec<(BackendModel, u32)>,
+}
+
+impl GatewayRule {
+    /// What the rule adds to its path, for `portico check` and the dashboard: ` [method GET] [header x-a=v]
+    /// [query q~re] [filters CORS,URLRewrite] [weights a:3,b:1] [mirror c] [answers 500]`.
+    pub fn describe_into(&self, out: &mut String) {
+        use std::fmt::Write;
+        let value = |v: &ValueMatch| match v {
+            ValueMatch::Present => String::new(),
+            ValueMatch::Exact(e) => format!("={e}"),
+            ValueMatch::Regex(re) => format!("~{}", re.0.as_str()),
+        };
+        if let Some(m) = &self.matches {
+            if let Some(method) = &m.method {
+                let _ = write!(out, " [method {method}]");
+            }
+            for (name, v) in &m.headers {
+                let _ = write!(out, " [header {name}{}]", value(v));
+            }
+            for (name, v) in &m.query {
+                let _ = write!(out, " [query {name}{}]", value(v));
+            }
+        }
+        if !self.filters.is_empty() {
+            let names: Vec<&str> = self.filters.iter().map(|f| f.type_.as_str()).collect();
+            let _ = write!(out, " [filters {}]", names.join(","));
+        }
+        if self.backends.len() > 1 || self.backends.iter().any(|(_, _, ok)| !ok) {
+            let list: Vec<String> = self
+                .backends
+                .iter()
+                .map(|(b, w, ok)| match ok {
+                    true => format!("{}:{w}", b.service),
+                    false => format!("(invalid):{w}"),
+                })
+                .collect();
+            let _ = write!(out, " [weights {}]", list.join(","));
+        }
+        for (b, _) in &self.mirrors {
+            let _ = write!(out, " [mirror {}]", b.service);
+        }
+        if self.h2c {
+            out.push_str(" [h2c]");
+        }
+        if self.answers_500 {
+            out.push_str(" [answers 500]");
+        }
+    }
 }
 
 /// One listener set per bound socket of the attached Gateways, ordered by address (a socket shared by two
@@ -256,15 +304,61 @@ fn backend(resolver: &mut Translator<'_>, svc: &super::attach::ServiceBackend) -
     }
 }
 
+/// A path `RegularExpression` as the table's regex path: the whole path, case-sensitive (the table anchors the
+/// start and matches regex paths without case).
+pub(crate) fn regex_path(pattern: &str) -> String {
+    format!("(?-i:{pattern})$")
+}
+
+/// A GRPCRoute method match's path: `/service/method`, Exact or regular expressions (either may be left out:
+/// any service, any method).
+pub(crate) fn grpc_path(m: &super::GrpcMethodMatch) -> (String, PathKind) {
+    let (svc, method) = (m.service.as_deref(), m.method.as_deref());
+    if m.type_ == "RegularExpression" {
+        let svc = svc.unwrap_or("[^/]+");
+        let method = method.unwrap_or("[^/]+");
+        return (regex_path(&format!("/(?:{svc})/(?:{method})")), PathKind::Regex);
+    }
+    match (svc, method) {
+        (Some(svc), Some(method)) => (format!("/{svc}/{method}"), PathKind::Exact),
+        (Some(svc), None) => (format!("/{svc}"), PathKind::Prefix),
+        (None, Some(method)) => (
+            regex_path(&format!("/[^/]+/{}", regex::escape(method))),
+            PathKind::Regex,
+        ),
+        (None, None) => ("/".to_string(), PathKind::Prefix),
+    }
+}
+
+fn value_match(type_: &str, value: &str) -> Option<ValueMatch> {
+    match type_ {
+        "Exact" => Some(ValueMatch::Exact(value.into())),
+        "RegularExpression" => FullMatch::new(value).ok().map(ValueMatch::Regex),
+        _ => None,
+    }
+}
+
+fn header_matches(rm: &mut RequestMatch, headers: &[super::HttpHeaderMatch]) -> Option<()> {
+    for h in headers {
+        let name = HeaderName::from_bytes(h.name.as_bytes()).ok()?;
+        rm.headers.push((name, value_match(&h.type_, &h.value)?));
+    }
+    Some(())
+}
+
 /// A match's path (normalised as Ingress paths are), kind and further conditions; `None` when it cannot be
-/// served (a regex path, an unparsable header name or method).
+/// served (attachment refuses such routes first: an unparsable header name, method or regular expression).
 fn lower_match(m: &HttpRouteMatch) -> Option<(String, PathKind, Option<RequestMatch>)> {
     let kind = match m.path.type_.as_str() {
         "Exact" => PathKind::Exact,
         "PathPrefix" => PathKind::Prefix,
+        "RegularExpression" => PathKind::Regex,
         _ => return None,
     };
-    let mut path = m.path.value.clone();
+    let mut path = match kind {
+        PathKind::Regex => regex_path(&m.path.value),
+        _ => m.path.value.clone(),
+    };
     if kind == PathKind::Prefix && path.len() > 1 {
         while path.len() > 1 && path.ends_with('/') {
             path.pop();
@@ -274,45 +368,24 @@ fn lower_match(m: &HttpRouteMatch) -> Option<(String, PathKind, Option<RequestMa
     if let Some(method) = &m.method {
         rm.method = Some(http::Method::from_bytes(method.as_bytes()).ok()?);
     }
-    for h in &m.headers {
-        if h.type_ != "Exact" {
-            return None;
-        }
-        let name = HeaderName::from_bytes(h.name.as_bytes()).ok()?;
-        rm.headers.push((name, ValueMatch::Exact(h.value.as_str().into())));
-    }
+    header_matches(&mut rm, &m.headers)?;
     for q in &m.query_params {
-        if q.type_ != "Exact" {
-            return None;
-        }
         rm.query
-            .push((q.name.as_str().into(), ValueMatch::Exact(q.value.as_str().into())));
+            .push((q.name.as_str().into(), value_match(&q.type_, &q.value)?));
     }
     let conditions = (rm != RequestMatch::default()).then_some(rm);
     Some((path, kind, conditions))
 }
 
 /// A GRPCRoute match as a path and conditions: service and method give the Exact path `/service/method`, a
-/// service alone the prefix `/service`, neither any path; `None` for a regex or a method without a service.
+/// service alone the prefix `/service`, a method alone or a regular expression a regex path, neither any path.
 fn lower_grpc_match(m: &super::GrpcRouteMatch) -> Option<(String, PathKind, Option<RequestMatch>)> {
     let (path, kind) = match &m.method {
         None => ("/".to_string(), PathKind::Prefix),
-        Some(mm) if mm.type_ != "Exact" => return None,
-        Some(mm) => match (mm.service.as_deref(), mm.method.as_deref()) {
-            (Some(svc), Some(method)) => (format!("/{svc}/{method}"), PathKind::Exact),
-            (Some(svc), None) => (format!("/{svc}"), PathKind::Prefix),
-            (None, None) => ("/".to_string(), PathKind::Prefix),
-            (None, Some(_)) => return None,
-        },
+        Some(mm) => grpc_path(mm),
     };
     let mut rm = RequestMatch::default();
-    for h in &m.headers {
-        if h.type_ != "Exact" {
-            return None;
-        }
-        let name = HeaderName::from_bytes(h.name.as_bytes()).ok()?;
-        rm.headers.push((name, ValueMatch::Exact(h.value.as_str().into())));
-    }
+    header_matches(&mut rm, &m.headers)?;
     let conditions = (rm != RequestMatch::default()).then_some(rm);
     Some((path, kind, conditions))
 }

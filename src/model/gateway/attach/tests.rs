@@ -586,7 +586,7 @@ fn unsupported_values() {
         )
     };
     let yaml = format!(
-        "{CLASS}{}{}{}{}{}{}{}{}{}{}",
+        "{CLASS}{}{}{}{}{}{}{}{}{}{}{}{}",
         gateway("default", "gw", HTTP80),
         rule("cors", "filters: [{type: CORS, cors: {allowOrigins: ['*']}}]"),
         rule("extension", "filters: [{type: ExtensionRef, extensionRef: {group: x, kind: Y, name: z}}]"),
@@ -596,29 +596,43 @@ fn unsupported_values() {
         rule("timeout", "timeouts: {request: soon}"),
         rule(
             "fine",
-            "filters: [{type: RequestHeaderModifier, requestHeaderModifier: {set: [{name: a, value: b}]}}, {type: ResponseHeaderModifier, responseHeaderModifier: {remove: [x]}}, {type: URLRewrite, urlRewrite: {path: {type: ReplacePrefixMatch, replacePrefixMatch: /v2}}}]\n    matches: [{path: {type: RegularExpression, value: '/a.*'}, method: GET, headers: [{type: RegularExpression, name: x, value: 'a|b'}]}]\n    timeouts: {request: 1m30s, backendRequest: 500ms}"
+            "filters: [{type: RequestHeaderModifier, requestHeaderModifier: {set: [{name: a, value: b}]}}, {type: ResponseHeaderModifier, responseHeaderModifier: {remove: [x]}}, {type: URLRewrite, urlRewrite: {path: {type: ReplaceFullPath, replaceFullPath: /v2}}}]\n    matches: [{path: {type: RegularExpression, value: '/a.*'}, method: GET, headers: [{type: RegularExpression, name: x, value: 'a|b'}]}]\n    timeouts: {request: 1m30s, backendRequest: 500ms}"
         ),
         rule("backend-filter", "backendRefs: [{name: web, port: 80, filters: [{type: CORS}]}]"),
+        rule(
+            "prefix-on-exact",
+            "matches: [{path: {type: Exact, value: /a}}]\n    filters: [{type: URLRewrite, urlRewrite: {path: {type: ReplacePrefixMatch, replacePrefixMatch: /b}}}]"
+        ),
+        rule("bad-cors", "filters: [{type: CORS, cors: {allowOrigins: ['example.com']}}]"),
         "---\napiVersion: gateway.networking.k8s.io/v1\nkind: GRPCRoute\nmetadata: {name: grpc, namespace: default}\nspec:\n  parentRefs: [{name: gw}]\n  rules:\n  - filters: [{type: RequestRedirect, requestRedirect: {}}]\n",
     );
     let a = run(&yaml);
     let accepted = |name: &str| sr(&parent(&a, name, 0).conditions, "Accepted");
-    for name in ["cors", "extension", "code", "regex", "timeout", "backend-filter"] {
+    for name in [
+        "extension",
+        "code",
+        "regex",
+        "timeout",
+        "backend-filter",
+        "prefix-on-exact",
+        "bad-cors",
+    ] {
         assert_eq!(accepted(name), (false, "UnsupportedValue"), "{name}");
     }
     assert_eq!(accepted("both"), (false, "IncompatibleFilters"));
     assert_eq!(accepted("fine"), (true, "Accepted"));
+    assert_eq!(accepted("cors"), (true, "Accepted"));
     let grpc = a.route(RouteKind::Grpc, "default", "grpc").unwrap();
     assert_eq!(sr(&grpc.parents[0].conditions, "Accepted"), (false, "UnsupportedValue"));
     // Refused routes are attached (counted) but not served.
-    assert_eq!(listener(&a, "gw", "http").attached_routes, 9);
+    assert_eq!(listener(&a, "gw", "http").attached_routes, 11);
     let served: Vec<&str> = bound(&a, "gw", 80, "http")
         .rules
         .iter()
         .map(|r| r.route.name.as_str())
         .collect();
-    assert_eq!(served, ["fine"]);
-    let fine = &bound(&a, "gw", 80, "http").rules[0];
+    assert_eq!(served, ["cors", "fine"]);
+    let fine = &bound(&a, "gw", 80, "http").rules[1];
     assert_eq!(
         fine.timeouts,
         RuleTimeouts {
@@ -628,7 +642,7 @@ fn unsupported_values() {
     );
     let d: Vec<String> = a.diagnostics.iter().map(|d| d.to_string()).collect();
     assert!(
-        d.contains(&"HTTPRoute default/cors: spec.parentRefs[0] (Gateway default/gw): spec.rules[0].filters[0]: filter CORS is not supported".to_string()),
+        d.contains(&"HTTPRoute default/bad-cors: spec.parentRefs[0] (Gateway default/gw): spec.rules[0].filters[0]: cors.allowOrigins: \"example.com\" is not an origin like https://example.com, https://*.example.com:8443, https://* or *".to_string()),
         "{d:?}"
     );
 }
