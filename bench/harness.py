@@ -444,13 +444,9 @@ backend be_404
 """
 
 
-def portico_manifests(fx: Fixtures, sc, mdir: Path, tls: bool):
-    """One Service + EndpointSlice for the origin, and one Ingress per host (as a cluster would have them)."""
-    mdir.mkdir(parents=True, exist_ok=True)
-    import base64
-
-    parts = [
-        f"""apiVersion: v1
+def origin_manifests() -> str:
+    """The origin as a Service `bench/origin` (port 80) with one ready endpoint, 127.0.0.1:ORIGIN_PORT."""
+    return f"""apiVersion: v1
 kind: Service
 metadata: {{name: origin, namespace: bench}}
 spec:
@@ -466,6 +462,15 @@ addressType: IPv4
 ports: [{{name: http, port: {ORIGIN_PORT}, protocol: TCP}}]
 endpoints: [{{addresses: ["127.0.0.1"], conditions: {{ready: true}}}}]
 """
+
+
+def portico_manifests(fx: Fixtures, sc, mdir: Path, tls: bool):
+    """One Service + EndpointSlice for the origin, and one Ingress per host (as a cluster would have them)."""
+    mdir.mkdir(parents=True, exist_ok=True)
+    import base64
+
+    parts = [
+        origin_manifests()
     ]
     if tls:
         parts.append(

@@ -67,22 +67,7 @@ def filter_manifests(sc, mdir: Path):
     users = base64.b64encode(b"bench:$apr1$benchslt$xg8nhdNCXN8cv7mXxgHvB0\n").decode()
     notes = "".join(f"\n    {k}: {json.dumps(v)}" for k, v in annotations.items())
     notes = f"\n  annotations:{notes}" if notes else ""
-    (mdir / "all.yaml").write_text(f"""apiVersion: v1
-kind: Service
-metadata: {{name: origin, namespace: bench}}
-spec:
-  ports: [{{name: http, port: 80}}]
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata:
-  name: origin-1
-  namespace: bench
-  labels: {{kubernetes.io/service-name: origin}}
-addressType: IPv4
-ports: [{{name: http, port: {H.ORIGIN_PORT}, protocol: TCP}}]
-endpoints: [{{addresses: ["127.0.0.1"], conditions: {{ready: true}}}}]
----
+    (mdir / "all.yaml").write_text(H.origin_manifests() + f"""---
 apiVersion: v1
 kind: Secret
 metadata: {{name: bench-users, namespace: bench}}

@@ -48,14 +48,8 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 
 kib() { awk -v k="$1" '$1 == k":" { print $2 }' "$2"; }
 
-upstream_yaml() { # the Service and EndpointSlice every host routes to
+endpoint_slice_yaml() { # the one endpoint every host routes to (a closed port: nothing is sent)
   cat <<'EOF'
-apiVersion: v1
-kind: Service
-metadata: {name: upstream, namespace: bench}
-spec:
-  ports: [{name: http, port: 80}]
----
 apiVersion: discovery.k8s.io/v1
 kind: EndpointSlice
 metadata:
@@ -66,6 +60,18 @@ addressType: IPv4
 ports: [{name: http, port: 9, protocol: TCP}]
 endpoints: [{addresses: ["127.0.0.1"], conditions: {ready: true}}]
 EOF
+}
+
+upstream_yaml() { # the Service and EndpointSlice every host routes to
+  cat <<'EOF'
+apiVersion: v1
+kind: Service
+metadata: {name: upstream, namespace: bench}
+spec:
+  ports: [{name: http, port: 80}]
+---
+EOF
+  endpoint_slice_yaml
 }
 
 ingresses_yaml() { # n: one Ingress per host
@@ -95,15 +101,9 @@ spec:
   clusterIP: None
   ports: [{name: http, port: 9, targetPort: 9}]
 ---
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata:
-  name: upstream-1
-  namespace: bench
-  labels: {kubernetes.io/service-name: upstream}
-addressType: IPv4
-ports: [{name: http, port: 9, protocol: TCP}]
-endpoints: [{addresses: ["127.0.0.1"], conditions: {ready: true}}]
+EOF
+  endpoint_slice_yaml
+  cat <<EOF
 ---
 apiVersion: v1
 kind: Secret

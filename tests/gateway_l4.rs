@@ -14,10 +14,9 @@ use hyper_util::rt::TokioIo;
 use portico::certs::testing::{key, TestCa, DAY};
 use portico::certs::unix_now;
 use portico_fake_apiserver::FakeApiServer;
-use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::ServerName;
-use serde::Deserialize;
 use serde_json::Value;
+use support::kube::condition;
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -28,17 +27,7 @@ const GATEWAY_ONLY: &str = "listenerSets: []\nadmin: { address: \"127.0.0.1:0\" 
 /// A raw TLS backend with a certificate for `names`: echoes what it reads, then, once the client has finished
 /// sending, writes `bye` and closes.
 async fn tls_echo(ca: &TestCa, names: &[&str]) -> SocketAddr {
-    let k = key(&rcgen::PKCS_ECDSA_P256_SHA256);
-    let pem = ca.issue_pem(names, &k, unix_now() - DAY, unix_now() + DAY);
-    let chain = vec![rustls_pki_types::CertificateDer::from_pem_slice(pem.as_bytes()).unwrap()];
-    let key_der = rustls_pki_types::PrivateKeyDer::Pkcs8(k.serialize_der().into());
-    let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(chain, key_der)
-        .unwrap();
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let acceptor = tls_acceptor(ca, names, &[]);
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
     tokio::spawn(async move {
@@ -251,29 +240,8 @@ async fn reqwest_like_metrics(gw: &Gateway) -> String {
 
 // === cluster mode: status ===
 
-fn apply(server: &FakeApiServer, yaml: &str) {
-    for doc in serde_yaml::Deserializer::from_str(yaml) {
-        let v = serde_yaml::Value::deserialize(doc).unwrap();
-        if !v.is_null() {
-            server.upsert(serde_json::to_value(v).unwrap()).unwrap();
-        }
-    }
-}
-
 fn status(server: &FakeApiServer, kind: &str, name: &str) -> Value {
-    server
-        .get_object("gateway.networking.k8s.io/v1", kind, "default", name)
-        .and_then(|o| o.get("status").cloned())
-        .unwrap_or(Value::Null)
-}
-
-/// (status, reason) of condition `type_`; empty strings when there is none.
-fn condition(conditions: &Value, type_: &str) -> (String, String) {
-    let found = conditions
-        .as_array()
-        .and_then(|l| l.iter().find(|c| c["type"] == type_));
-    let field = |k: &str| found.and_then(|c| c[k].as_str()).unwrap_or_default().to_string();
-    (field("status"), field("reason"))
+    support::kube::gateway_status(server, kind, "default", name)
 }
 
 fn route_condition(server: &FakeApiServer, kind: &str, name: &str, type_: &str) -> (String, String) {
@@ -300,21 +268,8 @@ async fn tlsroute_and_tcproute_status_in_cluster_mode() {
             "---\napiVersion: gateway.networking.k8s.io/v1\nkind: TCPRoute\nmetadata: {name: misplaced, namespace: default}\nspec:\n  parentRefs: [{name: gw, sectionName: pass}]\n  rules: [{backendRefs: [{name: raw, port: 80}]}]\n".to_string(),
         ]
         .concat();
-        apply(&server, &objects);
-        let options = portico::source::kube::ClusterOptions {
-            identity: "l4-test".into(),
-            retry: Duration::from_millis(200),
-            ..Default::default()
-        };
-        let gw = portico::app::start(
-            portico::config::Config::from_yaml(GATEWAY_ONLY).unwrap(),
-            portico::app::Source::Kube {
-                client: server.client(),
-                options,
-            },
-        )
-        .await
-        .unwrap();
+        support::kube::apply(&server, &objects);
+        let gw = support::kube::start_ready(&server, GATEWAY_ONLY).await;
         let end = tokio::time::Instant::now() + Duration::from_secs(30);
         let written = || {
             ["app", "dangling"]
@@ -331,30 +286,26 @@ async fn tlsroute_and_tcproute_status_in_cluster_mode() {
             assert!(tokio::time::Instant::now() < end, "status written in time");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        assert_eq!(
-            route_condition(&server, "TLSRoute", "app", "Accepted"),
-            pair("True", "Accepted")
-        );
-        assert_eq!(
-            route_condition(&server, "TLSRoute", "app", "ResolvedRefs"),
-            pair("True", "ResolvedRefs")
-        );
-        assert_eq!(
-            route_condition(&server, "TLSRoute", "dangling", "Accepted"),
-            pair("True", "Accepted")
-        );
-        assert_eq!(
-            route_condition(&server, "TLSRoute", "dangling", "ResolvedRefs"),
-            pair("False", "BackendNotFound")
-        );
-        assert_eq!(
-            route_condition(&server, "TCPRoute", "raw", "Accepted"),
-            pair("True", "Accepted")
-        );
-        assert_eq!(
-            route_condition(&server, "TCPRoute", "misplaced", "Accepted"),
-            pair("False", "NotAllowedByListeners")
-        );
+        let cases = [
+            ("TLSRoute", "app", "Accepted", pair("True", "Accepted")),
+            ("TLSRoute", "app", "ResolvedRefs", pair("True", "ResolvedRefs")),
+            ("TLSRoute", "dangling", "Accepted", pair("True", "Accepted")),
+            ("TLSRoute", "dangling", "ResolvedRefs", pair("False", "BackendNotFound")),
+            ("TCPRoute", "raw", "Accepted", pair("True", "Accepted")),
+            (
+                "TCPRoute",
+                "misplaced",
+                "Accepted",
+                pair("False", "NotAllowedByListeners"),
+            ),
+        ];
+        for (kind, name, type_, want) in cases {
+            assert_eq!(
+                route_condition(&server, kind, name, type_),
+                want,
+                "{kind} {name} {type_}"
+            );
+        }
         let parent = &status(&server, "TCPRoute", "raw")["parents"][0];
         assert_eq!(parent["controllerName"], "portico.dev/gateway-controller");
         assert_eq!(parent["parentRef"]["sectionName"], "raw");

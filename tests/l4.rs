@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use portico::certs::testing::{accept_any_client, key, TestCa, DAY};
 use portico::certs::unix_now;
-use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::ServerName;
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -21,17 +20,7 @@ use tokio_rustls::TlsConnector;
 /// A raw TLS backend with its own certificate for `names`: echoes what it reads; when the client has finished
 /// sending (half-close), it writes `bye from NAME` and closes.
 async fn tls_echo(ca: &TestCa, names: &[&str]) -> SocketAddr {
-    let k = key(&rcgen::PKCS_ECDSA_P256_SHA256);
-    let pem = ca.issue_pem(names, &k, unix_now() - DAY, unix_now() + DAY);
-    let chain = vec![rustls_pki_types::CertificateDer::from_pem_slice(pem.as_bytes()).unwrap()];
-    let key_der = rustls_pki_types::PrivateKeyDer::Pkcs8(k.serialize_der().into());
-    let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(chain, key_der)
-        .unwrap();
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let acceptor = tls_acceptor(ca, names, &[]);
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
     let name = names[names.len() - 1].to_string();

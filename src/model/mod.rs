@@ -59,6 +59,17 @@ pub struct Options {
     pub owned_list: bool,
 }
 
+impl Options {
+    /// No class and no listener set: what a `Translator` used only to resolve Gateway API backendRefs needs
+    /// (it translates no Ingress).
+    pub(crate) const NONE: Options = Options {
+        controller: String::new(),
+        listener_sets: Vec::new(),
+        implicit_classes: Vec::new(),
+        owned_list: false,
+    };
+}
+
 #[derive(Debug, Clone)]
 pub struct SetOptions {
     pub name: String,

@@ -327,10 +327,9 @@ pub async fn resetting_backend() -> (SocketAddr, std::sync::Arc<std::sync::atomi
     (addr, hits)
 }
 
-/// A TLS backend on loopback with a certificate for `names` issued by `ca`, offering `alpn` (`h2` serves
-/// HTTP/2, anything else HTTP/1.1). Answers every request with 200, the body `tls <version>`, and for
-/// `application/grpc` requests a gRPC message and `grpc-status: 0` trailers.
-pub async fn tls_backend(ca: &portico::certs::testing::TestCa, names: &[&str], alpn: &[u8]) -> SocketAddr {
+/// A TLS acceptor with a certificate for `names` issued by `ca` (valid from an hour ago for a day), offering
+/// the ALPN protocols `alpn`.
+pub fn tls_acceptor(ca: &portico::certs::testing::TestCa, names: &[&str], alpn: &[&[u8]]) -> tokio_rustls::TlsAcceptor {
     use rustls_pki_types::pem::PemObject;
     let key = portico::certs::testing::key(&rcgen::PKCS_ECDSA_P256_SHA256);
     let now = portico::certs::unix_now();
@@ -344,8 +343,15 @@ pub async fn tls_backend(ca: &portico::certs::testing::TestCa, names: &[&str], a
             .with_no_client_auth()
             .with_single_cert(chain, key_der)
             .unwrap();
-    config.alpn_protocols = vec![alpn.to_vec()];
-    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config))
+}
+
+/// A TLS backend on loopback with a certificate for `names` issued by `ca`, offering `alpn` (`h2` serves
+/// HTTP/2, anything else HTTP/1.1). Answers every request with 200, the body `tls <version>`, and for
+/// `application/grpc` requests a gRPC message and `grpc-status: 0` trailers.
+pub async fn tls_backend(ca: &portico::certs::testing::TestCa, names: &[&str], alpn: &[u8]) -> SocketAddr {
+    let acceptor = tls_acceptor(ca, names, &[alpn]);
     let h2 = alpn == b"h2";
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
@@ -428,3 +434,4 @@ impl Drop for Child {
         let _ = self.0.wait();
     }
 }
+pub mod kube;

@@ -151,12 +151,7 @@ pub fn l4_sets(
     attachment: &GatewayAttachment,
     served_by: &dyn Fn(&str, &str) -> Option<usize>,
 ) -> (Vec<L4Socket>, Vec<(usize, L4SetModel)>) {
-    let opts = Options {
-        controller: String::new(),
-        listener_sets: Vec::new(),
-        implicit_classes: Vec::new(),
-        owned_list: false,
-    };
+    let opts = Options::NONE;
     let mut resolver = Translator::new(state, &opts, false);
     let ages = Ages::new(state);
     let mut out: Vec<L4Socket> = Vec::new();

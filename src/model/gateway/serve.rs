@@ -107,12 +107,7 @@ pub fn sets(
     attachment: &GatewayAttachment,
     served_by: &dyn Fn(&str, &str) -> Option<usize>,
 ) -> (Vec<GatewaySet>, Vec<(usize, GatewaySet)>) {
-    let opts = Options {
-        controller: String::new(),
-        listener_sets: Vec::new(),
-        implicit_classes: Vec::new(),
-        owned_list: false,
-    };
+    let opts = Options::NONE;
     let mut resolver = Translator::new(state, &opts, false);
     let mut out: Vec<GatewaySet> = Vec::new();
     let mut merged = Vec::new();
