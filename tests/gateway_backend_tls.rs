@@ -1,0 +1,262 @@
+//! BackendTLSPolicy in file mode, end to end over loopback with real TLS backends and certificates made here:
+//! a backendRef to a Service port a valid policy targets goes over TLS verified by the policy (its CA ConfigMap or
+//! Secret, its hostname or subjectAltNames); a wrong CA or name fails the handshake (502, never plaintext); a
+//! Service port whose `appProtocol` needs TLS without a policy, or one whose policy is invalid, is unresolved (its
+//! share answers 500) with a diagnostic naming the object and field; a GRPCRoute reaches an h2 backend over TLS.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use support::*;
+use tokio::net::TcpStream;
+
+const GATEWAY_ONLY: &str = r#"
+listenerSets: []
+admin: { address: "127.0.0.1:0" }
+"#;
+
+const CLASS: &str = "---\napiVersion: gateway.networking.k8s.io/v1\nkind: GatewayClass\nmetadata: {name: portico}\nspec: {controllerName: portico.dev/gateway-controller}\n";
+
+fn gateway(port: u16) -> String {
+    format!(
+        "---\napiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {{name: gw, namespace: default}}\nspec:\n  gatewayClassName: portico\n  addresses: [{{type: IPAddress, value: 127.0.0.1}}]\n  listeners:\n  - {{name: http, protocol: HTTP, port: {port}}}\n"
+    )
+}
+
+/// A Service (port 80 named `http`) whose port has `appProtocol` when given.
+fn svc(name: &str, addr: SocketAddr, app_protocol: Option<&str>) -> String {
+    let s = service("default", name, &[addr]);
+    match app_protocol {
+        None => s,
+        Some(p) => s.replace(
+            "spec: {ports: [{name: http, port: 80}]}",
+            &format!("spec: {{ports: [{{name: http, port: 80, appProtocol: {p}}}]}}"),
+        ),
+    }
+}
+
+fn ca_config_map(name: &str, ca_pem: &str) -> String {
+    let indent: String = ca_pem.lines().map(|l| format!("    {l}\n")).collect();
+    format!("---\napiVersion: v1\nkind: ConfigMap\nmetadata: {{name: {name}, namespace: default}}\ndata:\n  ca.crt: |\n{indent}")
+}
+
+/// A BackendTLSPolicy for Service `target` (its port `http` with `section`), with `validation` as flow YAML.
+fn policy(name: &str, target: &str, section: bool, validation: &str) -> String {
+    let section = if section { ", sectionName: http" } else { "" };
+    format!(
+        "---\napiVersion: gateway.networking.k8s.io/v1\nkind: BackendTLSPolicy\nmetadata: {{name: {name}, namespace: default}}\nspec:\n  targetRefs: [{{group: \"\", kind: Service, name: {target}{section}}}]\n  validation: {validation}\n"
+    )
+}
+
+fn ca_ref(kind: &str, name: &str) -> String {
+    format!("[{{group: \"\", kind: {kind}, name: {name}}}]")
+}
+
+const ROUTES: &str = r#"
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: tls, namespace: default}
+spec:
+  parentRefs: [{name: gw}]
+  hostnames: [tls.test]
+  rules:
+  - matches: [{path: {type: PathPrefix, value: /good}}]
+    backendRefs: [{name: good, port: 80}]
+  - matches: [{path: {type: PathPrefix, value: /secret-ca}}]
+    backendRefs: [{name: secret-ca, port: 80}]
+  - matches: [{path: {type: PathPrefix, value: /alt-names}}]
+    backendRefs: [{name: alt-names, port: 80}]
+  - matches: [{path: {type: PathPrefix, value: /wrong-ca}}]
+    backendRefs: [{name: wrong-ca, port: 80}]
+  - matches: [{path: {type: PathPrefix, value: /wrong-name}}]
+    backendRefs: [{name: wrong-name, port: 80}]
+  - matches: [{path: {type: PathPrefix, value: /no-policy}}]
+    backendRefs: [{name: no-policy, port: 80}]
+  - matches: [{path: {type: PathPrefix, value: /bad-ca}}]
+    backendRefs: [{name: bad-ca, port: 80}]
+  - matches: [{path: {type: PathPrefix, value: /plain}}]
+    backendRefs: [{name: plain, port: 80}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: GRPCRoute
+metadata: {name: grpc, namespace: default}
+spec:
+  parentRefs: [{name: gw}]
+  hostnames: [grpc.test]
+  rules:
+  - backendRefs: [{name: grpc, port: 80}]
+"#;
+
+struct Setup {
+    manifests: String,
+    /// Backends that must never see a request (a plaintext echo behind `appProtocol: https`).
+    no_policy: portico::echo::EchoServer,
+    plain: portico::echo::EchoServer,
+    port: u16,
+}
+
+async fn setup() -> Setup {
+    let ca = portico::certs::testing::TestCa::new();
+    let other_ca = portico::certs::testing::TestCa::new();
+    let name = "backend.internal";
+    let good = tls_backend(&ca, &[name], b"http/1.1").await;
+    let secret_ca = tls_backend(&ca, &[name], b"http/1.1").await;
+    let alt_names = tls_backend(&ca, &["alt.internal"], b"http/1.1").await;
+    let wrong_ca = tls_backend(&other_ca, &[name], b"http/1.1").await;
+    let wrong_name = tls_backend(&ca, &["someone.else"], b"http/1.1").await;
+    let grpc = tls_backend(&ca, &["grpc.internal"], b"h2").await;
+    let bad_ca = tls_backend(&ca, &[name], b"http/1.1").await;
+    let no_policy = echo("no-policy").await;
+    let plain = echo("plain").await;
+    let port = free_port();
+    let cm = ca_ref("ConfigMap", "backend-ca");
+    let hostname = format!("{{hostname: {name}, caCertificateRefs: {cm}}}");
+    let manifests = [
+        CLASS.to_string(),
+        gateway(port),
+        ca_config_map("backend-ca", &ca.pem),
+        ca_config_map("junk-ca", "not a certificate"),
+        ca_secret("default", "backend-ca-secret", &ca.pem),
+        svc("good", good, Some("https")),
+        policy("good", "good", true, &hostname),
+        svc("secret-ca", secret_ca, None),
+        policy(
+            "secret-ca",
+            "secret-ca",
+            false,
+            &format!("{{hostname: {name}, caCertificateRefs: {}}}", ca_ref("Secret", "backend-ca-secret")),
+        ),
+        svc("alt-names", alt_names, Some("https")),
+        policy(
+            "alt-names",
+            "alt-names",
+            false,
+            &format!("{{hostname: {name}, caCertificateRefs: {cm}, subjectAltNames: [{{type: Hostname, hostname: alt.internal}}]}}"),
+        ),
+        svc("wrong-ca", wrong_ca, Some("https")),
+        policy("wrong-ca", "wrong-ca", false, &hostname),
+        svc("wrong-name", wrong_name, Some("https")),
+        policy("wrong-name", "wrong-name", false, &hostname),
+        svc("no-policy", no_policy.addr, Some("https")),
+        svc("bad-ca", bad_ca, Some("kubernetes.io/wss")),
+        policy(
+            "bad-ca",
+            "bad-ca",
+            false,
+            &format!("{{hostname: {name}, caCertificateRefs: {}}}", ca_ref("ConfigMap", "junk-ca")),
+        ),
+        svc("plain", plain.addr, None),
+        svc("grpc", grpc, Some("kubernetes.io/h2c")),
+        policy(
+            "grpc",
+            "grpc",
+            false,
+            &format!("{{hostname: grpc.internal, caCertificateRefs: {cm}}}"),
+        ),
+        ROUTES.to_string(),
+    ]
+    .concat();
+    Setup {
+        manifests,
+        no_policy,
+        plain,
+        port,
+    }
+}
+
+async fn get_tls(addr: SocketAddr, path: &str) -> Reply {
+    send(addr, http::Method::GET, "tls.test", path, &[], Bytes::new()).await
+}
+
+#[tokio::test]
+async fn backend_tls_policies_verify_backends_and_fail_closed() {
+    let s = setup().await;
+    let gw = Gateway::start_with(GATEWAY_ONLY, &s.manifests).await;
+    let addr: SocketAddr = format!("127.0.0.1:{}", s.port).parse().unwrap();
+    assert!(
+        eventually(Duration::from_secs(5), || std::net::TcpStream::connect(addr).is_ok()).await,
+        "the Gateway's socket is bound"
+    );
+    // The policy's CA signed the backend's certificate and its hostname is in it: over TLS (the backend says so).
+    for path in ["/good", "/secret-ca", "/alt-names"] {
+        let r = get_tls(addr, path).await;
+        assert_eq!((r.status, r.text().as_str()), (200, "tls HTTP/1.1"), "{path}");
+    }
+    // An untrusted issuer, or a certificate for another name: the handshake fails, 502 as for Ingress backends.
+    for path in ["/wrong-ca", "/wrong-name"] {
+        let r = get_tls(addr, path).await;
+        assert_eq!(r.status, 502, "{path}: {}", r.text());
+        assert!(r.text().contains("TLS"), "{path}: {}", r.text());
+    }
+    // appProtocol https without a policy, or a policy whose CA ConfigMap holds no certificate: unresolved, 500,
+    // and nothing sent in plaintext.
+    for path in ["/no-policy", "/bad-ca"] {
+        assert_eq!(get_tls(addr, path).await.status, 500, "{path}");
+    }
+    assert!(s.no_policy.requests().is_empty(), "nothing sent in plaintext");
+    // A Service no policy targets is plain HTTP as before.
+    assert_eq!(get_tls(addr, "/plain").await.status, 200);
+    assert_eq!(s.plain.requests().len(), 1);
+
+    // GRPCRoute to an h2 backend over TLS (ALPN h2), trailers through.
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let req = http::Request::post("http://grpc.test/echo.Echo/Unary")
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(Full::new(Bytes::from_static(&[0, 0, 0, 0, 0])))
+        .unwrap();
+    let resp = sender.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let collected = resp.into_body().collect().await.unwrap();
+    let trailers = collected.trailers().cloned().expect("trailers passed through");
+    assert_eq!(trailers["grpc-status"], "0");
+    assert_eq!(collected.to_bytes().as_ref(), &[0, 0, 0, 0, 2, b'o', b'k']);
+
+    let diagnostics = gw.running().shared.last_translation().unwrap().describe_diagnostics();
+    for says in [
+        "BackendTLSPolicy default/bad-ca: spec.validation.caCertificateRefs[0]: ConfigMap default/junk-ca key ca.crt",
+        "HTTPRoute default/tls: spec.rules[5].backendRefs[0]: Service default/no-policy port 80 has appProtocol https, and no BackendTLSPolicy",
+        "HTTPRoute default/tls: spec.rules[6].backendRefs[0]: Service default/bad-ca port 80 is targeted by BackendTLSPolicy default/bad-ca, which cannot be used",
+    ] {
+        assert!(diagnostics.contains(says), "{says}\n{diagnostics}");
+    }
+    gw.stop().await;
+}
+
+#[test]
+fn check_shows_backend_tls() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let s = rt.block_on(setup());
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("m")).unwrap();
+    std::fs::write(dir.path().join("m/all.yaml"), &s.manifests).unwrap();
+    std::fs::write(dir.path().join("config.yaml"), GATEWAY_ONLY).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_portico"))
+        .arg("check")
+        .arg("--manifests")
+        .arg(dir.path().join("m"))
+        .arg("--config")
+        .arg(dir.path().join("config.yaml"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    for says in [
+        "[tls good name=backend.internal policy=default/good]",
+        "[tls grpc name=grpc.internal policy=default/grpc] [h2]",
+        "BackendTLSPolicy default/bad-ca: spec.validation.caCertificateRefs[0]",
+    ] {
+        assert!(text.contains(says), "{says}\n{text}");
+    }
+}
