@@ -1,5 +1,6 @@
 //! Gateway API status: what [`attach`](crate::model::gateway::attach) found, written by the leader through the
-//! status subresource of each GatewayClass, Gateway, HTTPRoute, GRPCRoute, TLSRoute and TCPRoute of ours.
+//! status subresource of each GatewayClass, Gateway, HTTPRoute, GRPCRoute, TLSRoute and TCPRoute of ours, and
+//! of each BackendTLSPolicy (`status.ancestors[]`: the Gateways of ours whose routes use it).
 //!
 //! - Written only when it changed: the wanted status is compared with the object's, ignoring
 //!   `lastTransitionTime`; a condition whose status did not change keeps the time already there.
@@ -19,9 +20,10 @@ use serde_json::{json, Map, Value};
 
 use super::Objects;
 use crate::model::gateway::attach::{ClassStatus, GatewayModel, ParentStatus, RouteStatus};
+use crate::model::gateway::backendtls::PolicyState;
 use crate::model::gateway::{
-    Condition, Gateway, GatewayAttachment, GatewayClass, GrpcRoute, HttpRoute, ParentReference, TcpRoute, TlsRoute,
-    CONTROLLER_NAME,
+    BackendTlsPolicy, Condition, Gateway, GatewayAttachment, GatewayClass, GrpcRoute, HttpRoute, ParentReference,
+    TcpRoute, TlsRoute, CONTROLLER_NAME,
 };
 use crate::model::ObjectRef;
 
@@ -120,6 +122,10 @@ impl StatusWriter {
                 .patch_status(name, &params, &patch)
                 .await
                 .map(drop),
+            "BackendTLSPolicy" => Api::<BackendTlsPolicy>::namespaced(client, ns)
+                .patch_status(name, &params, &patch)
+                .await
+                .map(drop),
             _ => return true,
         };
         match result {
@@ -174,7 +180,48 @@ pub fn plan(attachment: &GatewayAttachment, objects: &dyn Objects, now: &str) ->
         let route = ours.get(&r).copied();
         push(r, &|cur| route_status(route, cur, now));
     }
+    // Every BackendTLSPolicy in the state is in the attachment (without ancestors when no route of ours uses
+    // it: our entries are then removed).
+    for p in &attachment.backend_tls_policies {
+        push(p.object(), &|cur| policy_status(p, cur, now));
+    }
     out
+}
+
+/// `status.ancestors`: other controllers' entries as they are, then ours, one per Gateway of ours whose routes
+/// use a Service port the policy targets (at most 16 in all, as the CRD allows).
+pub fn policy_status(p: &PolicyState, current: &Value, now: &str) -> Value {
+    let current: &[Value] = current
+        .get("ancestors")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    let is_ours = |a: &&Value| a.get("controllerName").and_then(Value::as_str) == Some(CONTROLLER_NAME);
+    let mut ancestors: Vec<Value> = current.iter().filter(|a| !is_ours(a)).cloned().collect();
+    let conditions = p.conditions();
+    for (ns, name) in &p.ancestors {
+        if ancestors.len() >= 16 {
+            break;
+        }
+        let ancestor_ref = json!({
+            "group": crate::model::gateway::GROUP,
+            "kind": "Gateway",
+            "namespace": ns,
+            "name": name,
+        });
+        let have = current
+            .iter()
+            .filter(is_ours)
+            .find(|a| a.get("ancestorRef").is_some_and(|r| same_parent_ref(r, &ancestor_ref)))
+            .and_then(|a| a.get("conditions"))
+            .unwrap_or(&Value::Null);
+        ancestors.push(json!({
+            "ancestorRef": ancestor_ref,
+            "controllerName": CONTROLLER_NAME,
+            "conditions": conditions_json(&conditions, have, now, false),
+        }));
+    }
+    json!({ "ancestors": ancestors })
 }
 
 fn object(kind: &'static str, namespace: &str, name: &str) -> ObjectRef {
