@@ -547,6 +547,41 @@ mod tests {
     }
 
     #[test]
+    fn backend_tls_policy_ancestors() {
+        let yaml = format!(
+            "{YAML}---\napiVersion: v1\nkind: Service\nmetadata: {{name: svc, namespace: default}}\nspec: {{ports: [{{name: https, port: 443}}]}}\n---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: tls, namespace: default}}\nspec:\n  parentRefs: [{{name: gw}}]\n  rules: [{{backendRefs: [{{name: svc, port: 443}}]}}]\n---\napiVersion: gateway.networking.k8s.io/v1\nkind: BackendTLSPolicy\nmetadata: {{name: p, namespace: default, generation: 2}}\nspec:\n  targetRefs: [{{group: \"\", kind: Service, name: svc}}]\n  validation: {{hostname: svc.internal, caCertificateRefs: [{{group: \"\", kind: ConfigMap, name: nowhere}}]}}\n"
+        );
+        let s = state(&yaml);
+        let a = attach(&s, OURS);
+        let p = &a.backend_tls_policies[0];
+        assert_eq!(p.ancestors.len(), 1);
+        let foreign = json!({"ancestorRef": {"name": "gw", "namespace": "default"}, "controllerName": "other.example/c", "conditions": []});
+        let stale =
+            json!({"ancestorRef": {"name": "old", "namespace": "default"}, "controllerName": OURS, "conditions": []});
+        let current = json!({"ancestors": [foreign.clone(), stale]});
+        let want = policy_status(p, &current, "2024-01-01T00:00:00Z");
+        let list = want["ancestors"].as_array().unwrap();
+        assert_eq!(list.len(), 2, "{want}");
+        assert_eq!(list[0], foreign, "other controllers' entries are kept");
+        assert_eq!(
+            list[1]["ancestorRef"]["name"], "gw",
+            "ours: the route's Gateway (the stale entry gone)"
+        );
+        let conditions = &list[1]["conditions"];
+        assert_eq!(conditions[0]["reason"], "NoValidCACertificate");
+        assert_eq!(conditions[1]["reason"], "InvalidCACertificateRef");
+        assert_eq!(conditions[0]["observedGeneration"], 2);
+        assert!(conditions[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("ConfigMap default/nowhere not found"));
+        // No route of ours uses it any more: our entries go.
+        let mut unused = p.clone();
+        unused.ancestors.clear();
+        assert_eq!(policy_status(&unused, &want, "now")["ancestors"], json!([foreign]));
+    }
+
+    #[test]
     fn parent_refs_compare_with_defaults() {
         assert!(same_parent_ref(
             &json!({"name": "gw"}),

@@ -204,8 +204,9 @@ impl PolicyState {
 #[derive(Debug, Default)]
 pub struct Policies {
     pub states: Vec<PolicyState>,
-    /// (namespace, Service, port name or `None` for the whole Service) → the policy that takes precedence.
-    by_target: HashMap<(String, String, Option<String>), usize>,
+    /// (namespace, Service, port name or `None` for the whole Service) → the policies targeting it, the one that
+    /// takes precedence first (the others are `Conflicted`).
+    by_target: HashMap<(String, String, Option<String>), Vec<usize>>,
 }
 
 impl Policies {
@@ -236,7 +237,7 @@ impl Policies {
             };
             key(a).cmp(&key(b))
         });
-        let mut by_target = HashMap::new();
+        let mut by_target: HashMap<_, Vec<usize>> = HashMap::new();
         let mut conflicted: Vec<(usize, String)> = Vec::new();
         for i in order {
             let p = &policies[i];
@@ -245,26 +246,26 @@ impl Policies {
                     continue;
                 }
                 let key = (states[i].namespace.clone(), t.name.clone(), t.section_name.clone());
-                match by_target.get(&key) {
-                    Some(&first) if first != i => {
-                        let winner: &PolicyState = &states[first];
-                        conflicted.push((
-                            i,
-                            format!(
-                                "{KIND} {}/{} targets Service {} {} already",
-                                winner.namespace,
-                                winner.name,
-                                t.name,
-                                t.section_name
-                                    .as_deref()
-                                    .map_or("(all ports)".to_string(), |s| format!("port {s}"))
-                            ),
-                        ));
-                    }
-                    Some(_) => {}
-                    None => {
-                        by_target.insert(key, i);
-                    }
+                let all = by_target.entry(key).or_default();
+                if all.contains(&i) {
+                    continue;
+                }
+                all.push(i);
+                let first = all[0];
+                if first != i {
+                    let winner: &PolicyState = &states[first];
+                    conflicted.push((
+                        i,
+                        format!(
+                            "{KIND} {}/{} targets Service {} {} already",
+                            winner.namespace,
+                            winner.name,
+                            t.name,
+                            t.section_name
+                                .as_deref()
+                                .map_or("(all ports)".to_string(), |s| format!("port {s}"))
+                        ),
+                    ));
                 }
             }
         }
@@ -278,21 +279,21 @@ impl Policies {
         Self { states, by_target }
     }
 
-    /// The policy governing port `port_name` (if the port has a name) of Service `namespace/service`: one naming
-    /// the port, else one naming the whole Service.
-    pub fn for_port(&self, namespace: &str, service: &str, port_name: Option<&str>) -> Option<usize> {
+    /// The policies targeting port `port_name` (if the port has a name) of Service `namespace/service`, the one
+    /// governing it first: those naming the port, else those naming the whole Service. Empty: none.
+    pub fn for_port(&self, namespace: &str, service: &str, port_name: Option<&str>) -> &[usize] {
         let mut key = (
             namespace.to_string(),
             service.to_string(),
             port_name.map(str::to_string),
         );
         if port_name.is_some() {
-            if let Some(&i) = self.by_target.get(&key) {
-                return Some(i);
+            if let Some(all) = self.by_target.get(&key) {
+                return all;
             }
         }
         key.2 = None;
-        self.by_target.get(&key).copied()
+        self.by_target.get(&key).map_or(&[], Vec::as_slice)
     }
 
     /// Diagnostics for the policies that cannot be used, and for targets Portico does not serve.
@@ -571,10 +572,11 @@ mod tests {
             &[],
             &[],
         );
-        let name = |i: Option<usize>| i.map(|i| ps.states[i].name.as_str());
+        let name = |all: &[usize]| all.first().map(|&i| ps.states[i].name.as_str());
         assert_eq!(name(ps.for_port("ns", "svc", Some("https"))), Some("port"));
         assert_eq!(name(ps.for_port("ns", "svc", Some("other"))), Some("old"));
         assert_eq!(name(ps.for_port("ns", "svc", None)), Some("old"));
+        assert_eq!(ps.for_port("ns", "svc", None).len(), 2, "the conflicted one too");
         assert_eq!(name(ps.for_port("other", "svc", None)), None);
         let young = ps.states[0].outcome.clone().unwrap_err();
         assert_eq!(young.accepted, reasons::CONFLICTED);

@@ -376,18 +376,16 @@ impl<'a> Prepared<'a> {
         let app_protocol = found.and_then(|p| p.app_protocol.clone());
         let port_name = found.and_then(|p| p.name.as_deref());
         // BackendTLSPolicy applies to the routes the gateway terminates (not to TCPRoutes and passthrough).
-        let policy = match self.route.kind {
+        let policies = match self.route.kind {
             RouteKind::Http | RouteKind::Grpc => lookup.tls.for_port(ns, &b.name, port_name),
-            RouteKind::Tls | RouteKind::Tcp => None,
+            RouteKind::Tls | RouteKind::Tcp => &[],
         };
-        let tls = match policy.map(|i| (i, &lookup.tls.states[i])) {
-            Some((i, p)) => match &p.outcome {
-                Ok(t) => {
-                    self.policies.insert(i);
-                    Some(t.clone())
-                }
+        // The route's Gateways are ancestors of every policy of the port (the conflicted ones get status too).
+        self.policies.extend(policies.iter().copied());
+        let tls = match policies.first().map(|&i| &lookup.tls.states[i]) {
+            Some(p) => match &p.outcome {
+                Ok(t) => Some(t.clone()),
                 Err(r) => {
-                    self.policies.insert(i);
                     return invalid(
                         reasons::INVALID_BACKEND_TLS_POLICY,
                         format!(
