@@ -152,6 +152,7 @@ async fn setup() -> Setup {
             &format!("{{hostname: {name}, caCertificateRefs: {}}}", ca_ref("ConfigMap", "junk-ca")),
         ),
         svc("plain", plain.addr, None),
+        policy("no-such-port", "plain", false, &hostname).replace("name: plain}", "name: plain, sectionName: https}"),
         svc("grpc", grpc, Some("kubernetes.io/h2c")),
         policy(
             "grpc",
@@ -226,6 +227,7 @@ async fn backend_tls_policies_verify_backends_and_fail_closed() {
     let diagnostics = gw.running().shared.last_translation().unwrap().describe_diagnostics();
     for says in [
         "BackendTLSPolicy default/bad-ca: spec.validation.caCertificateRefs[0]: ConfigMap default/junk-ca key ca.crt",
+        "BackendTLSPolicy default/no-such-port: spec.targetRefs[0]: Service default/plain has no port named https",
         "HTTPRoute default/tls: spec.rules[5].backendRefs[0]: Service default/no-policy port 80 has appProtocol https, and no BackendTLSPolicy",
         "HTTPRoute default/tls: spec.rules[6].backendRefs[0]: Service default/bad-ca port 80 is targeted by BackendTLSPolicy default/bad-ca, which cannot be used",
     ] {
@@ -259,4 +261,126 @@ fn check_shows_backend_tls() {
     ] {
         assert!(text.contains(says), "{says}\n{text}");
     }
+}
+
+/// A WebSocket backend behind TLS (certificate for `names` from `ca`): answers an upgrade with 101 and echoes
+/// the tunnel's bytes.
+async fn wss_backend(ca: &portico::certs::testing::TestCa, names: &[&str]) -> SocketAddr {
+    use hyper::service::service_fn;
+    use rustls_pki_types::pem::PemObject;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let key = portico::certs::testing::key(&rcgen::PKCS_ECDSA_P256_SHA256);
+    let now = portico::certs::unix_now();
+    let pem = ca.issue_pem(names, &key, now - 3600, now + 86400);
+    let chain = vec![rustls_pki_types::CertificateDer::from_pem_slice(pem.as_bytes()).unwrap()];
+    let key_der = rustls_pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into());
+    let mut config =
+        rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(chain, key_der)
+            .unwrap();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(s).await else { return };
+                let svc = service_fn(|mut req: http::Request<hyper::body::Incoming>| async move {
+                    let mut r = http::Response::new(Full::new(Bytes::from_static(b"not an upgrade")));
+                    if req.headers().get("upgrade").is_some_and(|v| v == "websocket") {
+                        tokio::spawn(async move {
+                            if let Ok(up) = hyper::upgrade::on(&mut req).await {
+                                let mut io = TokioIo::new(up);
+                                let mut buf = [0u8; 1024];
+                                while let Ok(n) = io.read(&mut buf).await {
+                                    if n == 0 || io.write_all(&buf[..n]).await.is_err() {
+                                        break;
+                                    }
+                                }
+                            }
+                        });
+                        *r.body_mut() = Full::new(Bytes::new());
+                        *r.status_mut() = http::StatusCode::SWITCHING_PROTOCOLS;
+                        r.headers_mut()
+                            .insert("upgrade", http::HeaderValue::from_static("websocket"));
+                        r.headers_mut()
+                            .insert("connection", http::HeaderValue::from_static("upgrade"));
+                    }
+                    Ok::<_, std::convert::Infallible>(r)
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(tls), svc)
+                    .with_upgrades()
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+/// `appProtocol: kubernetes.io/wss` with a policy: the upgrade goes over TLS to the backend and the tunnel
+/// carries bytes both ways.
+#[tokio::test]
+async fn websocket_upgrades_tunnel_over_backend_tls() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let ca = portico::certs::testing::TestCa::new();
+    let backend = wss_backend(&ca, &["ws.internal"]).await;
+    let port = free_port();
+    let manifests = [
+        CLASS.to_string(),
+        gateway(port),
+        ca_config_map("backend-ca", &ca.pem),
+        svc("wss", backend, Some("kubernetes.io/wss")),
+        policy(
+            "wss",
+            "wss",
+            true,
+            &format!("{{hostname: ws.internal, caCertificateRefs: {}}}", ca_ref("ConfigMap", "backend-ca")),
+        ),
+        "---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: ws, namespace: default}\nspec:\n  parentRefs: [{name: gw}]\n  hostnames: [ws.test]\n  rules:\n  - backendRefs: [{name: wss, port: 80}]\n".to_string(),
+    ]
+    .concat();
+    let gw = Gateway::start_with(GATEWAY_ONLY, &manifests).await;
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    assert!(
+        eventually(Duration::from_secs(5), || std::net::TcpStream::connect(addr).is_ok()).await,
+        "the Gateway's socket is bound"
+    );
+    // A plain request: over TLS, HTTP/1.1.
+    let r = send(addr, http::Method::GET, "ws.test", "/", &[], Bytes::new()).await;
+    assert_eq!((r.status, r.text().as_str()), (200, "not an upgrade"));
+    let mut c = TcpStream::connect(addr).await.unwrap();
+    c.write_all(
+        b"GET /socket HTTP/1.1\r\nHost: ws.test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        let n = tokio::time::timeout(Duration::from_secs(5), c.read(&mut byte))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(n, 1, "the connection closed before the head ended");
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head);
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    for i in 0..3 {
+        let msg = format!("frame {i}");
+        c.write_all(msg.as_bytes()).await.unwrap();
+        let mut buf = vec![0u8; msg.len()];
+        tokio::time::timeout(Duration::from_secs(5), c.read_exact(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(buf, msg.as_bytes());
+    }
+    gw.stop().await;
 }

@@ -87,6 +87,27 @@ pub(crate) fn attach_routes(
     let g = &state.gateway;
     let mut lookup = Lookup::new(state);
     lookup.tls.diagnostics(&g.backend_tls_policies, diags);
+    // A policy for a port the Service does not have attaches to nothing: say so.
+    for (p, state) in g.backend_tls_policies.iter().zip(&lookup.tls.states) {
+        for (i, t) in p.spec.target_refs.iter().enumerate() {
+            let (Some(section), true) = (&t.section_name, t.group.is_empty() && t.kind == "Service") else {
+                continue;
+            };
+            let Some(svc) = lookup.services.get(&(state.namespace.as_str(), t.name.as_str())) else {
+                continue;
+            };
+            let ports = svc.spec.as_ref().and_then(|s| s.ports.as_ref());
+            if !ports.is_some_and(|ps| ps.iter().any(|p| p.name.as_deref() == Some(section))) {
+                diags.push(Diagnostic::object(
+                    state.object(),
+                    format!(
+                        "spec.targetRefs[{i}]: Service {}/{} has no port named {section}; the policy applies to none of its ports",
+                        state.namespace, t.name
+                    ),
+                ));
+            }
+        }
+    }
     let mut prepared: Vec<Prepared> = Vec::new();
     for r in &g.http_routes {
         let mut p = Prepared::new(RouteKind::Http, &r.metadata, &r.spec.parent_refs, &r.spec.hostnames);
