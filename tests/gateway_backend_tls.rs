@@ -143,7 +143,7 @@ async fn setup() -> Setup {
         policy("wrong-ca", "wrong-ca", false, &hostname),
         svc("wrong-name", wrong_name, Some("https")),
         policy("wrong-name", "wrong-name", false, &hostname),
-        svc("no-policy", no_policy.addr, Some("https")),
+        svc("no-policy", no_policy.addr, Some("HTTPS")),
         svc("bad-ca", bad_ca, Some("kubernetes.io/wss")),
         policy(
             "bad-ca",
@@ -228,7 +228,7 @@ async fn backend_tls_policies_verify_backends_and_fail_closed() {
     for says in [
         "BackendTLSPolicy default/bad-ca: spec.validation.caCertificateRefs[0]: ConfigMap default/junk-ca key ca.crt",
         "BackendTLSPolicy default/no-such-port: spec.targetRefs[0]: Service default/plain has no port named https",
-        "HTTPRoute default/tls: spec.rules[5].backendRefs[0]: Service default/no-policy port 80 has appProtocol https, and no BackendTLSPolicy",
+        "HTTPRoute default/tls: spec.rules[5].backendRefs[0]: Service default/no-policy port 80 has appProtocol HTTPS, and no BackendTLSPolicy",
         "HTTPRoute default/tls: spec.rules[6].backendRefs[0]: Service default/bad-ca port 80 is targeted by BackendTLSPolicy default/bad-ca, which cannot be used",
     ] {
         assert!(diagnostics.contains(says), "{says}\n{diagnostics}");

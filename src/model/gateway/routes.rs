@@ -35,7 +35,8 @@ type Problem = (&'static str, String);
 /// Backend `appProtocol`s that need TLS to the backend: without a BackendTLSPolicy to verify it, such a backendRef
 /// is unresolved (`UnsupportedProtocol`) rather than sent plaintext or unverified. Any other value (none, `http`,
 /// `kubernetes.io/ws`, `kubernetes.io/h2c`...) is HTTP/1.1 (upgrades included), h2c for `kubernetes.io/h2c`; a
-/// BackendTLSPolicy makes any of them TLS (HTTP/2 over TLS for `kubernetes.io/h2c` and GRPCRoutes).
+/// BackendTLSPolicy makes any of them TLS (HTTP/2 over TLS for `kubernetes.io/h2c` and GRPCRoutes). Compared
+/// without case (IANA service names are; the conformance suite writes `HTTPS`).
 const TLS_APP_PROTOCOLS: [&str; 3] = ["kubernetes.io/wss", "https", "tls"];
 
 /// What backendRefs resolve against: Services by namespace and name, and the ReferenceGrants.
@@ -420,7 +421,7 @@ impl<'a> Prepared<'a> {
         };
         if let Some(tls) = app_protocol
             .as_deref()
-            .filter(|p| TLS_APP_PROTOCOLS.contains(p) && tls.is_none())
+            .filter(|p| TLS_APP_PROTOCOLS.iter().any(|t| t.eq_ignore_ascii_case(p)) && tls.is_none())
         {
             return invalid(
                 reasons::UNSUPPORTED_PROTOCOL,
