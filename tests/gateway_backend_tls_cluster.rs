@@ -1,6 +1,7 @@
 //! BackendTLSPolicy in cluster mode with the fake API server: the policy's `status.ancestors[]` (the Gateway,
 //! `Accepted`/`ResolvedRefs`), the route's `ResolvedRefs`, a request served over TLS to a real backend, and a
-//! CA ConfigMap fixed through the API (the policy becomes accepted, the route resolved, the share served).
+//! CA ConfigMap fixed through the API (the policy becomes accepted, the route resolved, the share served), and
+//! one replaced by another CA's (the next requests fail verification).
 
 mod support;
 
@@ -231,6 +232,20 @@ async fn policy_status_route_status_and_serving() {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         assert_eq!(served, 200);
+
+        // The CA ConfigMap is replaced by one of another CA: the policy's client is rebuilt (no pooled connection
+        // verified by the old CA is reused) and the backend's certificate no longer verifies: 502.
+        let other = portico::certs::testing::TestCa::new();
+        apply(&server, &ca_config_map("backend-ca", &other.pem));
+        let mut after = 0;
+        for _ in 0..50 {
+            after = status_of(addr, "good.example.com").await;
+            if after == 502 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(after, 502, "a rotated CA applies to the next requests");
         gw.shutdown().await;
     })
     .await;
