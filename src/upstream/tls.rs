@@ -196,4 +196,18 @@ mod tests {
         let c = client_config(None, b"http/1.1").unwrap();
         assert_eq!(c.alpn_protocols, vec![b"http/1.1".to_vec()]);
     }
+
+    #[test]
+    fn verifying_configs() {
+        let ca = crate::certs::testing::TestCa::new();
+        let pem = Roots::Pem(ca.pem.as_bytes());
+        let names = vec!["a.internal".to_string()];
+        assert!(verifying_config(pem, &[], b"h2").is_ok());
+        assert!(verifying_config(pem, &names, b"h2").is_ok());
+        // System roots: whatever the machine has (none: a config that fails every handshake, still built).
+        assert!(verifying_config(Roots::System, &[], b"http/1.1").is_ok());
+        // Names to verify need something to verify against.
+        assert!(verifying_config(Roots::Any, &names, b"h2").is_err());
+        assert!(verifying_config(Roots::Pem(b"junk"), &[], b"h2").is_err());
+    }
 }
