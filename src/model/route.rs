@@ -436,6 +436,9 @@ pub struct WeightedBackend {
     /// The route's error pages' backend (weight 0: never serves the request itself).
     pub error_page: bool,
     pub origin: Origin,
+    /// Gateway API: requests go over TLS, verified as a BackendTLSPolicy says; the key of its upstream TLS client
+    /// in the snapshot's policy table ([`crate::upstream::policy::PolicyTable::backend_tls`]).
+    pub tls: Option<Arc<str>>,
 }
 
 /// A route's backends, or the state aligned with them: one (most routes) kept inline, more in a boxed slice. Read
@@ -742,9 +745,14 @@ impl Lowering {
         } else {
             g.backends
                 .iter()
-                .map(|(m, w, valid)| {
+                .zip(&g.backend_tls)
+                .map(|((m, w, valid), tls)| {
                     let mut b = self.backend(m, &p.policy, *w, origin.clone());
                     b.0.invalid = !valid;
+                    b.0.tls = tls.as_ref().map(|t| {
+                        let key = t.key(g.h2c);
+                        self.strings.get(&key)
+                    });
                     b
                 })
                 .collect()
@@ -804,6 +812,7 @@ impl Lowering {
                 invalid: false,
                 mirror: None,
                 error_page: false,
+                tls: None,
             },
             BackendSpec {
                 model: m,

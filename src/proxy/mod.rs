@@ -224,6 +224,8 @@ struct Target {
     send: Arc<SendPolicy>,
     /// TLS to the backend and the request-body timeout, when the route's Ingress has such settings.
     upstream: Option<Arc<crate::upstream::policy::UpstreamPolicy>>,
+    /// The backend must be reached over TLS (a BackendTLSPolicy): without a TLS policy the request fails.
+    tls_required: bool,
     /// The affinity cookie of the backend that serves (a canary's own when the canary does).
     affinity_cookie: Option<Arc<str>>,
     /// The path a rewrite made of the request's (not yet normalised).
@@ -618,6 +620,9 @@ impl Proxy {
 
         // TLS and the request-body timeout come from the Ingress's upstream policy, when it has one.
         let up_policy = target.upstream.as_deref();
+        if target.tls_required && !up_policy.is_some_and(|p| p.wants_tls()) {
+            return Err(ProxyError::Upstream(UpstreamError::Tls));
+        }
         let via = match up_policy {
             Some(p) if p.wants_tls() => match &p.tls {
                 Some(c) => Via::Tls(c),
@@ -935,10 +940,15 @@ impl Target {
             backend: route.state.backends[routed.chosen].backend.clone(),
             filters: route.filters.clone(),
             send: route.send.clone(),
-            upstream: snap
-                .upstream
-                .lookup(conn.set, (!routed.default).then_some(&*route.origin.name))
-                .cloned(),
+            upstream: match &route.backends[routed.chosen].tls {
+                // A Gateway API backend a BackendTLSPolicy governs: its own TLS client, never the route's.
+                Some(key) => snap.upstream.backend_tls(key).cloned(),
+                None => snap
+                    .upstream
+                    .lookup(conn.set, (!routed.default).then_some(&*route.origin.name))
+                    .cloned(),
+            },
+            tls_required: route.backends[routed.chosen].tls.is_some(),
             affinity_cookie: match (routed.chosen, &route.split) {
                 (0, _) => route.send.affinity_cookie.clone(),
                 (_, Some(split)) => split.affinity_cookie.clone(),

@@ -532,6 +532,7 @@ fn gateway_conditions_fall_to_the_next_candidate() {
             matches: m,
             filters: vec![],
             backends: vec![(backend(service), 1, true)],
+            backend_tls: vec![None],
             answers_500: false,
             timeouts: Default::default(),
             h2c: false,

@@ -67,6 +67,7 @@ mod tests {
             invalid: false,
             mirror: None,
             error_page: false,
+            tls: None,
             origin: Origin {
                 kind: "Ingress",
                 name: "ns/i".into(),

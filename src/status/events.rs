@@ -256,9 +256,8 @@ fn api_version(kind: &str) -> &'static str {
     match kind {
         "Ingress" | "IngressClass" => "networking.k8s.io/v1",
         "EndpointSlice" => "discovery.k8s.io/v1",
-        "GatewayClass" | "Gateway" | "HTTPRoute" | "GRPCRoute" | "TLSRoute" | "TCPRoute" | "ReferenceGrant" => {
-            "gateway.networking.k8s.io/v1"
-        }
+        "GatewayClass" | "Gateway" | "HTTPRoute" | "GRPCRoute" | "TLSRoute" | "TCPRoute" | "ReferenceGrant"
+        | "BackendTLSPolicy" => "gateway.networking.k8s.io/v1",
         _ => "v1",
     }
 }

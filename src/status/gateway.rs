@@ -1,5 +1,6 @@
 //! Gateway API status: what [`attach`](crate::model::gateway::attach) found, written by the leader through the
-//! status subresource of each GatewayClass, Gateway, HTTPRoute, GRPCRoute, TLSRoute and TCPRoute of ours.
+//! status subresource of each GatewayClass, Gateway, HTTPRoute, GRPCRoute, TLSRoute and TCPRoute of ours, and
+//! of each BackendTLSPolicy (`status.ancestors[]`: the Gateways of ours whose routes use it).
 //!
 //! - Written only when it changed: the wanted status is compared with the object's, ignoring
 //!   `lastTransitionTime`; a condition whose status did not change keeps the time already there.
@@ -19,9 +20,10 @@ use serde_json::{json, Map, Value};
 
 use super::Objects;
 use crate::model::gateway::attach::{ClassStatus, GatewayModel, ParentStatus, RouteStatus};
+use crate::model::gateway::backendtls::PolicyState;
 use crate::model::gateway::{
-    Condition, Gateway, GatewayAttachment, GatewayClass, GrpcRoute, HttpRoute, ParentReference, TcpRoute, TlsRoute,
-    CONTROLLER_NAME,
+    BackendTlsPolicy, Condition, Gateway, GatewayAttachment, GatewayClass, GrpcRoute, HttpRoute, ParentReference,
+    TcpRoute, TlsRoute, CONTROLLER_NAME,
 };
 use crate::model::ObjectRef;
 
@@ -120,6 +122,10 @@ impl StatusWriter {
                 .patch_status(name, &params, &patch)
                 .await
                 .map(drop),
+            "BackendTLSPolicy" => Api::<BackendTlsPolicy>::namespaced(client, ns)
+                .patch_status(name, &params, &patch)
+                .await
+                .map(drop),
             _ => return true,
         };
         match result {
@@ -174,7 +180,48 @@ pub fn plan(attachment: &GatewayAttachment, objects: &dyn Objects, now: &str) ->
         let route = ours.get(&r).copied();
         push(r, &|cur| route_status(route, cur, now));
     }
+    // Every BackendTLSPolicy in the state is in the attachment (without ancestors when no route of ours uses
+    // it: our entries are then removed).
+    for p in &attachment.backend_tls_policies {
+        push(p.object(), &|cur| policy_status(p, cur, now));
+    }
     out
+}
+
+/// `status.ancestors`: other controllers' entries as they are, then ours, one per Gateway of ours whose routes
+/// use a Service port the policy targets (at most 16 in all, as the CRD allows).
+pub fn policy_status(p: &PolicyState, current: &Value, now: &str) -> Value {
+    let current: &[Value] = current
+        .get("ancestors")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    let is_ours = |a: &&Value| a.get("controllerName").and_then(Value::as_str) == Some(CONTROLLER_NAME);
+    let mut ancestors: Vec<Value> = current.iter().filter(|a| !is_ours(a)).cloned().collect();
+    let conditions = p.conditions();
+    for (ns, name) in &p.ancestors {
+        if ancestors.len() >= 16 {
+            break;
+        }
+        let ancestor_ref = json!({
+            "group": crate::model::gateway::GROUP,
+            "kind": "Gateway",
+            "namespace": ns,
+            "name": name,
+        });
+        let have = current
+            .iter()
+            .filter(is_ours)
+            .find(|a| a.get("ancestorRef").is_some_and(|r| same_parent_ref(r, &ancestor_ref)))
+            .and_then(|a| a.get("conditions"))
+            .unwrap_or(&Value::Null);
+        ancestors.push(json!({
+            "ancestorRef": ancestor_ref,
+            "controllerName": CONTROLLER_NAME,
+            "conditions": conditions_json(&conditions, have, now, false),
+        }));
+    }
+    json!({ "ancestors": ancestors })
 }
 
 fn object(kind: &'static str, namespace: &str, name: &str) -> ObjectRef {
@@ -497,6 +544,41 @@ mod tests {
         let planned = plan(&a, &s, "2026-01-01T00:00:00Z");
         let route = &planned.iter().find(|(r, _, _)| r.kind == "HTTPRoute").unwrap().2;
         assert_eq!(route["parents"], json!([foreign]));
+    }
+
+    #[test]
+    fn backend_tls_policy_ancestors() {
+        let yaml = format!(
+            "{YAML}---\napiVersion: v1\nkind: Service\nmetadata: {{name: svc, namespace: default}}\nspec: {{ports: [{{name: https, port: 443}}]}}\n---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: tls, namespace: default}}\nspec:\n  parentRefs: [{{name: gw}}]\n  rules: [{{backendRefs: [{{name: svc, port: 443}}]}}]\n---\napiVersion: gateway.networking.k8s.io/v1\nkind: BackendTLSPolicy\nmetadata: {{name: p, namespace: default, generation: 2}}\nspec:\n  targetRefs: [{{group: \"\", kind: Service, name: svc}}]\n  validation: {{hostname: svc.internal, caCertificateRefs: [{{group: \"\", kind: ConfigMap, name: nowhere}}]}}\n"
+        );
+        let s = state(&yaml);
+        let a = attach(&s, OURS);
+        let p = &a.backend_tls_policies[0];
+        assert_eq!(p.ancestors.len(), 1);
+        let foreign = json!({"ancestorRef": {"name": "gw", "namespace": "default"}, "controllerName": "other.example/c", "conditions": []});
+        let stale =
+            json!({"ancestorRef": {"name": "old", "namespace": "default"}, "controllerName": OURS, "conditions": []});
+        let current = json!({"ancestors": [foreign.clone(), stale]});
+        let want = policy_status(p, &current, "2024-01-01T00:00:00Z");
+        let list = want["ancestors"].as_array().unwrap();
+        assert_eq!(list.len(), 2, "{want}");
+        assert_eq!(list[0], foreign, "other controllers' entries are kept");
+        assert_eq!(
+            list[1]["ancestorRef"]["name"], "gw",
+            "ours: the route's Gateway (the stale entry gone)"
+        );
+        let conditions = &list[1]["conditions"];
+        assert_eq!(conditions[0]["reason"], "NoValidCACertificate");
+        assert_eq!(conditions[1]["reason"], "InvalidCACertificateRef");
+        assert_eq!(conditions[0]["observedGeneration"], 2);
+        assert!(conditions[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("ConfigMap default/nowhere not found"));
+        // No route of ours uses it any more: our entries go.
+        let mut unused = p.clone();
+        unused.ancestors.clear();
+        assert_eq!(policy_status(&unused, &want, "now")["ancestors"], json!([foreign]));
     }
 
     #[test]

@@ -46,7 +46,7 @@ pub trait Objects: Send + Sync {
     /// The uid of an object of a kind Portico reads.
     fn uid(&self, r: &ObjectRef) -> Option<String>;
     /// A Gateway API object's current status and resourceVersion, by kind (`GatewayClass`, `Gateway`,
-    /// `HTTPRoute`, `GRPCRoute`; a GatewayClass has no namespace).
+    /// `HTTPRoute`, `GRPCRoute`, `BackendTLSPolicy`...; a GatewayClass has no namespace).
     fn gateway_status(&self, _r: &ObjectRef) -> Option<gateway::Current> {
         None
     }
@@ -202,6 +202,11 @@ impl Objects for crate::model::ClusterState {
                 .map(|o| (&o.metadata, &o.status)),
             "GRPCRoute" => g
                 .grpc_routes
+                .iter()
+                .find(|o| is(&o.metadata))
+                .map(|o| (&o.metadata, &o.status)),
+            "BackendTLSPolicy" => g
+                .backend_tls_policies
                 .iter()
                 .find(|o| is(&o.metadata))
                 .map(|o| (&o.metadata, &o.status)),

@@ -137,9 +137,14 @@ pub fn build_tls_client(
     name: Option<String>,
     h2: bool,
 ) -> Result<TlsClient, String> {
-    let ca = tls.ca_pem.as_deref().filter(|_| tls.verify);
+    let roots = match (tls.verify, tls.system_roots, tls.ca_pem.as_deref()) {
+        (false, _, _) => super::tls::Roots::Any,
+        (true, true, _) => super::tls::Roots::System,
+        (true, false, Some(pem)) => super::tls::Roots::Pem(pem),
+        (true, false, None) => return Err("verification is on but there is no CA".into()),
+    };
     let alpn: &[u8] = if h2 { b"h2" } else { b"http/1.1" };
-    let config = super::tls::client_config(ca, alpn)?;
+    let config = super::tls::verifying_config(roots, &tls.subject_alt_names, alpn)?;
     let mut http = connector(cfg);
     http.enforce_http(false);
     let resolver: Arc<dyn ResolveServerName + Send + Sync> = match name {

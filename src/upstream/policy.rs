@@ -14,7 +14,20 @@ use std::time::Duration;
 use super::client::{build_tls_client, TlsClient};
 use crate::config::UpstreamConfig;
 use crate::model::annotations::{BackendProtocol, IngressPolicy, UpstreamTls};
-use crate::model::{HostPattern, ObjectRef, Translation};
+use crate::model::gateway::BackendTls;
+use crate::model::{HostPattern, ObjectRef, PathModel, Translation};
+
+/// A Gateway API rule's backends that BackendTLSPolicies send TLS to, with whether they speak HTTP/2.
+fn gateway_tls(p: &PathModel) -> impl Iterator<Item = (&BackendTls, bool)> {
+    p.gateway
+        .iter()
+        .flat_map(|g| g.backend_tls.iter().flatten().map(move |t| (&**t, g.h2c)))
+}
+
+/// Whether a path needs an entry in the table: its Ingress's annotations, or a Gateway backend's TLS.
+fn path_needs(p: &PathModel) -> bool {
+    Spec::needed(&p.policy) || gateway_tls(p).next().is_some()
+}
 
 /// What identifies a policy: the annotations it was made from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,6 +44,27 @@ impl Spec {
     /// Whether an Ingress with these annotations has a policy: TLS to its backends or a body timeout.
     fn needed(p: &IngressPolicy) -> bool {
         matches!(p.backend.protocol, BackendProtocol::Https | BackendProtocol::Grpcs) || p.body.timeout.is_some()
+    }
+
+    /// A Gateway API backend's: TLS as its BackendTLSPolicy says (HTTP/2 over TLS with `h2`).
+    fn of_backend(t: &BackendTls, h2: bool) -> Self {
+        Spec {
+            protocol: if h2 {
+                BackendProtocol::Grpcs
+            } else {
+                BackendProtocol::Https
+            },
+            tls: Some(UpstreamTls {
+                verify: true,
+                ca_secret: None,
+                ca_pem: t.ca_pem.clone(),
+                server_name: Some(t.hostname.clone()),
+                system_roots: t.ca_pem.is_none(),
+                subject_alt_names: t.subject_alt_names.clone(),
+            }),
+            upstream_host: None,
+            request_body_timeout: None,
+        }
     }
 
     fn of(p: &IngressPolicy, sole_host: Option<&str>) -> Option<Self> {
@@ -110,6 +144,8 @@ impl UpstreamPolicy {
 pub struct PolicyTable {
     by_ingress: HashMap<Arc<str>, Arc<UpstreamPolicy>>,
     defaults: Vec<Option<Arc<UpstreamPolicy>>>,
+    /// Gateway API backends' TLS, by [`BackendTls::key`].
+    by_backend: HashMap<Arc<str>, Arc<UpstreamPolicy>>,
 }
 
 impl PolicyTable {
@@ -123,6 +159,12 @@ impl PolicyTable {
             Some(i) => self.by_ingress.get(i),
             None => self.defaults.get(set)?.as_ref(),
         }
+    }
+
+    /// The TLS policy of a Gateway API backend (its `WeightedBackend::tls` key). `None` (not expected: both come
+    /// from one translation) must fail the request rather than send it plaintext.
+    pub fn backend_tls(&self, key: &str) -> Option<&Arc<UpstreamPolicy>> {
+        self.by_backend.get(key)
     }
 }
 
@@ -154,9 +196,7 @@ impl Policies {
                     .iter()
                     .zip(&t.sets)
                     .all(|(b, a)| b.default_backend == a.default_backend);
-            let needs = |h: Option<&Arc<crate::model::HostModel>>| {
-                h.is_some_and(|h| h.paths.iter().any(|p| Spec::needed(&p.policy)))
-            };
+            let needs = |h: Option<&Arc<crate::model::HostModel>>| h.is_some_and(|h| h.paths.iter().any(path_needs));
             if same_shape
                 && !before
                     .sets
@@ -208,16 +248,41 @@ impl Policies {
             by_ingress.insert(key, policy.clone());
             Some(policy)
         };
+        let mut by_backend: HashMap<Arc<str>, Arc<UpstreamPolicy>> = HashMap::new();
         let mut defaults = Vec::with_capacity(t.sets.len());
         for set in &t.sets {
             for host in &set.hosts {
                 for path in &host.paths {
                     get(&path.ingress, &path.policy);
+                    for (tls, h2) in gateway_tls(path) {
+                        let key: Arc<str> = tls.key(h2).into();
+                        if by_backend.contains_key(&key) {
+                            continue;
+                        }
+                        let spec = Spec::of_backend(tls, h2);
+                        let policy = match prev.by_backend.get(&key) {
+                            Some(old) if old.spec == spec => old.clone(),
+                            _ => {
+                                let (namespace, name) = tls.policy.split_once('/').unwrap_or(("", &tls.policy));
+                                let object = ObjectRef {
+                                    kind: crate::model::gateway::backendtls::KIND,
+                                    namespace: namespace.into(),
+                                    name: name.into(),
+                                };
+                                Arc::new(UpstreamPolicy::build(spec, &self.cfg, &object))
+                            }
+                        };
+                        by_backend.insert(key, policy);
+                    }
                 }
             }
             defaults.push(set.default_backend.as_ref().and_then(|d| get(&d.ingress, &d.policy)));
         }
-        self.table = Arc::new(PolicyTable { by_ingress, defaults });
+        self.table = Arc::new(PolicyTable {
+            by_ingress,
+            defaults,
+            by_backend,
+        });
         self.table.clone()
     }
 }

@@ -60,11 +60,14 @@ EXPECTED_CLUSTER_RULES = (
     | {("ClusterRole", "events.k8s.io", "events", v) for v in ("create", "get", "patch")}
     | {("ClusterRole", "", "namespaces", v) for v in _READ}
     | {("ClusterRole", "gateway.networking.k8s.io", r, v)
-       for r in ("gatewayclasses", "gateways", "httproutes", "grpcroutes", "tlsroutes", "tcproutes", "referencegrants")
+       for r in ("gatewayclasses", "gateways", "httproutes", "grpcroutes", "tlsroutes", "tcproutes", "referencegrants",
+                 "backendtlspolicies")
        for v in _READ}
     | {("ClusterRole", "gateway.networking.k8s.io", f"{r}/status", v)
-       for r in ("gatewayclasses", "gateways", "httproutes", "grpcroutes", "tlsroutes", "tcproutes")
+       for r in ("gatewayclasses", "gateways", "httproutes", "grpcroutes", "tlsroutes", "tcproutes", "backendtlspolicies")
        for v in ("patch", "update")}
+    # BackendTLSPolicy CA bundles.
+    | {("ClusterRole", "", "configmaps", v) for v in _READ}
 )
 # ACME writes certificate Secrets in the Ingresses' namespaces: cluster-wide create/update (never delete or
 # patch), only with acme.enabled. In the release namespace: the challenge ConfigMap (watched by every replica,

@@ -104,6 +104,14 @@ pub const BUILTIN_RESOURCES: &[ResourceDef] = &[
     ),
     res!("gateway.networking.k8s.io", "v1", "tlsroutes", "TLSRoute", true, true),
     res!("gateway.networking.k8s.io", "v1", "tcproutes", "TCPRoute", true, true),
+    res!(
+        "gateway.networking.k8s.io",
+        "v1",
+        "backendtlspolicies",
+        "BackendTLSPolicy",
+        true,
+        true
+    ),
 ];
 
 /// Find a resource by group, version and plural (URL form).
@@ -137,6 +145,7 @@ mod tests {
             "GRPCRoute",
             "TLSRoute",
             "TCPRoute",
+            "BackendTLSPolicy",
         ] {
             let r = find_by_kind(BUILTIN_RESOURCES, "gateway.networking.k8s.io/v1", kind).unwrap();
             assert!(r.has_status, "{kind}");

@@ -119,6 +119,12 @@ pub struct UpstreamTls {
     /// The name sent as SNI and verified; `None`: the upstream Host (`upstream-host`) if set, else the endpoint's
     /// address (no SNI).
     pub server_name: Option<String>,
+    /// Verify against the system's roots instead of `ca_pem` (Gateway API BackendTLSPolicy
+    /// `wellKnownCACertificates: System`; no annotation sets it).
+    pub system_roots: bool,
+    /// Names of which the certificate must be valid for one, instead of `server_name` (BackendTLSPolicy
+    /// `subjectAltNames`; no annotation sets them).
+    pub subject_alt_names: Vec<String>,
 }
 
 fn parse_backend_protocol(meta: &IngressMeta) -> Result<BackendProtocol, String> {
@@ -189,6 +195,8 @@ fn parse_upstream_tls(meta: &IngressMeta, protocol: BackendProtocol) -> Result<O
         ca_secret,
         ca_pem: None,
         server_name,
+        system_roots: false,
+        subject_alt_names: Vec::new(),
     }))
 }
 

@@ -37,6 +37,8 @@ pub struct GatewayAttachment {
     /// Every route with at least one parentRef to one of our Gateways, by kind then namespace/name: the
     /// `status.parents[]` entries we own.
     pub routes: Vec<RouteStatus>,
+    /// Every BackendTLSPolicy, validated, with the Gateways whose routes use it (its `status.ancestors[]`).
+    pub backend_tls_policies: Vec<super::backendtls::PolicyState>,
     /// What was refused and why, naming the object and field (for `portico check`, logs and Events).
     pub diagnostics: Vec<Diagnostic>,
 }
@@ -311,6 +313,8 @@ pub struct ServiceBackend {
     pub port: u16,
     /// The Service port's `appProtocol` (`kubernetes.io/h2c`, `kubernetes.io/ws`, ...), if any.
     pub app_protocol: Option<String>,
+    /// TLS to the endpoints, as the BackendTLSPolicy targeting the port says.
+    pub tls: Option<std::sync::Arc<super::BackendTls>>,
 }
 
 /// `timeouts` of an HTTPRoute rule, parsed (`0s`: disabled, kept as zero).
@@ -391,7 +395,7 @@ pub fn attach(state: &ClusterState, controller_name: &str) -> GatewayAttachment 
         .collect();
     works.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
 
-    out.routes = routes::attach_routes(state, &mut works, &mut out.diagnostics);
+    (out.routes, out.backend_tls_policies) = routes::attach_routes(state, &mut works, &mut out.diagnostics);
 
     out.gateways = works.into_iter().map(GatewayWork::finish).collect();
     out

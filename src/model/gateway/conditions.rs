@@ -78,4 +78,6 @@ pub mod reasons {
     pub const INCOMPATIBLE_FILTERS: &str = "IncompatibleFilters";
     pub const INVALID_KIND: &str = "InvalidKind";
     pub const BACKEND_NOT_FOUND: &str = "BackendNotFound";
+    /// Portico's own: a backendRef's Service port is targeted by a BackendTLSPolicy that cannot be used.
+    pub const INVALID_BACKEND_TLS_POLICY: &str = "InvalidBackendTLSPolicy";
 }

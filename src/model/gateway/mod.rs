@@ -7,6 +7,7 @@
 //! ```
 
 pub mod attach;
+pub mod backendtls;
 pub mod conditions;
 pub mod cors;
 pub mod hostname;
@@ -19,6 +20,7 @@ mod routes;
 pub mod serve;
 
 pub use attach::{attach, GatewayAttachment, CONTROLLER_NAME};
+pub use backendtls::{BackendTls, BackendTlsPolicy};
 pub use conditions::Condition;
 pub use l4objects::{L4RouteRule, TcpRoute, TcpRouteSpec, TlsRoute, TlsRouteSpec};
 pub use objects::*;

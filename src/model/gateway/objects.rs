@@ -2,7 +2,7 @@
 //! translation uses, with the CRDs' defaults applied where a field is left out (so file mode, which has no API
 //! server to default them, and cluster mode agree). Unknown fields are ignored: the API server validated them.
 
-use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use serde::{Deserialize, Serialize};
 
@@ -19,7 +19,10 @@ pub struct GatewayObjects {
     pub tls_routes: Vec<super::TlsRoute>,
     pub tcp_routes: Vec<super::TcpRoute>,
     pub reference_grants: Vec<ReferenceGrant>,
+    pub backend_tls_policies: Vec<super::BackendTlsPolicy>,
     pub namespaces: Vec<Namespace>,
+    /// ConfigMaps: the CA bundles BackendTLSPolicies name.
+    pub config_maps: Vec<ConfigMap>,
 }
 
 impl GatewayObjects {
@@ -31,7 +34,9 @@ impl GatewayObjects {
             && self.tls_routes.is_empty()
             && self.tcp_routes.is_empty()
             && self.reference_grants.is_empty()
+            && self.backend_tls_policies.is_empty()
             && self.namespaces.is_empty()
+            && self.config_maps.is_empty()
     }
 
     /// Appends `other`'s objects.
@@ -43,7 +48,10 @@ impl GatewayObjects {
         self.tls_routes.extend(other.tls_routes.iter().cloned());
         self.tcp_routes.extend(other.tcp_routes.iter().cloned());
         self.reference_grants.extend(other.reference_grants.iter().cloned());
+        self.backend_tls_policies
+            .extend(other.backend_tls_policies.iter().cloned());
         self.namespaces.extend(other.namespaces.iter().cloned());
+        self.config_maps.extend(other.config_maps.iter().cloned());
     }
 }
 

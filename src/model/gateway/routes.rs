@@ -13,7 +13,7 @@
 //! Filters served: `RequestHeaderModifier`, `ResponseHeaderModifier`, `RequestRedirect`, `URLRewrite`,
 //! `RequestMirror`, `CORS` (GRPCRoute: the header modifiers and `RequestMirror`). Not served: `ExtensionRef`.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Service;
@@ -32,15 +32,19 @@ use crate::model::{ClusterState, Diagnostic};
 
 type Problem = (&'static str, String);
 
-/// Backend `appProtocol`s that need TLS to the backend, which Gateway API routes cannot use yet: such a
-/// backendRef is unresolved (`UnsupportedProtocol`) rather than sent plaintext. Any other value (none, `http`,
-/// `kubernetes.io/ws`, `kubernetes.io/h2c`...) is HTTP/1.1 (upgrades included), h2c for `kubernetes.io/h2c`.
+/// Backend `appProtocol`s that need TLS to the backend: without a BackendTLSPolicy to verify it, such a backendRef
+/// is unresolved (`UnsupportedProtocol`) rather than sent plaintext or unverified. Any other value (none, `http`,
+/// `kubernetes.io/ws`, `kubernetes.io/h2c`...) is HTTP/1.1 (upgrades included), h2c for `kubernetes.io/h2c`; a
+/// BackendTLSPolicy makes any of them TLS (HTTP/2 over TLS for `kubernetes.io/h2c` and GRPCRoutes). Compared
+/// without case (IANA service names are; the conformance suite writes `HTTPS`).
 const TLS_APP_PROTOCOLS: [&str; 3] = ["kubernetes.io/wss", "https", "tls"];
 
 /// What backendRefs resolve against: Services by namespace and name, and the ReferenceGrants.
 pub(super) struct Lookup<'a> {
     services: HashMap<(&'a str, &'a str), &'a Service>,
     grants: &'a [super::ReferenceGrant],
+    /// The BackendTLSPolicies, validated.
+    pub(super) tls: super::backendtls::Policies,
 }
 
 impl<'a> Lookup<'a> {
@@ -50,9 +54,11 @@ impl<'a> Lookup<'a> {
             .iter()
             .filter_map(|s| Some(((s.metadata.namespace.as_deref()?, s.metadata.name.as_deref()?), s)))
             .collect();
+        let g = &state.gateway;
         Self {
             services,
-            grants: &state.gateway.reference_grants,
+            grants: &g.reference_grants,
+            tls: super::backendtls::Policies::new(&g.backend_tls_policies, &g.config_maps, &state.secrets),
         }
     }
 }
@@ -68,15 +74,41 @@ pub(super) struct Prepared<'a> {
     pub(super) unsupported: Option<Problem>,
     /// Every backend problem.
     unresolved: Vec<Problem>,
+    /// The BackendTLSPolicies (indices in [`Lookup::tls`]) governing the route's backends.
+    policies: BTreeSet<usize>,
 }
 
+/// Attaches every route; returns their status and the BackendTLSPolicies (with the Gateways whose routes use
+/// them).
 pub(crate) fn attach_routes(
     state: &ClusterState,
     gateways: &mut [GatewayWork],
     diags: &mut Vec<Diagnostic>,
-) -> Vec<RouteStatus> {
+) -> (Vec<RouteStatus>, Vec<super::backendtls::PolicyState>) {
     let g = &state.gateway;
-    let lookup = Lookup::new(state);
+    let mut lookup = Lookup::new(state);
+    lookup.tls.diagnostics(&g.backend_tls_policies, diags);
+    // A policy for a port the Service does not have attaches to nothing: say so.
+    for (p, state) in g.backend_tls_policies.iter().zip(&lookup.tls.states) {
+        for (i, t) in p.spec.target_refs.iter().enumerate() {
+            let (Some(section), true) = (&t.section_name, t.group.is_empty() && t.kind == "Service") else {
+                continue;
+            };
+            let Some(svc) = lookup.services.get(&(state.namespace.as_str(), t.name.as_str())) else {
+                continue;
+            };
+            let ports = svc.spec.as_ref().and_then(|s| s.ports.as_ref());
+            if !ports.is_some_and(|ps| ps.iter().any(|p| p.name.as_deref() == Some(section))) {
+                diags.push(Diagnostic::object(
+                    state.object(),
+                    format!(
+                        "spec.targetRefs[{i}]: Service {}/{} has no port named {section}; the policy applies to none of its ports",
+                        state.namespace, t.name
+                    ),
+                ));
+            }
+        }
+    }
     let mut prepared: Vec<Prepared> = Vec::new();
     for r in &g.http_routes {
         let mut p = Prepared::new(RouteKind::Http, &r.metadata, &r.spec.parent_refs, &r.spec.hostnames);
@@ -176,12 +208,21 @@ pub(crate) fn attach_routes(
     prepared.sort_by(|a, b| a.route.cmp(&b.route));
 
     let mut out = Vec::new();
-    for p in prepared {
+    for mut p in prepared {
+        let used = std::mem::take(&mut p.policies);
+        let route_ns = p.route.namespace.clone();
         if let Some(status) = p.attach(state, gateways, diags) {
+            for i in used {
+                let ancestors = &mut lookup.tls.states[i].ancestors;
+                for parent in &status.parents {
+                    let ns = parent.parent_ref.namespace.clone().unwrap_or_else(|| route_ns.clone());
+                    ancestors.insert((ns, parent.parent_ref.name.clone()));
+                }
+            }
             out.push(status);
         }
     }
-    out
+    (out, lookup.tls.states)
 }
 
 impl<'a> Prepared<'a> {
@@ -203,6 +244,7 @@ impl<'a> Prepared<'a> {
             rules: Vec::new(),
             unsupported: None,
             unresolved: Vec::new(),
+            policies: BTreeSet::new(),
         }
     }
 
@@ -247,7 +289,16 @@ impl<'a> Prepared<'a> {
                 .as_ref()
                 .filter(|_| f.type_ == "RequestMirror")
                 .map(|m| {
-                    let target = self.resolve(lookup, &m.backend_ref, &format!("{at}.requestMirror.backendRef"));
+                    let mirror_at = format!("{at}.requestMirror.backendRef");
+                    let mut target = self.resolve(lookup, &m.backend_ref, &mirror_at);
+                    if matches!(&target, BackendTarget::Service(s) if s.tls.is_some()) {
+                        target = BackendTarget::Invalid {
+                            reason: reasons::UNSUPPORTED_PROTOCOL,
+                            message: format!(
+                                "{mirror_at}: mirroring to a backend that a BackendTLSPolicy sends TLS to is not supported"
+                            ),
+                        };
+                    }
                     if let BackendTarget::Invalid { reason, message } = &target {
                         self.unresolved.push((reason, message.clone()));
                     }
@@ -301,7 +352,7 @@ impl<'a> Prepared<'a> {
     }
 
     /// A backendRef (or mirror) to a Service port.
-    fn resolve(&self, lookup: &Lookup, b: &BackendObjectReference, at: &str) -> BackendTarget {
+    fn resolve(&mut self, lookup: &Lookup, b: &BackendObjectReference, at: &str) -> BackendTarget {
         let invalid = |reason, message: String| BackendTarget::Invalid { reason, message };
         let route_ns = self.route.namespace.as_str();
         let ns = b.namespace.as_deref().unwrap_or(route_ns);
@@ -345,11 +396,37 @@ impl<'a> Prepared<'a> {
             );
         }
         let app_protocol = found.and_then(|p| p.app_protocol.clone());
-        if let Some(tls) = app_protocol.as_deref().filter(|p| TLS_APP_PROTOCOLS.contains(p)) {
+        let port_name = found.and_then(|p| p.name.as_deref());
+        // BackendTLSPolicy applies to the routes the gateway terminates (not to TCPRoutes and passthrough).
+        let policies = match self.route.kind {
+            RouteKind::Http | RouteKind::Grpc => lookup.tls.for_port(ns, &b.name, port_name),
+            RouteKind::Tls | RouteKind::Tcp => &[],
+        };
+        // The route's Gateways are ancestors of every policy of the port (the conflicted ones get status too).
+        self.policies.extend(policies.iter().copied());
+        let tls = match policies.first().map(|&i| &lookup.tls.states[i]) {
+            Some(p) => match &p.outcome {
+                Ok(t) => Some(t.clone()),
+                Err(r) => {
+                    return invalid(
+                        reasons::INVALID_BACKEND_TLS_POLICY,
+                        format!(
+                            "{at}: Service {ns}/{} port {port} is targeted by BackendTLSPolicy {}/{}, which cannot be used: {}",
+                            b.name, p.namespace, p.name, r.message
+                        ),
+                    );
+                }
+            },
+            None => None,
+        };
+        if let Some(tls) = app_protocol
+            .as_deref()
+            .filter(|p| TLS_APP_PROTOCOLS.iter().any(|t| t.eq_ignore_ascii_case(p)) && tls.is_none())
+        {
             return invalid(
                 reasons::UNSUPPORTED_PROTOCOL,
                 format!(
-                    "{at}: Service {ns}/{} port {port} has appProtocol {tls}, and TLS to backends is not supported",
+                    "{at}: Service {ns}/{} port {port} has appProtocol {tls}, and no BackendTLSPolicy says how to verify its certificate",
                     b.name
                 ),
             );
@@ -359,6 +436,7 @@ impl<'a> Prepared<'a> {
             name: b.name.clone(),
             port,
             app_protocol,
+            tls,
         })
     }
 

@@ -42,6 +42,8 @@ pub struct GatewayRule {
     /// The backends, their weights and whether each is usable (an unusable one's share answers 500); empty when
     /// the rule answers 500 or redirects.
     pub backends: Vec<(BackendModel, u32, bool)>,
+    /// Per backend (aligned with `backends`), TLS to it as a BackendTLSPolicy says.
+    pub backend_tls: Vec<Option<Arc<super::BackendTls>>>,
     /// Every request answers 500 (no usable backend, no redirect).
     pub answers_500: bool,
     pub timeouts: super::attach::RuleTimeouts,
@@ -90,8 +92,17 @@ impl GatewayRule {
         for (b, _) in &self.mirrors {
             let _ = write!(out, " [mirror {}]", b.service);
         }
+        for ((b, _, _), tls) in self.backends.iter().zip(&self.backend_tls) {
+            if let Some(t) = tls {
+                let _ = write!(out, " [tls {} name={} policy={}]", b.service, t.hostname, t.policy);
+            }
+        }
         if self.h2c {
-            out.push_str(" [h2c]");
+            out.push_str(if self.backend_tls.iter().any(Option::is_some) {
+                " [h2]"
+            } else {
+                " [h2c]"
+            });
         }
         if self.answers_500 {
             out.push_str(" [answers 500]");
@@ -213,16 +224,16 @@ fn lower_listener(l: &BoundListener, resolver: &mut Translator<'_>, hosts: &mut 
             || rule.backends.iter().any(|b| {
                 matches!(&b.target, BackendTarget::Service(s) if s.app_protocol.as_deref() == Some("kubernetes.io/h2c"))
             });
-        let backends: Vec<(BackendModel, u32, bool)> = if rule.answers_500() {
-            Vec::new()
+        let (backends, backend_tls): (Vec<(BackendModel, u32, bool)>, Vec<_>) = if rule.answers_500() {
+            Default::default()
         } else {
             rule.backends
                 .iter()
                 .map(|b| match &b.target {
-                    BackendTarget::Service(svc) => (backend(resolver, svc), b.weight, true),
-                    BackendTarget::Invalid { .. } => (unusable(&rule.route.namespace), b.weight, false),
+                    BackendTarget::Service(svc) => ((backend(resolver, svc), b.weight, true), svc.tls.clone()),
+                    BackendTarget::Invalid { .. } => ((unusable(&rule.route.namespace), b.weight, false), None),
                 })
-                .collect()
+                .unzip()
         };
         let g = Arc::new(GatewayRule {
             matches: conditions,
@@ -249,6 +260,7 @@ fn lower_listener(l: &BoundListener, resolver: &mut Translator<'_>, hosts: &mut 
                 })
                 .collect(),
             backends,
+            backend_tls,
         });
         let main = g
             .backends

@@ -145,6 +145,7 @@ fn parse_value(mut value: serde_yaml::Value, out: &mut ClusterState, strings: &m
         ("discovery.k8s.io/v1", "EndpointSlice") => typed(value, kind, &mut out.endpoint_slices),
         ("v1", "Secret") => typed(value, kind, &mut out.secrets),
         ("v1", "Namespace") => typed(value, kind, &mut out.gateway.namespaces),
+        ("v1", "ConfigMap") => typed(value, kind, &mut out.gateway.config_maps),
         ("gateway.networking.k8s.io/v1" | "gateway.networking.k8s.io/v1beta1", _) => {
             gateway_object(value, kind, &mut out.gateway)
         }
@@ -226,6 +227,12 @@ fn gateway_object(
             kind,
             |o: &crate::model::gateway::ReferenceGrant| o.metadata.name.is_some(),
             &mut out.reference_grants,
+        ),
+        "BackendTLSPolicy" => one(
+            v,
+            kind,
+            |o: &crate::model::gateway::BackendTlsPolicy| o.metadata.name.is_some(),
+            &mut out.backend_tls_policies,
         ),
         _ => Ok(()),
     }

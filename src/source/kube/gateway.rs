@@ -7,7 +7,9 @@ use std::borrow::Cow;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::{ClusterResourceScope, NamespaceResourceScope};
 
-use crate::model::gateway::{Gateway, GatewayClass, GrpcRoute, HttpRoute, ReferenceGrant, TcpRoute, TlsRoute, GROUP};
+use crate::model::gateway::{
+    BackendTlsPolicy, Gateway, GatewayClass, GrpcRoute, HttpRoute, ReferenceGrant, TcpRoute, TlsRoute, GROUP,
+};
 
 macro_rules! gateway_resource {
     ($ty:ty, $kind:literal, $plural:literal, $scope:ty) => {
@@ -47,5 +49,11 @@ gateway_resource!(
     ReferenceGrant,
     "ReferenceGrant",
     "referencegrants",
+    NamespaceResourceScope
+);
+gateway_resource!(
+    BackendTlsPolicy,
+    "BackendTLSPolicy",
+    "backendtlspolicies",
     NamespaceResourceScope
 );

@@ -106,6 +106,9 @@ struct Stores {
     tls_routes: watch::Kind<crate::model::gateway::TlsRoute>,
     tcp_routes: watch::Kind<crate::model::gateway::TcpRoute>,
     reference_grants: watch::Kind<crate::model::gateway::ReferenceGrant>,
+    backend_tls_policies: watch::Kind<crate::model::gateway::BackendTlsPolicy>,
+    /// ConfigMaps of the watched namespaces: the CA bundles of BackendTLSPolicies.
+    config_maps: watch::Kind<k8s_openapi::api::core::v1::ConfigMap>,
     namespaces: watch::Kind<k8s_openapi::api::core::v1::Namespace>,
     /// The strings the kept Ingresses share (see [`crate::model::Strings`]).
     strings: std::sync::Mutex<crate::model::Strings>,
@@ -135,6 +138,8 @@ impl Stores {
         self.tls_routes.sync(&mut g.tls_routes);
         self.tcp_routes.sync(&mut g.tcp_routes);
         self.reference_grants.sync(&mut g.reference_grants);
+        self.backend_tls_policies.sync(&mut g.backend_tls_policies);
+        self.config_maps.sync(&mut g.config_maps);
         self.namespaces.sync(&mut g.namespaces);
     }
 
@@ -152,6 +157,8 @@ impl Stores {
         self.tls_routes.resync();
         self.tcp_routes.resync();
         self.reference_grants.resync();
+        self.backend_tls_policies.resync();
+        self.config_maps.resync();
         self.namespaces.resync();
     }
 }
@@ -184,6 +191,10 @@ impl Objects for Stores {
             "GRPCRoute" => self.grpc_routes.get(ns, &r.name).and_then(|o| meta(&o.metadata)),
             "TLSRoute" => self.tls_routes.get(ns, &r.name).and_then(|o| meta(&o.metadata)),
             "TCPRoute" => self.tcp_routes.get(ns, &r.name).and_then(|o| meta(&o.metadata)),
+            "BackendTLSPolicy" => self
+                .backend_tls_policies
+                .get(ns, &r.name)
+                .and_then(|o| meta(&o.metadata)),
             _ => None,
         }
     }
@@ -214,6 +225,10 @@ impl Objects for Stores {
                 .map(|o| Current::new(&o.metadata, o.status.as_ref())),
             "TCPRoute" => self
                 .tcp_routes
+                .get(ns, &r.name)
+                .map(|o| Current::new(&o.metadata, o.status.as_ref())),
+            "BackendTLSPolicy" => self
+                .backend_tls_policies
                 .get(ns, &r.name)
                 .map(|o| Current::new(&o.metadata, o.status.as_ref())),
             _ => None,
@@ -325,6 +340,8 @@ fn start_watches(
         tls_routes: watch::Kind::new(),
         tcp_routes: watch::Kind::new(),
         reference_grants: watch::Kind::new(),
+        backend_tls_policies: watch::Kind::new(),
+        config_maps: watch::Kind::new(),
         namespaces: watch::Kind::new(),
         strings: Default::default(),
     };
@@ -385,6 +402,21 @@ fn start_watches(
         watches.spawn_optional(
             &mut s.reference_grants,
             label("ReferenceGrant", ns),
+            api(client, ns),
+            any(),
+            shutdown.clone(),
+        );
+        watches.spawn_optional(
+            &mut s.backend_tls_policies,
+            label("BackendTLSPolicy", ns),
+            api(client, ns),
+            any(),
+            shutdown.clone(),
+        );
+        // The CA bundles BackendTLSPolicies name (optional like the Gateway kinds: a 404 lists as empty).
+        watches.spawn_optional(
+            &mut s.config_maps,
+            label("ConfigMap", ns),
             api(client, ns),
             any(),
             shutdown.clone(),

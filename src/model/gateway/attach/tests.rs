@@ -132,6 +132,7 @@ fn gateway_with_one_route() {
             name: "web".into(),
             port: 8080,
             app_protocol: Some("kubernetes.io/h2c".into()),
+            tls: None,
         })
     );
     assert_eq!(rule.backends[0].weight, 1);

@@ -1,0 +1,386 @@
+//! BackendTLSPolicy in file mode, end to end over loopback with real TLS backends and certificates made here:
+//! a backendRef to a Service port a valid policy targets goes over TLS verified by the policy (its CA ConfigMap or
+//! Secret, its hostname or subjectAltNames); a wrong CA or name fails the handshake (502, never plaintext); a
+//! Service port whose `appProtocol` needs TLS without a policy, or one whose policy is invalid, is unresolved (its
+//! share answers 500) with a diagnostic naming the object and field; a GRPCRoute reaches an h2 backend over TLS.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use support::*;
+use tokio::net::TcpStream;
+
+const GATEWAY_ONLY: &str = r#"
+listenerSets: []
+admin: { address: "127.0.0.1:0" }
+"#;
+
+const CLASS: &str = "---\napiVersion: gateway.networking.k8s.io/v1\nkind: GatewayClass\nmetadata: {name: portico}\nspec: {controllerName: portico.dev/gateway-controller}\n";
+
+fn gateway(port: u16) -> String {
+    format!(
+        "---\napiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {{name: gw, namespace: default}}\nspec:\n  gatewayClassName: portico\n  addresses: [{{type: IPAddress, value: 127.0.0.1}}]\n  listeners:\n  - {{name: http, protocol: HTTP, port: {port}}}\n"
+    )
+}
+
+/// A Service (port 80 named `http`) whose port has `appProtocol` when given.
+fn svc(name: &str, addr: SocketAddr, app_protocol: Option<&str>) -> String {
+    let s = service("default", name, &[addr]);
+    match app_protocol {
+        None => s,
+        Some(p) => s.replace(
+            "spec: {ports: [{name: http, port: 80}]}",
+            &format!("spec: {{ports: [{{name: http, port: 80, appProtocol: {p}}}]}}"),
+        ),
+    }
+}
+
+fn ca_config_map(name: &str, ca_pem: &str) -> String {
+    let indent: String = ca_pem.lines().map(|l| format!("    {l}\n")).collect();
+    format!("---\napiVersion: v1\nkind: ConfigMap\nmetadata: {{name: {name}, namespace: default}}\ndata:\n  ca.crt: |\n{indent}")
+}
+
+/// A BackendTLSPolicy for Service `target` (its port `http` with `section`), with `validation` as flow YAML.
+fn policy(name: &str, target: &str, section: bool, validation: &str) -> String {
+    let section = if section { ", sectionName: http" } else { "" };
+    format!(
+        "---\napiVersion: gateway.networking.k8s.io/v1\nkind: BackendTLSPolicy\nmetadata: {{name: {name}, namespace: default}}\nspec:\n  targetRefs: [{{group: \"\", kind: Service, name: {target}{section}}}]\n  validation: {validation}\n"
+    )
+}
+
+fn ca_ref(kind: &str, name: &str) -> String {
+    format!("[{{group: \"\", kind: {kind}, name: {name}}}]")
+}
+
+const ROUTES: &str = r#"
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: tls, namespace: default}
+spec:
+  parentRefs: [{name: gw}]
+  hostnames: [tls.test]
+  rules:
+  - matches: [{path: {type: PathPrefix, value: /good}}]
+    backendRefs: [{name: good, port: 80}]
+  - matches: [{path: {type: PathPrefix, value: /secret-ca}}]
+    backendRefs: [{name: secret-ca, port: 80}]
+  - matches: [{path: {type: PathPrefix, value: /alt-names}}]
+    backendRefs: [{name: alt-names, port: 80}]
+  - matches: [{path: {type: PathPrefix, value: /wrong-ca}}]
+    backendRefs: [{name: wrong-ca, port: 80}]
+  - matches: [{path: {type: PathPrefix, value: /wrong-name}}]
+    backendRefs: [{name: wrong-name, port: 80}]
+  - matches: [{path: {type: PathPrefix, value: /no-policy}}]
+    backendRefs: [{name: no-policy, port: 80}]
+  - matches: [{path: {type: PathPrefix, value: /bad-ca}}]
+    backendRefs: [{name: bad-ca, port: 80}]
+  - matches: [{path: {type: PathPrefix, value: /plain}}]
+    backendRefs: [{name: plain, port: 80}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: GRPCRoute
+metadata: {name: grpc, namespace: default}
+spec:
+  parentRefs: [{name: gw}]
+  hostnames: [grpc.test]
+  rules:
+  - backendRefs: [{name: grpc, port: 80}]
+"#;
+
+struct Setup {
+    manifests: String,
+    /// Backends that must never see a request (a plaintext echo behind `appProtocol: https`).
+    no_policy: portico::echo::EchoServer,
+    plain: portico::echo::EchoServer,
+    port: u16,
+}
+
+async fn setup() -> Setup {
+    let ca = portico::certs::testing::TestCa::new();
+    let other_ca = portico::certs::testing::TestCa::new();
+    let name = "backend.internal";
+    let good = tls_backend(&ca, &[name], b"http/1.1").await;
+    let secret_ca = tls_backend(&ca, &[name], b"http/1.1").await;
+    let alt_names = tls_backend(&ca, &["alt.internal"], b"http/1.1").await;
+    let wrong_ca = tls_backend(&other_ca, &[name], b"http/1.1").await;
+    let wrong_name = tls_backend(&ca, &["someone.else"], b"http/1.1").await;
+    let grpc = tls_backend(&ca, &["grpc.internal"], b"h2").await;
+    let bad_ca = tls_backend(&ca, &[name], b"http/1.1").await;
+    let no_policy = echo("no-policy").await;
+    let plain = echo("plain").await;
+    let port = free_port();
+    let cm = ca_ref("ConfigMap", "backend-ca");
+    let hostname = format!("{{hostname: {name}, caCertificateRefs: {cm}}}");
+    let manifests = [
+        CLASS.to_string(),
+        gateway(port),
+        ca_config_map("backend-ca", &ca.pem),
+        ca_config_map("junk-ca", "not a certificate"),
+        ca_secret("default", "backend-ca-secret", &ca.pem),
+        svc("good", good, Some("https")),
+        policy("good", "good", true, &hostname),
+        svc("secret-ca", secret_ca, None),
+        policy(
+            "secret-ca",
+            "secret-ca",
+            false,
+            &format!("{{hostname: {name}, caCertificateRefs: {}}}", ca_ref("Secret", "backend-ca-secret")),
+        ),
+        svc("alt-names", alt_names, Some("https")),
+        policy(
+            "alt-names",
+            "alt-names",
+            false,
+            &format!("{{hostname: {name}, caCertificateRefs: {cm}, subjectAltNames: [{{type: Hostname, hostname: alt.internal}}]}}"),
+        ),
+        svc("wrong-ca", wrong_ca, Some("https")),
+        policy("wrong-ca", "wrong-ca", false, &hostname),
+        svc("wrong-name", wrong_name, Some("https")),
+        policy("wrong-name", "wrong-name", false, &hostname),
+        svc("no-policy", no_policy.addr, Some("HTTPS")),
+        svc("bad-ca", bad_ca, Some("kubernetes.io/wss")),
+        policy(
+            "bad-ca",
+            "bad-ca",
+            false,
+            &format!("{{hostname: {name}, caCertificateRefs: {}}}", ca_ref("ConfigMap", "junk-ca")),
+        ),
+        svc("plain", plain.addr, None),
+        policy("no-such-port", "plain", false, &hostname).replace("name: plain}", "name: plain, sectionName: https}"),
+        svc("grpc", grpc, Some("kubernetes.io/h2c")),
+        policy(
+            "grpc",
+            "grpc",
+            false,
+            &format!("{{hostname: grpc.internal, caCertificateRefs: {cm}}}"),
+        ),
+        ROUTES.to_string(),
+    ]
+    .concat();
+    Setup {
+        manifests,
+        no_policy,
+        plain,
+        port,
+    }
+}
+
+async fn get_tls(addr: SocketAddr, path: &str) -> Reply {
+    send(addr, http::Method::GET, "tls.test", path, &[], Bytes::new()).await
+}
+
+#[tokio::test]
+async fn backend_tls_policies_verify_backends_and_fail_closed() {
+    let s = setup().await;
+    let gw = Gateway::start_with(GATEWAY_ONLY, &s.manifests).await;
+    let addr: SocketAddr = format!("127.0.0.1:{}", s.port).parse().unwrap();
+    assert!(
+        eventually(Duration::from_secs(5), || std::net::TcpStream::connect(addr).is_ok()).await,
+        "the Gateway's socket is bound"
+    );
+    // The policy's CA signed the backend's certificate and its hostname is in it: over TLS (the backend says so).
+    for path in ["/good", "/secret-ca", "/alt-names"] {
+        let r = get_tls(addr, path).await;
+        assert_eq!((r.status, r.text().as_str()), (200, "tls HTTP/1.1"), "{path}");
+    }
+    // An untrusted issuer, or a certificate for another name: the handshake fails, 502 as for Ingress backends.
+    for path in ["/wrong-ca", "/wrong-name"] {
+        let r = get_tls(addr, path).await;
+        assert_eq!(r.status, 502, "{path}: {}", r.text());
+        assert!(r.text().contains("TLS"), "{path}: {}", r.text());
+    }
+    // appProtocol https without a policy, or a policy whose CA ConfigMap holds no certificate: unresolved, 500,
+    // and nothing sent in plaintext.
+    for path in ["/no-policy", "/bad-ca"] {
+        assert_eq!(get_tls(addr, path).await.status, 500, "{path}");
+    }
+    assert!(s.no_policy.requests().is_empty(), "nothing sent in plaintext");
+    // A Service no policy targets is plain HTTP as before.
+    assert_eq!(get_tls(addr, "/plain").await.status, 200);
+    assert_eq!(s.plain.requests().len(), 1);
+
+    // GRPCRoute to an h2 backend over TLS (ALPN h2), trailers through.
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let req = http::Request::post("http://grpc.test/echo.Echo/Unary")
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(Full::new(Bytes::from_static(&[0, 0, 0, 0, 0])))
+        .unwrap();
+    let resp = sender.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let collected = resp.into_body().collect().await.unwrap();
+    let trailers = collected.trailers().cloned().expect("trailers passed through");
+    assert_eq!(trailers["grpc-status"], "0");
+    assert_eq!(collected.to_bytes().as_ref(), &[0, 0, 0, 0, 2, b'o', b'k']);
+
+    let diagnostics = gw.running().shared.last_translation().unwrap().describe_diagnostics();
+    for says in [
+        "BackendTLSPolicy default/bad-ca: spec.validation.caCertificateRefs[0]: ConfigMap default/junk-ca key ca.crt",
+        "BackendTLSPolicy default/no-such-port: spec.targetRefs[0]: Service default/plain has no port named https",
+        "HTTPRoute default/tls: spec.rules[5].backendRefs[0]: Service default/no-policy port 80 has appProtocol HTTPS, and no BackendTLSPolicy",
+        "HTTPRoute default/tls: spec.rules[6].backendRefs[0]: Service default/bad-ca port 80 is targeted by BackendTLSPolicy default/bad-ca, which cannot be used",
+    ] {
+        assert!(diagnostics.contains(says), "{says}\n{diagnostics}");
+    }
+    gw.stop().await;
+}
+
+#[test]
+fn check_shows_backend_tls() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let s = rt.block_on(setup());
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("m")).unwrap();
+    std::fs::write(dir.path().join("m/all.yaml"), &s.manifests).unwrap();
+    std::fs::write(dir.path().join("config.yaml"), GATEWAY_ONLY).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_portico"))
+        .arg("check")
+        .arg("--manifests")
+        .arg(dir.path().join("m"))
+        .arg("--config")
+        .arg(dir.path().join("config.yaml"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    for says in [
+        "[tls good name=backend.internal policy=default/good]",
+        "[tls grpc name=grpc.internal policy=default/grpc] [h2]",
+        "BackendTLSPolicy default/bad-ca: spec.validation.caCertificateRefs[0]",
+    ] {
+        assert!(text.contains(says), "{says}\n{text}");
+    }
+}
+
+/// A WebSocket backend behind TLS (certificate for `names` from `ca`): answers an upgrade with 101 and echoes
+/// the tunnel's bytes.
+async fn wss_backend(ca: &portico::certs::testing::TestCa, names: &[&str]) -> SocketAddr {
+    use hyper::service::service_fn;
+    use rustls_pki_types::pem::PemObject;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let key = portico::certs::testing::key(&rcgen::PKCS_ECDSA_P256_SHA256);
+    let now = portico::certs::unix_now();
+    let pem = ca.issue_pem(names, &key, now - 3600, now + 86400);
+    let chain = vec![rustls_pki_types::CertificateDer::from_pem_slice(pem.as_bytes()).unwrap()];
+    let key_der = rustls_pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into());
+    let mut config =
+        rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(chain, key_der)
+            .unwrap();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(s).await else { return };
+                let svc = service_fn(|mut req: http::Request<hyper::body::Incoming>| async move {
+                    let mut r = http::Response::new(Full::new(Bytes::from_static(b"not an upgrade")));
+                    if req.headers().get("upgrade").is_some_and(|v| v == "websocket") {
+                        tokio::spawn(async move {
+                            if let Ok(up) = hyper::upgrade::on(&mut req).await {
+                                let mut io = TokioIo::new(up);
+                                let mut buf = [0u8; 1024];
+                                while let Ok(n) = io.read(&mut buf).await {
+                                    if n == 0 || io.write_all(&buf[..n]).await.is_err() {
+                                        break;
+                                    }
+                                }
+                            }
+                        });
+                        *r.body_mut() = Full::new(Bytes::new());
+                        *r.status_mut() = http::StatusCode::SWITCHING_PROTOCOLS;
+                        r.headers_mut()
+                            .insert("upgrade", http::HeaderValue::from_static("websocket"));
+                        r.headers_mut()
+                            .insert("connection", http::HeaderValue::from_static("upgrade"));
+                    }
+                    Ok::<_, std::convert::Infallible>(r)
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(tls), svc)
+                    .with_upgrades()
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+/// `appProtocol: kubernetes.io/wss` with a policy: the upgrade goes over TLS to the backend and the tunnel
+/// carries bytes both ways.
+#[tokio::test]
+async fn websocket_upgrades_tunnel_over_backend_tls() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let ca = portico::certs::testing::TestCa::new();
+    let backend = wss_backend(&ca, &["ws.internal"]).await;
+    let port = free_port();
+    let manifests = [
+        CLASS.to_string(),
+        gateway(port),
+        ca_config_map("backend-ca", &ca.pem),
+        svc("wss", backend, Some("kubernetes.io/wss")),
+        policy(
+            "wss",
+            "wss",
+            true,
+            &format!("{{hostname: ws.internal, caCertificateRefs: {}}}", ca_ref("ConfigMap", "backend-ca")),
+        ),
+        "---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: ws, namespace: default}\nspec:\n  parentRefs: [{name: gw}]\n  hostnames: [ws.test]\n  rules:\n  - backendRefs: [{name: wss, port: 80}]\n".to_string(),
+    ]
+    .concat();
+    let gw = Gateway::start_with(GATEWAY_ONLY, &manifests).await;
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    assert!(
+        eventually(Duration::from_secs(5), || std::net::TcpStream::connect(addr).is_ok()).await,
+        "the Gateway's socket is bound"
+    );
+    // A plain request: over TLS, HTTP/1.1.
+    let r = send(addr, http::Method::GET, "ws.test", "/", &[], Bytes::new()).await;
+    assert_eq!((r.status, r.text().as_str()), (200, "not an upgrade"));
+    let mut c = TcpStream::connect(addr).await.unwrap();
+    c.write_all(
+        b"GET /socket HTTP/1.1\r\nHost: ws.test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        let n = tokio::time::timeout(Duration::from_secs(5), c.read(&mut byte))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(n, 1, "the connection closed before the head ended");
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head);
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    for i in 0..3 {
+        let msg = format!("frame {i}");
+        c.write_all(msg.as_bytes()).await.unwrap();
+        let mut buf = vec![0u8; msg.len()];
+        tokio::time::timeout(Duration::from_secs(5), c.read_exact(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(buf, msg.as_bytes());
+    }
+    gw.stop().await;
+}
