@@ -5,87 +5,23 @@
 
 mod support;
 
-use std::future::Future;
 use std::time::Duration;
 
-use portico::app::{Running, Source};
-use portico::config::Config;
-use portico::source::kube::ClusterOptions;
 use portico_fake_apiserver::FakeApiServer;
-use serde::Deserialize;
 use serde_json::Value;
+use support::kube::{
+    self, apply, bounded, condition as find_condition, pair, start_ready, until, GATEWAY_ONLY, GATEWAY_V1 as GROUP_V1,
+};
 
-const CONFIG: &str = "listenerSets: []\nadmin: { address: \"127.0.0.1:0\" }\n";
-const GROUP_V1: &str = "gateway.networking.k8s.io/v1";
 const SEC10: Duration = Duration::from_secs(10);
 
-async fn bounded<F: Future<Output = ()>>(f: F) {
-    tokio::time::timeout(Duration::from_secs(90), f)
-        .await
-        .expect("test did not finish in time");
-}
-
-async fn until(what: &str, within: Duration, mut f: impl FnMut() -> bool) {
-    let end = tokio::time::Instant::now() + within;
-    while !f() {
-        assert!(tokio::time::Instant::now() < end, "timed out waiting for: {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-fn apply(server: &FakeApiServer, yaml: &str) {
-    for doc in serde_yaml::Deserializer::from_str(yaml) {
-        let v = serde_yaml::Value::deserialize(doc).unwrap();
-        if !v.is_null() {
-            server.upsert(serde_json::to_value(v).unwrap()).unwrap();
-        }
-    }
-}
-
-async fn start(server: &FakeApiServer) -> Running {
-    let options = ClusterOptions {
-        identity: "gw-test".into(),
-        retry: Duration::from_millis(200),
-        ..Default::default()
-    };
-    let gw = portico::app::start(
-        Config::from_yaml(CONFIG).unwrap(),
-        Source::Kube {
-            client: server.client(),
-            options,
-        },
-    )
-    .await
-    .unwrap();
-    let shared = gw.shared.clone();
-    until("first publish", SEC10, || shared.is_ready()).await;
-    gw
-}
-
-fn find_condition(conditions: &Value, type_: &str) -> (String, String) {
-    let found = conditions
-        .as_array()
-        .and_then(|l| l.iter().find(|c| c["type"] == type_).cloned())
-        .unwrap_or(Value::Null);
-    let field = |k: &str| found[k].as_str().unwrap_or_default().to_string();
-    (field("status"), field("reason"))
+async fn start(server: &FakeApiServer) -> portico::app::Running {
+    start_ready(server, GATEWAY_ONLY).await
 }
 
 /// Our parent entry's condition on HTTPRoute `team/name`.
 fn route_condition(server: &FakeApiServer, name: &str, type_: &str) -> (String, String) {
-    let status = server
-        .get_object(GROUP_V1, "HTTPRoute", "team", name)
-        .and_then(|o| o.get("status").cloned())
-        .unwrap_or(Value::Null);
-    let ours = status["parents"]
-        .as_array()
-        .and_then(|ps| {
-            ps.iter()
-                .find(|p| p["controllerName"] == "portico.dev/gateway-controller")
-                .cloned()
-        })
-        .unwrap_or(Value::Null);
-    find_condition(&ours["conditions"], type_)
+    kube::route_condition(server, "team", name, type_)
 }
 
 /// BackendTLSPolicy `team/name`'s `status.ancestors`.
@@ -94,10 +30,6 @@ fn ancestors(server: &FakeApiServer, name: &str) -> Vec<Value> {
         .get_object(GROUP_V1, "BackendTLSPolicy", "team", name)
         .and_then(|o| o["status"]["ancestors"].as_array().cloned())
         .unwrap_or_default()
-}
-
-fn pair(s: &str, r: &str) -> (String, String) {
-    (s.to_string(), r.to_string())
 }
 
 fn ca_config_map(name: &str, ca_pem: &str) -> String {

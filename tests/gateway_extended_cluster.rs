@@ -8,8 +8,7 @@ mod support;
 use std::time::Duration;
 
 use portico_fake_apiserver::FakeApiServer;
-use serde_json::Value;
-use support::kube::{apply, bounded, condition, gateway_status, start_ready, until, GATEWAY_ONLY};
+use support::kube::{self, apply, bounded, pair, start_ready, until, GATEWAY_ONLY};
 
 const SEC10: Duration = Duration::from_secs(10);
 
@@ -17,22 +16,9 @@ async fn start(server: &FakeApiServer) -> portico::app::Running {
     start_ready(server, GATEWAY_ONLY).await
 }
 
-/// (status, reason) of our parent entry's condition `type_` on an HTTPRoute; empty strings when there is none.
+/// (status, reason) of our parent entry's condition `type_` on HTTPRoute `team/name`.
 fn route_condition(server: &FakeApiServer, name: &str, type_: &str) -> (String, String) {
-    let status = gateway_status(server, "HTTPRoute", "team", name);
-    let ours = status["parents"]
-        .as_array()
-        .and_then(|ps| {
-            ps.iter()
-                .find(|p| p["controllerName"] == "portico.dev/gateway-controller")
-                .cloned()
-        })
-        .unwrap_or(Value::Null);
-    condition(&ours["conditions"], type_)
-}
-
-fn pair(s: &str, r: &str) -> (String, String) {
-    (s.to_string(), r.to_string())
+    kube::route_condition(server, "team", name, type_)
 }
 
 fn objects(port: u16) -> String {

@@ -7,36 +7,16 @@ mod support;
 use std::time::Duration;
 
 use portico_fake_apiserver::FakeApiServer;
-use serde_json::{json, Value};
+use serde_json::json;
 use support::kube::{
-    apply, bounded, condition, gateway_status as status, start_ready, until, GATEWAY_ONLY, GATEWAY_V1 as GROUP_V1,
+    apply, bounded, condition, gateway_status as status, our_parent, pair, route_condition, start_ready, until,
+    GATEWAY_ONLY, GATEWAY_V1 as GROUP_V1,
 };
 
 const SEC10: Duration = Duration::from_secs(10);
 
 async fn start(server: &FakeApiServer) -> portico::app::Running {
     start_ready(server, GATEWAY_ONLY).await
-}
-
-fn pair(s: &str, r: &str) -> (String, String) {
-    (s.to_string(), r.to_string())
-}
-
-/// Our `status.parents[]` entry of an HTTPRoute.
-fn our_parent(server: &FakeApiServer, ns: &str, name: &str) -> Value {
-    let s = status(server, "HTTPRoute", ns, name);
-    s["parents"]
-        .as_array()
-        .and_then(|ps| {
-            ps.iter()
-                .find(|p| p["controllerName"] == "portico.dev/gateway-controller")
-                .cloned()
-        })
-        .unwrap_or(Value::Null)
-}
-
-fn route_condition(server: &FakeApiServer, ns: &str, name: &str, type_: &str) -> (String, String) {
-    condition(&our_parent(server, ns, name)["conditions"], type_)
 }
 
 fn objects(port: u16) -> String {

@@ -78,3 +78,26 @@ pub fn condition(conditions: &Value, type_: &str) -> (String, String) {
     let field = |k: &str| found.and_then(|c| c[k].as_str()).unwrap_or_default().to_string();
     (field("status"), field("reason"))
 }
+
+/// `("True", "Accepted")` as the owned pair [`condition`] returns.
+pub fn pair(s: &str, r: &str) -> (String, String) {
+    (s.to_string(), r.to_string())
+}
+
+/// Our `status.parents[]` entry (controllerName `portico.dev/gateway-controller`) of HTTPRoute `ns/name`; `null`
+/// when there is none.
+pub fn our_parent(server: &FakeApiServer, ns: &str, name: &str) -> Value {
+    gateway_status(server, "HTTPRoute", ns, name)["parents"]
+        .as_array()
+        .and_then(|ps| {
+            ps.iter()
+                .find(|p| p["controllerName"] == "portico.dev/gateway-controller")
+                .cloned()
+        })
+        .unwrap_or(Value::Null)
+}
+
+/// (status, reason) of condition `type_` in our parent entry of HTTPRoute `ns/name`.
+pub fn route_condition(server: &FakeApiServer, ns: &str, name: &str, type_: &str) -> (String, String) {
+    condition(&our_parent(server, ns, name)["conditions"], type_)
+}
