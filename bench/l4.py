@@ -6,7 +6,7 @@ and process helpers are bench/harness.py's. Everything listens on 127.0.0.1; eve
 connections and time; only processes this script started are stopped, by PID.
 
 Per proxy (PEERS: portico, haproxy, and direct = the client straight at the backends, the floor; optionally
-haproxy_splice = HAProxy with `option splice-auto`), started once per round, proxies alternated between rounds:
+haproxy_splice = HAProxy with `option splice-auto`, portico_b = the binary PORTICO_B_BIN for an A/B), started once per round, proxies alternated between rounds:
 
   tcp_stream   one connection streams STREAM_GIB GiB through the proxy to a sink backend (which answers the count):
                proxy CPU seconds per GiB (utime+stime of its process tree from /proc/PID/stat) and MiB/s;
@@ -59,6 +59,7 @@ PAYLOAD = int(env("PAYLOAD", "64"))
 CHUNK = int(env("CHUNK", str(1 << 20)))
 L4_LOG = env("L4_LOG", "0") == "1"  # Portico's per-connection log line (HAProxy here logs nothing)
 PORTICO_BIN = env("PORTICO_BIN", str(REPO / "target/release/portico"))
+PORTICO_B_BIN = env("PORTICO_B_BIN", PORTICO_BIN)  # peer portico_b: another build, for an A/B in one run
 LOAD_TIMEOUT = int(env("LOAD_TIMEOUT", "300"))
 OUT = Path(env("OUT", str(BENCH_DIR / "results" / ("l4-" + time.strftime("%Y%m%d-%H%M%S")))))
 
@@ -293,9 +294,9 @@ def start_proxy(peer, d: Path):
         conf = d / f"{peer}.cfg"
         conf.write_text(haproxy_conf(peer == "haproxy_splice"))
         argv, extra = ["haproxy", "-db", "-f", str(conf)], None
-    elif peer == "portico":
+    elif peer in ("portico", "portico_b"):
         conf, mdir = portico_files(d)
-        argv = [PORTICO_BIN, "run", "--manifests", str(mdir), "--config", str(conf), "--workers", "1",
+        argv = [PORTICO_BIN if peer == "portico" else PORTICO_B_BIN, "run", "--manifests", str(mdir), "--config", str(conf), "--workers", "1",
                 "--access-log", "off"]
         extra = {"RUST_LOG": "info" if L4_LOG else "info,portico::l4=warn"}
     else:
@@ -433,7 +434,7 @@ def report(rows, envtxt):
         ratio = ""
         if {"portico", "haproxy"} <= set(peers):
             a, b = means.get("portico"), means.get("haproxy")
-            ratio = f" **{a / b:.2f}x** |" if a and b else " — |"
+            ratio = f" | **{a / b:.2f}x** |" if a and b else " | — |"
         out.append(f"| **{title}, mean** | " + " | ".join(f"**{fmt(means[p], nd)}**" for p in peers) + (ratio or " |"))
     worst = max((r["foreign_cores"] for r in rows), default=0)
     out += ["", f"Foreign CPU (other processes on the two bench cores) at most {worst:.2f} cores in any window.", ""]
@@ -453,7 +454,7 @@ def main():
         ("date", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())),
         ("kernel", os.uname().release),
         ("load average at start", open("/proc/loadavg").read().strip()),
-        ("portico", f"{PORTICO_BIN} (tree {rev})"),
+        ("portico", f"{PORTICO_BIN} (tree {rev})" + (f", portico_b: {PORTICO_B_BIN}" if "portico_b" in PEERS else "")),
         ("haproxy", H.tool_version(["haproxy", "-v"])),
         ("python", sys.version.split()[0]),
         ("settings", f"peers={' '.join(PEERS)} rounds={ROUNDS} stream={STREAM_GIB} GiB tls_stream={TLS_STREAM_GIB} GiB "

@@ -12,7 +12,7 @@
 # Knobs (environment): PEERS, TESTS, ROUNDS (2), STREAM_GIB (2), TLS_STREAM_GIB (STREAM_GIB, else 1),
 #   CONNS (20000), TLS_CONNS (3000), CONCURRENCY (32), PAYLOAD (64), CHUNK (1 MiB), PROXY_CPU (1), LOAD_CPU (0),
 #   NICE (-10), L4_LOG (0: Portico's per-connection log line off, as HAProxy without `log`), L4_PORT_BASE (29100),
-#   OUT, NO_BUILD=1, PORTICO_BIN.
+#   OUT, NO_BUILD=1, PORTICO_BIN, PORTICO_B_BIN (the binary of peer portico_b, for an A/B of two builds).
 # Output: a markdown report on stdout; raw data and the proxies' logs under bench/results/l4-<time>/.
 #
 # Needs haproxy, openssl, taskset and python3 (installed with apt-get when missing; root for nice -10).
