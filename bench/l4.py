@@ -18,7 +18,8 @@ haproxy_splice = HAProxy with `option splice-auto`, portico_b = the binary PORTI
 The proxy runs alone on PROXY_CPU; the load tool and the backends (one Python process, asyncio) on LOAD_CPU.
 TLS is the client's and the backend's cost, on LOAD_CPU: the proxy's figures are its own CPU only.
 
-Subcommands used internally: `backend` (the four backends), `stream` and `conns` (the load clients).
+Subcommands used internally: `backend` (the four backends), `stream` and `conns` (the load clients); `report DIR`
+re-renders a report, `self DUMP N` lists a callgrind dump's functions by own cost per unit (bench/l4-ir.sh).
 """
 
 from __future__ import annotations
@@ -441,6 +442,42 @@ def report(rows, envtxt):
     return "\n".join(out) + "\n"
 
 
+# ------------------------------------------------------------------ callgrind dump: functions by own cost
+
+
+def self_cost(path, n, top=30):
+    """Prints the functions of a callgrind dump by their own (exclusive) instructions, per unit of `n`."""
+    import collections
+    import re
+
+    names, cost, cur, after_call = {}, collections.Counter(), None, False
+
+    def name(ref):
+        m = re.match(r"\((\d+)\)(?: (.*))?", ref)
+        if m.group(2):
+            names[m.group(1)] = m.group(2)
+        return names.get(m.group(1), m.group(1))
+
+    for line in open(path):
+        if line.startswith("fn="):
+            cur, after_call = name(line[3:].strip()), False
+        elif line.startswith("cfn="):
+            name(line[4:].strip())
+        elif line.startswith("calls="):
+            after_call = True
+        elif line[:1].isdigit() or line[:1] in "+-*":
+            parts = line.split()
+            if len(parts) >= 2:
+                if after_call:
+                    after_call = False  # the callee's inclusive cost, not this function's own
+                else:
+                    cost[cur] += int(parts[1])
+    total = sum(cost.values())
+    print(f"{total:,} instructions, {total / n:,.0f} per unit")
+    for f, v in cost.most_common(top):
+        print(f"{v / n:10,.0f} {100 * v / total:5.1f}%  {f[:150]}")
+
+
 # ------------------------------------------------------------------ main
 
 
@@ -529,6 +566,9 @@ def cli():
     c.add_argument("--concurrency", type=int, default=CONCURRENCY)
     r = sub.add_parser("report")
     r.add_argument("dir")
+    sc = sub.add_parser("self")
+    sc.add_argument("dump")
+    sc.add_argument("n", type=int)
     a = ap.parse_args()
     if a.cmd == "backend":
         asyncio.run(backends(a))
@@ -536,6 +576,8 @@ def cli():
         sys.exit(stream(a))
     elif a.cmd == "conns":
         sys.exit(asyncio.run(conns_async(a)))
+    elif a.cmd == "self":
+        self_cost(a.dump, a.n)
     elif a.cmd == "report":
         rows = [json.loads(x) for x in open(Path(a.dir) / "results.jsonl")]
         print(report(rows, (Path(a.dir) / "env.txt").read_text()))
