@@ -234,7 +234,7 @@ const COPY_BUF_MAX: usize = 256 * 1024;
 /// copied. The buffer is not zeroed (`read_buf` reads into its spare capacity): `tokio::io::copy_bidirectional`
 /// zeroes two 8 KiB buffers per connection, 44 % of the instructions of a short connection. It starts at
 /// [`COPY_BUF_MIN`] (what an idle connection holds) and doubles while reads fill it, up to [`COPY_BUF_MAX`]
-/// (fewer, larger reads and writes for a stream).
+/// (fewer, larger reads and writes for a stream); a read of at most half of [`COPY_BUF_MIN`] takes it back down.
 async fn copy_one_way<R, W>(from: &mut R, to: &mut W) -> io::Result<u64>
 where
     R: AsyncRead + Unpin,
@@ -253,6 +253,9 @@ where
         if n == buf.capacity() && n < COPY_BUF_MAX {
             // A fresh allocation: growing in place would `realloc`, copying the bytes already written.
             buf = BytesMut::with_capacity((2 * n).min(COPY_BUF_MAX));
+        } else if n <= COPY_BUF_MIN / 2 && buf.capacity() > COPY_BUF_MIN {
+            // The stream went quiet (a watch after a large LIST): a long-lived connection does not keep 256 KiB.
+            buf = BytesMut::with_capacity(COPY_BUF_MIN);
         }
     }
     to.shutdown().await?;
