@@ -11,7 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 seconds="${FUZZ_SECONDS:-30}"
-targets=(request_head response_head chunked proxy_protocol path host annotations manifest htpasswd client_hello cors_origin)
+targets=(request_head response_head chunked proxy_protocol path host annotations manifest htpasswd client_hello cors_origin translate)
 if [ "$#" -gt 0 ]; then
   targets=("$@")
 fi
