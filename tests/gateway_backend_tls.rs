@@ -10,8 +10,6 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper_util::rt::TokioIo;
 use support::*;
 use tokio::net::TcpStream;
 
@@ -206,23 +204,10 @@ async fn backend_tls_policies_verify_backends_and_fail_closed() {
     assert_eq!(s.plain.requests().len(), 1);
 
     // GRPCRoute to an h2 backend over TLS (ALPN h2), trailers through.
-    let stream = TcpStream::connect(addr).await.unwrap();
-    let (mut sender, conn) =
-        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), TokioIo::new(stream))
-            .await
-            .unwrap();
-    tokio::spawn(conn);
-    let req = http::Request::post("http://grpc.test/echo.Echo/Unary")
-        .header("content-type", "application/grpc")
-        .header("te", "trailers")
-        .body(Full::new(Bytes::from_static(&[0, 0, 0, 0, 0])))
-        .unwrap();
-    let resp = sender.send_request(req).await.unwrap();
-    assert_eq!(resp.status(), 200);
-    let collected = resp.into_body().collect().await.unwrap();
-    let trailers = collected.trailers().cloned().expect("trailers passed through");
-    assert_eq!(trailers["grpc-status"], "0");
-    assert_eq!(collected.to_bytes().as_ref(), &[0, 0, 0, 0, 2, b'o', b'k']);
+    let r = grpc_unary(addr, "http://grpc.test/echo.Echo/Unary").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.trailers["grpc-status"], "0", "trailers passed through");
+    assert_eq!(r.body.as_ref(), &[0, 0, 0, 0, 2, b'o', b'k']);
 
     let diagnostics = gw.running().shared.last_translation().unwrap().describe_diagnostics();
     for says in [
@@ -266,57 +251,16 @@ fn check_shows_backend_tls() {
 /// A WebSocket backend behind TLS (certificate for `names` from `ca`): answers an upgrade with 101 and echoes
 /// the tunnel's bytes.
 async fn wss_backend(ca: &portico::certs::testing::TestCa, names: &[&str]) -> SocketAddr {
-    use hyper::service::service_fn;
-    use rustls_pki_types::pem::PemObject;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let key = portico::certs::testing::key(&rcgen::PKCS_ECDSA_P256_SHA256);
-    let now = portico::certs::unix_now();
-    let pem = ca.issue_pem(names, &key, now - 3600, now + 86400);
-    let chain = vec![rustls_pki_types::CertificateDer::from_pem_slice(pem.as_bytes()).unwrap()];
-    let key_der = rustls_pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into());
-    let mut config =
-        rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_no_client_auth()
-            .with_single_cert(chain, key_der)
-            .unwrap();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+    let acceptor = tls_acceptor(ca, names, &[b"http/1.1"]);
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
     tokio::spawn(async move {
         while let Ok((s, _)) = l.accept().await {
             let acceptor = acceptor.clone();
             tokio::spawn(async move {
-                let Ok(tls) = acceptor.accept(s).await else { return };
-                let svc = service_fn(|mut req: http::Request<hyper::body::Incoming>| async move {
-                    let mut r = http::Response::new(Full::new(Bytes::from_static(b"not an upgrade")));
-                    if req.headers().get("upgrade").is_some_and(|v| v == "websocket") {
-                        tokio::spawn(async move {
-                            if let Ok(up) = hyper::upgrade::on(&mut req).await {
-                                let mut io = TokioIo::new(up);
-                                let mut buf = [0u8; 1024];
-                                while let Ok(n) = io.read(&mut buf).await {
-                                    if n == 0 || io.write_all(&buf[..n]).await.is_err() {
-                                        break;
-                                    }
-                                }
-                            }
-                        });
-                        *r.body_mut() = Full::new(Bytes::new());
-                        *r.status_mut() = http::StatusCode::SWITCHING_PROTOCOLS;
-                        r.headers_mut()
-                            .insert("upgrade", http::HeaderValue::from_static("websocket"));
-                        r.headers_mut()
-                            .insert("connection", http::HeaderValue::from_static("upgrade"));
-                    }
-                    Ok::<_, std::convert::Infallible>(r)
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(tls), svc)
-                    .with_upgrades()
-                    .await;
+                if let Ok(tls) = acceptor.accept(s).await {
+                    serve_websocket_echo(tls, b"not an upgrade").await;
+                }
             });
         }
     });

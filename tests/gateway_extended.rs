@@ -10,9 +10,6 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::Full;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -470,35 +467,7 @@ async fn websocket_backend() -> SocketAddr {
     let addr = l.local_addr().unwrap();
     tokio::spawn(async move {
         while let Ok((s, _)) = l.accept().await {
-            tokio::spawn(async move {
-                let svc = service_fn(|mut req: http::Request<hyper::body::Incoming>| async move {
-                    let mut r = http::Response::new(Full::new(Bytes::from_static(b"plain")));
-                    if req.headers().get("upgrade").is_some_and(|v| v == "websocket") {
-                        tokio::spawn(async move {
-                            if let Ok(up) = hyper::upgrade::on(&mut req).await {
-                                let mut io = TokioIo::new(up);
-                                let mut buf = [0u8; 1024];
-                                while let Ok(n) = io.read(&mut buf).await {
-                                    if n == 0 || io.write_all(&buf[..n]).await.is_err() {
-                                        break;
-                                    }
-                                }
-                            }
-                        });
-                        *r.body_mut() = Full::new(Bytes::new());
-                        *r.status_mut() = http::StatusCode::SWITCHING_PROTOCOLS;
-                        r.headers_mut()
-                            .insert("upgrade", http::HeaderValue::from_static("websocket"));
-                        r.headers_mut()
-                            .insert("connection", http::HeaderValue::from_static("upgrade"));
-                    }
-                    Ok::<_, std::convert::Infallible>(r)
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(s), svc)
-                    .with_upgrades()
-                    .await;
-            });
+            tokio::spawn(serve_websocket_echo(s, b"plain"));
         }
     });
     addr

@@ -714,7 +714,6 @@ async fn upstream_tls_annotations_that_cannot_be_served_disable_only_their_ingre
 
 #[tokio::test]
 async fn grpcs_unary_through_a_tls_h2_backend() {
-    use http_body_util::BodyExt;
     let ca = portico::certs::testing::TestCa::new();
     let backend = tls_backend(&ca, &["grpc.internal"], b"h2").await;
     let m = service("default", "grpc", &[backend])
@@ -732,23 +731,10 @@ async fn grpcs_unary_through_a_tls_h2_backend() {
             ],
         );
     let gw = Gateway::start(&m).await;
-    let stream = TcpStream::connect(gw.addr(0)).await.unwrap();
-    let (mut sender, conn) =
-        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), TokioIo::new(stream))
-            .await
-            .unwrap();
-    tokio::spawn(conn);
-    let req = http::Request::post("http://grpc.example/echo.Echo/Unary")
-        .header("content-type", "application/grpc")
-        .header("te", "trailers")
-        .body(Full::new(Bytes::from_static(&[0, 0, 0, 0, 0])))
-        .unwrap();
-    let resp = sender.send_request(req).await.unwrap();
-    assert_eq!(resp.status(), 200);
-    assert_eq!(resp.headers()["content-type"], "application/grpc");
-    let collected = resp.into_body().collect().await.unwrap();
-    let trailers = collected.trailers().cloned().expect("trailers passed through");
-    assert_eq!(trailers["grpc-status"], "0");
-    assert_eq!(collected.to_bytes().as_ref(), &[0, 0, 0, 0, 2, b'o', b'k']);
+    let r = grpc_unary(gw.addr(0), "http://grpc.example/echo.Echo/Unary").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.headers["content-type"], "application/grpc");
+    assert_eq!(r.trailers["grpc-status"], "0", "trailers passed through");
+    assert_eq!(r.body.as_ref(), &[0, 0, 0, 0, 2, b'o', b'k']);
     gw.stop().await;
 }

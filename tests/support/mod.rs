@@ -211,12 +211,25 @@ pub fn raw_status(resp: &str) -> u16 {
 }
 
 /// A loopback port that was free a moment ago (for processes that must be told a port up front).
+/// A loopback port nothing listens on, for a server the test starts later (Pebble, a Gateway's listener).
+///
+/// Taken below Linux's ephemeral range (32768-60999), where the kernel never hands out ports on its own: a port
+/// from `bind(0)` could be given meanwhile to an outgoing connection or another `bind(0)` of a test running in
+/// parallel, and the server would then fail with "address already in use". Each call of a process takes the next
+/// port of a sequence that starts at a place drawn from the process id.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const LOW: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let start = std::process::id().wrapping_mul(7_919) % SPAN;
+    loop {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = (LOW + (start + n) % SPAN) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// One listener set `default` (class `portico`) with plain HTTP and HTTPS on ephemeral loopback ports.
@@ -435,3 +448,70 @@ impl Drop for Child {
     }
 }
 pub mod kube;
+
+/// Serves one HTTP/1.1 connection as a WebSocket backend: an upgrade request gets 101 and the tunnel's bytes
+/// echoed; any other request gets 200 with `body`.
+pub async fn serve_websocket_echo<IO>(io: IO, body: &'static [u8])
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let svc = hyper::service::service_fn(move |mut req: http::Request<hyper::body::Incoming>| async move {
+        let mut r = http::Response::new(Full::new(Bytes::from_static(body)));
+        if req.headers().get("upgrade").is_some_and(|v| v == "websocket") {
+            tokio::spawn(async move {
+                if let Ok(up) = hyper::upgrade::on(&mut req).await {
+                    let mut io = hyper_util::rt::TokioIo::new(up);
+                    let mut buf = [0u8; 1024];
+                    while let Ok(n) = io.read(&mut buf).await {
+                        if n == 0 || io.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                }
+            });
+            *r.body_mut() = Full::new(Bytes::new());
+            *r.status_mut() = http::StatusCode::SWITCHING_PROTOCOLS;
+            r.headers_mut()
+                .insert("upgrade", http::HeaderValue::from_static("websocket"));
+            r.headers_mut()
+                .insert("connection", http::HeaderValue::from_static("upgrade"));
+        }
+        Ok::<_, std::convert::Infallible>(r)
+    });
+    let _ = hyper::server::conn::http1::Builder::new()
+        .serve_connection(hyper_util::rt::TokioIo::new(io), svc)
+        .with_upgrades()
+        .await;
+}
+
+/// What a gRPC unary call got back: the response's status and headers, its trailers and its body.
+pub struct GrpcReply {
+    pub status: u16,
+    pub headers: http::HeaderMap,
+    pub trailers: http::HeaderMap,
+    pub body: Bytes,
+}
+
+/// A gRPC unary call with an empty message to `uri` over HTTP/2 with prior knowledge (h2c) on a new connection
+/// to `addr`.
+pub async fn grpc_unary(addr: SocketAddr, uri: &str) -> GrpcReply {
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let req = http::Request::post(uri)
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(Full::new(Bytes::from_static(&[0, 0, 0, 0, 0])))
+        .unwrap();
+    let (parts, body) = sender.send_request(req).await.unwrap().into_parts();
+    let collected = body.collect().await.unwrap();
+    GrpcReply {
+        status: parts.status.as_u16(),
+        headers: parts.headers,
+        trailers: collected.trailers().cloned().unwrap_or_default(),
+        body: collected.to_bytes(),
+    }
+}
