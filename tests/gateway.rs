@@ -125,12 +125,8 @@ async fn setup_with(routes: &str) -> Setup {
     );
     let m = format!("{base}{}{routes}", gateway("gw", http, Some(https)));
     let gw = Gateway::start_with(GATEWAY_ONLY, &m).await;
-    let http: SocketAddr = format!("127.0.0.1:{http}").parse().unwrap();
+    let http = bound(http).await;
     let https: SocketAddr = format!("127.0.0.1:{https}").parse().unwrap();
-    assert!(
-        eventually(Duration::from_secs(5), || std::net::TcpStream::connect(http).is_ok()).await,
-        "the Gateway's HTTP socket is bound"
-    );
     Setup {
         gw,
         http,

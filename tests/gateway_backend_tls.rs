@@ -177,11 +177,7 @@ async fn get_tls(addr: SocketAddr, path: &str) -> Reply {
 async fn backend_tls_policies_verify_backends_and_fail_closed() {
     let s = setup().await;
     let gw = Gateway::start_with(GATEWAY_ONLY, &s.manifests).await;
-    let addr: SocketAddr = format!("127.0.0.1:{}", s.port).parse().unwrap();
-    assert!(
-        eventually(Duration::from_secs(5), || std::net::TcpStream::connect(addr).is_ok()).await,
-        "the Gateway's socket is bound"
-    );
+    let addr = bound(s.port).await;
     // The policy's CA signed the backend's certificate and its hostname is in it: over TLS (the backend says so).
     for path in ["/good", "/secret-ca", "/alt-names"] {
         let r = get_tls(addr, path).await;
@@ -225,20 +221,8 @@ async fn backend_tls_policies_verify_backends_and_fail_closed() {
 fn check_shows_backend_tls() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let s = rt.block_on(setup());
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir(dir.path().join("m")).unwrap();
-    std::fs::write(dir.path().join("m/all.yaml"), &s.manifests).unwrap();
-    std::fs::write(dir.path().join("config.yaml"), GATEWAY_ONLY).unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_portico"))
-        .arg("check")
-        .arg("--manifests")
-        .arg(dir.path().join("m"))
-        .arg("--config")
-        .arg(dir.path().join("config.yaml"))
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(1), "{text}");
+    let (code, text) = portico_check(&s.manifests, GATEWAY_ONLY);
+    assert_eq!(code, Some(1), "{text}");
     for says in [
         "[tls good name=backend.internal policy=default/good]",
         "[tls grpc name=grpc.internal policy=default/grpc] [h2]",
@@ -290,11 +274,7 @@ async fn websocket_upgrades_tunnel_over_backend_tls() {
     ]
     .concat();
     let gw = Gateway::start_with(GATEWAY_ONLY, &manifests).await;
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    assert!(
-        eventually(Duration::from_secs(5), || std::net::TcpStream::connect(addr).is_ok()).await,
-        "the Gateway's socket is bound"
-    );
+    let addr = bound(port).await;
     // A plain request: over TLS, HTTP/1.1.
     let r = send(addr, http::Method::GET, "ws.test", "/", &[], Bytes::new()).await;
     assert_eq!((r.status, r.text().as_str()), (200, "not an upgrade"));

@@ -53,14 +53,7 @@ async fn setup(extra: &str, routes: &str) -> Setup {
         gateway(http, other)
     );
     let gw = Gateway::start_with(GATEWAY_ONLY, &m).await;
-    let http: SocketAddr = format!("127.0.0.1:{http}").parse().unwrap();
-    let other: SocketAddr = format!("127.0.0.1:{other}").parse().unwrap();
-    for addr in [http, other] {
-        assert!(
-            eventually(Duration::from_secs(5), || std::net::TcpStream::connect(addr).is_ok()).await,
-            "the Gateway's socket {addr} is bound"
-        );
-    }
+    let (http, other) = (bound(http).await, bound(other).await);
     Setup {
         gw,
         http,
@@ -281,26 +274,14 @@ async fn cors_filter_answers_preflights_and_marks_responses() {
 /// `portico check` prints a Gateway's routes with what their rules add, and names a refused route's field.
 #[test]
 fn check_shows_gateway_routes_and_refusals() {
-    let dir = tempfile::tempdir().unwrap();
     let m = format!(
         "{CLASS}{}{}{}{CORS}",
         service("default", "a", &["127.0.0.1:9".parse().unwrap()]),
         service("default", "b", &["127.0.0.1:9".parse().unwrap()]),
         gateway(18080, 18081)
     );
-    std::fs::create_dir(dir.path().join("m")).unwrap();
-    std::fs::write(dir.path().join("m/all.yaml"), m).unwrap();
-    std::fs::write(dir.path().join("config.yaml"), GATEWAY_ONLY).unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_portico"))
-        .arg("check")
-        .arg("--manifests")
-        .arg(dir.path().join("m"))
-        .arg("--config")
-        .arg(dir.path().join("config.yaml"))
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(1), "{text}");
+    let (code, text) = portico_check(&m, GATEWAY_ONLY);
+    assert_eq!(code, Some(1), "{text}");
     assert!(
         text.contains("listener set gateway default/gw 127.0.0.1:18080:"),
         "{text}"

@@ -515,3 +515,31 @@ pub async fn grpc_unary(addr: SocketAddr, uri: &str) -> GrpcReply {
         body: collected.to_bytes(),
     }
 }
+
+/// `portico check` on `manifests` (one file) with the configuration `config`: its exit code and standard output.
+pub fn portico_check(manifests: &str, config: &str) -> (Option<i32>, String) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("m")).unwrap();
+    std::fs::write(dir.path().join("m/all.yaml"), manifests).unwrap();
+    std::fs::write(dir.path().join("config.yaml"), config).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_portico"))
+        .arg("check")
+        .arg("--manifests")
+        .arg(dir.path().join("m"))
+        .arg("--config")
+        .arg(dir.path().join("config.yaml"))
+        .output()
+        .unwrap();
+    (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// `127.0.0.1:port`, once something accepts connections there (a Gateway's listener binds after the first
+/// publish); fails the test after 5 s.
+pub async fn bound(port: u16) -> SocketAddr {
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    assert!(
+        eventually(Duration::from_secs(5), || std::net::TcpStream::connect(addr).is_ok()).await,
+        "nothing accepts connections on {addr}"
+    );
+    addr
+}
