@@ -7,7 +7,6 @@
 mod support;
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use bytes::Bytes;
 use support::*;
@@ -255,7 +254,7 @@ async fn wss_backend(ca: &portico::certs::testing::TestCa, names: &[&str]) -> So
 /// carries bytes both ways.
 #[tokio::test]
 async fn websocket_upgrades_tunnel_over_backend_tls() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     let ca = portico::certs::testing::TestCa::new();
     let backend = wss_backend(&ca, &["ws.internal"]).await;
     let port = free_port();
@@ -284,27 +283,8 @@ async fn websocket_upgrades_tunnel_over_backend_tls() {
     )
     .await
     .unwrap();
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        let n = tokio::time::timeout(Duration::from_secs(5), c.read(&mut byte))
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(n, 1, "the connection closed before the head ended");
-        head.push(byte[0]);
-    }
-    let head = String::from_utf8_lossy(&head);
+    let head = read_response_head(&mut c).await;
     assert!(head.starts_with("HTTP/1.1 101"), "{head}");
-    for i in 0..3 {
-        let msg = format!("frame {i}");
-        c.write_all(msg.as_bytes()).await.unwrap();
-        let mut buf = vec![0u8; msg.len()];
-        tokio::time::timeout(Duration::from_secs(5), c.read_exact(&mut buf))
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(buf, msg.as_bytes());
-    }
+    assert_tunnel_echoes(&mut c, 3).await;
     gw.stop().await;
 }

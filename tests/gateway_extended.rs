@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use support::*;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 
 const GATEWAY_ONLY: &str = r#"
@@ -469,20 +469,6 @@ spec:
     backendRefs: [{name: wss, port: 80}]
 "#;
 
-async fn read_head(s: &mut TcpStream) -> String {
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut byte))
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(n, 1, "the connection closed before the head ended");
-        head.push(byte[0]);
-    }
-    String::from_utf8(head).unwrap()
-}
-
 #[tokio::test]
 async fn websocket_backends_tunnel_and_tls_backends_are_unresolved() {
     let ws = websocket_backend().await;
@@ -499,18 +485,9 @@ async fn websocket_backends_tunnel_and_tls_backends_are_unresolved() {
     )
     .await
     .unwrap();
-    let head = read_head(&mut c).await;
+    let head = read_response_head(&mut c).await;
     assert!(head.starts_with("HTTP/1.1 101"), "{head}");
-    for i in 0..3 {
-        let msg = format!("frame {i}");
-        c.write_all(msg.as_bytes()).await.unwrap();
-        let mut buf = vec![0u8; msg.len()];
-        tokio::time::timeout(Duration::from_secs(5), c.read_exact(&mut buf))
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(buf, msg.as_bytes());
-    }
+    assert_tunnel_echoes(&mut c, 3).await;
     // appProtocol kubernetes.io/wss needs TLS to the backend: unresolved, its rule answers 500 (never plaintext).
     let r = req(s.http, http::Method::GET, "ws.test", "/secure", &[]).await;
     assert_eq!(r.status, 500);

@@ -543,3 +543,33 @@ pub async fn bound(port: u16) -> SocketAddr {
     );
     addr
 }
+
+/// Reads an HTTP/1.1 response head from a raw stream, byte by byte (nothing after it is consumed); fails the
+/// test if the connection ends first or a byte takes more than 5 s.
+pub async fn read_response_head(s: &mut TcpStream) -> String {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut byte))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(n, 1, "the connection closed before the head ended");
+        head.push(byte[0]);
+    }
+    String::from_utf8_lossy(&head).into_owned()
+}
+
+/// Sends `frames` short messages through an upgraded connection and asserts each comes back unchanged.
+pub async fn assert_tunnel_echoes(c: &mut TcpStream, frames: usize) {
+    for i in 0..frames {
+        let msg = format!("frame {i}");
+        c.write_all(msg.as_bytes()).await.unwrap();
+        let mut buf = vec![0u8; msg.len()];
+        tokio::time::timeout(Duration::from_secs(5), c.read_exact(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(buf, msg.as_bytes());
+    }
+}
