@@ -232,7 +232,8 @@ mod tests {
 
     #[test]
     fn connections_count_and_release() {
-        let c = ConnTable::with_capacity(16);
+        // Room for every client of the test: the seed is random, so two addresses may share a shard.
+        let c = ConnTable::default();
         assert!(c.acquire(ip(1), 2) && c.acquire(ip(1), 2));
         assert!(!c.acquire(ip(1), 2));
         assert!(c.acquire(ip(2), 2));
@@ -242,5 +243,22 @@ mod tests {
         c.release(ip(1));
         c.release(ip(1));
         assert_eq!(c.in_flight(ip(1)), 0);
+    }
+
+    #[test]
+    fn a_full_connection_table_refuses_new_clients_until_requests_end() {
+        let c = ConnTable::with_capacity(16);
+        let admitted: Vec<IpAddr> = (0..1_000).map(ip).filter(|&a| c.acquire(a, 1)).collect();
+        // One client per shard at this size; which addresses fit depends on the seed, how many does not exceed it.
+        assert!(!admitted.is_empty() && admitted.len() <= SHARDS, "{}", admitted.len());
+        let refused: Vec<IpAddr> = (0..1_000).map(ip).filter(|a| !admitted.contains(a)).collect();
+        assert!(refused.iter().all(|&a| !c.acquire(a, 1)), "a full table stays closed");
+        for &a in &admitted {
+            c.release(a);
+        }
+        assert!(
+            refused.iter().any(|&a| c.acquire(a, 1)),
+            "released room is given out again"
+        );
     }
 }
