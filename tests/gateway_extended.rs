@@ -2,7 +2,8 @@
 //! (the cases of the conformance suite's `HTTPRouteCORS` and `CORSAllowCredentialsBehavior`), regular-expression
 //! matches (paths, headers, GRPCRoute services and methods), a backendRef's own filters, parentRef `port` (a
 //! route attached to one listener's port is not served on the other's), WebSocket backends, and backends whose
-//! `appProtocol` needs TLS (unresolved: their rule answers 500).
+//! `appProtocol` needs TLS (unresolved: their rule answers 500), HTTPRoute `timeouts` (`request` a deadline for
+//! the whole exchange, `backendRequest` one per try).
 
 mod support;
 
@@ -10,8 +11,9 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
+use http_body_util::BodyExt;
 use support::*;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 const GATEWAY_ONLY: &str = r#"
@@ -497,4 +499,212 @@ async fn websocket_backends_tunnel_and_tls_backends_are_unresolved() {
     );
     s.gw.stop().await;
     let _ = s.other;
+}
+
+// === Timeouts ===
+
+/// A backend that reads a request, waits `delay`, then closes the connection without an answer.
+async fn closing_after(delay: Duration) -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf).await;
+                tokio::time::sleep(delay).await;
+            });
+        }
+    });
+    addr
+}
+
+/// A backend that answers headers at once (`Content-Length: 20`), then one body byte every 100 ms (2 s in all).
+async fn trickling_backend() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf).await;
+                if s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 20\r\n\r\n")
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+                for _ in 0..20 {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    if s.write_all(b"x").await.is_err() {
+                        return;
+                    }
+                }
+                let _ = s.read(&mut buf).await;
+            });
+        }
+    });
+    addr
+}
+
+const TIMEOUTS: &str = r#"
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: timeouts, namespace: default}
+spec:
+  parentRefs: [{name: gw, sectionName: http}]
+  hostnames: [timeouts.test]
+  rules:
+  - matches: [{path: {type: PathPrefix, value: /retries}}]
+    timeouts: {request: 1s, backendRequest: 900ms}
+    backendRefs: [{name: closing, port: 80}]
+  - matches: [{path: {type: PathPrefix, value: /silent}}]
+    timeouts: {backendRequest: 500ms}
+    backendRefs: [{name: silent, port: 80}]
+  - matches: [{path: {type: PathPrefix, value: /trickle/whole}}]
+    timeouts: {request: 1s}
+    backendRefs: [{name: trickle, port: 80}]
+  - matches: [{path: {type: PathPrefix, value: /trickle/try}}]
+    timeouts: {backendRequest: 1s}
+    backendRefs: [{name: trickle, port: 80}]
+  - matches: [{path: {type: PathPrefix, value: /trickle/off}}]
+    timeouts: {request: 0s, backendRequest: 0s}
+    backendRefs: [{name: trickle, port: 80}]
+  - matches: [{path: {type: PathPrefix, value: /upload}}]
+    timeouts: {request: 1s}
+    backendRefs: [{name: a, port: 80}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: too-long, namespace: default}
+spec:
+  parentRefs: [{name: gw, sectionName: http}]
+  hostnames: [too-long.test]
+  rules:
+  - timeouts: {request: 1s, backendRequest: 2s}
+    backendRefs: [{name: a, port: 80}]
+"#;
+
+/// A GET through the gateway: the status, and the body or why it failed.
+async fn get_body(addr: SocketAddr, host: &str, path: &str) -> (u16, Result<Bytes, String>) {
+    let req = http::Request::get(format!("http://{addr}{path}"))
+        .header("host", host)
+        .body(http_body_util::Full::new(Bytes::new()))
+        .unwrap();
+    let resp = client().request(req).await.unwrap();
+    let status = resp.status().as_u16();
+    let body = resp.into_body().collect().await;
+    (status, body.map(|b| b.to_bytes()).map_err(|e| format!("{e:?}")))
+}
+
+#[tokio::test]
+async fn request_timeout_is_a_deadline_for_the_whole_exchange() {
+    let closing = [
+        closing_after(Duration::from_millis(600)).await,
+        closing_after(Duration::from_millis(600)).await,
+        closing_after(Duration::from_millis(600)).await,
+    ];
+    let silent = closing_after(Duration::from_secs(30)).await;
+    let trickle = trickling_backend().await;
+    let extra = format!(
+        "{}{}{}",
+        service("default", "closing", &closing),
+        service("default", "silent", &[silent]),
+        service("default", "trickle", &[trickle])
+    );
+    let s = setup(&extra, TIMEOUTS).await;
+    let host = "timeouts.test";
+    let bounded = |f| tokio::time::timeout(Duration::from_secs(10), f);
+
+    // Three endpoints, each breaking after 600 ms: retried, but the whole exchange ends at its 1 s deadline with
+    // 504, not after three tries (1.8 s, then 502) nor three backendRequest timeouts (2.7 s).
+    let started = std::time::Instant::now();
+    let (status, _) = bounded(get_body(s.http, host, "/retries")).await.unwrap();
+    let took = started.elapsed();
+    assert_eq!(status, 504);
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_millis(1700),
+        "{took:?}"
+    );
+    let sample = "portico_upstream_errors_total{set=\"gateway\",kind=\"timeout\"}";
+    assert_eq!(metric(&s.gw, sample).await, Some(1.0), "counted as an upstream timeout");
+
+    // backendRequest alone: a try without response headers ends with 504 after it.
+    let started = std::time::Instant::now();
+    let (status, _) = bounded(get_body(s.http, host, "/silent")).await.unwrap();
+    assert_eq!(status, 504);
+    assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+
+    // Headers at once, then a body trickling for 2 s: the deadline (the whole exchange's, or the try's) cuts the
+    // body: an error, never a short body that looks complete.
+    for path in ["/trickle/whole", "/trickle/try"] {
+        let started = std::time::Instant::now();
+        let (status, body) = bounded(get_body(s.http, host, path)).await.unwrap();
+        assert_eq!(status, 200, "{path}: the headers came in time");
+        assert!(body.is_err(), "{path}: {body:?}");
+        assert!(
+            started.elapsed() < Duration::from_millis(1900),
+            "{path}: {:?}",
+            started.elapsed()
+        );
+    }
+    assert!(eventually(Duration::from_secs(5), || in_flight(&s.gw, trickle) == 0).await);
+    // `0s` disables both: the whole body, after its 2 s.
+    let (status, body) = bounded(get_body(s.http, host, "/trickle/off")).await.unwrap();
+    assert_eq!((status, body.unwrap().len()), (200, 20));
+
+    // backendRequest longer than request: the rule is refused, not served with either.
+    let r = req(s.http, http::Method::GET, "too-long.test", "/", &[]).await;
+    assert_eq!(r.status, 404);
+    s.gw.stop().await;
+}
+
+#[tokio::test]
+async fn a_slow_upload_past_the_request_deadline_is_the_clients_fault() {
+    let s = setup("", TIMEOUTS).await;
+    // Half of the body, then nothing: the gateway waits on the client when the 1 s deadline passes.
+    let started = std::time::Instant::now();
+    let mut c = TcpStream::connect(s.http).await.unwrap();
+    c.write_all(b"POST /upload HTTP/1.1\r\nHost: timeouts.test\r\nContent-Length: 20\r\n\r\nten bytes.")
+        .await
+        .unwrap();
+    let mut resp = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), c.read_to_end(&mut resp))
+        .await
+        .expect("the gateway answered and closed")
+        .unwrap();
+    let resp = String::from_utf8_lossy(&resp);
+    assert_eq!(raw_status(&resp), 408, "{resp}");
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(5),
+        "{took:?}"
+    );
+    // Not the backend's fault: no upstream error, nothing left in flight, and the backend still serves.
+    let a = s._backends[0].addr;
+    assert!(eventually(Duration::from_secs(5), || in_flight(&s.gw, a) == 0).await);
+    for kind in ["timeout", "reset"] {
+        let sample = format!("portico_upstream_errors_total{{set=\"gateway\",kind=\"{kind}\"}}");
+        assert_eq!(metric(&s.gw, &sample).await, Some(0.0), "{sample}");
+    }
+    assert!(
+        s._backends[0]
+            .requests()
+            .iter()
+            .all(|q| q.uri.path() != "/upload" || q.body.len() < 20),
+        "the backend's request was aborted, never completed"
+    );
+    // A whole body in time: served.
+    let r = send(
+        s.http,
+        http::Method::POST,
+        "timeouts.test",
+        "/upload",
+        &[],
+        Bytes::from_static(b"twenty bytes of body"),
+    )
+    .await;
+    assert_eq!((r.status, r.backend().as_deref()), (200, Some("a")));
+    s.gw.stop().await;
 }

@@ -389,6 +389,12 @@ pub struct SendPolicy {
     pub upstream_h2c: bool,
     /// Time to the response headers and between body reads, instead of the configured one.
     pub upstream_timeout: Option<Duration>,
+    /// Gateway API `timeouts.request`: a deadline for the whole exchange, from the request's head received to the
+    /// response body's end (connect, every try, the body). Never zero (`0s` is kept as `None`).
+    pub request_timeout: Option<Duration>,
+    /// Gateway API `timeouts.backendRequest`: a deadline for each try, from its send to its response body's end,
+    /// within `request_timeout`. Never zero.
+    pub try_timeout: Option<Duration>,
     pub connect_timeout: Option<Duration>,
     /// When to try another endpoint, how often and for how long.
     pub next_upstream: NextUpstream,
@@ -722,19 +728,20 @@ impl Lowering {
         let (_, send) = self.rules(&p.policy, false);
         let origin = Origin::of(&p.ingress, &mut self.strings, &mut self.scratch);
         let (filters, upstream_host) = gateway_filters(p, g);
-        // `timeouts.backendRequest` bounds each try; `timeouts.request` (the whole request) bounds it too until
-        // the send phase has a total deadline. Zero: disabled.
-        let timeout = [g.timeouts.backend_request, g.timeouts.request]
-            .into_iter()
-            .flatten()
-            .filter(|t| !t.is_zero())
-            .min();
+        // `timeouts.request` is a deadline for the whole exchange, `timeouts.backendRequest` one for each try
+        // (zero: disabled). The smaller also replaces the configured time to the response headers and between
+        // body reads, so the configured defaults never cut a try shorter than the route asked for.
+        let nonzero = |t: Option<Duration>| t.filter(|t| !t.is_zero());
+        let (request, per_try) = (nonzero(g.timeouts.request), nonzero(g.timeouts.backend_request));
+        let timeout = [per_try, request].into_iter().flatten().min();
         let send = match (upstream_host, timeout, g.h2c) {
             (None, None, false) => send,
             (h, t, h2c) => Arc::new(SendPolicy {
                 upstream_h2c: h2c || send.upstream_h2c,
                 upstream_host: h.or_else(|| send.upstream_host.clone()),
                 upstream_timeout: t.or(send.upstream_timeout),
+                request_timeout: request,
+                try_timeout: per_try,
                 affinity_cookie: send.affinity_cookie.clone(),
                 affinity_attributes: send.affinity_attributes.clone(),
                 ..*send
@@ -1067,6 +1074,8 @@ fn send_policy(p: &IngressPolicy) -> SendPolicy {
         pass_host: p.headers.pass_host,
         upstream_h2c: p.backend.protocol == BackendProtocol::H2c,
         upstream_timeout: p.backend.timeout,
+        request_timeout: None,
+        try_timeout: None,
         connect_timeout: p.retry.connect_timeout,
         next_upstream: p.retry.next_upstream,
         tries: p.retry.tries,

@@ -3,6 +3,7 @@
 //! its body streamed both ways. Failures map to statuses in [`error`].
 
 mod auth;
+mod deadline;
 pub mod error;
 mod errors;
 pub(crate) mod filters;
@@ -33,7 +34,7 @@ use crate::model::route::SendPolicy;
 use crate::normalize::{normalize_host, normalize_path};
 use crate::routing::Lookup;
 use crate::snapshot::{Route, Snapshot};
-use crate::upstream::body::{RequestBody, ResponseBody};
+use crate::upstream::body::{BodyProgress, RequestBody, ResponseBody};
 use crate::upstream::client::{SendError, UpstreamBody, UpstreamClient, UpstreamError, Via};
 use crate::upstream::PickContext;
 use error::ProxyError;
@@ -246,6 +247,8 @@ struct Outgoing {
     version: Version,
     headers: http::HeaderMap,
     extensions: http::Extensions,
+    /// When its head was received: the start of a Gateway API `timeouts.request` deadline.
+    received: std::time::Instant,
 }
 
 /// The client as the admit phase established it.
@@ -323,7 +326,7 @@ impl Proxy {
             (req.method().clone(), host.to_string(), req.uri().path().to_string())
         });
         let mut note = Note::default();
-        let (resp, upstream_error) = match self.forward(conn, req, &mut note).await {
+        let (resp, upstream_error) = match self.forward(conn, req, started, &mut note).await {
             Ok(resp) => (resp, note.replaced.map(crate::metrics::UpstreamErrorKind::from_error)),
             Err(e) => {
                 tracing::debug!(set = conn.set, peer = %conn.peer, error = %e, fault = ?e.fault(), "request failed");
@@ -416,6 +419,7 @@ impl Proxy {
         &self,
         conn: &ConnInfo,
         req: Request<ClientBody>,
+        received: std::time::Instant,
         note: &mut Note,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let set_opts = self.sets.get(conn.set).unwrap_or(&DEFAULT_SET_OPTIONS);
@@ -441,6 +445,7 @@ impl Proxy {
             version,
             headers,
             extensions,
+            received,
         };
         // Admit: the real client and the listener set's allowlist (later: limits).
         let client = admit(set_opts, conn, &parts.headers)?;
@@ -683,6 +688,12 @@ impl Proxy {
 
         self.mirror(&target.mirrors, &parts.method, &path_and_query, &parts.headers);
         let bodiless = body.is_end_stream();
+        // Gateway API timeouts (none for most routes: no clock read, no timer). The whole exchange's deadline counts
+        // from the request's head; with a body, the send phase learns whether the client's body was what the
+        // gateway waited on when a deadline passed.
+        let received = parts.received;
+        let deadlines = deadline::Deadlines::new(send, || tokio::time::Instant::from_std(received));
+        let progress = (deadlines.any() && !bodiless).then(BodyProgress::default);
         // Another try needs the headers again (the request is consumed by sending it).
         let retry_headers = (bodiless && backend.endpoints.len() > 1).then(|| parts.headers.clone());
         let idempotent = crate::upstream::client::repeatable(&parts.method);
@@ -693,7 +704,14 @@ impl Proxy {
             .and_then(|p| p.request_body_timeout)
             .unwrap_or(set_opts.body_read_timeout);
         let mut body: UpstreamBody = match body {
-            ClientBody::Hyper(body) if !bodiless => Either::Left(RequestBody::new(body, limit, body_timeout)),
+            ClientBody::Hyper(body) if !bodiless => {
+                let mut body = RequestBody::new(body, limit, body_timeout);
+                if let Some(p) = &progress {
+                    // Bodies are sent once: the first try's deadline is the body's.
+                    body.report(p.clone(), deadlines.for_try(tokio::time::Instant::now));
+                }
+                Either::Left(body)
+            }
             _ => Either::Right(Empty::new()),
         };
         let read_timeout = send.upstream_timeout.unwrap_or(self.client.read_timeout());
@@ -720,23 +738,37 @@ impl Proxy {
             // Counted until the response body ends, fails or is dropped (the guard travels with it).
             let in_flight = backend.start(endpoint);
             let sent_at = std::time::Instant::now();
+            // This try's deadline: the whole exchange's, or its own if that ends first (connect included).
+            let try_deadline = deadlines.for_try(|| tokio::time::Instant::from_std(sent_at));
             // The request is built in the call: a local holding it would keep its space in this future's state.
-            let sent = self
-                .client
-                .send_with(
+            let sent = deadline::Bounded::new(
+                self.client.send_with(
                     endpoint,
                     upstream_request(body, parts.method.clone(), uri, version, headers_now),
                     send.upstream_timeout,
                     send.connect_timeout,
                     via,
-                )
-                .await;
+                ),
+                try_deadline,
+            )
+            .await;
+            let sent = match sent {
+                Ok(sent) => sent,
+                // The deadline passed while the gateway waited on the client's body: the client is slow, not the
+                // backend (408, never counted against the endpoint).
+                Err(deadline::Elapsed) if progress.as_ref().is_some_and(BodyProgress::waiting_on_client) => {
+                    Err(SendError::RequestBodyTimeout)
+                }
+                Err(deadline::Elapsed) => Err(SendError::Upstream(UpstreamError::ResponseTimeout)),
+            };
             note.upstream_time = Some(sent_at.elapsed());
-            // Whether another try is allowed at all: a bodiless request (its headers kept), tries and time left.
+            // Whether another try is allowed at all: a bodiless request (its headers kept), tries and time left
+            // (the retry window, the whole exchange's deadline).
             let another = |tries: usize| {
                 retry_headers.is_some()
                     && tries < max_tries
                     && send.retry_window.is_none_or(|w| first_try.elapsed() < w)
+                    && !deadlines.passed()
             };
             let e = match sent {
                 // proxy-next-upstream http_NNN: that answer is dropped and another endpoint asked.
@@ -792,6 +824,9 @@ impl Proxy {
                         retried_with_cookie,
                     );
                     let mut rbody = ResponseBody::new(rbody, Some(in_flight), Some(read_timeout));
+                    if let Some(at) = try_deadline {
+                        rbody.until(at);
+                    }
                     if let Some(hold) = target.carry.hold.take() {
                         rbody.hold(Box::new(hold));
                     }

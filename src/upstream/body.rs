@@ -5,12 +5,16 @@
 //!   lose the fields that may not be trailers (RFC 9110 section 6.5.1), whatever protocol they go out on.
 //! - [`RequestBody`]: the client's request body, streamed to the backend. It fails with [`RequestBodyTimeout`]
 //!   when the client stalls longer than the body-read timeout between two frames.
+//! - A route's deadline (Gateway API `timeouts`): [`ResponseBody::until`] ends the response body with
+//!   [`ResponseDeadline`] when it passes; [`BodyProgress`] tells the send phase whether the gateway was waiting on
+//!   the client's body when it passed.
 //!
 //! The response body's read timeout is kept by the HTTP/1.1 connection's own task ([`Watch`]); other bodies arm
 //! a timer of their own, and only while the inner body is pending; a frame costs one clock read.
 
 use std::future::Future as _;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
@@ -27,6 +31,12 @@ use super::InFlight;
 #[derive(Debug, Clone, Copy, thiserror::Error)]
 #[error("upstream response body idle for longer than the read timeout")]
 pub struct ResponseBodyTimeout;
+
+/// The route's deadline (Gateway API `timeouts.request` or `timeouts.backendRequest`) passed before the response
+/// body ended.
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("upstream response body not complete by the route's deadline")]
+pub struct ResponseDeadline;
 
 /// The client sent nothing for longer than the body-read timeout in the middle of a request body.
 #[derive(Debug, Clone, Copy, thiserror::Error)]
@@ -58,15 +68,16 @@ impl Idle {
         self.last = Instant::now();
     }
 
-    /// Polls the timer (arming it as needed); ready when the body has been idle for too long.
-    fn poll_expired(&mut self, mut sleep: Pin<&mut Sleep>, cx: &mut Context<'_>) -> Poll<()> {
+    /// Polls the timer (arming it as needed); ready when the body has been idle for too long, or `cap` (a fixed
+    /// deadline) has passed.
+    fn poll_expired(&mut self, cap: Option<Instant>, mut sleep: Pin<&mut Sleep>, cx: &mut Context<'_>) -> Poll<()> {
         loop {
-            let deadline = self.last + self.idle;
+            let deadline = cap.map_or(self.last + self.idle, |cap| cap.min(self.last + self.idle));
             if sleep.deadline() != deadline {
                 sleep.as_mut().reset(deadline);
             }
             ready!(sleep.as_mut().poll(cx));
-            if Instant::now() >= self.last + self.idle {
+            if Instant::now() >= deadline {
                 return Poll::Ready(());
             }
         }
@@ -119,7 +130,7 @@ impl Deadline {
             Deadline::Timer { idle, sleep } => {
                 let deadline = idle.last + idle.idle;
                 let sleep = sleep.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
-                idle.poll_expired(sleep.as_mut(), cx)
+                idle.poll_expired(None, sleep.as_mut(), cx)
             }
             Deadline::None => Poll::Pending,
         }
@@ -192,6 +203,8 @@ pub struct ResponseBody {
     deadline: Deadline,
     /// Anything else to release when the exchange ends (a rate limit's count of requests in flight).
     hold: Option<Box<dyn Send + Sync>>,
+    /// The route's deadline for the whole body ([`ResponseBody::until`]); `None` for most routes.
+    until: Option<Pin<Box<Sleep>>>,
 }
 
 impl ResponseBody {
@@ -207,6 +220,7 @@ impl ResponseBody {
                     guard,
                     deadline: Deadline::None,
                     hold: None,
+                    until: None,
                 };
             }
         };
@@ -227,6 +241,16 @@ impl ResponseBody {
             guard,
             deadline,
             hold: None,
+            until: None,
+        }
+    }
+
+    /// Ends the body with [`ResponseDeadline`] if it has not ended by `at`: the client sees a cut stream (an
+    /// error, not a short body that looks complete) and the backend connection is closed, not reused. One timer,
+    /// allocated here: only routes with a deadline call this.
+    pub fn until(&mut self, at: Instant) {
+        if self.inner.as_ref().is_some_and(|i| !i.is_end_stream()) {
+            self.until = Some(Box::pin(tokio::time::sleep_until(at)));
         }
     }
 
@@ -244,6 +268,7 @@ impl ResponseBody {
         self.inner = None;
         self.guard = None;
         self.hold = None;
+        self.until = None;
     }
 }
 
@@ -253,6 +278,15 @@ impl Body for ResponseBody {
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let this = &mut *self;
+        if this.inner.is_none() {
+            return Poll::Ready(None);
+        }
+        if let Some(until) = this.until.as_mut() {
+            if until.as_mut().poll(cx).is_ready() {
+                this.finish();
+                return Poll::Ready(Some(Err(ResponseDeadline.into())));
+            }
+        }
         let Some(inner) = this.inner.as_mut() else {
             return Poll::Ready(None);
         };
@@ -306,12 +340,36 @@ impl Body for ResponseBody {
 /// What the client sends upstream: its body with a size limit.
 type Limited = http_body_util::Limited<Incoming>;
 
+/// Where a request body stands, shared between its [`RequestBody`] and the send phase of a route with a deadline:
+/// whether the gateway was waiting on the client for more of it (the client is slow, not the backend).
+#[derive(Debug, Clone, Default)]
+pub struct BodyProgress(Arc<AtomicU8>);
+
+const SENDING: u8 = 0;
+const WAITING_ON_CLIENT: u8 = 1;
+const DONE: u8 = 2;
+
+impl BodyProgress {
+    /// The body's last read found nothing from the client, and it has not ended.
+    pub fn waiting_on_client(&self) -> bool {
+        self.0.load(Ordering::Relaxed) == WAITING_ON_CLIENT
+    }
+
+    fn set(&self, state: u8) {
+        self.0.store(state, Ordering::Relaxed);
+    }
+}
+
 /// The client's request body with a body-read timeout. `Unpin` (the upstream client needs that): the timer is
 /// boxed, and only allocated the first time the client makes the gateway wait.
 pub struct RequestBody {
     inner: Limited,
     idle: Idle,
     sleep: Option<Pin<Box<Sleep>>>,
+    /// Shared with the send phase of a route with a deadline.
+    progress: Option<BodyProgress>,
+    /// That deadline: the client must have sent the whole body by then.
+    until: Option<Instant>,
 }
 
 impl RequestBody {
@@ -320,6 +378,21 @@ impl RequestBody {
             inner: http_body_util::Limited::new(inner, limit),
             idle: Idle::new(idle),
             sleep: None,
+            progress: None,
+            until: None,
+        }
+    }
+
+    /// Reports where the body stands to `progress`, and fails with [`RequestBodyTimeout`] if the gateway is still
+    /// waiting on the client for it at `until` (a route's deadline: the client is too slow).
+    pub fn report(&mut self, progress: BodyProgress, until: Option<Instant>) {
+        self.progress = Some(progress);
+        self.until = until;
+    }
+
+    fn report_state(&self, state: u8) {
+        if let Some(p) = &self.progress {
+            p.set(state);
         }
     }
 }
@@ -333,20 +406,25 @@ impl Body for RequestBody {
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 this.idle.touch();
+                this.report_state(if this.inner.is_end_stream() { DONE } else { SENDING });
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Pending => {
+                this.report_state(WAITING_ON_CLIENT);
                 let deadline = this.idle.last + this.idle.idle;
                 let sleep = this
                     .sleep
                     .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
-                ready!(this.idle.poll_expired(sleep.as_mut(), cx));
+                ready!(this.idle.poll_expired(this.until, sleep.as_mut(), cx));
                 Poll::Ready(Some(Err(RequestBodyTimeout.into())))
             }
             // Over the size limit: kept as it is (413). Anything else the client's connection reported.
             Poll::Ready(Some(Err(e))) if e.is::<http_body_util::LengthLimitError>() => Poll::Ready(Some(Err(e))),
             Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(ClientBodyError(e).into()))),
-            other => other,
+            other => {
+                this.report_state(DONE);
+                other
+            }
         }
     }
 

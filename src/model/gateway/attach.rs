@@ -324,6 +324,30 @@ pub struct RuleTimeouts {
     pub backend_request: Option<std::time::Duration>,
 }
 
+impl RuleTimeouts {
+    /// The spec's rule: `backendRequest` may not be longer than a `request` that is set and not zero (a try
+    /// cannot outlast the whole exchange). Gateway API implementations refuse such a rule.
+    pub fn check(&self) -> Option<String> {
+        match (self.request, self.backend_request) {
+            (Some(r), Some(b)) if !r.is_zero() && b > r => Some(format!(
+                "backendRequest ({}) is longer than request ({})",
+                humantime_like(b),
+                humantime_like(r)
+            )),
+            _ => None,
+        }
+    }
+}
+
+/// A duration as the manifests write one (`1500ms`, `2s`).
+fn humantime_like(d: std::time::Duration) -> String {
+    if d.subsec_millis() == 0 && d.as_secs() > 0 {
+        format!("{}s", d.as_secs())
+    } else {
+        format!("{}ms", d.as_millis())
+    }
+}
+
 /// A route's status: the `status.parents[]` entries for our Gateways.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RouteStatus {

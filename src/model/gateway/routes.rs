@@ -140,10 +140,14 @@ pub(crate) fn attach_routes(
                         parse(&t.request, "request"),
                         parse(&t.backend_request, "backendRequest"),
                     ) {
-                        (Ok(request), Ok(backend_request)) => RuleTimeouts {
-                            request,
-                            backend_request,
-                        },
+                        (Ok(request), Ok(backend_request)) => {
+                            let timeouts = RuleTimeouts {
+                                request,
+                                backend_request,
+                            };
+                            p.check(timeouts.check().map(|e| format!("{field}.timeouts: {e}")));
+                            timeouts
+                        }
                         (Err(e), _) | (_, Err(e)) => {
                             p.check(Some(e));
                             RuleTimeouts::default()

@@ -760,3 +760,35 @@ fn durations() {
         assert_eq!(parse_duration(bad), None, "{bad}");
     }
 }
+
+#[test]
+fn backend_request_longer_than_request_is_refused() {
+    let rule = |name: &str, timeouts: &str| {
+        http_route(
+            "default",
+            name,
+            &format!("  parentRefs: [{{name: gw}}]\n  rules:\n  - timeouts: {timeouts}\n"),
+        )
+    };
+    let yaml = format!(
+        "{CLASS}{}{}{}{}{}",
+        gateway("default", "gw", HTTP80),
+        rule("longer", "{request: 1s, backendRequest: 1500ms}"),
+        rule("equal", "{request: 2s, backendRequest: 2s}"),
+        rule("request-off", "{request: 0s, backendRequest: 5s}"),
+        rule("alone", "{backendRequest: 5s}"),
+    );
+    let a = run(&yaml);
+    let accepted = |name: &str| sr(&parent(&a, name, 0).conditions, "Accepted");
+    assert_eq!(accepted("longer"), (false, "UnsupportedValue"));
+    for name in ["equal", "request-off", "alone"] {
+        assert_eq!(accepted(name), (true, "Accepted"), "{name}");
+    }
+    let d: Vec<String> = a.diagnostics.iter().map(|d| d.to_string()).collect();
+    assert!(
+        d.iter().any(|d| d.contains(
+            "HTTPRoute default/longer: spec.parentRefs[0] (Gateway default/gw): spec.rules[0].timeouts: backendRequest (1500ms) is longer than request (1s)"
+        )),
+        "{d:?}"
+    );
+}
