@@ -3,7 +3,7 @@
 //! matches (paths, headers, GRPCRoute services and methods), a backendRef's own filters, parentRef `port` (a
 //! route attached to one listener's port is not served on the other's), WebSocket backends, and backends whose
 //! `appProtocol` needs TLS (unresolved: their rule answers 500), HTTPRoute `timeouts` (`request` a deadline for
-//! the whole exchange, `backendRequest` one per try).
+//! the whole exchange, `backendRequest` one per try), and `RequestMirror` copying request bodies.
 
 mod support;
 
@@ -706,5 +706,145 @@ async fn a_slow_upload_past_the_request_deadline_is_the_clients_fault() {
     )
     .await;
     assert_eq!((r.status, r.backend().as_deref()), (200, Some("a")));
+    s.gw.stop().await;
+}
+
+// === RequestMirror with bodies ===
+
+/// A mirror backend that reads the first bytes of a request, pauses `pause`, then reads to the end of the
+/// connection; reports how many bytes it got in all.
+async fn slow_reader(pause: Duration) -> (SocketAddr, tokio::sync::mpsc::Receiver<usize>) {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 64 * 1024];
+                let mut total = s.read(&mut buf).await.unwrap_or(0);
+                tokio::time::sleep(pause).await;
+                while let Ok(n) = s.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                    total += n;
+                }
+                let _ = tx.send(total).await;
+            });
+        }
+    });
+    (addr, rx)
+}
+
+const MIRRORS: &str = r#"
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: mirror-body, namespace: default}
+spec:
+  parentRefs: [{name: gw, sectionName: http}]
+  hostnames: [mirror.test]
+  rules:
+  - matches: [{path: {type: PathPrefix, value: /same}}]
+    backendRefs: [{name: a, port: 80}]
+    filters: [{type: RequestMirror, requestMirror: {backendRef: {name: b, port: 80}}}]
+  - matches: [{path: {type: PathPrefix, value: /slow}}]
+    backendRefs: [{name: a, port: 80}]
+    filters: [{type: RequestMirror, requestMirror: {backendRef: {name: slow, port: 80}}}]
+  - matches: [{path: {type: PathPrefix, value: /down}}]
+    backendRefs: [{name: a, port: 80}]
+    filters: [{type: RequestMirror, requestMirror: {backendRef: {name: down, port: 80}}}]
+"#;
+
+/// What the backend `of` saw of its request for `path` (waiting for it a while).
+async fn seen(of: &portico::echo::EchoServer, path: &str) -> portico::echo::Seen {
+    let found = eventually(Duration::from_secs(5), || {
+        of.requests().iter().any(|q| q.uri.path() == path)
+    })
+    .await;
+    assert!(found, "{} saw no {path}", of.name);
+    of.requests().into_iter().find(|q| q.uri.path() == path).unwrap()
+}
+
+#[tokio::test]
+async fn request_mirror_copies_request_bodies() {
+    let (slow, mut slow_total) = slow_reader(Duration::from_secs(6)).await;
+    let down = closed_port().await;
+    let extra = format!(
+        "{}{}",
+        service("default", "slow", &[slow]),
+        service("default", "down", &[down])
+    );
+    let s = setup(&extra, MIRRORS).await;
+    let (a, b) = (&s._backends[0], &s._backends[1]);
+
+    // A body with a Content-Length: the same bytes and length at the backend and at the mirror.
+    let body = Bytes::from_static(b"a body with a length, mirrored");
+    let r = send(
+        s.http,
+        http::Method::POST,
+        "mirror.test",
+        "/same/length",
+        &[],
+        body.clone(),
+    )
+    .await;
+    assert_eq!((r.status, r.backend().as_deref()), (200, Some("a")));
+    let (main, copy) = (seen(a, "/same/length").await, seen(b, "/same/length").await);
+    assert_eq!((&main.body, &copy.body), (&body, &body));
+    assert_eq!(copy.headers.get("content-length"), main.headers.get("content-length"));
+    assert_eq!(copy.method, http::Method::POST);
+
+    // A chunked body: the same bytes at both.
+    let resp = raw(
+        s.http,
+        "POST /same/chunked HTTP/1.1\r\nHost: mirror.test\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n5\r\nhello\r\n8\r\n, chunks\r\n0\r\n\r\n",
+    )
+    .await;
+    assert_eq!(raw_status(&resp), 200, "{resp}");
+    let (main, copy) = (seen(a, "/same/chunked").await, seen(b, "/same/chunked").await);
+    assert_eq!(&main.body[..], b"hello, chunks");
+    assert_eq!(copy.body, main.body);
+
+    // A mirror that is down changes nothing for the client.
+    let big = Bytes::from(vec![b'd'; 1 << 20]);
+    let r = send(s.http, http::Method::POST, "mirror.test", "/down", &[], big.clone()).await;
+    assert_eq!((r.status, r.backend().as_deref()), (200, Some("a")));
+    assert_eq!(seen(a, "/down").await.body.len(), big.len());
+
+    // A large body, a mirror that stops reading for 6 s: the main backend gets it all long before the mirror
+    // reads again (the mirror, too far behind, is abandoned), and the mirror's request is cut short, never
+    // completed.
+    let size = 24 << 20;
+    let started = std::time::Instant::now();
+    let r = tokio::time::timeout(
+        Duration::from_secs(20),
+        send(
+            s.http,
+            http::Method::POST,
+            "mirror.test",
+            "/slow",
+            &[],
+            Bytes::from(vec![b's'; size]),
+        ),
+    )
+    .await
+    .unwrap();
+    let took = started.elapsed();
+    assert_eq!((r.status, r.backend().as_deref()), (200, Some("a")));
+    assert_eq!(seen(a, "/slow").await.body.len(), size);
+    assert!(
+        took < Duration::from_secs(5),
+        "the main request waited for the mirror: {took:?}"
+    );
+    let total = tokio::time::timeout(Duration::from_secs(20), slow_total.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        total < size,
+        "the abandoned mirror got {total} bytes of a {size}-byte body"
+    );
     s.gw.stop().await;
 }

@@ -34,7 +34,7 @@ use crate::model::route::SendPolicy;
 use crate::normalize::{normalize_host, normalize_path};
 use crate::routing::Lookup;
 use crate::snapshot::{Route, Snapshot};
-use crate::upstream::body::{BodyProgress, RequestBody, ResponseBody};
+use crate::upstream::body::{BodyProgress, RequestBody, ResponseBody, Tee};
 use crate::upstream::client::{SendError, UpstreamBody, UpstreamClient, UpstreamError, Via};
 use crate::upstream::PickContext;
 use error::ProxyError;
@@ -537,24 +537,35 @@ impl Proxy {
         out
     }
 
-    /// `RequestMirror`: a copy of the request's head (without its body) to each mirror backend, for its share of
-    /// requests, in the background; its answer is dropped.
+    /// `RequestMirror`: a copy of the request, as sent upstream, to each mirror backend for its share of requests,
+    /// in the background; its answer is dropped. A request with a body (`len`: its length, when known) gets back
+    /// the [`Tee`] that copies the body's frames to the mirrors as the main request reads them: a mirror falling
+    /// behind or failing is abandoned, never the main request.
     fn mirror(
         &self,
         mirrors: &[(Arc<crate::upstream::Backend>, u32)],
         method: &http::Method,
         target: &PathAndQuery,
         headers: &http::HeaderMap,
-    ) {
+        (with_body, len): (bool, Option<u64>),
+    ) -> Tee {
+        let mut tee = Tee::default();
         for (backend, share) in mirrors {
             if crate::routing::below_million() >= *share {
                 continue;
             }
-            let mut req = Request::new(http_body_util::Either::Right(http_body_util::Empty::new()));
+            let (body, via) = if with_body {
+                (Either::Left(RequestBody::mirror(tee.add(), len)), Via::Http1)
+            } else {
+                (Either::Right(Empty::new()), Via::Http1Bodiless)
+            };
+            let mut req = Request::new(body);
             *req.method_mut() = method.clone();
             *req.uri_mut() = http::Uri::from(target.clone());
             *req.headers_mut() = headers.clone();
-            req.headers_mut().remove(header::CONTENT_LENGTH);
+            if !with_body {
+                req.headers_mut().remove(header::CONTENT_LENGTH);
+            }
             req.headers_mut().remove(header::TRANSFER_ENCODING);
             let (client, backend) = (self.client.clone(), backend.clone());
             tokio::spawn(async move {
@@ -563,11 +574,15 @@ impl Proxy {
                     cookie: None,
                 };
                 let Some(endpoint) = backend.pick(&cx) else { return };
-                if let Ok(resp) = client.send(endpoint, req, None, Via::Http1Bodiless).await {
-                    drop(resp);
+                match client.send(endpoint, req, None, via).await {
+                    Ok(resp) => drop(resp),
+                    Err(e) => {
+                        tracing::debug!(backend = %backend.id, endpoint = %endpoint.addr, error = ?e, "mirror failed")
+                    }
                 }
             });
         }
+        tee
     }
 
     /// ACME HTTP-01 first: before host checks, routing, redirects and allowlists; exact tokens only.
@@ -686,8 +701,15 @@ impl Proxy {
             }
         };
 
-        self.mirror(&target.mirrors, &parts.method, &path_and_query, &parts.headers);
         let bodiless = body.is_end_stream();
+        // Routes without mirrors: one emptiness check. A body's copies are fed by the main request's body.
+        let mirror = |len: Option<u64>| {
+            let mirrors = &target.mirrors;
+            (!mirrors.is_empty()).then(|| {
+                let body = (!bodiless, len);
+                self.mirror(mirrors, &parts.method, &path_and_query, &parts.headers, body)
+            })
+        };
         // Gateway API timeouts (none for most routes: no clock read, no timer). The whole exchange's deadline counts
         // from the request's head; with a body, the send phase learns whether the client's body was what the
         // gateway waited on when a deadline passed.
@@ -705,14 +727,22 @@ impl Proxy {
             .unwrap_or(set_opts.body_read_timeout);
         let mut body: UpstreamBody = match body {
             ClientBody::Hyper(body) if !bodiless => {
+                let tee = mirror(body.size_hint().exact());
                 let mut body = RequestBody::new(body, limit, body_timeout);
+                if let Some(tee) = tee.filter(|t| !t.is_empty()) {
+                    body.tee(tee);
+                }
                 if let Some(p) = &progress {
                     // Bodies are sent once: the first try's deadline is the body's.
                     body.report(p.clone(), deadlines.for_try(tokio::time::Instant::now));
                 }
                 Either::Left(body)
             }
-            _ => Either::Right(Empty::new()),
+            _ => {
+                // The mirrors get the head only: no body to copy, an empty tee.
+                mirror(None);
+                Either::Right(Empty::new())
+            }
         };
         let read_timeout = send.upstream_timeout.unwrap_or(self.client.read_timeout());
         let budget = self.client.retry_budget();

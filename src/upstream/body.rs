@@ -4,7 +4,8 @@
 //!   aborts the stream when the backend stalls longer than the read timeout between two frames. Its trailers
 //!   lose the fields that may not be trailers (RFC 9110 section 6.5.1), whatever protocol they go out on.
 //! - [`RequestBody`]: the client's request body, streamed to the backend. It fails with [`RequestBodyTimeout`]
-//!   when the client stalls longer than the body-read timeout between two frames.
+//!   when the client stalls longer than the body-read timeout between two frames. It may copy its data frames
+//!   to `RequestMirror` backends ([`Tee`]), whose requests read them as a [`RequestBody::mirror`].
 //! - A route's deadline (Gateway API `timeouts`): [`ResponseBody::until`] ends the response body with
 //!   [`ResponseDeadline`] when it passes; [`BodyProgress`] tells the send phase whether the gateway was waiting on
 //!   the client's body when it passed.
@@ -22,6 +23,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
+use tokio::sync::mpsc;
 use tokio::time::{Instant, Sleep};
 
 use super::watch::Watch;
@@ -37,6 +39,12 @@ pub struct ResponseBodyTimeout;
 #[derive(Debug, Clone, Copy, thiserror::Error)]
 #[error("upstream response body not complete by the route's deadline")]
 pub struct ResponseDeadline;
+
+/// A `RequestMirror` copy of a request body was abandoned: its mirror fell behind (its channel was full), or the
+/// client's body failed. The mirror's request is aborted, never sent as a short body that looks complete.
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("mirrored request body abandoned")]
+pub struct MirrorAbandoned;
 
 /// The client sent nothing for longer than the body-read timeout in the middle of a request body.
 #[derive(Debug, Clone, Copy, thiserror::Error)]
@@ -340,6 +348,12 @@ impl Body for ResponseBody {
 /// What the client sends upstream: its body with a size limit.
 type Limited = http_body_util::Limited<Incoming>;
 
+/// Frames a [`Tee`] keeps for each mirror before giving up on it: a mirror this far behind the main backend is
+/// abandoned, so a request's memory for its mirrors stays within `MIRROR_FRAMES` frames per mirror (each at most
+/// one read of the client's connection: the server's 64 KiB read buffer on HTTP/1.1, a 16 KiB DATA frame on
+/// HTTP/2).
+pub const MIRROR_FRAMES: usize = 4;
+
 /// Where a request body stands, shared between its [`RequestBody`] and the send phase of a route with a deadline:
 /// whether the gateway was waiting on the client for more of it (the client is slow, not the backend).
 #[derive(Debug, Clone, Default)]
@@ -360,26 +374,96 @@ impl BodyProgress {
     }
 }
 
-/// The client's request body with a body-read timeout. `Unpin` (the upstream client needs that): the timer is
-/// boxed, and only allocated the first time the client makes the gateway wait.
+/// The `RequestMirror` copies of a request body: one bounded channel per mirror, fed a refcounted clone of each
+/// data frame as the main request's body reads it. `None` in a channel marks the body's clean end; a channel
+/// whose sender goes away without it was abandoned ([`MirrorAbandoned`]).
+#[derive(Debug, Default)]
+pub struct Tee {
+    mirrors: Vec<mpsc::Sender<Option<Bytes>>>,
+}
+
+impl Tee {
+    /// A new mirror's channel, read by the body [`RequestBody::mirror`] makes of it.
+    pub fn add(&mut self) -> mpsc::Receiver<Option<Bytes>> {
+        // One slot more than the frames kept, so the end always fits.
+        let (tx, rx) = mpsc::channel(MIRROR_FRAMES + 1);
+        self.mirrors.push(tx);
+        rx
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.mirrors.is_empty()
+    }
+
+    /// A data frame for every mirror; a mirror with no room left (or gone) is abandoned.
+    fn data(&mut self, data: &Bytes) {
+        self.mirrors.retain(|tx| {
+            // The last slot is kept for the end: a mirror needing it for data is too far behind.
+            tx.capacity() > 1 && tx.try_send(Some(data.clone())).is_ok()
+        });
+    }
+
+    /// The body ended cleanly: every mirror gets its end (the slot kept for it).
+    fn end(&mut self) {
+        for tx in self.mirrors.drain(..) {
+            let _ = tx.try_send(None);
+        }
+    }
+
+    /// The body failed: every mirror is abandoned.
+    fn abandon(&mut self) {
+        self.mirrors.clear();
+    }
+}
+
+/// What a [`RequestBody`] reads: the client's body, or a mirror's copy of one.
+enum Source {
+    Client(Limited),
+    Mirror {
+        rx: mpsc::Receiver<Option<Bytes>>,
+        len: Option<u64>,
+        ended: bool,
+    },
+}
+
+/// A request body sent upstream: the client's, with a body-read timeout, or a `RequestMirror`'s copy of one.
+/// `Unpin` (the upstream client needs that): the timer is boxed, and only allocated the first time the client
+/// makes the gateway wait.
 pub struct RequestBody {
-    inner: Limited,
+    source: Source,
     idle: Idle,
     sleep: Option<Pin<Box<Sleep>>>,
     /// Shared with the send phase of a route with a deadline.
     progress: Option<BodyProgress>,
     /// That deadline: the client must have sent the whole body by then.
     until: Option<Instant>,
+    /// The mirrors' copies (empty, without allocation, for routes without mirrors).
+    tee: Tee,
 }
 
 impl RequestBody {
     pub fn new(inner: Incoming, limit: usize, idle: Duration) -> Self {
         Self {
-            inner: http_body_util::Limited::new(inner, limit),
+            source: Source::Client(http_body_util::Limited::new(inner, limit)),
             idle: Idle::new(idle),
             sleep: None,
             progress: None,
             until: None,
+            tee: Tee::default(),
+        }
+    }
+
+    /// A mirror's copy of a client's body, read from its [`Tee`] channel; `len`: the client's Content-Length.
+    /// Fails with [`MirrorAbandoned`] when the tee gave up on it.
+    pub fn mirror(rx: mpsc::Receiver<Option<Bytes>>, len: Option<u64>) -> Self {
+        Self {
+            source: Source::Mirror { rx, len, ended: false },
+            // Unused: a mirror's copy waits as long as the client's body does.
+            idle: Idle::new(Duration::ZERO),
+            sleep: None,
+            progress: None,
+            until: None,
+            tee: Tee::default(),
         }
     }
 
@@ -390,10 +474,22 @@ impl RequestBody {
         self.until = until;
     }
 
+    /// Copies the body's data frames to the mirrors of `tee`.
+    pub fn tee(&mut self, tee: Tee) {
+        self.tee = tee;
+    }
+
     fn report_state(&self, state: u8) {
         if let Some(p) = &self.progress {
             p.set(state);
         }
+    }
+}
+
+impl Drop for RequestBody {
+    fn drop(&mut self) {
+        // Dropped before its end (the main request failed or was cancelled): the mirrors are abandoned.
+        self.tee.abandon();
     }
 }
 
@@ -403,10 +499,35 @@ impl Body for RequestBody {
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let this = &mut *self;
-        match Pin::new(&mut this.inner).poll_frame(cx) {
+        let inner = match &mut this.source {
+            Source::Client(inner) => inner,
+            Source::Mirror { rx, ended, .. } => {
+                if *ended {
+                    return Poll::Ready(None);
+                }
+                return match ready!(rx.poll_recv(cx)) {
+                    Some(Some(data)) => Poll::Ready(Some(Ok(Frame::data(data)))),
+                    Some(None) => {
+                        *ended = true;
+                        Poll::Ready(None)
+                    }
+                    None => Poll::Ready(Some(Err(MirrorAbandoned.into()))),
+                };
+            }
+        };
+        match Pin::new(&mut *inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 this.idle.touch();
-                this.report_state(if this.inner.is_end_stream() { DONE } else { SENDING });
+                let end = inner.is_end_stream();
+                if !this.tee.is_empty() {
+                    if let Some(data) = frame.data_ref() {
+                        this.tee.data(data);
+                    }
+                    if end {
+                        this.tee.end();
+                    }
+                }
+                this.report_state(if end { DONE } else { SENDING });
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Pending => {
@@ -416,23 +537,109 @@ impl Body for RequestBody {
                     .sleep
                     .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
                 ready!(this.idle.poll_expired(this.until, sleep.as_mut(), cx));
+                this.tee.abandon();
                 Poll::Ready(Some(Err(RequestBodyTimeout.into())))
             }
-            // Over the size limit: kept as it is (413). Anything else the client's connection reported.
-            Poll::Ready(Some(Err(e))) if e.is::<http_body_util::LengthLimitError>() => Poll::Ready(Some(Err(e))),
-            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(ClientBodyError(e).into()))),
-            other => {
+            Poll::Ready(None) => {
+                this.tee.end();
                 this.report_state(DONE);
-                other
+                Poll::Ready(None)
+            }
+            // Over the size limit: kept as it is (413). Anything else the client's connection reported.
+            Poll::Ready(Some(Err(e))) => {
+                this.tee.abandon();
+                this.report_state(DONE);
+                if e.is::<http_body_util::LengthLimitError>() {
+                    Poll::Ready(Some(Err(e)))
+                } else {
+                    Poll::Ready(Some(Err(ClientBodyError(e).into())))
+                }
             }
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        match &self.source {
+            Source::Client(inner) => inner.is_end_stream(),
+            Source::Mirror { ended, .. } => *ended,
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        match &self.source {
+            Source::Client(inner) => inner.size_hint(),
+            Source::Mirror { len: Some(n), .. } => SizeHint::with_exact(*n),
+            Source::Mirror { .. } => SizeHint::default(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    /// The frames of a mirror's body until its end or error: the data, and whether it ended cleanly.
+    async fn read_all(mut body: RequestBody) -> (Vec<u8>, bool) {
+        let mut data = Vec::new();
+        while let Some(frame) = body.frame().await {
+            match frame {
+                Ok(f) => data.extend_from_slice(f.data_ref().unwrap()),
+                Err(e) => {
+                    assert!(e.is::<MirrorAbandoned>(), "{e}");
+                    return (data, false);
+                }
+            }
+        }
+        (data, true)
+    }
+
+    #[tokio::test]
+    async fn a_mirror_gets_every_frame_then_its_end() {
+        let mut tee = Tee::default();
+        let body = RequestBody::mirror(tee.add(), Some(11));
+        assert_eq!(body.size_hint().exact(), Some(11), "the client's length");
+        let reader = tokio::spawn(read_all(body));
+        for piece in [&b"hello"[..], b" ", b"world"] {
+            // The reader keeps up: a frame at a time.
+            while tee.mirrors[0].capacity() <= MIRROR_FRAMES {
+                tokio::task::yield_now().await;
+            }
+            tee.data(&Bytes::copy_from_slice(piece));
+        }
+        tee.end();
+        assert!(tee.is_empty());
+        assert_eq!(reader.await.unwrap(), (b"hello world".to_vec(), true));
+    }
+
+    #[tokio::test]
+    async fn a_mirror_too_far_behind_is_abandoned_and_the_others_go_on() {
+        let mut tee = Tee::default();
+        let (slow, mut fast) = (tee.add(), tee.add());
+        let frame = Bytes::from_static(b"frame");
+        for i in 0..MIRROR_FRAMES {
+            tee.data(&frame);
+            // `fast` reads each frame as it comes.
+            assert_eq!(fast.try_recv().unwrap(), Some(frame.clone()), "frame {i}");
+        }
+        assert_eq!(tee.mirrors.len(), 2, "{MIRROR_FRAMES} frames behind: still kept");
+        tee.data(&frame);
+        assert_eq!(tee.mirrors.len(), 1, "one more: the slow mirror is dropped");
+        tee.end();
+        // The slow mirror's body: what it had, then an error, never a clean end.
+        let (data, clean) = read_all(RequestBody::mirror(slow, None)).await;
+        assert_eq!((data.len(), clean), (MIRROR_FRAMES * frame.len(), false));
+        // The fast one: the fifth frame, then its clean end.
+        assert_eq!(fast.try_recv().unwrap(), Some(frame));
+        assert_eq!(fast.try_recv().unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn a_dropped_tee_abandons_its_mirrors() {
+        let mut tee = Tee::default();
+        let body = RequestBody::mirror(tee.add(), Some(100));
+        tee.data(&Bytes::from_static(b"part"));
+        drop(tee);
+        assert_eq!(read_all(body).await, (b"part".to_vec(), false));
     }
 }
