@@ -769,7 +769,8 @@ async fn seen(of: &portico::echo::EchoServer, path: &str) -> portico::echo::Seen
 
 #[tokio::test]
 async fn request_mirror_copies_request_bodies() {
-    let (slow, mut slow_total) = slow_reader(Duration::from_secs(6)).await;
+    let pause = Duration::from_secs(8);
+    let (slow, mut slow_total) = slow_reader(pause).await;
     let down = closed_port().await;
     let extra = format!(
         "{}{}",
@@ -813,9 +814,8 @@ async fn request_mirror_copies_request_bodies() {
     assert_eq!((r.status, r.backend().as_deref()), (200, Some("a")));
     assert_eq!(seen(a, "/down").await.body.len(), big.len());
 
-    // A large body, a mirror that stops reading for 6 s: the main backend gets it all long before the mirror
-    // reads again (the mirror, too far behind, is abandoned), and the mirror's request is cut short, never
-    // completed.
+    // A large body, a mirror that stops reading for 8 s: the main backend gets it all before the mirror reads
+    // again (the mirror, too far behind, is abandoned), and the mirror's request is cut short, never completed.
     let size = 24 << 20;
     let started = std::time::Instant::now();
     let r = tokio::time::timeout(
@@ -835,7 +835,7 @@ async fn request_mirror_copies_request_bodies() {
     assert_eq!((r.status, r.backend().as_deref()), (200, Some("a")));
     assert_eq!(seen(a, "/slow").await.body.len(), size);
     assert!(
-        took < Duration::from_secs(5),
+        took < pause.saturating_sub(Duration::from_millis(500)),
         "the main request waited for the mirror: {took:?}"
     );
     let total = tokio::time::timeout(Duration::from_secs(20), slow_total.recv())
