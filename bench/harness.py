@@ -539,6 +539,8 @@ def start_peer(fx: Fixtures, peer, sc, d: Path, valgrind_out: Path | None = None
     vg = []
     if valgrind_out is not None:
         vg = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={valgrind_out}/cg.%p.out"]
+        # e.g. CALLGRIND_ARGS="--dump-instr=yes" for per-instruction annotations of a `profiling` build
+        vg += os.environ.get("CALLGRIND_ARGS", "").split()
     tls = sc in TLS_SCENARIOS
     host = fx.hosts_for(sc).read_text().split()[0]
     port, tport = PX_PORT, PX_TLS_PORT
