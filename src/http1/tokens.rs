@@ -38,7 +38,7 @@ pub struct ConnectionOptions {
 
 impl ConnectionOptions {
     /// Adds one `Connection` field's options.
-    #[inline]
+    #[inline(always)]
     pub fn add(&mut self, value: &[u8]) {
         for token in list(value) {
             if token.eq_ignore_ascii_case(b"close") {

@@ -453,7 +453,9 @@ impl Proxy {
         let host_value = request_host(&parts.version, &uri, &parts.headers)?;
         let host = normal_host(conn, &uri, host_value.as_ref())?;
         let path = normalize_path(uri.path()).map_err(|e| ProxyError::BadRequest(path_reason(e)))?;
-        let target = {
+        // Assigned in the block (not returned from it as a tuple: a move less of a large value per request).
+        let (mut target, deferred);
+        {
             // The one snapshot load of the request, read only until the target is owned (no await meanwhile).
             let snap = self.snapshot.load();
             let req = crate::routing::Request {
@@ -484,12 +486,9 @@ impl Proxy {
             }
             let (rewritten, body_limit, carry) = (cx.rewritten, cx.body_limit, cx.carry);
             // An auth filter's asynchronous step comes after the snapshot is let go (with the route's kept slot).
-            let deferred = cx.deferred.then(|| routed.route.state.kept.clone());
-            let mut target = Target::new(&snap, conn, &routed, rewritten, body_limit);
-            target.carry = carry;
-            (target, deferred)
-        };
-        let (mut target, deferred) = target;
+            deferred = cx.deferred.then(|| routed.route.state.kept.clone());
+            target = Target::new(&snap, conn, &routed, rewritten, body_limit, carry);
+        }
         if let Some(kept) = deferred {
             let d = auth::Deferred {
                 method: &parts.method,
@@ -520,9 +519,9 @@ impl Proxy {
                 &client,
                 host_value,
                 (&uri, &path, path_unchanged),
-                parts,
+                &mut parts,
                 body,
-                target,
+                &mut target,
                 note,
             )
             .await;
@@ -541,6 +540,8 @@ impl Proxy {
     /// in the background; its answer is dropped. A request with a body (`len`: its length, when known) gets back
     /// the [`Tee`] that copies the body's frames to the mirrors as the main request reads them: a mirror falling
     /// behind or failing is abandoned, never the main request.
+    #[cold]
+    #[inline(never)]
     fn mirror(
         &self,
         mirrors: &[(Arc<crate::upstream::Backend>, u32)],
@@ -612,9 +613,10 @@ impl Proxy {
         client: &Client,
         host_value: Option<HeaderValue>,
         (uri, path, path_unchanged): (&Uri, &str, bool),
-        mut parts: Outgoing,
+        // By reference: the send future holds two pointers instead of copies of both.
+        parts: &mut Outgoing,
         body: ClientBody,
-        mut target: Target,
+        target: &mut Target,
         note: &mut Note,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let backend = &target.backend;
@@ -747,7 +749,7 @@ impl Proxy {
         let read_timeout = send.upstream_timeout.unwrap_or(self.client.read_timeout());
         let budget = self.client.retry_budget();
         backend.retry_budget.record_request(budget);
-        let mut headers_now = parts.headers;
+        let mut headers_now = std::mem::take(&mut parts.headers);
         let mut tries = 0;
         // The route's retry settings (proxy-next-upstream*; Portico's defaults without them).
         let next_upstream = send.next_upstream;
@@ -846,7 +848,7 @@ impl Proxy {
                     let (mut rparts, rbody) = resp.into_parts();
                     let retried_with_cookie = tries > 1 && affinity.is_some();
                     respond(
-                        &target,
+                        target,
                         conn,
                         &mut rparts.headers,
                         endpoint,
@@ -999,6 +1001,7 @@ impl Target {
         routed: &Routed<'_>,
         rewritten: Option<String>,
         body_limit: Option<u64>,
+        carry: traffic::Carry,
     ) -> Self {
         let route = routed.route;
         Self {
@@ -1027,7 +1030,7 @@ impl Target {
                 .zip(route.state.backends.iter())
                 .filter_map(|(w, live)| Some((live.backend.clone(), w.mirror?)))
                 .collect(),
-            carry: traffic::Carry::default(),
+            carry,
             // Only routes with error pages have more than a main backend and a canary.
             error_page: route
                 .backends
