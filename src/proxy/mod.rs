@@ -326,7 +326,12 @@ impl Proxy {
             (req.method().clone(), host.to_string(), req.uri().path().to_string())
         });
         let mut note = Note::default();
-        let (resp, upstream_error) = match self.forward(conn, req, started, &mut note).await {
+        // Pinned in place and awaited through the pin: the forward future is not moved into this one's state.
+        let out = {
+            let forward = std::pin::pin!(self.forward(conn, req, started, &mut note));
+            forward.await
+        };
+        let (resp, upstream_error) = match out {
             Ok(resp) => (resp, note.replaced.map(crate::metrics::UpstreamErrorKind::from_error)),
             Err(e) => {
                 tracing::debug!(set = conn.set, peer = %conn.peer, error = %e, fault = ?e.fault(), "request failed");
@@ -512,8 +517,9 @@ impl Proxy {
             .map(|e| errors::Pending::new(e, target.filters.clone(), &uri, &parts.headers, host_value.as_ref()));
         // Send: pick, upstream headers, retries, upgrades; then respond: the response edits, the error pages.
         let path_unchanged = matches!(path, std::borrow::Cow::Borrowed(_));
-        let out = self
-            .send(
+        let out = {
+            // Pinned in place, as `handle` does with this future.
+            let send = std::pin::pin!(self.send(
                 conn,
                 set_opts,
                 &client,
@@ -523,8 +529,9 @@ impl Proxy {
                 body,
                 &mut target,
                 note,
-            )
-            .await;
+            ));
+            send.await
+        };
         let Some(pending) = pending else {
             return out;
         };
@@ -773,17 +780,15 @@ impl Proxy {
             // This try's deadline: the whole exchange's, or its own if that ends first (connect included).
             let try_deadline = deadlines.for_try(|| tokio::time::Instant::from_std(sent_at));
             // The request is built in the call: a local holding it would keep its space in this future's state.
-            let sent = deadline::Bounded::new(
-                self.client.send_with(
-                    endpoint,
-                    upstream_request(body, parts.method.clone(), uri, version, headers_now),
-                    send.upstream_timeout,
-                    send.connect_timeout,
-                    via,
-                ),
-                try_deadline,
-            )
-            .await;
+            // Pinned where it is and borrowed by the deadline's wrapper: one move of the future, as a plain await.
+            let sent = std::pin::pin!(self.client.send_with(
+                endpoint,
+                upstream_request(body, parts.method.clone(), uri, version, headers_now),
+                send.upstream_timeout,
+                send.connect_timeout,
+                via,
+            ));
+            let sent = deadline::Bounded::new(sent, try_deadline).await;
             let sent = match sent {
                 Ok(sent) => sent,
                 // The deadline passed while the gateway waited on the client's body: the client is slow, not the
