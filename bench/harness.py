@@ -881,6 +881,17 @@ def measure_ir(fx, peer, sc, origin):
         th.join()
     finally:
         stop(proc)
+    ir, dumps = window_ir(d)
+    reqs = (r1 or 0) - (r0 or 0)
+    out = {"peer": peer, "scenario": sc, "ir": ir, "requests": reqs, "ir_per_req": ir / reqs if reqs > 0 else None,
+           "dumps": [str(x) for x in dumps]}
+    if peer == "portico":
+        out.update(parsed_ir(ir, dumps))
+    return out
+
+
+def window_ir(d: Path):
+    """The instructions of the callgrind window (the dumps `callgrind_control -d` wrote in `d`) and the dumps."""
     ir = 0
     dumps = sorted(p for p in d.glob("cg.*.out.*") if re.search(r"\.out\.\d+$", p.name))
     for f in dumps:
@@ -888,12 +899,7 @@ def measure_ir(fx, peer, sc, origin):
             if line.startswith("summary:") or line.startswith("totals:"):
                 ir += int(line.split()[1])
                 break
-    reqs = (r1 or 0) - (r0 or 0)
-    out = {"peer": peer, "scenario": sc, "ir": ir, "requests": reqs, "ir_per_req": ir / reqs if reqs > 0 else None,
-           "dumps": [str(x) for x in dumps]}
-    if peer == "portico":
-        out.update(parsed_ir(ir, dumps))
-    return out
+    return ir, dumps
 
 
 PARSE_FN = "portico::http1::request::parse"

@@ -157,13 +157,7 @@ def measure_filter(fx, sc, origin):
         th.join()
     finally:
         H.stop(proc)
-    ir = 0
-    dumps = sorted(p for p in d.glob("cg.*.out.*") if re.search(r"\.out\.\d+$", p.name))
-    for f in dumps:
-        for line in open(f, errors="replace"):
-            if line.startswith("summary:") or line.startswith("totals:"):
-                ir += int(line.split()[1])
-                break
+    ir, dumps = H.window_ir(d)
     reqs = r1 - r0
     status = None
     lt = (d / "load.txt").read_text(errors="replace") if (d / "load.txt").exists() else ""

@@ -235,19 +235,7 @@ fn check_shows_backend_tls() {
 /// the tunnel's bytes.
 async fn wss_backend(ca: &portico::certs::testing::TestCa, names: &[&str]) -> SocketAddr {
     let acceptor = tls_acceptor(ca, names, &[b"http/1.1"]);
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((s, _)) = l.accept().await {
-            let acceptor = acceptor.clone();
-            tokio::spawn(async move {
-                if let Ok(tls) = acceptor.accept(s).await {
-                    serve_websocket_echo(tls, b"not an upgrade").await;
-                }
-            });
-        }
-    });
-    addr
+    serve_tls_each(acceptor, |tls| serve_websocket_echo(tls, b"not an upgrade")).await
 }
 
 /// `appProtocol: kubernetes.io/wss` with a policy: the upgrade goes over TLS to the backend and the tunnel

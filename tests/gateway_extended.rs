@@ -14,7 +14,7 @@ use bytes::Bytes;
 use http_body_util::BodyExt;
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
 const GATEWAY_ONLY: &str = r#"
 listenerSets: []
@@ -446,14 +446,7 @@ async fn backend_ref_filters_and_parent_ref_ports() {
 
 /// A backend that answers `Upgrade: websocket` with 101 and then echoes bytes.
 async fn websocket_backend() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((s, _)) = l.accept().await {
-            tokio::spawn(serve_websocket_echo(s, b"plain"));
-        }
-    });
-    addr
+    serve_each(|s| serve_websocket_echo(s, b"plain")).await
 }
 
 const PROTOCOLS: &str = r#"
@@ -505,46 +498,34 @@ async fn websocket_backends_tunnel_and_tls_backends_are_unresolved() {
 
 /// A backend that reads a request, waits `delay`, then closes the connection without an answer.
 async fn closing_after(delay: Duration) -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = l.accept().await {
-            tokio::spawn(async move {
-                let mut buf = [0u8; 4096];
-                let _ = s.read(&mut buf).await;
-                tokio::time::sleep(delay).await;
-            });
-        }
-    });
-    addr
+    serve_each(move |mut s| async move {
+        let mut buf = [0u8; 4096];
+        let _ = s.read(&mut buf).await;
+        tokio::time::sleep(delay).await;
+    })
+    .await
 }
 
 /// A backend that answers headers at once (`Content-Length: 20`), then one body byte every 100 ms (2 s in all).
 async fn trickling_backend() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = l.accept().await {
-            tokio::spawn(async move {
-                let mut buf = [0u8; 4096];
-                let _ = s.read(&mut buf).await;
-                if s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 20\r\n\r\n")
-                    .await
-                    .is_err()
-                {
-                    return;
-                }
-                for _ in 0..20 {
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    if s.write_all(b"x").await.is_err() {
-                        return;
-                    }
-                }
-                let _ = s.read(&mut buf).await;
-            });
+    serve_each(|mut s| async move {
+        let mut buf = [0u8; 4096];
+        let _ = s.read(&mut buf).await;
+        if s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 20\r\n\r\n")
+            .await
+            .is_err()
+        {
+            return;
         }
-    });
-    addr
+        for _ in 0..20 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            if s.write_all(b"x").await.is_err() {
+                return;
+            }
+        }
+        let _ = s.read(&mut buf).await;
+    })
+    .await
 }
 
 const TIMEOUTS: &str = r#"
@@ -714,26 +695,23 @@ async fn a_slow_upload_past_the_request_deadline_is_the_clients_fault() {
 /// A mirror backend that reads the first bytes of a request, pauses `pause`, then reads to the end of the
 /// connection; reports how many bytes it got in all.
 async fn slow_reader(pause: Duration) -> (SocketAddr, tokio::sync::mpsc::Receiver<usize>) {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
     let (tx, rx) = tokio::sync::mpsc::channel(4);
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = l.accept().await {
-            let tx = tx.clone();
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 64 * 1024];
-                let mut total = s.read(&mut buf).await.unwrap_or(0);
-                tokio::time::sleep(pause).await;
-                while let Ok(n) = s.read(&mut buf).await {
-                    if n == 0 {
-                        break;
-                    }
-                    total += n;
+    let addr = serve_each(move |mut s| {
+        let tx = tx.clone();
+        async move {
+            let mut buf = vec![0u8; 64 * 1024];
+            let mut total = s.read(&mut buf).await.unwrap_or(0);
+            tokio::time::sleep(pause).await;
+            while let Ok(n) = s.read(&mut buf).await {
+                if n == 0 {
+                    break;
                 }
-                let _ = tx.send(total).await;
-            });
+                total += n;
+            }
+            let _ = tx.send(total).await;
         }
-    });
+    })
+    .await;
     (addr, rx)
 }
 

@@ -28,30 +28,12 @@ const GATEWAY_ONLY: &str = "listenerSets: []\nadmin: { address: \"127.0.0.1:0\" 
 /// sending, writes `bye` and closes.
 async fn tls_echo(ca: &TestCa, names: &[&str]) -> SocketAddr {
     let acceptor = tls_acceptor(ca, names, &[]);
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((s, _)) = l.accept().await {
-            let acceptor = acceptor.clone();
-            tokio::spawn(async move {
-                let Ok(mut tls) = acceptor.accept(s).await else { return };
-                echo_until_eof(&mut tls).await;
-            });
-        }
-    });
-    addr
+    serve_tls_each(acceptor, |mut tls| async move { echo_until_eof(&mut tls).await }).await
 }
 
 /// A plain TCP backend: echoes, then `bye` after the client's half-close.
 async fn tcp_echo() -> SocketAddr {
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = l.accept().await {
-            tokio::spawn(async move { echo_until_eof(&mut s).await });
-        }
-    });
-    addr
+    serve_each(|mut s| async move { echo_until_eof(&mut s).await }).await
 }
 
 async fn echo_until_eof<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(s: &mut S) {

@@ -259,6 +259,40 @@ pub async fn echo(name: &str) -> portico::echo::EchoServer {
         .unwrap()
 }
 
+/// A loopback backend that runs `serve` on each connection it accepts, in a task of its own.
+pub async fn serve_each<F, Fut>(serve: F) -> SocketAddr
+where
+    F: Fn(tokio::net::TcpStream) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            tokio::spawn(serve(s));
+        }
+    });
+    addr
+}
+
+/// [`serve_each`] behind TLS: `serve` gets each connection whose handshake with `acceptor` succeeded.
+pub async fn serve_tls_each<F, Fut>(acceptor: tokio_rustls::TlsAcceptor, serve: F) -> SocketAddr
+where
+    F: Fn(tokio_rustls::server::TlsStream<tokio::net::TcpStream>) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let serve = std::sync::Arc::new(serve);
+    serve_each(move |s| {
+        let (acceptor, serve) = (acceptor.clone(), serve.clone());
+        async move {
+            if let Ok(tls) = acceptor.accept(s).await {
+                serve(tls).await;
+            }
+        }
+    })
+    .await
+}
+
 /// A loopback address with nothing listening on it.
 pub async fn closed_port() -> SocketAddr {
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -366,54 +400,46 @@ pub fn tls_acceptor(ca: &portico::certs::testing::TestCa, names: &[&str], alpn: 
 pub async fn tls_backend(ca: &portico::certs::testing::TestCa, names: &[&str], alpn: &[u8]) -> SocketAddr {
     let acceptor = tls_acceptor(ca, names, &[alpn]);
     let h2 = alpn == b"h2";
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((s, _)) = l.accept().await {
-            let acceptor = acceptor.clone();
-            tokio::spawn(async move {
-                let Ok(tls) = acceptor.accept(s).await else { return };
-                let svc = hyper::service::service_fn(|req: http::Request<hyper::body::Incoming>| async move {
-                    let version = format!("{:?}", req.version());
-                    let grpc = req
-                        .headers()
-                        .get("content-type")
-                        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
-                    let _ = req.into_body().collect().await;
-                    let body: Vec<http_body::Frame<Bytes>> = if grpc {
-                        let mut trailers = http::HeaderMap::new();
-                        trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
-                        vec![
-                            http_body::Frame::data(Bytes::from_static(&[0, 0, 0, 0, 2, b'o', b'k'])),
-                            http_body::Frame::trailers(trailers),
-                        ]
-                    } else {
-                        vec![http_body::Frame::data(Bytes::from(format!("tls {version}")))]
-                    };
-                    let body = http_body_util::StreamBody::new(futures::stream::iter(
-                        body.into_iter().map(Ok::<_, std::convert::Infallible>),
-                    ));
-                    let mut resp = http::Response::new(body);
-                    if grpc {
-                        resp.headers_mut()
-                            .insert("content-type", http::HeaderValue::from_static("application/grpc"));
-                    }
-                    Ok::<_, std::convert::Infallible>(resp)
-                });
-                let io = hyper_util::rt::TokioIo::new(tls);
-                if h2 {
-                    let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                        .serve_connection(io, svc)
-                        .await;
-                } else {
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(io, svc)
-                        .await;
-                }
-            });
+    serve_tls_each(acceptor, move |tls| async move {
+        let svc = hyper::service::service_fn(|req: http::Request<hyper::body::Incoming>| async move {
+            let version = format!("{:?}", req.version());
+            let grpc = req
+                .headers()
+                .get("content-type")
+                .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+            let _ = req.into_body().collect().await;
+            let body: Vec<http_body::Frame<Bytes>> = if grpc {
+                let mut trailers = http::HeaderMap::new();
+                trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
+                vec![
+                    http_body::Frame::data(Bytes::from_static(&[0, 0, 0, 0, 2, b'o', b'k'])),
+                    http_body::Frame::trailers(trailers),
+                ]
+            } else {
+                vec![http_body::Frame::data(Bytes::from(format!("tls {version}")))]
+            };
+            let body = http_body_util::StreamBody::new(futures::stream::iter(
+                body.into_iter().map(Ok::<_, std::convert::Infallible>),
+            ));
+            let mut resp = http::Response::new(body);
+            if grpc {
+                resp.headers_mut()
+                    .insert("content-type", http::HeaderValue::from_static("application/grpc"));
+            }
+            Ok::<_, std::convert::Infallible>(resp)
+        });
+        let io = hyper_util::rt::TokioIo::new(tls);
+        if h2 {
+            let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                .serve_connection(io, svc)
+                .await;
+        } else {
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(io, svc)
+                .await;
         }
-    });
-    addr
+    })
+    .await
 }
 
 /// A `v1` Secret in `ns` holding `ca.crt` (PEM) as `stringData`.
