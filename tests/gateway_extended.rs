@@ -604,8 +604,10 @@ async fn request_timeout_is_a_deadline_for_the_whole_exchange() {
     let (status, _) = bounded(get_body(s.http, host, "/retries")).await.unwrap();
     let took = started.elapsed();
     assert_eq!(status, 504);
+    // The status tells the deadline from the tries (those end in 502 at 1.8 s); the bound leaves room for a loaded
+    // machine.
     assert!(
-        took >= Duration::from_millis(900) && took < Duration::from_millis(1700),
+        took >= Duration::from_millis(900) && took < Duration::from_millis(2500),
         "{took:?}"
     );
     let sample = "portico_upstream_errors_total{set=\"gateway\",kind=\"timeout\"}";
@@ -624,8 +626,9 @@ async fn request_timeout_is_a_deadline_for_the_whole_exchange() {
         let (status, body) = bounded(get_body(s.http, host, path)).await.unwrap();
         assert_eq!(status, 200, "{path}: the headers came in time");
         assert!(body.is_err(), "{path}: {body:?}");
+        // An uncut body would end cleanly at 2 s; the bound only keeps the cut from being a later timeout's.
         assert!(
-            started.elapsed() < Duration::from_millis(1900),
+            started.elapsed() < Duration::from_secs(3),
             "{path}: {:?}",
             started.elapsed()
         );
