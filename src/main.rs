@@ -8,6 +8,10 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use portico::config::{self, Config};
 
+/// glibc's allocator without its slow path for tokio's cache-line-aligned tasks (see the crate).
+#[global_allocator]
+static ALLOCATOR: portico_heap_trim::Allocator = portico_heap_trim::Allocator;
+
 #[derive(Parser)]
 #[command(name = "portico", version, about = "A Kubernetes ingress gateway")]
 struct Cli {

@@ -1,11 +1,17 @@
-//! Returning freed heap memory to the operating system.
+//! Portico's calls into the C allocator, kept in this crate so that the gateway itself stays
+//! `#![forbid(unsafe_code)]`.
 //!
-//! glibc's allocator keeps memory freed in the middle of its heaps: after thousands of connections close, the
-//! process's resident size stays at its peak. `malloc_trim` hands those free pages back. It is Portico's one call
-//! into C, kept in this crate so that the gateway itself stays `#![forbid(unsafe_code)]`. On other C libraries
-//! it does nothing.
+//! - [`trim`] returns freed heap memory to the operating system. glibc's allocator keeps memory freed in the
+//!   middle of its heaps: after thousands of connections close, the process's resident size stays at its peak.
+//!   `malloc_trim` hands those free pages back. On other C libraries it does nothing.
+//! - [`Allocator`] is the binary's global allocator: glibc's, with small over-aligned blocks (tokio's tasks)
+//!   taken by a padded `malloc` instead of the slow `posix_memalign` (see [`aligned`]).
 
 #![deny(unsafe_op_in_unsafe_fn)]
+
+pub mod aligned;
+
+pub use aligned::Allocator;
 
 /// Asks the allocator to release free heap memory to the operating system. Returns whether any was released.
 pub fn trim() -> bool {
