@@ -6,12 +6,14 @@
 //!   response framing fields cleaned, trailer fields that may not be trailers;
 //! - [`request`]: the own request-head parser; [`response`]: the own response-head parser;
 //! - [`chunked`]: the chunked coding decoder (chunk extensions checked, trailers filtered);
-//! - [`upgrade`]: which `Upgrade`s may be forwarded and when a 101 may open a tunnel.
+//! - [`upgrade`]: which `Upgrade`s may be forwarded and when a 101 may open a tunnel;
+//! - [`maps`]: header maps kept for reuse per thread (the parsers take from it, the writers give back).
 //!
 //! A leaf: it imports nothing from the rest of the crate, so the fuzz targets (`fuzz/`) reach every parser here.
 
 pub mod chunked;
 pub mod framing;
+pub mod maps;
 pub mod request;
 pub mod response;
 pub mod tokens;

@@ -124,7 +124,7 @@ pub fn parse(buf: &mut BytesMut, spans: &mut Vec<(Span, Span)>) -> Parsed {
 fn build(head: &Bytes, method: Method, (ts, tl): Span, fields: &[(Span, Span)]) -> Option<Request<()>> {
     let uri = Uri::from_maybe_shared(head.slice(ts..ts + tl)).ok()?;
     // Room for the forwarding fields the proxy adds, so they do not grow the map.
-    let mut headers = HeaderMap::with_capacity(fields.len() + FORWARDING_FIELDS);
+    let mut headers = super::maps::take(fields.len() + FORWARDING_FIELDS);
     for &((ns, nl), (vs, vl)) in fields {
         let name = HeaderName::from_bytes(&head[ns..ns + nl]).ok()?;
         let value = HeaderValue::from_maybe_shared(head.slice(vs..vs + vl)).ok()?;

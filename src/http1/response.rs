@@ -116,7 +116,7 @@ pub fn parse(buf: &mut BytesMut, spans: &mut Spans, head_only: bool) -> Result<O
         spans.remove(i);
     }
     let head = buf.split_to(len).freeze();
-    let mut headers = HeaderMap::with_capacity(spans.len());
+    let mut headers = super::maps::take(spans.len());
     for &(ns, nl, vs, vl) in spans.iter() {
         let (ns, nl, vs, vl) = (ns as usize, nl as usize, vs as usize, vl as usize);
         let name = HeaderName::from_bytes(&head[ns..ns + nl]).map_err(|_| Invalid)?;

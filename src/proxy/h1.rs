@@ -162,7 +162,7 @@ where
         out.clear();
         out.reserve(HEAD_SPACE);
         let framing = encode_head(&mut out, &parts, &body, head_request, keep_alive);
-        drop(parts);
+        crate::http1::maps::give(parts.headers);
         if !write_body(io, &mut out, &mut buf, body, framing, trailers).await {
             return Ended::Closed;
         }

@@ -251,6 +251,13 @@ struct Outgoing {
     received: std::time::Instant,
 }
 
+/// The request's header map is kept for the next request parsed on the thread (see `http1::maps`).
+impl Drop for Outgoing {
+    fn drop(&mut self) {
+        crate::http1::maps::give(std::mem::take(&mut self.headers));
+    }
+}
+
 /// The client as the admit phase established it.
 struct Client {
     ip: std::net::IpAddr,
