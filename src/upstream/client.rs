@@ -235,7 +235,7 @@ impl UpstreamClient {
     async fn send_own(
         &self,
         endpoint: &Endpoint,
-        req: Request<UpstreamBody>,
+        mut req: Request<UpstreamBody>,
         timeout: Duration,
         connect: Duration,
     ) -> Result<Response<Received>, SendError> {
@@ -248,6 +248,8 @@ impl UpstreamClient {
             match conn.exchange(req.method(), target, req.headers(), timeout).await {
                 Ok(head) => {
                     let resp = head.into_response(conn, &endpoint.idle);
+                    // The head is written: its map serves the next request parsed on this thread.
+                    crate::http1::maps::give(std::mem::take(req.headers_mut()));
                     return Ok(resp.map(Received::Own));
                 }
                 Err(h1::Failure::Timeout) => return Err(SendError::Upstream(UpstreamError::ResponseTimeout)),
