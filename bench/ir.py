@@ -6,7 +6,8 @@ each release binary out of target/ and alternating them:
     cargo build --release && cp target/release/portico /tmp/portico-NEW
     PORTICO_BIN=/tmp/portico-NEW IR_WINDOW=3 NICE=0 python3 bench/ir.py h1_keepalive h1_close body_1m
 
-Prints one JSON line per scenario; dumps under OUT (default bench/results/<time>/). ir_per_req divides by the
+Prints one JSON line per scenario (with --table: a markdown table on stdout, the JSON lines on stderr); dumps
+under OUT (default bench/results/<time>/). ir_per_req divides by the
 requests counted around the window, and the same binary varies by about 1-3 % from run to run with it;
 ir_per_parsed_req (HTTP/1.1 scenarios) divides by the request heads Portico parsed inside the window, as
 callgrind counted them, which removes that counting error; what remains is the window's fixed costs (timers, the
@@ -16,7 +17,7 @@ Per-filter scenarios (keep-alive HTTP/1.1, one Ingress whose only difference is 
 counted by Portico's own portico_requests_total, since some never reach the origin):
 
     PORTICO_BIN=/tmp/portico-NEW IR_WINDOW=3 NICE=0 python3 bench/ir.py f_none f_basic f_fwd_cached f_fwd \
-        f_cors_preflight f_cors_simple f_ratelimit f_deny f_404 f_errpage
+        f_cors_preflight f_cors_simple f_ratelimit f_deny f_regex f_rewrite f_404 f_errpage
 
 f_none is h1_keepalive's shape through the filter scenarios' harness (the baseline for the others); f_404 is a
 route without error pages whose origin answers 404, the baseline for f_errpage (the same 404 replaced by the
@@ -57,9 +58,23 @@ FILTERS = {
     # A limit the load never reaches: the cost of the bucket per request.
     "f_ratelimit": ({"nginx.ingress.kubernetes.io/limit-rps": "10000000"}, [], "GET", "/"),
     "f_deny": ({"nginx.ingress.kubernetes.io/denylist-source-range": "10.0.0.0/8, 192.168.0.0/16"}, [], "GET", "/"),
+    # Regex paths (use-regex, issue #16): three ImplementationSpecific patterns, the request matching the last.
+    "f_regex": ({"nginx.ingress.kubernetes.io/use-regex": "true"}, [], "GET", "/"),
+    # A regex path with a capture rewritten (rewrite-target): /app/ reaches the origin as /.
+    "f_rewrite": ({"nginx.ingress.kubernetes.io/use-regex": "true",
+                   "nginx.ingress.kubernetes.io/rewrite-target": "/$2"}, [], "GET", "/app/"),
     "f_404": ({}, [], "GET", "/missing"),
     "f_errpage": ({"nginx.ingress.kubernetes.io/custom-http-errors": "404",
                    "nginx.ingress.kubernetes.io/default-backend": "origin"}, [], "GET", "/missing"),
+}
+
+
+# The rule's paths where a scenario needs others than one `/` Prefix path: (path, pathType).
+PATHS = {
+    "f_regex": [("/api/v[0-9]+/users", "ImplementationSpecific"),
+                ("/static/.+[.](css|js)", "ImplementationSpecific"),
+                ("/[a-z0-9]*", "ImplementationSpecific")],
+    "f_rewrite": [("/app(/|$)(.*)", "ImplementationSpecific")],
 }
 
 
@@ -70,6 +85,11 @@ def filter_manifests(sc, mdir: Path):
     users = base64.b64encode(b"bench:$apr1$benchslt$xg8nhdNCXN8cv7mXxgHvB0\n").decode()
     notes = "".join(f"\n    {k}: {json.dumps(v)}" for k, v in annotations.items())
     notes = f"\n  annotations:{notes}" if notes else ""
+    paths = "".join(f"""
+      - path: {json.dumps(path)}
+        pathType: {kind}
+        backend: {{service: {{name: origin, port: {{name: http}}}}}}"""
+                    for path, kind in PATHS.get(sc, [("/", "Prefix")]))
     (mdir / "all.yaml").write_text(H.origin_manifests() + f"""---
 apiVersion: v1
 kind: Secret
@@ -86,10 +106,7 @@ spec:
   rules:
   - host: {{host}}
     http:
-      paths:
-      - path: /
-        pathType: Prefix
-        backend: {{service: {{name: origin, port: {{name: http}}}}}}
+      paths:{paths}
 """)
 
 
@@ -127,10 +144,11 @@ def measure_filter(fx, sc, origin):
             "--manifests", str(mdir), "--config", str(conf), "--workers", "1", "--access-log", "off"]
     proc = H.start_pinned(H.PROXY_CPU, d / f"{sc}-vg.log", argv, cwd=d)
     try:
-        # Ready: the admin listener answers and the route exists (any answer but 404 for /; f_404 is a 404 anyway).
+        # Ready: the admin listener answers and the route exists (any answer but 404 for the scenario's path; f_404
+        # is a 404 anyway).
         deadline = time.time() + 240
         while time.time() < deadline:
-            st, _ = H.http_get(H.PX_PORT, host, "/")
+            st, _ = H.http_get(H.PX_PORT, host, path)
             if st is not None and st != 404:
                 break
             if proc.poll() is not None:
@@ -168,8 +186,33 @@ def measure_filter(fx, sc, origin):
             "ir_per_req": ir / reqs if reqs > 0 else None, "note": status, **H.parsed_ir(ir, dumps)}
 
 
+# What each feature scenario is compared with: the same shape without the feature.
+BASELINE = {sc: "f_none" for sc in FILTERS}
+BASELINE.update({"f_none": None, "f_404": None, "f_errpage": "f_404"})
+
+
+def table(results):
+    """The feature scenarios as a markdown table: instructions per request and the cost over the baseline."""
+    by = {r["scenario"]: r for r in results}
+    print("| scenario | instr / req | over its baseline | requests in the window | note |")
+    print("|---|---|---|---|---|")
+    for r in results:
+        sc = r["scenario"]
+        ir = r.get("ir_per_parsed_req") or r.get("ir_per_req")
+        if ir is None:
+            print(f"| {sc} | failed | | | {r.get('failed', '')} |")
+            continue
+        base = by.get(BASELINE.get(sc) or "", {})
+        base_ir = base.get("ir_per_parsed_req") or base.get("ir_per_req")
+        over = f"{ir - base_ir:+,.0f} vs {BASELINE[sc]}" if base_ir else "(baseline)"
+        print(f"| {sc} | {ir:,.0f} | {over} | {r.get('requests', '')} | {r.get('note') or ''} |")
+
+
 def main():
-    scenarios = sys.argv[1:] or ["h1_keepalive"]
+    args = sys.argv[1:]
+    markdown = "--table" in args
+    scenarios = [a for a in args if a != "--table"] or ["h1_keepalive"]
+    results = []
     H.OUT.mkdir(parents=True, exist_ok=True)
     run_dir = Path(tempfile.mkdtemp(prefix="portico-ir."))
     os.chmod(run_dir, 0o755)  # nginx workers read www/
@@ -184,16 +227,18 @@ def main():
         for sc in scenarios:
             if sc in FILTERS:
                 r = measure_filter(fx, sc, origin)
-                print(json.dumps(r), flush=True)
-                continue
-            r = H.measure_ir(fx, "portico", sc, origin)
-            r.pop("dumps", None)
-            print(json.dumps(r), flush=True)
+            else:
+                r = H.measure_ir(fx, "portico", sc, origin)
+                r.pop("dumps", None)
+            results.append(r)
+            print(json.dumps(r), file=sys.stderr if markdown else sys.stdout, flush=True)
     finally:
         H.stop(origin)
         for p in H.started:
             H.stop(p)
         shutil.rmtree(run_dir, ignore_errors=True)
+    if markdown:
+        table(results)
 
 
 if __name__ == "__main__":
