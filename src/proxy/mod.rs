@@ -513,7 +513,10 @@ impl Proxy {
                 tls: conn.tls.is_some(),
                 kept: kept.as_deref(),
             };
-            if let Some(resp) = auth::on_request_deferred(&target.filters, &d, &mut parts.headers).await {
+            // Boxed: a forward-auth subrequest's state is large and rare; inline it would size every request's
+            // future and every connection's task.
+            let deferred = Box::pin(auth::on_request_deferred(&target.filters, &d, &mut parts.headers));
+            if let Some(resp) = deferred.await {
                 return Ok(resp);
             }
         }
@@ -543,7 +546,8 @@ impl Proxy {
             return out;
         };
         let mut replaced = None;
-        let out = self.error_page(conn, pending, out, &mut replaced).await;
+        // Boxed, like the deferred auth step: only routes with error pages pay for the error backend's exchange.
+        let out = Box::pin(self.error_page(conn, pending, out, &mut replaced)).await;
         if let Some(ProxyError::Upstream(u)) = replaced {
             note.replaced = Some(u);
         }
