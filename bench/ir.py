@@ -144,11 +144,12 @@ def measure_filter(fx, sc, origin):
             "--manifests", str(mdir), "--config", str(conf), "--workers", "1", "--access-log", "off"]
     proc = H.start_pinned(H.PROXY_CPU, d / f"{sc}-vg.log", argv, cwd=d)
     try:
-        # Ready: the admin listener answers and the route exists (any answer but 404 for the scenario's path; f_404
-        # is a 404 anyway).
+        # Ready: the admin listener answers and the route exists (any answer but 404 for the scenario's path, or for
+        # / where the scenario asks for a 404).
+        ready_path = "/" if path == "/missing" else path
         deadline = time.time() + 240
         while time.time() < deadline:
-            st, _ = H.http_get(H.PX_PORT, host, path)
+            st, _ = H.http_get(H.PX_PORT, host, ready_path)
             if st is not None and st != 404:
                 break
             if proc.poll() is not None:
