@@ -92,11 +92,23 @@ fn on_helper_thread<T: Send>(
     mut consume: impl FnMut(T) -> bool,
 ) {
     let (tx, rx) = std::sync::mpsc::sync_channel(16);
+    let produce = std::sync::Mutex::new(Some(produce));
+    let take = || produce.lock().unwrap_or_else(|e| e.into_inner()).take();
     std::thread::scope(|s| {
-        std::thread::Builder::new()
+        let helper = std::thread::Builder::new()
             .name("manifest-yaml".into())
-            .spawn_scoped(s, move || produce(&mut |item| tx.send(item).is_ok()))
-            .expect("spawning the YAML reader thread");
+            .spawn_scoped(s, move || {
+                if let Some(p) = take() {
+                    p(&mut |item| tx.send(item).is_ok());
+                }
+            });
+        if helper.is_err() {
+            // No thread to be had (resource limits): read on this one, without the memory the thread saves.
+            if let Some(p) = take() {
+                p(&mut consume);
+            }
+            return;
+        }
         // Dropping the receiver (at a `false`, or when done) stops the producer at its next send.
         for item in rx {
             if !consume(item) {
