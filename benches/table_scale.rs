@@ -150,8 +150,10 @@ fn child(n: usize) {
     // One Ingress now points at another Service: translate everything again, rebuild reusing unchanged hosts.
     let mut changed = state.clone();
     let rules = changed.ingresses[n / 2].spec.as_mut().and_then(|s| s.rules.as_mut());
-    let path = &mut rules.expect("rules")[0].http.as_mut().expect("http").paths[0];
-    path.backend.service.as_mut().expect("service").name = "svc-00000".into();
+    let http = rules.expect("rules")[0].http.as_mut().expect("http");
+    let mut paths = http.paths.to_vec();
+    paths[0].backend.service.as_mut().expect("service").name = "svc-00000".into();
+    http.paths = paths.into();
     let mut best_change = Duration::MAX;
     for g in 0..3 {
         let a = Instant::now();

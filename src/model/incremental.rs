@@ -725,7 +725,7 @@ impl Incremental {
                         hosts.push(h);
                     }
                 }
-                for p in rule.http.iter().flat_map(|h| &h.paths) {
+                for p in rule.http.iter().flat_map(|h| h.paths.iter()) {
                     dep(&p.backend);
                 }
             }
@@ -1015,7 +1015,7 @@ fn digest_ingress(h: &mut impl Hasher, ing: &Ingress) {
     for rule in spec.rules.iter().flatten() {
         rule.host.hash(h);
         rule.http.as_ref().map(|x| x.paths.len()).hash(h);
-        for p in rule.http.iter().flat_map(|x| &x.paths) {
+        for p in rule.http.iter().flat_map(|x| x.paths.iter()) {
             p.path.hash(h);
             p.path_type.hash(h);
             digest_backend(h, Some(&p.backend));
@@ -1459,7 +1459,10 @@ mod tests {
         let first = inc.translate(&state);
         assert_eq!(first.sets[0].hosts.len(), 3, "{}", first.describe());
         let spec = state.ingresses[1].spec.as_mut().unwrap();
-        spec.rules.as_mut().unwrap()[0].http.as_mut().unwrap().paths[0].path = Some("/v2".into());
+        let http = spec.rules.as_mut().unwrap()[0].http.as_mut().unwrap();
+        let mut paths = http.paths.to_vec();
+        paths[0].path = Some("/v2".into());
+        http.paths = paths.into();
         let second = inc.translate(&state);
         assert_eq!(second, super::super::translate(&state, &opts));
         let shared: Vec<bool> = first.sets[0]

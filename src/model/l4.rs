@@ -185,7 +185,7 @@ pub fn translate(state: &ClusterState, opts: &Options) -> (L4Model, Vec<Diagnost
             let root = rule
                 .http
                 .iter()
-                .flat_map(|h| &h.paths)
+                .flat_map(|h| h.paths.iter())
                 .find(|p| p.path.as_deref().is_none_or(|p| p == "/"));
             let backend = match (root, &spec.default_backend) {
                 (Some(p), _) => t.backend(&iref, &ns, &p.backend, &format_args!("spec.rules[{ri}] path /")),

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use super::parse::{counts_of, parse_chunk, parse_documents, split_documents, Parse};
+use super::parse::{counts_of, parse_documents, parse_values, read_values, split_documents, Parse};
 use super::scan::{fingerprint, yaml_files, ManifestError, Stamp};
 use crate::model::{ClusterState, Diagnostic, Severity, Subject};
 
@@ -119,6 +119,17 @@ impl ManifestDir {
     /// files that changed since the last load are parsed again; the result is the same as a first load's. The
     /// state is cheapest to produce again when the caller has dropped the previous one.
     pub fn load(&mut self) -> Result<(Arc<ClusterState>, Vec<Diagnostic>), ManifestError> {
+        let reads = self.parse.texts_read;
+        let loaded = self.read();
+        if self.parse.texts_read != reads {
+            // The YAML reader's working set was freed in an allocator arena of its own (see
+            // `parse::on_helper_thread`); hand its pages back to the system.
+            portico_heap_trim::trim();
+        }
+        loaded
+    }
+
+    fn read(&mut self) -> Result<(Arc<ClusterState>, Vec<Diagnostic>), ManifestError> {
         let files = self.files()?;
         if files == self.order && !files.is_empty() {
             return Ok(self.load_in_place());
@@ -275,6 +286,7 @@ fn refresh(file: &Path, shown: &str, old: Option<FileEntry>, cx: &mut Parse) -> 
     let mut old = old;
     let (content, (objects, mut diagnostics), docs) = match std::fs::read_to_string(file) {
         Ok(text) => {
+            cx.texts_read += 1;
             let mut h = std::collections::hash_map::DefaultHasher::new();
             text.hash(&mut h);
             let content = h.finish();
@@ -355,18 +367,27 @@ fn parse_by_document(text: &str, old: Option<&mut FileEntry>, cx: &mut Parse) ->
     if reusable.is_empty() {
         let mut out = ClusterState::default();
         let mut docs = Vec::with_capacity(chunks.len());
-        for (n, chunk) in chunks.iter().enumerate() {
+        let mut simple = true;
+        read_values(&chunks, |n, values| {
             let before = counts_of(&out);
-            let seen = parse_chunk(chunk, &mut out, cx)?;
-            if seen > 1 || (seen == 0 && n > 0) {
-                return None;
+            match parse_values(values, &mut out, cx) {
+                Some(seen) if seen == 1 || (seen == 0 && n == 0) => {
+                    let after = counts_of(&out);
+                    let counts = std::array::from_fn(|k| (after[k] - before[k]) as u32);
+                    docs.push(Doc {
+                        digest: digest(chunks[n]),
+                        counts,
+                    });
+                    true
+                }
+                _ => {
+                    simple = false;
+                    false
+                }
             }
-            let after = counts_of(&out);
-            let counts = std::array::from_fn(|k| (after[k] - before[k]) as u32);
-            docs.push(Doc {
-                digest: digest(chunk),
-                counts,
-            });
+        });
+        if !simple {
+            return None;
         }
         out.ingresses.shrink_to_fit();
         out.services.shrink_to_fit();
@@ -379,6 +400,8 @@ fn parse_by_document(text: &str, old: Option<&mut FileEntry>, cx: &mut Parse) ->
     }
     let mut parts = Vec::with_capacity(chunks.len());
     let mut docs = Vec::with_capacity(chunks.len());
+    // The documents to parse (their indexes in `chunks`); their parts and counts are filled in below.
+    let mut fresh = Vec::new();
     for (n, chunk) in chunks.iter().enumerate() {
         let d = digest(chunk);
         if let Some((i, starts)) = reusable.get_mut(&d).and_then(|q| q.pop_front()) {
@@ -387,15 +410,34 @@ fn parse_by_document(text: &str, old: Option<&mut FileEntry>, cx: &mut Parse) ->
             parts.push(Part::Old(starts));
             continue;
         }
+        fresh.push(n);
+        docs.push(Doc {
+            digest: d,
+            counts: [0; 5],
+        });
+        parts.push(Part::New(Box::default()));
+    }
+    let texts: Vec<&str> = fresh.iter().map(|&n| chunks[n]).collect();
+    let mut simple = true;
+    read_values(&texts, |i, values| {
+        let n = fresh[i];
         let mut objects = ClusterState::default();
-        let seen = parse_chunk(chunk, &mut objects, cx)?;
+        let seen = parse_values(values, &mut objects, cx);
         // The text before the first marker holds at most one document; every other chunk exactly one.
-        if seen > 1 || (seen == 0 && n > 0) || !objects.gateway.is_empty() {
-            return None;
+        match seen {
+            Some(seen) if (seen == 1 || (seen == 0 && n == 0)) && objects.gateway.is_empty() => {
+                docs[n].counts = counts_of(&objects).map(|c| c as u32);
+                parts[n] = Part::New(Box::new(objects));
+                true
+            }
+            _ => {
+                simple = false;
+                false
+            }
         }
-        let counts = counts_of(&objects).map(|c| c as u32);
-        docs.push(Doc { digest: d, counts });
-        parts.push(Part::New(Box::new(objects)));
+    });
+    if !simple {
+        return None;
     }
     let mut out = ClusterState::default();
     let mut total = [0usize; 5];
