@@ -48,8 +48,10 @@ pub(super) fn split_documents(text: &str) -> Option<Vec<&str>> {
 pub(super) type Values = Vec<Result<serde_yaml::Value, serde_yaml::Error>>;
 
 /// Reads each of `chunks` into its documents' YAML values (see [`Values`]) on a helper thread, handing them to
-/// `each` with the chunk's index, in order, on the calling thread, until `each` returns `false`.
-pub(super) fn read_values(chunks: &[&str], mut each: impl FnMut(usize, Values) -> bool) {
+/// `each` with the chunk's index, in order, on the calling thread, until `each` returns `false`. Returns whether
+/// `each` took every chunk.
+pub(super) fn read_values(chunks: &[&str], mut each: impl FnMut(usize, Values) -> bool) -> bool {
+    let mut taken = 0;
     on_helper_thread(
         |send| {
             for chunk in chunks {
@@ -67,14 +69,14 @@ pub(super) fn read_values(chunks: &[&str], mut each: impl FnMut(usize, Values) -
                 }
             }
         },
-        {
-            let mut n = 0;
-            move |values| {
-                n += 1;
-                each(n - 1, values)
-            }
+        |values| {
+            let n = taken;
+            let took = each(n, values);
+            taken += usize::from(took);
+            took
         },
     );
+    taken == chunks.len()
 }
 
 /// Runs `produce` on a helper thread and hands what it sends to `consume` on the calling thread, in order,
@@ -127,6 +129,12 @@ pub(super) fn parse_values(values: Values, out: &mut ClusterState, cx: &mut Pars
         parse_value(value.ok()?, out, &mut cx.strings).ok()?;
     }
     Some(seen)
+}
+
+/// Whether chunk `n` held what a chunk may hold, given [`parse_values`]'s answer: exactly one document, or none in
+/// the text before the first marker (chunk 0).
+pub(super) fn one_document(seen: Option<usize>, n: usize) -> bool {
+    matches!(seen, Some(1)) || (seen == Some(0) && n == 0)
 }
 
 pub(super) fn counts_of(s: &ClusterState) -> [usize; 5] {

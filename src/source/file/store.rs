@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use super::parse::{counts_of, parse_documents, parse_values, read_values, split_documents, Parse};
+use super::parse::{counts_of, one_document, parse_documents, parse_values, read_values, split_documents, Parse};
 use super::scan::{fingerprint, yaml_files, ManifestError, Stamp};
 use crate::model::{ClusterState, Diagnostic, Severity, Subject};
 
@@ -367,24 +367,18 @@ fn parse_by_document(text: &str, old: Option<&mut FileEntry>, cx: &mut Parse) ->
     if reusable.is_empty() {
         let mut out = ClusterState::default();
         let mut docs = Vec::with_capacity(chunks.len());
-        let mut simple = true;
-        read_values(&chunks, |n, values| {
+        let simple = read_values(&chunks, |n, values| {
             let before = counts_of(&out);
-            match parse_values(values, &mut out, cx) {
-                Some(seen) if seen == 1 || (seen == 0 && n == 0) => {
-                    let after = counts_of(&out);
-                    let counts = std::array::from_fn(|k| (after[k] - before[k]) as u32);
-                    docs.push(Doc {
-                        digest: digest(chunks[n]),
-                        counts,
-                    });
-                    true
-                }
-                _ => {
-                    simple = false;
-                    false
-                }
+            if !one_document(parse_values(values, &mut out, cx), n) {
+                return false;
             }
+            let after = counts_of(&out);
+            let counts = std::array::from_fn(|k| (after[k] - before[k]) as u32);
+            docs.push(Doc {
+                digest: digest(chunks[n]),
+                counts,
+            });
+            true
         });
         if !simple {
             return None;
@@ -418,23 +412,15 @@ fn parse_by_document(text: &str, old: Option<&mut FileEntry>, cx: &mut Parse) ->
         parts.push(Part::New(Box::default()));
     }
     let texts: Vec<&str> = fresh.iter().map(|&n| chunks[n]).collect();
-    let mut simple = true;
-    read_values(&texts, |i, values| {
+    let simple = read_values(&texts, |i, values| {
         let n = fresh[i];
         let mut objects = ClusterState::default();
-        let seen = parse_values(values, &mut objects, cx);
-        // The text before the first marker holds at most one document; every other chunk exactly one.
-        match seen {
-            Some(seen) if (seen == 1 || (seen == 0 && n == 0)) && objects.gateway.is_empty() => {
-                docs[n].counts = counts_of(&objects).map(|c| c as u32);
-                parts[n] = Part::New(Box::new(objects));
-                true
-            }
-            _ => {
-                simple = false;
-                false
-            }
+        if !one_document(parse_values(values, &mut objects, cx), n) || !objects.gateway.is_empty() {
+            return false;
         }
+        docs[n].counts = counts_of(&objects).map(|c| c as u32);
+        parts[n] = Part::New(Box::new(objects));
+        true
     });
     if !simple {
         return None;
