@@ -55,16 +55,7 @@ pub(super) fn read_values(chunks: &[&str], mut each: impl FnMut(usize, Values) -
     on_helper_thread(
         |send| {
             for chunk in chunks {
-                let mut values = Vec::with_capacity(1);
-                for doc in serde_yaml::Deserializer::from_str(chunk) {
-                    let value = serde_yaml::Value::deserialize(doc);
-                    let failed = value.is_err();
-                    values.push(value);
-                    if failed {
-                        break;
-                    }
-                }
-                if !send(values) {
+                if !send(yaml_values(chunk).collect()) {
                     return;
                 }
             }
@@ -77,6 +68,20 @@ pub(super) fn read_values(chunks: &[&str], mut each: impl FnMut(usize, Values) -
         },
     );
     taken == chunks.len()
+}
+
+/// The YAML values of `text`'s documents, in order, up to and including the first that failed (a syntax error
+/// ends the stream: later documents cannot be located reliably).
+fn yaml_values(text: &str) -> impl Iterator<Item = Result<serde_yaml::Value, serde_yaml::Error>> + '_ {
+    let mut failed = false;
+    serde_yaml::Deserializer::from_str(text).map_while(move |doc| {
+        if failed {
+            return None;
+        }
+        let value = serde_yaml::Value::deserialize(doc);
+        failed = value.is_err();
+        Some(value)
+    })
 }
 
 /// Runs `produce` on a helper thread and hands what it sends to `consume` on the calling thread, in order,
@@ -158,14 +163,11 @@ pub(super) fn parse_documents(text: &str, file: &str, strings: &mut Strings) -> 
     let mut objects = ClusterState::default();
     let mut errors = Vec::new();
     let mut index = 0;
-    // Values are read on a helper thread (see `on_helper_thread`); a syntax error ends the stream: later
-    // documents cannot be located reliably.
+    // Values are read on a helper thread (see `on_helper_thread`).
     on_helper_thread(
         |send| {
-            for doc in serde_yaml::Deserializer::from_str(text) {
-                let value = serde_yaml::Value::deserialize(doc);
-                let failed = value.is_err();
-                if !send(value) || failed {
+            for value in yaml_values(text) {
+                if !send(value) {
                     return;
                 }
             }
